@@ -1,0 +1,59 @@
+"""hf-selectit: SelectIT instruction-data selection for Hugging Face `datasets`.
+
+Public names are imported lazily so that `import hf_selectit` (and `hf-selectit --help`) do not
+pay for torch/transformers/datasets imports.
+
+Example:
+    >>> from datasets import load_dataset
+    >>> from hf_selectit import SelectITScorer, select_top
+    >>> ds = load_dataset("json", data_files="alpaca.json", split="train")
+    >>> ds = ds.map(SelectITScorer(), batched=True)        # embedded SmolLM2 by default
+    >>> subset = select_top(ds, ratio=0.2)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+# name -> submodule that defines it
+_LAZY = {
+    "SelectITScorer": "scorer",
+    "selectit_score": "scorer",
+    "select_top": "select",
+    "select_random": "select",
+    "fuse_models": "select",
+    "selection_report": "select",
+    "SelectionReport": "select",
+    "publish": "publish",
+    "load_selective": "publish",
+    "ScorerConfig": "config",
+    "SelectConfig": "config",
+    "PublishConfig": "config",
+    "SelectITError": "errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_selectit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import PublishConfig, ScorerConfig, SelectConfig
+    from .errors import SelectITError
+    from .publish import load_selective, publish
+    from .scorer import SelectITScorer, selectit_score
+    from .select import SelectionReport, fuse_models, select_random, select_top, selection_report

@@ -1,0 +1,47 @@
+"""Errors raised by hf-selectit.
+
+Every error derives from :class:`SelectITError` and from the matching built-in, so callers can
+catch either `hf_selectit.errors.SchemaError` or plain `KeyError`. Messages name the bad value,
+what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class SelectITError(Exception):
+    """Base class of every error raised by hf-selectit."""
+
+
+class ConfigError(SelectITError, ValueError):
+    """An argument or configuration value is invalid (wrong range, unknown name, bad combination)."""
+
+
+class SchemaError(SelectITError, KeyError):
+    """The dataset's columns do not match any supported schema, or a mapped column is missing."""
+
+    # KeyError's str() wraps the message in quotes; keep it readable.
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return str(self.args[0]) if self.args else ""
+
+
+class RatingTokenError(SelectITError, ValueError):
+    """The tokenizer cannot give one single token for each rating digit 1..5."""
+
+
+class ModelLoadError(SelectITError, RuntimeError):
+    """The scoring model or its tokenizer could not be loaded."""
+
+
+class ScoreColumnError(SelectITError, KeyError):
+    """A score column needed by the selection step is missing."""
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return str(self.args[0]) if self.args else ""
+
+
+class PublishError(SelectITError, RuntimeError):
+    """A publish did not complete; the message says what exists on the Hub afterwards."""
+
+
+class VersionExistsError(PublishError):
+    """The version tag already exists and `overwrite=True` was not given."""

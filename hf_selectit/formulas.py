@@ -1,0 +1,170 @@
+"""SelectIT's three levels as pure array math (METHOD.md sections 2-4).
+
+Shapes: `rating_probs` is [..., K] with K = 5 rating levels (rows x prompts x 5 for a batch).
+Everything here is numpy; no model, no I/O. NaN in gives NaN out (an unscorable row stays
+unscored instead of getting a made-up value).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import ConfigError
+
+K_RATINGS = 5
+NORMALIZATIONS = ("paper", "selectit-repo")
+# The authors' code (selection.py) hard-codes these for exactly three models 7B/13B/70B, in that
+# order. Note they do not sum to 1 (0.35 + 0.65 + 0.778): it is not the paper's weighting.
+SELECTIT_REPO_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)
+
+
+def normalize_rating_probs(rating_probs: np.ndarray, normalization: str = "paper") -> np.ndarray:
+    """Turn raw full-vocabulary probabilities of the K rating tokens into P'.
+
+    Args:
+        rating_probs: [..., K] softmax probabilities (over the full vocabulary) read at the
+            rating tokens.
+        normalization: "paper" (P'_k = p_k / sum_j p_j) or "selectit-repo" (the authors' code
+            after 2024-03-02: q = p / sum p, then P' = softmax(q)).
+
+    Returns:
+        [..., K] float64 array of P', each row summing to 1.
+
+    Raises:
+        ConfigError: unknown normalisation.
+    """
+    p = np.asarray(rating_probs, dtype=np.float64)
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"normalization={normalization!r} is invalid: expected one of {list(NORMALIZATIONS)}."
+        )
+    q = p / p.sum(axis=-1, keepdims=True)
+    if normalization == "paper":
+        return q
+    e = np.exp(q - np.nanmax(q, axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def token_level_scores(normalized_probs: np.ndarray) -> np.ndarray:
+    """S_token = S_base * (1/(K-1)) * sum_i (P'_{S_base} - P'_i), with S_base = argmax_k P'_k.
+
+    Ties in the argmax go to the lower rating (numpy's argmax returns the first maximum).
+    Equals S_base * (K * P'_max - 1) / (K - 1): 0 for a uniform P', k for a one-hot at rating k.
+
+    Args:
+        normalized_probs: [..., K] P' from :func:`normalize_rating_probs`.
+
+    Returns:
+        [...] float64 scores; NaN where the input row has a NaN.
+    """
+    p = np.asarray(normalized_probs, dtype=np.float64)
+    k = p.shape[-1]
+    nan_rows = np.isnan(p).any(axis=-1)
+    filled = np.where(np.isnan(p), -np.inf, p)
+    base = np.argmax(filled, axis=-1) + 1
+    p_max = np.take_along_axis(filled, (base - 1)[..., None], axis=-1)[..., 0]
+    spread = (k * p_max - p.sum(axis=-1)) / (k - 1)  # sum_i (P'_max - P'_i) / (K - 1)
+    scores = base * spread
+    return np.where(nan_rows, np.nan, scores)
+
+
+def sentence_level_scores(token_scores: np.ndarray, alpha: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """S_sent = mean(S_token) / (1 + alpha * std(S_token)) over the prompts (last axis).
+
+    The std is the population std (ddof=0), as in the authors' code (numpy default).
+
+    Args:
+        token_scores: [..., n_prompts] token-level scores of one row under each rating prompt.
+        alpha: weight of the uncertainty term (paper: 0.2); alpha=0 gives the plain mean.
+
+    Returns:
+        (sentence_scores, uncertainty): two [...] arrays; uncertainty is the std across prompts.
+    """
+    if alpha < 0:
+        raise ConfigError(f"alpha={alpha!r} is invalid: expected a number >= 0 (paper: 0.2).")
+    s = np.asarray(token_scores, dtype=np.float64)
+    mean = s.mean(axis=-1)
+    std = s.std(axis=-1, ddof=0)
+    return mean / (1.0 + alpha * std), std
+
+
+def model_weights(
+    *,
+    n_models: int,
+    params: Optional[Sequence[float]] = None,
+    weights: Union[Sequence[float], str, None] = None,
+) -> np.ndarray:
+    """The weight of each scoring model in the model level.
+
+    Args:
+        n_models: how many models are fused.
+        params: parameter counts theta_m; weights theta_m / sum_j theta_j (the paper).
+        weights: explicit weights used as given, or "selectit-repo" for the authors' code's
+            fixed (7/20, 13/20, 70/90) for exactly three models 7B, 13B, 70B in that order.
+
+    Returns:
+        [n_models] float64 weights.
+
+    Raises:
+        ConfigError: both or neither of params/weights, wrong count, non-positive params.
+    """
+    if (params is None) == (weights is None):
+        raise ConfigError(
+            "Give exactly one of params=[...] (the paper's parameter-count weights) or "
+            "weights=[...] / weights='selectit-repo'."
+        )
+    if isinstance(weights, str):
+        if weights != "selectit-repo":
+            raise ConfigError(f"weights={weights!r} is invalid: expected a list of numbers or 'selectit-repo'.")
+        if n_models != 3:
+            raise ConfigError(
+                f"weights='selectit-repo' needs exactly 3 score columns (7B, 13B, 70B in that order), "
+                f"got {n_models}. Use params=[...] for the paper's weighting."
+            )
+        return np.asarray(SELECTIT_REPO_WEIGHTS, dtype=np.float64)
+    values = np.asarray(params if params is not None else weights, dtype=np.float64)
+    name = "params" if params is not None else "weights"
+    if values.ndim != 1 or len(values) != n_models:
+        raise ConfigError(f"{name}={list(values)!r} has {values.size} entries for {n_models} score columns.")
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{name}={list(values)!r} must be finite numbers.")
+    if params is not None:
+        if np.any(values <= 0):
+            raise ConfigError(f"params={list(values)!r} is invalid: parameter counts must be > 0.")
+        return values / values.sum()
+    return values
+
+
+def model_level_scores(sentence_scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """S_model = sum_m w_m * S_sent_m.
+
+    Args:
+        sentence_scores: [n_models, rows] sentence-level scores, one row per model.
+        weights: [n_models] from :func:`model_weights`.
+
+    Returns:
+        [rows] fused scores (NaN when any model's score for that row is NaN).
+    """
+    s = np.asarray(sentence_scores, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    return np.tensordot(w, s, axes=(0, 0))
+
+
+def selectit_scores(
+    rating_probs: np.ndarray, *, alpha: float = 0.2, normalization: str = "paper"
+) -> dict[str, np.ndarray]:
+    """Token and sentence level for a batch, from raw rating-token probabilities.
+
+    Args:
+        rating_probs: [rows, prompts, K] full-vocabulary probabilities at the rating tokens.
+
+    Returns:
+        dict with "rating_probs" (P', [rows, prompts, K]), "token_scores" ([rows, prompts]),
+        "sentence_score" ([rows]) and "uncertainty" ([rows]).
+    """
+    normalized = normalize_rating_probs(rating_probs, normalization)
+    token = token_level_scores(normalized)
+    sentence, std = sentence_level_scores(token, alpha)
+    return {"rating_probs": normalized, "token_scores": token, "sentence_score": sentence, "uncertainty": std}

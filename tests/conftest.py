@@ -32,3 +32,4 @@ os.environ.pop("HF_TOKEN", None)
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 # --- shared fixtures (each lives in its own module) ---
+from tests.tiny_lm import tiny_model_dir  # noqa: E402,F401

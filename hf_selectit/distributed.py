@@ -1,0 +1,324 @@
+"""Score one dataset with several processes, on one machine or many.
+
+Each process (rank) scores a contiguous slice of the rows chosen by
+`datasets.distributed.split_dataset_by_node`, writes it to `output_dir/rank-XXXXX`, and rank 0
+merges the slices back into the original row order after checking, through an original-position
+column carried with every row, that no row was lost or scored twice. `output_dir` must be on a
+filesystem every rank can read (the merge happens on rank 0).
+
+Launch (one line per machine; the same command with `--machine_rank 1` on the second)::
+
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip 10.0.0.1 \\
+        --main_process_port 29500 --num_processes 16 \\
+        -m hf_selectit.distributed --input data.json --output /shared/run1 --model Qwen/Qwen2.5-7B
+
+or on one machine, CPU or GPU: `torchrun --standalone --nproc_per_node 2 -m hf_selectit.distributed
+--input data.json --output run1`. See docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from .config import ScorerConfig
+from .errors import ConfigError, SelectITError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from accelerate import PartialState
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+#: Original-position column carried through scoring and removed after the merge.
+INDEX_COLUMN = "__selectit_index__"
+#: Sub-directory of `output_dir` that receives the merged, scored dataset.
+MERGED_DIRNAME = "merged"
+_SHARD_META = "selectit_shard.json"
+
+
+class ShardMergeError(SelectITError, RuntimeError):
+    """The rank shards do not add up to the input rows exactly (a row lost or duplicated)."""
+
+
+def shard_dir(output_dir: str, rank: int) -> str:
+    """Path of the shard written by `rank` inside `output_dir` (`rank-00003`)."""
+    return os.path.join(output_dir, f"rank-{rank:05d}")
+
+
+def _state(cpu: Optional[bool] = None) -> "PartialState":
+    import torch
+    from accelerate import PartialState
+
+    # Under torchrun on a CPU-only machine PartialState() reports a single process unless told
+    # cpu=True (then it is MULTI_CPU over gloo, as wanted).
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def score_distributed(
+    ds: "Dataset",
+    scorer_config: Optional[ScorerConfig] = None,
+    *,
+    output_dir: str,
+    batch_size: int = 256,
+    keep_shards: bool = False,
+    state: Optional["PartialState"] = None,
+) -> "Dataset":
+    """Score `ds` with every process of the launch (torchrun / accelerate launch) and merge.
+
+    Call it on every rank with the same `ds` (same rows, same order) and the same arguments.
+    Rank r scores `split_dataset_by_node(ds, rank=r, world_size=W)` (a contiguous slice), saves
+    it to `output_dir/rank-XXXXX` (written under a temporary name, then renamed), all ranks meet
+    at a barrier, and rank 0 concatenates the shards, puts the rows back in their original order,
+    checks that the original positions are exactly 0..len(ds)-1 once each, drops the helper
+    column, attaches the scorer's provenance and saves the result to `output_dir/merged`.
+    Without a launcher (a single process) it does the same with one shard.
+
+    Args:
+        ds: the rows to score (any schema the scorer accepts). Must not contain a column named
+            `__selectit_index__`.
+        scorer_config: the scorer's options; None = `ScorerConfig()` (embedded SmolLM2). When its
+            `device` is None each rank uses its own device (`cuda:<local rank>` or cpu).
+        output_dir: directory on a filesystem shared by all ranks (created if missing).
+        batch_size: rows per `Dataset.map` batch (the scorer splits it further by its token budget).
+        keep_shards: keep `output_dir/rank-*` after a successful merge (default: removed).
+        state: an `accelerate.PartialState`; None builds one (cpu=True when there is no CUDA).
+
+    Returns:
+        The merged, scored Dataset (original order, `selectit_*` columns added), loaded from
+        `output_dir/merged`, on every rank. Write further outputs only where
+        `state.is_main_process`.
+
+    Raises:
+        ConfigError: `ds` already has the helper column, or batch_size < 1.
+        ShardMergeError: the shards do not cover every input row exactly once.
+
+    Example:
+        >>> # torchrun --standalone --nproc_per_node 4 my_script.py, my_script.py containing:
+        >>> merged = score_distributed(ds, ScorerConfig(model="Qwen/Qwen2.5-0.5B"), output_dir="run1")
+    """
+    from datasets import load_from_disk
+    from datasets.distributed import split_dataset_by_node
+
+    if INDEX_COLUMN in ds.column_names:
+        raise ConfigError(
+            f"The dataset already has a column {INDEX_COLUMN!r}, which score_distributed uses to "
+            f"track row positions. Columns: {ds.column_names}. Remove or rename it first."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: expected an int >= 1.")
+    from .scorer import SelectITScorer
+
+    config = scorer_config if scorer_config is not None else ScorerConfig()
+    state = state if state is not None else _state()
+    rank, world_size = state.process_index, state.num_processes
+    if config.device is None and state.device.type != "cpu":
+        # One model per process on its own GPU, whatever the scorer's own rank rule would pick.
+        config = dataclasses.replace(config, device=str(state.device))
+
+    n_rows = len(ds)
+    os.makedirs(output_dir, exist_ok=True)
+    indexed = ds.add_column(INDEX_COLUMN, list(range(n_rows)))
+    part = split_dataset_by_node(indexed, rank=rank, world_size=world_size)
+    logger.info("rank %d/%d: scoring %d of %d rows", rank, world_size, len(part), n_rows)
+    scorer = SelectITScorer.from_config(config)
+    scored = part.map(scorer, batched=True, batch_size=batch_size, desc=f"SelectIT rank {rank}")
+    _write_shard(scored, output_dir, rank=rank, world_size=world_size, n_rows=n_rows)
+
+    state.wait_for_everyone()
+    merged_path = os.path.join(output_dir, MERGED_DIRNAME)
+    if state.is_main_process:
+        merged = merge_shards(output_dir, world_size=world_size, n_rows=n_rows)
+        merged = _attach_info(merged, scorer)
+        _save_atomically(merged, merged_path)
+        if not keep_shards:
+            for r in range(world_size):
+                shutil.rmtree(shard_dir(output_dir, r), ignore_errors=True)
+        logger.info("merged %d rows from %d ranks into %s", n_rows, world_size, merged_path)
+    state.wait_for_everyone()
+    return load_from_disk(merged_path)
+
+
+def _attach_info(ds: "Dataset", scorer: Any) -> "Dataset":
+    from .metadata import attach_scorer_info
+
+    return attach_scorer_info(ds, scorer.info())
+
+
+def _save_atomically(ds: "Dataset", path: str) -> None:
+    # A reader (or a rerun) never sees a half-written directory under the final name.
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _write_shard(scored: "Dataset", output_dir: str, *, rank: int, world_size: int, n_rows: int) -> None:
+    path = shard_dir(output_dir, rank)
+    _save_atomically(scored, path)
+    with open(os.path.join(path, _SHARD_META), "w") as f:
+        json.dump({"rank": rank, "world_size": world_size, "n_rows": n_rows, "shard_rows": len(scored)}, f)
+
+
+def merge_shards(output_dir: str, *, world_size: int, n_rows: int) -> "Dataset":
+    """Concatenate `output_dir/rank-00000 .. rank-{world_size-1}` back into the original order.
+
+    Args:
+        output_dir: the directory the ranks wrote their shards to.
+        world_size: number of shards expected.
+        n_rows: number of rows of the input dataset.
+
+    Returns:
+        The merged Dataset in original row order, without the `__selectit_index__` column.
+
+    Raises:
+        ShardMergeError: a shard is missing or from another run, or the original positions are
+            not exactly 0..n_rows-1 once each (the message lists what is missing or doubled).
+
+    Example:
+        >>> merged = merge_shards("run1", world_size=2, n_rows=999)
+    """
+    import numpy as np
+    from datasets import concatenate_datasets, load_from_disk
+
+    shards = []
+    for r in range(world_size):
+        path = shard_dir(output_dir, r)
+        meta_path = os.path.join(path, _SHARD_META)
+        if not os.path.exists(meta_path):
+            present = sorted(p for p in os.listdir(output_dir) if p.startswith("rank-"))
+            raise ShardMergeError(
+                f"Shard of rank {r} not found at {path!r}; present: {present}. Every rank must "
+                f"write to the same output_dir on a shared filesystem."
+            )
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("world_size") != world_size or meta.get("n_rows") != n_rows:
+            raise ShardMergeError(
+                f"Shard {path!r} is from another run (world_size={meta.get('world_size')}, "
+                f"n_rows={meta.get('n_rows')}; expected {world_size}, {n_rows}). "
+                f"Use a fresh output_dir."
+            )
+        shards.append(load_from_disk(path))
+    merged = concatenate_datasets(shards) if len(shards) > 1 else shards[0]
+    if INDEX_COLUMN not in merged.column_names:
+        raise ShardMergeError(f"The shards in {output_dir!r} have no {INDEX_COLUMN!r} column.")
+    positions = np.asarray(merged.data.column(INDEX_COLUMN).to_numpy(), dtype=np.int64)
+    _check_positions(positions, n_rows)
+    order = np.argsort(positions, kind="stable")
+    if not np.array_equal(order, np.arange(n_rows)):
+        merged = merged.select(order)
+    merged = merged.remove_columns(INDEX_COLUMN)
+    return merged.flatten_indices() if merged._indices is not None else merged
+
+
+def _check_positions(positions: "Any", n_rows: int) -> None:
+    import numpy as np
+
+    bad = positions[(positions < 0) | (positions >= n_rows)]
+    counts = np.bincount(positions[(positions >= 0) & (positions < n_rows)], minlength=n_rows)
+    missing = np.flatnonzero(counts == 0)
+    doubled = np.flatnonzero(counts > 1)
+    if len(bad) or len(missing) or len(doubled):
+        raise ShardMergeError(
+            f"The merged shards have {len(positions)} rows for {n_rows} input rows: "
+            f"{len(missing)} missing (first: {missing[:10].tolist()}), {len(doubled)} duplicated "
+            f"(first: {doubled[:10].tolist()}), {len(bad)} out of range. Nothing was saved; "
+            f"rerun with a fresh output_dir."
+        )
+
+
+# --- command line: torchrun / accelerate launch -m hf_selectit.distributed ---
+
+def _load_input(path: str) -> "Dataset":
+    from datasets import load_dataset, load_from_disk
+
+    if os.path.isdir(path):
+        return load_from_disk(path)
+    builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in builders:
+        raise ConfigError(
+            f"--input {path!r} is not a save_to_disk directory nor a file ending in "
+            f"{sorted(builders)}. Convert it or pass a directory written by Dataset.save_to_disk."
+        )
+    if not os.path.exists(path):
+        raise ConfigError(f"--input {path!r} does not exist.")
+    return load_dataset(builders[ext], data_files=path, split="train")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    # Generated from ScorerConfig so there is no second list of options.
+    for f in dataclasses.fields(ScorerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        ftype = str(f.type)  # a string: config.py uses `from __future__ import annotations`
+        if "bool" in ftype:
+            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+        elif "int" in ftype and "list" in ftype:  # prompts: n or a JSON list of texts
+            parser.add_argument(flag, dest=f.name, type=_int_or_json, default=f.default, help=help_text)
+        elif "dict" in ftype:
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=f.default,
+                                help=help_text + " (JSON)")
+        elif "int" in ftype:
+            parser.add_argument(flag, dest=f.name, type=int, default=f.default, help=help_text)
+        elif "float" in ftype:
+            parser.add_argument(flag, dest=f.name, type=float, default=f.default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=str, default=f.default, help=help_text)
+
+
+def _int_or_json(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return json.loads(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m hf_selectit.distributed`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_selectit.distributed",
+        description="Score a dataset with every process of a torchrun / accelerate launch; "
+                    "rank 0 merges the shards in the original order into OUTPUT/merged.",
+    )
+    parser.add_argument("--input", required=True,
+                        help="save_to_disk directory or .json/.jsonl/.parquet/.csv file.")
+    parser.add_argument("--output", required=True,
+                        help="Output directory on a filesystem shared by all ranks; the result "
+                             "goes to OUTPUT/merged (Dataset.save_to_disk).")
+    parser.add_argument("--batch-size", type=int, default=256, help="Rows per map batch.")
+    parser.add_argument("--keep-shards", action="store_true", help="Keep OUTPUT/rank-* after merging.")
+    _add_config_arguments(parser)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `torchrun ... -m hf_selectit.distributed`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    names = {f.name for f in dataclasses.fields(ScorerConfig)}
+    try:
+        config = ScorerConfig(**{k: v for k, v in vars(args).items() if k in names})
+        ds = _load_input(args.input)
+        merged = score_distributed(ds, config, output_dir=args.output, batch_size=args.batch_size,
+                                   keep_shards=args.keep_shards)
+    except SelectITError as exc:
+        logger.error("%s: %s", type(exc).__name__, exc)
+        return 2
+    logger.info("done: %d rows, columns %s", len(merged), merged.column_names)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

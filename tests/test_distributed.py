@@ -74,12 +74,15 @@ def test_merge_refuses_lost_or_duplicated_rows(tmp_path, positions, words):
 
 
 def test_merge_refuses_missing_or_stale_shard(tmp_path):
-    out = _fake_shards(tmp_path, [[0, 1, 2]], n_rows=3)
-    with pytest.raises(ShardMergeError, match="Shard of rank 1 not found"):
-        merge_shards(out, world_size=2, n_rows=3)
-    # A shard left over from a run with another world size is not silently merged.
+    import shutil
+
+    out = _fake_shards(tmp_path, [[0, 1, 2], [3, 4]], n_rows=5)
+    # A shard left over from a run with another size is not silently merged.
     with pytest.raises(ShardMergeError, match="another run"):
-        merge_shards(out, world_size=1, n_rows=4)
+        merge_shards(out, world_size=2, n_rows=6)
+    shutil.rmtree(shard_dir(out, 1))
+    with pytest.raises(ShardMergeError, match="Shard of rank 1 not found"):
+        merge_shards(out, world_size=2, n_rows=5)
 
 
 def test_score_distributed_refuses_reserved_column(tmp_path):

@@ -1,0 +1,513 @@
+"""The text SelectIT scores: rating prompts, the prompt template, and dataset schemas.
+
+Pure text, no model and no I/O. This module is the only place in the package that knows column
+names: everything else asks :func:`extract_pairs` for one (instruction, response) pair per row.
+
+Template (METHOD.md section 1), for one row and one rating prompt RP::
+
+    {RP}\\n\\nInstruction:{X}\\nResponse:{Y}\\nThe answer is: \\n
+
+No space after ``Instruction:`` / ``Response:``. The authors read the prompts from a file line by
+line, so lines 1-8 kept their own newline and got the blank line, while line 9 (the last line,
+without a trailing newline) got a single ``\\n``. We use the template above for all nine prompts:
+the difference is an artefact of their file reading, not part of the method.
+
+Schemas, tried in this order when ``columns`` is not given:
+
+1. Instruction/response column pairs (first match wins): ``instruction``/``output`` (Alpaca,
+   with ``input``), ``instruction``/``response`` (with ``context`` as the input, as in Dolly),
+   ``instruction``/``completion``, ``instruction``/``answer``, ``prompt``/``response``,
+   ``prompt``/``completion``, ``prompt``/``output``, ``prompt``/``answer``,
+   ``question``/``answer``, ``question``/``response``, ``query``/``response``,
+   ``query``/``answer``, ``input``/``output``, ``input``/``response``.
+   Pairs come first because their meaning is unambiguous; datasets such as Magpie carry both
+   ``instruction``/``response`` and a ``conversations`` column with the same content.
+2. ``messages``: OpenAI-style turns ``{"role", "content"}``.
+3. ``conversations``: ShareGPT turns ``{"from", "value"}``.
+
+Either chat column accepts either turn style. ``columns=`` overrides detection:
+``{"instruction": ..., "response": ..., "input": ...}`` (input optional) or
+``{"messages": "<col>"}`` / ``{"conversations": "<col>"}`` for a chat column with another name.
+
+X for pair schemas: ``instruction + "\\n" + input`` when input is non-empty (not None and not
+whitespace-only); the instruction alone when input is empty or absent; the input alone when the
+instruction is empty but the input is not (some datasets put the whole task in ``input``).
+Texts are otherwise used verbatim (no stripping).
+
+Chat rows (the multi-turn rule): roles ``user``/``human`` are the user, ``assistant``/``gpt`` the
+assistant, ``system`` the system. Y is the content of the LAST assistant turn; turns after it
+are ignored (a trailing user turn has no answer to rate). X is built from the turns before Y:
+
+- the content of every system turn among them, in order, each on its own line, first;
+- then, if the remaining turns are exactly one user turn, its content as is (so a single-turn
+  chat gives the same X as the equivalent Alpaca row);
+- otherwise every remaining turn as a line ``User: {content}`` or ``Assistant: {content}``, in
+  order, ending with the final user turn;
+- all parts joined with ``"\\n"``.
+
+Bad rows never raise: they come back as ``Pair(None, None, error="<short reason>")`` so the
+scorer can mark them and keep the row (see :class:`Pair`). Only a schema that cannot be
+resolved at all raises :class:`~hf_selectit.errors.SchemaError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+
+from .errors import ConfigError, SchemaError
+
+logger = logging.getLogger(__name__)
+
+# --- rating prompts ---------------------------------------------------------------------------
+
+#: The nine rating prompts of METHOD.md section 1, verbatim (prompt 4 contains U+2014 em dashes).
+RATING_PROMPTS: tuple[str, ...] = (
+    "Assign a score from 1 to 5 to each assistant based on how accurately they follow the "
+    "instructions and response provided, ensuring the score is represented clearly on its own.",
+    "Score each assistant on a scale from one to five, reflecting the accuracy of their adherence "
+    "to the instructions and input, and present this score plainly without the need for extra "
+    "details.",
+    "Rate each assistant's response accuracy to the given task and input on a scale of 1 to 5, "
+    "with 5 being the most precise; the score should be self-explanatory and presented as a "
+    "single line.",
+    "Evaluate the assistants by the correctness of their response to the provided directions and "
+    "response, giving them a rating between 1 and 5\u2014where a 5 indicates top accuracy\u2014and "
+    "output the score clearly as a standalone line.",
+    "Rate each assistant on a scale of 1 to 5 based on their adherence to the instructions and "
+    "the accuracy of their responses, with the score clearly displayed.",
+    "For each assistant, allocate a score between 1 and 5 reflecting how precisely they follow "
+    "instructions and their response accuracy, making sure the score is distinctly visible.",
+    "Score each assistant from one to five, judging by how well they follow the given "
+    "instructions and the correctness of their replies, and ensure that the score is clearly "
+    "marked.",
+    "Assign to every assistant a score ranging from 1 to 5, evaluating their compliance with "
+    "instructions and the precision of their feedback, with the score being conspicuously "
+    "presented.",
+    "Provide a score of 1 to 5 for each assistant, considering their fidelity to instructions and "
+    "the accuracy of their answers, and ensure the score is clearly indicated.",
+)
+
+#: The same nine with the authors' wording before 2024-03-31 (prompt 2 "from zero to five",
+#: prompt 4 "between 0 and 5"); the released Selective Alpaca may have been scored with these.
+RATING_PROMPTS_ZERO_TO_FIVE: tuple[str, ...] = (
+    RATING_PROMPTS[0],
+    RATING_PROMPTS[1].replace("from one to five", "from zero to five"),
+    RATING_PROMPTS[2],
+    RATING_PROMPTS[3].replace("between 1 and 5", "between 0 and 5"),
+    *RATING_PROMPTS[4:],
+)
+
+#: Named prompt sets, the values accepted by ``prompt_set=`` (same names as config.PROMPT_SETS).
+PROMPT_SETS: dict[str, tuple[str, ...]] = {
+    "paper": RATING_PROMPTS,
+    "zero-to-five": RATING_PROMPTS_ZERO_TO_FIVE,
+}
+
+_ANSWER_TAIL = "\nThe answer is: \n"
+
+
+def resolve_prompts(
+    prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper"
+) -> tuple[str, ...]:
+    """Turn the ``prompts`` option into the rating prompt texts to score with.
+
+    Args:
+        prompts: n in 1..9 (the first n prompts of ``prompt_set``; the paper uses 5), or a
+            sequence of non-empty prompt texts used as given.
+        prompt_set: "paper" or "zero-to-five"; only used when ``prompts`` is an int.
+
+    Returns:
+        A tuple of prompt strings.
+
+    Raises:
+        ConfigError: ``prompts`` is out of range, empty, a bare string, or holds a non-string or
+            empty text; or ``prompt_set`` is unknown.
+
+    Example:
+        >>> len(resolve_prompts(3))
+        3
+    """
+    if prompt_set not in PROMPT_SETS:
+        raise ConfigError(
+            f"prompt_set={prompt_set!r} is invalid: expected one of {list(PROMPT_SETS)}."
+        )
+    if isinstance(prompts, Integral) and not isinstance(prompts, bool):
+        n = int(prompts)
+        if not 1 <= n <= len(RATING_PROMPTS):
+            raise ConfigError(
+                f"prompts={prompts!r} is out of range: expected an int from 1 to "
+                f"{len(RATING_PROMPTS)} (the paper uses 5) or a list of prompt texts."
+            )
+        return PROMPT_SETS[prompt_set][:n]
+    if isinstance(prompts, (str, bytes)):
+        raise ConfigError(
+            f"prompts={prompts!r} is a single string: expected an int from 1 to "
+            f"{len(RATING_PROMPTS)} or a list of prompt texts; wrap one prompt in a list."
+        )
+    if isinstance(prompts, Sequence):
+        texts = tuple(prompts)
+        if not texts:
+            raise ConfigError(
+                "prompts=[] is empty: expected at least one rating prompt text, or an int from 1 "
+                f"to {len(RATING_PROMPTS)}."
+            )
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(
+                    f"prompts[{i}]={text!r} is invalid: every rating prompt must be a non-empty "
+                    "string."
+                )
+        return texts
+    raise ConfigError(
+        f"prompts={prompts!r} is invalid: expected an int from 1 to {len(RATING_PROMPTS)} or a "
+        "list of prompt texts."
+    )
+
+
+def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[str, str, str]:
+    """Split the scored text into (head, response, tail); ``"".join`` gives :func:`build_prompt`.
+
+    The scorer truncates over-long rows by cutting the middle of the response, keeping the head
+    (rating prompt and instruction) and the whole tail (the rating question).
+
+    Args:
+        rating_prompt: One rating prompt text (RP).
+        instruction: The instruction X.
+        response: The response Y.
+
+    Returns:
+        ``(f"{RP}\\n\\nInstruction:{X}\\nResponse:", Y, "\\nThe answer is: \\n")``.
+
+    Example:
+        >>> prompt_parts("Rate.", "Say hi", "hi")
+        ('Rate.\\n\\nInstruction:Say hi\\nResponse:', 'hi', '\\nThe answer is: \\n')
+    """
+    return f"{rating_prompt}\n\nInstruction:{instruction}\nResponse:", response, _ANSWER_TAIL
+
+
+def build_prompt(rating_prompt: str, instruction: str, response: str) -> str:
+    """The exact text scored for one row and one rating prompt (METHOD.md section 1).
+
+    Args:
+        rating_prompt: One rating prompt text (RP).
+        instruction: The instruction X.
+        response: The response Y.
+
+    Returns:
+        ``f"{RP}\\n\\nInstruction:{X}\\nResponse:{Y}\\nThe answer is: \\n"``.
+
+    Example:
+        >>> build_prompt("Rate.", "Say hi", "hi")
+        'Rate.\\n\\nInstruction:Say hi\\nResponse:hi\\nThe answer is: \\n'
+    """
+    return f"{rating_prompt}\n\nInstruction:{instruction}\nResponse:{response}{_ANSWER_TAIL}"
+
+
+# --- schemas ----------------------------------------------------------------------------------
+
+
+class Pair(NamedTuple):
+    """The (instruction, response) of one row, or why there is none.
+
+    Invariant: ``error is None`` exactly when both texts are strings ready to score; when
+    ``error`` is set both texts are None and ``error`` is a short reason such as
+    ``"empty response"`` or ``"instruction is int, expected str"``.
+    """
+
+    instruction: Optional[str]
+    response: Optional[str]
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """How rows of a dataset map to (instruction, response).
+
+    Attributes:
+        name: "alpaca", "pair" (another instruction/response pair), "messages",
+            "conversations" or "columns" (explicit mapping of an instruction/response pair).
+        instruction: Column of the instruction (pair schemas).
+        response: Column of the response (pair schemas).
+        input: Optional column appended to the instruction (pair schemas).
+        chat: Column holding a list of turns (chat schemas).
+    """
+
+    name: str
+    instruction: Optional[str] = None
+    response: Optional[str] = None
+    input: Optional[str] = None
+    chat: Optional[str] = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The dataset columns this schema reads."""
+        return tuple(c for c in (self.instruction, self.input, self.response, self.chat) if c)
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``alpaca (instruction + input -> output)``."""
+        if self.chat:
+            return f"{self.name} (chat column {self.chat!r})"
+        x = self.instruction + (f" + {self.input}" if self.input else "")
+        return f"{self.name} ({x} -> {self.response})"
+
+
+# (instruction column, response column, optional input column), first match wins.
+_PAIR_SCHEMAS: tuple[tuple[str, str, Optional[str]], ...] = (
+    ("instruction", "output", "input"),
+    ("instruction", "response", "context"),
+    ("instruction", "completion", "input"),
+    ("instruction", "answer", "input"),
+    ("prompt", "response", None),
+    ("prompt", "completion", None),
+    ("prompt", "output", None),
+    ("prompt", "answer", None),
+    ("question", "answer", None),
+    ("question", "response", None),
+    ("query", "response", None),
+    ("query", "answer", None),
+    ("input", "output", None),
+    ("input", "response", None),
+)
+_CHAT_COLUMNS = ("messages", "conversations")
+_PAIR_KEYS = ("instruction", "input", "response")
+
+_USER_ROLES = frozenset({"user", "human"})
+_ASSISTANT_ROLES = frozenset({"assistant", "gpt"})
+_SYSTEM_ROLE = "system"
+
+_FIX_HINT = "columns={'instruction': ..., 'response': ...}"
+_logged_schemas: set[Schema] = set()
+
+
+def _columns_error(column_names: Sequence[str]) -> SchemaError:
+    return SchemaError(
+        f"Could not find instruction/response columns. Columns: {list(column_names)}. "
+        "Supported: Alpaca ('instruction', 'input', 'output'), ShareGPT ('conversations'), "
+        "OpenAI-style ('messages'), and pairs such as 'prompt'/'response' or "
+        f"'question'/'answer'. Pass {_FIX_HINT} (optionally 'input': ...), or "
+        "columns={'messages': ...} for a chat column with another name."
+    )
+
+
+def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) -> Schema:
+    if not isinstance(columns, Mapping):
+        raise ConfigError(
+            f"columns={columns!r} is invalid: expected a dict such as {_FIX_HINT}."
+        )
+    mapping = {k: v for k, v in columns.items() if v is not None}
+    unknown = sorted(set(mapping) - set(_PAIR_KEYS) - set(_CHAT_COLUMNS), key=str)
+    if unknown:
+        raise ConfigError(
+            f"columns={dict(columns)!r} has unknown key(s) {unknown}: expected keys "
+            f"{list(_PAIR_KEYS)} or one of {list(_CHAT_COLUMNS)}, e.g. {_FIX_HINT}."
+        )
+    for key, value in mapping.items():
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"columns[{key!r}]={value!r} is invalid: expected a column name (str)."
+            )
+    chat_keys = [k for k in _CHAT_COLUMNS if k in mapping]
+    if chat_keys:
+        if len(mapping) != 1:
+            raise ConfigError(
+                f"columns={dict(columns)!r} mixes a chat column with other keys: pass either "
+                f"{{{chat_keys[0]!r}: <column>}} alone or {_FIX_HINT}."
+            )
+        schema = Schema(chat_keys[0], chat=mapping[chat_keys[0]])
+    else:
+        missing = [k for k in ("instruction", "response") if k not in mapping]
+        if missing:
+            raise ConfigError(
+                f"columns={dict(columns)!r} lacks {missing}: expected {_FIX_HINT} "
+                "(optionally 'input': ...)."
+            )
+        schema = Schema(
+            "columns",
+            instruction=mapping["instruction"],
+            response=mapping["response"],
+            input=mapping.get("input"),
+        )
+    absent = [c for c in schema.columns if c not in column_names]
+    if absent:
+        raise SchemaError(
+            f"Column(s) {absent} from columns={dict(columns)!r} not found. "
+            f"Columns: {list(column_names)}. Fix the mapping, e.g. {_FIX_HINT}."
+        )
+    return schema
+
+
+def detect_schema(
+    column_names: Iterable[str], *, columns: Optional[Union[Mapping[str, Any], Schema]] = None
+) -> Schema:
+    """Find how a dataset's rows map to (instruction, response).
+
+    Args:
+        column_names: The dataset's column names (``ds.column_names`` or a batch's keys).
+        columns: Explicit mapping overriding detection: ``{"instruction": ..., "response": ...,
+            "input": ...}`` (input optional) or ``{"messages": <col>}`` /
+            ``{"conversations": <col>}``; a :class:`Schema` is returned as is after checking
+            its columns exist.
+
+    Returns:
+        The :class:`Schema` (detection order in the module docstring).
+
+    Raises:
+        SchemaError: no supported schema matches, or a mapped column does not exist; the message
+            lists the dataset's columns and the ``columns=`` fix.
+        ConfigError: ``columns`` itself is malformed (unknown keys, missing keys, non-str names).
+
+    Example:
+        >>> detect_schema(["instruction", "input", "output"]).describe()
+        'alpaca (instruction + input -> output)'
+    """
+    names = list(column_names)
+    present = set(names)
+    if isinstance(columns, Schema):
+        absent = [c for c in columns.columns if c not in present]
+        if absent:
+            raise SchemaError(
+                f"Column(s) {absent} of schema {columns.describe()} not found. Columns: {names}. "
+                f"Pass {_FIX_HINT}."
+            )
+        return columns
+    if columns is not None:
+        return _explicit_schema(names, columns)
+    for instruction, response, input_col in _PAIR_SCHEMAS:
+        if instruction in present and response in present:
+            name = "alpaca" if (instruction, response) == ("instruction", "output") else "pair"
+            return Schema(
+                name,
+                instruction=instruction,
+                response=response,
+                input=input_col if input_col in present else None,
+            )
+    for chat in _CHAT_COLUMNS:
+        if chat in present:
+            return Schema(chat, chat=chat)
+    raise _columns_error(names)
+
+
+def _type_error(what: str, value: Any, expected: str = "str") -> Pair:
+    return Pair(None, None, f"{what} is {type(value).__name__}, expected {expected}")
+
+
+def _pair_from_texts(instruction: Any, input_text: Any, response: Any) -> Pair:
+    missing_instruction = instruction is None
+    if missing_instruction:
+        instruction = ""  # a null instruction is like an empty one: the input may stand in
+    elif not isinstance(instruction, str):
+        return _type_error("instruction", instruction)
+    if input_text is not None and not isinstance(input_text, str):
+        return _type_error("input", input_text)
+    if response is None:
+        return Pair(None, None, "response is missing (None)")
+    if not isinstance(response, str):
+        return _type_error("response", response)
+    has_input = input_text is not None and bool(input_text.strip())
+    if instruction.strip():
+        x = f"{instruction}\n{input_text}" if has_input else instruction
+    elif has_input:
+        x = input_text
+    elif missing_instruction:
+        return Pair(None, None, "instruction is missing (None)")
+    else:
+        return Pair(None, None, "empty instruction")
+    if not response.strip():
+        return Pair(None, None, "empty response")
+    return Pair(x, response, None)
+
+
+def _pair_from_chat(turns: Any, column: str) -> Pair:
+    if turns is None:
+        return Pair(None, None, f"{column} is missing (None)")
+    if isinstance(turns, (str, bytes, Mapping)) or not isinstance(turns, (list, tuple)):
+        return _type_error(column, turns, "list of turns")
+    if not turns:
+        return Pair(None, None, f"empty {column}")
+    parsed: list[tuple[str, str]] = []  # (normalised role, content)
+    last_assistant = -1
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, Mapping):
+            return Pair(None, None, f"turn {i} is {type(turn).__name__}, expected dict")
+        if "role" in turn:
+            role, content = turn["role"], turn.get("content")
+        elif "from" in turn:
+            role, content = turn["from"], turn.get("value")
+        else:
+            return Pair(
+                None, None, f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys"
+            )
+        if not isinstance(content, str):
+            return Pair(None, None, f"turn {i} content is {type(content).__name__}, expected str")
+        role_key = role.lower() if isinstance(role, str) else role
+        if role_key in _ASSISTANT_ROLES:
+            norm = "assistant"
+            last_assistant = i
+        elif role_key in _USER_ROLES:
+            norm = "user"
+        elif role_key == _SYSTEM_ROLE:
+            norm = "system"
+        else:
+            return Pair(None, None, f"turn {i} has unknown role {role!r}")
+        parsed.append((norm, content))
+    if last_assistant < 0:
+        return Pair(None, None, "no assistant turn")
+    response = parsed[last_assistant][1]
+    before = parsed[:last_assistant]
+    parts = [content for role, content in before if role == "system"]
+    dialogue = [(role, content) for role, content in before if role != "system"]
+    if len(dialogue) == 1 and dialogue[0][0] == "user":
+        parts.append(dialogue[0][1])
+    else:
+        parts.extend(
+            f"{'User' if role == 'user' else 'Assistant'}: {content}" for role, content in dialogue
+        )
+    if not before:
+        return Pair(None, None, "empty instruction (nothing before the last assistant turn)")
+    instruction = "\n".join(parts)
+    if not instruction.strip():
+        return Pair(None, None, "empty instruction")
+    if not response.strip():
+        return Pair(None, None, "empty response")
+    return Pair(instruction, response, None)
+
+
+def extract_pairs(
+    batch: Mapping[str, Sequence[Any]],
+    *,
+    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
+) -> list[Pair]:
+    """One (instruction, response) :class:`Pair` per row of a batch, in row order.
+
+    Args:
+        batch: A ``datasets`` batch: column name -> list of values (as passed to a
+            ``map(batched=True)`` function).
+        columns: Optional explicit mapping or :class:`Schema`, see :func:`detect_schema`.
+
+    Returns:
+        A list with exactly one Pair per row, same order. Rows that cannot be scored (None,
+        empty or whitespace-only text, non-string values, malformed or assistant-less
+        conversations) have ``error`` set instead of raising.
+
+    Raises:
+        SchemaError: the columns match no supported schema, or a mapped column is missing.
+        ConfigError: ``columns`` is malformed.
+
+    Example:
+        >>> extract_pairs({"instruction": ["Add 2+2"], "input": [""], "output": ["4"]})
+        [Pair(instruction='Add 2+2', response='4', error=None)]
+    """
+    schema = detect_schema(batch.keys(), columns=columns)
+    if schema not in _logged_schemas:
+        _logged_schemas.add(schema)
+        logger.info("Reading rows as %s.", schema.describe())
+    if schema.chat is not None:
+        column = schema.chat
+        return [_pair_from_chat(turns, column) for turns in batch[column]]
+    instructions = batch[schema.instruction]
+    responses = batch[schema.response]
+    inputs = batch[schema.input] if schema.input else [None] * len(instructions)
+    return [_pair_from_texts(x, i, y) for x, i, y in zip(instructions, inputs, responses)]

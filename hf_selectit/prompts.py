@@ -432,17 +432,20 @@ def _pair_from_chat(turns: Any, column: str) -> Pair:
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
             return Pair(None, None, f"turn {i} is {type(turn).__name__}, expected dict")
-        if "role" in turn:
+        # Arrow gives every turn struct the union of keys, absent ones as None, so test values.
+        if turn.get("role") is not None:
             role, content = turn["role"], turn.get("content")
-        elif "from" in turn:
+        elif turn.get("from") is not None:
             role, content = turn["from"], turn.get("value")
         else:
             return Pair(
                 None, None, f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys"
             )
+        if not isinstance(role, str):
+            return Pair(None, None, f"turn {i} role is {type(role).__name__}, expected str")
         if not isinstance(content, str):
             return Pair(None, None, f"turn {i} content is {type(content).__name__}, expected str")
-        role_key = role.lower() if isinstance(role, str) else role
+        role_key = role.lower()
         if role_key in _ASSISTANT_ROLES:
             norm = "assistant"
             last_assistant = i

@@ -336,6 +336,7 @@ def test_bad_chat_rows_get_a_reason_and_keep_their_place():
         [user, "turn"],
         [user, {"speaker": "bot", "text": "A"}],
         [user, {"role": "tool", "content": "A"}],
+        [user, {"role": ["assistant"], "content": "A"}],
         [{"role": "assistant", "content": "A"}],
         [{"role": "user", "content": " "}, {"role": "assistant", "content": "A"}],
         good,
@@ -353,6 +354,7 @@ def test_bad_chat_rows_get_a_reason_and_keep_their_place():
         "turn 1 is str, expected dict",
         "turn 1 has neither 'role'/'content' nor 'from'/'value' keys",
         "turn 1 has unknown role 'tool'",
+        "turn 1 role is list, expected str",
         "empty instruction (nothing before the last assistant turn)",
         "empty instruction",
         None,
@@ -385,3 +387,27 @@ def test_extract_pairs_is_fast_on_10k_rows():
     assert len(a) == n and len(c) == n
     assert a[1] == Pair("Explain the thing.\nctx", "Here is the explanation.")
     assert elapsed < 0.5, f"10k Alpaca + 10k chat rows took {elapsed:.3f}s"
+
+
+def test_real_dataset_map_with_arrow_turn_structs():
+    # Through Arrow, turns of mixed styles become structs with every key, absent ones None.
+    from datasets import Dataset
+
+    ds = Dataset.from_list([
+        {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        {"conversations": [{"role": "user", "content": "Q2"},
+                           {"role": "assistant", "content": "A2"}]},
+        {"conversations": [{"from": "human", "value": "only a question"}]},
+    ])
+    assert ds[0]["conversations"][0] == {"from": "human", "value": "Q", "role": None, "content": None}
+
+    # datasets 5 refuses a column whose first written batch is all None, hence "ok".
+    def to_columns(batch):
+        pairs = extract_pairs(batch)
+        return {"x": [p.instruction for p in pairs], "y": [p.response for p in pairs],
+                "err": [p.error or "ok" for p in pairs]}
+
+    out = ds.map(to_columns, batched=True, batch_size=2)
+    assert out["x"] == ["Q", "Q2", None]
+    assert out["y"] == ["A", "A2", None]
+    assert out["err"] == ["ok", "ok", "no assistant turn"]

@@ -1,0 +1,790 @@
+"""score -> fuse -> select -> publish from one configuration (the engine behind the CLI).
+
+Scoring runs in contiguous shards of rows. Each finished shard's new columns are written with
+`save_to_disk` under a work directory named after a fingerprint of the input rows and the scorer
+config (first under a temporary name, then renamed, so a half-written shard never looks
+finished). A run that is killed and started again with the same configuration loads the finished
+shards and scores only the rest: `Dataset.map`'s own cache cannot do that, because a killed map
+leaves no cache file behind.
+
+Layout: `<work_dir>/<fingerprint>/shard-00003/` (one per shard), `scorer_info.json`,
+`config.json`.
+
+Heavy imports (datasets, the scorer, torch) happen inside functions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from ._version import __version__
+from .config import PublishConfig, ScorerConfig, SelectConfig
+from .errors import ConfigError
+from .io import IOConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "selectit_"
+FUSED_COLUMN = "selectit_model_score"
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass
+class RunOptions:
+    """How the scoring work is executed and where its side products go."""
+
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "Rows per Dataset.map batch (the scorer splits each batch into "
+                          "forward micro-batches of at most max_batch_tokens)."},
+    )
+    num_proc: Optional[int] = field(
+        default=None,
+        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r)."},
+    )
+    shard_rows: int = field(
+        default=256,
+        metadata={"help": "Rows per checkpointed shard; a restarted run skips finished shards."},
+    )
+    work_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where shard checkpoints go. None: <output folder>/.selectit-work, "
+                          "or the user cache dir when there is no output."},
+    )
+    subset_output: Optional[str] = field(
+        default=None,
+        metadata={"help": "Also write the selected subset here (folder, .parquet or .jsonl)."},
+    )
+    summary_json: Optional[str] = field(
+        default=None, metadata={"help": "Write the run summary as JSON to this file."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: expected an int >= 1.")
+        if self.num_proc is not None and (not isinstance(self.num_proc, int) or self.num_proc < 1):
+            raise ConfigError(f"num_proc={self.num_proc!r} is invalid: expected an int >= 1 or None.")
+
+
+@dataclass
+class FusionConfig:
+    """Model-level SelectIT: how the sentence scores of several models are combined."""
+
+    params: Optional[list] = field(
+        default=None,
+        metadata={"help": "Parameter counts theta_m, one per model (paper: weights theta_m / "
+                          "sum theta). Default: each model's `params`, else its recorded size."},
+    )
+    weights: Union[list, str, None] = field(
+        default=None,
+        metadata={"help": "Explicit weights instead of params, or 'selectit-repo' (the authors' "
+                          "fixed 7/20, 13/20, 70/90 for exactly 7B, 13B, 70B)."},
+    )
+    output: str = field(default=FUSED_COLUMN, metadata={"help": "Name of the fused score column."})
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one `hf-selectit run` does. Build it with :func:`load_pipeline_config`."""
+
+    io: IOConfig = field(default_factory=IOConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+    models: list = field(default_factory=lambda: [ScorerConfig()])
+    model_params: list = field(default_factory=list)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    select: Optional[SelectConfig] = None
+    publish: Optional[PublishConfig] = None
+    card_data: Optional[dict] = None
+
+
+# ------------------------------------------------------------------ config from mappings
+
+
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
+    """Check (and, for strings from the shell, convert) one option value against its annotation.
+
+    Args:
+        name: option name, for the error message.
+        value: the value from YAML or the command line.
+        annotation: the dataclass field's type (``Optional[int]``, ``Union[int, list]``, ...).
+        from_cli: the value is a raw command-line string ('none' means None; JSON/YAML text is
+            parsed for dict and list options).
+
+    Returns:
+        The value with the annotated type.
+
+    Raises:
+        ConfigError: the value does not fit the annotation.
+
+    Example:
+        >>> coerce_value("prompts", "3", Union[int, list], from_cli=True)
+        3
+    """
+    origin = typing.get_origin(annotation)
+    if origin is Union:
+        args = typing.get_args(annotation)
+        if type(None) in args and (value is None or (from_cli and isinstance(value, str)
+                                                     and value.lower() in ("none", "null"))):
+            return None
+        problems = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce_value(name, value, arg, from_cli=from_cli)
+            except ConfigError as exc:
+                problems.append(_type_name(arg))
+        raise ConfigError(
+            f"{name}={value!r} is invalid: expected {' or '.join(problems)}"
+            f"{' or null' if type(None) in args else ''}."
+        )
+    if origin is not None:  # list[str], dict[str, str], ...
+        annotation = origin
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `7e9` (no dot) as a string; accept it as the number it is.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation in (list, dict):
+        if isinstance(value, str) and from_cli:
+            value = _parse_structured(name, value)
+        if annotation is list and isinstance(value, (list, tuple)):
+            return list(value)
+        if annotation is dict and isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover - an annotation this loader does not know
+        return value
+    raise ConfigError(f"{name}={value!r} is invalid: expected {_type_name(annotation)}.")
+
+
+def _parse_structured(name: str, text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}={text!r} is not valid JSON/YAML: {exc}") from exc
+
+
+def _type_name(annotation: Any) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             list: "a list (JSON/YAML)", dict: "a mapping (JSON/YAML)"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def check_keys(keys: Any, valid: Any, *, where: str) -> None:
+    """Raise ConfigError for keys that are not options, listing the valid ones.
+
+    Args:
+        keys: the keys given.
+        valid: the option names that exist.
+        where: where the keys came from (e.g. "select section of run.yaml").
+
+    Raises:
+        ConfigError: an unknown key; the message suggests the closest valid name.
+    """
+    valid = list(valid)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Unknown option {key!r} in {where}.{hint} Valid options: {sorted(valid)}."
+            )
+
+
+def config_from_mapping(cls: type, mapping: Mapping[str, Any], *, where: str,
+                        from_cli: bool = False) -> Any:
+    """Build a config dataclass from a mapping, with the key and type checks of the YAML config.
+
+    Args:
+        cls: ScorerConfig, SelectConfig, PublishConfig, IOConfig, RunOptions or FusionConfig.
+        mapping: option name -> value (hyphens in names are read as underscores).
+        where: for error messages ("scorer section of run.yaml").
+        from_cli: values are raw command-line strings.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: unknown key or a value of the wrong type or range.
+
+    Example:
+        >>> config_from_mapping(SelectConfig, {"ratio": 0.1}, where="select")
+        SelectConfig(ratio=0.1, ...)
+    """
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where} must be a mapping of options, got {mapping!r}.")
+    mapping = {str(k).replace("-", "_"): v for k, v in mapping.items()}
+    hints = _hints(cls)
+    check_keys(mapping, [f.name for f in fields(cls)], where=where)
+    kwargs = {k: coerce_value(f"{where}: {k}" if where else k, v, hints[k], from_cli=from_cli)
+              for k, v in mapping.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data")
+
+
+def load_pipeline_config(source: Union[str, os.PathLike, Mapping[str, Any]],
+                         *, overrides: Optional[Mapping[str, Any]] = None) -> PipelineConfig:
+    """Read a `run` configuration (YAML file or mapping) into a :class:`PipelineConfig`.
+
+    Layout (every key optional except ``input``)::
+
+        input: vicgalle/alpaca-gpt4        # + split, config_name, revision, limit, output, ...
+        batch_size: 64                     # + num_proc, shard_rows, work_dir, subset_output
+        scorer: {prompts: 5, alpha: 0.2}   # shared by every model
+        models:                            # one entry per model (ScorerConfig keys + params)
+          - {model: meta-llama/Llama-2-7b-hf, column_prefix: selectit_m0_, params: 7e9}
+        fusion: {weights: null}            # several models only
+        select: {ratio: 0.2}
+        publish: {repo_id: me/Selective-Alpaca, version: v1.0, license: cc-by-nc-4.0}
+
+    Args:
+        source: path of a YAML file, or the parsed mapping.
+        overrides: top-level IO/run options that replace the file's (the CLI's flags).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: unknown keys (the message lists the valid ones), bad values, duplicate
+            column prefixes, or a missing ``input``.
+
+    Example:
+        >>> cfg = load_pipeline_config("configs/demo.yaml", overrides={"limit": 8})
+    """
+    if isinstance(source, Mapping):
+        data, where = dict(source), "run config"
+    else:
+        data, where = load_yaml(source), str(source)
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data.update(overrides or {})
+    io_keys = [f.name for f in fields(IOConfig)]
+    run_keys = [f.name for f in fields(RunOptions)]
+    check_keys(data, [*io_keys, *run_keys, *_TOP_SECTIONS], where=where)
+    io = config_from_mapping(IOConfig, {k: v for k, v in data.items() if k in io_keys}, where=where)
+    if io.input is None:
+        raise ConfigError(f"{where}: `input` is missing: give a Hub dataset id, a local file or a folder.")
+    run = config_from_mapping(RunOptions, {k: v for k, v in data.items() if k in run_keys}, where=where)
+
+    shared = data.get("scorer") or {}
+    if not isinstance(shared, Mapping):
+        raise ConfigError(f"{where}: `scorer` must be a mapping of scorer options, got {shared!r}.")
+    entries = data.get("models")
+    if entries is None:
+        entries = [{}]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: `models` must be a non-empty list of scorer configs, got {entries!r}.")
+    models, params = [], []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: models[{i}] must be a mapping or a model id, got {entry!r}.")
+        entry = {**shared, **entry}
+        param = entry.pop("params", None)
+        if len(entries) > 1 and entry.get("column_prefix", DEFAULT_PREFIX) == DEFAULT_PREFIX:
+            entry["column_prefix"] = f"selectit_m{i}_"
+        models.append(config_from_mapping(ScorerConfig, entry, where=f"models[{i}] of {where}"))
+        params.append(None if param is None else coerce_value(f"models[{i}].params", param, float))
+    prefixes = [m.column_prefix for m in models]
+    if len(set(prefixes)) != len(prefixes):
+        raise ConfigError(f"{where}: column_prefix must differ between models, got {prefixes}.")
+
+    fusion = config_from_mapping(FusionConfig, data.get("fusion"), where=f"fusion section of {where}")
+    select = config_from_mapping(SelectConfig, data.get("select"), where=f"select section of {where}")
+    publish = None
+    if data.get("publish"):
+        publish = config_from_mapping(PublishConfig, data["publish"], where=f"publish section of {where}")
+        if not publish.repo_id:
+            raise ConfigError(f"{where}: publish.repo_id is missing: a Hub repo id or a local directory.")
+    card_data = data.get("card_data")
+    if card_data is not None and not isinstance(card_data, Mapping):
+        raise ConfigError(f"{where}: card_data must be a mapping of card metadata, got {card_data!r}.")
+    return PipelineConfig(io=io, run=run, models=models, model_params=params, fusion=fusion,
+                          select=select, publish=publish, card_data=card_data)
+
+
+def load_yaml(path: Union[str, os.PathLike]) -> dict:
+    """Read a YAML mapping from a file.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, or a top level that is not a mapping.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}.")
+    return data
+
+
+# ------------------------------------------------------------------------ summaries
+
+
+@dataclass
+class ScoreStats:
+    """What one model's scoring pass did."""
+
+    column_prefix: str
+    model: Optional[str]
+    rows: int = 0
+    rows_scored: int = 0
+    rows_resumed: int = 0
+    shards: int = 0
+    shards_scored: int = 0
+    shards_resumed: int = 0
+    ok: int = 0
+    truncated: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    work_dir: Optional[str] = None
+
+
+@dataclass
+class RunSummary:
+    """The end-of-run numbers the CLI prints (and writes with ``--summary-json``)."""
+
+    rows: int = 0
+    models: list = field(default_factory=list)
+    kept: Optional[int] = None
+    select_column: Optional[str] = None
+    output: Optional[str] = None
+    subset_output: Optional[str] = None
+    published: Optional[str] = None
+    seconds: float = 0.0
+
+    @property
+    def rows_scored(self) -> int:
+        return sum(m.rows_scored for m in self.models)
+
+    @property
+    def rows_resumed(self) -> int:
+        return sum(m.rows_resumed for m in self.models)
+
+    @property
+    def truncated(self) -> int:
+        return sum(m.truncated for m in self.models)
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.models)
+
+    @property
+    def scoring_seconds(self) -> float:
+        return sum(m.seconds for m in self.models)
+
+    @property
+    def rows_per_second(self) -> Optional[float]:
+        if not self.rows_scored or not self.scoring_seconds:
+            return None
+        return self.rows_scored / self.scoring_seconds
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for name in ("rows_scored", "rows_resumed", "truncated", "errors", "scoring_seconds",
+                     "rows_per_second"):
+            out[name] = getattr(self, name)
+        return out
+
+
+@dataclass
+class ProgressEvent:
+    """Sent to ``on_progress`` after each shard (scored or loaded from a checkpoint)."""
+
+    model_index: int
+    n_models: int
+    shard: int
+    n_shards: int
+    rows: int
+    resumed: bool
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+# -------------------------------------------------------------------------- scoring
+
+
+def input_fingerprint(ds: Any) -> str:
+    """A stable fingerprint of the rows of ``ds``.
+
+    Datasets backed by cache files (anything from ``load_dataset``/``load_from_disk``) have a
+    deterministic ``_fingerprint``; in-memory ones get a random one, so their table is hashed.
+    """
+    if ds.cache_files:
+        return ds._fingerprint
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    table = ds.data.table
+    if ds._indices is not None:
+        table = ds.with_format(None).flatten_indices().data.table
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    digest.update(sink.getvalue().to_pybytes())
+    return digest.hexdigest()[:32]
+
+
+def scoring_fingerprint(ds: Any, scorer_config: ScorerConfig, *, shard_rows: int) -> str:
+    """Name of the work directory of one (input rows, scorer, sharding) combination."""
+    payload = {
+        "input": input_fingerprint(ds),
+        "rows": len(ds),
+        "scorer": asdict(scorer_config),
+        "shard_rows": shard_rows,
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_work_dir(output: Optional[str]) -> Path:
+    """`<output folder>/.selectit-work`, or the user cache dir when there is no output."""
+    if output:
+        out = Path(output)
+        base = out.parent if out.suffix.lower() in (".parquet", ".jsonl") else out
+        return base / ".selectit-work"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("hf-selectit")) / "work"
+
+
+def score_dataset(
+    ds: Any,
+    scorer_config: ScorerConfig,
+    *,
+    run: Optional[RunOptions] = None,
+    work_dir: Union[str, os.PathLike, None] = None,
+    model_index: int = 0,
+    n_models: int = 1,
+    on_progress: Optional[ProgressCallback] = None,
+) -> tuple[Any, ScoreStats]:
+    """Add one scorer's columns to ``ds`` in checkpointed shards.
+
+    Args:
+        ds: the input dataset (not modified).
+        scorer_config: the scorer to run.
+        run: batch size, workers, shard size.
+        work_dir: root of the shard checkpoints (default: :func:`default_work_dir` of no output).
+        model_index, n_models: position of this model in a multi-model run (for progress).
+        on_progress: called after each shard with a :class:`ProgressEvent`.
+
+    Returns:
+        ``(scored, stats)``: ``ds`` with the scorer's columns appended, same rows in the same
+        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers.
+
+    Raises:
+        ConfigError: an empty dataset, or output columns that already exist in ``ds``.
+
+    Example:
+        >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+    """
+    import datasets
+
+    from .metadata import attach_scorer_info
+    from .scorer import SelectITScorer
+
+    run = run or RunOptions()
+    n = len(ds)
+    if n == 0:
+        raise ConfigError("The input has 0 rows: nothing to score.")
+    scorer = SelectITScorer.from_config(scorer_config)
+    clash = sorted(set(scorer.output_columns) & set(ds.column_names))
+    if clash:
+        raise ConfigError(
+            f"The input already has the columns {clash}. Pass another column_prefix "
+            f"(now {scorer_config.column_prefix!r}) or drop them first."
+        )
+    root = Path(work_dir or default_work_dir(None)) / scoring_fingerprint(
+        ds, scorer_config, shard_rows=run.shard_rows)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("shard-*.tmp-*"):
+        # Left by a killed run: the rename never happened, so the shard is not finished.
+        shutil.rmtree(stale, ignore_errors=True)
+    (root / "config.json").write_text(json.dumps(
+        {"scorer": asdict(scorer_config), "rows": n, "shard_rows": run.shard_rows,
+         "version": __version__}, indent=2, default=str))
+
+    stats = ScoreStats(column_prefix=scorer_config.column_prefix, model=scorer_config.model,
+                       rows=n, work_dir=str(root))
+    starts = list(range(0, n, run.shard_rows))
+    stats.shards = len(starts)
+    parts = []
+    for i, start in enumerate(starts):
+        end = min(start + run.shard_rows, n)
+        final = root / f"shard-{i:05d}"
+        resumed = final.is_dir()
+        if resumed:
+            part = datasets.load_from_disk(str(final))
+            if len(part) != end - start:
+                raise ConfigError(
+                    f"Checkpoint {final} has {len(part)} rows, expected {end - start}. "
+                    f"Delete {root} to score this input again."
+                )
+            stats.shards_resumed += 1
+            stats.rows_resumed += len(part)
+        else:
+            t0 = time.perf_counter()
+            part = ds.select(range(start, end)).map(
+                scorer, batched=True, batch_size=run.batch_size, with_rank=True,
+                num_proc=run.num_proc if (run.num_proc or 1) > 1 else None,
+                remove_columns=ds.column_names,
+                desc=f"{scorer_config.column_prefix} shard {i + 1}/{len(starts)}",
+            )
+            tmp = root / f"shard-{i:05d}.tmp-{os.getpid()}"
+            part.save_to_disk(str(tmp))
+            os.replace(tmp, final)
+            part = datasets.load_from_disk(str(final))
+            stats.seconds += time.perf_counter() - t0
+            stats.shards_scored += 1
+            stats.rows_scored += len(part)
+        if on_progress is not None:
+            on_progress(ProgressEvent(model_index, n_models, i, len(starts), len(part), resumed))
+        parts.append(part)
+
+    scores = datasets.concatenate_datasets(parts)
+    _count_status(scores, scorer_config.column_prefix + "status", stats)
+    scored = datasets.concatenate_datasets([ds, scores], axis=1)
+    scored = attach_scorer_info(scored, _scorer_info(scorer, root))
+    return scored, stats
+
+
+def _scorer_info(scorer: Any, root: Path) -> dict:
+    # The info needs the loaded model; keep it beside the shards so a fully resumed run does not
+    # load the model only to describe it.
+    path = root / "scorer_info.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    info = scorer.info()
+    path.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    return json.loads(path.read_text())
+
+
+def _count_status(scores: Any, column: str, stats: ScoreStats) -> None:
+    if column not in scores.column_names:
+        return
+    for status in scores[column]:
+        if status == "ok":
+            stats.ok += 1
+        elif status == "truncated":
+            stats.truncated += 1
+        else:
+            stats.errors += 1
+    if stats.errors:
+        logger.warning("%d of %d rows could not be scored (see the %s column).",
+                       stats.errors, stats.rows, column)
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def select_column_for(config: PipelineConfig) -> str:
+    """The score column selection ranks by: the fused column with several models, else the
+    one model's sentence score (unless ``select.column`` was set to something else)."""
+    select = config.select or SelectConfig()
+    default = SelectConfig().column
+    if select.column != default:
+        return select.column
+    if len(config.models) > 1:
+        return config.fusion.output
+    return config.models[0].column_prefix + "sentence_score"
+
+
+def fuse(ds: Any, config: PipelineConfig) -> Any:
+    """Model-level fusion of the models' sentence scores (several models only)."""
+    from .select import fuse_models
+
+    columns = [m.column_prefix + "sentence_score" for m in config.models]
+    kwargs: dict = {}
+    if config.fusion.weights is not None:
+        kwargs["weights"] = config.fusion.weights
+    elif config.fusion.params is not None:
+        kwargs["params"] = [coerce_value("fusion.params", p, float) for p in config.fusion.params]
+    elif config.model_params and all(p is not None for p in config.model_params):
+        kwargs["params"] = list(config.model_params)
+    return fuse_models(ds, columns=columns, output=config.fusion.output, **kwargs)
+
+
+def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallback] = None,
+                 dataset: Any = None) -> tuple[RunSummary, Any, Any]:
+    """Score with every model, fuse, select, write and publish, as ``config`` says.
+
+    Args:
+        config: from :func:`load_pipeline_config` (or built directly).
+        on_progress: called after each shard of each model.
+        dataset: use these rows instead of loading ``config.io.input``.
+
+    Returns:
+        ``(summary, scored, subset)``; ``subset`` is None when ``config.select`` is None.
+
+    Raises:
+        ConfigError, SchemaError, ModelLoadError, PublishError: from the steps.
+
+    Example:
+        >>> summary, scored, subset = run_pipeline(load_pipeline_config("configs/demo.yaml"))
+    """
+    from .io import load_input, save_output
+
+    t0 = time.perf_counter()
+    io = config.io
+    ds = dataset
+    if ds is None:
+        ds = load_input(io.input, split=io.split, config_name=io.config_name,
+                        revision=io.revision, limit=io.limit)
+    elif io.limit is not None and io.limit < len(ds):
+        ds = ds.select(range(io.limit))
+    summary = RunSummary(rows=len(ds))
+    work_dir = Path(config.run.work_dir) if config.run.work_dir else default_work_dir(io.output)
+
+    scored = ds
+    for i, scorer_config in enumerate(config.models):
+        scored_i, stats = score_dataset(ds, scorer_config, run=config.run, work_dir=work_dir,
+                                        model_index=i, n_models=len(config.models),
+                                        on_progress=on_progress)
+        summary.models.append(stats)
+        scored = scored_i if i == 0 else _add_columns(scored, scored_i, scorer_config)
+    if len(config.models) > 1:
+        scored = fuse(scored, config)
+    if io.output:
+        save_output(scored, io.output, output_format=io.output_format)
+        summary.output = io.output
+
+    subset = None
+    if config.select is not None:
+        from .select import select_top
+
+        column = select_column_for(config)
+        sel = config.select
+        subset = select_top(scored, ratio=None if (sel.k is not None or sel.threshold is not None) else sel.ratio,
+                            k=sel.k, threshold=sel.threshold, column=column, by=sel.by, order=sel.order)
+        summary.kept = len(subset)
+        summary.select_column = column
+        if config.run.subset_output:
+            save_output(subset, config.run.subset_output)
+            summary.subset_output = config.run.subset_output
+    if config.publish is not None:
+        if subset is None:
+            raise ConfigError("publish needs a selected subset: add a `select` section.")
+        summary.published = publish_subset(subset, config.publish, scored=scored,
+                                           source=_hub_source(io), card_data=config.card_data)
+    summary.seconds = time.perf_counter() - t0
+    if config.run.summary_json:
+        Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    return summary, scored, subset
+
+
+def _add_columns(scored: Any, scored_i: Any, scorer_config: ScorerConfig) -> Any:
+    """Append model i's columns (and provenance) to the dataset already scored by earlier models."""
+    import datasets
+
+    from .metadata import attach_scorer_info, scorer_infos
+
+    new = [c for c in scored_i.column_names if c.startswith(scorer_config.column_prefix)
+           and c not in scored.column_names]
+    merged = datasets.concatenate_datasets([scored, scored_i.select_columns(new)], axis=1)
+    for info in scorer_infos(scored).values():
+        merged = attach_scorer_info(merged, info)
+    for info in scorer_infos(scored_i).values():
+        merged = attach_scorer_info(merged, info)
+    return merged
+
+
+def _hub_source(io: IOConfig) -> Optional[str]:
+    if io.input and not Path(os.path.expanduser(io.input)).exists():
+        return io.input
+    return None
+
+
+def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
+                   source: Optional[str] = None, card_data: Optional[Mapping] = None) -> str:
+    """Publish with :func:`hf_selectit.publish.publish` from a :class:`PublishConfig`.
+
+    Returns:
+        A one-line description of where it went (the publisher's result, as text).
+    """
+    from .publish import publish as _publish
+
+    data = dict(card_data or {})
+    if publish.license:
+        data.setdefault("license", publish.license)
+    if publish.pretty_name:
+        data.setdefault("pretty_name", publish.pretty_name)
+    result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, source=source,
+                      private=publish.private, branch=publish.branch, overwrite=publish.overwrite,
+                      card_data=data or None)
+    return describe_publish_result(result, publish.repo_id)
+
+
+def describe_publish_result(result: Any, repo_id: str) -> str:
+    for attr in ("url", "path", "local_dir", "repo_id"):
+        value = getattr(result, attr, None)
+        if value:
+            return str(value)
+    return str(repo_id)
+
+
+def field_default(f: Any) -> Any:
+    """The default of a dataclass field (calling its default_factory)."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None

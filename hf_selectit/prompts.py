@@ -31,18 +31,20 @@ Either chat column accepts either turn style. ``columns=`` overrides detection:
 
 X for pair schemas: ``instruction + "\\n" + input`` when input is non-empty (not None and not
 whitespace-only); the instruction alone when input is empty or absent; the input alone when the
-instruction is empty but the input is not (some datasets put the whole task in ``input``).
-Texts are otherwise used verbatim (no stripping).
+instruction is empty or None but the input is not (some datasets put the whole task in
+``input``). Texts are otherwise used verbatim (no stripping).
 
-Chat rows (the multi-turn rule): roles ``user``/``human`` are the user, ``assistant``/``gpt`` the
-assistant, ``system`` the system. Y is the content of the LAST assistant turn; turns after it
-are ignored (a trailing user turn has no answer to rate). X is built from the turns before Y:
+Chat rows (the multi-turn rule): roles (case-insensitive) ``user``/``human`` are the user,
+``assistant``/``gpt`` the assistant, ``system`` the system; any other role (``tool``, ...) makes
+the row an error rather than being guessed at. Y is the content of the LAST assistant turn;
+turns after it are ignored (a trailing user turn has no answer to rate). X is built from the
+turns before Y:
 
 - the content of every system turn among them, in order, each on its own line, first;
 - then, if the remaining turns are exactly one user turn, its content as is (so a single-turn
   chat gives the same X as the equivalent Alpaca row);
 - otherwise every remaining turn as a line ``User: {content}`` or ``Assistant: {content}``, in
-  order, ending with the final user turn;
+  order (normally ending with the final user turn, also prefixed ``User: ``);
 - all parts joined with ``"\\n"``.
 
 Bad rows never raise: they come back as ``Pair(None, None, error="<short reason>")`` so the

@@ -399,7 +399,8 @@ def test_real_dataset_map_with_arrow_turn_structs():
                            {"role": "assistant", "content": "A2"}]},
         {"conversations": [{"from": "human", "value": "only a question"}]},
     ])
-    assert ds[0]["conversations"][0] == {"from": "human", "value": "Q", "role": None, "content": None}
+    first_turn = ds[0]["conversations"][0]
+    assert first_turn == {"from": "human", "value": "Q", "role": None, "content": None}
 
     # datasets 5 refuses a column whose first written batch is all None, hence "ok".
     def to_columns(batch):

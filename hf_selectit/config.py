@@ -70,8 +70,8 @@ class ScorerConfig:
     columns: Optional[dict] = field(
         default=None,
         metadata={"help": "Explicit column mapping, e.g. {'instruction': 'q', 'input': 'ctx', "
-                          "'response': 'a'}. None: detect Alpaca, ShareGPT, messages, "
-                          "prompt/response."},
+                          "'response': 'a'}, or {'messages': 'chat'} / {'conversations': 'chat'} "
+                          "for a chat column. None: detect Alpaca, ShareGPT, messages, prompt/response."},
     )
     column_prefix: str = field(
         default="selectit_",

@@ -240,23 +240,6 @@ def _check_positions(positions: "Any", n_rows: int) -> None:
 
 # --- command line: torchrun / accelerate launch -m hf_selectit.distributed ---
 
-def _load_input(path: str) -> "Dataset":
-    from datasets import load_dataset, load_from_disk
-
-    if os.path.isdir(path):
-        return load_from_disk(path)
-    builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in builders:
-        raise ConfigError(
-            f"--input {path!r} is not a save_to_disk directory nor a file ending in "
-            f"{sorted(builders)}. Convert it or pass a directory written by Dataset.save_to_disk."
-        )
-    if not os.path.exists(path):
-        raise ConfigError(f"--input {path!r} does not exist.")
-    return load_dataset(builders[ext], data_files=path, split="train")
-
-
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     # Generated from ScorerConfig so there is no second list of options.
     for f in dataclasses.fields(ScorerConfig):
@@ -293,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "rank 0 merges the shards in the original order into OUTPUT/merged.",
     )
     parser.add_argument("--input", required=True,
-                        help="save_to_disk directory or .json/.jsonl/.parquet/.csv file.")
+                        help="Hub dataset id, .json/.jsonl/.parquet/.csv file or save_to_disk folder.")
+    parser.add_argument("--split", default="train", help="Split to read (Hub ids, folders).")
+    parser.add_argument("--limit", type=int, default=None, help="Only the first N rows.")
     parser.add_argument("--output", required=True,
                         help="Output directory on a filesystem shared by all ranks; the result "
                              "goes to OUTPUT/merged (Dataset.save_to_disk).")
@@ -307,10 +292,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `torchrun ... -m hf_selectit.distributed`; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .io import load_input
+
     names = {f.name for f in dataclasses.fields(ScorerConfig)}
     try:
         config = ScorerConfig(**{k: v for k, v in vars(args).items() if k in names})
-        ds = _load_input(args.input)
+        ds = load_input(args.input, split=args.split, limit=args.limit)
         merged = score_distributed(ds, config, output_dir=args.output, batch_size=args.batch_size,
                                    keep_shards=args.keep_shards)
     except SelectITError as exc:

@@ -153,15 +153,6 @@ def build_random_model(name: str, dtype: str, out_dir: str) -> str:
     return out_dir
 
 
-def non_embedding_params(model: Any) -> int:
-    """Parameters without the input embedding and the output projection (tied or not)."""
-    skip = {id(p) for p in model.get_input_embeddings().parameters()}
-    out = model.get_output_embeddings()
-    if out is not None:
-        skip |= {id(p) for p in out.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
-
-
 # --- the reference loop (the authors' code path) ---
 
 def reference_rating_probs(model: Any, tokenizer: Any, texts: list[str], rating_ids: list[int],
@@ -218,6 +209,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from hf_selectit.formulas import selectit_scores
+    from hf_selectit.models import load_model_and_tokenizer, parameter_counts
+    from hf_selectit.rating_tokens import find_rating_tokens
     from hf_selectit.prompts import build_prompt, extract_pairs, resolve_prompts
     from hf_selectit.scorer import SelectITScorer
 
@@ -237,8 +230,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                             max_batch_tokens=args.max_batch_tokens)
     # Warm-up: loads the model and tokenizer (not timed) and runs the kernels once.
     scorer(_slice(batch, 0, 2))
-    model, tokenizer = scorer.model, scorer.tokenizer
-    rating_ids = list(scorer.rating_token_ids)
+    # The per-process model cache hands back the very object the scorer uses: same weights.
+    model, tokenizer = load_model_and_tokenizer(scorer.config, device)
+    rating_ids = list(find_rating_tokens(tokenizer).ids)
     alpha, normalization = scorer.config.alpha, scorer.config.normalization
     prompts = resolve_prompts(args.prompts)
 
@@ -303,7 +297,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         }
 
     # --- MFU (CUDA) ---
-    n_params = non_embedding_params(model)
+    n_params = parameter_counts(model)[1]
     results["non_embedding_params"] = n_params
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(torch.device(device))

@@ -1,0 +1,442 @@
+"""The `hf-selectit` command: score | select | publish | run | demo.
+
+Every option is generated from the config dataclasses the Python API uses (ScorerConfig,
+SelectConfig, PublishConfig from `hf_selectit.config`; IOConfig from `hf_selectit.io`; RunOptions
+from `hf_selectit.pipeline`): the flag is the field name with `-` for `_`, the help is the
+field's metadata, the type comes from the annotation. `--config FILE.yaml` supplies any option
+(same names); flags given on the command line win over the file.
+
+Nothing heavy is imported at module level, so `hf-selectit --help` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config import PublishConfig, ScorerConfig, SelectConfig
+from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError
+from .io import IOConfig
+from .pipeline import (
+    PipelineConfig,
+    ProgressEvent,
+    RunOptions,
+    RunSummary,
+    coerce_value,
+    check_keys,
+    config_from_mapping,
+    field_default,
+    load_pipeline_config,
+    load_yaml,
+)
+
+logger = logging.getLogger(__name__)
+
+# A field whose flag differs from its name: the dataset's --revision is IOConfig.revision, so the
+# model's revision is spelled --model-revision on the command line and in flat YAML files.
+RENAMED = {(ScorerConfig, "revision"): "model_revision"}
+
+DEMO_OUTPUT = "./selective-demo"
+DEMO_SHARD_ROWS = 10
+
+
+# ------------------------------------------------------------------ option generation
+
+
+def option_name(cls: type, name: str) -> str:
+    """The command-line / flat-YAML name of a dataclass field."""
+    return RENAMED.get((cls, name), name)
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, title: str,
+                          exclude: Sequence[str] = ()) -> list[str]:
+    """Add one option per field of ``cls`` to ``parser`` (in an argument group).
+
+    Values are parsed later by :func:`hf_selectit.pipeline.coerce_value` against the field's
+    annotation, so the command line and YAML files share one set of rules. Options left out of
+    the command line do not appear in the namespace at all (``argparse.SUPPRESS``), which is what
+    lets YAML values show through.
+
+    Args:
+        parser: the (sub)parser.
+        cls: a config dataclass.
+        title: the group's title in ``--help``.
+        exclude: field names not to offer.
+
+    Returns:
+        The option names (dests) added.
+    """
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(title)
+    names = []
+    for f in fields(cls):
+        if f.name in exclude:
+            continue
+        dest = option_name(cls, f.name)
+        flag = "--" + dest.replace("_", "-")
+        default = field_default(f)
+        help_text = f.metadata.get("help", "")
+        shown = json.dumps(default) if isinstance(default, (dict, list)) else default
+        help_text = f"{help_text} (default: {str(shown).replace('%', '%%')})"
+        annotation = hints[f.name]
+        if annotation is bool:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=dest, default=argparse.SUPPRESS,
+                               metavar=_metavar(annotation), help=help_text)
+        names.append(dest)
+    return names
+
+
+def _metavar(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kinds = {int: "INT", float: "FLOAT", str: "TEXT", list: "JSON_LIST", dict: "JSON_DICT"}
+    return "|".join(kinds.get(typing.get_origin(a) or a, "VALUE") for a in args)
+
+
+def build_config(cls: type, args: argparse.Namespace, file_values: dict, *, exclude: Sequence[str] = (),
+                 where: str = "command line", extra: Optional[dict] = None) -> Any:
+    """One config dataclass from YAML values overlaid with the command line's flags."""
+    values: dict = {}
+    cli_values: dict = {}
+    for f in fields(cls):
+        if f.name in exclude:
+            continue
+        dest = option_name(cls, f.name)
+        if dest in file_values:
+            values[f.name] = file_values[dest]
+        if hasattr(args, dest):
+            cli_values[f.name] = getattr(args, dest)
+    values.update(extra or {})
+    hints = typing.get_type_hints(cls)
+    for name, raw in cli_values.items():
+        values[name] = coerce_value("--" + option_name(cls, name).replace("_", "-"), raw,
+                                    hints[name], from_cli=True)
+    return config_from_mapping(cls, values, where=where)
+
+
+def read_config_file(path: Optional[str], valid: Sequence[str]) -> dict:
+    """The flat option mapping of a ``--config`` YAML file, checked against the valid names."""
+    if not path:
+        return {}
+    data = {str(k).replace("-", "_"): v for k, v in load_yaml(path).items()}
+    check_keys(data, valid, where=str(path))
+    return data
+
+
+# ------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hf-selectit`` parser with its five subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="hf-selectit",
+        description="SelectIT instruction-data selection for Hugging Face datasets: score rows "
+                    "with an LLM's own rating probabilities, keep the best, publish the subset.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="More logging (-vv: debug).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("score", help="Add selectit_* score columns to a dataset.",
+                       description="Score every row with one model; write the scored dataset.")
+    _input_args(p)
+    add_dataclass_options(p, IOConfig, title="input/output", exclude=("input",))
+    add_dataclass_options(p, ScorerConfig, title="scorer")
+    add_dataclass_options(p, RunOptions, title="execution", exclude=("subset_output",))
+    p.add_argument("--distributed", action="store_true",
+                   help="Score with every process of a torchrun / accelerate launch "
+                        "(hf_selectit.distributed.score_distributed); rank 0 writes the output.")
+    p.set_defaults(handler=cmd_score, sections=(IOConfig, ScorerConfig, RunOptions))
+
+    p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
+                       description="Select a subset of scored rows (METHOD.md section 5).")
+    _input_args(p)
+    add_dataclass_options(p, IOConfig, title="input/output", exclude=("input",))
+    add_dataclass_options(p, SelectConfig, title="selection")
+    p.add_argument("--report", metavar="FILE.md", help="Also write the selection report (Markdown).")
+    p.set_defaults(handler=cmd_select, sections=(IOConfig, SelectConfig))
+
+    p = sub.add_parser("publish", help="Publish a selected subset to the Hub or a local folder.",
+                       description="Push a subset with a generated card and a version tag.")
+    _input_args(p)
+    add_dataclass_options(p, IOConfig, title="input", exclude=("input", "output", "output_format"))
+    add_dataclass_options(p, PublishConfig, title="publish")
+    p.add_argument("--scored", metavar="PATH",
+                   help="The full scored dataset the subset was selected from (for the card's statistics).")
+    p.set_defaults(handler=cmd_publish, sections=(IOConfig, PublishConfig))
+
+    p = sub.add_parser("run", help="score -> fuse -> select -> publish from one YAML file.",
+                       description="Run a whole selection job described by a YAML file "
+                                   "(see configs/selective_alpaca.yaml). Restarting a killed run "
+                                   "skips the shards it already scored.")
+    p.add_argument("run_config", metavar="CONFIG.yaml", help="The job's YAML file.")
+    add_dataclass_options(p, IOConfig, title="input/output overrides")
+    add_dataclass_options(p, RunOptions, title="execution overrides")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("demo", help="Score the bundled demo set with the embedded SmolLM2 and "
+                                    "publish the top 20%% to ./selective-demo.",
+                       description="The package's first command: about 60 hand-written "
+                                   "instruction/response pairs (good, wrong, off-topic, truncated, "
+                                   "refusing), scored by the embedded SmolLM2-135M-Instruct; the "
+                                   "top 20%% is written to ./selective-demo with its card.")
+    p.add_argument("--output", default=DEMO_OUTPUT, help=f"Where to publish (default: {DEMO_OUTPUT}).")
+    p.add_argument("--limit", type=int, default=None, help="Use only the first N demo rows.")
+    p.add_argument("--shard-rows", type=int, default=DEMO_SHARD_ROWS,
+                   help=f"Rows per checkpointed shard (default: {DEMO_SHARD_ROWS}).")
+    p.add_argument("--summary-json", default=None, help="Write the run summary as JSON here.")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", nargs="?", metavar="INPUT",
+                   help="Hub dataset id, local .json/.jsonl/.parquet/.csv file, or save_to_disk folder.")
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="YAML file with any of this command's options (flag names, - or _); "
+                        "flags given here override it.")
+
+
+def _flat_names(sections: Sequence[type]) -> list[str]:
+    return [option_name(cls, f.name) for cls in sections for f in fields(cls)]
+
+
+def _io_config(args: argparse.Namespace, file_values: dict, *, exclude: Sequence[str] = ()) -> IOConfig:
+    extra = {"input": args.input} if args.input else {}
+    io = build_config(IOConfig, args, file_values, exclude=exclude, extra=extra)
+    if io.input is None:
+        raise ConfigError("No input: give INPUT (a Hub dataset id, a local file or a folder) "
+                          "or `input:` in --config.")
+    return io
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    file_values = read_config_file(args.config, [*_flat_names(args.sections), "input"])
+    io = _io_config(args, file_values)
+    scorer = build_config(ScorerConfig, args, file_values)
+    run = build_config(RunOptions, args, file_values, exclude=("subset_output",))
+    if args.distributed:
+        return _score_distributed(io, scorer, run)
+    if not io.output:
+        raise ConfigError("score needs --output (a folder, FILE.parquet or FILE.jsonl).")
+    config = PipelineConfig(io=io, run=run, models=[scorer], model_params=[None])
+    return _run_with_progress(config)
+
+
+def _score_distributed(io: IOConfig, scorer: ScorerConfig, run: RunOptions) -> int:
+    from .distributed import score_distributed
+    from .io import load_input, save_output
+    from .pipeline import default_work_dir
+
+    if not io.output:
+        raise ConfigError("score --distributed needs --output.")
+    ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
+                    limit=io.limit)
+    work = Path(run.work_dir) if run.work_dir else default_work_dir(io.output)
+    t0 = time.perf_counter()
+    merged = score_distributed(ds, scorer, output_dir=str(work / "distributed"),
+                               batch_size=run.batch_size)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        save_output(merged, io.output, output_format=io.output_format)
+        seconds = time.perf_counter() - t0
+        print(f"scored {len(merged)} rows in {seconds:.1f} s -> {io.output}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from .io import load_input, save_output
+    from .select import select_top, selection_report
+
+    file_values = read_config_file(args.config, [*_flat_names(args.sections), "input", "report"])
+    io = _io_config(args, file_values)
+    sel = build_config(SelectConfig, args, file_values)
+    if not io.output:
+        raise ConfigError("select needs --output (a folder, FILE.parquet or FILE.jsonl).")
+    scored = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
+                        limit=io.limit)
+    ratio = None if (sel.k is not None or sel.threshold is not None) else sel.ratio
+    subset = select_top(scored, ratio=ratio, k=sel.k, threshold=sel.threshold, column=sel.column,
+                        by=sel.by, order=sel.order)
+    save_output(subset, io.output, output_format=io.output_format)
+    report = selection_report(scored, subset, column=sel.column, by=sel.by)
+    markdown = report.to_markdown()
+    report_path = args.report or file_values.get("report")
+    if report_path:
+        Path(report_path).write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"kept {len(subset)} of {len(scored)} rows -> {io.output}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .io import load_input
+    from .pipeline import publish_subset
+
+    valid = [*_flat_names(args.sections), "input", "scored"]
+    file_values = read_config_file(args.config, valid)
+    io = _io_config(args, file_values, exclude=("output", "output_format"))
+    pub = build_config(PublishConfig, args, file_values)
+    if not pub.repo_id:
+        raise ConfigError("publish needs --repo-id (a Hub dataset repo id or a local directory).")
+    subset = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
+                        limit=io.limit)
+    scored_path = args.scored or file_values.get("scored")
+    scored = load_input(scored_path) if scored_path else None
+    where = publish_subset(subset, pub, scored=scored)
+    print(f"published {len(subset)} rows as {pub.version} -> {where}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {}
+    for cls in (IOConfig, RunOptions):
+        for f in fields(cls):
+            if hasattr(args, f.name):
+                hints = typing.get_type_hints(cls)
+                overrides[f.name] = coerce_value("--" + f.name.replace("_", "-"), getattr(args, f.name),
+                                                 hints[f.name], from_cli=True)
+    config = load_pipeline_config(args.run_config, overrides=overrides)
+    return _run_with_progress(config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    data = resources.files("hf_selectit") / "data" / "demo.jsonl"
+    config = PipelineConfig(
+        io=IOConfig(input=str(data), limit=args.limit),
+        run=RunOptions(shard_rows=args.shard_rows, batch_size=args.shard_rows,
+                       summary_json=args.summary_json),
+        models=[ScorerConfig()],
+        model_params=[None],
+        select=SelectConfig(ratio=0.2),
+        publish=PublishConfig(repo_id=args.output, version="v1.0", overwrite=True),
+        card_data={
+            "license": "apache-2.0",
+            "pretty_name": "hf-selectit demo: top 20% of 60 hand-written pairs",
+            "language": ["en"],
+            "task_categories": ["text-generation"],
+        },
+    )
+    code = _run_with_progress(config)
+    print()
+    print(f"The selected subset is in {args.output}/ (card: {args.output}/README.md). Load it with:")
+    print()
+    print("    from datasets import load_dataset")
+    print(f'    ds = load_dataset("{args.output}", split="train")')
+    print()
+    return code
+
+
+# --------------------------------------------------------------------- progress/summary
+
+
+def _run_with_progress(config: PipelineConfig) -> int:
+    from .pipeline import run_pipeline
+
+    import datasets
+
+    # One bar (ours, over shards and rows) instead of one datasets bar per shard.
+    datasets.disable_progress_bars()
+    summary, _, _ = run_pipeline(config, on_progress=_ShardBar())
+    print_summary(summary)
+    return 0
+
+
+class _ShardBar:
+    """tqdm over all rows of all models (rows/s and ETA); rows loaded from checkpoints are
+    taken off the total rather than counted, so the rate describes real scoring."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.resumed = 0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=0, unit="row", desc="SelectIT scoring", dynamic_ncols=True,
+                            file=sys.stderr)
+        if event.resumed:
+            self.resumed += event.rows
+            self.bar.set_postfix_str(f"{self.resumed} rows from checkpoints", refresh=False)
+        else:
+            self.bar.total += event.rows
+            self.bar.update(event.rows)
+        self.bar.set_description(
+            f"SelectIT model {event.model_index + 1}/{event.n_models} shard {event.shard + 1}/{event.n_shards}"
+            if event.n_models > 1 else f"SelectIT shard {event.shard + 1}/{event.n_shards}")
+        if event.model_index + 1 == event.n_models and event.shard + 1 == event.n_shards:
+            self.bar.close()
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The end-of-run summary: rows scored, truncated, errors, kept, time, rows/s."""
+    rate = summary.rows_per_second
+    lines = [
+        "",
+        "SelectIT summary",
+        f"  rows               {summary.rows}",
+        f"  rows scored        {summary.rows_scored}"
+        + (f" (+{summary.rows_resumed} from checkpoints)" if summary.rows_resumed else ""),
+        f"  truncated          {summary.truncated}",
+        f"  errors             {summary.errors}",
+    ]
+    if summary.kept is not None:
+        lines.append(f"  kept               {summary.kept} (by {summary.select_column})")
+    lines += [
+        f"  time               {summary.seconds:.1f} s (scoring {summary.scoring_seconds:.1f} s)",
+        f"  rows/s             {rate:.2f}" if rate else "  rows/s             - (nothing scored)",
+    ]
+    for m in summary.models:
+        lines.append(f"  model {m.model or 'embedded SmolLM2-135M-Instruct'} [{m.column_prefix}]: "
+                     f"{m.shards_scored} shards scored, {m.shards_resumed} resumed; "
+                     f"checkpoints in {m.work_dir}")
+    if summary.output:
+        lines.append(f"  scored dataset     {summary.output}")
+    if summary.subset_output:
+        lines.append(f"  subset             {summary.subset_output}")
+    if summary.published:
+        lines.append(f"  published          {summary.published}")
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``hf-selectit`` console script; returns the exit status.
+
+    Exit status: 0 success, 2 a configuration or data error (message on stderr), 1 another
+    SelectIT error (model loading, publishing).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ConfigError, SchemaError, ScoreColumnError) as exc:
+        print(f"hf-selectit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except SelectITError as exc:
+        print(f"hf-selectit {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""The selection step: subsets of a scored dataset (METHOD.md sections 4-5).
+
+Pure ``Dataset -> Dataset`` functions; nothing here loads a model. Rows are never modified or
+dropped from the input: a subset is ``ds.select(indices)`` of the input, so every kept row is
+byte-for-byte the scored row.
+
+SelectIT's rule (:func:`select_top`): rank the rows by (score, original index) descending, so
+that among equal scores the row with the HIGHER original index comes first, and keep the first
+``int(N * ratio)`` rows. Decisions where the paper is silent:
+
+- ``N`` counts every row of the dataset, including rows whose status is an error or whose score
+  is NaN (the paper's ``int(N * ratio)`` of the dataset; Selective Alpaca: 52,002 -> 10,400).
+  Such rows are never selected; if fewer valid rows than the quota exist, all valid rows are
+  kept and a warning says so.
+- The status column is derived from the score column's name (:func:`status_column_for`):
+  ``<prefix>sentence_score`` -> ``<prefix>status`` (the scorer's), any other ``..score`` ->
+  ``..status`` (``selectit_model_score`` -> ``selectit_model_status``, written by
+  :func:`fuse_models`). A row whose status starts with ``"error"`` is never selected;
+  ``"truncated"`` rows are selectable. No status column: only NaN scores are excluded.
+- ``by=<column>`` applies the rule within each group: quota ``int(N_g * ratio)`` (or the top
+  ``k``) per group, ``threshold`` per row as without groups. ``order="score"`` then gives the
+  kept rows of all groups in one global (score, index) descending order.
+- What was done (rule, parameters, counts) is stored on the subset (``ds.info.description``, see
+  :mod:`hf_selectit.metadata`) and read back with :func:`selection_rule`.
+
+Score columns are read through Arrow (``ds.with_format("arrow")[column].to_numpy()``): the numpy
+formatter of ``datasets`` 5 builds a Python object per value (about 40 s for a million rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+import numpy as np
+
+from ._version import __version__
+from .errors import ConfigError, ScoreColumnError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset
+
+    from .report import SelectionReport, selection_report  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATIO = 0.2
+ORDERS = ("original", "score")
+TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
+_NUMERIC_DTYPES = {
+    "float16", "float32", "float64", "double", "float", "halffloat",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
+}
+
+
+# --- column helpers ---------------------------------------------------------------------------
+
+
+def status_column_for(column: str) -> str:
+    """The status column that goes with a score column.
+
+    Example:
+        >>> status_column_for("selectit_m1_sentence_score"), status_column_for("selectit_model_score")
+        ('selectit_m1_status', 'selectit_model_status')
+    """
+    if column.endswith("sentence_score"):
+        return column[: -len("sentence_score")] + "status"
+    if column.endswith("score"):
+        return column[: -len("score")] + "status"
+    return column + "_status"
+
+
+def score_like_columns(ds: "Dataset") -> list[str]:
+    """Columns of `ds` that look like scores (name ending in "score"), for error messages."""
+    return [name for name in ds.column_names if name.endswith("score")]
+
+
+def score_array(ds: "Dataset", column: str) -> np.ndarray:
+    """The score column as float64 numpy (nulls become NaN), in the dataset's row order.
+
+    Raises:
+        ScoreColumnError: the column does not exist or is not a numeric scalar column.
+    """
+    from datasets import Value
+
+    if column not in ds.column_names:
+        raise ScoreColumnError(
+            f"Score column {column!r} not found. Score-like columns present: "
+            f"{score_like_columns(ds)}; all columns: {ds.column_names}. Score the dataset first "
+            f"(ds.map(SelectITScorer(), batched=True)) or pass column=<one of them>."
+        )
+    feature = ds.features[column]
+    if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
+        raise ScoreColumnError(
+            f"Column {column!r} has type {feature!r}; expected one number per row. Score-like "
+            f"columns present: {score_like_columns(ds)}."
+        )
+    return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def error_mask(ds: "Dataset", status_column: str) -> Optional[np.ndarray]:
+    """Boolean mask of rows whose status starts with "error", or None without a status column."""
+    import pyarrow.compute as pc
+
+    if status_column not in ds.column_names:
+        return None
+    status = ds.with_format("arrow")[status_column]
+    mask = pc.fill_null(pc.starts_with(status, "error"), False)
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
+    """(code per row, label per code) of a grouping column; a null value is its own group.
+
+    Raises:
+        ConfigError: the column does not exist.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if by not in ds.column_names:
+        raise ConfigError(f"by={by!r} is not a column of the dataset. Columns: {ds.column_names}.")
+    values = ds.with_format("arrow")[by]
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def selectit_ranking(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Indices of the eligible rows in SelectIT order: score descending, ties to the higher index.
+
+    Args:
+        scores: [N] float scores.
+        eligible: [N] bool mask of rows that may be ranked (finite-or-inf score, no error).
+
+    Returns:
+        int64 indices into `scores`.
+
+    Example:
+        >>> selectit_ranking(np.array([1.0, 2.0, 1.0]), np.array([True, True, True]))
+        array([1, 2, 0])
+    """
+    candidates = np.flatnonzero(eligible)[::-1]  # highest index first ...
+    # ... so a stable sort on descending score keeps the higher index ahead among ties.
+    order = np.argsort(-scores[candidates], kind="stable")
+    return candidates[order]
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_ratio(ratio: Any) -> float:
+    if not _is_real(ratio) or not (0 < float(ratio) <= 1):
+        raise ConfigError(f"ratio={ratio!r} is invalid: expected a number in (0, 1] (paper: 0.2).")
+    return float(ratio)
+
+
+def _check_k(k: Any, n_rows: int) -> int:
+    if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"k={k!r} is invalid: expected an integer >= 1.")
+    if k > n_rows:
+        raise ConfigError(
+            f"k={k} is larger than the dataset ({n_rows} rows). Pass k <= {n_rows} or ratio=1.0 "
+            f"to keep every valid row."
+        )
+    return int(k)
+
+
+def _resolve_rule(ratio: Any, k: Any, threshold: Any) -> str:
+    """Which of ratio/k/threshold applies; the default ratio yields to an explicit k/threshold."""
+    given = [name for name, value in (("k", k), ("threshold", threshold)) if value is not None]
+    if ratio is not None and not (given and _is_real(ratio) and float(ratio) == DEFAULT_RATIO):
+        given.insert(0, "ratio")
+    if len(given) > 1:
+        values = {"ratio": ratio, "k": k, "threshold": threshold}
+        got = ", ".join(f"{name}={values[name]!r}" for name in given)
+        raise ConfigError(f"Got {got}: give exactly one of ratio, k or threshold (set the others to None).")
+    if not given:
+        raise ConfigError("Give one of ratio=, k= or threshold= (all were None).")
+    return {"ratio": "top_ratio", "k": "top_k", "threshold": "threshold"}[given[0]]
+
+
+def _check_order(order: Any) -> None:
+    if order not in ORDERS:
+        raise ConfigError(f"order={order!r} is invalid: expected one of {list(ORDERS)}.")
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def select_top(
+    ds: "Dataset",
+    *,
+    ratio: Optional[float] = DEFAULT_RATIO,
+    k: Optional[int] = None,
+    threshold: Optional[float] = None,
+    column: str = "selectit_sentence_score",
+    by: Optional[str] = None,
+    order: str = "original",
+) -> "Dataset":
+    """SelectIT's selection: the best-scored rows of `ds` (METHOD.md section 5).
+
+    Rows are ranked by (score, original index) descending, so ties go to the higher original
+    index. Rows whose status is an error or whose score is NaN/null are never kept; their counts
+    are logged and recorded. The rule applied is readable from the result with
+    :func:`selection_rule`.
+
+    Args:
+        ds: a scored dataset.
+        ratio: keep ``int(N * ratio)`` rows, N = all rows of `ds` (per group with `by`). The
+            default 0.2 gives way when `k` or `threshold` is given; any other ratio together
+            with them is an error.
+        k: keep the top `k` rows (per group with `by`).
+        threshold: keep every row whose score is ``>= threshold``.
+        column: score column; ``selectit_model_score`` after :func:`fuse_models`.
+        by: select within each group of this column (e.g. a source or category column).
+        order: "original" keeps the dataset's row order; "score" gives the authors' order
+            (best first, ties to the higher index).
+
+    Returns:
+        ``ds.select(indices)``: the kept rows, unchanged, with the rule recorded in its info.
+
+    Raises:
+        ConfigError: ratio outside (0, 1], k < 1 or larger than the dataset, more than one of
+            ratio/k/threshold, a non-finite threshold, a bad `order`, a missing `by` column.
+        ScoreColumnError: `column` is missing or not numeric (the message lists score-like
+            columns present).
+
+    Example:
+        >>> subset = select_top(ds, ratio=0.2)                      # the paper
+        >>> subset = select_top(ds, k=1000, by="source", order="score")
+    """
+    rule = _resolve_rule(ratio, k, threshold)
+    _check_order(order)
+    n_rows = len(ds)
+    if rule == "top_ratio":
+        ratio = _check_ratio(ratio)
+    elif rule == "top_k":
+        k = _check_k(k, n_rows)
+    elif not _is_real(threshold) or not math.isfinite(threshold):
+        raise ConfigError(f"threshold={threshold!r} is invalid: expected a finite number.")
+    scores = score_array(ds, column)
+    codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
+
+    status_column = status_column_for(column)
+    errors = error_mask(ds, status_column)
+    if errors is None:
+        status_column = None
+        errors = np.zeros(n_rows, dtype=bool)
+    nan_rows = np.isnan(scores) & ~errors
+    eligible = ~errors & ~nan_rows
+
+    ranking = selectit_ranking(scores, eligible)
+    if rule == "threshold":
+        keep = ranking[scores[ranking] >= threshold]
+    else:
+        n_groups = len(labels)
+        sizes = np.bincount(codes, minlength=n_groups)
+        quota = (np.full(n_groups, k, np.int64) if rule == "top_k"
+                 else np.trunc(sizes * ratio).astype(np.int64))  # int(N_g * ratio), as the authors
+        # Stable sort by group keeps the SelectIT order inside each group.
+        by_group = ranking[np.argsort(codes[ranking], kind="stable")]
+        group_of = codes[by_group]
+        starts = np.searchsorted(group_of, np.arange(n_groups))
+        position = np.arange(len(by_group)) - starts[group_of]
+        chosen = by_group[position < quota[group_of]]
+        # Back to the global ranking order (needed for order="score").
+        rank_of = np.empty(n_rows, np.int64)
+        rank_of[ranking] = np.arange(len(ranking))
+        keep = chosen[np.argsort(rank_of[chosen], kind="stable")]
+        short = np.flatnonzero(np.bincount(codes[eligible], minlength=n_groups) < quota)
+        if len(short):
+            what = "the dataset" if by is None else f"{len(short)} group(s) of {by!r}"
+            logger.warning(
+                "Fewer valid rows than the quota in %s (first: %r wants %d); all valid rows "
+                "of it are kept.", what, labels[short[0]], int(quota[short[0]]),
+            )
+    if order == "original":
+        keep = np.sort(keep)
+
+    n_errors, n_nan = int(errors.sum()), int(nan_rows.sum())
+    if n_errors or n_nan:
+        logger.warning(
+            "%d of %d rows are never selected: %d with an error status (%s), %d with a NaN/null "
+            "score in %r.", n_errors + n_nan, n_rows, n_errors, status_column, n_nan, column,
+        )
+    if len(keep) == 0:
+        logger.warning("select_top kept no rows (rule %s, %d rows in).", rule, n_rows)
+
+    groups = None
+    if by is not None:
+        kept_per_group = np.bincount(codes[keep], minlength=len(labels))
+        groups = [
+            {"value": label, "rows_in": int(size), "kept": int(kept),
+             "rows_error": int(e), "rows_nan": int(nn)}
+            for label, size, kept, e, nn in zip(
+                labels, np.bincount(codes, minlength=len(labels)), kept_per_group,
+                np.bincount(codes[errors], minlength=len(labels)),
+                np.bincount(codes[nan_rows], minlength=len(labels)),
+            )
+        ]
+    record = {
+        "method": "selectit",
+        "rule": rule,
+        "ratio": ratio if rule == "top_ratio" else None,
+        "k": k if rule == "top_k" else None,
+        "threshold": float(threshold) if rule == "threshold" else None,
+        "seed": None,
+        "column": column,
+        "status_column": status_column,
+        "by": by,
+        "order": order,
+        "tie_break": TIE_BREAK,
+        "quota_base": "all rows, error and NaN rows included; quota per group when by is set",
+        "rows_in": n_rows,
+        "rows_kept": int(len(keep)),
+        "rows_error": n_errors,
+        "rows_nan": n_nan,
+        "rows_valid": int(eligible.sum()),
+        "groups": groups,
+        "hf_selectit_version": __version__,
+    }
+    return _select_and_record(ds, keep, record)
+
+
+def select_random(
+    ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None, seed: int = 0
+) -> "Dataset":
+    """The random baseline: a uniform sample of rows, in the dataset's original order.
+
+    Every row may be drawn, scored or not (the baseline does not look at scores). The same
+    seed on the same dataset length gives the same rows.
+
+    Args:
+        ds: any dataset.
+        ratio: keep ``int(N * ratio)`` rows; when neither ratio nor k is given, 0.2 (as
+            :func:`select_top`).
+        k: keep exactly `k` rows.
+        seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+        ``ds.select(sorted indices)`` with the rule recorded (see :func:`selection_rule`).
+
+    Raises:
+        ConfigError: both ratio and k, ratio outside (0, 1], k < 1 or larger than the dataset.
+
+    Example:
+        >>> baseline = select_random(ds, k=len(select_top(ds)), seed=0)
+    """
+    if ratio is not None and k is not None:
+        raise ConfigError(f"Got ratio={ratio!r} and k={k!r}: give one of them.")
+    n_rows = len(ds)
+    if k is not None:
+        size, rule = _check_k(k, n_rows), "random_k"
+    else:
+        ratio = _check_ratio(DEFAULT_RATIO if ratio is None else ratio)
+        size, rule = int(n_rows * ratio), "random_ratio"
+    if not isinstance(seed, Integral) or isinstance(seed, bool):
+        raise ConfigError(f"seed={seed!r} is invalid: expected an integer.")
+    keep = np.sort(np.random.default_rng(int(seed)).choice(n_rows, size=size, replace=False))
+    record = {
+        "method": "random", "rule": rule,
+        "ratio": ratio if rule == "random_ratio" else None,
+        "k": size if rule == "random_k" else None,
+        "threshold": None, "seed": int(seed), "column": None, "status_column": None, "by": None,
+        "order": "original", "tie_break": None, "quota_base": "all rows",
+        "rows_in": n_rows, "rows_kept": int(size), "rows_error": None, "rows_nan": None,
+        "rows_valid": None, "groups": None, "hf_selectit_version": __version__,
+    }
+    return _select_and_record(ds, keep, record)
+
+
+def _select_and_record(ds: "Dataset", keep: np.ndarray, record: dict) -> "Dataset":
+    from .metadata import with_metadata
+
+    subset = ds.select(keep.astype(np.int64))
+    # Every key is always written: metadata merges dicts one level deep, and no key of an
+    # earlier selection may survive into this one.
+    return with_metadata(subset, selection=record)
+
+
+def selection_rule(ds: "Dataset") -> Optional[dict]:
+    """The rule :func:`select_top` / :func:`select_random` recorded on a subset, or None.
+
+    Example:
+        >>> selection_rule(select_top(ds, ratio=0.2))["rows_kept"]
+        10400
+    """
+    from .metadata import read_metadata
+
+    rule = read_metadata(ds).get("selection")
+    return dict(rule) if isinstance(rule, dict) else None
+
+
+# --- model level ------------------------------------------------------------------------------
+
+ColumnSpec = Union[str, tuple]
+
+
+def fuse_models(
+    ds: "Dataset",
+    *,
+    columns: Sequence[ColumnSpec],
+    params: Optional[Sequence[float]] = None,
+    weights: Union[Sequence[float], str, None] = None,
+    output: str = "selectit_model_score",
+) -> "Dataset":
+    """SelectIT's model level: a weighted sum of several models' sentence-level scores.
+
+    ``S_model = sum_m w_m * S_sent_m`` (METHOD.md section 4). A NaN in any model gives NaN.
+    Adds `output` and its status column (:func:`status_column_for`, default
+    ``selectit_model_status``): ``"error: <column>: <reason>"`` when a model's status is an
+    error (the first such model), ``"error: no score in <column>"`` for a NaN score,
+    ``"truncated"`` when any model truncated the row, else ``"ok"``. Existing columns of those
+    names are replaced. The weights used are recorded under ``fusion`` in the metadata.
+
+    Args:
+        ds: the dataset to add the fused column to.
+        columns: score columns, one per model. Each is a column name of `ds`, or a pair
+            ``(other_dataset, column_name)`` for a model scored into a separate dataset of the
+            SAME rows in the SAME order (same length required).
+        params: parameter counts, weights ``theta_m / sum theta`` (the paper), e.g.
+            ``[7e9, 13e9, 70e9]``.
+        weights: explicit weights used as given, or ``"selectit-repo"``: the authors' code's
+            fixed 7/20, 13/20, 70/90 for exactly three columns 7B, 13B, 70B in that order
+            (they differ from the paper's weighting and do not sum to 1).
+        output: name of the fused score column.
+
+    With neither `params` nor `weights`, each model's ``parameter_count`` is read from the
+    provenance its scorer recorded (:func:`hf_selectit.metadata.scorer_infos`).
+
+    Returns:
+        `ds` with `output` and its status column added.
+
+    Raises:
+        ConfigError: no columns, a dataset of another length, both params and weights,
+            non-positive params, no recorded parameter count when params is omitted.
+        ScoreColumnError: a column is missing or not numeric.
+
+    Example:
+        >>> ds = fuse_models(ds, columns=["m7_sentence_score", "m13_sentence_score"],
+        ...                  params=[7e9, 13e9])
+        >>> subset = select_top(ds, column="selectit_model_score")
+    """
+    from datasets import Dataset
+
+    from .formulas import model_level_scores, model_weights
+    from .metadata import column_prefix_of, scorer_infos, with_metadata
+
+    if isinstance(columns, (str, tuple)) or not isinstance(columns, Sequence) or not columns:
+        raise ConfigError(
+            f"columns={columns!r} is invalid: expected a non-empty list of score column names "
+            f"(or (dataset, column) pairs), e.g. ['m1_sentence_score', 'm2_sentence_score']."
+        )
+    sources: list[tuple[Any, str, str]] = []  # (dataset, column, label)
+    for i, spec in enumerate(columns):
+        if isinstance(spec, str):
+            sources.append((ds, spec, spec))
+        elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Dataset)
+              and isinstance(spec[1], str)):
+            other, name = spec
+            if len(other) != len(ds):
+                raise ConfigError(
+                    f"columns[{i}]: the dataset holding {name!r} has {len(other)} rows, expected "
+                    f"{len(ds)} (the same rows in the same order as ds)."
+                )
+            sources.append((other, name, f"{name}@columns[{i}]"))
+        else:
+            raise ConfigError(
+                f"columns[{i}]={spec!r} is invalid: expected a column name or a "
+                f"(Dataset, column_name) pair."
+            )
+    if output in [name for src, name, _ in sources if src is ds]:
+        raise ConfigError(f"output={output!r} is one of the input columns; choose another name.")
+    scores = np.stack([score_array(src, name) for src, name, _ in sources])
+
+    scheme = "explicit" if weights is not None and not isinstance(weights, str) else weights
+    if params is None and weights is None:
+        params, missing = [], []
+        for src, name, label in sources:
+            info = scorer_infos(src).get(column_prefix_of(name) or "", {})
+            count = info.get("parameter_count")
+            params.append(count)
+            if count is None:
+                missing.append(label)
+        if missing:
+            raise ConfigError(
+                f"No parameter count recorded for {missing} (scored without hf-selectit's "
+                f"provenance). Pass params=[...] (e.g. [7e9, 13e9, 70e9]) or weights=[...]."
+            )
+    if params is not None:
+        scheme = "paper"
+        if any(not _is_real(p) for p in params):
+            raise ConfigError(f"params={list(params)!r} is invalid: expected numbers > 0.")
+    w = model_weights(n_models=len(sources), params=params, weights=weights)
+    fused = model_level_scores(scores, w)
+
+    n_rows = len(ds)
+    status = np.full(n_rows, "ok", dtype=object)
+    truncated = np.zeros(n_rows, dtype=bool)
+    for src, name, _ in sources:
+        st = status_column_for(name)
+        if st in src.column_names:
+            truncated |= _status_equals(src, st, "truncated")
+    status[truncated] = "truncated"
+    # Reverse order so that the first model's reason wins.
+    for (src, name, label), row_scores in reversed(list(zip(sources, scores))):
+        status[np.isnan(row_scores)] = f"error: no score in {label}"
+        errors = error_mask(src, status_column_for(name))
+        if errors is not None and errors.any():
+            reasons = np.asarray(src.with_format("arrow")[status_column_for(name)].to_numpy(
+                zero_copy_only=False), dtype=object)
+            status[errors] = [f"error: {label}: {r[len('error'):].lstrip(': ')}" for r in reasons[errors]]
+
+    status_out = status_column_for(output)
+    existing = [c for c in (output, status_out) if c in ds.column_names]
+    if existing:
+        logger.info("fuse_models replaces the existing column(s) %s.", existing)
+        ds = ds.remove_columns(existing)
+    ds = ds.add_column(output, fused).add_column(status_out, status.tolist())
+    n_nan = int(np.isnan(fused).sum())
+    if n_nan:
+        logger.warning("%d of %d fused scores are NaN (a model had no score for the row).", n_nan, n_rows)
+    fusion = {
+        "columns": [label for _, _, label in sources],
+        "scheme": scheme,
+        "params": [float(p) for p in params] if params is not None else None,
+        "weights": [float(x) for x in w],
+        "status_column": status_out,
+        "rows_nan": n_nan,
+    }
+    return with_metadata(ds, fusion={output: fusion})
+
+
+def _status_equals(ds: "Dataset", status_column: str, value: str) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    mask = pc.fill_null(pc.equal(ds.with_format("arrow")[status_column], value), False)
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def __getattr__(name: str) -> Any:
+    # hf_selectit exports the report from here; report.py imports this module, so load lazily.
+    if name in ("selection_report", "SelectionReport"):
+        from . import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

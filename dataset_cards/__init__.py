@@ -1,0 +1,1 @@
+"""Jinja templates of the dataset cards (shipped inside the wheel as `hf_selectit.dataset_cards`)."""

@@ -1,0 +1,536 @@
+"""Publish a selected subset as a versioned dataset (Hub repo or local directory), and load it back.
+
+One version = one commit holding `data/` (the subset, `default` config), `scores/` (the full
+scored dataset, `scores` config, when given), `README.md` (the card), `selectit.json`
+(provenance) and `selectit_histogram.png`, plus the tag `version` on that commit. The tag is
+created last: a version without its tag does not exist, and any failure before the tag raises
+`PublishError` saying what was left behind.
+
+`repo_id` names a local directory (instead of a Hub repo) when it is an `os.PathLike`, an
+absolute path, starts with `.` or `~`, contains a backslash or more than one `/`, or is an
+existing directory. Anything else (`name` or `namespace/name`) is a Hub repo id. To publish into
+a new directory called like a repo id, write it as `./user/name`. A local directory holds the
+latest version in place; earlier versions are recorded in its `selectit.json` and changelog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+
+from . import cards, provenance
+from .errors import ConfigError, PublishError, VersionExistsError
+from .plots import HISTOGRAM_FILENAME, score_histogram
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset, DatasetDict
+    from huggingface_hub import HfApi
+
+logger = logging.getLogger(__name__)
+
+VERSION_RE = re.compile(r"^v\d+(\.\d+){0,2}$")
+REPO_TYPE = "dataset"
+SPLIT = "train"
+SHARD_BYTES = 500 * 1024 * 1024
+# Files and folders a publish owns; everything else in a repo or directory is left alone.
+MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME)
+
+PathOrId = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish created.
+
+    Attributes:
+        repo_id: The Hub repo id, or the local directory (absolute path).
+        version: The version tag.
+        local: True when published to a local directory.
+        commit: The commit id the tag points to (None for a local directory).
+        branch: The branch committed to (None: the default branch / local).
+        url: Where to see it (Hub URL at the tag, or the directory).
+        files: Paths of the files of this version, relative to the repo root.
+        rows: Rows in the `default` config.
+        scored_rows: Rows in the `scores` config (None when not published).
+        replaced: True when an existing version was overwritten.
+    """
+
+    repo_id: str
+    version: str
+    local: bool
+    commit: Optional[str]
+    branch: Optional[str]
+    url: str
+    files: tuple = field(default_factory=tuple)
+    rows: int = 0
+    scored_rows: Optional[int] = None
+    replaced: bool = False
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def check_version(version: Any) -> str:
+    """Validate a version tag (`v1`, `v1.2`, `v1.2.3`).
+
+    Raises:
+        ConfigError: anything else.
+
+    Example:
+        >>> check_version("v1.2")
+        'v1.2'
+    """
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise ConfigError(
+            f"version={version!r} is invalid: expected 'v' followed by one to three dot-separated "
+            "numbers, e.g. 'v1', 'v1.2' or 'v1.2.3'."
+        )
+    return version
+
+
+def version_key(version: str) -> tuple:
+    """Sort key of version tags: numeric parts (missing ones count as 0), then the most specific."""
+    parts = [int(p) for p in version[1:].split(".")]
+    return tuple(parts + [0] * (3 - len(parts))) + (len(parts),)
+
+
+def is_local_target(repo_id: PathOrId) -> bool:
+    """Whether `repo_id` names a local directory rather than a Hub repo (rule in the module doc).
+
+    Example:
+        >>> is_local_target("me/Selective-Alpaca"), is_local_target("./out")
+        (False, True)
+    """
+    if isinstance(repo_id, os.PathLike):
+        return True
+    if not isinstance(repo_id, str) or not repo_id:
+        raise ConfigError(f"repo_id={repo_id!r} is invalid: expected 'user/name' or a local directory.")
+    if os.path.isabs(repo_id) or repo_id.startswith((".", "~")) or "\\" in repo_id:
+        return True
+    if repo_id.count("/") > 1:
+        return True
+    return os.path.isdir(repo_id)
+
+
+def _resolve_token(token: Optional[str]) -> Optional[str]:
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    # HF_TOKEN first, then the stored `hf auth login` token.
+    return get_token()
+
+
+def _scrub(text: str, token: Optional[str]) -> str:
+    if token and len(token) >= 4:
+        text = text.replace(token, "***")
+    return text
+
+
+def _hub_errors() -> tuple:
+    """Exceptions that mean "the Hub request failed" (HTTP status, connection, timeout)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list = [HfHubHTTPError, OSError]
+    # huggingface_hub 1.x uses httpx, 2.x its fork httpx2; transport errors derive from either.
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        errors.append(module.HTTPError)
+    return tuple(errors)
+
+
+def _check_dataset(value: Any, name: str) -> None:
+    from datasets import Dataset
+
+    if not isinstance(value, Dataset):
+        hint = " Pass one split, e.g. ds['train']." if hasattr(value, "keys") else ""
+        raise ConfigError(f"{name} must be a datasets.Dataset, got {type(value).__name__}.{hint}")
+
+
+def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
+    """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table_rows = max(1, ds.data.num_rows)
+    # A selected subset shares its parent's table; estimate its own size from its share of rows.
+    nbytes = ds.data.nbytes * ds.num_rows / table_rows
+    n = max(1, math.ceil(nbytes / SHARD_BYTES))
+    names = []
+    for i in range(n):
+        name = f"{SPLIT}-{i:05d}-of-{n:05d}.parquet"
+        shard = ds.shard(num_shards=n, index=i, contiguous=True) if n > 1 else ds
+        shard.to_parquet(os.fspath(folder / name))
+        names.append(f"{folder.name}/{name}")
+    return names
+
+
+def _size(root: Path, files: list[str]) -> int:
+    return sum((root / f).stat().st_size for f in files)
+
+
+def _stage(
+    workdir: Path,
+    subset: "Dataset",
+    *,
+    scored: Optional["Dataset"],
+    repo_id: str,
+    version: str,
+    source: Any,
+    branch: Optional[str],
+    card_data: Any,
+    defaults: Mapping,
+    changelog: list,
+    history: list,
+    token: Optional[str],
+    is_local: bool,
+) -> list[str]:
+    """Write every file of one version into `workdir`; return their repo-relative paths."""
+    files = _write_parquet(subset, workdir / "data")
+    info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
+    if scored is not None:
+        score_files = _write_parquet(scored, workdir / "scores")
+        info.append(cards.split_info("scores", scored, download_size=_size(workdir, score_files)))
+        files += score_files
+    prov = provenance.build_provenance(
+        subset, version=version, scored=scored, source=source, repo_id=repo_id, branch=branch,
+        history=history)
+    column = cards.score_column(scored, subset, rule=prov.get("selection"))
+    histogram = None
+    if column is not None and column in subset.column_names:
+        score_histogram(
+            all_scores=scored[column] if scored is not None and column in scored.column_names else None,
+            kept_scores=subset[column], path=workdir / HISTOGRAM_FILENAME, column=column)
+        histogram = HISTOGRAM_FILENAME
+        files.append(HISTOGRAM_FILENAME)
+    else:
+        logger.warning("No score column in the subset; the card of %s has no histogram.", version)
+    files += ["README.md", provenance.PROVENANCE_FILENAME]
+    prov["files"] = sorted(files)
+    card = cards.build_card(
+        subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
+        card_data=card_data, changelog=changelog, histogram=histogram, token=token,
+        defaults=defaults, is_local=is_local, dataset_info=info)
+    (workdir / "README.md").write_text(str(card), encoding="utf-8")
+    (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
+    return sorted(files)
+
+
+# ----------------------------------------------------------------------------- local directory
+
+
+def _read_local_provenance(target: Path) -> Optional[dict]:
+    path = target / provenance.PROVENANCE_FILENAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _local_versions(prov: Optional[dict]) -> list[dict]:
+    """Versions recorded in a directory: the current one first, then its history."""
+    if not prov:
+        return []
+    current = {"version": prov.get("version"), "date": prov.get("created_at", ""),
+               "rows": (prov.get("rows") or {}).get("subset", ""), "commit": "-"}
+    return [current] + list(prov.get("history") or [])
+
+
+def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data, defaults,
+                   token) -> PublishResult:
+    target = target.expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub repo id).")
+    existing = _read_local_provenance(target) if target.is_dir() else None
+    if target.is_dir() and existing is None and any(target.iterdir()):
+        raise ConfigError(
+            f"Directory {os.fspath(target)!r} is not empty and holds no {provenance.PROVENANCE_FILENAME}: "
+            "refusing to write into it. Choose a new or empty directory.")
+    versions = _local_versions(existing)
+    names = [v["version"] for v in versions]
+    if version in names and not overwrite:
+        raise VersionExistsError(
+            f"Version {version!r} already exists in {os.fspath(target)!r} (versions: {names}). "
+            "Pass overwrite=True to replace it, or choose a new version.")
+    history = [v for v in versions if v["version"] != version]
+    target.mkdir(parents=True, exist_ok=True)
+    # Stage next to the target (same filesystem) so the swap below is a few renames.
+    with tempfile.TemporaryDirectory(prefix=".selectit-stage-", dir=target) as tmp:
+        workdir = Path(tmp)
+        # The card shows the path as the user gave it, not an absolute path of this machine.
+        files = _stage(workdir, subset, scored=scored, repo_id=display, version=version,
+                       source=source, branch=None, card_data=card_data, defaults=defaults,
+                       changelog=history, history=history, token=token, is_local=True)
+        # selectit.json goes last: the recorded version changes only once its data is in place.
+        for name in sorted(MANAGED, key=lambda n: n == provenance.PROVENANCE_FILENAME):
+            old = target / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+            if (workdir / name).exists():
+                os.replace(workdir / name, old)
+    logger.info("Published %s (%d rows) to %s", version, subset.num_rows, target)
+    return PublishResult(
+        repo_id=os.fspath(target), version=version, local=True, commit=None, branch=None,
+        url=target.as_uri(), files=tuple(files), rows=subset.num_rows,
+        scored_rows=scored.num_rows if scored is not None else None, replaced=version in names)
+
+
+# ----------------------------------------------------------------------------- Hub
+
+
+def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
+    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.match(t.name)}
+
+
+def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
+    """Earlier versions, newest first, from each tag's selectit.json (date and row count)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    entries = []
+    for name in sorted(tags, key=version_key, reverse=True):
+        commit = tags[name]
+        entry = {"version": name, "date": "", "rows": "", "commit": f"`{commit[:8]}`"}
+        try:
+            path = hf_hub_download(repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE,
+                                   revision=commit, token=token)
+            prov = json.loads(Path(path).read_text(encoding="utf-8"))
+            entry["date"] = prov.get("created_at", "")
+            entry["rows"] = (prov.get("rows") or {}).get("subset", "")
+        except (EntryNotFoundError, HfHubHTTPError, ValueError) as exc:
+            # A tag made by hand (no selectit.json) still belongs in the changelog.
+            logger.info("No provenance at tag %s of %s (%s).", name, repo_id, type(exc).__name__)
+        entries.append(entry)
+    return entries
+
+
+def _publish_hub(subset, repo_id: str, *, version, scored, source, private, token, branch, overwrite,
+                 card_data, defaults) -> PublishResult:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+
+    api = HfApi(token=token)
+    endpoint = constants.ENDPOINT
+    stage = "creating the repo"
+    commit: Optional[str] = None
+    old_tag_deleted = False
+    tags: dict = {}
+    try:
+        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True, token=token)
+        if branch:
+            stage = f"creating branch {branch!r}"
+            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True, token=token)
+        stage = "reading the repo's tags"
+        tags = _version_tags(api, repo_id, token)
+        if version in tags and not overwrite:
+            raise VersionExistsError(
+                f"Version {version!r} already exists in {repo_id} (versions: "
+                f"{sorted(tags, key=version_key)}). Pass overwrite=True to replace it, or choose a "
+                "new version.")
+        stage = "reading earlier versions"
+        changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version}, token)
+        stage = "listing the repo's files"
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+        head = {b.name: b.target_commit for b in refs.branches}.get(branch or "main")
+        existing = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch, token=token)) if head else set()
+        with tempfile.TemporaryDirectory(prefix="selectit-stage-") as tmp:
+            workdir = Path(tmp)
+            stage = "writing the files of the version"
+            files = _stage(workdir, subset, scored=scored, repo_id=repo_id, version=version,
+                           source=source, branch=branch, card_data=card_data, defaults=defaults,
+                           changelog=changelog, history=[], token=token, is_local=False)
+            ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
+            # Shards of the previous version that this one does not overwrite.
+            stale = sorted(f for f in existing if f not in files and (
+                f.split("/", 1)[0] in ("data", "scores") or f == HISTOGRAM_FILENAME))
+            ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
+            stage = "committing"
+            info = api.create_commit(
+                repo_id, ops, repo_type=REPO_TYPE, revision=branch, token=token, parent_commit=head,
+                commit_message=f"Publish {version}: {subset.num_rows} rows selected with SelectIT",
+                commit_description=f"hf-selectit {version}; provenance in {provenance.PROVENANCE_FILENAME}.")
+        commit = info.oid
+        if version in tags:
+            stage = f"deleting the old tag {version}"
+            api.delete_tag(repo_id, tag=version, repo_type=REPO_TYPE, token=token)
+            old_tag_deleted = True
+        stage = f"creating the tag {version}"
+        api.create_tag(repo_id, tag=version, revision=commit, repo_type=REPO_TYPE, token=token,
+                       tag_message=f"hf-selectit {version}")
+    except _hub_errors() as exc:
+        raise _publish_failure(exc, repo_id=repo_id, version=version, stage=stage, commit=commit,
+                               branch=branch, endpoint=endpoint, token=token,
+                               old_tag_deleted=old_tag_deleted, had_tag=version in tags) from None
+    logger.info("Published %s (%d rows) to %s at commit %s", version, subset.num_rows, repo_id, commit)
+    return PublishResult(
+        repo_id=repo_id, version=version, local=False, commit=commit, branch=branch,
+        url=f"{endpoint}/datasets/{repo_id}/tree/{version}", files=tuple(files), rows=subset.num_rows,
+        scored_rows=scored.num_rows if scored is not None else None, replaced=version in tags)
+
+
+def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, branch, endpoint, token,
+                     old_tag_deleted, had_tag) -> PublishError:
+    cause = _scrub(f"{type(exc).__name__}: {exc}", token)
+    where = f"Publishing {version} to {repo_id} (Hub at {endpoint}) failed while {stage}: {cause}."
+    if commit is None:
+        left = f"Nothing was committed and no tag {version} was created"
+        left += f"; the existing {version} is unchanged." if had_tag else "."
+        fix = " Fix the cause and re-run publish."
+    else:
+        left = f" Commit {commit} exists on {branch or 'main'} without the tag {version}"
+        left = left.lstrip()
+        left += (f"; the previous {version} tag was already deleted." if old_tag_deleted else ".")
+        fix = (" Re-run publish" + (" with overwrite=True" if had_tag and not old_tag_deleted else "")
+               + " to retry; the untagged commit is harmless.")
+    return PublishError(where + " " + left + fix)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def publish(
+    subset: "Dataset",
+    repo_id: PathOrId,
+    *,
+    version: str,
+    scored: Optional["Dataset"] = None,
+    source: Any = None,
+    private: bool = False,
+    token: Optional[str] = None,
+    branch: Optional[str] = None,
+    overwrite: bool = False,
+    card_data: Any = None,
+) -> PublishResult:
+    """Publish `subset` as version `version` of a dataset repo (or a local directory).
+
+    Args:
+        subset: The selected rows (`default` config, split `train`).
+        repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc for
+            the rule that tells them apart).
+        version: Version tag: `v1`, `v1.2` or `v1.2.3`.
+        scored: The full scored dataset, published as the `scores` config and used for the
+            selection report and histogram.
+        source: The dataset the rows came from: `user/name`, `user/name@revision` or
+            {"id": ..., "revision": ...}. Its card supplies the license when it has one.
+        private: Create the Hub repo as private (when it does not exist yet).
+        token: Hub token; default `HF_TOKEN`, then the stored login. Never written anywhere.
+        branch: Commit to this branch (created when missing) instead of the default branch.
+        overwrite: Replace an existing version instead of refusing.
+        card_data: Extra card fields (dict or `DatasetCardData`): `license` (required when the
+            source card has none), `language`, `pretty_name`, `task_categories`, `tags`, and
+            `reproduce_command` (the CLI line shown under "Reproduce").
+
+    Returns:
+        A `PublishResult`.
+
+    Raises:
+        ConfigError: bad version, repo_id, dataset type or missing license; nothing is written.
+        VersionExistsError: the version exists and `overwrite` is False.
+        PublishError: a Hub request failed; the message says what exists afterwards.
+
+    Example:
+        >>> publish(subset, "me/Selective-Alpaca", version="v1.0", scored=ds,
+        ...         source="vicgalle/alpaca-gpt4")
+    """
+    check_version(version)
+    _check_dataset(subset, "subset")
+    if scored is not None:
+        _check_dataset(scored, "scored")
+    local = is_local_target(repo_id)
+    if local and branch:
+        raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local directory.")
+    resolved = _resolve_token(token)
+    src = provenance.parse_source(source)
+    # License first: a missing one must fail before anything is created or committed.
+    defaults = cards.card_defaults(source_id=src["id"], card_data=card_data, token=resolved)
+    if local:
+        return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
+                              version=version, scored=scored,
+                              source=source, overwrite=overwrite, card_data=card_data,
+                              defaults=defaults, token=resolved)
+    return _publish_hub(subset, repo_id, version=version, scored=scored, source=source, private=private,
+                        token=resolved, branch=branch, overwrite=overwrite, card_data=card_data,
+                        defaults=defaults)
+
+
+def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str]:
+    """Published versions of a repo or local directory, oldest first.
+
+    Example:
+        >>> list_versions("me/Selective-Alpaca")
+        ['v1.0', 'v1.1']
+    """
+    if is_local_target(repo_id):
+        target = Path(os.fspath(repo_id)).expanduser()
+        names = [v["version"] for v in _local_versions(_read_local_provenance(target) if target.is_dir() else None)]
+        return sorted(names, key=version_key)
+    from huggingface_hub import HfApi
+
+    resolved = _resolve_token(token)
+    return sorted(_version_tags(HfApi(token=resolved), os.fspath(repo_id), resolved), key=version_key)
+
+
+def load_selective(
+    repo_id: PathOrId,
+    version: Optional[str] = None,
+    config: str = "default",
+    *,
+    split: Optional[str] = SPLIT,
+    token: Optional[str] = None,
+) -> Union["Dataset", "DatasetDict"]:
+    """Load a published version with `datasets.load_dataset` (the latest version when None).
+
+    Args:
+        repo_id: Hub dataset repo id or local directory.
+        version: Version tag; None picks the highest (`v1.10` > `v1.9`).
+        config: `default` (the subset) or `scores` (every scored row).
+        split: Split to return (`train`); None returns the DatasetDict.
+        token: Hub token (default: `HF_TOKEN`, then the stored login).
+
+    Returns:
+        A `Dataset` (or `DatasetDict` when split is None).
+
+    Raises:
+        ConfigError: the version is malformed or not published (the message lists those that are).
+
+    Example:
+        >>> subset = load_selective("me/Selective-Alpaca")            # latest version
+        >>> scores = load_selective("me/Selective-Alpaca", "v1.0", "scores")
+    """
+    from datasets import load_dataset
+
+    if version is not None:
+        check_version(version)
+    if is_local_target(repo_id):
+        target = Path(os.fspath(repo_id)).expanduser()
+        prov = _read_local_provenance(target) if target.is_dir() else None
+        if prov is None:
+            raise ConfigError(f"{os.fspath(target)!r} holds no {provenance.PROVENANCE_FILENAME}: not a "
+                              "directory written by hf_selectit.publish.")
+        if version is not None and version != prov.get("version"):
+            raise ConfigError(
+                f"Version {version!r} is not in {os.fspath(target)!r}: a local directory holds only its "
+                f"latest version, {prov.get('version')!r}. Pass version=None or {prov.get('version')!r}.")
+        return load_dataset(os.fspath(target), config, split=split)
+    resolved = _resolve_token(token)
+    from huggingface_hub import HfApi
+
+    tags = _version_tags(HfApi(token=resolved), os.fspath(repo_id), resolved)
+    available = sorted(tags, key=version_key)
+    if not available:
+        raise ConfigError(f"{repo_id} has no version tags (v1, v1.2, ...): publish a version first.")
+    if version is None:
+        version = available[-1]
+    elif version not in tags:
+        raise ConfigError(f"Version {version!r} is not published in {repo_id}; versions: {available}.")
+    return load_dataset(os.fspath(repo_id), config, revision=version, split=split, token=resolved)

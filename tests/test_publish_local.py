@@ -1,0 +1,163 @@
+"""Publishing to a local directory: files, round trip through `load_dataset(dir)`, versions."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from datasets import Dataset, load_dataset
+from huggingface_hub import DatasetCard
+
+from hf_selectit.errors import ConfigError, VersionExistsError
+from hf_selectit.metadata import attach_scorer_info
+from hf_selectit.publish import is_local_target, list_versions, load_selective, publish
+from hf_selectit.select import select_top
+
+FAKE_TOKEN = "hf_selectitFakeTokenDoNotLeak0123456789"
+
+
+def make_scored(n: int = 20, *, offset: float = 0.0) -> Dataset:
+    """A dataset shaped like the scorer's output (no model involved), with scorer provenance."""
+    scores = [round(((i * 7) % n) / 4 + offset, 3) for i in range(n)]
+    ds = Dataset.from_dict({
+        "instruction": [f"instruction {i}" for i in range(n)],
+        "input": ["" for _ in range(n)],
+        "output": [f"response {i}" for i in range(n)],
+        "selectit_token_scores": [[s, s, s] for s in scores],
+        "selectit_sentence_score": scores,
+        "selectit_uncertainty": [0.0] * n,
+        "selectit_status": ["ok"] * n,
+    })
+    return attach_scorer_info(ds, {
+        "column_prefix": "selectit_", "model_id": "tiny/random-llama", "revision": "0123abcd",
+        "parameter_count": 1_234_567, "prompts": ["prompt one", "prompt two", "prompt three"],
+        "prompt_set": "paper", "alpha": 0.2, "normalization": "paper",
+    })
+
+
+def _all_text(root) -> str:
+    chunks = []
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                chunks.append(fh.read().decode("latin-1"))
+    return "\n".join(chunks)
+
+
+def test_local_round_trip_through_load_dataset(tmp_path):
+    scored = make_scored(20)
+    subset = select_top(scored, ratio=0.25)
+    target = tmp_path / "Selective-Demo"
+    result = publish(subset, str(target), version="v1.0", scored=scored, card_data={"license": "mit"})
+
+    assert result.local and result.rows == 5 and result.scored_rows == 20
+    for name in ("README.md", "selectit.json", "selectit_histogram.png",
+                 "data/train-00000-of-00001.parquet", "scores/train-00000-of-00001.parquet"):
+        assert (target / name).is_file(), name
+    assert (target / "selectit_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    loaded = load_dataset(str(target), split="train")
+    assert loaded["instruction"] == subset["instruction"]          # same rows, same order
+    assert loaded["selectit_sentence_score"] == subset["selectit_sentence_score"]
+    scores = load_dataset(str(target), "scores", split="train")
+    assert scores.num_rows == 20 and scores["instruction"] == scored["instruction"]
+
+    prov = json.loads((target / "selectit.json").read_text())
+    assert prov["version"] == "v1.0"
+    assert prov["rows"] == {"subset": 5, "scored": 20}
+    assert prov["scorers"]["selectit_"]["model_id"] == "tiny/random-llama"
+    assert prov["alpha"] == 0.2 and prov["normalization"] == "paper"
+    assert prov["selection"]["rule"] == "top_ratio" and prov["selection"]["ratio"] == 0.25
+    assert prov["source"]["fingerprint"] == scored._fingerprint
+    assert prov["created_at"].endswith("+00:00")
+    assert sorted(prov["files"]) == sorted(result.files)
+
+    card = DatasetCard.load(target / "README.md")
+    assert card.data.license == "mit"
+    assert [c["config_name"] for c in card.data.configs] == ["default", "scores"]
+
+
+def test_load_selective_local_and_version_check(tmp_path):
+    scored = make_scored(12)
+    publish(select_top(scored, k=3), tmp_path / "out", version="v2", card_data={"license": "mit"})
+    ds = load_selective(tmp_path / "out")
+    assert ds.num_rows == 3
+    with pytest.raises(ConfigError, match="'v2'"):
+        load_selective(tmp_path / "out", "v1")
+    assert list_versions(tmp_path / "out") == ["v2"]
+
+
+def test_versions_refused_replaced_and_recorded(tmp_path):
+    scored = make_scored(20)
+    target = tmp_path / "d"
+    publish(select_top(scored, ratio=0.25), target, version="v1.0", scored=scored,
+            card_data={"license": "mit"})
+    publish(select_top(scored, ratio=0.5), target, version="v1.1", card_data={"license": "mit"})
+    assert load_dataset(str(target), split="train").num_rows == 10
+    # v1.1 had no scored dataset: the old scores/ config must not survive into it.
+    assert not (target / "scores").exists()
+    assert "scores" not in (target / "README.md").read_text().split("---")[1]
+
+    with pytest.raises(VersionExistsError) as info:
+        publish(select_top(scored, k=2), target, version="v1.1", card_data={"license": "mit"})
+    assert "v1.0" in str(info.value) and "v1.1" in str(info.value) and "overwrite=True" in str(info.value)
+    assert load_dataset(str(target), split="train").num_rows == 10      # untouched
+
+    result = publish(select_top(scored, k=2), target, version="v1.1", overwrite=True,
+                     card_data={"license": "mit"})
+    assert result.replaced
+    assert load_dataset(str(target), split="train").num_rows == 2
+    assert list_versions(target) == ["v1.0", "v1.1"]
+    readme = (target / "README.md").read_text()
+    assert "| `v1.0` |" in readme and "| `v1.1` |" in readme
+    # The staging directory is gone.
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        ["README.md", "data", "selectit.json", "selectit_histogram.png"])
+
+
+@pytest.mark.parametrize("bad", ["1.0", "v1.2.3.4", "v", "V1", "v1.x", "latest", "v1.0-rc1", None])
+def test_bad_versions_are_refused(tmp_path, bad):
+    with pytest.raises(ConfigError, match="v1.2.3"):
+        publish(make_scored(4), tmp_path / "x", version=bad, card_data={"license": "mit"})
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_license_fails_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="license"):
+        publish(make_scored(4), tmp_path / "x", version="v1")
+    assert not (tmp_path / "x").exists()
+
+
+def test_refuses_foreign_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        publish(make_scored(4), tmp_path, version="v1", card_data={"license": "mit"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_branch_is_refused_for_local_and_dataset_dict(tmp_path):
+    from datasets import DatasetDict
+
+    with pytest.raises(ConfigError, match="branch"):
+        publish(make_scored(4), tmp_path / "x", version="v1", branch="dev", card_data={"license": "mit"})
+    with pytest.raises(ConfigError, match=r"ds\['train'\]"):
+        publish(DatasetDict(train=make_scored(4)), tmp_path / "x", version="v1", card_data={"license": "mit"})
+
+
+def test_local_target_rule(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not is_local_target("me/Selective-Alpaca")
+    assert not is_local_target("Selective-Alpaca")
+    for path in ("./out", "../out", "~/out", str(tmp_path / "new"), "a/b/c", tmp_path):
+        assert is_local_target(path), path
+    (tmp_path / "me" / "existing").mkdir(parents=True)
+    assert is_local_target("me/existing")                # an existing directory wins
+
+
+def test_env_token_is_written_nowhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    scored = make_scored(10)
+    publish(select_top(scored, ratio=0.5), tmp_path / "t", version="v1", scored=scored,
+            card_data={"license": "mit"})
+    assert FAKE_TOKEN not in _all_text(tmp_path / "t")

@@ -288,12 +288,12 @@ class Store:
         elif key == "deletedFile":
             if not git(repo, "ls-files", "-z", "--", path, env=env).split("\0")[0] == path:
                 raise HubError(404, f"A file with this name doesn't exist: {path} on {branch}", "EntryNotFound")
-            git(repo, "update-index", "--force-remove", "--", path, env=env)
+            _remove_from_index(repo, [path], env)
         elif key == "deletedFolder":
             files = [f for f in git(repo, "ls-files", "-z", "--", path.rstrip("/") + "/", env=env).split("\0") if f]
             if not files:
                 raise HubError(404, f"A folder with this name doesn't exist: {path} on {branch}", "EntryNotFound")
-            git(repo, "update-index", "--force-remove", "-z", "--stdin", input="\0".join(files).encode() + b"\0", env=env)
+            _remove_from_index(repo, files, env)
         else:
             raise HubError(400, f"Unknown commit operation {key!r}; expected file, lfsFile, deletedFile or deletedFolder")
 
@@ -313,6 +313,12 @@ class Store:
             if ref not in git(repo, "for-each-ref", "--format=%(refname)", ref).split():
                 raise revision_not_found(ref.split("/", 2)[-1])
             git(repo, "update-ref", "-d", ref)
+
+
+def _remove_from_index(repo: str, paths: list[str], env: dict) -> None:
+    # `update-index --force-remove` needs a work tree; mode 0 through --index-info does not.
+    records = b"".join(f"0 {_ZERO_SHA}\t{p}".encode() + b"\0" for p in paths)
+    git(repo, "update-index", "-z", "--index-info", input=records, env=env)
 
 
 def _clean_repo_path(path: str) -> str:
@@ -362,6 +368,12 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
     @app.exception_handler(HubError)
     async def _hub_error(_: Request, exc: HubError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+        # Say what broke in the answer too: a client-side test failure then shows the cause.
+        logger.exception("local Hub error")
+        return HubError(500, f"Internal error in the local test Hub: {type(exc).__name__}: {exc}").response()
 
     def bearer(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")

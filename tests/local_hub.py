@@ -60,7 +60,8 @@ class LocalHub:
         self.repos_dir = Path(repos_dir)
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen | None = None
-        self._log_path = self.repos_dir.parent / "local_hub_server.log"
+        # Outside repos_dir's parent, which the fixture removes: the log outlives the session.
+        self.log_path = Path(tempfile.gettempdir()) / f"hf-selectit-local-hub-{self.port}.log"
 
     @property
     def running(self) -> bool:
@@ -81,7 +82,7 @@ class LocalHub:
                 "cannot start there. Re-run the tests (conftest.py picks a new free port each session)."
             )
         self.repos_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self._log_path, "ab")
+        log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             [sys.executable, str(_SERVER_SCRIPT), "--port", str(self.port),
@@ -133,10 +134,10 @@ class LocalHub:
 
     def _log_tail(self, n: int = 40) -> str:
         try:
-            lines = self._log_path.read_text(errors="replace").splitlines()
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
-            return "(no server log)"
-        return "server log (last lines):\n" + "\n".join(lines[-n:])
+            return f"(no server log at {self.log_path})"
+        return f"server log {self.log_path} (last lines):\n" + "\n".join(lines[-n:])
 
 
 def _port_answers(port: int) -> bool:

@@ -1,0 +1,251 @@
+"""The local Hub (tests/local_hub.py) answers the real huggingface_hub / datasets clients like the Hub.
+
+No HfApi method is mocked: every call goes over HTTP to the server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.hub
+
+
+def _parquet_bytes(rows: dict) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(rows), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def api(local_hub):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=local_hub.endpoint, token=local_hub.token)
+
+
+@pytest.fixture
+def repo_id(api):
+    """A fresh dataset repo for one test."""
+    rid = f"tester/ds-{uuid.uuid4().hex[:8]}"
+    api.create_repo(rid, repo_type="dataset")
+    return rid
+
+
+def _add(path: str, data: bytes):
+    from huggingface_hub import CommitOperationAdd
+
+    return CommitOperationAdd(path_in_repo=path, path_or_fileobj=data)
+
+
+def test_endpoint_and_whoami(local_hub):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    assert local_hub.endpoint == os.environ["HF_ENDPOINT"]
+    assert HfApi(token=local_hub.token).whoami()["name"] == "tester"
+    with pytest.raises(HfHubHTTPError):
+        HfApi(token="hf_wrong").whoami()
+
+
+def test_create_repo_conflict_exist_ok_and_delete(api, local_hub):
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    rid = f"tester/create-{uuid.uuid4().hex[:8]}"
+    url = api.create_repo(rid, repo_type="dataset")
+    assert url.repo_id == rid and url.repo_type == "dataset"
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_repo(rid, repo_type="dataset")
+    assert err.value.response.status_code == 409
+    assert api.create_repo(rid, repo_type="dataset", exist_ok=True).repo_id == rid
+    info = api.repo_info(rid, repo_type="dataset")
+    assert info.id == rid and info.private is False
+    assert [s.rfilename for s in info.siblings] == [".gitattributes"]  # the Hub's initial commit
+    assert (local_hub.repos_dir / "datasets" / "tester" / rid.split("/")[1]).is_dir()
+    api.delete_repo(rid, repo_type="dataset")
+    assert not api.repo_exists(rid, repo_type="dataset")
+    with pytest.raises(RepositoryNotFoundError):
+        api.repo_info(rid, repo_type="dataset")
+
+
+def test_writes_need_the_token(local_hub):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with pytest.raises(HfHubHTTPError) as err:
+        HfApi(token="hf_not_the_right_one").create_repo("tester/nope", repo_type="dataset")
+    assert err.value.response.status_code == 401
+
+
+def test_private_repo_is_hidden_without_token(api, local_hub):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    rid = f"tester/private-{uuid.uuid4().hex[:8]}"
+    api.create_repo(rid, repo_type="dataset", private=True)
+    assert api.repo_info(rid, repo_type="dataset").private is True
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(token=False).repo_info(rid, repo_type="dataset")
+
+
+def test_commit_regular_and_lfs_files(api, repo_id, local_hub):
+    parquet = _parquet_bytes({"x": list(range(100))})
+    info = api.create_commit(
+        repo_id, repo_type="dataset", commit_message="add files",
+        operations=[_add("notes.txt", b"hello\n"), _add("data/train.parquet", parquet)],
+    )
+    assert info.oid and len(info.oid) == 40
+    assert sorted(api.list_repo_files(repo_id, repo_type="dataset")) == [
+        ".gitattributes", "data/train.parquet", "notes.txt",
+    ]
+    by_path = {p.path: p for p in api.get_paths_info(repo_id, ["notes.txt", "data/train.parquet"], repo_type="dataset")}
+    assert by_path["notes.txt"].lfs is None and by_path["notes.txt"].size == 6
+    lfs = by_path["data/train.parquet"].lfs
+    assert lfs is not None and lfs.size == len(parquet)
+    # In git the parquet file is an LFS pointer; the bytes live in the repo's LFS store.
+    bare = local_hub.repos_dir / "datasets" / repo_id
+    pointer = subprocess.run(["git", "--git-dir", str(bare), "show", f"{info.oid}:data/train.parquet"],
+                             capture_output=True, check=True).stdout
+    assert pointer.startswith(b"version https://git-lfs.github.com/spec/v1\noid sha256:")
+    assert [c.title for c in api.list_repo_commits(repo_id, repo_type="dataset")] == ["add files", "initial commit"]
+    assert api.file_exists(repo_id, "notes.txt", repo_type="dataset")
+    assert not api.file_exists(repo_id, "missing.txt", repo_type="dataset")
+
+
+def test_big_text_file_goes_through_lfs_and_downloads(api, repo_id, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    big = (b"0123456789abcdef" * 65536) * 11  # 11 MiB of text: above the 10 MB LFS threshold
+    api.create_commit(repo_id, repo_type="dataset", commit_message="big", operations=[_add("big.txt", big)])
+    [info] = api.get_paths_info(repo_id, ["big.txt"], repo_type="dataset")
+    assert info.lfs is not None and info.size == len(big)
+    path = hf_hub_download(repo_id, "big.txt", repo_type="dataset", cache_dir=tmp_path)
+    assert open(path, "rb").read() == big
+
+
+def test_tags_branches_and_download_at_tag(api, repo_id, tmp_path):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RevisionNotFoundError
+
+    first = api.create_commit(repo_id, repo_type="dataset", commit_message="one", operations=[_add("f.txt", b"one")])
+    api.create_tag(repo_id, repo_type="dataset", tag="v1.0", tag_message="first")
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_tag(repo_id, repo_type="dataset", tag="v1.0")
+    assert err.value.response.status_code == 409
+    api.create_commit(repo_id, repo_type="dataset", commit_message="two", operations=[_add("f.txt", b"two")])
+    api.create_branch(repo_id, repo_type="dataset", branch="dev", revision="v1.0")
+
+    refs = api.list_repo_refs(repo_id, repo_type="dataset")
+    assert {t.name: t.target_commit for t in refs.tags} == {"v1.0": first.oid}
+    assert {b.name for b in refs.branches} == {"main", "dev"}
+    assert {b.name: b.target_commit for b in refs.branches}["dev"] == first.oid
+
+    at_tag = hf_hub_download(repo_id, "f.txt", repo_type="dataset", revision="v1.0", cache_dir=tmp_path)
+    at_main = hf_hub_download(repo_id, "f.txt", repo_type="dataset", cache_dir=tmp_path)
+    assert open(at_tag, "rb").read() == b"one" and open(at_main, "rb").read() == b"two"
+    assert api.repo_info(repo_id, repo_type="dataset", revision="v1.0").sha == first.oid
+
+    api.create_commit(repo_id, repo_type="dataset", commit_message="on dev", revision="dev",
+                      operations=[_add("dev.txt", b"d")])
+    assert "dev.txt" in api.list_repo_files(repo_id, repo_type="dataset", revision="dev")
+    assert "dev.txt" not in api.list_repo_files(repo_id, repo_type="dataset")
+
+    api.delete_tag(repo_id, repo_type="dataset", tag="v1.0")
+    api.delete_branch(repo_id, repo_type="dataset", branch="dev")
+    refs = api.list_repo_refs(repo_id, repo_type="dataset")
+    assert refs.tags == [] and [b.name for b in refs.branches] == ["main"]
+    with pytest.raises(RevisionNotFoundError):
+        api.repo_info(repo_id, repo_type="dataset", revision="v1.0")
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(repo_id, "nope.txt", repo_type="dataset", cache_dir=tmp_path)
+
+
+def test_delete_file_and_folder(api, repo_id):
+    from huggingface_hub import CommitOperationDelete
+
+    api.create_commit(repo_id, repo_type="dataset", commit_message="add", operations=[
+        _add("a.txt", b"a"), _add("data/x.parquet", _parquet_bytes({"x": [1]})), _add("data/y.txt", b"y"),
+    ])
+    api.create_commit(repo_id, repo_type="dataset", commit_message="delete", operations=[
+        CommitOperationDelete("a.txt"), CommitOperationDelete("data/"),
+    ])
+    assert api.list_repo_files(repo_id, repo_type="dataset") == [".gitattributes"]
+
+
+def test_stale_parent_commit_is_refused(api, repo_id):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    base = api.repo_info(repo_id, repo_type="dataset").sha
+    api.create_commit(repo_id, repo_type="dataset", commit_message="a", operations=[_add("a.txt", b"a")],
+                      parent_commit=base)
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_commit(repo_id, repo_type="dataset", commit_message="b", operations=[_add("b.txt", b"b")],
+                          parent_commit=base)
+    assert err.value.response.status_code == 412
+    assert "b.txt" not in api.list_repo_files(repo_id, repo_type="dataset")
+
+
+def test_range_requests_through_hffilesystem(api, repo_id):
+    from huggingface_hub import HfFileSystem
+
+    payload = bytes(range(256)) * 40
+    api.create_commit(repo_id, repo_type="dataset", commit_message="bin", operations=[_add("blob.bin", payload)])
+    fs = HfFileSystem(endpoint=api.endpoint, token=api.token)
+    with fs.open(f"datasets/{repo_id}/blob.bin", "rb", block_size=1000) as fh:
+        fh.seek(5000)
+        assert fh.read(300) == payload[5000:5300]
+    assert fs.ls(f"datasets/{repo_id}", detail=False) == [f"datasets/{repo_id}/.gitattributes",
+                                                          f"datasets/{repo_id}/blob.bin"]
+
+
+def test_push_to_hub_and_load_dataset_at_two_tags(api, repo_id):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a", "b", "c"], "n": [1, 2, 3]}).push_to_hub(repo_id, token=api.token)
+    api.create_tag(repo_id, repo_type="dataset", tag="v1.0")
+    # The second push replaces the shard under data/ and the split sizes in README.md.
+    datasets.Dataset.from_dict({"text": ["z"], "n": [26]}).push_to_hub(repo_id, token=api.token)
+    api.create_tag(repo_id, repo_type="dataset", tag="v1.1")
+
+    v10 = datasets.load_dataset(repo_id, revision="v1.0", split="train")
+    v11 = datasets.load_dataset(repo_id, revision="v1.1", split="train")
+    assert v10.to_dict() == {"text": ["a", "b", "c"], "n": [1, 2, 3]}
+    assert v11.to_dict() == {"text": ["z"], "n": [26]}
+
+
+def test_fail_commits_makes_create_commit_raise(api, repo_id, local_hub):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    before = api.repo_info(repo_id, repo_type="dataset").sha
+    local_hub.fail_commits(True)
+    try:
+        with pytest.raises(HfHubHTTPError) as err:
+            api.create_commit(repo_id, repo_type="dataset", commit_message="x", operations=[_add("x.txt", b"x")])
+        assert err.value.response.status_code == 500
+    finally:
+        local_hub.fail_commits(False)
+    assert api.repo_info(repo_id, repo_type="dataset").sha == before
+    api.create_commit(repo_id, repo_type="dataset", commit_message="x", operations=[_add("x.txt", b"x")])
+    assert "x.txt" in api.list_repo_files(repo_id, repo_type="dataset")
+
+
+def test_stop_and_start(api, repo_id, local_hub):
+    import httpx
+
+    api.create_commit(repo_id, repo_type="dataset", commit_message="keep", operations=[_add("k.txt", b"k")])
+    local_hub.stop()
+    try:
+        assert not local_hub.running
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{local_hub.endpoint}/api/datasets/{repo_id}/refs", timeout=5)
+    finally:
+        local_hub.start()
+    assert local_hub.running
+    assert "k.txt" in api.list_repo_files(repo_id, repo_type="dataset")

@@ -38,6 +38,7 @@ import tempfile
 import threading
 import types
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from fastapi import FastAPI, Request
@@ -396,10 +397,6 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
             raise revision_not_found(rev)
         return sha
 
-    def split(repo_id: str) -> tuple[str, str]:
-        org, name = repo_id.split("/")
-        return org, name
-
     # ---------------------------------------------------------------- health, whoami, yaml
 
     @app.get("/_local_hub/health")
@@ -476,7 +473,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
 
     # ---------------------------------------------------------------- uploads
 
-    @app.post("/api/{type_plural}/{org}/{name}/preupload/{rev}")
+    @app.post("/api/{type_plural}/{org}/{name}/preupload/{rev:path}")
     async def preupload(type_plural: str, org: str, name: str, rev: str, request: Request) -> dict:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -569,7 +566,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
 
     # ---------------------------------------------------------------- commit, branches, tags
 
-    @app.post("/api/{type_plural}/{org}/{name}/commit/{rev}")
+    @app.post("/api/{type_plural}/{org}/{name}/commit/{rev:path}")
     async def commit(type_plural: str, org: str, name: str, rev: str, request: Request) -> JSONResponse:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -589,7 +586,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
             "commitUrl": f"{_repo_url(request, type_plural, f'{org}/{name}')}/commit/{sha}",
         })
 
-    @app.post("/api/{type_plural}/{org}/{name}/branch/{branch}")
+    @app.post("/api/{type_plural}/{org}/{name}/branch/{branch:path}")
     async def create_branch(type_plural: str, org: str, name: str, branch: str, request: Request) -> dict:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -597,7 +594,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         await run_in_threadpool(store.create_ref, repo, f"refs/heads/{branch}", body.get("startingPoint") or "main", kind="branch")
         return {}
 
-    @app.delete("/api/{type_plural}/{org}/{name}/branch/{branch}")
+    @app.delete("/api/{type_plural}/{org}/{name}/branch/{branch:path}")
     async def delete_branch(type_plural: str, org: str, name: str, branch: str, request: Request) -> dict:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -606,7 +603,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         await run_in_threadpool(store.delete_ref, repo, f"refs/heads/{branch}", kind="branch")
         return {}
 
-    @app.post("/api/{type_plural}/{org}/{name}/tag/{rev}")
+    @app.post("/api/{type_plural}/{org}/{name}/tag/{rev:path}")
     async def create_tag(type_plural: str, org: str, name: str, rev: str, request: Request) -> dict:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -617,7 +614,7 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         await run_in_threadpool(store.create_ref, repo, f"refs/tags/{tag}", rev, kind="tag")
         return {}
 
-    @app.delete("/api/{type_plural}/{org}/{name}/tag/{tag}")
+    @app.delete("/api/{type_plural}/{org}/{name}/tag/{tag:path}")
     async def delete_tag(type_plural: str, org: str, name: str, tag: str, request: Request) -> dict:
         require_token(request)
         repo = store.existing(type_plural, f"{org}/{name}")
@@ -656,22 +653,25 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
     async def repo_info_at(type_plural: str, org: str, name: str, rev: str, request: Request) -> Response:
         return await meta(request, type_plural, org, name, rev)
 
-    @app.get("/api/{type_plural}/{org}/{name}/tree/{rev}")
-    @app.get("/api/{type_plural}/{org}/{name}/tree/{rev}/{path:path}")
-    async def tree(type_plural: str, org: str, name: str, rev: str, request: Request, path: str = "",
+    @app.get("/api/{type_plural}/{org}/{name}/tree/{rest:path}")
+    async def tree(type_plural: str, org: str, name: str, rest: str, request: Request,
                    recursive: bool = False, expand: bool = False) -> Response:
         repo = readable(request, type_plural, f"{org}/{name}")
+        rev, path = rev_and_path(request, 6)  # /api/<type>/<org>/<name>/tree/<rev>/<path>
         sha = commit_of(repo, rev)
         entry = ls_tree_entry(repo, sha, path)
         if entry is None or entry[1] != "tree":
             raise entry_not_found(path, rev)
-        if not path.strip("/"):
-            # Olah's local mirror lists the root only through its `path == ""` branch.
-            path = ""
-        return await tree_proxy_common(app, type_plural, org, name, sha, path, recursive, expand,
-                                       "get", request.headers.get("authorization"))
+        # Olah's own `expand` looks up the last commit from HEAD, not from the requested revision
+        # (a 500 for a file that exists only at a tag), so expansion is done here.
+        response = await tree_proxy_common(app, type_plural, org, name, sha, path.strip("/"), recursive, False,
+                                           "get", request.headers.get("authorization"))
+        items = olah_json(response)
+        if expand:
+            await run_in_threadpool(add_last_commits, repo, sha, items)
+        return JSONResponse(items)
 
-    @app.post("/api/{type_plural}/{org}/{name}/paths-info/{rev}")
+    @app.post("/api/{type_plural}/{org}/{name}/paths-info/{rev:path}")
     async def paths_info(type_plural: str, org: str, name: str, rev: str, request: Request) -> Response:
         repo = readable(request, type_plural, f"{org}/{name}")
         sha = commit_of(repo, rev)
@@ -679,10 +679,14 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         paths = [str(p) for p in form.getlist("paths")]
         if not paths:
             return JSONResponse([])
-        return await pathsinfo_proxy_common(app, type_plural, org, name, sha, paths, "post",
-                                            request.headers.get("authorization"))
+        response = await pathsinfo_proxy_common(app, type_plural, org, name, sha, paths, "post",
+                                                request.headers.get("authorization"))
+        items = olah_json(response)
+        if str(form.get("expand", "")).lower() in ("1", "true"):
+            await run_in_threadpool(add_last_commits, repo, sha, items)
+        return JSONResponse(items)
 
-    @app.get("/api/{type_plural}/{org}/{name}/commits/{rev}")
+    @app.get("/api/{type_plural}/{org}/{name}/commits/{rev:path}")
     async def commits(type_plural: str, org: str, name: str, rev: str, request: Request) -> Response:
         repo = readable(request, type_plural, f"{org}/{name}")
         sha = commit_of(repo, rev)
@@ -697,8 +701,9 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
             item["authors"] = [{"user": a.get("name"), "avatar": a.get("avatar")} for a in item.get("authors", [])]
         return JSONResponse(items)
 
-    async def resolve(request: Request, type_plural: str, org: str, name: str, rev: str, path: str) -> Response:
+    async def resolve(request: Request, type_plural: str, org: str, name: str, skip: int) -> Response:
         repo = readable(request, type_plural, f"{org}/{name}")
+        rev, path = rev_and_path(request, skip)
         sha = commit_of(repo, rev)
         entry = ls_tree_entry(repo, sha, path)
         if entry is None or entry[1] != "blob":
@@ -723,18 +728,38 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         headers.update({"etag": f'"{etag}"', "accept-ranges": "bytes"})
         return _ranged(body, request.headers.get("range"), headers)
 
-    @app.get("/{type_plural}/{org}/{name}/resolve/{rev}/{path:path}")
-    @app.head("/{type_plural}/{org}/{name}/resolve/{rev}/{path:path}")
-    async def resolve_typed(type_plural: str, org: str, name: str, rev: str, path: str, request: Request) -> Response:
-        return await resolve(request, type_plural, org, name, rev, path)
+    @app.get("/{type_plural}/{org}/{name}/resolve/{rest:path}")
+    @app.head("/{type_plural}/{org}/{name}/resolve/{rest:path}")
+    async def resolve_typed(type_plural: str, org: str, name: str, rest: str, request: Request) -> Response:
+        return await resolve(request, type_plural, org, name, 5)  # /<type>/<org>/<name>/resolve/<rev>/
 
-    @app.get("/{org}/{name}/resolve/{rev}/{path:path}")
-    @app.head("/{org}/{name}/resolve/{rev}/{path:path}")
-    async def resolve_model(org: str, name: str, rev: str, path: str, request: Request) -> Response:
-        return await resolve(request, "models", org, name, rev, path)
+    @app.get("/{org}/{name}/resolve/{rest:path}")
+    @app.head("/{org}/{name}/resolve/{rest:path}")
+    async def resolve_model(org: str, name: str, rest: str, request: Request) -> Response:
+        return await resolve(request, "models", org, name, 4)  # /<org>/<name>/resolve/<rev>/
 
     app.include_router(olah_router)
     return app
+
+
+def rev_and_path(request: Request, skip: int) -> tuple[str, str]:
+    """Revision and file path of a URL whose revision is path segment number `skip`.
+
+    Read from the raw URL: a revision with a slash arrives as one %2F-quoted segment, which the
+    decoded path no longer tells apart from the file path.
+    """
+    parts = request.scope.get("raw_path", request.url.path.encode()).decode().split("/")
+    return unquote(parts[skip]) if len(parts) > skip else "", unquote("/".join(parts[skip + 1:]))
+
+
+def add_last_commits(repo: str, commit: str, items: list[dict[str, Any]]) -> None:
+    """Give each tree entry the Hub's `lastCommit` (last commit touching it, from `commit` back)."""
+    for item in items:
+        out = git(repo, "log", "-1", "--format=%H%x00%s%x00%cd", "--date=format-local:%Y-%m-%dT%H:%M:%S.000Z",
+                  commit, "--", item["path"], env={"TZ": "UTC"}).strip()
+        if out:
+            oid, title, date = out.split("\0")
+            item["lastCommit"] = {"id": oid, "title": title, "date": date}
 
 
 def _blob_size(repo: str, sha: str) -> int:

@@ -249,3 +249,24 @@ def test_stop_and_start(api, repo_id, local_hub):
         local_hub.start()
     assert local_hub.running
     assert "k.txt" in api.list_repo_files(repo_id, repo_type="dataset")
+
+
+def test_push_to_hub_on_a_branch_with_a_slash(api, repo_id):
+    import datasets
+
+    datasets.Dataset.from_dict({"n": [1, 2]}).push_to_hub(repo_id, revision="selectit/dev", token=api.token)
+    assert "selectit/dev" in {b.name for b in api.list_repo_refs(repo_id, repo_type="dataset").branches}
+    assert not any(f.startswith("data/") for f in api.list_repo_files(repo_id, repo_type="dataset"))
+    assert datasets.load_dataset(repo_id, revision="selectit/dev", split="train")["n"] == [1, 2]
+
+
+def test_tree_expand_at_a_tag_names_the_last_commit(api, repo_id):
+    from huggingface_hub import CommitOperationDelete
+
+    added = api.create_commit(repo_id, repo_type="dataset", commit_message="add old.txt",
+                              operations=[_add("old.txt", b"old")])
+    api.create_tag(repo_id, repo_type="dataset", tag="v1")
+    api.create_commit(repo_id, repo_type="dataset", commit_message="rm", operations=[CommitOperationDelete("old.txt")])
+    entries = {e.path: e for e in api.list_repo_tree(repo_id, repo_type="dataset", revision="v1", expand=True)}
+    assert entries["old.txt"].last_commit.oid == added.oid
+    assert entries["old.txt"].last_commit.title == "add old.txt"

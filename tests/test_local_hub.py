@@ -270,3 +270,31 @@ def test_tree_expand_at_a_tag_names_the_last_commit(api, repo_id):
     entries = {e.path: e for e in api.list_repo_tree(repo_id, repo_type="dataset", revision="v1", expand=True)}
     assert entries["old.txt"].last_commit.oid == added.oid
     assert entries["old.txt"].last_commit.title == "add old.txt"
+
+
+def test_card_with_two_configs_loads_each_config(api, repo_id):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    card = (
+        "---\nlicense: mit\nconfigs:\n"
+        "- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
+        "- config_name: scores\n  data_files:\n  - split: train\n    path: scores/train-*.parquet\n"
+        "---\n# Selective subset\n"
+    )
+    api.create_commit(repo_id, repo_type="dataset", commit_message="v1.0", operations=[
+        _add("README.md", card.encode()),
+        _add("data/train-00000-of-00001.parquet", _parquet_bytes({"x": [1]})),
+        _add("scores/train-00000-of-00001.parquet", _parquet_bytes({"x": [1, 2, 3]})),
+    ])
+    api.create_tag(repo_id, repo_type="dataset", tag="v1.0")
+    loaded = DatasetCard.load(repo_id, repo_type="dataset")
+    assert [c["config_name"] for c in loaded.data.configs] == ["default", "scores"]
+    assert datasets.load_dataset(repo_id, revision="v1.0", split="train")["x"] == [1]
+    assert datasets.load_dataset(repo_id, "scores", revision="v1.0", split="train")["x"] == [1, 2, 3]
+
+
+def test_invalid_card_yaml_is_refused(api, repo_id):
+    with pytest.raises(ValueError, match="Invalid metadata"):
+        api.create_commit(repo_id, repo_type="dataset", commit_message="bad card",
+                          operations=[_add("README.md", b"---\nlicense: [mit\n---\n")])

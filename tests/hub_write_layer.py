@@ -795,6 +795,17 @@ async def _json_or_empty(request: Request) -> dict:
     return json.loads(raw) if raw.strip() else {}
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    import time
+
+    while True:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        time.sleep(1.0)
+
+
 def main() -> None:
     """Run the server (used by tests/local_hub.py as a subprocess)."""
     import uvicorn
@@ -803,8 +814,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--repos-dir", required=True)
     parser.add_argument("--token", default=DEFAULT_TOKEN)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="exit when this process is gone (a killed test run leaves no server behind)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.parent_pid:
+        threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
     uvicorn.run(build_app(args.repos_dir, token=args.token), host="127.0.0.1", port=args.port,
                 log_level="warning", access_log=False)
 

@@ -86,7 +86,7 @@ class LocalHub:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             [sys.executable, str(_SERVER_SCRIPT), "--port", str(self.port),
-             "--repos-dir", str(self.repos_dir), "--token", self.token],
+             "--repos-dir", str(self.repos_dir), "--token", self.token, "--parent-pid", str(os.getpid())],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.repos_dir.parent),
         )
         log.close()

@@ -19,7 +19,8 @@ starts and stops it. One FastAPI app serves everything on one port:
   GitPython's working_dir is the repo itself. ``.git`` there is a plain folder, not a git dir,
   so git's repository discovery still sees a bare repo.
 
-Test switches: the file ``D/.fail_commits`` makes the commit endpoint answer 500.
+Test switches: the file ``D/.fail_commits`` makes the commit endpoint answer 500, ``D/.fail_tags``
+the tag-creation endpoint.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ USER = "tester"
 DEFAULT_TOKEN = "hf_local_test_token"
 REPO_TYPES = {"model": "models", "dataset": "datasets", "space": "spaces"}
 FAIL_COMMITS_FLAG = ".fail_commits"
+FAIL_TAGS_FLAG = ".fail_tags"
 # huggingface_hub sends files above this size (or binary ones) through LFS on the real Hub.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 _AUTHOR_ENV = {
@@ -609,6 +611,8 @@ def build_app(repos_dir: str, *, token: str = DEFAULT_TOKEN) -> FastAPI:
         repo = store.existing(type_plural, f"{org}/{name}")
         body = await _json_or_empty(request)
         tag = body.get("tag")
+        if os.path.exists(os.path.join(store.root, FAIL_TAGS_FLAG)):
+            raise HubError(500, "Internal Error - the local Hub was told to refuse tags (fail_tags)")
         if not tag:
             raise HubError(400, "Missing 'tag' in the request body")
         await run_in_threadpool(store.create_ref, repo, f"refs/tags/{tag}", rev, kind="tag")

@@ -28,7 +28,9 @@ import pytest
 logger = logging.getLogger(__name__)
 
 _SERVER_SCRIPT = Path(__file__).with_name("hub_write_layer.py")
-_FAIL_COMMITS_FLAG = ".fail_commits"  # read by the server on every commit (hub_write_layer.py)
+# Read by the server on every commit / tag creation (hub_write_layer.py).
+_FAIL_COMMITS_FLAG = ".fail_commits"
+_FAIL_TAGS_FLAG = ".fail_tags"
 TOKEN = "hf_local_test_token"
 USER = "tester"
 
@@ -49,7 +51,7 @@ class LocalHub:
 
     Example:
         >>> hub = LocalHub(port=8765, repos_dir="/tmp/hub")  # doctest: +SKIP
-        >>> hub.start(); hub.fail_commits(True); hub.stop()  # doctest: +SKIP
+        >>> hub.start(); hub.fail_commits(True); hub.fail_tags(False); hub.stop()  # doctest: +SKIP
     """
 
     def __init__(self, *, port: int, repos_dir: str | os.PathLike, startup_timeout: float = 30.0) -> None:
@@ -132,6 +134,15 @@ class LocalHub:
         else:
             path.unlink(missing_ok=True)
 
+    def fail_tags(self, flag: bool) -> None:
+        """While `flag` is True creating a tag answers HTTP 500 (commits still succeed)."""
+        path = self.repos_dir / _FAIL_TAGS_FLAG
+        if flag:
+            self.repos_dir.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
     def _log_tail(self, n: int = 40) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -174,5 +185,6 @@ def local_hub():
         yield hub
     finally:
         hub.fail_commits(False)
+        hub.fail_tags(False)
         hub.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -298,3 +298,19 @@ def test_invalid_card_yaml_is_refused(api, repo_id):
     with pytest.raises(ValueError, match="Invalid metadata"):
         api.create_commit(repo_id, repo_type="dataset", commit_message="bad card",
                           operations=[_add("README.md", b"---\nlicense: [mit\n---\n")])
+
+
+def test_fail_tags_refuses_tags_but_not_commits(api, repo_id, local_hub):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    local_hub.fail_tags(True)
+    try:
+        api.create_commit(repo_id, repo_type="dataset", commit_message="x", operations=[_add("x.txt", b"x")])
+        with pytest.raises(HfHubHTTPError) as err:
+            api.create_tag(repo_id, repo_type="dataset", tag="v9")
+        assert err.value.response.status_code == 500
+    finally:
+        local_hub.fail_tags(False)
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
+    api.create_tag(repo_id, repo_type="dataset", tag="v9")
+    assert [t.name for t in api.list_repo_refs(repo_id, repo_type="dataset").tags] == ["v9"]

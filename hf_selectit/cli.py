@@ -310,7 +310,31 @@ def cmd_run(args: argparse.Namespace) -> int:
                 overrides[f.name] = coerce_value("--" + f.name.replace("_", "-"), getattr(args, f.name),
                                                  hints[f.name], from_cli=True)
     config = load_pipeline_config(args.run_config, overrides=overrides)
+    if config.publish is not None:
+        config.card_data = {"reproduce_command": _command_line(), **(config.card_data or {})}
     return _run_with_progress(config)
+
+
+def run_config_mapping(mapping: dict) -> int:
+    """Run a job given as a `run` mapping (what scripts use); print progress and the summary.
+
+    Args:
+        mapping: the same keys as a `run` YAML file (see :func:`load_pipeline_config`).
+
+    Returns:
+        The exit status (0 success, 2 configuration error, 1 other SelectIT error).
+
+    Example:
+        >>> run_config_mapping({"input": "data.json", "output": "scored", "select": {"ratio": 0.2}})
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return _guarded("run", lambda: _run_with_progress(load_pipeline_config(mapping)))
+
+
+def _command_line() -> str:
+    import shlex
+
+    return shlex.join(["hf-selectit", *sys.argv[1:]])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -330,6 +354,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "pretty_name": "hf-selectit demo: top 20% of 60 hand-written pairs",
             "language": ["en"],
             "task_categories": ["text-generation"],
+            "reproduce_command": _command_line(),
         },
     )
     code = _run_with_progress(config)
@@ -352,12 +377,12 @@ def _run_with_progress(config: PipelineConfig) -> int:
 
     # One bar (ours, over shards and rows) instead of one datasets bar per shard.
     datasets.disable_progress_bars()
-    summary, _, _ = run_pipeline(config, on_progress=_ShardBar())
+    summary, _, _ = run_pipeline(config, on_progress=ShardProgress())
     print_summary(summary)
     return 0
 
 
-class _ShardBar:
+class ShardProgress:
     """tqdm over all rows of all models (rows/s and ETA); rows loaded from checkpoints are
     taken off the total rather than counted, so the rate describes real scoring."""
 
@@ -369,17 +394,20 @@ class _ShardBar:
         from tqdm.auto import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=0, unit="row", desc="SelectIT scoring", dynamic_ncols=True,
-                            file=sys.stderr)
+            self.bar = tqdm(total=event.total_rows * event.n_models, unit="row",
+                            desc="SelectIT scoring", dynamic_ncols=True, file=sys.stderr)
         if event.resumed:
             self.resumed += event.rows
+            self.bar.total -= event.rows
             self.bar.set_postfix_str(f"{self.resumed} rows from checkpoints", refresh=False)
-        else:
-            self.bar.total += event.rows
+        elif event.done:
             self.bar.update(event.rows)
         self.bar.set_description(
             f"SelectIT model {event.model_index + 1}/{event.n_models} shard {event.shard + 1}/{event.n_shards}"
             if event.n_models > 1 else f"SelectIT shard {event.shard + 1}/{event.n_shards}")
+        if not event.done:
+            self.bar.refresh()
+            return
         if event.model_index + 1 == event.n_models and event.shard + 1 == event.n_shards:
             self.bar.close()
 
@@ -428,13 +456,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    return _guarded(args.command, lambda: args.handler(args))
+
+
+def _guarded(command: str, job: Any) -> int:
     try:
-        return args.handler(args)
+        return job()
     except (ConfigError, SchemaError, ScoreColumnError) as exc:
-        print(f"hf-selectit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hf-selectit {command}: error: {exc}", file=sys.stderr)
         return 2
     except SelectITError as exc:
-        print(f"hf-selectit {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"hf-selectit {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

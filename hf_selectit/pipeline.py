@@ -455,6 +455,8 @@ class ProgressEvent:
     n_shards: int
     rows: int
     resumed: bool
+    total_rows: int = 0
+    done: bool = True  # False: sent just before a shard starts scoring (rows == 0)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -497,14 +499,15 @@ def scoring_fingerprint(ds: Any, scorer_config: ScorerConfig, *, shard_rows: int
 
 
 def default_work_dir(output: Optional[str]) -> Path:
-    """`<output folder>/.selectit-work`, or the user cache dir when there is no output."""
+    """`<output folder>/.selectit-work`, or hf-selectit's cache dir (`$HF_SELECTIT_CACHE` or the
+    user cache dir) + `/work` when there is no output."""
     if output:
         out = Path(output)
         base = out.parent if out.suffix.lower() in (".parquet", ".jsonl") else out
         return base / ".selectit-work"
-    import platformdirs
+    from .models import cache_dir
 
-    return Path(platformdirs.user_cache_dir("hf-selectit")) / "work"
+    return cache_dir() / "work"
 
 
 def score_dataset(
@@ -582,6 +585,8 @@ def score_dataset(
             stats.shards_resumed += 1
             stats.rows_resumed += len(part)
         else:
+            if on_progress is not None:
+                on_progress(ProgressEvent(model_index, n_models, i, len(starts), 0, False, n, done=False))
             t0 = time.perf_counter()
             part = ds.select(range(start, end)).map(
                 scorer, batched=True, batch_size=run.batch_size, with_rank=True,
@@ -597,7 +602,7 @@ def score_dataset(
             stats.shards_scored += 1
             stats.rows_scored += len(part)
         if on_progress is not None:
-            on_progress(ProgressEvent(model_index, n_models, i, len(starts), len(part), resumed))
+            on_progress(ProgressEvent(model_index, n_models, i, len(starts), len(part), resumed, n))
         parts.append(part)
 
     scores = datasets.concatenate_datasets(parts)

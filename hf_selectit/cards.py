@@ -113,6 +113,8 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
         if local.is_dir():
             readme = local / "README.md"
             return DatasetCard.load(readme) if readme.is_file() else None
+        if local.exists():
+            return None  # a data file (json, parquet, ...) carries no card
         return DatasetCard.load(source_id, repo_type="dataset", token=token)
     except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         # The source card only supplies defaults (license, language); the user can give them.
@@ -145,7 +147,8 @@ def resolve_license(
         return user_license, "given by the publisher"
     if source_license:
         return source_license, f"taken from the card of {source_id}"
-    where = f"The source dataset {source_id!r} has no license in its card" if source_id else (
+    where = (f"No license could be read from the card of the source dataset {source_id!r} (it has "
+             "none, or the card could not be reached)") if source_id else (
         "No source dataset was given (source=...), so no license could be read from its card")
     raise ConfigError(
         f"{where}. Pass the license of the subset, e.g. card_data={{'license': 'cc-by-nc-4.0'}} "

@@ -117,7 +117,7 @@ def test_license_from_source_card_or_user_or_error(tmp_path, caplog):
     (src / "README.md").write_text("# no yaml header\n")
     with pytest.raises(ConfigError) as info:
         _card(subset, source=str(src), card_data=None)
-    assert "has no license" in str(info.value) and "card_data={'license'" in str(info.value)
+    assert "No license could be read" in str(info.value) and "card_data={'license'" in str(info.value)
     with pytest.raises(ConfigError, match="No source dataset was given"):
         _card(subset, card_data={})
 

@@ -161,3 +161,18 @@ def test_env_token_is_written_nowhere(tmp_path, monkeypatch):
     publish(select_top(scored, ratio=0.5), tmp_path / "t", version="v1", scored=scored,
             card_data={"license": "mit"})
     assert FAKE_TOKEN not in _all_text(tmp_path / "t")
+
+
+def test_large_datasets_are_sharded_in_row_order(tmp_path, monkeypatch):
+    from hf_selectit import publish as publish_module
+
+    # Shards of ~4 KB instead of ~500 MB, so a small dataset spans several files.
+    monkeypatch.setattr(publish_module, "SHARD_BYTES", 4096)
+    scored = make_scored(400)
+    subset = select_top(scored, ratio=0.5)
+    result = publish(subset, tmp_path / "big", version="v1", scored=scored, card_data={"license": "mit"})
+    data_files = [f for f in result.files if f.startswith("data/")]
+    assert len(data_files) > 1
+    assert data_files[-1].endswith(f"-of-{len(data_files):05d}.parquet")
+    assert load_dataset(str(tmp_path / "big"), split="train")["instruction"] == subset["instruction"]
+    assert load_dataset(str(tmp_path / "big"), "scores", split="train")["instruction"] == scored["instruction"]

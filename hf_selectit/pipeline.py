@@ -144,6 +144,13 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
         if type(None) in args and (value is None or (from_cli and isinstance(value, str)
                                                      and value.lower() in ("none", "null"))):
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            try:
+                return coerce_value(name, value, options[0], from_cli=from_cli)
+            except ConfigError as exc:
+                if "is not valid JSON/YAML" in str(exc) or type(None) not in args:
+                    raise
         problems = []
         for arg in args:
             if arg is type(None):

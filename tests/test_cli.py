@@ -1,0 +1,287 @@
+"""The `hf-selectit` command: options generated from the dataclasses, config errors, the tiny-model
+end-to-end path (score -> select -> publish to a local folder -> load_dataset), and the resume
+test (a real subprocess killed with SIGKILL part-way, then restarted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from hf_selectit import cli
+from hf_selectit.config import PublishConfig, ScorerConfig, SelectConfig
+from hf_selectit.io import IOConfig
+from hf_selectit.pipeline import RunOptions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {"instruction": f"Write the number {i} in words.", "input": "" if i % 4 else "plain English",
+         "output": f"The number is {i}." if i % 3 else "No.", "kind": "good" if i % 3 else "wrong"}
+        for i in range(n)
+    ]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _flags(parser, command: str) -> set[str]:
+    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[command]
+    return {opt for action in sub._actions for opt in action.option_strings}
+
+
+# ------------------------------------------------------------------------ --help
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = (
+        "import sys, time\n"
+        "t = time.perf_counter()\n"
+        "from hf_selectit.cli import build_parser\n"
+        "p = build_parser()\n"
+        "for c in ('score', 'select', 'publish', 'run', 'demo'):\n"
+        "    try:\n"
+        "        p.parse_args([c, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'numpy', 'pyarrow') if m in sys.modules]\n"
+        "print('RESULT', heavy, time.perf_counter() - t, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stderr.splitlines() if ln.startswith("RESULT")][0]
+    assert "RESULT [] " in line, line  # nothing heavy imported by --help
+    assert float(line.split()[-1]) < 2.0
+
+    console = Path(sys.executable).with_name("hf-selectit")
+    t0 = time.perf_counter()
+    out = subprocess.run([str(console), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "score" in out.stdout and "demo" in out.stdout
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_every_dataclass_field_is_an_option_with_help_and_default(capsys):
+    parser = cli.build_parser()
+    expected = {
+        "score": (IOConfig, ScorerConfig, RunOptions),
+        "select": (IOConfig, SelectConfig),
+        "publish": (PublishConfig,),
+        "run": (RunOptions,),
+    }
+    for command, classes in expected.items():
+        flags = _flags(parser, command)
+        for cls in classes:
+            for f in fields(cls):
+                if (command, f.name) in {("score", "input"), ("select", "input"), ("score", "subset_output")}:
+                    continue
+                flag = "--" + cli.option_name(cls, f.name).replace("_", "-")
+                assert flag in flags, (command, flag)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Uncertainty weight of the sentence level" in text and "(default: 0.2)" in text
+    assert "--model-revision" in text and "--trust-remote-code | --no-trust-remote-code" in text
+
+
+def test_yaml_values_and_flag_precedence(tmp_path):
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text("alpha: 0.5\nprompts: 3\nmodel-revision: abc\ncolumns: {instruction: q}\nlimit: 7\n")
+    args = cli.build_parser().parse_args(
+        ["score", "in.json", "--config", str(cfg), "--alpha", "0.3", "--prompts", '["A?", "B?"]'])
+    values = cli.read_config_file(args.config, cli._flat_names(args.sections) + ["input"])
+    scorer = cli.build_config(ScorerConfig, args, values)
+    io = cli._io_config(args, values)
+    assert scorer.alpha == 0.3  # the flag beats the file
+    assert scorer.prompts == ["A?", "B?"]
+    assert scorer.revision == "abc" and scorer.columns == {"instruction": "q"}
+    assert io.limit == 7 and io.input == "in.json"
+
+
+# -------------------------------------------------------------------- config errors
+
+
+def test_unknown_yaml_key_lists_valid_options(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("alpah: 0.3\n")
+    code = cli.main(["score", "in.json", "--config", str(cfg), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Unknown option 'alpah'" in err and "Did you mean 'alpha'?" in err
+    for name in ("'alpha'", "'model'", "'shard_rows'", "'split'", "'model_revision'"):
+        assert name in err
+
+
+def test_run_config_unknown_key_in_section(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("input: x.json\nselect:\n  ratoi: 0.1\n")
+    assert cli.main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "'ratoi'" in err and "'ratio'" in err and "'threshold'" in err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--alpha", "-1"], "alpha=-1.0 is invalid"),
+        (["--batch-size", "many"], "--batch-size='many' is invalid: expected an integer"),
+        (["--normalization", "softmax"], "normalization='softmax' is invalid: expected one of"),
+        (["--columns", "{not: [valid"], "--columns='{not: [valid' is not valid JSON/YAML"),
+    ],
+)
+def test_bad_values_exit_2_with_a_message(tmp_path, capsys, argv, words):
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(2))
+    code = cli.main(["score", data, "--output", str(tmp_path / "o"), *argv])
+    assert code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_missing_input_and_output(tmp_path, capsys):
+    assert cli.main(["score", "--output", str(tmp_path / "o")]) == 2
+    assert "No input" in capsys.readouterr().err
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(2))
+    assert cli.main(["score", data]) == 2
+    assert "score needs --output" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------- end to end
+
+
+def test_score_select_publish_end_to_end(tmp_path, tiny_model_dir, capsys):
+    import datasets
+
+    from hf_selectit.metadata import scorer_infos
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(10))
+    scored_dir = tmp_path / "scored"
+    assert cli.main(["score", data, "--model", str(tiny_model_dir), "--prompts", "2",
+                     "--output", str(scored_dir), "--shard-rows", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "rows scored        10" in out and "errors             0" in out and "rows/s" in out
+    scored = datasets.load_from_disk(str(scored_dir))
+    assert len(scored) == 10 and scored["instruction"] == [r["instruction"] for r in _rows(10)]
+    assert scorer_infos(scored)["selectit_"]["prompts"] is not None
+
+    subset_dir = tmp_path / "subset"
+    report = tmp_path / "report.md"
+    assert cli.main(["select", str(scored_dir), "--ratio", "0.3", "--output", str(subset_dir),
+                     "--report", str(report)]) == 0
+    assert "kept 3 of 10 rows" in capsys.readouterr().out
+    assert "selectit_sentence_score" in report.read_text()
+    subset = datasets.load_from_disk(str(subset_dir))
+    scores = scored["selectit_sentence_score"]
+    best = sorted(range(10), key=lambda i: (scores[i], i), reverse=True)[:3]
+    assert subset["instruction"] == [scored["instruction"][i] for i in sorted(best)]
+
+    pub = tmp_path / "published"
+    assert cli.main(["publish", str(subset_dir), "--scored", str(scored_dir), "--repo-id", str(pub),
+                     "--version", "v1.0", "--license", "apache-2.0"]) == 0
+    assert "published 3 rows as v1.0" in capsys.readouterr().out
+    again = datasets.load_dataset(str(pub), split="train")
+    assert again["instruction"] == subset["instruction"]
+    card = (pub / "README.md").read_text()
+    assert "license: apache-2.0" in card
+
+    # Publishing the same version again is refused (exit 1) unless --overwrite is given.
+    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0"]) == 1
+    assert "VersionExistsError" in capsys.readouterr().err
+    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0",
+                     "--overwrite"]) == 0
+
+
+def test_run_yaml_end_to_end_to_parquet(tmp_path, tiny_model_dir, capsys):
+    import datasets
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(8))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"input: {data}\n"
+        f"output: {tmp_path / 'scored.parquet'}\n"
+        "shard_rows: 3\n"
+        f"models:\n  - {{model: {tiny_model_dir}, column_prefix: tiny_, prompts: 2}}\n"
+        "select: {k: 2, order: score}\n"
+        f"publish: {{repo_id: {tmp_path / 'pub'}, version: v1, license: mit}}\n"
+    )
+    assert cli.main(["run", str(cfg), "--limit", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "kept               2 (by tiny_sentence_score)" in out
+    scored = datasets.load_dataset("parquet", data_files=str(tmp_path / "scored.parquet"), split="train")
+    assert len(scored) == 6 and "tiny_sentence_score" in scored.column_names
+    assert (tmp_path / ".selectit-work").is_dir()  # checkpoints beside a file output
+    published = datasets.load_dataset(str(tmp_path / "pub"), split="train")
+    top = sorted(scored["tiny_sentence_score"], reverse=True)[:2]
+    assert published["tiny_sentence_score"] == pytest.approx(top)  # order: score, best first
+    assert "hf-selectit" in (tmp_path / "pub" / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _finished_shards(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob(".selectit-work/*/shard-*") if ".tmp-" not in p.name)
+
+
+def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
+    """Kill a real `hf-selectit score` with SIGKILL after a few shards; the restart scores only
+    the remaining shards and its output equals a plain, uninterrupted Dataset.map."""
+    import datasets
+
+    from hf_selectit import SelectITScorer
+
+    n_rows, shard_rows = 96, 3
+    n_shards = n_rows // shard_rows
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(n_rows))
+    out = tmp_path / "scored"
+    summary = tmp_path / "summary.json"
+    cmd = [sys.executable, "-m", "hf_selectit.cli", "score", data, "--model", str(tiny_model_dir),
+           "--output", str(out), "--shard-rows", str(shard_rows), "--batch-size", str(shard_rows),
+           "--summary-json", str(summary)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_finished_shards(out)) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no shard finished within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "state.json").exists() and not summary.exists()  # killed part-way
+    done_before = _finished_shards(out)
+    k = len(done_before)
+    assert 3 <= k < n_shards
+    mtimes = {p.name: p.stat().st_mtime_ns for p in done_before}
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = json.loads(summary.read_text())["models"][0]
+    assert stats["shards_resumed"] == k and stats["shards_scored"] == n_shards - k
+    assert stats["rows_resumed"] == k * shard_rows and stats["rows_scored"] == n_rows - k * shard_rows
+    assert f"(+{k * shard_rows} from checkpoints)" in rerun.stdout
+    # The finished shards were read, not rewritten.
+    assert {p.name: p.stat().st_mtime_ns for p in done_before} == mtimes
+    assert len(_finished_shards(out)) == n_shards and not list(out.glob(".selectit-work/*/*.tmp-*"))
+
+    resumed = datasets.load_from_disk(str(out))
+    source = datasets.load_dataset("json", data_files=data, split="train")
+    plain = source.map(SelectITScorer(model=str(tiny_model_dir)), batched=True, batch_size=shard_rows,
+                       load_from_cache_file=False)
+    assert resumed["instruction"] == plain["instruction"]
+    assert resumed["selectit_status"] == plain["selectit_status"]
+    assert resumed["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)
+    assert resumed["selectit_token_scores"] == [pytest.approx(t, rel=1e-6) for t in plain["selectit_token_scores"]]

@@ -351,7 +351,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         publish=PublishConfig(repo_id=args.output, version="v1.0", overwrite=True),
         card_data={
             "license": "apache-2.0",
-            "pretty_name": "hf-selectit demo: top 20% of 60 hand-written pairs",
+            "pretty_name": "hf-selectit demo: top 20% of 61 hand-written pairs",
             "language": ["en"],
             "task_categories": ["text-generation"],
             "reproduce_command": _command_line(),
@@ -377,8 +377,14 @@ def _run_with_progress(config: PipelineConfig) -> int:
 
     # One bar (ours, over shards and rows) instead of one datasets bar per shard.
     datasets.disable_progress_bars()
-    summary, _, _ = run_pipeline(config, on_progress=ShardProgress())
+    summary, scored, subset = run_pipeline(config, on_progress=ShardProgress())
     print_summary(summary)
+    if subset is not None and "kind" in subset.column_names:
+        # The demo's rows say what they are: show a curator what the scorer preferred.
+        from collections import Counter
+
+        total, kept = Counter(scored["kind"]), Counter(subset["kind"])
+        print("  kept by kind       " + ", ".join(f"{k} {kept.get(k, 0)}/{n}" for k, n in sorted(total.items())))
     return 0
 
 

@@ -285,3 +285,24 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
     assert resumed["selectit_status"] == plain["selectit_status"]
     assert resumed["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)
     assert resumed["selectit_token_scores"] == [pytest.approx(t, rel=1e-6) for t in plain["selectit_token_scores"]]
+
+
+def test_score_distributed_flag_single_process(tmp_path, tiny_model_dir):
+    """`score --distributed` without a launcher is one rank: same rows, same scores as plain map."""
+    import datasets
+
+    from hf_selectit import SelectITScorer
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(6))
+    out = tmp_path / "scored.parquet"
+    run = subprocess.run([sys.executable, "-m", "hf_selectit.cli", "score", data, "--model",
+                          str(tiny_model_dir), "--prompts", "2", "--output", str(out), "--distributed"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "scored 6 rows" in run.stdout
+    scored = datasets.load_dataset("parquet", data_files=str(out), split="train")
+    source = datasets.load_dataset("json", data_files=data, split="train")
+    plain = source.map(SelectITScorer(model=str(tiny_model_dir), prompts=2), batched=True,
+                       load_from_cache_file=False)
+    assert scored["instruction"] == plain["instruction"]
+    assert scored["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)

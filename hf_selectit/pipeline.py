@@ -760,8 +760,9 @@ def _add_columns(scored: Any, scored_i: Any, scorer_config: ScorerConfig) -> Any
 
 
 def _hub_source(io: IOConfig) -> Optional[str]:
+    # The card names the source dataset (and its licence is read from the source's card).
     if io.input and not Path(os.path.expanduser(io.input)).exists():
-        return io.input
+        return f"{io.input}@{io.revision}" if io.revision else io.input
     return None
 
 

@@ -306,3 +306,37 @@ def test_score_distributed_flag_single_process(tmp_path, tiny_model_dir):
                        load_from_cache_file=False)
     assert scored["instruction"] == plain["instruction"]
     assert scored["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)
+
+
+@pytest.mark.hub
+def test_run_from_hub_dataset_to_hub_repo(tmp_path, tiny_model_dir, local_hub, monkeypatch, capsys):
+    """Input by Hub id (with --revision), published to a Hub repo, loaded back by version tag:
+    all through the real client against the local Hub server."""
+    import uuid
+
+    import datasets
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_TOKEN", local_hub.token)
+    local_hub.fail_commits(False)
+    src, dst = f"tester/cli-src-{uuid.uuid4().hex[:8]}", f"tester/cli-dst-{uuid.uuid4().hex[:8]}"
+    datasets.Dataset.from_list(_rows(8)).push_to_hub(src, token=local_hub.token)
+    revision = HfApi(token=local_hub.token).dataset_info(src).sha
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"input: {src}\n"
+        f"models: [{{model: {tiny_model_dir}, prompts: 2}}]\n"
+        "select: {ratio: 0.25}\n"
+        f"publish: {{repo_id: {dst}, version: v1.0, license: mit}}\n"
+    )
+    assert cli.main(["run", str(cfg), "--revision", revision, "--work-dir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert "kept               2" in out and dst in out
+    published = datasets.load_dataset(dst, revision="v1.0", split="train")
+    assert len(published) == 2 and set(published["instruction"]) <= {r["instruction"] for r in _rows(8)}
+    scores = datasets.load_dataset(dst, "scores", revision="v1.0", split="train")
+    assert len(scores) == 8
+    from huggingface_hub import hf_hub_download
+
+    readme = Path(hf_hub_download(dst, "README.md", repo_type="dataset", revision="v1.0")).read_text()
+    assert src in readme  # the card names the source dataset

@@ -210,7 +210,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from hf_selectit.formulas import selectit_scores
     from hf_selectit.models import load_model_and_tokenizer, parameter_counts
-    from hf_selectit.rating_tokens import find_rating_tokens
     from hf_selectit.prompts import build_prompt, extract_pairs, resolve_prompts
     from hf_selectit.scorer import SelectITScorer
 
@@ -232,7 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     scorer(_slice(batch, 0, 2))
     # The per-process model cache hands back the very object the scorer uses: same weights.
     model, tokenizer = load_model_and_tokenizer(scorer.config, device)
-    rating_ids = list(find_rating_tokens(tokenizer).ids)
+    rating_ids = list(scorer.info()["rating_tokens"]["ids"])
     alpha, normalization = scorer.config.alpha, scorer.config.normalization
     prompts = resolve_prompts(args.prompts)
 

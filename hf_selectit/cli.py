@@ -223,7 +223,8 @@ def _io_config(args: argparse.Namespace, file_values: dict, *, exclude: Sequence
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    file_values = read_config_file(args.config, [*_flat_names(args.sections), "input"])
+    valid = [n for n in _flat_names(args.sections) if n != "subset_output"]
+    file_values = read_config_file(args.config, [*valid, "input"])
     io = _io_config(args, file_values)
     scorer = build_config(ScorerConfig, args, file_values)
     run = build_config(RunOptions, args, file_values, exclude=("subset_output",))

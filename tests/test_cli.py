@@ -6,7 +6,6 @@ test (a real subprocess killed with SIGKILL part-way, then restarted).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="Use only the first N demo rows.")
     p.add_argument("--shard-rows", type=int, default=DEMO_SHARD_ROWS,
                    help=f"Rows per checkpointed shard (default: {DEMO_SHARD_ROWS}).")
+    p.add_argument("--work-dir", default=None,
+                   help="Where shard checkpoints go (default: hf-selectit's cache dir + /work).")
     p.add_argument("--summary-json", default=None, help="Write the run summary as JSON here.")
     p.set_defaults(handler=cmd_demo)
     return parser
@@ -345,7 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = PipelineConfig(
         io=IOConfig(input=str(data), limit=args.limit),
         run=RunOptions(shard_rows=args.shard_rows, batch_size=args.shard_rows,
-                       summary_json=args.summary_json),
+                       work_dir=args.work_dir, summary_json=args.summary_json),
         models=[ScorerConfig()],
         model_params=[None],
         select=SelectConfig(ratio=0.2),

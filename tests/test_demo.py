@@ -41,7 +41,7 @@ def test_demo_command_on_the_embedded_model(tmp_path):
     summary = tmp_path / "summary.json"
     console = Path(sys.executable).with_name("hf-selectit")
     run = subprocess.run([str(console), "demo", "--limit", "10", "--output", str(out),
-                          "--summary-json", str(summary)],
+                          "--summary-json", str(summary), "--work-dir", str(tmp_path / "work")],
                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f'load_dataset("{out}", split="train")' in run.stdout

@@ -98,13 +98,15 @@ def score_distributed(
         `state.is_main_process`.
 
     Raises:
-        ConfigError: `ds` already has the helper column, or batch_size < 1.
+        ConfigError: `ds` already has the helper column, has fewer rows than there are
+            processes, or batch_size < 1.
         ShardMergeError: the shards do not cover every input row exactly once.
 
     Example:
         >>> # torchrun --standalone --nproc_per_node 4 my_script.py, my_script.py containing:
         >>> merged = score_distributed(ds, ScorerConfig(model="Qwen/Qwen2.5-0.5B"), output_dir="run1")
     """
+    import numpy as np
     from datasets import load_from_disk
     from datasets.distributed import split_dataset_by_node
 
@@ -125,8 +127,14 @@ def score_distributed(
         config = dataclasses.replace(config, device=str(state.device))
 
     n_rows = len(ds)
+    if n_rows < world_size:
+        # split_dataset_by_node cannot give a rank an empty slice (IndexError in datasets).
+        raise ConfigError(
+            f"The dataset has {n_rows} rows for {world_size} processes: every process needs at "
+            f"least one row. Launch at most {max(n_rows, 1)} processes, or score it in one process."
+        )
     os.makedirs(output_dir, exist_ok=True)
-    indexed = ds.add_column(INDEX_COLUMN, list(range(n_rows)))
+    indexed = ds.add_column(INDEX_COLUMN, np.arange(n_rows, dtype=np.int64))
     part = split_dataset_by_node(indexed, rank=rank, world_size=world_size)
     logger.info("rank %d/%d: scoring %d of %d rows", rank, world_size, len(part), n_rows)
     scorer = SelectITScorer.from_config(config)

@@ -93,6 +93,19 @@ def test_score_distributed_refuses_reserved_column(tmp_path):
         score_distributed(ds, output_dir=str(tmp_path / "x"))
 
 
+def test_score_distributed_refuses_more_processes_than_rows(tmp_path):
+    from accelerate import PartialState
+    from datasets import Dataset
+
+    class _FourRanks:  # the world as seen by rank 0 of a 4-process launch
+        process_index, num_processes = 0, 4
+        device = PartialState(cpu=True).device
+
+    ds = Dataset.from_dict({"instruction": ["a", "b", "c"], "output": ["x", "y", "z"]})
+    with pytest.raises(ConfigError, match="3 rows for 4 processes"):
+        score_distributed(ds, output_dir=str(tmp_path / "x"), state=_FourRanks())
+
+
 def _single_process(tiny_model_dir, rows):
     from datasets import Dataset
 

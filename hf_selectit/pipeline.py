@@ -493,12 +493,19 @@ def input_fingerprint(ds: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def scoring_fingerprint(ds: Any, scorer_config: ScorerConfig, *, shard_rows: int) -> str:
-    """Name of the work directory of one (input rows, scorer, sharding) combination."""
+def scoring_fingerprint(ds: Any, scorer: Any, *, shard_rows: int) -> str:
+    """Name of the work directory of one (input rows, scorer, sharding) combination.
+
+    The scorer enters through `datasets`' own hash of it, which covers everything that changes
+    scores (model, revision, prompts, alpha, ..., and the files of a local model folder) and
+    leaves out what does not (device, token budget), so a restart on another device resumes.
+    """
+    from datasets.fingerprint import Hasher
+
     payload = {
         "input": input_fingerprint(ds),
         "rows": len(ds),
-        "scorer": asdict(scorer_config),
+        "scorer": Hasher.hash(scorer),
         "shard_rows": shard_rows,
         "version": __version__,
     }
@@ -564,7 +571,7 @@ def score_dataset(
             f"(now {scorer_config.column_prefix!r}) or drop them first."
         )
     root = Path(work_dir or default_work_dir(None)) / scoring_fingerprint(
-        ds, scorer_config, shard_rows=run.shard_rows)
+        ds, scorer, shard_rows=run.shard_rows)
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("shard-*.tmp-*"):
         # Left by a killed run: the rename never happened, so the shard is not finished.

@@ -282,3 +282,21 @@ def test_run_pipeline_two_models_fuses_and_selects(tmp_path, tiny_model_dir):
 def test_pipeline_config_dataclass_defaults():
     cfg = PipelineConfig()
     assert cfg.models == [ScorerConfig()] and cfg.select is None and cfg.publish is None
+
+
+def test_work_dir_fingerprint_follows_scores_not_devices(tmp_path, tiny_model_dir):
+    import datasets
+
+    from hf_selectit import SelectITScorer
+    from hf_selectit.pipeline import scoring_fingerprint
+
+    ds = datasets.Dataset.from_list(_rows(4))
+    base = scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir)), shard_rows=2)
+    same = SelectITScorer(model=str(tiny_model_dir), device="cpu", max_batch_tokens=123)
+    assert scoring_fingerprint(ds, same, shard_rows=2) == base
+    assert scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir), alpha=0.5), shard_rows=2) != base
+    assert scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir)), shard_rows=3) != base
+    assert scoring_fingerprint(ds.select(range(3)), SelectITScorer(model=str(tiny_model_dir)), shard_rows=2) != base
+    # In-memory rows are hashed by content: the same rows built twice give the same name.
+    again = datasets.Dataset.from_list(_rows(4))
+    assert scoring_fingerprint(again, SelectITScorer(model=str(tiny_model_dir)), shard_rows=2) == base

@@ -251,7 +251,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     status = got[f"{prefix}status"]
     n_tokens = int(lengths.sum())
     results: dict[str, Any] = {
-        "model": model_id or "embedded SmolLM2-135M-Instruct", "random_init": args.random_init,
+        "model": (f"random weights, shape of {args.random_init}" if args.random_init
+                  else model_id or "embedded SmolLM2-135M-Instruct"),
+        "random_init": args.random_init,
         "device": device, "dtype": str(next(model.parameters()).dtype), "rows": args.rows,
         "prompts": len(prompts), "max_batch_tokens": args.max_batch_tokens,
         "batch_size": args.batch_size, "tokens": n_tokens, "mean_prompt_tokens": float(lengths.mean()),

@@ -37,6 +37,10 @@ OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs",
 # Options that do not change the scores (only where/how fast they are computed).
 _NOT_HASHED = ("device", "max_batch_tokens")
 _RESPONSE_MARKER = "\nResponse:"
+# Set in a process forked after this module was imported (`num_proc` workers of `datasets`).
+_FORKED = {"child": False, "threads_set": False}
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _FORKED.update(child=True, threads_set=False))
 _INSTRUCTION_MARKER = "\n\nInstruction:"
 
 
@@ -236,6 +240,8 @@ class SelectITScorer:
     def _state(self, rank: Optional[int]) -> dict:
         from .models import resolve_device
 
+        if _FORKED["child"] and not _FORKED["threads_set"]:
+            _limit_threads_after_fork()
         device = resolve_device(self.config.device, rank=rank)
         with self._lock:
             state = self._loaded.get(device)
@@ -511,6 +517,20 @@ def _token_regions(text: str, span: tuple, tokenizer: Any, add_special: bool) ->
         first = False
         regions.append((kind, list(ids)))
     return regions
+
+
+def _limit_threads_after_fork() -> None:
+    """One torch thread in a forked worker.
+
+    A process forked after torch ran a parallel CPU op inherits a broken OpenMP pool and hangs
+    on its next parallel op (seen with `map(num_proc=2)` after scoring in the parent). Serial
+    ops avoid the pool; `num_proc` workers are the parallelism anyway.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    _FORKED["threads_set"] = True
+    logger.info("Scoring in a forked worker (num_proc > 1): one torch thread per worker.")
 
 
 def _is_oom(err: BaseException) -> bool:

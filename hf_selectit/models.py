@@ -159,7 +159,19 @@ def resolve_device(device: Optional[str] = None, *, rank: Optional[int] = None) 
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    """torch dtype for the weights: "auto" is bfloat16 on CUDA and float32 elsewhere."""
+    """torch dtype for the weights: "auto" is bfloat16 on CUDA and float32 elsewhere.
+
+    Args:
+        dtype: "auto", "float32", "bfloat16" or "float16" (validated by `ScorerConfig`).
+        device: the device the model will run on.
+
+    Returns:
+        A `torch.dtype`.
+
+    Example:
+        >>> resolve_dtype("auto", "cpu")
+        torch.float32
+    """
     import torch
 
     if dtype == "auto":
@@ -168,7 +180,11 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 def model_source(model: Optional[str]) -> str:
-    """What `from_pretrained` loads: the given id/path, or the converted embedded copy."""
+    """What `from_pretrained` loads: the given id/path, or the converted embedded copy.
+
+    Raises:
+        ModelLoadError: model is None and the embedded model is not installed.
+    """
     return embedded_model_path() if model is None else model
 
 
@@ -235,7 +251,19 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
-    """(all parameters, parameters outside the input and untied output embeddings)."""
+    """Parameter counts of a model, for provenance and the paper's model-level weights.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        (all parameters, parameters outside the input embeddings and an untied output head);
+        a tied head shares the embedding tensor and is counted once.
+
+    Example:
+        >>> parameter_counts(model)
+        (134515008, 106203456)
+    """
     total = sum(p.numel() for p in model.parameters())
     embedding = 0
     seen = set()

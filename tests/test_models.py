@@ -21,8 +21,9 @@ from tests.tiny_lm import build_tiny_tokenizer
 
 def test_device_and_dtype_resolution():
     assert models.resolve_device("cpu", rank=3) == "cpu"
-    expected = "cuda:1" if torch.cuda.device_count() == 2 else ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert models.resolve_device(None, rank=3 if torch.cuda.device_count() == 2 else 0) == expected
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert models.resolve_device(None, rank=3) == (f"cuda:{3 % n}" if n else "cpu")
+    assert models.resolve_device(None, rank=None) == ("cuda:0" if n else "cpu")
     assert models.resolve_dtype("auto", "cpu") == torch.float32
     assert models.resolve_dtype("auto", "cuda:0") == torch.bfloat16
     assert models.resolve_dtype("float16", "cpu") == torch.float16

@@ -41,6 +41,7 @@ INDEX_COLUMN = "__selectit_index__"
 #: Sub-directory of `output_dir` that receives the merged, scored dataset.
 MERGED_DIRNAME = "merged"
 _SHARD_META = "selectit_shard.json"
+_MERGE_ERROR = "MERGE_FAILED.txt"
 
 
 class ShardMergeError(SelectITError, RuntimeError):
@@ -134,6 +135,14 @@ def score_distributed(
             f"least one row. Launch at most {max(n_rows, 1)} processes, or score it in one process."
         )
     os.makedirs(output_dir, exist_ok=True)
+    merged_path = os.path.join(output_dir, MERGED_DIRNAME)
+    error_path = os.path.join(output_dir, _MERGE_ERROR)
+    if state.is_main_process:
+        # Other ranks read `merged` only after the last barrier, so a stale result of an earlier
+        # run can be removed here without a race, and is never returned for this run.
+        shutil.rmtree(merged_path, ignore_errors=True)
+        if os.path.exists(error_path):
+            os.remove(error_path)
     indexed = ds.add_column(INDEX_COLUMN, np.arange(n_rows, dtype=np.int64))
     part = split_dataset_by_node(indexed, rank=rank, world_size=world_size)
     logger.info("rank %d/%d: scoring %d of %d rows", rank, world_size, len(part), n_rows)
@@ -142,16 +151,28 @@ def score_distributed(
     _write_shard(scored, output_dir, rank=rank, world_size=world_size, n_rows=n_rows)
 
     state.wait_for_everyone()
-    merged_path = os.path.join(output_dir, MERGED_DIRNAME)
+    failure: Optional[BaseException] = None
     if state.is_main_process:
-        merged = merge_shards(output_dir, world_size=world_size, n_rows=n_rows)
-        merged = _attach_info(merged, scorer)
-        _save_atomically(merged, merged_path)
-        if not keep_shards:
-            for r in range(world_size):
-                shutil.rmtree(shard_dir(output_dir, r), ignore_errors=True)
-        logger.info("merged %d rows from %d ranks into %s", n_rows, world_size, merged_path)
+        try:
+            merged = merge_shards(output_dir, world_size=world_size, n_rows=n_rows)
+            _save_atomically(_attach_info(merged, scorer), merged_path)
+        except (ShardMergeError, OSError) as err:
+            # The other ranks are waiting at the barrier below: tell them instead of leaving
+            # them to load a result that does not exist.
+            failure = err
+            with open(error_path, "w") as f:
+                f.write(f"{type(err).__name__}: {err}")
+        else:
+            if not keep_shards:
+                for r in range(world_size):
+                    shutil.rmtree(shard_dir(output_dir, r), ignore_errors=True)
+            logger.info("merged %d rows from %d ranks into %s", n_rows, world_size, merged_path)
     state.wait_for_everyone()
+    if failure is not None:
+        raise failure
+    if os.path.exists(error_path):
+        with open(error_path) as f:
+            raise ShardMergeError(f"Rank 0 could not merge the shards in {output_dir!r}: {f.read()}")
     return load_from_disk(merged_path)
 
 
@@ -161,21 +182,23 @@ def _attach_info(ds: "Dataset", scorer: Any) -> "Dataset":
     return attach_scorer_info(ds, scorer.info())
 
 
-def _save_atomically(ds: "Dataset", path: str) -> None:
-    # A reader (or a rerun) never sees a half-written directory under the final name.
+def _save_atomically(ds: "Dataset", path: str, *, meta: Optional[dict] = None) -> None:
+    # A reader (or a rerun) never sees a half-written directory under the final name; the shard
+    # metadata is written before the rename, so a shard without it never looks complete.
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(tmp)
+    if meta is not None:
+        with open(os.path.join(tmp, _SHARD_META), "w") as f:
+            json.dump(meta, f)
     if os.path.exists(path):
         shutil.rmtree(path)
     os.replace(tmp, path)
 
 
 def _write_shard(scored: "Dataset", output_dir: str, *, rank: int, world_size: int, n_rows: int) -> None:
-    path = shard_dir(output_dir, rank)
-    _save_atomically(scored, path)
-    with open(os.path.join(path, _SHARD_META), "w") as f:
-        json.dump({"rank": rank, "world_size": world_size, "n_rows": n_rows, "shard_rows": len(scored)}, f)
+    _save_atomically(scored, shard_dir(output_dir, rank), meta={
+        "rank": rank, "world_size": world_size, "n_rows": n_rows, "shard_rows": len(scored)})
 
 
 def merge_shards(output_dir: str, *, world_size: int, n_rows: int) -> "Dataset":

@@ -524,3 +524,33 @@ def test_info_provenance(tiny_model_dir):
     import json
 
     json.dumps(info)  # serialisable for the dataset's metadata
+
+
+@pytest.mark.timeout(240)
+def test_num_proc_after_threaded_scoring_in_parent_does_not_hang(tiny_model_dir, tmp_path):
+    """Forked workers inherit the parent's OpenMP pool; without one thread per worker they hang."""
+    Dataset.from_dict(ALPACA).save_to_disk(tmp_path / "ds")
+    ds = load_from_disk(str(tmp_path / "ds"))
+    torch.set_num_threads(2)
+    try:
+        SelectITScorer(str(tiny_model_dir), prompts=1)(ALPACA)
+        x = torch.randn(300, 300)
+        float((x @ x).sum())  # a parallel op in the parent
+        out = ds.map(SelectITScorer(str(tiny_model_dir), prompts=1), batched=True, batch_size=2, num_proc=2)
+    finally:
+        torch.set_num_threads(1)
+    assert out.num_rows == ds.num_rows and out["selectit_status"] == ["ok"] * ds.num_rows
+
+
+def test_chat_mode_truncation_keeps_the_template_tail(tiny_model_dir):
+    scorer = SelectITScorer(str(tiny_model_dir), prompts=1, template="chat", max_length=400)
+    data = {"instruction": ["Write filler text."], "output": ["START " + "lorem ipsum " * 100 + "END"]}
+    out = scorer(data)
+    assert out["selectit_status"] == ["truncated"] and np.isfinite(out["selectit_sentence_score"][0])
+    from hf_selectit.prompts import extract_pairs
+
+    state = scorer._state(None)
+    (item,) = scorer._tokenize(extract_pairs(data), [None], state)
+    tail = _tokens(state["tokenizer"], "END\nThe answer is: \n\n<|assistant|>\n")
+    head = _tokens(state["tokenizer"], f"<|user|>\n{RATING_PROMPTS[0]}\n\nInstruction:Write filler text.")
+    assert len(item.ids) == 400 and item.ids[-len(tail):] == tail and item.ids[: len(head)] == head

@@ -29,6 +29,7 @@ _LAZY = {
     "SelectionReport": "select",
     "publish": "publish",
     "load_selective": "publish",
+    "score_distributed": "distributed",
     "ScorerConfig": "config",
     "SelectConfig": "config",
     "PublishConfig": "config",
@@ -52,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import score_distributed
     from .config import PublishConfig, ScorerConfig, SelectConfig
     from .errors import SelectITError
     from .publish import load_selective, publish

@@ -28,7 +28,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .config import ScorerConfig
-from .errors import ConfigError, SelectITError
+from .errors import ConfigError, SelectITError, ShardMergeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from accelerate import PartialState
@@ -42,10 +42,6 @@ INDEX_COLUMN = "__selectit_index__"
 MERGED_DIRNAME = "merged"
 _SHARD_META = "selectit_shard.json"
 _MERGE_ERROR = "MERGE_FAILED.txt"
-
-
-class ShardMergeError(SelectITError, RuntimeError):
-    """The rank shards do not add up to the input rows exactly (a row lost or duplicated)."""
 
 
 def shard_dir(output_dir: str, rank: int) -> str:

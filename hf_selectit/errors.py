@@ -45,3 +45,7 @@ class PublishError(SelectITError, RuntimeError):
 
 class VersionExistsError(PublishError):
     """The version tag already exists and `overwrite=True` was not given."""
+
+
+class ShardMergeError(SelectITError, RuntimeError):
+    """The rank shards of a distributed run do not add up to the input rows exactly."""

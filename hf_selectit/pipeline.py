@@ -157,7 +157,7 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
                 continue
             try:
                 return coerce_value(name, value, arg, from_cli=from_cli)
-            except ConfigError as exc:
+            except ConfigError:
                 problems.append(_type_name(arg))
         raise ConfigError(
             f"{name}={value!r} is invalid: expected {' or '.join(problems)}"

@@ -23,8 +23,10 @@ def hub(local_hub, monkeypatch):
     """The local Hub with its token in HF_TOKEN (the way most users pass it) and a fresh repo id."""
     monkeypatch.setenv("HF_TOKEN", local_hub.token)
     local_hub.fail_commits(False)
+    local_hub.fail_tags(False)
     yield local_hub
     local_hub.fail_commits(False)
+    local_hub.fail_tags(False)
     if not local_hub.running:
         local_hub.start()
 
@@ -136,6 +138,26 @@ def test_refused_commit_leaves_no_tag_and_says_so(hub):
     hub.fail_commits(False)
     assert set(_tags(repo, hub.token)) == {"v1.0"}
     # A retry after the failure publishes normally.
+    publish(select_top(scored, k=2), repo, version="v1.1", card_data={"license": "mit"})
+    assert load_dataset(repo, revision="v1.1", split="train").num_rows == 2
+
+
+def test_refused_tag_leaves_commit_untagged_and_says_so(hub):
+    # The commit lands but the tag is refused: the version must not exist, and the error must
+    # name the untagged commit and how to retry.
+    repo = _repo("Selective-TagFail")
+    scored = make_scored(10)
+    publish(select_top(scored, ratio=0.5), repo, version="v1.0", card_data={"license": "mit"})
+    hub.fail_tags(True)
+    with pytest.raises(PublishError) as info:
+        publish(select_top(scored, k=2), repo, version="v1.1", card_data={"license": "mit"})
+    message = str(info.value)
+    head = HfApi(token=hub.token).list_repo_commits(repo, repo_type="dataset")[0].commit_id
+    assert f"Commit {head} exists on main without the tag v1.1" in message
+    assert "Re-run publish" in message and hub.token not in message
+    hub.fail_tags(False)
+    assert set(_tags(repo, hub.token)) == {"v1.0"}
+    assert load_dataset(repo, revision="v1.0", split="train").num_rows == 5
     publish(select_top(scored, k=2), repo, version="v1.1", card_data={"license": "mit"})
     assert load_dataset(repo, revision="v1.1", split="train").num_rows == 2
 

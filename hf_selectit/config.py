@@ -63,9 +63,18 @@ class ScorerConfig:
         metadata={"help": "Longest prompt in tokens; longer rows have the middle of the "
                           "response cut and are marked 'truncated'. None: the model's context."},
     )
-    max_batch_tokens: int = field(
-        default=8192,
-        metadata={"help": "Token budget of one forward micro-batch (rows x padded length)."},
+    max_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "Token budget of one forward micro-batch (rows x padded length, the "
+                          "shared prompt prefix counted once per row). None: auto, 1024 on CPU "
+                          "(measured best for SmolLM2; larger budgets pad more and miss the "
+                          "cache), 32768 on CUDA (raise it for small models on large GPUs)."},
+    )
+    reuse_prompt_prefix: bool = field(
+        default=True,
+        metadata={"help": "Exact KV-cache reuse of the rating-prompt prefix shared by all rows "
+                          "(computed once per prompt, not once per row). False: one full forward "
+                          "per text."},
     )
     columns: Optional[dict] = field(
         default=None,
@@ -88,6 +97,8 @@ class ScorerConfig:
     )
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reuse_prompt_prefix, bool):
+            raise ConfigError(f"reuse_prompt_prefix={self.reuse_prompt_prefix!r} is invalid: expected True or False.")
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
         _check_choice("template", self.template, TEMPLATES)
@@ -96,8 +107,12 @@ class ScorerConfig:
             raise ConfigError(f"alpha={self.alpha!r} is invalid: expected a number >= 0 (paper: 0.2).")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 16):
             raise ConfigError(f"max_length={self.max_length!r} is invalid: expected an int >= 16 or None.")
-        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1:
-            raise ConfigError(f"max_batch_tokens={self.max_batch_tokens!r} is invalid: expected an int >= 1.")
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or isinstance(self.max_batch_tokens, bool)
+            or self.max_batch_tokens < 1
+        ):
+            raise ConfigError(f"max_batch_tokens={self.max_batch_tokens!r} is invalid: expected an int >= 1, "
+                              "or None for the device's default (1024 on CPU, 32768 on CUDA).")
 
 
 @dataclass

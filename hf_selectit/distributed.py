@@ -274,7 +274,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata.get("help", "")
         ftype = str(f.type)  # a string: config.py uses `from __future__ import annotations`
         if "bool" in ftype:
-            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+            # --flag / --no-flag, so that options defaulting to True can be turned off and stay on.
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=f.default, help=help_text)
         elif "int" in ftype and "list" in ftype:  # prompts: n or a JSON list of texts
             parser.add_argument(flag, dest=f.name, type=_int_or_json, default=f.default, help=help_text)
         elif "dict" in ftype:

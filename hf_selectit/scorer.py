@@ -8,12 +8,15 @@ BOS where the tokenizer adds one). All (row, prompt) texts of a batch are tokeni
 sorted by length and run in micro-batches of at most `max_batch_tokens` tokens (rows x padded
 length) with left padding, explicit position ids (transformers' Llama does not derive them from
 the attention mask in a plain forward, and without them results would depend on padding) and
-logits at the last position only. Softmax is fp32 over the full vocabulary; the five rating
+logits at the last position only. The leading tokens shared by all texts of one rating prompt
+(BOS, the rating prompt, "Instruction:"; found from the token ids) run once per process, and
+every micro-batch of that prompt feeds only its suffixes on top of the prefix's KV cache
+(`reuse_prompt_prefix`; exact up to float rounding). Softmax is fp32 over the full vocabulary; the five rating
 probabilities then go through `formulas.selectit_scores`.
 
 Fingerprint: `datasets` hashes the scorer by pickling it. The pickled state is the config and the
 package version only (`__reduce__`), so hashing takes microseconds and `num_proc` workers get a
-few bytes. For hashing, `device` and `max_batch_tokens` are left out (they do not change scores
+few bytes. For hashing, `device`, `max_batch_tokens` and `reuse_prompt_prefix` are left out (they do not change scores
 beyond float noise), so moving a run to another device still hits the cache; the state sent to
 workers keeps them. For a local model folder the sizes and modification times of its files are
 part of the hash, so retraining a model in place does not reuse stale scores.
@@ -35,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "status")
 # Options that do not change the scores (only where/how fast they are computed).
-_NOT_HASHED = ("device", "max_batch_tokens")
+_NOT_HASHED = ("device", "max_batch_tokens", "reuse_prompt_prefix")
 _RESPONSE_MARKER = "\nResponse:"
 # Set in a process forked after this module was imported (`num_proc` workers of `datasets`).
 _FORKED = {"child": False, "threads_set": False}
@@ -72,7 +75,10 @@ class SelectITScorer:
         max_length: longest prompt in tokens (None: the model's context). Longer rows keep the
             rating prompt, the instruction head and the rating question, lose the middle of the
             response, and get status "truncated".
-        max_batch_tokens: token budget of one forward micro-batch.
+        max_batch_tokens: token budget of one forward micro-batch; None = per device
+            (1024 on CPU, 32768 on CUDA, see `default_batch_tokens`).
+        reuse_prompt_prefix: run the leading tokens shared by all texts of a rating prompt
+            once and reuse their KV cache (exact); False = one full forward per text.
         columns: explicit column mapping (see `prompts.detect_schema`); None = detect.
         column_prefix: prefix of the output columns.
         template: "raw" (the paper) or "chat" (the prompt as one user turn of the chat template).
@@ -100,7 +106,8 @@ class SelectITScorer:
         dtype: str = "auto",
         device: Optional[str] = None,
         max_length: Optional[int] = None,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: Optional[int] = None,
+        reuse_prompt_prefix: bool = True,
         columns: Optional[dict] = None,
         column_prefix: str = "selectit_",
         template: str = "raw",
@@ -111,6 +118,7 @@ class SelectITScorer:
             prompts=list(prompts) if isinstance(prompts, (list, tuple)) else prompts,
             prompt_set=prompt_set, alpha=alpha, normalization=normalization, dtype=dtype,
             device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
+            reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             template=template, trust_remote_code=trust_remote_code,
         )
@@ -398,37 +406,134 @@ class SelectITScorer:
         return out
 
     def _run_items(self, items: list[_Item], probs: Any, state: dict) -> set:
-        """Forward every item in length-sorted micro-batches; returns rows that could not run."""
-        budget = self.config.max_batch_tokens
-        order = sorted(range(len(items)), key=lambda i: len(items[i].ids), reverse=True)
-        batches, current = [], []
-        for i in order:
-            longest = len(items[current[0]].ids) if current else len(items[i].ids)
-            if current and (len(current) + 1) * longest > budget:
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
+        """Forward every item in length-sorted micro-batches; returns rows that could not run.
+
+        With `reuse_prompt_prefix`, the items of each rating prompt share their leading tokens
+        (BOS, the rating prompt, "Instruction:"); that prefix runs once and its KV cache is
+        reused by every micro-batch of the prompt's items, which then carry only their suffixes.
+        """
+        budget = self.config.max_batch_tokens or default_batch_tokens(state["device"])
+        plain: list[_Item] = []
+        prefixed: list[tuple[tuple, list[_Item]]] = []
+        # Also for a prompt with one text: its prefix is computed once per process and reused,
+        # and a row then scores the same whether or not it was alone in its call.
+        if self.config.reuse_prompt_prefix and items:
+            by_prompt: dict[int, list[_Item]] = {}
+            for item in items:
+                by_prompt.setdefault(item.prompt, []).append(item)
+            for j, group in by_prompt.items():
+                # Every item keeps at least one token of its own (the last shared token at least).
+                n = _common_prefix_length([item.ids for item in group]) - 1
+                # Capped at the template's own prefix, so that batches whose instructions happen
+                # to start alike (e.g. "Task 1...") still split at the same token: the prefix's
+                # KV cache is then computed once, and every batch and process rounds alike.
+                n = min(n, self._template_prefix_length(j, state))
+                prefix_ids = tuple(group[0].ids[:n])
+                if n < 2 or self._prefix_kv(prefix_ids, state) is None:
+                    plain.extend(group)
+                else:
+                    prefixed.append((prefix_ids, group))
+        else:
+            plain = list(items)
         failed: set = set()
-        for batch in batches:
-            self._run_with_retry([items[i] for i in batch], probs, state, failed)
+        for prefix_ids, group in prefixed:
+            p = len(prefix_ids)
+            for batch in _micro_batches([len(item.ids) - p for item in group], budget, extra=p):
+                self._run_with_retry([group[i] for i in batch], probs, state, failed, prefix_ids)
+        for batch in _micro_batches([len(item.ids) for item in plain], budget):
+            self._run_with_retry([plain[i] for i in batch], probs, state, failed)
         return failed
 
-    def _run_with_retry(self, batch: list[_Item], probs: Any, state: dict, failed: set) -> None:
-        """Forward one micro-batch; on out-of-memory halve it and retry, down to single rows."""
+    def _template_prefix_length(self, prompt: int, state: dict) -> int:
+        """Tokens shared by any two texts of rating prompt `prompt` (BOS, prompt, "Instruction:").
+
+        Found as the common prefix of two probe texts whose instruction and response share no
+        character, through the same template and tokenizer as real rows.
+        """
+        cache = state.setdefault("template_prefix", {})
+        if prompt not in cache:
+            from .prompts import Pair
+
+            probes = [Pair("A", "B", None), Pair("z", "y", None)]
+            texts = [self._texts(pair, state)[prompt][0] for pair in probes]
+            add_special = self.config.template == "raw"
+            ids = state["tokenizer"](texts, add_special_tokens=add_special)["input_ids"]
+            cache[prompt] = _common_prefix_length([list(x) for x in ids])
+        return cache[prompt]
+
+    def _prefix_kv(self, prefix_ids: tuple, state: dict) -> Optional[list]:
+        """Per-layer (keys, values) [1, heads, len, dim] of `prefix_ids`, cached per process and device.
+
+        A cached longer prefix that starts with `prefix_ids` is sliced (keys of a causal model
+        at a position do not depend on later tokens). Returns None when the model's cache is not
+        a plain per-layer key/value cache (sliding or linear-attention layers): plain path then.
+        """
         import torch
 
-        input_ids, attention_mask, position_ids = _pad_left(
-            [item.ids for item in batch], state["tokenizer"].pad_token_id, state["device"]
-        )
+        cache = state.setdefault("prefix_kv", {})
+        p = len(prefix_ids)
+        for key, kv in cache.items():
+            if len(key) >= p and key[:p] == prefix_ids:
+                if kv is None:
+                    return None
+                return [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=state["device"])
         try:
             self.forward_calls += 1
-            rating = self._forward(input_ids, attention_mask, position_ids, state)
+            with torch.inference_mode():
+                out = state["model"](
+                    input_ids=ids, attention_mask=torch.ones_like(ids),
+                    position_ids=torch.arange(p, device=ids.device).unsqueeze(0),
+                    use_cache=True, logits_to_keep=1,
+                )
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err):
                 raise
-            del input_ids, attention_mask, position_ids
+            logger.info("Out of memory on the shared prompt prefix (%d tokens); scoring full texts.", p)
+            return None
+        past = out.past_key_values
+        kv = None
+        if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
+            kv = [(layer.keys, layer.values) for layer in past.layers]
+        else:
+            _warn_once("no-prefix-cache", f"The model's KV cache ({type(past).__name__}) has layers other "
+                       "than plain full-attention ones; the shared prompt prefix is not reused.")
+        if len(cache) >= _PREFIX_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[prefix_ids] = kv
+        return kv
+
+    def _run_with_retry(self, batch: list[_Item], probs: Any, state: dict, failed: set,
+                        prefix_ids: Optional[tuple] = None) -> None:
+        """Forward one micro-batch; on out-of-memory halve it and retry, down to single rows.
+
+        With `prefix_ids`, every item starts with those tokens: only the suffixes are fed, on
+        top of the prefix's cached keys and values.
+        """
+        import torch
+
+        p = len(prefix_ids) if prefix_ids else 0
+        input_ids, attention_mask, position_ids = _pad_left(
+            [item.ids[p:] for item in batch], state["tokenizer"].pad_token_id, state["device"]
+        )
+        run_state = state
+        if prefix_ids:
+            ones = torch.ones((len(batch), p), dtype=attention_mask.dtype, device=attention_mask.device)
+            # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
+            # continue from the prefix so each text sees exactly the positions it has alone.
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
+            position_ids = position_ids + p
+            run_state = dict(state, prefix=self._prefix_kv(prefix_ids, state))
+        try:
+            self.forward_calls += 1
+            rating = self._forward(input_ids, attention_mask, position_ids, run_state)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            if not _is_oom(err):
+                raise
+            del input_ids, attention_mask, position_ids, run_state
             if str(state["device"]).startswith("cuda"):
                 torch.cuda.empty_cache()
             if len(batch) == 1:
@@ -439,8 +544,8 @@ class SelectITScorer:
             half = len(batch) // 2
             logger.info("Out of memory on a micro-batch of %d texts; retrying as %d + %d.",
                         len(batch), half, len(batch) - half)
-            self._run_with_retry(batch[:half], probs, state, failed)
-            self._run_with_retry(batch[half:], probs, state, failed)
+            self._run_with_retry(batch[:half], probs, state, failed, prefix_ids)
+            self._run_with_retry(batch[half:], probs, state, failed, prefix_ids)
             return
         values = rating.numpy()
         for item, row_probs in zip(batch, values):
@@ -451,10 +556,23 @@ class SelectITScorer:
         import torch
 
         with torch.inference_mode():
-            out = state["model"](
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=1, use_cache=False,
-            )
+            prefix = state.get("prefix")
+            if prefix is None:
+                out = state["model"](
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    logits_to_keep=1, use_cache=False,
+                )
+            else:
+                from transformers import DynamicCache
+
+                n = input_ids.shape[0]
+                # A fresh cache per micro-batch (the forward appends to it); `expand` is a view,
+                # the layer's first update copies it once.
+                past = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix])
+                out = state["model"](
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    past_key_values=past, logits_to_keep=1, use_cache=True,
+                )
             logits = out.logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1)
             ids = torch.tensor(state["rating_tokens"].ids, device=probs.device)
@@ -462,6 +580,61 @@ class SelectITScorer:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+# Token budgets used when `max_batch_tokens` is None. CPU: measured with scripts/benchmark.py on
+# SmolLM2-135M (larger micro-batches pad more and spill the caches; see docs/scaling.md).
+CPU_BATCH_TOKENS = 1024
+CUDA_BATCH_TOKENS = 32768
+
+
+def default_batch_tokens(device: Any) -> int:
+    """The token budget of a micro-batch when `max_batch_tokens` is None, by device.
+
+    Args:
+        device: a torch device or its name ("cpu", "cuda:0", ...).
+
+    Returns:
+        32768 on CUDA, 1024 elsewhere.
+
+    Example:
+        >>> default_batch_tokens("cuda:0")
+        32768
+    """
+    return CUDA_BATCH_TOKENS if str(device).startswith("cuda") else CPU_BATCH_TOKENS
+
+
+
+_PREFIX_CACHE_SIZE = 32  # prompt prefixes kept per device (a few MB each even for 8B models)
+
+
+def _common_prefix_length(sequences: list) -> int:
+    """Length of the longest common prefix of lists of token ids."""
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        i = 0
+        while i < n and seq[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def _micro_batches(lengths: list, budget: int, *, extra: int = 0) -> list:
+    """Indices grouped into micro-batches, longest first, of rows x (padded length + extra) <= budget.
+
+    A single text longer than the budget still forms its own micro-batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * (longest + extra) > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _pad_left(sequences: list, pad_id: int, device: str):

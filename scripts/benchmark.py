@@ -194,7 +194,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="Rows for the (slow) reference loop; default: --rows. Its rows/s "
                              "is measured on these, the score difference on their overlap.")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--max-batch-tokens", type=int, default=8192)
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="Token budget of a micro-batch (default: the scorer's per-device default).")
     parser.add_argument("--batch-size", type=int, default=256, help="Rows per scorer call (map batch).")
     parser.add_argument("--prompts", type=int, default=5)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any).")
@@ -211,7 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from hf_selectit.formulas import selectit_scores
     from hf_selectit.models import load_model_and_tokenizer, parameter_counts
     from hf_selectit.prompts import build_prompt, extract_pairs, resolve_prompts
-    from hf_selectit.scorer import SelectITScorer
+    from hf_selectit.scorer import SelectITScorer, default_batch_tokens
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -255,7 +256,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   else model_id or "embedded SmolLM2-135M-Instruct"),
         "random_init": args.random_init,
         "device": device, "dtype": str(next(model.parameters()).dtype), "rows": args.rows,
-        "prompts": len(prompts), "max_batch_tokens": args.max_batch_tokens,
+        "prompts": len(prompts),
+        "max_batch_tokens": args.max_batch_tokens or f"auto ({default_batch_tokens(device)})",
         "batch_size": args.batch_size, "tokens": n_tokens, "mean_prompt_tokens": float(lengths.mean()),
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,

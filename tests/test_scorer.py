@@ -558,3 +558,103 @@ def test_chat_mode_truncation_keeps_the_template_tail(tiny_model_dir):
     tail = _tokens(state["tokenizer"], "END\nThe answer is: \n\n<|assistant|>\n")
     head = _tokens(state["tokenizer"], f"<|user|>\n{RATING_PROMPTS[0]}\n\nInstruction:Write filler text.")
     assert len(item.ids) == 400 and item.ids[-len(tail):] == tail and item.ids[: len(head)] == head
+
+
+# --- shared rating-prompt prefix (reuse_prompt_prefix) ----------------------------------------
+
+
+def _mixed_rows():
+    """Alpaca rows plus one the model must truncate and two that are errors (empty response, bad type)."""
+    data = {k: list(v) for k, v in ALPACA.items()}
+    data["instruction"] += ["Summarise this.", "Empty answer", 5]
+    data["input"] += ["", "", ""]
+    data["output"] += ["START " + "lorem ipsum " * 60 + "END", "", "x"]
+    return data
+
+
+@pytest.mark.parametrize("template", ["raw", "chat"])
+def test_prefix_reuse_equals_full_forward(tiny_model_dir, template):
+    data = _mixed_rows()
+    kwargs = dict(prompts=3, template=template, max_length=500)
+    reused = SelectITScorer(str(tiny_model_dir), **kwargs)
+    plain = SelectITScorer(str(tiny_model_dir), reuse_prompt_prefix=False, **kwargs)
+    a, b = reused(data), plain(data)
+    assert a["selectit_status"] == b["selectit_status"]
+    assert a["selectit_status"][7] == "truncated" and a["selectit_status"][8].startswith("error")
+    assert a["selectit_status"][9].startswith("error") and a["selectit_status"][:7] == ["ok"] * 7
+    for column in ("selectit_token_scores", "selectit_rating_probs", "selectit_sentence_score"):
+        np.testing.assert_allclose(np.array(a[column], dtype=float), np.array(b[column], dtype=float),
+                                   atol=1e-5, rtol=0, err_msg=column)
+    assert np.isnan(a["selectit_sentence_score"][8]) and np.isnan(a["selectit_sentence_score"][9])
+    # The prefix path really ran: one cached prefix per prompt, each longer than the rating
+    # prompt itself (BOS + prompt + "\n\nInstruction:"), none on the plain scorer.
+    state = reused._state(None)
+    cached = sorted(state["tokenizer"].decode(list(ids)) for ids in state["prefix_kv"])
+    assert len(cached) == 3
+    for text, rp in zip(cached, sorted(RATING_PROMPTS[:3])):
+        assert text.endswith(rp + "\n\nInstruction:") or text.endswith(rp + "\n\nInstruction"), text
+    assert "prefix_kv" not in plain._state(None)
+
+
+def test_prefix_reuse_batch_sizes_agree_with_plain(tiny_model_dir):
+    data = {k: v * 10 for k, v in ALPACA.items()}
+    data["output"] = [o * (1 + i % 4) for i, o in enumerate(data["output"])]
+    ds = Dataset.from_dict(data)
+    plain = SelectITScorer(str(tiny_model_dir), prompts=2, reuse_prompt_prefix=False)(data)
+    for batch_size in (1, 3, 64):
+        scored = ds.map(SelectITScorer(str(tiny_model_dir), prompts=2), batched=True,
+                        batch_size=batch_size, load_from_cache_file=False)
+        np.testing.assert_allclose(np.array(scored["selectit_token_scores"]),
+                                   np.array(plain["selectit_token_scores"]), atol=1e-5, rtol=0)
+
+
+def test_prefix_is_computed_once_per_prompt_and_process(tiny_model_dir):
+    scorer = SelectITScorer(str(tiny_model_dir), prompts=2)
+    half = {k: v[:4] for k, v in ALPACA.items()}
+    rest = {k: v[4:] for k, v in ALPACA.items()}
+    scorer(half)
+    first = scorer.forward_calls
+    state = scorer._state(None)
+    kv_before = {k: v[0][0].data_ptr() for k, v in state["prefix_kv"].items()}
+    scorer(rest)
+    second = scorer.forward_calls - first
+    # The first call also ran the two prefixes; the second reused them (same tensors).
+    micro_batches_first = first - 2
+    assert micro_batches_first >= 1 and second >= 1
+    assert {k: v[0][0].data_ptr() for k, v in state["prefix_kv"].items()} == kv_before
+    assert len(kv_before) == 2
+
+
+class _OOMAboveTwoOnPrefix(SelectITScorer):
+    """Out of memory for more than two texts; records whether the micro-batch used the prefix cache."""
+
+    def _forward(self, input_ids, attention_mask, position_ids, state):
+        self.calls = getattr(self, "calls", []) + [(int(input_ids.shape[0]), state.get("prefix") is not None)]
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super()._forward(input_ids, attention_mask, position_ids, state)
+
+
+def test_oom_halving_on_the_prefix_path(tiny_model_dir):
+    plain = SelectITScorer(str(tiny_model_dir), reuse_prompt_prefix=False)(ALPACA)
+    scorer = _OOMAboveTwoOnPrefix(str(tiny_model_dir), max_batch_tokens=32768)
+    out = scorer(ALPACA)
+    assert out["selectit_status"] == ["ok"] * len(ALPACA["instruction"])
+    np.testing.assert_allclose(out["selectit_sentence_score"], plain["selectit_sentence_score"], atol=1e-5)
+    assert all(used for _, used in scorer.calls)  # every attempt went through the prefix cache
+    assert scorer.calls[0][0] == len(ALPACA["instruction"])  # one prompt's texts, too many at once
+    assert sum(n for n, _ in scorer.calls if n <= 2) == 5 * len(ALPACA["instruction"])
+
+
+def test_budget_default_and_options_stay_out_of_the_fingerprint(tiny_model_dir):
+    from hf_selectit.scorer import default_batch_tokens
+
+    assert ScorerConfig().max_batch_tokens is None and ScorerConfig().reuse_prompt_prefix is True
+    assert default_batch_tokens("cpu") == 1024 and default_batch_tokens("cuda:1") == 32768
+    base = Hasher.hash(SelectITScorer(str(tiny_model_dir)))
+    assert base == Hasher.hash(SelectITScorer(str(tiny_model_dir), reuse_prompt_prefix=False, max_batch_tokens=64))
+    for bad in (0, -5, 2.5, "1024", True):
+        with pytest.raises(ConfigError, match="max_batch_tokens"):
+            ScorerConfig(max_batch_tokens=bad)
+    with pytest.raises(ConfigError, match="reuse_prompt_prefix"):
+        ScorerConfig(reuse_prompt_prefix="yes")

@@ -123,8 +123,10 @@ def _assert_same_scores(merged, single):
         assert merged[column] == single[column], column
     for column in ("selectit_sentence_score", "selectit_uncertainty", "selectit_token_scores",
                    "selectit_rating_probs"):
+        # Rows are grouped into different micro-batches per process; float32 rounding then
+        # moves scores by ~1e-6. 1e-5 is the bar for batch-size independence.
         np.testing.assert_allclose(np.asarray(merged[column], dtype=float),
-                                   np.asarray(single[column], dtype=float), rtol=0, atol=1e-6,
+                                   np.asarray(single[column], dtype=float), rtol=0, atol=1e-5,
                                    err_msg=column)
 
 

@@ -53,8 +53,10 @@ def test_map_with_rank_num_proc_2_equals_single_process(tiny_model_dir, spawn_st
     assert multi["selectit_status"] == single["selectit_status"] == ["ok"] * 13
     for column in ("selectit_sentence_score", "selectit_uncertainty", "selectit_token_scores",
                    "selectit_rating_probs"):
+        # Rows are grouped into different micro-batches per process; float32 rounding then
+        # moves scores by ~1e-6. 1e-5 is the bar for batch-size independence.
         np.testing.assert_allclose(np.asarray(multi[column], dtype=float),
-                                   np.asarray(single[column], dtype=float), rtol=0, atol=1e-6,
+                                   np.asarray(single[column], dtype=float), rtol=0, atol=1e-5,
                                    err_msg=column)
     # Scores differ between rows (an all-equal column would make the comparison above vacuous).
     assert len(set(np.round(single["selectit_sentence_score"], 9))) > 1

@@ -267,36 +267,6 @@ def _check_positions(positions: "Any", n_rows: int) -> None:
 
 # --- command line: torchrun / accelerate launch -m hf_selectit.distributed ---
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    # Generated from ScorerConfig so there is no second list of options.
-    for f in dataclasses.fields(ScorerConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        ftype = str(f.type)  # a string: config.py uses `from __future__ import annotations`
-        if "bool" in ftype:
-            # --flag / --no-flag, so that options defaulting to True can be turned off and stay on.
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=f.default, help=help_text)
-        elif "int" in ftype and "list" in ftype:  # prompts: n or a JSON list of texts
-            parser.add_argument(flag, dest=f.name, type=_int_or_json, default=f.default, help=help_text)
-        elif "dict" in ftype:
-            parser.add_argument(flag, dest=f.name, type=json.loads, default=f.default,
-                                help=help_text + " (JSON)")
-        elif "int" in ftype:
-            parser.add_argument(flag, dest=f.name, type=int, default=f.default, help=help_text)
-        elif "float" in ftype:
-            parser.add_argument(flag, dest=f.name, type=float, default=f.default, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=str, default=f.default, help=help_text)
-
-
-def _int_or_json(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return json.loads(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m hf_selectit.distributed`."""
     parser = argparse.ArgumentParser(
@@ -313,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "goes to OUTPUT/merged (Dataset.save_to_disk).")
     parser.add_argument("--batch-size", type=int, default=256, help="Rows per map batch.")
     parser.add_argument("--keep-shards", action="store_true", help="Keep OUTPUT/rank-* after merging.")
-    _add_config_arguments(parser)
+    # The same generated options (names, help, parsing) as `hf-selectit score`: one definition.
+    from .cli import add_dataclass_options
+
+    add_dataclass_options(parser, ScorerConfig, title="scorer options")
     return parser
 
 
@@ -323,9 +296,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .io import load_input
 
-    names = {f.name for f in dataclasses.fields(ScorerConfig)}
+    from .cli import build_config
+
     try:
-        config = ScorerConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = build_config(ScorerConfig, args, {})
         ds = load_input(args.input, split=args.split, limit=args.limit)
         merged = score_distributed(ds, config, output_dir=args.output, batch_size=args.batch_size,
                                    keep_shards=args.keep_shards)

@@ -167,3 +167,19 @@ def test_torchrun_two_processes_equals_single_process(tmp_path, tiny_model_dir):
     # The json loader and from_list agree on the input columns; compare everything.
     _assert_same_scores(merged, single)
     assert isinstance(merged, Dataset)
+
+
+def test_distributed_options_are_the_clis():
+    # The launcher's scorer options come from the CLI's generator: a True default stays True,
+    # --no-flag turns it off, and the model's revision is --model-revision as in `hf-selectit score`.
+    from hf_selectit.cli import build_config
+    from hf_selectit.config import ScorerConfig
+    from hf_selectit.distributed import build_parser
+
+    base = ["--input", "x.json", "--output", "out"]
+    default = build_config(ScorerConfig, build_parser().parse_args(base), {})
+    assert default.reuse_prompt_prefix is True and default.alpha == 0.2
+    args = build_parser().parse_args(base + ["--no-reuse-prompt-prefix", "--alpha", "0.5",
+                                             "--model-revision", "v2", "--prompts", "3"])
+    config = build_config(ScorerConfig, args, {})
+    assert (config.reuse_prompt_prefix, config.alpha, config.revision, config.prompts) == (False, 0.5, "v2", 3)

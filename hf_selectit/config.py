@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .prompts import PROMPT_SETS as _PROMPT_TEXTS
 
 NORMALIZATIONS = ("paper", "selectit-repo")
-PROMPT_SETS = ("paper", "zero-to-five")
+# The named wordings of the rating prompts; their texts live in prompts.py.
+PROMPT_SETS = tuple(_PROMPT_TEXTS)
 TEMPLATES = ("raw", "chat")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -311,12 +311,12 @@ class SelectITScorer:
         full text; everything outside them (rating prompt, markers, rating question, chat
         template) is kept whole when a row is truncated.
         """
-        from .prompts import build_prompt, prompt_parts
+        from .prompts import prompt_parts
 
         out = []
         for rp in self._prompt_texts:
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
-            prompt = build_prompt(rp, pair.instruction, pair.response)
+            prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
             offset = 0
             text = prompt
             if self.config.template == "chat":

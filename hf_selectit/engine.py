@@ -197,41 +197,56 @@ class Engine:
             return []
         return [list(ids) for ids in state.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
-    def truncate_protected(self, text: str, span: tuple, max_length: int, state: DeviceState,
+    def truncate_protected(self, text: str, spans: Any, max_length: int, state: DeviceState,
                            *, add_special_tokens: bool = True) -> Optional[list]:
         """Token ids of `text` cut to `max_length`, or None when its fixed parts alone are longer.
 
-        `span` = (x start, x end, y start, y end) in characters: x (e.g. the instruction) may lose
-        its tail, y (e.g. the response) its middle; everything outside them is kept whole. y
-        loses its middle first; if x alone leaves less than half of the budget for y, x loses
+        Args:
+            text: the full text.
+            spans: the cuttable character spans, `[(kind, start, end), ...]` in text order, kind
+                "x" (e.g. instruction and input: together they lose their tail) or "y" (e.g. the
+                response: loses its middle); or the 4-tuple (x start, x end, y start, y end).
+                Everything outside them (prompts, markers, questions, template) is kept whole.
+            max_length: the budget in tokens, special tokens included.
+            state: from `state(rank)`.
+
+        y loses its middle first; if x alone leaves less than half of the budget for y, x loses
         its tail and y keeps half.
+
+        Example:
+            >>> text, spans = join_segments([("fixed", "Q: "), ("x", question), ("fixed", "A: "), ("y", answer)])
+            >>> ids = engine.truncate_protected(text, spans, 512, state)
         """
-        regions = _token_regions(text, span, state.tokenizer, add_special_tokens)
+        if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
+            x0, x1, r0, r1 = spans
+            spans = [("x", x0, x1), ("y", r0, r1)]
+        regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
         fixed = sum(len(ids) for kind, ids in regions if kind == "fixed")
-        x_ids = [t for kind, ids in regions if kind == "x" for t in ids]
-        y_ids = [t for kind, ids in regions if kind == "y" for t in ids]
+        n_x = sum(len(ids) for kind, ids in regions if kind == "x")
+        n_y = sum(len(ids) for kind, ids in regions if kind == "y")
         avail = max_length - fixed
         if avail < 0:
             return None
-        if len(x_ids) + min(len(y_ids), avail // 2) <= avail:
-            x_keep = len(x_ids)
+        if n_x + min(n_y, avail // 2) <= avail:
+            x_keep = n_x
         else:
-            x_keep = avail - min(len(y_ids), avail // 2)
-        y_keep = min(len(y_ids), avail - x_keep)
+            x_keep = avail - min(n_y, avail // 2)
+        y_keep = min(n_y, avail - x_keep)
         head_n = (y_keep + 1) // 2
         tail_n = y_keep - head_n
-        new_x = x_ids[:x_keep]
-        new_y = y_ids[:head_n] + (y_ids[len(y_ids) - tail_n:] if tail_n else [])
         out: list = []
+        seen = {"x": 0, "y": 0}
         for kind, ids in regions:
             if kind == "fixed":
                 out.extend(ids)
-            elif kind == "x":
-                out.extend(new_x)
-                new_x = []
-            else:
-                out.extend(new_y)
-                new_y = []
+                continue
+            for token in ids:
+                k = seen[kind]
+                seen[kind] += 1
+                if kind == "x" and k < x_keep:
+                    out.append(token)
+                elif kind == "y" and (k < head_n or k >= n_y - tail_n):
+                    out.append(token)
         return out
 
     # --- running ---
@@ -568,15 +583,32 @@ def pad_left(sequences: list, pad_id: int, device: Any):
     return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
 
-def _token_regions(text: str, span: tuple, tokenizer: Any, add_special: bool) -> list:
-    """Tokenize `text` into consecutive regions ("fixed" | "x" | "y", ids) by character span.
+def join_segments(segments: Sequence) -> tuple[str, list]:
+    """`[(kind, text), ...]` -> (full text, cuttable spans for `Engine.truncate_protected`).
+
+    Example:
+        >>> join_segments([("fixed", "Q: "), ("x", "hi"), ("fixed", "\\nA: "), ("y", "yo")])
+        ('Q: hi\\nA: yo', [('x', 3, 5), ('y', 9, 11)])
+    """
+    parts, spans, pos = [], [], 0
+    for kind, piece in segments:
+        if kind not in ("fixed", "x", "y"):
+            raise ValueError(f"segment kind {kind!r} is invalid: expected 'fixed', 'x' or 'y'.")
+        if kind != "fixed" and piece:
+            spans.append((kind, pos, pos + len(piece)))
+        parts.append(piece)
+        pos += len(piece)
+    return "".join(parts), spans
+
+
+def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
+    """Tokenize `text` into consecutive regions ("fixed" | "x" | "y", ids) by character spans.
 
     With a fast tokenizer the whole text is tokenized once and tokens are assigned by their
     character offsets (a token straddling a boundary stays with the kept-whole side); without
     offsets each region is tokenized on its own.
     """
-    x0, x1, r0, r1 = span
-    bounds = [(0, x0, "fixed"), (x0, x1, "x"), (x1, r0, "fixed"), (r0, r1, "y"), (r1, len(text), "fixed")]
+    spans = [(kind, a, b) for kind, a, b in spans if a < b]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
         regions: list = []
@@ -584,18 +616,20 @@ def _token_regions(text: str, span: tuple, tokenizer: Any, add_special: bool) ->
         for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
             if start == end:
                 kind = kind_prev  # special tokens carry no text: keep with their neighbour
-            elif x0 < x1 and x0 <= start and end <= x1:
-                kind = "x"
-            elif r0 < r1 and r0 <= start and end <= r1:
-                kind = "y"
             else:
-                kind = "fixed"  # outside both, or straddling a boundary: kept whole
+                # outside every span, or straddling a boundary: kept whole
+                kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
             if regions and regions[-1][0] == kind:
                 regions[-1][1].append(token_id)
             else:
                 regions.append((kind, [token_id]))
             kind_prev = kind
         return regions
+    bounds, pos = [], 0
+    for kind, a, b in sorted(spans, key=lambda s: s[1]):
+        bounds += [(pos, a, "fixed"), (a, b, kind)]
+        pos = b
+    bounds.append((pos, len(text), "fixed"))
     regions = []
     first = True
     for start, end, kind in bounds:

@@ -22,6 +22,10 @@ from ._version import __version__
 _LAZY = {
     "SelectITScorer": "scorer",
     "selectit_score": "scorer",
+    "IFDScorer": "methods.ifd",
+    "ReverseIFDScorer": "methods.ifd",
+    "IFDConfig": "config",
+    "ReverseIFDConfig": "config",
     "select_top": "select",
     "select_random": "select",
     "fuse_models": "select",
@@ -58,4 +62,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import SelectITError
     from .publish import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
+    from .methods.ifd import IFDScorer, ReverseIFDScorer
+    from .config import IFDConfig, ReverseIFDConfig
     from .select import SelectionReport, fuse_models, select_random, select_top, selection_report

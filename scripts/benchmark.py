@@ -258,6 +258,28 @@ def add_mfu(results: dict, model: Any, device: str, override: Optional[float]) -
         phase["mfu_all_params"] = 2 * total * tps / peak
 
 
+# Selective Alpaca (SelectIT's recipe): Alpaca-GPT4's 52,002 rows x 5 rating prompts. Prompt tokens
+# counted with the embedded SmolLM2 tokenizer on alpaca_gpt4_demo_999.json (a sample of the same
+# data): 1,102,907 tokens for 999 rows, i.e. 1104.0 per row, scaled to 52,002 rows. Llama-2's own
+# tokenizer gives other counts (not measured here).
+ALPACA_ROWS = 52_002
+ALPACA_TOKENS_PER_ROW = 1104.0
+# Non-embedding parameters (all parameters minus the input embedding and the untied output head).
+LLAMA2_NON_EMBEDDING = {"Llama-2-7b": 6_476_271_616, "Llama-2-13b": 12_688_184_320,
+                        "Llama-2-70b": 68_452_360_192}
+
+
+def selective_alpaca_plan(results: dict) -> list:
+    """Hours per Selective Alpaca scoring step, scaled from this run's best tokens/s by FLOPs.
+
+    Assumes each Llama-2 model reaches the MFU measured here (time ~ non-embedding parameters x
+    tokens); the 70B model sharded by device_map runs one GPU at a time, so it gets one GPU's speed.
+    """
+    tokens = ALPACA_ROWS * ALPACA_TOKENS_PER_ROW
+    flops_per_s = 2 * results["non_embedding_params"] * results["scorer"]["tokens_per_s"]
+    return [(name, tokens / (flops_per_s / (2 * n)) / 3600) for name, n in LLAMA2_NON_EMBEDDING.items()]
+
+
 def _phases(results: dict) -> list:
     return [results[k] for k in ("reference", "scorer") if k in results] + list(results.get("sweep", []))
 
@@ -419,6 +441,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         }
 
     add_mfu(results, model, device, args.peak_flops)
+    results["selective_alpaca_hours"] = dict(selective_alpaca_plan(results))
     _print(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
@@ -468,6 +491,10 @@ def _print(r: dict) -> None:
         print(f"max |diff| over {r['compared_rows']} rows: sentence {d['sentence_score']:.2e}, "
               f"token {d['token_scores']:.2e}, normalised rating probs {d['rating_probs_normalized']:.2e}")
     print(f"rows not 'ok' in the scorer: {r['scorer']['status_not_ok']}")
+    if r["non_embedding_params"] >= 1e8:  # a smoke-test shape says nothing about 7B+ models
+        plan = ", ".join(f"{name} {hours:.2f} h" for name, hours in selective_alpaca_plan(r))
+        print(f"Selective Alpaca at this MFU (FLOP-scaled estimate, one device, "
+              f"{ALPACA_ROWS * ALPACA_TOKENS_PER_ROW / 1e6:.1f}M prompt tokens): {plan}")
 
 
 if __name__ == "__main__":

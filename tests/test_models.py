@@ -348,3 +348,29 @@ def test_preloaded_model_is_returned_as_is(tiny_model_dir):
         models.prepare_preloaded(object(), tok)
     message = str(models.preloaded_pickle_error(model))
     assert "num_proc" in message and "save_pretrained" in message and str(tiny_model_dir) in message
+
+
+# --- the GPU benchmark's CPU smoke test -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_benchmark_random_init_smoke_on_cpu(tmp_path):
+    """The one-command GPU benchmark runs end to end on CPU with the tiny shape."""
+    out = tmp_path / "bench.json"
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([{"instruction": i, "input": "", "output": o}
+                                for i, o in zip(ROWS["instruction"], ROWS["output"])]))
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"),
+           "--random-init", "tiny-llama", "--rows", "4", "--reference-rows", "2", "--threads", "1",
+           "--data", str(data), "--peak-flops", "1e12", "--max-batch-tokens", "256,1024",
+           "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "torch.bfloat16" and result["model_kwargs"] == {"attn_implementation": "sdpa"}
+    assert [run["max_batch_tokens"] for run in result["sweep"]] == [256, 1024]
+    for phase in [result["reference"], *result["sweep"]]:
+        assert phase["tokens_per_s"] > 0 and phase["peak_memory_bytes"] > 0 and 0 < phase["mfu"] < 1
+    assert result["speed_ratio"] > 0 and result["scorer"]["status_not_ok"] == 0
+    for text in ("tokens/s", "rows/s", "MFU", "peak mem", "speed ratio"):
+        assert text in proc.stdout

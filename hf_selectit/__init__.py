@@ -38,6 +38,8 @@ _LAZY = {
     "SelectConfig": "config",
     "PublishConfig": "config",
     "SelectITError": "errors",
+    "validate": "validation",
+    "ValidationReport": "validation",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -65,3 +67,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .methods.ifd import IFDScorer, ReverseIFDScorer
     from .config import IFDConfig, ReverseIFDConfig
     from .select import SelectionReport, fuse_models, select_random, select_top, selection_report
+    from .validation import ValidationReport, validate

@@ -109,6 +109,8 @@ class DeviceState:
     Attributes:
         model, tokenizer: from `models.load_model_and_tokenizer` (shared per process).
         device: the device chosen for this rank.
+        input_device: where input tensors go (the input embeddings' device; differs from
+            `device` for a model placed by a device_map).
         max_length: longest text in tokens (option or the model's context).
         method_data: what the method prepared once per device (e.g. its rating tokens).
         prefix_kv: shared-prefix token ids -> per-layer (keys, values), or None if not reusable.
@@ -119,6 +121,7 @@ class DeviceState:
     tokenizer: Any
     device: str
     max_length: int
+    input_device: Any = None
     method_data: Any = None
     prefix_kv: dict = field(default_factory=dict)
     template_prefix: dict = field(default_factory=dict)
@@ -179,11 +182,11 @@ class Engine:
         method_data = self.method.prepare(model, tokenizer, name)
         max_length = self.config.max_length or model_context(model, tokenizer)
         return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
-                           method_data=method_data)
+                           input_device=_input_device(model, device), method_data=method_data)
 
     def input_device(self, state: DeviceState) -> Any:
-        """Where input tensors go: the device of the model's input embeddings (the model's device today)."""
-        return state.device
+        """Where input tensors go: the device of the model's input embeddings."""
+        return state.input_device or state.device
 
     def cached_prefixes(self, rank: Optional[int] = None) -> list:
         """Token ids of the shared prefixes whose KV cache this process holds for `rank`'s device."""
@@ -478,6 +481,13 @@ class Engine:
             out.append(flat[offset:offset + n])
             offset += n
         return out
+
+
+def _input_device(model: Any, device: str) -> Any:
+    from . import models
+
+    finder = getattr(models, "input_device", None)
+    return finder(model) if finder is not None else device
 
 
 def _empty_losses() -> Any:

@@ -26,10 +26,11 @@ the template head shared by the conditioned texts runs once per process (prefix 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
+from ..prompts import Fields as _Row
 from .base import BaseScorer
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
@@ -60,13 +61,6 @@ REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess th
 OUTPUT_NAMES = ("score", "conditioned_loss", "direct_loss", "status")
 
 _PROBES = (("A", "C", "B"), ("z", "x", "y"))
-
-
-class _Row(NamedTuple):
-    instruction: Optional[str]
-    input: Optional[str]
-    response: Optional[str]
-    error: Optional[str] = None
 
 
 class IFDScorer(BaseScorer):
@@ -188,21 +182,9 @@ class IFDScorer(BaseScorer):
     # --- scoring ---
 
     def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
-        from ..prompts import detect_schema, extract_pairs
+        from ..prompts import extract_fields
 
-        schema = detect_schema(batch.keys(), columns=self.config.columns)
-        pairs = extract_pairs(batch, columns=schema)
-        if schema.chat is not None or not schema.input:
-            return [_Row(p.instruction, "", p.response, p.error) for p in pairs]
-        rows = []
-        for pair, instruction, input_text in zip(pairs, batch[schema.instruction], batch[schema.input]):
-            if pair.error is not None:
-                rows.append(_Row(None, None, None, pair.error))
-            elif instruction and instruction.strip() and input_text and input_text.strip():
-                rows.append(_Row(instruction, input_text, pair.response))
-            else:  # the input stands in for a missing instruction, or there is no input
-                rows.append(_Row(pair.instruction, "", pair.response))
-        return rows
+        return extract_fields(batch, columns=self.config.columns)
 
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""

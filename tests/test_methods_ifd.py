@@ -352,3 +352,37 @@ def test_map_contract_fingerprint_cache_and_info(tiny_model_dir, tmp_path):
     assert info["options"]["preset"] == "reflection" and info["variant"] == "ppl"
     assert "guess the corresponding instruction" in info["reverse_instruction"]
     assert info["output_columns"] == ["rifd_score", "rifd_conditioned_loss", "rifd_direct_loss", "rifd_status"]
+
+
+# --- the embedded SmolLM2 (slow) -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls, kwargs, reverse", [
+    (IFDScorer, dict(preset="cherry"), False),
+    (IFDScorer, dict(preset="superfiltering", max_length=20), False),
+    (ReverseIFDScorer, dict(), True),
+])
+def test_embedded_smollm2_equals_reference(cls, kwargs, reverse):
+    from hf_selectit.models import embedded_model_path
+
+    model_dir = embedded_model_path()
+    rows = {
+        "instruction": ["Give three tips for staying healthy.", "Translate to French.", "Write a sentence."],
+        "input": ["", "Good morning", ""],
+        "output": ["1. Eat a balanced diet. 2. Exercise regularly. 3. Sleep well.", "Bonjour",
+                   "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."],
+    }
+    scorer = cls(**kwargs)
+    out = scorer(rows)
+    prefix = scorer.config.column_prefix
+    c = scorer.config
+    ref = reference(model_dir, _rows(rows), template=c.template, direct_prefix=c.direct_prefix, variant=c.variant,
+                    max_length=c.max_length, reverse=reverse)
+    _check(out, ref, prefix)
+    if c.max_length:
+        assert "truncated" in out[prefix + "status"]
+    chat = cls(**kwargs)(MESSAGES)
+    ref_chat = reference(model_dir, _chat_rows(), template=c.template, direct_prefix=c.direct_prefix,
+                         variant=c.variant, max_length=c.max_length, reverse=reverse)
+    _check(chat, ref_chat, prefix)

@@ -363,11 +363,28 @@ def test_checkpoints_live_beside_the_output_and_go_after_success(tmp_path, tiny_
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
-            "--nproc_per_node", "2", *args]
+    # `torchrun` itself, started through this interpreter (the console script may not exist in
+    # a venv that reuses another one's packages).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
 
 
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        children = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for process in [*children, parent]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=60)
 
 
 @pytest.mark.multiproc
@@ -386,18 +403,17 @@ def test_torchrun_killed_and_restarted_equals_single_process(tmp_path, tiny_mode
              str(out), "--shard-rows", str(shard_rows), "--batch-size", "2", "--max-batch-tokens",
              "512", "--summary-json", str(summary), "--distributed"]
     proc = subprocess.Popen(_torchrun(*score), env=_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL)
     try:
         while len(_markers(work)) < 4:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        _kill_tree(proc.pid)  # both ranks (torchrun starts them in sessions of their own), then it
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_tree(proc.pid)
             proc.wait()
-    time.sleep(0.5)  # let the killed processes' files settle (no new marker can appear)
     before = {name: p.read_text() for name, p in _markers(work).items()}
     k = len(before)
     assert 4 <= k < n_shards and not summary.exists()

@@ -452,12 +452,17 @@ class RunSummary:
 
 
 def make_scorer(config: Any) -> Any:
-    """The scorer object of a scorer config (or the scorer itself, when given one)."""
+    """The scorer object of a method's config (``ScorerConfig`` for SelectIT, or any config class
+    of :data:`hf_selectit.methods.METHODS`), or the scorer itself when given one."""
     if callable(config) and hasattr(config, "output_columns"):
         return config
-    from .scorer import SelectITScorer
+    from .methods import METHODS, scorer_class
 
-    return SelectITScorer.from_config(config)
+    for method in METHODS:
+        cls = scorer_class(method)
+        if isinstance(config, cls.config_class):
+            return cls.from_config(config)
+    raise ConfigError(f"{config!r} is not the config of any scoring method ({sorted(METHODS)}).")
 
 
 def score_dataset(
@@ -504,7 +509,10 @@ def score_dataset(
     world = current_world()
     root = Path(work_dir) if work_dir is not None else default_work_dir(None)
     with contextlib.ExitStack() as stack:
-        run_collectively(world, lambda: stack.enter_context(output_lock(root)) and None)
+        if work_dir is not None:
+            # An output's own work directory: one writer. (The shared user cache is not locked
+            # as a whole; the runner locks the folder of these rows and this config.)
+            run_collectively(world, lambda: _enter(stack, output_lock(root)))
         scored, stats = _score_one(ds, scorer, run=run, work_dir=root, world=world,
                                    model_index=model_index, n_models=n_models, on_progress=on_progress)
         if world.is_main and not run.keep_checkpoints:

@@ -583,9 +583,13 @@ class ShardedScoring:
 
     # --- phases --------------------------------------------------------------------------------
 
-    def _plan(self) -> dict:
-        """Rank 0: verify the existing checkpoints and list the shards left to score."""
+    def _plan(self, stack: contextlib.ExitStack) -> dict:
+        """Rank 0: take the folder's lock, verify the existing checkpoints and list the shards
+        left to score."""
         self.root.mkdir(parents=True, exist_ok=True)
+        # Also when the work directory is shared (the user cache without an output): two runs
+        # of the same rows and config never write the same shards.
+        stack.enter_context(output_lock(self.root))
         for stale in self.root.glob("*.tmp-*"):
             # Left by a killed run: the rename never happened, so it is not a checkpoint.
             if stale.is_dir():
@@ -680,8 +684,12 @@ class ShardedScoring:
             ``(scores, stats)``: on rank 0 a Dataset of the scorer's columns only, in the
             original row order; None on other ranks. ``stats`` covers the whole run on rank 0.
         """
+        with contextlib.ExitStack() as stack:
+            return self._run(stack)
+
+    def _run(self, stack: contextlib.ExitStack) -> tuple[Optional[Any], ScoreStats]:
         t0 = time.perf_counter()
-        plan = run_collectively(self.world, self._plan)
+        plan = run_collectively(self.world, lambda: self._plan(stack))
         self.run_id = plan["run_id"]
         todo = [self.shards[i] for i in plan["todo"]]
         mine = todo[self.world.rank::self.world.size]

@@ -789,3 +789,41 @@ def validate(
             "preference pairs with 'chosen' and 'rejected' columns."
         )
     return validate_labels(ds, label, positive=positive, columns=columns, scorers=scorers, **common)
+
+
+# --------------------------------------------------------------------------- stored with the data
+
+
+def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
+    """`ds` with the report recorded in its metadata, so a publish of it (or of a subset selected
+    from it) writes the report to ``selectit.json`` and the card shows it.
+
+    Only a label-column report describes the rows it travels with; a preference-pair report is
+    about other data and is refused here.
+
+    Raises:
+        ConfigError: a "pairs" report, or one computed on a different number of rows.
+
+    Example:
+        >>> report = validate(scored, label="kind", positive="good")
+        >>> scored = attach_validation(scored, report)
+    """
+    from .metadata import with_metadata
+
+    if report.mode != "labels":
+        raise ConfigError("Only a label-column validation describes the scored rows; a "
+                          "preference-pair validation is about other data (keep its --json).")
+    if report.n_items != len(ds):
+        raise ConfigError(f"The validation covered {report.n_items} rows but the dataset has "
+                          f"{len(ds)}: run validate on the same scored dataset.")
+    return with_metadata(ds, validation=report.to_dict())
+
+
+def validation_of(ds: Optional["Dataset"]) -> Optional[dict]:
+    """The validation recorded on `ds` by :func:`attach_validation` (a dict), or None."""
+    from .metadata import read_metadata
+
+    if ds is None:
+        return None
+    value = read_metadata(ds).get("validation")
+    return dict(value) if isinstance(value, dict) else None

@@ -690,9 +690,14 @@ def validate_labels(
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     values = {c: _scores(ds, c) for c in tested + others}
     notes: list[str] = []
-    texts = _responses(ds)
-    values[LENGTH_CHARS] = char_lengths(texts)
-    tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
+    tok_name = None
+    try:
+        texts = _responses(ds)
+    except SchemaError as err:
+        notes.append(f"The length baselines were left out: no response text recognised ({err}).")
+    else:
+        values[LENGTH_CHARS] = char_lengths(texts)
+        tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
     values[RANDOM] = _random_scores(len(ds), seed)
 
     metric = "roc_auc" if kind == "binary" else "spearman"

@@ -166,3 +166,11 @@ def test_errors_name_the_fix(scorer):
         validate(_text_pairs(), n_boot=0)
     with pytest.raises(ConfigError, match="not found in the label column"):
         validate(ds.map(scorer, batched=True), label="kind", positive="great", n_boot=0)
+
+
+def test_scores_without_text_still_validate_with_a_note():
+    ds = Dataset.from_dict({"judge_score": [0.1, 0.9, 0.8, 0.3], "ok": [0, 1, 1, 0]})
+    report = validate(ds, label="ok", n_boot=20)
+    assert report.result("judge_score")["value"] == pytest.approx(1.0)
+    assert [r["name"] for r in report.results] == ["judge_score", "random"]
+    assert any("no response text" in note for note in report.notes)

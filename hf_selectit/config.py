@@ -281,3 +281,7 @@ class DeitaConfig(_RatingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("kind", self.kind, DEITA_KINDS)
+
+
+# A method name -> its scorer config class (YAML `models:` entries' `method:`, `--method`).
+METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}

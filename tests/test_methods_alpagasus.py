@@ -237,7 +237,7 @@ def test_num_proc_2_with_rank(tiny_model_dir, tmp_path):
 
 def test_info_records_method_and_options(tiny_model_dir):
     info = AlpaGasusScorer(str(tiny_model_dir), max_length=900).info()
-    assert "AlpaGasus" in info["method"]
+    assert info["method"] == "alpagasus" and "AlpaGasus" in info["method_description"]
     assert info["model"] == str(tiny_model_dir) and info["max_length"] == 900
     assert info["rating_tokens"]["pieces"] == ["0", "1", "2", "3", "4", "5"]
     assert info["system_prompt"] == SYSTEM and "{instruction}" in info["user_template"]

@@ -97,7 +97,7 @@ def test_both_equals_reference(tiny_model_dir):
     np.testing.assert_allclose(out["deita_complexity"], [r[0] for r in c], atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["deita_score"], [a[0] * b[0] for a, b in zip(q, c)], atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["deita_rating_mass"], [(a[1] + b[1]) / 2 for a, b in zip(q, c)], atol=1e-4, rtol=0)
-    assert all(1 <= s <= 6 for s in out["deita_quality"] + out["deita_complexity"])
+    assert all(1 <= s <= 6 for s in list(out["deita_quality"]) + list(out["deita_complexity"]))
     assert len({round(s, 6) for s in out["deita_quality"]}) == ds.num_rows
 
 
@@ -210,7 +210,7 @@ def test_num_proc_2_with_rank(tiny_model_dir, tmp_path):
 
 def test_info_and_invalid_kind(tiny_model_dir):
     info = DeitaScorer(str(tiny_model_dir), kind="quality").info()
-    assert "DEITA" in info["method"] and info["options"]["kind"] == "quality"
+    assert info["method"] == "deita" and "DEITA" in info["method_description"] and info["options"]["kind"] == "quality"
     assert info["rating_tokens"]["pieces"] == ["1", "2", "3", "4", "5", "6"]
     assert info["templates"] == {"quality": QUALITY}
     with pytest.raises(ConfigError, match="kind"):

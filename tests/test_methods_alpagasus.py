@@ -169,11 +169,18 @@ def test_bad_rows_are_marked_not_dropped(tiny_model_dir):
     assert out["alpagasus_status"][0] == "ok"
     assert out["alpagasus_status"][1].startswith("error: ") and out["alpagasus_status"][2].startswith("error: ")
     assert math.isnan(out["alpagasus_score"][1]) and math.isnan(out["alpagasus_rating_mass"][2])
-    assert out["alpagasus_argmax"][1] is None
+    assert math.isnan(out["alpagasus_argmax"][1])
     np.testing.assert_allclose(out["alpagasus_score"][0], reference(tiny_model_dir, [("Add two and two.", "", "4")])[0][0],
                                atol=1e-4)
     assert AlpaGasusScorer(str(tiny_model_dir))({"instruction": [], "input": [], "output": []}) == {
         name: [] for name in AlpaGasusScorer(str(tiny_model_dir)).output_columns}
+
+
+def test_all_error_first_batch_then_scored_rows_map(tiny_model_dir):
+    # The first map batch has no scored row: every column must still have a concrete type.
+    data = {"instruction": ["", "Add two and two."], "input": ["", ""], "output": ["x", "4"]}
+    out = Dataset.from_dict(data).map(AlpaGasusScorer(str(tiny_model_dir)), batched=True, batch_size=1)
+    assert out["alpagasus_status"][1] == "ok" and out["alpagasus_argmax"][1] in (0, 1, 2, 3, 4, 5)
 
 
 def test_model_without_chat_template_is_a_clear_error(tmp_path):

@@ -95,8 +95,8 @@ class AlpaGasusScorer(BaseScorer):
     """Adds the AlpaGasus rating of a local judge; made for `Dataset.map(scorer, batched=True)`.
 
     Columns (with the default prefix): `alpagasus_score` (expected rating 0..5 over the six
-    digit tokens, renormalised), `alpagasus_argmax` (the most probable digit, ties to the lower;
-    None for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
+    digit tokens, renormalised), `alpagasus_argmax` (the most probable digit as a float, ties
+    to the lower; NaN for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
     digits) and `alpagasus_status` ("ok", "truncated" or "error: ...").
 
     Args:
@@ -244,7 +244,9 @@ class AlpaGasusScorer(BaseScorer):
         warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config), method="AlpaGasus")
         return {
             prefix + "score": out["score"].tolist(),
-            prefix + "argmax": [int(a) if ok else None for a, ok in zip(out["argmax"], scored)],
+            # A float column: NaN for rows not scored (None would make an all-error first batch a
+            # null-typed column that later batches cannot be written to).
+            prefix + "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
             prefix + "rating_mass": mass,
             prefix + "status": [s if s is not None else ("truncated" if row in truncated else "ok")
                                 for row, s in enumerate(statuses)],

@@ -295,14 +295,17 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
 
 
 def _as_scorer(scorer: Any) -> Any:
-    """A scorer object from a scorer, a ScorerConfig or a model id/path (SelectIT)."""
-    from .config import ScorerConfig
+    """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
+    id/path (SelectIT)."""
+    from .config import METHOD_CONFIGS
+    from .methods import scorer_class
     from .scorer import SelectITScorer
 
     if isinstance(scorer, str):
         return SelectITScorer(model=None if scorer == "embedded" else scorer)
-    if isinstance(scorer, ScorerConfig):
-        return SelectITScorer.from_config(scorer)
+    for method, config_class in METHOD_CONFIGS.items():
+        if type(scorer) is config_class:
+            return scorer_class(method).from_config(scorer)
     if not callable(scorer) or not hasattr(scorer, "output_columns"):
         raise ConfigError(
             f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
@@ -323,9 +326,15 @@ def _scorer_list(scorers: Any) -> list:
     return [_as_scorer(scorers)]
 
 
+# Output columns of the scorers that are not a per-row score to rank by.
+_NOT_SCORES = ("status", "rating_mass", "argmax", "uncertainty", "token_scores", "rating_probs")
+
+
 def score_columns_of(scorer: Any) -> list[str]:
-    """The scalar score columns a scorer adds (its output columns ending in "score")."""
-    return [c for c in scorer.output_columns if c.endswith("score")]
+    """The score columns a scorer adds: its output columns less status, rating mass, argmax,
+    uncertainty and per-prompt lists (SelectIT: ``selectit_sentence_score``; DEITA:
+    ``deita_quality``, ``deita_complexity``, ``deita_score``)."""
+    return [c for c in scorer.output_columns if not c.endswith(_NOT_SCORES)]
 
 
 def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:
@@ -339,7 +348,7 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, de
                 "column_prefix (e.g. column_prefix='m1_')."
             )
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
-        columns += cols
+        columns += [c for c in cols if _numeric(ds, c)]
     return ds, columns
 
 

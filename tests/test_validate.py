@@ -174,3 +174,15 @@ def test_scores_without_text_still_validate_with_a_note():
     assert report.result("judge_score")["value"] == pytest.approx(1.0)
     assert [r["name"] for r in report.results] == ["judge_score", "random"]
     assert any("no response text" in note for note in report.notes)
+
+
+def test_several_methods_side_by_side(scorer, tiny_model_dir):
+    from hf_selectit import AlpaGasusScorer, DeitaScorer
+
+    scorers = [scorer, AlpaGasusScorer(model=str(tiny_model_dir)),
+               DeitaScorer(model=str(tiny_model_dir), kind="quality")]
+    report = validate(_text_pairs(), scorers=scorers, tokenizer=False, n_boot=20)
+    scores = [r["name"] for r in report.results if r["role"] == "score"]
+    assert scores == ["selectit_sentence_score", "alpagasus_score", "deita_quality"]
+    assert all(report.result(c)["n"] == 5 for c in scores)
+    assert report.agreement["columns"][:3] == scores

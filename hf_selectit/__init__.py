@@ -26,6 +26,10 @@ _LAZY = {
     "ReverseIFDScorer": "methods.ifd",
     "IFDConfig": "config",
     "ReverseIFDConfig": "config",
+    "AlpaGasusScorer": "methods.alpagasus",
+    "DeitaScorer": "methods.deita",
+    "AlpaGasusConfig": "config",
+    "DeitaConfig": "config",
     "select_top": "select",
     "select_random": "select",
     "fuse_models": "select",
@@ -66,5 +70,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .scorer import SelectITScorer, selectit_score
     from .methods.ifd import IFDScorer, ReverseIFDScorer
     from .config import IFDConfig, ReverseIFDConfig
+    from .config import AlpaGasusConfig, DeitaConfig
+    from .methods.alpagasus import AlpaGasusScorer
+    from .methods.deita import DeitaScorer
     from .select import SelectionReport, fuse_models, select_random, select_top, selection_report
     from .validation import ValidationReport, validate

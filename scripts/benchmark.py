@@ -406,7 +406,6 @@ class IFDBench(MethodBench):
         return IFDScorer
 
     def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
-        options.pop("model_kwargs", None)  # not an IFD option yet
         if args.max_length:
             options["max_length"] = args.max_length
         return self.scorer_class()(preset=args.preset, **options)

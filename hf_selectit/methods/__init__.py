@@ -14,6 +14,8 @@ METHODS = {
     "selectit": "selectit:SelectITScorer",
     "ifd": "ifd:IFDScorer",
     "rifd": "ifd:ReverseIFDScorer",
+    "alpagasus": "alpagasus:AlpaGasusScorer",
+    "deita": "deita:DeitaScorer",
 }
 
 

@@ -80,7 +80,7 @@ class IFDScorer(BaseScorer):
         max_length: right cut of each text in tokens (Cherry 512, Superfiltering 1024,
             Reflection 2048); None = the model's context.
         revision, dtype, device, max_batch_tokens, reuse_prompt_prefix, columns, column_prefix,
-        trust_remote_code: as for `SelectITScorer`.
+        trust_remote_code, model_kwargs: as for `SelectITScorer`.
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -113,8 +113,9 @@ class IFDScorer(BaseScorer):
         columns: Optional[dict] = None,
         column_prefix: Optional[str] = None,
         trust_remote_code: bool = False,
+        model_kwargs: Optional[dict] = None,
     ) -> None:
-        kwargs = dict(
+        kwargs = dict(model_kwargs=model_kwargs,
             model=None if model is None else str(model), revision=revision, template=template, variant=variant,
             direct_prefix=direct_prefix, preset=preset, dtype=dtype, device=device, max_length=max_length,
             max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,

@@ -117,6 +117,10 @@ def score_distributed(
     from .scorer import SelectITScorer
 
     config = scorer_config if scorer_config is not None else ScorerConfig()
+    from .models import check_processes
+
+    # A device_map model spans a machine's GPUs: one process per machine (--nproc_per_node 1).
+    check_processes(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     state = state if state is not None else _state()
     rank, world_size = state.process_index, state.num_processes
     if config.device is None and state.device.type != "cpu":

@@ -563,6 +563,9 @@ def score_dataset(
     n = len(ds)
     if n == 0:
         raise ConfigError("The input has 0 rows: nothing to score.")
+    from .models import check_processes
+
+    check_processes(scorer_config, run.num_proc)  # a device_map model runs in one process
     scorer = SelectITScorer.from_config(scorer_config)
     clash = sorted(set(scorer.output_columns) & set(ds.column_names))
     if clash:

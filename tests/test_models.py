@@ -525,3 +525,28 @@ def test_selective_alpaca_config_places_the_70b_model_with_a_device_map():
         assert by_name[small].model_kwargs == {"attn_implementation": "sdpa"}
         assert by_name[small].dtype == "bfloat16"
     assert config.run.num_proc is None  # a device_map model cannot share a num_proc > 1 run
+
+
+@pytest.mark.parametrize("name", ["AlpaGasusScorer", "DeitaScorer"])
+def test_every_method_takes_model_kwargs_and_a_model_in_memory(tiny_model_dir, name):
+    import hf_selectit
+
+    from tests.tiny_lm import CHAT_TEMPLATE
+
+    cls = getattr(hf_selectit, name)
+    extra = {"chat_template": CHAT_TEMPLATE} if name == "AlpaGasusScorer" else {}
+    ds = Dataset.from_dict(ROWS)
+    by_path = ds.map(cls(str(tiny_model_dir), **extra), batched=True, load_from_cache_file=False)
+    sharded = ds.map(cls(str(tiny_model_dir), model_kwargs={"device_map": {"": "cpu"}}, **extra),
+                     batched=True, load_from_cache_file=False)
+    model, tok = _loaded(tiny_model_dir)
+    in_memory = cls(model=model, tokenizer=tok, **extra)
+    got = ds.map(in_memory, batched=True, load_from_cache_file=False)
+    score = next(c for c in by_path.column_names if c.endswith("_score") or c.endswith("_rating"))
+    for other in (sharded, got):
+        np.testing.assert_allclose(np.array(other[score], dtype=float), np.array(by_path[score], dtype=float),
+                                   rtol=0, atol=1e-5, equal_nan=True)
+    with pytest.raises(ConfigError, match="num_proc"):
+        pickle.dumps(in_memory)
+    with pytest.raises(ConfigError, match="accepted|Accepted"):
+        cls(str(tiny_model_dir), model_kwargs={"flash": True}, **extra)

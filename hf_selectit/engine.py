@@ -173,7 +173,8 @@ class Engine:
         if _FORKED["child"] and not _FORKED["threads_set"]:
             _limit_threads_after_fork()
         sharded = has_device_map(getattr(self.config, "model_kwargs", None))
-        if sharded and (rank is not None or _FORKED["child"]):
+        # rank 0 alone is a launcher's single process per machine (the runner passes its local rank).
+        if sharded and ((rank or 0) > 0 or _FORKED["child"]):
             # One model spread over this process's devices vs one process per device.
             raise sharded_with_rank_error(self.config.model)
         if self.preloaded is not None:

@@ -505,6 +505,11 @@ def score_dataset(
     from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
     run = run or RunOptions()
+    from .models import check_processes
+
+    # A device_map model spans the machine's devices: one process per machine, before any work.
+    check_processes(scorer_config, run.num_proc)
+    check_processes(scorer_config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     scorer = make_scorer(scorer_config)
     world = current_world()
     root = Path(work_dir) if work_dir is not None else default_work_dir(None)

@@ -505,11 +505,6 @@ def score_dataset(
     from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
     run = run or RunOptions()
-    from .models import check_processes
-
-    # A device_map model spans the machine's devices: one process per machine, before any work.
-    check_processes(scorer_config, run.num_proc)
-    check_processes(scorer_config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     scorer = make_scorer(scorer_config)
     world = current_world()
     root = Path(work_dir) if work_dir is not None else default_work_dir(None)
@@ -530,8 +525,13 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, work_dir: Path, world: 
     import datasets
 
     from .metadata import attach_scorer_info
+    from .models import check_processes
     from .runner import score_shards
 
+    # A device_map model spans the machine's devices: one process per machine, before any work.
+    config = getattr(scorer, "config", None)
+    check_processes(config, run.num_proc)
+    check_processes(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     scores, stats, info = score_shards(ds, scorer, work_dir=work_dir, shard_rows=run.shard_rows,
                                        batch_size=run.batch_size, num_proc=run.num_proc, world=world,
                                        on_progress=on_progress, model_index=model_index,

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
 from ..prompts import Fields as _Row
-from .base import BaseScorer
+from .base import BaseScorer, split_model_argument
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
 #: "input" (rows with an input) and "plain" (rows without).
@@ -69,7 +69,8 @@ class IFDScorer(BaseScorer):
     For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`.
 
     Args:
-        model: Hub model id or local folder of a causal LM; None = the embedded SmolLM2.
+        model: Hub model id or local folder of a causal LM, or a model already in memory (then
+            `tokenizer` too); None = the embedded SmolLM2.
         template: "alpaca" (Cherry), "vicuna" (Cherry's Llama-2 runs, Reflection-Tuning) or
             "none" (Superfiltering).
         variant: "loss" (s(Y|X) / s(Y), Cherry) or "ppl" (exp s(Y|X) / exp s(Y)).
@@ -98,8 +99,9 @@ class IFDScorer(BaseScorer):
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: Any = None,
         *,
+        tokenizer: Any = None,
         template: Optional[str] = None,
         variant: Optional[str] = None,
         direct_prefix: Optional[str] = None,
@@ -115,15 +117,16 @@ class IFDScorer(BaseScorer):
         trust_remote_code: bool = False,
         model_kwargs: Optional[dict] = None,
     ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
         kwargs = dict(model_kwargs=model_kwargs,
-            model=None if model is None else str(model), revision=revision, template=template, variant=variant,
+            model=model_name, revision=revision, template=template, variant=variant,
             direct_prefix=direct_prefix, preset=preset, dtype=dtype, device=device, max_length=max_length,
             max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, trust_remote_code=trust_remote_code,
         )
         if column_prefix is not None:
             kwargs["column_prefix"] = column_prefix
-        self._setup(self.config_class(**kwargs))
+        self._setup(self.config_class(**kwargs), preloaded)
 
     # --- texts ---
 

@@ -301,8 +301,9 @@ IFD_PRESETS = {
 
 
 @dataclass
-class IFDConfig(_MethodConfig):
-    """What identifies an IFD scorer (Cherry LLM; METHOD.md 7.1)."""
+class _IFDOptions(_MethodConfig):
+    """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
+    its method)."""
 
     model: Optional[str] = field(
         default=None,
@@ -315,7 +316,6 @@ class IFDConfig(_MethodConfig):
                           "2048); the same response tokens count in both texts and the row is marked "
                           "'truncated'. None: the model's context."},
     )
-    column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
     template: Optional[str] = field(
         default=None,
         metadata={"help": "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's "
@@ -369,7 +369,14 @@ class IFDConfig(_MethodConfig):
 
 
 @dataclass
-class ReverseIFDConfig(IFDConfig):
+class IFDConfig(_IFDOptions):
+    """What identifies an IFD scorer (Cherry LLM; METHOD.md 7.1)."""
+
+    column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
+
+
+@dataclass
+class ReverseIFDConfig(_IFDOptions):
     """What identifies a reversed-IFD scorer (Selective Reflection-Tuning; METHOD.md 7.2).
 
     Defaults follow the paper: template 'vicuna', variant 'ppl', the instruction alone as the

@@ -386,3 +386,18 @@ def test_embedded_smollm2_equals_reference(cls, kwargs, reverse):
     ref_chat = reference(model_dir, _chat_rows(), template=c.template, direct_prefix=c.direct_prefix,
                          variant=c.variant, max_length=c.max_length, reverse=reverse)
     _check(chat, ref_chat, prefix)
+
+
+def test_each_config_class_names_its_method():
+    from hf_selectit.config import METHOD_CONFIGS
+    from hf_selectit.methods import scorer_class
+    from hf_selectit.pipeline import make_scorer
+
+    assert not isinstance(ReverseIFDConfig(), IFDConfig) and not isinstance(IFDConfig(), ReverseIFDConfig)
+    assert type(make_scorer(ReverseIFDConfig(preset="reflection"))) is ReverseIFDScorer
+    assert type(make_scorer(IFDConfig(preset="cherry"))) is IFDScorer
+    for method in ("ifd", "rifd"):
+        cls = scorer_class(method)
+        assert cls.config_class is METHOD_CONFIGS[method] and cls.method == method
+    with pytest.raises(ConfigError):
+        IFDScorer.from_config(ReverseIFDConfig())

@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-VERSION_RE = re.compile(r"^v\d+(\.\d+){0,2}$")
+# ASCII digits only (`\d` would accept "v１") and matched with fullmatch (`$` would accept "v1.0\n").
+VERSION_RE = re.compile(r"v[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
+_VERSION_INPUT_RE = re.compile(r"v?[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
 REPO_TYPE = "dataset"
 SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
@@ -79,21 +81,24 @@ class PublishResult:
 
 
 def check_version(version: Any) -> str:
-    """Validate a version tag (`v1`, `v1.2`, `v1.2.3`).
+    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers.
+
+    The leading `v` may be omitted (`"1.2"` is published as the tag `"v1.2"`), so that a version
+    has exactly one tag name. Whitespace, other characters and non-ASCII digits are refused.
 
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything else (nothing has been written yet when publish raises it).
 
     Example:
-        >>> check_version("v1.2")
-        'v1.2'
+        >>> check_version("v1.2"), check_version("1.2")
+        ('v1.2', 'v1.2')
     """
-    if not isinstance(version, str) or not VERSION_RE.match(version):
+    if not isinstance(version, str) or not _VERSION_INPUT_RE.fullmatch(version):
         raise ConfigError(
             f"version={version!r} is invalid: expected 'v' followed by one to three dot-separated "
-            "numbers, e.g. 'v1', 'v1.2' or 'v1.2.3'."
+            "numbers in ASCII digits, e.g. 'v1', 'v1.2' or 'v1.2.3' (no spaces or other characters)."
         )
-    return version
+    return version if version.startswith("v") else "v" + version
 
 
 def version_key(version: str) -> tuple:
@@ -156,6 +161,27 @@ def _check_dataset(value: Any, name: str) -> None:
     if not isinstance(value, Dataset):
         hint = " Pass one split, e.g. ds['train']." if hasattr(value, "keys") else ""
         raise ConfigError(f"{name} must be a datasets.Dataset, got {type(value).__name__}.{hint}")
+
+
+def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
+    # A version with no rows cannot be loaded back (`load_dataset` finds no data), so it is
+    # refused up front instead of being committed and tagged.
+    if subset.num_rows == 0:
+        from .select import selection_rule
+
+        rule = selection_rule(subset) or {}
+        how = ""
+        if rule:
+            how = " (selected by " + ", ".join(
+                f"{k}={rule[k]!r}" for k in ("rule", "ratio", "k", "threshold", "column")
+                if rule.get(k) is not None) + f" from {rule.get('rows_in')} rows)"
+        raise ConfigError(
+            f"The subset to publish has no rows{how}; nothing was written. Select with a lower "
+            "threshold or a larger ratio/k, and check the status column: rows whose scoring "
+            "failed are never selected.")
+    if scored is not None and scored.num_rows == 0:
+        raise ConfigError("The scored dataset (scored=) has no rows; nothing was written. Pass the "
+                          "dataset the subset was selected from, or leave scored out.")
 
 
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
@@ -290,7 +316,7 @@ def _publish_local(subset, target: Path, *, display: str, version, scored, sourc
 
 def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
     refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
-    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.match(t.name)}
+    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
 def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
@@ -417,7 +443,7 @@ def publish(
         subset: The selected rows (`default` config, split `train`).
         repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc for
             the rule that tells them apart).
-        version: Version tag: `v1`, `v1.2` or `v1.2.3`.
+        version: Version tag: `v1`, `v1.2` or `v1.2.3` (ASCII digits; `1.2` means `v1.2`).
         scored: The full scored dataset, published as the `scores` config and used for the
             selection report and histogram.
         source: The dataset the rows came from: `user/name`, `user/name@revision` or
@@ -434,7 +460,8 @@ def publish(
         A `PublishResult`.
 
     Raises:
-        ConfigError: bad version, repo_id, dataset type or missing license; nothing is written.
+        ConfigError: bad version, repo_id, dataset type, an empty subset or a missing license;
+            nothing is written.
         VersionExistsError: the version exists and `overwrite` is False.
         PublishError: a Hub request failed; the message says what exists afterwards.
 
@@ -442,10 +469,11 @@ def publish(
         >>> publish(subset, "me/Selective-Alpaca", version="v1.0", scored=ds,
         ...         source="vicgalle/alpaca-gpt4")
     """
-    check_version(version)
+    version = check_version(version)
     _check_dataset(subset, "subset")
     if scored is not None:
         _check_dataset(scored, "scored")
+    _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
         raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local directory.")
@@ -510,7 +538,7 @@ def load_selective(
     from datasets import load_dataset
 
     if version is not None:
-        check_version(version)
+        version = check_version(version)
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
         prov = _read_local_provenance(target) if target.is_dir() else None

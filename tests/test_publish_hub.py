@@ -208,7 +208,7 @@ def test_missing_license_and_bad_version_create_nothing(hub):
     with pytest.raises(ConfigError, match="license"):
         publish(make_scored(4), repo, version="v1")
     with pytest.raises(ConfigError, match="v1.2.3"):
-        publish(make_scored(4), repo, version="1.0", card_data={"license": "mit"})
+        publish(make_scored(4), repo, version="v1.0\n", card_data={"license": "mit"})
     assert not HfApi(token=hub.token).repo_exists(repo, repo_type="dataset")
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from . import cards, provenance
 from .errors import ConfigError, PublishError, VersionExistsError
-from .plots import HISTOGRAM_FILENAME, score_histogram
+from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -43,7 +43,8 @@ REPO_TYPE = "dataset"
 SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
 # Files and folders a publish owns; everything else in a repo or directory is left alone.
-MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME)
+MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME,
+           cards.RUN_CONFIG_FILENAME)
 
 PathOrId = Union[str, os.PathLike]
 
@@ -163,6 +164,23 @@ def _check_dataset(value: Any, name: str) -> None:
         raise ConfigError(f"{name} must be a datasets.Dataset, got {type(value).__name__}.{hint}")
 
 
+def _run_config_text(run_config: Any) -> Optional[str]:
+    """The text of the run config to upload (read now, so a missing file fails before writing)."""
+    if run_config is None:
+        return None
+    if isinstance(run_config, Mapping):
+        import yaml
+
+        return yaml.safe_dump(dict(run_config), sort_keys=False, allow_unicode=True)
+    if isinstance(run_config, (str, os.PathLike)):
+        path = Path(os.fspath(run_config)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
+                              "the run was made with, a mapping, or None.")
+        return path.read_text(encoding="utf-8")
+    raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
+
+
 def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
     # A version with no rows cannot be loaded back (`load_dataset` finds no data), so it is
     # refused up front instead of being committed and tagged.
@@ -222,6 +240,11 @@ def _stage(
 ) -> list[str]:
     """Write every file of one version into `workdir`; return their repo-relative paths."""
     files = _write_parquet(subset, workdir / "data")
+    # The run config's text travels with the other prepared inputs of the card (`defaults`).
+    run_config = defaults.get("run_config")
+    if run_config is not None:
+        (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
+        files.append(cards.RUN_CONFIG_FILENAME)
     info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     if scored is not None:
         score_files = _write_parquet(scored, workdir / "scores")
@@ -233,9 +256,12 @@ def _stage(
     column = cards.score_column(scored, subset, rule=prov.get("selection"))
     histogram = None
     if column is not None and column in subset.column_names:
+        rule = prov.get("selection")
+        kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
-            kept_scores=subset[column], path=workdir / HISTOGRAM_FILENAME, column=column)
+            kept_scores=kept_scores, path=workdir / HISTOGRAM_FILENAME, column=column,
+            cutoff=selection_cutoff(rule, kept_scores) if (rule or {}).get("column") == column else None)
         histogram = HISTOGRAM_FILENAME
         files.append(HISTOGRAM_FILENAME)
     else:
@@ -245,7 +271,8 @@ def _stage(
     card = cards.build_card(
         subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
         card_data=card_data, changelog=changelog, histogram=histogram, token=token,
-        defaults=defaults, is_local=is_local, dataset_info=info)
+        defaults=defaults, is_local=is_local, dataset_info=info,
+        run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(str(card), encoding="utf-8")
     (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
     return sorted(files)
@@ -378,7 +405,7 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
             # Shards of the previous version that this one does not overwrite.
             stale = sorted(f for f in existing if f not in files and (
-                f.split("/", 1)[0] in ("data", "scores") or f == HISTOGRAM_FILENAME))
+                f.split("/", 1)[0] in ("data", "scores") or f in (HISTOGRAM_FILENAME, cards.RUN_CONFIG_FILENAME)))
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(
@@ -436,6 +463,7 @@ def publish(
     branch: Optional[str] = None,
     overwrite: bool = False,
     card_data: Any = None,
+    run_config: Union[str, os.PathLike, Mapping, None] = None,
 ) -> PublishResult:
     """Publish `subset` as version `version` of a dataset repo (or a local directory).
 
@@ -455,6 +483,10 @@ def publish(
         card_data: Extra card fields (dict or `DatasetCardData`): `license` (required when the
             source card has none), `language`, `pretty_name`, `task_categories`, `tags`, and
             `reproduce_command` (the CLI line shown under "Reproduce").
+        run_config: The `hf-selectit run` configuration the version was made with: a YAML file
+            path (uploaded verbatim) or a mapping (written as YAML). It is committed as
+            `selectit_run.yaml` and the card's Reproduce section runs it. `hf-selectit run`
+            passes its config file.
 
     Returns:
         A `PublishResult`.
@@ -481,6 +513,7 @@ def publish(
     src = provenance.parse_source(source)
     # License first: a missing one must fail before anything is created or committed.
     defaults = cards.card_defaults(source_id=src["id"], card_data=card_data, token=resolved)
+    defaults["run_config"] = _run_config_text(run_config)
     if local:
         return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
                               version=version, scored=scored,

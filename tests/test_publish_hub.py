@@ -87,7 +87,7 @@ def test_two_versions_load_by_revision_with_card_and_scores(hub):
     assert data["size_categories"] == ["n<1K"] and data["task_categories"] == ["text-generation"]
     body = card.text
     assert "![Score histogram" in body and "selectit_histogram.png" in body
-    assert f'load_dataset("{repo}", revision="v1.1", split="train")' in body
+    assert f"load_dataset('{repo}', revision='v1.1', split='train')" in body
     assert "| `v1.0` |" in body and "| `v1.1` |" in body            # changelog from the tags
     assert "2402.16705" in body and "Wong, Derek F." in body
     assert "hf-selectit run demo.yaml" in body and "best first" in body

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import yaml
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard
 
@@ -97,7 +98,8 @@ def test_versions_refused_replaced_and_recorded(tmp_path):
     assert load_dataset(str(target), split="train").num_rows == 10
     # v1.1 had no scored dataset: the old scores/ config must not survive into it.
     assert not (target / "scores").exists()
-    assert "scores" not in (target / "README.md").read_text().split("---")[1]
+    header = yaml.safe_load((target / "README.md").read_text().split("---")[1])
+    assert [c["config_name"] for c in header["configs"]] == ["default"]
 
     with pytest.raises(VersionExistsError) as info:
         publish(select_top(scored, k=2), target, version="v1.1", card_data={"license": "mit"})

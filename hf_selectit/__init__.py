@@ -34,6 +34,8 @@ _LAZY = {
     "SelectConfig": "config",
     "PublishConfig": "config",
     "SelectITError": "errors",
+    "validate": "validation",
+    "ValidationReport": "validation",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -59,3 +61,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .publish import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
     from .select import SelectionReport, fuse_models, select_random, select_top, selection_report
+    from .validation import ValidationReport, validate

@@ -287,7 +287,8 @@ def select_top(
         k: keep the top `k` rows (per group with `by`).
         threshold: keep every row whose score is ``>= threshold``.
         column: score column; ``selectit_model_score`` after :func:`fuse_models`. When the
-            default (or None) is not in `ds`, the only score column there is is used (:func:`resolve_score_column`); several candidates are an error.
+            default (or None) is not in `ds`, the only score column there is is used
+            (:func:`resolve_score_column`); several candidates are an error.
         by: select within each group of this column (e.g. a source or category column).
         order: "original" keeps the dataset's row order; "score" gives the authors' order
             (best first, ties to the higher index).

@@ -307,7 +307,10 @@ def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
 
 def _method_name(info: Mapping) -> str:
     method = str(info.get("method") or "selectit")
-    return "SelectIT" if method.lower().startswith("selectit") else method
+    if method.lower().startswith("selectit"):
+        return "SelectIT"
+    return {"alpagasus": "AlpaGasus", "deita": "DEITA", "ifd": "IFD", "rifd": "reversed IFD"}.get(
+        method.lower(), method)
 
 
 def _per_scorer(value: Any, scorers: Mapping[str, Mapping]) -> str:
@@ -386,14 +389,28 @@ COLUMN_DESCRIPTIONS = {
                    "with itself.",
     "rating_probs": "P'_1..P'_5 per rating prompt: the next-token probabilities of the ratings 1 "
                     "to 5, normalised over the five.",
-    "rating_mass": "Next-token probability mass on the rating tokens (mean over prompts), before "
-                   "normalisation: low values mean the model was not answering with a rating.",
-    "status": "`ok`, `truncated` (the middle of the response was cut to fit the model's maximum "
-              "length) or `error: <reason>` (scores NaN; the row is never selected).",
+    "rating_mass": "Full-vocabulary next-token probability on the rating tokens (SelectIT: mean "
+                   "over prompts), before renormalisation: far below 1 means the model was not "
+                   "answering with a rating, and the renormalised score means little.",
+    "status": "`ok`, `truncated` (the text was cut to fit the model's maximum length, response "
+              "middle first) or `error: <reason>` (scores NaN; the row is never selected).",
     "model_score": "S_model = sum over models of w_m x S_sent_m (weights under Fusion): the "
                    "model-level SelectIT score (NaN when a model has no score for the row).",
     "model_status": "`ok`, `truncated` (some model truncated the row) or `error: <column>: "
                     "<reason>` (the first model that failed; the row is never selected).",
+}
+# Columns whose meaning depends on the method that wrote them (method, name after the prefix).
+METHOD_COLUMN_DESCRIPTIONS = {
+    ("alpagasus", "score"): "AlpaGasus rating with a local judge: sum_k k x P_k over the judge's "
+                            "first reply token, P renormalised over \"0\"..\"5\" (the paper keeps "
+                            ">= 4.5).",
+    ("alpagasus", "argmax"): "The most probable rating 0..5 of the judge's first reply token "
+                             "(ties to the lower; NaN when not scored).",
+    ("deita", "quality"): "DEITA quality: sum_i i x softmax(logits of \"1\"..\"6\")_i after DEITA's "
+                          "quality prompt.",
+    ("deita", "complexity"): "DEITA complexity: sum_i i x softmax(logits of \"1\"..\"6\")_i after "
+                             "DEITA's complexity prompt (instruction only).",
+    ("deita", "score"): "complexity x quality: DEITA's score of a single-turn row.",
 }
 
 
@@ -432,7 +449,12 @@ def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[d
                                                if not n.startswith("model_")]
         for name in names:
             suffix = name[len(prefix):] if name.startswith(prefix) else name
-            text = own.get(name) or COLUMN_DESCRIPTIONS.get(suffix)
+            method = str(info.get("method") or "selectit").lower()
+            text = (own.get(name) or METHOD_COLUMN_DESCRIPTIONS.get((method, suffix))
+                    or COLUMN_DESCRIPTIONS.get(suffix))
+            if method != "selectit" and not own.get(name) and suffix in ("token_scores", "sentence_score", "uncertainty",
+                                                   "rating_probs", "model_score"):
+                text = None  # a SelectIT meaning under another method's column name
             if text is None:
                 text = (f"Added by the {_method_name(info)} scorer ({_short_model(info)}); see "
                         "docs/method.md of hf-selectit.")
@@ -537,10 +559,17 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     if src.get("revision"):
         load_args.append(f"revision={_py(src['revision'])}")
     lines.append(f"ds = load_dataset({', '.join(load_args)}, split='train')")
+    classes = {"SelectITScorer"}
     for prefix, info in sorted(scorers.items()):
         model = info.get("model_id") or info.get("model")
         # The embedded model is the scorer's default: no argument reproduces it.
         args = [] if is_embedded(model) else [_py(model)]
+        method = str(info.get("method") or "selectit")
+        if not method.lower().startswith("selectit"):
+            cls, extra = _other_method_call(method, info, prefix)
+            classes.add(cls)
+            lines.append(f"ds = ds.map({cls}({', '.join(args + extra)}), batched=True)")
+            continue
         for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
             if info.get(key) is not None:
                 value = info[key]
@@ -568,7 +597,37 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
                     if rule.get(k) is not None]
         lines.append(f"subset = select_top(ds, {', '.join(sel_args)})")
     lines.append(f"publish(subset, {_py(repo_id)}, version={_py(version)}, scored=ds)")
+    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer"]
+    lines[1] = lines[1].replace("SelectITScorer", ", ".join(names))
     return "\n".join(lines)
+
+
+# Options that do not change scores; a reproduce snippet leaves them at their defaults.
+_RUNTIME_OPTIONS = ("model", "device", "max_batch_tokens", "reuse_prompt_prefix", "column_prefix")
+
+
+def _other_method_call(method: str, info: Mapping, prefix: str) -> tuple[str, list]:
+    """(scorer class name, keyword arguments) re-creating a non-SelectIT scorer from its provenance:
+    the options that differ from the method's defaults, and the column prefix."""
+    from dataclasses import MISSING, fields
+
+    from .config import METHOD_CONFIGS
+    from .methods import METHODS
+
+    cls = METHODS.get(method, f"x:{method}").split(":")[1]
+    options = info.get("options") or {}
+    config_cls = METHOD_CONFIGS.get(method)
+    defaults = {}
+    if config_cls is not None:
+        for f in fields(config_cls):
+            if f.default is not MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not MISSING:  # type: ignore[misc]
+                defaults[f.name] = f.default_factory()  # type: ignore[misc]
+    args = [f"{k}={_py(v)}" for k, v in sorted(options.items())
+            if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
+    args.append(f"column_prefix={_py(prefix)}")
+    return cls, args
 
 
 def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local: bool) -> str:
@@ -734,6 +793,7 @@ def build_card(
         alpha=_per_scorer(provenance.get("alpha"), scorers),
         normalization=_per_scorer(provenance.get("normalization"), scorers),
         fusion_tables=fusion_tables,
+        has_selectit=not scorers or any(_method_name(i) == "SelectIT" for i in scorers.values()),
         columns=added_columns(provenance, subset, scored),
         samples=samples,
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),

@@ -1,4 +1,4 @@
-"""The selection step: subsets of a scored dataset (METHOD.md sections 4-5).
+"""The selection step: subsets of a scored dataset (docs/method.md sections 4-5).
 
 Pure ``Dataset -> Dataset`` functions; nothing here loads a model. Rows are never modified or
 dropped from the input: a subset is ``ds.select(indices)`` of the input, so every kept row is
@@ -272,7 +272,7 @@ def select_top(
     by: Optional[str] = None,
     order: str = "original",
 ) -> "Dataset":
-    """SelectIT's selection: the best-scored rows of `ds` (METHOD.md section 5).
+    """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
 
     Rows are ranked by (score, original index) descending, so ties go to the higher original
     index. Rows whose status is an error or whose score is NaN/null are never kept; their counts
@@ -490,7 +490,7 @@ def fuse_models(
 ) -> "Dataset":
     """SelectIT's model level: a weighted sum of several models' sentence-level scores.
 
-    ``S_model = sum_m w_m * S_sent_m`` (METHOD.md section 4). A NaN in any model gives NaN.
+    ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4). A NaN in any model gives NaN.
     Adds `output` and its status column (:func:`status_column_for`, default
     ``selectit_model_status``): ``"error: <column>: <reason>"`` when a model's status is an
     error (the first such model), ``"error: no score in <column>"`` for a NaN score,

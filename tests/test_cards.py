@@ -414,3 +414,30 @@ def test_hub_card_reproduce_downloads_the_run_config():
     assert lines.splitlines() == [
         "hf download 'me/it'\"'\"'s' selectit_run.yaml --repo-type dataset --revision v1.0 --local-dir .",
         "hf-selectit run selectit_run.yaml"]
+
+
+def test_other_methods_columns_and_reproduce_snippet():
+    from hf_selectit.config import AlpaGasusConfig
+    from hf_selectit.metadata import attach_scorer_info
+
+    scored = make_scored(10)
+    scored = scored.add_column("alpagasus_score", [float(i % 6) for i in range(10)])
+    scored = scored.add_column("alpagasus_rating_mass", [0.9] * 10)
+    scored = scored.add_column("alpagasus_status", ["ok"] * 10)
+    options = {f: getattr(AlpaGasusConfig(), f) for f in AlpaGasusConfig.__dataclass_fields__}
+    options.update(model="org/judge", max_length=512)
+    scored = attach_scorer_info(scored, {
+        "column_prefix": "alpagasus_", "method": "alpagasus", "model": "org/judge",
+        "parameter_count": 7, "options": options,
+        "output_columns": ["alpagasus_score", "alpagasus_rating_mass", "alpagasus_status"]})
+    subset = select_top(scored, threshold=4.5, column="alpagasus_score")
+    card, _ = _card(subset, scored)
+    body = card.text
+    assert "| `alpagasus_` | AlpaGasus | `org/judge` |" in body
+    assert "| `alpagasus_score` | `float64` | AlpaGasus rating with a local judge" in body
+    assert "| `alpagasus_rating_mass` | `float64` | Full-vocabulary next-token probability" in body
+    snippet = _code_blocks(body, "python")[1]
+    compile(snippet, "<card>", "exec")
+    assert "from hf_selectit import AlpaGasusScorer, SelectITScorer, fuse_models, publish, select_top" in snippet
+    assert "ds = ds.map(AlpaGasusScorer('org/judge', max_length=512, column_prefix='alpagasus_'), batched=True)" in snippet
+    assert "select_top(ds, threshold=4.5, column='alpagasus_score', order='original')" in snippet

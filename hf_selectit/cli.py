@@ -355,9 +355,16 @@ def _run_with_progress(config: PipelineConfig) -> int:
     from .pipeline import run_pipeline
     from .runner import TqdmProgress
 
+    import datasets
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # One bar (ours, rows of all shards and models) instead of datasets' bars; log lines are
+    # printed above it instead of through it.
+    datasets.disable_progress_bars()
     bar = TqdmProgress()
     try:
-        summary, scored, subset = run_pipeline(config, on_progress=bar)
+        with logging_redirect_tqdm():
+            summary, scored, subset = run_pipeline(config, on_progress=bar)
     finally:
         bar.close()
     if not summary.main_process:

@@ -132,7 +132,7 @@ class ScorerConfig:
 
 @dataclass
 class SelectConfig:
-    """How a subset is chosen from scored rows (METHOD.md section 5)."""
+    """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
     ratio: Optional[float] = field(
         default=0.2, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
@@ -190,7 +190,7 @@ def to_dict(config: Any) -> dict:
     return asdict(config)
 
 
-# --- rating-style methods: AlpaGasus and DEITA (METHOD.md 7.3-7.5) ---------------------------
+# --- rating-style methods: AlpaGasus and DEITA (docs/method.md 7.3-7.5) ---------------------------
 
 DEITA_KINDS = ("quality", "complexity", "both")
 
@@ -255,7 +255,7 @@ class _RatingConfig:
 
 @dataclass
 class AlpaGasusConfig(_RatingConfig):
-    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (METHOD.md 7.3)."""
+    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
     column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
     chat_template: Optional[str] = field(
@@ -272,7 +272,7 @@ class AlpaGasusConfig(_RatingConfig):
 
 @dataclass
 class DeitaConfig(_RatingConfig):
-    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (METHOD.md 7.4)."""
+    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
     kind: str = field(
         default="both",

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score, sections=(IOConfig, ScorerConfig, RunOptions))
 
     p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
-                       description="Select a subset of scored rows (METHOD.md section 5).")
+                       description="Select a subset of scored rows (docs/method.md section 5).")
     _input_args(p)
     add_dataclass_options(p, IOConfig, title="input/output", exclude=("input",))
     add_dataclass_options(p, SelectConfig, title="selection")

@@ -132,7 +132,7 @@ class ScorerConfig:
 
 @dataclass
 class SelectConfig:
-    """How a subset is chosen from scored rows (METHOD.md section 5)."""
+    """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
     ratio: Optional[float] = field(
         default=0.2, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
@@ -190,14 +190,14 @@ def to_dict(config: Any) -> dict:
     return asdict(config)
 
 
-# --- rating-style methods: AlpaGasus and DEITA (METHOD.md 7.3-7.5) ---------------------------
+# --- rating-style methods: AlpaGasus and DEITA (docs/method.md 7.3-7.5) ---------------------------
 
 DEITA_KINDS = ("quality", "complexity", "both")
 
 
 @dataclass
-class _MethodConfig:
-    """The options every scorer other than SelectIT's shares (model, device, lengths, columns)."""
+class _RatingConfig:
+    """The options every rating-style scorer shares (model, device, lengths, columns)."""
 
     model: Optional[str] = field(
         default=None,
@@ -254,8 +254,8 @@ class _MethodConfig:
 
 
 @dataclass
-class AlpaGasusConfig(_MethodConfig):
-    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (METHOD.md 7.3)."""
+class AlpaGasusConfig(_RatingConfig):
+    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
     column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
     chat_template: Optional[str] = field(
@@ -271,8 +271,8 @@ class AlpaGasusConfig(_MethodConfig):
 
 
 @dataclass
-class DeitaConfig(_MethodConfig):
-    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (METHOD.md 7.4)."""
+class DeitaConfig(_RatingConfig):
+    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
     kind: str = field(
         default="both",
@@ -286,7 +286,7 @@ class DeitaConfig(_MethodConfig):
         _check_choice("kind", self.kind, DEITA_KINDS)
 
 
-# --- scoring methods other than SelectIT (engine helper; METHOD.md 7) -----------------------
+# --- IFD and reversed IFD (docs/method.md 7.1-7.2) -----------------------
 
 IFD_TEMPLATES = ("alpaca", "vicuna", "none")
 IFD_VARIANTS = ("loss", "ppl")
@@ -301,7 +301,7 @@ IFD_PRESETS = {
 
 
 @dataclass
-class _IFDOptions(_MethodConfig):
+class _IFDOptions(_RatingConfig):
     """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
     its method)."""
 
@@ -377,7 +377,7 @@ class IFDConfig(_IFDOptions):
 
 @dataclass
 class ReverseIFDConfig(_IFDOptions):
-    """What identifies a reversed-IFD scorer (Selective Reflection-Tuning; METHOD.md 7.2).
+    """What identifies a reversed-IFD scorer (Selective Reflection-Tuning; docs/method.md 7.2).
 
     Defaults follow the paper: template 'vicuna', variant 'ppl', the instruction alone as the
     direct text (empty direct prefix)."""

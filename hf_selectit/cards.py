@@ -284,6 +284,16 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     return "\n".join(lines)
 
 
+def _validation_markdown(provenance: Mapping) -> Optional[str]:
+    """The validation table recorded in `selectit.json` (a label validation of the same rows)."""
+    data = provenance.get("validation")
+    if not isinstance(data, Mapping):
+        return None
+    from .validation import ValidationReport
+
+    return ValidationReport.from_dict(data).to_markdown()
+
+
 def build_card(
     subset: "Dataset",
     *,
@@ -410,6 +420,7 @@ def build_card(
         selection_items=sorted((k, v) for k, v in (rule or {}).items()
                                if v is not None and not isinstance(v, (list, dict))),
         report_markdown=report_md,
+        validation_markdown=_validation_markdown(provenance),
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,

@@ -305,12 +305,12 @@ class ValidateConfig:
                           "('[\"good\", \"great\"]') or a JSON mapping ('{\"good\": 1, \"bad\": 0}'). "
                           "None: 0/1 and booleans are binary, other numbers a rating (Spearman)."},
     )
-    columns: Optional[list] = field(
+    score_columns: Optional[list] = field(
         default=None,
-        metadata={"help": "Score columns to validate. None: the scorer's columns, else every "
-                          "numeric column whose name ends in 'score'."},
+        metadata={"help": "Score columns to validate (others present become baselines). None: the "
+                          "scorer's columns, else every numeric column whose name ends in 'score'."},
     )
-    score: Optional[bool] = field(
+    score_first: Optional[bool] = field(
         default=None,
         metadata={"help": "With a label: score the data with the scorer options first. None: only "
                           "when it has no score column."},
@@ -346,13 +346,15 @@ class ValidateConfig:
             raise ConfigError(f"seed={self.seed!r} is invalid: expected an integer >= 0.")
         if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
             raise ConfigError(f"confidence={self.confidence!r} is invalid: expected a number in (0, 1), e.g. 0.95.")
-        if self.score is not None and not isinstance(self.score, bool):
-            raise ConfigError(f"score={self.score!r} is invalid: expected True, False or None.")
-        if self.columns is not None:
-            if isinstance(self.columns, str):
-                self.columns = [c.strip() for c in self.columns.split(",") if c.strip()]
-            if not (isinstance(self.columns, list) and self.columns and all(isinstance(c, str) for c in self.columns)):
-                raise ConfigError(f"columns={self.columns!r} is invalid: expected a list of column names.")
+        if self.score_first is not None and not isinstance(self.score_first, bool):
+            raise ConfigError(f"score_first={self.score_first!r} is invalid: expected True, False or None.")
+        if self.score_columns is not None:
+            if isinstance(self.score_columns, str):
+                self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
+            if not (isinstance(self.score_columns, list) and self.score_columns
+                    and all(isinstance(c, str) for c in self.score_columns)):
+                raise ConfigError(f"score_columns={self.score_columns!r} is invalid: expected a list of "
+                                  "column names (on the command line: a,b).")
 
 
 def parse_positive(value: Any) -> Any:

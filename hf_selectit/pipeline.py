@@ -697,9 +697,9 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
     if v.label is None:
         raise ConfigError("A run's validate section needs label: <column> (e.g. validate: {label: kind, "
                           "positive: good}); validate preference pairs with `hf-selectit validate`.")
-    if v.columns is None:
-        v = replace(v, columns=[select_column_for(config)])
-    report = run_validation(scored, replace(v, score=False))
+    if v.score_columns is None:
+        v = replace(v, score_columns=[select_column_for(config)])
+    report = run_validation(scored, replace(v, score_first=False))
     row = next(r for r in report.results if r["role"] == "score")
     summary.validation = {"headline": report.headline(), "metric": report.metric, "column": row["name"],
                           **{k: row[k] for k in ("value", "ci_low", "ci_high", "n")},

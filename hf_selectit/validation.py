@@ -851,7 +851,7 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         ds: preference pairs (``config.label`` None) or rows with a label column.
         config: the options.
         scorers: scorers or method configs; always used for pairs, for labels when
-            ``config.score`` is True, or is None and `ds` has no score column.
+            ``config.score_first`` is True, or is None and `ds` has no score column.
 
     Example:
         >>> run_validation(scored, ValidateConfig(label="kind", positive="good"))
@@ -865,10 +865,10 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
     use = list(scorers)
     if config.label is not None:
         has_scores = any(_numeric(ds, c) for c in score_like_columns(ds) if c != config.label)
-        if config.score is False or (config.score is None and has_scores):
+        if config.score_first is False or (config.score_first is None and has_scores):
             use = []
     report = validate(ds, scorers=use or None, label=config.label, positive=config.positive,
-                      columns=config.columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
+                      columns=config.score_columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
                       plot=config.plot)
     if config.json:

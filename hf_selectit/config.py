@@ -300,6 +300,11 @@ IFD_PRESETS = {
 }
 
 
+def _ifd_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is invalid: expected one of {list(choices)}.")
+
+
 @dataclass
 class _IFDOptions(_RatingConfig):
     """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
@@ -343,7 +348,7 @@ class _IFDOptions(_RatingConfig):
 
     def __post_init__(self) -> None:
         if self.preset is not None:
-            _check_choice("preset", self.preset, tuple(IFD_PRESETS))
+            _ifd_choice("preset", self.preset, tuple(IFD_PRESETS))
             for name, value in IFD_PRESETS[self.preset].items():
                 given = getattr(self, name)
                 if given is None:
@@ -356,8 +361,8 @@ class _IFDOptions(_RatingConfig):
         for name, value in self._defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        _check_choice("template", self.template, IFD_TEMPLATES)
-        _check_choice("variant", self.variant, IFD_VARIANTS)
+        _ifd_choice("template", self.template, IFD_TEMPLATES)
+        _ifd_choice("variant", self.variant, IFD_VARIANTS)
         if self.direct_prefix is None:
             self.direct_prefix = self._default_direct_prefix()
         if not isinstance(self.direct_prefix, str):

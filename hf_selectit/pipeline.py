@@ -554,23 +554,34 @@ def select_column_for(config: PipelineConfig) -> str:
     default = SelectConfig().column
     if select.column != default:
         return select.column
-    if len(config.models) > 1:
+    if len(_selectit_models(config)) > 1:
         return config.fusion.output
-    return config.models[0].column_prefix + "sentence_score"
+    from .methods import score_column
+
+    return score_column(config.models[0])
+
+
+def _selectit_models(config: PipelineConfig) -> list:
+    """Indices of the SelectIT models of a run (the ones model-level fusion combines)."""
+    return [i for i, m in enumerate(config.models) if isinstance(m, ScorerConfig)]
 
 
 def fuse(ds: Any, config: PipelineConfig) -> Any:
     """Model-level fusion of the models' sentence scores (several models only)."""
     from .select import fuse_models
 
-    columns = [m.column_prefix + "sentence_score" for m in config.models]
+    # Model-level SelectIT fuses the SelectIT models' sentence scores; other methods' columns
+    # stay as they are (select on any of them with select.column).
+    chosen = _selectit_models(config)
+    columns = [config.models[i].column_prefix + "sentence_score" for i in chosen]
+    params = [config.model_params[i] for i in chosen] if config.model_params else []
     kwargs: dict = {}
     if config.fusion.weights is not None:
         kwargs["weights"] = config.fusion.weights
     elif config.fusion.params is not None:
         kwargs["params"] = [coerce_value("fusion.params", p, float) for p in config.fusion.params]
-    elif config.model_params and all(p is not None for p in config.model_params):
-        kwargs["params"] = list(config.model_params)
+    elif params and all(p is not None for p in params):
+        kwargs["params"] = params
     return fuse_models(ds, columns=columns, output=config.fusion.output, **kwargs)
 
 
@@ -667,7 +678,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     from .io import save_output
 
     io = config.io
-    if len(config.models) > 1:
+    if len(_selectit_models(config)) > 1:
         scored = fuse(scored, config)
     if getattr(config, "validate", None) is not None:
         scored = _validate(config, summary, scored)

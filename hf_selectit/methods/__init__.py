@@ -34,3 +34,22 @@ def scorer_class(method: str) -> type:
         raise ConfigError(f"method={method!r} is invalid: expected one of {sorted(METHODS)}.")
     module, name = target.split(":")
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def score_column(config: object) -> str:
+    """The column a method's rows are ranked by, from its config: SelectIT's sentence score,
+    else `<prefix>score` (DEITA with kind="quality"/"complexity": that rating).
+
+    Example:
+        >>> score_column(IFDConfig(column_prefix="m1_"))
+        'm1_score'
+    """
+    from ..config import ScorerConfig
+
+    prefix = getattr(config, "column_prefix", "")
+    if isinstance(config, ScorerConfig):
+        return prefix + "sentence_score"
+    kind = getattr(config, "kind", None)
+    if kind in ("quality", "complexity"):
+        return prefix + kind
+    return prefix + "score"

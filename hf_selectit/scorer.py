@@ -150,6 +150,11 @@ class SelectITScorer:
         self._loaded: dict[str, tuple] = {}
         self._lock = threading.Lock()
         _register_datasets_hashing(type(self))
+        # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
+        # source of its columns (hf_selectit.metadata, the provenance registry).
+        from .metadata import register_scorer
+
+        register_scorer(self)
 
     # --- pickling and fingerprinting -------------------------------------------------------
 
@@ -204,6 +209,9 @@ class SelectITScorer:
         if not pairs:
             return {name: [] for name in self.output_columns}
         state = self._state(rank)
+        from .metadata import register_scorer
+
+        register_scorer(self, called=True)
         return self._score_pairs(pairs, state)
 
     def info(self, *, rank: Optional[int] = None) -> dict:

@@ -153,7 +153,7 @@ def test_torchrun_two_processes_equals_single_process(tmp_path, tiny_model_dir):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hf_selectit.distributed",
            "--input", str(data), "--output", str(out), "--model", str(tiny_model_dir),
-           "--max-batch-tokens", "512", "--batch-size", "5", "--keep-shards"]
+           "--max-batch-tokens", "512", "--batch-size", "5", "--keep-checkpoints"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -170,16 +170,18 @@ def test_torchrun_two_processes_equals_single_process(tmp_path, tiny_model_dir):
 
 
 def test_distributed_options_are_the_clis():
-    # The launcher's scorer options come from the CLI's generator: a True default stays True,
-    # --no-flag turns it off, and the model's revision is --model-revision as in `hf-selectit score`.
-    from hf_selectit.cli import build_config
-    from hf_selectit.config import ScorerConfig
+    # The launcher's options come from the one generator (hf_selectit.options): a True default
+    # stays True, --no-flag turns it off, the model's revision is --model-revision as in
+    # `hf-selectit score`, and the batch size default is the one RunOptions default.
+    from hf_selectit import options
+    from hf_selectit.config import RunOptions, ScorerConfig
     from hf_selectit.distributed import build_parser
 
     base = ["--input", "x.json", "--output", "out"]
-    default = build_config(ScorerConfig, build_parser().parse_args(base), {})
+    default = options.from_args(ScorerConfig, build_parser().parse_args(base))
     assert default.reuse_prompt_prefix is True and default.alpha == 0.2
+    assert options.from_args(RunOptions, build_parser().parse_args(base)).batch_size == RunOptions().batch_size
     args = build_parser().parse_args(base + ["--no-reuse-prompt-prefix", "--alpha", "0.5",
                                              "--model-revision", "v2", "--prompts", "3"])
-    config = build_config(ScorerConfig, args, {})
+    config = options.from_args(ScorerConfig, args)
     assert (config.reuse_prompt_prefix, config.alpha, config.revision, config.prompts) == (False, 0.5, "v2", 3)

@@ -168,3 +168,35 @@ def selectit_scores(
     token = token_level_scores(normalized)
     sentence, std = sentence_level_scores(token, alpha)
     return {"rating_probs": normalized, "token_scores": token, "sentence_score": sentence, "uncertainty": std}
+
+
+def expected_ratings(rating_logprobs: np.ndarray, values: Sequence[float]) -> dict[str, np.ndarray]:
+    """Expected rating over K rating tokens, renormalised over those K (AlpaGasus, DEITA).
+
+    `softmax(log p_k)` over the K ratings equals both `p_k / sum_j p_j` (AlpaGasus with a local
+    judge) and DEITA's softmax over the K rating logits; working from log-probabilities keeps it
+    exact when every p_k is tiny. This is NOT SelectIT's S_token and must never be called SelectIT.
+
+    Args:
+        rating_logprobs: [..., K] full-vocabulary log-probabilities at the rating tokens.
+        values: the K rating values, e.g. (0, 1, 2, 3, 4, 5).
+
+    Returns:
+        dict with "probs" ([..., K] renormalised), "score" ([...] sum_k value_k * P_k),
+        "argmax" ([...] the value of the most probable rating, ties to the lower; NaN where the
+        input has a NaN) and "mass" ([...] sum_k p_k, the full-vocabulary probability on the K).
+    """
+    lp = np.asarray(rating_logprobs, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    nan_rows = np.isnan(lp).any(axis=-1)
+    top = np.max(np.where(np.isnan(lp), -np.inf, lp), axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(lp - top)
+    probs = e / e.sum(axis=-1, keepdims=True)
+    argmax = v[np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=-1)]
+    return {
+        "probs": probs,
+        "score": (probs * v).sum(axis=-1),
+        "argmax": np.where(nan_rows, np.nan, argmax),
+        "mass": np.exp(lp).sum(axis=-1),
+    }

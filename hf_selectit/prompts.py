@@ -516,3 +516,56 @@ def extract_pairs(
     responses = batch[schema.response]
     inputs = batch[schema.input] if schema.input else [None] * len(instructions)
     return [_pair_from_texts(x, i, y) for x, i, y in zip(instructions, inputs, responses)]
+
+
+class Fields(NamedTuple):
+    """The instruction, input and response of one row kept apart, or why there are none.
+
+    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
+    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
+    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
+    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
+    ``error is None`` exactly when the three texts are strings ready to score.
+    """
+
+    instruction: Optional[str]
+    input: Optional[str]
+    response: Optional[str]
+    error: Optional[str] = None
+
+
+def extract_fields(
+    batch: Mapping[str, Sequence[Any]],
+    *,
+    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
+) -> list[Fields]:
+    """One :class:`Fields` per row of a batch, in row order (the rules of :func:`extract_pairs`).
+
+    Args:
+        batch: A ``datasets`` batch: column name -> list of values.
+        columns: Optional explicit mapping or :class:`Schema`, see :func:`detect_schema`.
+
+    Returns:
+        A list with exactly one Fields per row; bad rows carry the same ``error`` as
+        :func:`extract_pairs` gives them.
+
+    Raises:
+        SchemaError, ConfigError: as :func:`extract_pairs`.
+
+    Example:
+        >>> extract_fields({"instruction": ["Translate"], "input": ["chat"], "output": ["cat"]})
+        [Fields(instruction='Translate', input='chat', response='cat', error=None)]
+    """
+    schema = detect_schema(batch.keys(), columns=columns)
+    pairs = extract_pairs(batch, columns=schema)
+    if schema.chat is not None or not schema.input:
+        return [Fields(p.instruction, None if p.error else "", p.response, p.error) for p in pairs]
+    out = []
+    for pair, instruction, input_text in zip(pairs, batch[schema.instruction], batch[schema.input]):
+        if pair.error is not None:
+            out.append(Fields(None, None, None, pair.error))
+        elif instruction and instruction.strip() and input_text and input_text.strip():
+            out.append(Fields(instruction, input_text, pair.response))
+        else:
+            out.append(Fields(pair.instruction, "", pair.response))
+    return out

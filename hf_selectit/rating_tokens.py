@@ -1,4 +1,7 @@
-"""Which vocabulary entries are the ratings "1".."5" (METHOD.md section 2), read from the tokenizer.
+"""Which vocabulary entries are the rating digits, read from the tokenizer (METHOD.md 2, 7.3-7.5).
+
+SelectIT rates "1".."5", AlpaGasus "0".."5", DEITA "1".."6": `find_rating_tokens(tokenizer,
+ratings=...)` serves all of them.
 
 Never hard-coded: the bare digit pieces are used when each digit is one token (Llama-2's ids
 29896..29900, SmolLM2's "1".."5"); only when a bare digit is not a single token does the
@@ -17,14 +20,16 @@ from .errors import RatingTokenError
 
 logger = logging.getLogger(__name__)
 
-RATINGS = ("1", "2", "3", "4", "5")
+RATINGS = ("1", "2", "3", "4", "5")  # SelectIT
+RATINGS_0_5 = ("0", "1", "2", "3", "4", "5")  # AlpaGasus
+RATINGS_1_6 = ("1", "2", "3", "4", "5", "6")  # DEITA
 # How tokenizers spell a leading space inside a piece: byte-level BPE, SentencePiece, plain.
 _SPACE_MARKERS = ("\u0120", "\u2581", " ")
 
 
 @dataclass(frozen=True)
 class RatingTokens:
-    """Token ids and pieces of the ratings 1..5, and which variant they are ("bare" or "space")."""
+    """Token ids and pieces of the rating digits, and which variant they are ("bare" or "space")."""
 
     ids: tuple[int, ...]
     pieces: tuple[str, ...]
@@ -47,40 +52,50 @@ def _single_token(tokenizer: Any, vocab: dict, text: str, pieces: tuple[str, ...
     return None
 
 
-def find_rating_tokens(tokenizer: Any, *, model_name: str = "the model") -> RatingTokens:
-    """Find the five rating tokens in a tokenizer's vocabulary.
+def find_rating_tokens(
+    tokenizer: Any, *, model_name: str = "the model", ratings: tuple[str, ...] = RATINGS,
+    method: str = "SelectIT",
+) -> RatingTokens:
+    """Find the rating tokens (by default the five of SelectIT, "1".."5") in a tokenizer's vocabulary.
 
     Args:
         tokenizer: a transformers tokenizer.
         model_name: used in messages only.
+        ratings: the rating texts, e.g. `RATINGS_0_5` (AlpaGasus) or `RATINGS_1_6` (DEITA).
+        method: the method named in the error message.
 
     Returns:
-        RatingTokens with the bare digits if all five are single tokens, else the leading-space
-        variant if all five of those are.
+        RatingTokens with the bare digits if all of them are distinct single tokens, else the
+        leading-space variant if all of those are.
 
     Raises:
-        RatingTokenError: neither variant gives five distinct single tokens.
+        RatingTokenError: neither variant gives one distinct single token per rating.
 
     Example:
         >>> find_rating_tokens(AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")).pieces
         ('1', '2', '3', '4', '5')
     """
+    ratings = tuple(ratings)
+    n = len(ratings)
     vocab = tokenizer.get_vocab()
-    bare = [_single_token(tokenizer, vocab, k, (k,)) for k in RATINGS]
-    if all(i is not None for i in bare) and len(set(bare)) == 5:
+    bare = [_single_token(tokenizer, vocab, k, (k,)) for k in ratings]
+    if all(i is not None for i in bare) and len(set(bare)) == n:
         found = RatingTokens(tuple(bare), tuple(tokenizer.convert_ids_to_tokens(list(bare))), "bare")
     else:
         spaced = [
-            _single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS)) for k in RATINGS
+            _single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS)) for k in ratings
         ]
-        if not (all(i is not None for i in spaced) and len(set(spaced)) == 5):
-            missing_bare = [k for k, i in zip(RATINGS, bare) if i is None]
-            missing_space = [" " + k for k, i in zip(RATINGS, spaced) if i is None]
+        if not (all(i is not None for i in spaced) and len(set(spaced)) == n):
+            missing_bare = [k for k, i in zip(ratings, bare) if i is None]
+            missing_space = [" " + k for k, i in zip(ratings, spaced) if i is None]
+            shared = _shared_ids(ratings, bare) + _shared_ids(tuple(" " + k for k in ratings), spaced)
+            detail = f"; several ratings share one token: {shared}" if shared else ""
             raise RatingTokenError(
                 f"The tokenizer of {model_name} has no single token for the ratings "
-                f"{missing_bare} (bare digits) nor for {missing_space} (leading-space variant); "
-                "SelectIT reads the probability of each rating 1..5 from one vocabulary entry, so "
-                "it needs a tokenizer where each digit is one token. Use another scoring model."
+                f"{missing_bare} (bare digits) nor for {missing_space} (leading-space variant)"
+                f"{detail}; {method} reads the probability of each rating "
+                f"{ratings[0]}..{ratings[-1]} from one distinct vocabulary entry, so it needs a "
+                "tokenizer where each digit is one token of its own. Use another scoring model."
             )
         found = RatingTokens(
             tuple(spaced), tuple(tokenizer.convert_ids_to_tokens(list(spaced))), "space"
@@ -90,3 +105,62 @@ def find_rating_tokens(tokenizer: Any, *, model_name: str = "the model") -> Rati
         model_name, found.variant, list(found.pieces), list(found.ids),
     )
     return found
+
+
+def _shared_ids(texts: tuple, ids: list) -> list:
+    """The groups of ratings that map to one and the same token id (found ids only)."""
+    groups: dict = {}
+    for text, token_id in zip(texts, ids):
+        if token_id is not None:
+            groups.setdefault(token_id, []).append(text)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+#: Below this median share of next-token probability on the rating tokens, ratings are suspect.
+LOW_RATING_MASS = 0.5
+_warned_low_mass: set = set()
+
+
+def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method: str) -> bool:
+    """Warn once per process and (method, model, column) when the median rating mass is < 0.5.
+
+    The ratings are renormalised over the rating tokens, so a model that puts 2% of its mass on
+    digits still yields confident-looking scores (METHOD.md 7.5). The scorers call this with the
+    `*_rating_mass` values of each batch they score.
+
+    Args:
+        masses: per-row rating masses (NaN for unscored rows, ignored).
+        column: the `*_rating_mass` column name, named in the message.
+        model_name: the scoring model, named in the message.
+        method: the method, named in the message.
+
+    Returns:
+        True when the median is below the threshold (whether or not a warning was logged now).
+
+    Example:
+        >>> warn_if_low_rating_mass([0.02, 0.03], column="alpagasus_rating_mass", model_name="gpt2",
+        ...                         method="AlpaGasus")
+        True
+    """
+    import math
+    import statistics
+
+    finite = [float(m) for m in masses if m is not None and not math.isnan(float(m))]
+    if not finite:
+        return False
+    median = statistics.median(finite)
+    if median >= LOW_RATING_MASS:
+        return False
+    key = (method, model_name, column)
+    if key not in _warned_low_mass:
+        _warned_low_mass.add(key)
+        logger.warning(
+            "%s: the median of %s is %.3f (below %.1f): %s puts most of its next-token probability "
+            "on tokens other than the rating digits, so the renormalised ratings look confident "
+            "but rest on little probability. Likely cause: the model is too small or not "
+            "instruction-tuned, or it is not prompted through its chat template. Fix: use a "
+            "larger or instruction-tuned model%s.",
+            method, column, median, LOW_RATING_MASS, model_name,
+            " or template='chat'" if method == "SelectIT" else "",
+        )
+    return True

@@ -110,3 +110,23 @@ def test_nan_row_stays_nan():
     out = selectit_scores(probs)
     assert np.isfinite(out["sentence_score"][0])
     assert np.isnan(out["sentence_score"][1]) and np.isnan(out["token_scores"][1]).all()
+
+
+def test_expected_ratings_renormalise_over_the_ratings():
+    from hf_selectit.formulas import expected_ratings
+
+    p = np.array([0.02, 0.01, 0.01, 0.0, 0.005, 0.005])  # 5% of the mass on the six digits
+    with np.errstate(divide="ignore"):
+        out = expected_ratings(np.log(p), range(6))
+    q = p / p.sum()
+    assert out["score"] == pytest.approx(float((q * np.arange(6)).sum()))
+    assert out["argmax"] == 0 and out["mass"] == pytest.approx(0.05)
+    np.testing.assert_allclose(out["probs"], q)
+    # DEITA: softmax over the six logits is the same thing; tiny probabilities stay exact.
+    logits = np.array([-900.0, -901.0, -899.0, -905.0, -899.0, -950.0])
+    out = expected_ratings(logits, range(1, 7))
+    e = np.exp(logits - logits.max())
+    assert out["score"] == pytest.approx(float((e / e.sum() * np.arange(1, 7)).sum()))
+    assert out["argmax"] == 3  # tie between 3 and 5 goes to the lower rating
+    nan = expected_ratings(np.full((2, 6), np.nan), range(6))
+    assert np.isnan(nan["score"]).all() and np.isnan(nan["argmax"]).all() and np.isnan(nan["mass"]).all()

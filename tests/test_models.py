@@ -117,3 +117,34 @@ def test_embedded_aliases():
 
     assert is_embedded(None) and is_embedded("embedded") and is_embedded(EMBEDDED_MODEL_ID)
     assert not is_embedded("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+@pytest.mark.parametrize("ratings", [("0", "1", "2", "3", "4", "5"), ("1", "2", "3", "4", "5", "6")])
+def test_rating_tokens_for_other_digit_sets(ratings):
+    tok = build_tiny_tokenizer()
+    found = find_rating_tokens(tok, ratings=ratings)
+    assert found.variant == "bare" and found.pieces == ratings and len(set(found.ids)) == len(ratings)
+    spaced = find_rating_tokens(build_tiny_tokenizer(digits="space"), ratings=ratings)
+    assert spaced.variant == "space"
+    assert [build_tiny_tokenizer(digits="space").decode([i]) for i in spaced.ids] == [" " + r for r in ratings]
+
+
+def test_rating_tokens_error_names_the_method_and_its_digits():
+    with pytest.raises(RatingTokenError) as err:
+        find_rating_tokens(build_tiny_tokenizer(digits="none"), model_name="m", ratings=("1", "2", "3", "4", "5", "6"),
+                           method="DEITA")
+    message = str(err.value)
+    assert "DEITA" in message and "'6'" in message and "1..6" in message and "distinct" in message
+
+
+def test_low_rating_mass_warns_once_per_method_model_and_column(caplog):
+    from hf_selectit.rating_tokens import warn_if_low_rating_mass
+
+    with caplog.at_level("WARNING", logger="hf_selectit.rating_tokens"):
+        assert warn_if_low_rating_mass([0.9, 0.95, float("nan")], column="c_rating_mass", model_name="m1", method="X") is False
+        assert warn_if_low_rating_mass([0.02, 0.03, 0.9], column="c_rating_mass", model_name="m1", method="X")
+        assert warn_if_low_rating_mass([0.02], column="c_rating_mass", model_name="m1", method="X")
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "c_rating_mass" in message and "m1" in message and "0.030" in message
+    assert "instruction-tuned" in message and "larger" in message and "chat template" in message

@@ -412,3 +412,25 @@ def test_real_dataset_map_with_arrow_turn_structs():
     assert out["x"] == ["Q", "Q2", None]
     assert out["y"] == ["A", "A2", None]
     assert out["err"] == ["ok", "ok", "no assistant turn"]
+
+
+def test_extract_fields_keeps_instruction_and_input_apart():
+    from hf_selectit.prompts import Fields, extract_fields
+
+    batch = {"instruction": ["Translate", "", "Add", 3], "input": ["chat", "only input", "  ", ""],
+             "output": ["cat", "y", "4", "c"]}
+    assert extract_fields(batch) == [
+        Fields("Translate", "chat", "cat"),
+        Fields("only input", "", "y"),  # the input stands in for an empty instruction, as in X
+        Fields("Add", "", "4"),
+        Fields(None, None, None, "instruction is int, expected str"),
+    ]
+    pairs = extract_pairs(batch)
+    for fields, pair in zip(extract_fields(batch), pairs):
+        if pair.error is None:
+            x = fields.instruction + ("\n" + fields.input if fields.input else "")
+            assert x == pair.instruction
+    chat = {"messages": [[{"role": "user", "content": "A"}, {"role": "assistant", "content": "B"},
+                          {"role": "user", "content": "C"}, {"role": "assistant", "content": "D"}]]}
+    assert extract_fields(chat) == [Fields("User: A\nAssistant: B\nUser: C", "", "D")]
+    assert extract_fields({"prompt": ["p"], "response": ["r"]}) == [Fields("p", "", "r")]

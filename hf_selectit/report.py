@@ -2,7 +2,10 @@
 
 :func:`selection_report` compares a scored dataset with a subset chosen from it: rows in, kept and
 excluded (by reason), score quantiles of both, mean instruction and response lengths of both
-(the paper reports that selected samples are longer), and per-group counts.
+(the paper reports that selected samples are longer), and per-group counts; and the cheap
+baselines beside it: the rank correlation of the score with the response length, and how much the
+kept set overlaps a length-only selection and a random selection of the same size (large studies
+find that many selectors do no better than these).
 
 The subset is not matched row by row to the scored dataset (``select_top`` adds no column): the
 statistics of the kept rows are computed from the subset itself and the exclusion counts from
@@ -54,6 +57,16 @@ class SelectionReport:
         by: the grouping column, or None.
         groups: per group ``{"value", "rows_in", "kept", "share"}`` when `by` is set.
         rule: the rule recorded on the subset (:func:`hf_selectit.select.selection_rule`).
+        length_correlation: Spearman correlation of the score with the response length in
+            characters over the scored rows (``value``, ``ci_low``, ``ci_high`` (bootstrap 95%),
+            ``n``), or None without recognised text columns.
+        baselines: the kept set against two selections of the same size from the scored rows:
+            ``{"size", "rows_in", "length": {...}, "random": {...}}`` (the kept rows
+            are found by applying the recorded rule to the scored rows again); each has ``both`` (rows in both), ``share`` (of the kept rows),
+            ``jaccard`` with ``jaccard_ci_low``/``jaccard_ci_high``; ``random`` also has its
+            ``seed`` and ``expected_share`` (size / rows_in). None when the kept rows cannot be
+            located in the scored dataset (no recorded rule; see `baselines_note`).
+        baselines_note: why `baselines` is None, else None.
     """
 
     column: str
@@ -67,6 +80,9 @@ class SelectionReport:
     by: Optional[str]
     groups: Optional[list]
     rule: Optional[dict]
+    length_correlation: Optional[dict] = None
+    baselines: Optional[dict] = None
+    baselines_note: Optional[str] = None
 
     def to_dict(self) -> dict:
         """The report as a JSON-serialisable dict."""
@@ -91,12 +107,36 @@ class SelectionReport:
         rest = "not drawn" if random else "below the cut"
         lines += ["", f"Excluded: {self.rows_excluded:,} rows ({ex['error_status']:,} with an error "
                       f"status, {ex['nan_score']:,} without a score, {ex['below_cut']:,} {rest})."]
+        lines += self._baseline_lines()
         if self.groups:
             lines += ["", f"| `{self.by}` | Rows | Selected | Share |", "|---|---:|---:|---:|"]
             for g in self.groups:
                 share = "-" if g["share"] is None else f"{g['share']:.1%}"
                 lines.append(f"| {g['value']} | {g['rows_in']:,} | {g['kept']:,} | {share} |")
         return "\n".join(lines) + "\n"
+
+
+    def _baseline_lines(self) -> list[str]:
+        lines = []
+        corr = self.length_correlation
+        if corr is not None:
+            lines += ["", f"Score vs response length (characters): Spearman {_num(corr['value'], 3)} "
+                          f"[{_num(corr['ci_low'], 3)}, {_num(corr['ci_high'], 3)}] (bootstrap 95%, "
+                          f"{corr['n']:,} rows)."]
+        b = self.baselines
+        if b is not None:
+            lines += ["", f"| Kept set vs another selection of {b['size']:,} rows | In both | "
+                          "Share of kept | Jaccard [95%] |", "|---|---:|---:|---|"]
+            for key, label in (("length", "longest responses (length only)"),
+                               ("random", f"random (seed {b['random']['seed']}; expected share "
+                                          f"{b['random']['expected_share']:.1%})")):
+                o = b[key]
+                share = "-" if o["share"] is None else f"{o['share']:.1%}"
+                lines.append(f"| {label} | {o['both']:,} | {share} | {_num(o['jaccard'], 3)} "
+                             f"[{_num(o['jaccard_ci_low'], 3)}, {_num(o['jaccard_ci_high'], 3)}] |")
+        elif self.baselines_note:
+            lines += ["", f"Baseline overlaps: not computed ({self.baselines_note})."]
+        return lines
 
 
 def describe_rule(rule: Optional[dict], column: str) -> str:
@@ -128,6 +168,8 @@ def selection_report(
     *,
     column: Optional[str] = None,
     by: Optional[str] = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> SelectionReport:
     """Compare a scored dataset with a subset selected from it.
 
@@ -137,6 +179,8 @@ def selection_report(
         column: score column; None: the column recorded by ``select_top`` on the subset, else
             ``selectit_sentence_score``.
         by: grouping column for per-group counts; None: the ``by`` recorded on the subset.
+        n_boot: bootstrap resamples of the intervals (length correlation, overlaps).
+        seed: seed of the bootstrap and of the random baseline selection.
 
     Returns:
         A :class:`SelectionReport`.
@@ -182,6 +226,14 @@ def selection_report(
     except SchemaError as err:
         note = f"no instruction/response columns recognised: {err}"
         logger.info("Selection report without text lengths: %s", note)
+    length_corr = baselines = baselines_note = None
+    if lengths is not None:
+        response_chars = response_lengths(scored)
+        length_corr = _length_correlation(scored, column, response_chars, n_boot=n_boot, seed=seed)
+        baselines, baselines_note = _baseline_overlaps(scored, subset, rule, response_chars,
+                                                       n_boot=n_boot, seed=seed)
+    else:
+        baselines_note = note
 
     groups = None
     if by is not None:
@@ -197,7 +249,108 @@ def selection_report(
         column=column, rows_in=rows_in, rows_kept=rows_kept, rows_excluded=rows_in - rows_kept,
         excluded=excluded, scores={"all": quantiles(all_scores), "kept": quantiles(kept_scores)},
         lengths=lengths, lengths_note=note, by=by, groups=groups, rule=rule,
+        length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note,
     )
+
+
+def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarray, *,
+                        n_boot: int, seed: int) -> dict:
+    from .metrics import stats
+
+    scores = score_array(scored, column)
+    errors = error_mask(scored, status_column_for(column))
+    if errors is not None:
+        scores = np.where(errors, np.nan, scores)
+    ok = stats.finite_mask(scores, response_chars)
+    return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
+                          n_boot=n_boot, seed=seed)
+
+
+_ROW = "__hf_selectit_row__"
+
+
+def kept_rows(scored: "Dataset", subset: "Dataset", rule: Optional[dict] = None) -> Optional[np.ndarray]:
+    """Indices into `scored` of the subset's rows, found by applying the subset's recorded rule
+    to `scored` again (None when no rule is recorded or it does not give the subset's size).
+
+    Example:
+        >>> kept_rows(ds, select_top(ds, ratio=0.2))[:3]
+        array([ 4, 17, 20])
+    """
+    from .select import select_random, select_top
+
+    rule = rule if rule is not None else selection_rule(subset)
+    if not rule or rule.get("rows_in") not in (None, len(scored)):
+        return None
+    numbered = scored.add_column(_ROW, np.arange(len(scored), dtype=np.int64))
+    kind = rule.get("rule")
+    if rule.get("method") == "random" and kind in ("random_ratio", "random_k"):
+        again = select_random(numbered, seed=rule["seed"], **(
+            {"ratio": rule["ratio"]} if kind == "random_ratio" else {"k": rule["k"]}))
+    elif kind in ("top_ratio", "top_k", "threshold"):
+        size = {"top_ratio": {"ratio": rule.get("ratio")}, "top_k": {"k": rule.get("k")},
+                "threshold": {"threshold": rule.get("threshold")}}[kind]
+        again = select_top(numbered, column=rule["column"], by=rule.get("by"), **size)
+    else:
+        return None
+    rows = np.asarray(again.with_format("arrow")[_ROW].to_numpy(), dtype=np.int64)
+    return rows if len(rows) == len(subset) else None
+
+
+def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, seed: int) -> dict:
+    from .metrics import stats
+
+    a = np.zeros(n_rows, dtype=bool)
+    b = np.zeros(n_rows, dtype=bool)
+    a[kept], b[other] = True, True
+    both = int((a & b).sum())
+    jac = stats.estimate(stats.jaccard_statistic(a, b), n_rows, n_boot=n_boot, seed=seed)
+    return {"both": both, "share": both / len(kept) if len(kept) else None,
+            "jaccard": jac["value"], "jaccard_ci_low": jac["ci_low"],
+            "jaccard_ci_high": jac["ci_high"]}
+
+
+def _baseline_overlaps(scored: "Dataset", subset: "Dataset", rule: Optional[dict],
+                       response_chars: np.ndarray, *, n_boot: int, seed: int) -> tuple[Optional[dict], Optional[str]]:
+    from .select import selectit_ranking
+
+    kept = kept_rows(scored, subset, rule)
+    if kept is None:
+        return None, ("the subset has no recorded selection rule that reproduces it on the scored "
+                      "rows (select with select_top/select_random)")
+    n_rows, size = len(scored), len(kept)
+    # Same size, same tie rule as select_top, ranked by response length alone.
+    by_length = selectit_ranking(response_chars, np.isfinite(response_chars))[:size]
+    drawn = np.random.default_rng(seed).choice(n_rows, size=size, replace=False)
+    random = _overlap(kept, drawn, n_rows, n_boot=n_boot, seed=seed)
+    random.update(seed=seed, expected_share=size / n_rows if n_rows else None)
+    return {"size": size, "rows_in": n_rows,
+            "length": _overlap(kept, by_length, n_rows, n_boot=n_boot, seed=seed),
+            "random": random}, None
+
+
+def response_texts(ds: "Dataset", *, columns: Any = None) -> list[Optional[str]]:
+    """The response of each row as a scorer reads it (None where the row is unreadable).
+
+    Raises:
+        SchemaError: the columns match no instruction/response schema.
+
+    Example:
+        >>> response_texts(Dataset.from_dict({"instruction": ["a"], "output": ["bc"]}))
+        ['bc']
+    """
+    from .prompts import detect_schema, extract_pairs
+
+    schema = detect_schema(ds.column_names, columns=columns)
+    out: list[Optional[str]] = []
+    for batch in ds.select_columns(list(schema.columns)).iter(batch_size=_LENGTH_BATCH):
+        out.extend(p.response if p.error is None else None for p in extract_pairs(batch, columns=schema))
+    return out
+
+
+def response_lengths(ds: "Dataset") -> np.ndarray:
+    """Response length in characters per row (NaN where unreadable)."""
+    return np.array([np.nan if t is None else float(len(t)) for t in response_texts(ds)])
 
 
 def _score_stats(ds: "Dataset", column: str) -> tuple[np.ndarray, int, int]:

@@ -148,3 +148,259 @@ def test_low_rating_mass_warns_once_per_method_model_and_column(caplog):
     message = caplog.records[0].getMessage()
     assert "c_rating_mass" in message and "m1" in message and "0.030" in message
     assert "instruction-tuned" in message and "larger" in message and "chat template" in message
+
+# --- model_kwargs: validation ---------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import pickle  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from datasets import Dataset  # noqa: E402
+
+from hf_selectit import SelectITScorer  # noqa: E402
+from hf_selectit.errors import ConfigError  # noqa: E402
+from hf_selectit.model_kwargs import (  # noqa: E402
+    ACCEPTED,
+    QUANTIZATION_PACKAGES,
+    HubToken,
+    check_model_kwargs,
+    numeric_model_kwargs,
+)
+
+SECRET = "hf_notARealTokenButSecret123"
+ROWS = {
+    "instruction": ["Add two and two.", "Name a colour.", "Write a haiku about the sea.", "Say hi"],
+    "input": ["", "", "", ""],
+    "output": ["4", "Blue.", "Waves fold into foam / salt wind carries the gull's cry", "hi!"],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Two CPU cores are shared by the whole team: the tiny model does not need more.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_unknown_model_kwarg_is_refused_with_the_accepted_names():
+    with pytest.raises(ConfigError) as err:
+        ScorerConfig(model_kwargs={"attn_implementaton": "sdpa"})
+    message = str(err.value)
+    assert "'attn_implementaton'" in message
+    for name in ("attn_implementation", "device_map", "max_memory", "quantization_config", "token",
+                 "low_cpu_mem_usage"):
+        assert name in message and name in ACCEPTED
+
+
+@pytest.mark.parametrize("name,option", [("dtype", "dtype"), ("torch_dtype", "dtype"),
+                                         ("revision", "revision"), ("trust_remote_code", "trust_remote_code")])
+def test_model_kwargs_that_are_options_of_their_own_point_to_them(name, option):
+    with pytest.raises(ConfigError, match=f"pass {option}="):
+        ScorerConfig(model_kwargs={name: "x"})
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ("sdpa", "expected a dict"),
+    ({"device_map": "atuo"}, "'auto', 'balanced'"),
+    ({"device_map": {}}, "at least one entry"),
+    ({"device_map": {"": "gpu0"}}, "device name"),
+    ({"max_memory": {"0": "70 gigs"}, "device_map": "auto"}, "'70GiB'"),
+    ({"max_memory": {"0": "70GiB"}}, "only applies with a device_map"),
+    ({"low_cpu_mem_usage": "yes"}, "true or false"),
+    ({"attn_implementation": ""}, "non-empty string"),
+    ({"quantization_config": "4bit"}, "BitsAndBytesConfig"),
+    ({"quantization_config": {"bits": 4}}, "names no method"),
+])
+def test_model_kwargs_values_are_checked(bad, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        ScorerConfig(model_kwargs=bad)
+
+
+def test_quantisation_without_its_package_names_the_package_to_install():
+    # Which quantisation packages exist here is a fact of this machine, looked up for real: every
+    # method whose packages are missing must be refused with the pip line, the others accepted.
+    missing_methods = 0
+    for method, packages in QUANTIZATION_PACKAGES.items():
+        absent = [pip for module, pip in packages if importlib.util.find_spec(module.split(".")[0]) is None]
+        config = {"load_in_4bit": True} if method == "bitsandbytes" else {"quant_method": method}
+        if absent:
+            missing_methods += 1
+            with pytest.raises(ConfigError) as err:
+                ScorerConfig(model_kwargs={"quantization_config": config})
+            assert f"pip install {' '.join(absent)}" in str(err.value) and repr(method) in str(err.value)
+        else:
+            assert ScorerConfig(model_kwargs={"quantization_config": config}).model_kwargs
+    assert missing_methods > 0  # this CPU machine has no bitsandbytes, gptq, hqq, ...
+
+
+def test_quantisation_config_object_is_accepted_the_same_way():
+    from transformers import BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_8bit=True)
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ConfigError, match="pip install bitsandbytes"):
+            ScorerConfig(model_kwargs={"quantization_config": q})
+    else:
+        numeric = numeric_model_kwargs(ScorerConfig(model_kwargs={"quantization_config": q}).model_kwargs)
+        assert numeric["quantization_config"]["load_in_8bit"] is True
+
+
+def test_checked_model_kwargs_normalise_and_split_by_kind():
+    checked = check_model_kwargs({
+        "attn_implementation": "sdpa", "device_map": {"": "cpu", "lm_head": 0}, "token": SECRET,
+        "max_memory": {"0": "70GiB", "cpu": 10 ** 11}, "low_cpu_mem_usage": True,
+        "quantization_config": {"quant_method": "fp8"},
+    })
+    assert checked["max_memory"] == {0: "70GiB", "cpu": 10 ** 11}  # JSON/YAML keys -> GPU indices
+    assert isinstance(checked["token"], HubToken) and checked["token"].reveal() == SECRET
+    assert numeric_model_kwargs(checked) == {"attn_implementation": "sdpa",
+                                             "quantization_config": {"quant_method": "fp8"}}
+    assert check_model_kwargs(None) is None and check_model_kwargs({}) == {}
+    assert check_model_kwargs(checked) == checked  # idempotent (from_config re-checks a copy)
+
+
+def test_token_never_shows_in_repr_json_or_numeric_view():
+    config = ScorerConfig(model="some/model", model_kwargs={"token": SECRET, "device_map": "auto"})
+    shown = [repr(config), str(config.model_kwargs), json.dumps(dataclasses.asdict(config), default=str),
+             json.dumps(numeric_model_kwargs(config.model_kwargs))]
+    assert not any(SECRET in text for text in shown)
+    # A num_proc worker still gets it (ordinary pickle), and a copy of the config keeps it.
+    assert pickle.loads(pickle.dumps(config)).model_kwargs["token"].reveal() == SECRET
+    assert ScorerConfig(**dataclasses.asdict(config)).model_kwargs["token"].reveal() == SECRET
+    with pytest.raises(ConfigError) as err:
+        ScorerConfig(model_kwargs={"token": [SECRET]})
+    assert SECRET not in str(err.value)
+
+
+def test_model_kwargs_on_the_command_line(tmp_path, capsys):
+    from hf_selectit import cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"instruction": "a", "input": "", "output": "b"}) + "\n")
+    base = ["score", str(data), "--output", str(tmp_path / "out")]
+    assert cli.main(base + ["--model-kwargs", '{"attn_implementation": "sdpa"']) == 2
+    err = capsys.readouterr().err
+    assert "--model-kwargs" in err and "JSON" in err
+    assert cli.main(base + ["--model-kwargs", '{"device_map": "auto", "flash": true}']) == 2
+    err = capsys.readouterr().err
+    assert "'flash'" in err and "attn_implementation" in err
+
+
+# --- model_kwargs: loading ------------------------------------------------------------------
+
+
+def _scores(scorer):
+    out = Dataset.from_dict(ROWS).map(scorer, batched=True, batch_size=8, load_from_cache_file=False)
+    return np.array(out["selectit_sentence_score"]), np.array(out["selectit_token_scores"])
+
+
+@pytest.mark.parametrize("device_map", [{"": "cpu"}, "auto"])
+def test_device_map_scores_equal_the_plain_load(tiny_model_dir, device_map):
+    plain = _scores(SelectITScorer(str(tiny_model_dir)))
+    mapped_config = ScorerConfig(model=str(tiny_model_dir), model_kwargs={"device_map": device_map})
+    mapped = _scores(SelectITScorer.from_config(mapped_config))
+    assert np.isfinite(plain[0]).all() and len(set(plain[0].round(6))) > 1
+    np.testing.assert_allclose(mapped[0], plain[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(mapped[1], plain[1], rtol=0, atol=1e-5)
+
+
+def test_device_map_load_never_moves_the_model(tiny_model_dir):
+    config = ScorerConfig(model=str(tiny_model_dir), model_kwargs={"device_map": {"": "cpu"}})
+    # A CUDA device on this CPU-only torch: any .to("cuda:3") would raise.
+    model, tok = models.load_model_and_tokenizer(config, "cuda:3")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert models.input_device(model) == "cpu"
+    assert next(model.parameters()).dtype == torch.float32  # dtype auto follows the map: CPU
+    again, _ = models.load_model_and_tokenizer(config, "cuda:0")
+    assert again is model  # one sharded copy per process, whatever device a rank would pick
+    plain, _ = models.load_model_and_tokenizer(ScorerConfig(model=str(tiny_model_dir)), "cpu")
+    assert plain is not model and models.input_device(plain) == "cpu"
+
+
+def test_attn_implementation_reaches_the_model(tiny_model_dir):
+    for attn in ("eager", "sdpa"):
+        config = ScorerConfig(model=str(tiny_model_dir), model_kwargs={"attn_implementation": attn})
+        model, _ = models.load_model_and_tokenizer(config, "cpu")
+        assert model.config._attn_implementation == attn
+
+
+def test_token_is_passed_but_never_logged(tiny_model_dir, caplog):
+    config = ScorerConfig(model=str(tiny_model_dir), model_kwargs={"token": SECRET, "low_cpu_mem_usage": True})
+    with caplog.at_level(logging.DEBUG):
+        model, _ = models.load_model_and_tokenizer(config, "cpu")
+    assert model is not None and "Loaded scoring model" in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_quantisation_dict_unknown_to_transformers_is_a_config_error(tiny_model_dir):
+    config = ScorerConfig(model=str(tiny_model_dir),
+                          model_kwargs={"quantization_config": {"quant_method": "no-such-method"}})
+    with pytest.raises(ConfigError, match="no-such-method.*supported types are"):
+        models.load_model_and_tokenizer(config, "cpu")
+
+
+# --- a model already in memory --------------------------------------------------------------
+
+
+def test_model_identity_comes_from_name_commit_and_config_not_weights(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    first = models.model_identity(model, tok)
+    assert first["name_or_path"] == str(tiny_model_dir) and first["tokenizer"]["size"] == len(tok)
+    json.dumps(first)  # provenance-ready
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # weights are never read
+    assert models.model_identity(model, tok) == first
+    assert models.model_identity(model.to(torch.bfloat16), tok) != first  # dtype changes numbers
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    assert models.model_identity(other, tok)["attn_implementation"] == "eager"
+
+
+def test_preloaded_model_is_returned_as_is(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    got_model, got_tok = models.load_model_and_tokenizer(ScorerConfig(), "cuda:5", model=model, tokenizer=tok)
+    assert got_model is model and got_tok is tok and not model.training and tok.pad_token is not None
+    assert models.input_device(model) == "cpu"
+    with pytest.raises(ConfigError, match="tokenizer"):
+        models.prepare_preloaded(model, None)
+    with pytest.raises(ConfigError, match="not a transformers model"):
+        models.prepare_preloaded(object(), tok)
+    message = str(models.preloaded_pickle_error(model))
+    assert "num_proc" in message and "save_pretrained" in message and str(tiny_model_dir) in message
+
+
+# --- the GPU benchmark's CPU smoke test -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_benchmark_random_init_smoke_on_cpu(tmp_path):
+    """The one-command GPU benchmark runs end to end on CPU with the tiny shape."""
+    out = tmp_path / "bench.json"
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([{"instruction": i, "input": "", "output": o}
+                                for i, o in zip(ROWS["instruction"], ROWS["output"])]))
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"),
+           "--random-init", "tiny-llama", "--rows", "4", "--reference-rows", "2", "--threads", "1",
+           "--data", str(data), "--peak-flops", "1e12", "--max-batch-tokens", "256,1024",
+           "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "torch.bfloat16" and result["model_kwargs"] == {"attn_implementation": "sdpa"}
+    assert [run["max_batch_tokens"] for run in result["sweep"]] == [256, 1024]
+    for phase in [result["reference"], *result["sweep"]]:
+        assert phase["tokens_per_s"] > 0 and phase["peak_memory_bytes"] > 0 and 0 < phase["mfu"] < 1
+    assert result["speed_ratio"] > 0 and result["scorer"]["status_not_ok"] == 0
+    for text in ("tokens/s", "rows/s", "MFU", "peak mem", "speed ratio"):
+        assert text in proc.stdout

@@ -111,3 +111,39 @@ def test_report_rejects_mismatched_datasets():
         selection_report(scored, subset, column="nope")
     with pytest.raises(ConfigError, match="by='nope' is not a column"):
         selection_report(scored, subset, by="nope")
+
+
+def test_report_length_correlation_and_baseline_overlaps_by_hand():
+    scored = _scored()
+    subset = select_top(scored, ratio=0.5)  # 7 rows: scores 10..4 = indices 10..4
+    report = selection_report(scored, subset, n_boot=200, seed=0)
+    # Scores 0..10 with response lengths 2s + 2: a perfect rank correlation over the 11 rows
+    # that have both (the NaN-score row and the two error rows are left out).
+    corr = report.length_correlation
+    assert corr["value"] == pytest.approx(1.0) and corr["n"] == 11
+    assert corr["ci_low"] <= 1.0 <= corr["ci_high"]
+    b = report.baselines
+    assert b["size"] == 7 and b["rows_in"] == 14
+    # The 7 longest responses are the same rows 4..10: overlap complete.
+    assert (b["length"]["both"], b["length"]["share"], b["length"]["jaccard"]) == (7, 1.0, 1.0)
+    # Random: 7 of 14 rows drawn with numpy's default_rng(0).
+    import numpy as np
+
+    drawn = set(np.random.default_rng(0).choice(14, size=7, replace=False).tolist())
+    both = len(drawn & set(range(4, 11)))
+    assert b["random"]["both"] == both and b["random"]["share"] == pytest.approx(both / 7)
+    assert b["random"]["jaccard"] == pytest.approx(both / (14 - both))
+    assert b["random"]["expected_share"] == pytest.approx(0.5) and b["random"]["seed"] == 0
+    md = report.to_markdown()
+    assert "Score vs response length (characters): Spearman 1.000" in md
+    assert "| longest responses (length only) | 7 | 100.0% |" in md
+    json.dumps(report.to_dict())
+
+
+def test_report_baselines_need_a_recorded_rule():
+    scored = _scored()
+    report = selection_report(scored, scored.select(range(3)))
+    assert report.baselines is None and "recorded selection rule" in report.baselines_note
+    # A random subset is located again from its recorded seed.
+    report = selection_report(scored, select_random(scored, k=5, seed=3))
+    assert report.baselines["size"] == 5

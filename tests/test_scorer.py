@@ -13,9 +13,11 @@ import pytest
 import torch
 from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_selectit import SelectITScorer, selectit_score
 from hf_selectit.config import ScorerConfig
+from hf_selectit.engine import Engine
 from hf_selectit.errors import ConfigError, RatingTokenError, SchemaError
 from hf_selectit.prompts import RATING_PROMPTS
 
@@ -145,18 +147,30 @@ def test_position_ids_follow_padding(tiny_model_dir):
     assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
-def test_selectit_score_function_reuses_one_model(tiny_model_dir, alpaca_ds):
-    from hf_selectit import models
+def test_selectit_score_function_reuses_one_model(tiny_model_dir, alpaca_ds, caplog):
+    import logging
 
     kwargs = {"model": str(tiny_model_dir), "prompts": 3}
     a = alpaca_ds.map(selectit_score, batched=True, fn_kwargs=kwargs, load_from_cache_file=False)
-    n_cached = len(models._MODEL_CACHE)
-    b = alpaca_ds.map(selectit_score, batched=True, batch_size=2, fn_kwargs=kwargs, load_from_cache_file=False)
-    assert len(models._MODEL_CACHE) == n_cached
+    with caplog.at_level(logging.INFO, logger="hf_selectit"):
+        b = alpaca_ds.map(selectit_score, batched=True, batch_size=2, fn_kwargs=kwargs, load_from_cache_file=False)
+    assert not [r for r in caplog.records if r.name == "hf_selectit.models" and "Loaded" in r.getMessage()]
     direct = SelectITScorer(str(tiny_model_dir), prompts=3)(ALPACA)
     np.testing.assert_allclose(a["selectit_sentence_score"], direct["selectit_sentence_score"], atol=1e-9)
     np.testing.assert_allclose(b["selectit_sentence_score"], direct["selectit_sentence_score"], atol=1e-5)
     assert all(len(t) == 3 for t in a["selectit_token_scores"])
+
+
+def test_single_row_map_asks_for_batched(tiny_model_dir, alpaca_ds):
+    scorer = SelectITScorer(str(tiny_model_dir), prompts=1)
+    with pytest.raises(ConfigError, match="batched=True"):
+        alpaca_ds.map(scorer, load_from_cache_file=False)
+    chat = Dataset.from_dict({"messages": [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]})
+    with pytest.raises(ConfigError, match="batched=True"):
+        chat.map(scorer, load_from_cache_file=False)
+    with pytest.raises(ConfigError, match="batched=True"):
+        selectit_score({"instruction": "Say hi", "output": "hi"}, model=str(tiny_model_dir), prompts=1)
+    assert scorer.forward_calls == 0
 
 
 def test_column_prefix_and_options_change_scores(tiny_model_dir):
@@ -276,18 +290,14 @@ def test_long_response_loses_its_middle(tiny_model_dir):
     out = scorer(data)
     assert out["selectit_status"] == ["truncated"]
     assert np.isfinite(out["selectit_sentence_score"][0])
-    state = scorer._state(None)
-    tok = state["tokenizer"]
-    statuses = [None]
-    from hf_selectit.prompts import extract_pairs
-
-    (item,) = scorer._tokenize(extract_pairs(data), statuses, state)
-    assert item.truncated and len(item.ids) == 400
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ((ids,),) = scorer.token_ids(data)
+    assert len(ids) == 400
     rp = RATING_PROMPTS[0]
     head = _tokens(tok, f"{rp}\n\nInstruction:Write filler text.\nResponse:START", special=True)
     tail = _tokens(tok, "END\nThe answer is: \n")
-    assert item.ids[: len(head)] == head  # rating prompt, whole instruction, response start
-    assert item.ids[-len(tail):] == tail  # response end and the whole rating question
+    assert ids[: len(head)] == head  # rating prompt, whole instruction, response start
+    assert ids[-len(tail):] == tail  # response end and the whole rating question
 
 
 def test_long_instruction_loses_its_tail(tiny_model_dir):
@@ -295,16 +305,14 @@ def test_long_instruction_loses_its_tail(tiny_model_dir):
     data = {"instruction": ["BEGIN " + "words " * 200], "output": ["short answer"]}
     out = scorer(data)
     assert out["selectit_status"] == ["truncated"]
-    tok = scorer._state(None)["tokenizer"]
-    from hf_selectit.prompts import extract_pairs
-
-    (item,) = scorer._tokenize(extract_pairs(data), [None], scorer._state(None))
-    assert len(item.ids) == 300
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ((ids,),) = scorer.token_ids(data)
+    assert len(ids) == 300
     rp = RATING_PROMPTS[0]
     head = _tokens(tok, f"{rp}\n\nInstruction:BEGIN ", special=True)
     tail = _tokens(tok, "\nResponse:short answer\nThe answer is: \n")
-    assert item.ids[: len(head)] == head
-    assert item.ids[-len(tail):] == tail  # the short response survives whole
+    assert ids[: len(head)] == head
+    assert ids[-len(tail):] == tail  # the short response survives whole
 
 
 def test_max_length_shorter_than_rating_question_is_a_row_error(tiny_model_dir):
@@ -325,23 +333,31 @@ def test_default_max_length_is_model_context(tmp_path):
 # --- out of memory: halve and retry, never skip a row -------------------------------------
 
 
-class _OOMAboveTwo(SelectITScorer):
+class _OOMAboveTwoEngine(Engine):
     """Raises a genuine CUDA OOM error for micro-batches of more than two texts; the model still runs."""
 
-    def _forward(self, input_ids, attention_mask, position_ids, state):
-        self.sizes = getattr(self, "sizes", []) + [int(input_ids.shape[0])]
-        if input_ids.shape[0] > 2:
+    def forward(self, batch, state):
+        self.method.sizes = getattr(self.method, "sizes", []) + [int(batch.input_ids.shape[0])]
+        if batch.input_ids.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super()._forward(input_ids, attention_mask, position_ids, state)
+        return super().forward(batch, state)
+
+
+class _OOMAboveTwo(SelectITScorer):
+    engine_class = _OOMAboveTwoEngine
+
+
+class _OOMOnLongTextEngine(Engine):
+    """Out of memory whenever the batch holds a text longer than 600 tokens, even alone."""
+
+    def forward(self, batch, state):
+        if batch.input_ids.shape[1] > 600:
+            raise RuntimeError("CUDA error: out of memory")
+        return super().forward(batch, state)
 
 
 class _OOMOnLongText(SelectITScorer):
-    """Out of memory whenever the batch holds a text longer than 600 tokens, even alone."""
-
-    def _forward(self, input_ids, attention_mask, position_ids, state):
-        if input_ids.shape[1] > 600:
-            raise RuntimeError("CUDA error: out of memory")
-        return super()._forward(input_ids, attention_mask, position_ids, state)
+    engine_class = _OOMOnLongTextEngine
 
 
 def test_oom_halves_and_retries(tiny_model_dir):
@@ -374,9 +390,12 @@ def test_row_that_never_fits_is_marked_not_skipped(tiny_model_dir):
 
 
 def test_other_runtime_errors_are_not_swallowed(tiny_model_dir):
-    class Broken(SelectITScorer):
-        def _forward(self, *args):
+    class BrokenEngine(Engine):
+        def forward(self, *args):
             raise RuntimeError("shape mismatch")
+
+    class Broken(SelectITScorer):
+        engine_class = BrokenEngine
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         Broken(str(tiny_model_dir))(ALPACA)
@@ -409,10 +428,10 @@ def test_fingerprint_is_fast_and_config_only(tiny_model_dir):
 
 
 def test_fingerprint_changes_with_package_version(tiny_model_dir, monkeypatch):
-    import hf_selectit.scorer as scorer_module
+    import hf_selectit.engine as engine_module
 
     before = Hasher.hash(SelectITScorer(str(tiny_model_dir)))
-    monkeypatch.setattr(scorer_module, "__version__", "999.0")
+    monkeypatch.setattr(engine_module, "__version__", "999.0")
     assert Hasher.hash(SelectITScorer(str(tiny_model_dir))) != before
 
 
@@ -521,7 +540,7 @@ def test_info_provenance(tiny_model_dir):
     assert info["model"] == str(tiny_model_dir)
     assert info["prompts"] == list(RATING_PROMPTS[:3]) and info["alpha"] == 0.1
     assert info["rating_tokens"]["variant"] == "bare" and info["rating_tokens"]["pieces"] == ["1", "2", "3", "4", "5"]
-    model = scorer._state(None)["model"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert info["parameter_count"] == sum(p.numel() for p in model.parameters())
     assert 0 < info["non_embedding_parameter_count"] < info["parameter_count"]
     assert info["dtype"] == "float32" and info["package_version"]
@@ -551,13 +570,11 @@ def test_chat_mode_truncation_keeps_the_template_tail(tiny_model_dir):
     data = {"instruction": ["Write filler text."], "output": ["START " + "lorem ipsum " * 100 + "END"]}
     out = scorer(data)
     assert out["selectit_status"] == ["truncated"] and np.isfinite(out["selectit_sentence_score"][0])
-    from hf_selectit.prompts import extract_pairs
-
-    state = scorer._state(None)
-    (item,) = scorer._tokenize(extract_pairs(data), [None], state)
-    tail = _tokens(state["tokenizer"], "END\nThe answer is: \n\n<|assistant|>\n")
-    head = _tokens(state["tokenizer"], f"<|user|>\n{RATING_PROMPTS[0]}\n\nInstruction:Write filler text.")
-    assert len(item.ids) == 400 and item.ids[-len(tail):] == tail and item.ids[: len(head)] == head
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ((ids,),) = scorer.token_ids(data)
+    tail = _tokens(tok, "END\nThe answer is: \n\n<|assistant|>\n")
+    head = _tokens(tok, f"<|user|>\n{RATING_PROMPTS[0]}\n\nInstruction:Write filler text.")
+    assert len(ids) == 400 and ids[-len(tail):] == tail and ids[: len(head)] == head
 
 
 # --- shared rating-prompt prefix (reuse_prompt_prefix) ----------------------------------------
@@ -588,12 +605,12 @@ def test_prefix_reuse_equals_full_forward(tiny_model_dir, template):
     assert np.isnan(a["selectit_sentence_score"][8]) and np.isnan(a["selectit_sentence_score"][9])
     # The prefix path really ran: one cached prefix per prompt, each longer than the rating
     # prompt itself (BOS + prompt + "\n\nInstruction:"), none on the plain scorer.
-    state = reused._state(None)
-    cached = sorted(state["tokenizer"].decode(list(ids)) for ids in state["prefix_kv"])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cached = sorted(tok.decode(list(ids)) for ids in reused.engine.cached_prefixes())
     assert len(cached) == 3
     for text, rp in zip(cached, sorted(RATING_PROMPTS[:3])):
         assert text.endswith(rp + "\n\nInstruction:") or text.endswith(rp + "\n\nInstruction"), text
-    assert "prefix_kv" not in plain._state(None)
+    assert plain.engine.cached_prefixes() == [] and plain.engine.stats.prefix_forwards == 0
 
 
 def test_prefix_reuse_batch_sizes_agree_with_plain(tiny_model_dir):
@@ -614,25 +631,30 @@ def test_prefix_is_computed_once_per_prompt_and_process(tiny_model_dir):
     rest = {k: v[4:] for k, v in ALPACA.items()}
     scorer(half)
     first = scorer.forward_calls
-    state = scorer._state(None)
-    kv_before = {k: v[0][0].data_ptr() for k, v in state["prefix_kv"].items()}
+    stats = scorer.engine.stats
+    assert stats.prefix_forwards == 2 and stats.micro_batches >= 1
+    prefixes = scorer.engine.cached_prefixes()
     scorer(rest)
     second = scorer.forward_calls - first
-    # The first call also ran the two prefixes; the second reused them (same tensors).
-    micro_batches_first = first - 2
-    assert micro_batches_first >= 1 and second >= 1
-    assert {k: v[0][0].data_ptr() for k, v in state["prefix_kv"].items()} == kv_before
-    assert len(kv_before) == 2
+    # The first call also ran the two prefixes; the second reused them (no prefix forward).
+    assert first == stats.prefix_forwards + (stats.micro_batches - second) and second >= 1
+    assert stats.prefix_forwards == 2 and scorer.engine.cached_prefixes() == prefixes
+    assert len(prefixes) == 2
+
+
+class _OOMAboveTwoOnPrefixEngine(Engine):
+    """Out of memory for more than two texts; records whether the micro-batch used the prefix cache."""
+
+    def forward(self, batch, state):
+        calls = getattr(self.method, "calls", [])
+        self.method.calls = calls + [(int(batch.input_ids.shape[0]), batch.prefix_kv is not None)]
+        if batch.input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(batch, state)
 
 
 class _OOMAboveTwoOnPrefix(SelectITScorer):
-    """Out of memory for more than two texts; records whether the micro-batch used the prefix cache."""
-
-    def _forward(self, input_ids, attention_mask, position_ids, state):
-        self.calls = getattr(self, "calls", []) + [(int(input_ids.shape[0]), state.get("prefix") is not None)]
-        if input_ids.shape[0] > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super()._forward(input_ids, attention_mask, position_ids, state)
+    engine_class = _OOMAboveTwoOnPrefixEngine
 
 
 def test_oom_halving_on_the_prefix_path(tiny_model_dir):

@@ -1,0 +1,740 @@
+"""The scoring engine: the only place that runs a model. Methods (hf_selectit/methods/) say what to read.
+
+Everything every method shares lives here:
+
+- a per-process model cache and the device by rank (`Engine.state`), loaded through `models`;
+- tokenising, and truncation that protects a method's fixed parts (`truncate_protected`);
+- length-sorted micro-batches under a token budget (rows x padded length), left padding with
+  explicit position ids (transformers' Llama does not derive them from the attention mask in a
+  plain forward; without them results would depend on padding);
+- exact reuse of the KV cache of leading tokens shared by all texts of a group (a rating prompt,
+  an IFD template head): computed once per process, every micro-batch feeds only its suffixes;
+- two read-outs: full-vocabulary fp32 probabilities of a few tokens at the LAST position
+  (`LastTokenProbs`, rating methods), or fp32 token losses of a span (`TokenLosses`, IFD: loss of
+  token t from the logits at t-1, the output head applied in chunks of positions so that a long
+  row never materialises full-vocabulary fp32 logits for all its positions at once);
+- out-of-memory halving of a micro-batch down to one text, then a per-row failure;
+- one torch thread in forked `num_proc` workers;
+- the fingerprint contract: a scorer pickles to its config only (`config_state`), and `datasets`
+  hashes it in microseconds, leaving out options that do not change scores (`register_hashing`).
+
+A method builds `Item`s (token ids of one text of one row, which group it shares a prefix
+with, where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item
+back, and the rows that could not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Hashable, Optional, Sequence
+
+from . import progress
+from ._version import __version__
+
+logger = logging.getLogger(__name__)
+
+# Token budgets used when `max_batch_tokens` is None. CPU: measured with scripts/benchmark.py on
+# SmolLM2-135M (larger micro-batches pad more and spill the caches; see docs/scaling.md).
+CPU_BATCH_TOKENS = 1024
+CUDA_BATCH_TOKENS = 32768
+# Positions per chunk when token losses are read: the output head and an fp32 log-softmax run on
+# at most this many positions at a time (256 x 128k vocabulary x 4 bytes = 128 MiB).
+LOSS_CHUNK_POSITIONS = 256
+_PREFIX_CACHE_SIZE = 32  # shared prefixes kept per device (a few MB each even for 8B models)
+_PROGRESS_LOG_SECONDS = 10.0
+
+# Set in a process forked after this module was imported (`num_proc` workers of `datasets`).
+_FORKED = {"child": False, "threads_set": False}
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _FORKED.update(child=True, threads_set=False))
+
+
+# --- what methods hand to the engine and get back ---------------------------------------------
+
+
+@dataclass
+class Item:
+    """One text to run: its token ids, the row it belongs to, and what to read from it.
+
+    Attributes:
+        row: index of the row in the batch.
+        slot: which of the row's texts this is (rating prompt j, conditioned/direct, ...).
+        group: texts of one group share their leading template tokens (prefix KV reuse).
+        ids: token ids, special tokens included.
+        truncated: the text was cut to fit `max_length`.
+        loss_from: for `TokenLosses`: index of the first token whose loss is read (>= 1).
+    """
+
+    row: int
+    slot: int
+    group: Hashable
+    ids: list
+    truncated: bool = False
+    loss_from: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class LastTokenProbs:
+    """Read-out: fp32 full-vocabulary softmax at the last position, at `token_ids` (float64 array)."""
+
+    token_ids: tuple
+
+
+@dataclass(frozen=True)
+class TokenLosses:
+    """Read-out: -log p(token t | tokens < t) for t = item.loss_from .. end (float64 array)."""
+
+
+@dataclass
+class MicroBatch:
+    """One forward as the model sees it: left-padded suffixes on top of an optional shared prefix."""
+
+    items: list
+    input_ids: Any
+    attention_mask: Any
+    position_ids: Any
+    prefix_len: int = 0
+    prefix_kv: Optional[list] = None
+    readout: Any = None
+
+
+@dataclass
+class DeviceState:
+    """Everything loaded for one device in one process (typed, never pickled).
+
+    Attributes:
+        model, tokenizer: from `models.load_model_and_tokenizer` (shared per process).
+        device: the device chosen for this rank.
+        max_length: longest text in tokens (option or the model's context).
+        method_data: what the method prepared once per device (e.g. its rating tokens).
+        prefix_kv: shared-prefix token ids -> per-layer (keys, values), or None if not reusable.
+        template_prefix: group -> number of leading tokens any two texts of the group share.
+    """
+
+    model: Any
+    tokenizer: Any
+    device: str
+    max_length: int
+    method_data: Any = None
+    prefix_kv: dict = field(default_factory=dict)
+    template_prefix: dict = field(default_factory=dict)
+
+
+@dataclass
+class EngineStats:
+    """Counters of this process's work (public effects for tests, benchmarks and logs)."""
+
+    forward_calls: int = 0
+    prefix_forwards: int = 0
+    micro_batches: int = 0
+    oom_splits: int = 0
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+class Engine:
+    """Runs a method's texts through its model. One per scorer object; models are shared per process.
+
+    Args:
+        config: the scorer's config (model, revision, dtype, device, max_length,
+            max_batch_tokens, reuse_prompt_prefix, trust_remote_code are read).
+        method: the scorer; the engine calls `method.prepare(model, tokenizer, name)` once per
+            device and `method.probe_token_ids(group, state)` once per group (two texts whose
+            variable parts share no character, to find the template's own prefix).
+    """
+
+    def __init__(self, config: Any, method: Any) -> None:
+        self.config = config
+        self.method = method
+        self.stats = EngineStats()
+        self._loaded: dict[str, DeviceState] = {}
+        self._lock = threading.Lock()
+
+    # --- model state ---
+
+    def state(self, rank: Optional[int] = None) -> DeviceState:
+        """The loaded model, tokenizer and caches for `rank`'s device (loads on first use)."""
+        from .models import resolve_device
+
+        if _FORKED["child"] and not _FORKED["threads_set"]:
+            _limit_threads_after_fork()
+        device = resolve_device(self.config.device, rank=rank)
+        with self._lock:
+            state = self._loaded.get(device)
+            if state is None:
+                state = self._load(device)
+                self._loaded[device] = state
+        return state
+
+    def _load(self, device: str) -> DeviceState:
+        from .models import EMBEDDED_MODEL_ID, load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(self.config, device)
+        name = EMBEDDED_MODEL_ID if self.config.model is None else repr(self.config.model)
+        method_data = self.method.prepare(model, tokenizer, name)
+        max_length = self.config.max_length or model_context(model, tokenizer)
+        return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
+                           method_data=method_data)
+
+    def input_device(self, state: DeviceState) -> Any:
+        """Where input tensors go: the device of the model's input embeddings (the model's device today)."""
+        return state.device
+
+    def cached_prefixes(self, rank: Optional[int] = None) -> list:
+        """Token ids of the shared prefixes whose KV cache this process holds for `rank`'s device."""
+        return [ids for ids, kv in self.state(rank).prefix_kv.items() if kv is not None]
+
+    # --- tokenising ---
+
+    def encode(self, texts: Sequence[str], state: DeviceState, *, add_special_tokens: bool = True) -> list:
+        """Token ids of each text (one tokenizer call for all)."""
+        if not texts:
+            return []
+        return [list(ids) for ids in state.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+
+    def truncate_protected(self, text: str, spans: Any, max_length: int, state: DeviceState,
+                           *, add_special_tokens: bool = True) -> Optional[list]:
+        """Token ids of `text` cut to `max_length`, or None when its fixed parts alone are longer.
+
+        Args:
+            text: the full text.
+            spans: the cuttable character spans, `[(kind, start, end), ...]` in text order, kind
+                "x" (e.g. instruction and input: together they lose their tail) or "y" (e.g. the
+                response: loses its middle); or the 4-tuple (x start, x end, y start, y end).
+                Everything outside them (prompts, markers, questions, template) is kept whole.
+            max_length: the budget in tokens, special tokens included.
+            state: from `state(rank)`.
+
+        y loses its middle first; if x alone leaves less than half of the budget for y, x loses
+        its tail and y keeps half.
+
+        Example:
+            >>> text, spans = join_segments([("fixed", "Q: "), ("x", question), ("fixed", "A: "), ("y", answer)])
+            >>> ids = engine.truncate_protected(text, spans, 512, state)
+        """
+        if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
+            x0, x1, r0, r1 = spans
+            spans = [("x", x0, x1), ("y", r0, r1)]
+        regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
+        fixed = sum(len(ids) for kind, ids in regions if kind == "fixed")
+        n_x = sum(len(ids) for kind, ids in regions if kind == "x")
+        n_y = sum(len(ids) for kind, ids in regions if kind == "y")
+        avail = max_length - fixed
+        if avail < 0:
+            return None
+        if n_x + min(n_y, avail // 2) <= avail:
+            x_keep = n_x
+        else:
+            x_keep = avail - min(n_y, avail // 2)
+        y_keep = min(n_y, avail - x_keep)
+        head_n = (y_keep + 1) // 2
+        tail_n = y_keep - head_n
+        out: list = []
+        seen = {"x": 0, "y": 0}
+        for kind, ids in regions:
+            if kind == "fixed":
+                out.extend(ids)
+                continue
+            for token in ids:
+                k = seen[kind]
+                seen[kind] += 1
+                if kind == "x" and k < x_keep:
+                    out.append(token)
+                elif kind == "y" and (k < head_n or k >= n_y - tail_n):
+                    out.append(token)
+        return out
+
+    # --- running ---
+
+    def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
+        """Forward every item in length-sorted micro-batches under the token budget.
+
+        Items of one group share their leading tokens (capped at the group's template prefix,
+        and before every item's read-out span); with `reuse_prompt_prefix` that prefix runs once
+        per process and every micro-batch of the group feeds only its suffixes.
+
+        Args:
+            items: the texts to run.
+            state: from `state(rank)`.
+            readout: `LastTokenProbs(...)` or `TokenLosses()`.
+            n_rows: rows in the batch (for progress: rows without items count as done at the end).
+
+        Returns:
+            (one numpy array per item, None where its row failed; rows that ran out of memory
+            even alone).
+        """
+        budget = self.config.max_batch_tokens or default_batch_tokens(state.device)
+        results: list = [None] * len(items)
+        plain: list = []
+        prefixed: list = []
+        # Also for a group with one text: its prefix is computed once per process and reused,
+        # and a row then scores the same whether or not it was alone in its call.
+        if self.config.reuse_prompt_prefix and items:
+            by_group: dict = {}
+            for index, item in enumerate(items):
+                by_group.setdefault(item.group, []).append(index)
+            for group, indices in by_group.items():
+                group_ids = [items[i].ids for i in indices]
+                # Every item keeps at least one token of its own (the last shared token at least).
+                n = common_prefix_length(group_ids) - 1
+                # Capped at the template's own prefix, so that batches whose texts happen to
+                # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
+                # cache is then computed once, and every batch and process rounds alike.
+                n = min(n, self._template_prefix_length(group, state))
+                starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
+                if starts:  # the logits before the first read token must come from the suffix
+                    n = min(n, min(starts) - 1)
+                prefix_ids = tuple(items[indices[0]].ids[:n])
+                if n < 2 or self._prefix_kv(prefix_ids, state) is None:
+                    plain.extend(indices)
+                else:
+                    prefixed.append((prefix_ids, indices))
+        else:
+            plain = list(range(len(items)))
+        tracker = _Progress(items, n_rows)
+        failed: set = set()
+        for prefix_ids, indices in prefixed:
+            p = len(prefix_ids)
+            for batch in micro_batches([len(items[i].ids) - p for i in indices], budget, extra=p):
+                self._run_with_retry(items, [indices[i] for i in batch], state, readout, results, failed,
+                                     prefix_ids)
+                tracker.done([indices[i] for i in batch])
+        for batch in micro_batches([len(items[i].ids) for i in plain], budget):
+            self._run_with_retry(items, [plain[i] for i in batch], state, readout, results, failed)
+            tracker.done([plain[i] for i in batch])
+        tracker.finish()
+        for index, item in enumerate(items):
+            if item.row in failed:
+                results[index] = None
+        return results, failed
+
+    def _template_prefix_length(self, group: Hashable, state: DeviceState) -> int:
+        if group not in state.template_prefix:
+            ids = self.method.probe_token_ids(group, state)
+            state.template_prefix[group] = common_prefix_length([list(x) for x in ids])
+        return state.template_prefix[group]
+
+    def _prefix_kv(self, prefix_ids: tuple, state: DeviceState) -> Optional[list]:
+        """Per-layer (keys, values) [1, heads, len, dim] of `prefix_ids`, cached per process and device.
+
+        A cached longer prefix that starts with `prefix_ids` is sliced (keys of a causal model at
+        a position do not depend on later tokens). Returns None when the model's cache is not a
+        plain per-layer key/value cache (sliding or linear-attention layers): plain path then.
+        """
+        import torch
+
+        cache = state.prefix_kv
+        p = len(prefix_ids)
+        for key, kv in cache.items():
+            if len(key) >= p and key[:p] == prefix_ids:
+                if kv is None:
+                    return None
+                return [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.input_device(state))
+        try:
+            self.stats.forward_calls += 1
+            self.stats.prefix_forwards += 1
+            with torch.inference_mode():
+                out = state.model(
+                    input_ids=ids, attention_mask=torch.ones_like(ids),
+                    position_ids=torch.arange(p, device=ids.device).unsqueeze(0),
+                    use_cache=True, logits_to_keep=1,
+                )
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            if not is_oom(err):
+                raise
+            logger.info("Out of memory on a shared prefix (%d tokens); running full texts.", p)
+            return None
+        past = out.past_key_values
+        kv = None
+        if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
+            kv = [(layer.keys, layer.values) for layer in past.layers]
+        else:
+            warn_once("no-prefix-cache", f"The model's KV cache ({type(past).__name__}) has layers other "
+                      "than plain full-attention ones; shared prompt prefixes are not reused.")
+        if len(cache) >= _PREFIX_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[prefix_ids] = kv
+        return kv
+
+    def _run_with_retry(self, items: list, indices: list, state: DeviceState, readout: Any, results: list,
+                        failed: set, prefix_ids: Optional[tuple] = None) -> None:
+        """Forward one micro-batch; on out-of-memory halve it and retry, down to single texts."""
+        import torch
+
+        p = len(prefix_ids) if prefix_ids else 0
+        batch_items = [items[i] for i in indices]
+        input_ids, attention_mask, position_ids = pad_left(
+            [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, self.input_device(state)
+        )
+        kv = None
+        if prefix_ids:
+            ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
+            # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
+            # continue from the prefix so each text sees exactly the positions it has alone.
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
+            position_ids = position_ids + p
+            kv = self._prefix_kv(prefix_ids, state)
+        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, p, kv, readout)
+        try:
+            self.stats.forward_calls += 1
+            self.stats.micro_batches += 1
+            values = self.forward(batch, state)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            if not is_oom(err):
+                raise
+            del batch, input_ids, attention_mask, position_ids, kv
+            if str(state.device).startswith("cuda"):
+                torch.cuda.empty_cache()
+            if len(indices) == 1:
+                warn_once("oom-row", "A row could not be scored even alone (out of memory); its status "
+                          "says 'error: out of memory'. Lower max_length or use a larger device.")
+                failed.add(batch_items[0].row)
+                return
+            half = len(indices) // 2
+            self.stats.oom_splits += 1
+            logger.info("Out of memory on a micro-batch of %d texts; retrying as %d + %d.",
+                        len(indices), half, len(indices) - half)
+            self._run_with_retry(items, indices[:half], state, readout, results, failed, prefix_ids)
+            self._run_with_retry(items, indices[half:], state, readout, results, failed, prefix_ids)
+            return
+        for index, value in zip(indices, values):
+            results[index] = value
+
+    def forward(self, batch: MicroBatch, state: DeviceState) -> list:
+        """The one call into the model: one numpy array per text of `batch` (see the read-outs)."""
+        import torch
+
+        past = None
+        if batch.prefix_kv is not None:
+            from transformers import DynamicCache
+
+            n = batch.input_ids.shape[0]
+            # A fresh cache per micro-batch (the forward appends to it); `expand` is a view, the
+            # layer's first update copies it once.
+            past = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv])
+        with torch.inference_mode():
+            if isinstance(batch.readout, LastTokenProbs):
+                out = state.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, past_key_values=past, logits_to_keep=1,
+                    use_cache=past is not None,
+                )
+                probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
+                ids = torch.tensor(batch.readout.token_ids, device=probs.device)
+                return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
+            if isinstance(batch.readout, TokenLosses):
+                return self._token_losses(batch, past, state)
+        raise TypeError(f"Unknown read-out {batch.readout!r}: expected LastTokenProbs or TokenLosses.")
+
+    def _token_losses(self, batch: MicroBatch, past: Any, state: DeviceState) -> list:
+        import torch
+
+        model = state.model
+        # The decoder's last hidden states, then the output head on the read positions only, in
+        # chunks: logits at every position of a long row are never materialised at once.
+        hidden = model.base_model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+            past_key_values=past, use_cache=past is not None,
+        ).last_hidden_state
+        width = batch.input_ids.shape[1]
+        p = batch.prefix_len
+        rows, cols, targets, counts = [], [], [], []
+        for i, item in enumerate(batch.items):
+            suffix = len(item.ids) - p
+            start = max(int(item.loss_from), 1)
+            n = max(len(item.ids) - start, 0)
+            counts.append(n)
+            # Token t (global) sits in column width - suffix + (t - p); its logits are one left.
+            first_col = width - suffix + (start - p) - 1
+            rows.extend([i] * n)
+            cols.extend(range(first_col, first_col + n))
+            targets.extend(item.ids[start:])
+        if not targets:
+            return [_empty_losses() for _ in batch.items]
+        device = hidden.device
+        picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+        target = torch.tensor(targets, device=device)
+        head = model.get_output_embeddings()
+        softcap = getattr(model.config, "final_logit_softcapping", None)
+        losses = []
+        for start in range(0, picked.shape[0], LOSS_CHUNK_POSITIONS):
+            logits = head(picked[start:start + LOSS_CHUNK_POSITIONS]).float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            logp = torch.log_softmax(logits, dim=-1)
+            losses.append(-logp.gather(1, target[start:start + LOSS_CHUNK_POSITIONS, None])[:, 0])
+        flat = torch.cat(losses).to(torch.float64).cpu().numpy()
+        out, offset = [], 0
+        for n in counts:
+            out.append(flat[offset:offset + n])
+            offset += n
+        return out
+
+
+def _empty_losses() -> Any:
+    import numpy as np
+
+    return np.zeros(0, dtype=np.float64)
+
+
+class _Progress:
+    """Counts rows whose texts are all done; reports them to `progress` and logs slow batches."""
+
+    def __init__(self, items: list, n_rows: int) -> None:
+        self.rows = [item.row for item in items]
+        self.left: dict = {}
+        for item in items:
+            self.left[item.row] = self.left.get(item.row, 0) + 1
+        self.n_rows, self.n_texts = n_rows, len(items)
+        self.rows_done = self.texts_done = 0
+        self.start = self.last_log = time.monotonic()
+
+    def done(self, indices: list) -> None:
+        finished = 0
+        for row in (self.rows[i] for i in indices):
+            self.left[row] -= 1
+            if self.left[row] == 0:
+                finished += 1
+        self.texts_done += len(indices)
+        self.rows_done += finished
+        progress.advance(finished)
+        now = time.monotonic()
+        if now - self.last_log > _PROGRESS_LOG_SECONDS:
+            self.last_log = now
+            logger.info("Scored %d/%d texts (%d/%d rows) of this batch, %.1f texts/s.", self.texts_done,
+                        self.n_texts, self.rows_done, self.n_rows, self.texts_done / max(now - self.start, 1e-9))
+
+    def finish(self) -> None:
+        progress.advance(self.n_rows - self.rows_done)
+        self.rows_done = self.n_rows
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def default_batch_tokens(device: Any) -> int:
+    """The token budget of a micro-batch when `max_batch_tokens` is None, by device.
+
+    Args:
+        device: a torch device or its name ("cpu", "cuda:0", ...).
+
+    Returns:
+        32768 on CUDA, 1024 elsewhere.
+
+    Example:
+        >>> default_batch_tokens("cuda:0")
+        32768
+    """
+    return CUDA_BATCH_TOKENS if str(device).startswith("cuda") else CPU_BATCH_TOKENS
+
+
+def common_prefix_length(sequences: list) -> int:
+    """Length of the longest common prefix of lists of token ids."""
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        i = 0
+        while i < n and seq[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def micro_batches(lengths: list, budget: int, *, extra: int = 0) -> list:
+    """Indices grouped into micro-batches, longest first, of rows x (padded length + extra) <= budget.
+
+    A single text longer than the budget still forms its own micro-batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * (longest + extra) > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_left(sequences: list, pad_id: int, device: Any):
+    """(input_ids, attention_mask, position_ids) of left-padded sequences; positions count real tokens."""
+    import torch
+
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), int(pad_id), dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if seq:
+            input_ids[i, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[i, longest - len(seq):] = 1
+    # Positions count real tokens only, so a left-padded text sees the same positions as alone.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
+
+
+def join_segments(segments: Sequence) -> tuple[str, list]:
+    """`[(kind, text), ...]` -> (full text, cuttable spans for `Engine.truncate_protected`).
+
+    Example:
+        >>> join_segments([("fixed", "Q: "), ("x", "hi"), ("fixed", "\\nA: "), ("y", "yo")])
+        ('Q: hi\\nA: yo', [('x', 3, 5), ('y', 9, 11)])
+    """
+    parts, spans, pos = [], [], 0
+    for kind, piece in segments:
+        if kind not in ("fixed", "x", "y"):
+            raise ValueError(f"segment kind {kind!r} is invalid: expected 'fixed', 'x' or 'y'.")
+        if kind != "fixed" and piece:
+            spans.append((kind, pos, pos + len(piece)))
+        parts.append(piece)
+        pos += len(piece)
+    return "".join(parts), spans
+
+
+def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
+    """Tokenize `text` into consecutive regions ("fixed" | "x" | "y", ids) by character spans.
+
+    With a fast tokenizer the whole text is tokenized once and tokens are assigned by their
+    character offsets (a token straddling a boundary stays with the kept-whole side); without
+    offsets each region is tokenized on its own.
+    """
+    spans = [(kind, a, b) for kind, a, b in spans if a < b]
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+        regions: list = []
+        kind_prev = "fixed"
+        for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+            if start == end:
+                kind = kind_prev  # special tokens carry no text: keep with their neighbour
+            else:
+                # outside every span, or straddling a boundary: kept whole
+                kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
+            if regions and regions[-1][0] == kind:
+                regions[-1][1].append(token_id)
+            else:
+                regions.append((kind, [token_id]))
+            kind_prev = kind
+        return regions
+    bounds, pos = [], 0
+    for kind, a, b in sorted(spans, key=lambda s: s[1]):
+        bounds += [(pos, a, "fixed"), (a, b, kind)]
+        pos = b
+    bounds.append((pos, len(text), "fixed"))
+    regions = []
+    first = True
+    for start, end, kind in bounds:
+        piece = text[start:end]
+        if not piece:
+            continue
+        ids = tokenizer(piece, add_special_tokens=add_special and first)["input_ids"]
+        first = False
+        regions.append((kind, list(ids)))
+    return regions
+
+
+def _limit_threads_after_fork() -> None:
+    """One torch thread in a forked worker.
+
+    A process forked after torch ran a parallel CPU op inherits a broken OpenMP pool and hangs
+    on its next parallel op (seen with `map(num_proc=2)` after scoring in the parent). Serial
+    ops avoid the pool; `num_proc` workers are the parallelism anyway.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    _FORKED["threads_set"] = True
+    logger.info("Scoring in a forked worker (num_proc > 1): one torch thread per worker.")
+
+
+def is_oom(err: BaseException) -> bool:
+    """True for a CUDA out-of-memory error, or a RuntimeError saying "out of memory"."""
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def model_context(model: Any, tokenizer: Any) -> int:
+    """The model's context length (config, else the tokenizer's limit, else 2048 with a warning)."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and context > 0:
+        return context
+    context = getattr(model.config, "n_positions", None)
+    if isinstance(context, int) and context > 0:
+        return context
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    warn_once("no-context", "The model states no context length; using max_length=2048.")
+    return 2048
+
+
+_warned: set = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log `message` as a warning once per process for `key`."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
+
+
+# --- fingerprint contract -------------------------------------------------------------------
+
+
+def config_state(config: Any) -> dict:
+    """A config's fields plus the package version: what a scorer pickles to."""
+    state = {f.name: getattr(config, f.name) for f in fields(config)}
+    state["version"] = __version__
+    return state
+
+
+def local_model_stamp(model: Optional[str]) -> tuple:
+    """Sizes and mtimes of a local model folder's files (cheap stats), so edits in place re-score."""
+    if model is None or not os.path.isdir(model):
+        return ()
+    stamp = []
+    for name in sorted(os.listdir(model)):
+        if name.endswith((".json", ".safetensors", ".bin", ".model", ".txt", ".gguf")):
+            st = os.stat(os.path.join(model, name))
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing only, never loaded
+    raise RuntimeError("This pickle only fingerprints a scorer; it cannot be loaded.")
+
+
+_REGISTERED: set = set()
+
+
+def register_hashing(cls: type) -> None:
+    """Teach `datasets`' fingerprint pickler to hash a scorer class by `obj._hash_state()` only.
+
+    `datasets.fingerprint.Hasher` pickles with its own dill Pickler; a reducer registered there
+    affects fingerprints only, so the ordinary pickle (sent to `num_proc` workers) still carries
+    runtime options such as `device`. Without `datasets` importable this is a no-op and the
+    ordinary `__reduce__` (config only) is hashed instead.
+    """
+    if cls in _REGISTERED:
+        return
+    try:
+        # Private module of `datasets`: the only way to register a reducer with its Hasher.
+        from datasets.utils._dill import pklregister
+    except ImportError:  # datasets absent or its private layout changed: hash the full config
+        return
+
+    def _save(pickler: Any, obj: Any) -> None:
+        pickler.save_reduce(_rebuild_from_hash_state, obj._hash_state(), obj=obj)
+
+    pklregister(cls)(_save)
+    _REGISTERED.add(cls)

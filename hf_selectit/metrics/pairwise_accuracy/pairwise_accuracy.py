@@ -1,0 +1,61 @@
+"""Pairwise accuracy of a scorer on preference pairs, with a bootstrap interval (hf-selectit)."""
+
+import datasets
+import evaluate
+import numpy as np
+
+from hf_selectit.metrics import stats
+
+_DESCRIPTION = """
+Share of preference pairs in which the chosen answer scores higher than the rejected one; a tie
+counts 0.5, so a scorer that cannot tell the two apart gets 0.5. Pairs with a missing (NaN)
+score on either side are left out and counted in `n_missing`. The interval is the percentile
+bootstrap over pairs.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    chosen (list of float): score of the chosen (preferred) answer of each pair.
+    rejected (list of float): score of the rejected answer of the same pair.
+    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
+    seed (int): seed of the resampling, default 0.
+    confidence (float): interval coverage, default 0.95.
+Returns:
+    pairwise_accuracy, ci_low, ci_high, n (pairs used), n_missing, wins, ties, losses,
+    n_boot, n_boot_undefined, confidence.
+Examples:
+    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("pairwise_accuracy"))
+    >>> metric.compute(chosen=[2.0, 1.0, 0.0], rejected=[1.0, 1.0, 3.0])["pairwise_accuracy"]
+    0.5
+"""
+
+_CITATION = ""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class PairwiseAccuracy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"chosen": datasets.Value("float64"), "rejected": datasets.Value("float64")}
+            ),
+        )
+
+    def _compute(self, chosen, rejected, n_boot=stats.DEFAULT_N_BOOT, seed=stats.DEFAULT_SEED,
+                 confidence=stats.DEFAULT_CONFIDENCE):
+        c = np.asarray(chosen, dtype=np.float64)
+        r = np.asarray(rejected, dtype=np.float64)
+        ok = stats.finite_mask(c, r)
+        outcomes = stats.pairwise_outcomes(c[ok], r[ok])
+        result = stats.estimate(stats.mean_statistic(outcomes), len(outcomes), n_boot=n_boot,
+                                seed=seed, confidence=confidence)
+        return {
+            "pairwise_accuracy": result.pop("value"), **result,
+            "n_missing": int((~ok).sum()),
+            "wins": int((outcomes == 1.0).sum()),
+            "ties": int((outcomes == 0.5).sum()),
+            "losses": int((outcomes == 0.0).sum()),
+        }

@@ -1,0 +1,64 @@
+"""ROC-AUC of a score against a binary label, ties 0.5, with a bootstrap interval (hf-selectit)."""
+
+import datasets
+import evaluate
+import numpy as np
+
+from hf_selectit.metrics import stats
+
+_DESCRIPTION = """
+Area under the ROC curve of a score for a binary label: the probability that a random positive
+item scores higher than a random negative one, a tie counting 0.5 (0.5 = no separation,
+1.0 = every positive above every negative, below 0.5 = the score prefers the negatives).
+Items with a missing (NaN) score are left out and counted in `n_missing`. The interval is the
+percentile bootstrap over items; resamples with one class only are left out and counted in
+`n_boot_undefined`.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of float): the score of each item.
+    references (list of int): 1 for a positive item, 0 for a negative one.
+    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
+    seed (int): seed of the resampling, default 0.
+    confidence (float): interval coverage, default 0.95.
+Returns:
+    roc_auc, ci_low, ci_high, n, n_positive, n_negative, n_missing, n_boot, n_boot_undefined,
+    confidence.
+Examples:
+    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("roc_auc"))
+    >>> metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[0, 0, 1, 1])["roc_auc"]
+    0.75
+"""
+
+_CITATION = ""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class RocAuc(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("int32")}
+            ),
+        )
+
+    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
+                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+        scores = np.asarray(predictions, dtype=np.float64)
+        labels = np.asarray(references)
+        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
+        if bad:
+            raise ValueError(f"references must be 0 or 1; got {bad[:5]}.")
+        ok = stats.finite_mask(scores)
+        scores, labels = scores[ok], labels[ok].astype(bool)
+        result = stats.estimate(stats.auc_statistic(scores, labels), len(scores), n_boot=n_boot,
+                                seed=seed, confidence=confidence)
+        return {
+            "roc_auc": result.pop("value"), **result,
+            "n_positive": int(labels.sum()), "n_negative": int((~labels).sum()),
+            "n_missing": int((~ok).sum()),
+        }

@@ -1,0 +1,53 @@
+"""Spearman rank correlation with a bootstrap interval (hf-selectit)."""
+
+import datasets
+import evaluate
+import numpy as np
+
+from hf_selectit.metrics import stats
+
+_DESCRIPTION = """
+Spearman's rank correlation between two columns (a score and a numeric rating, or two scores):
+the Pearson correlation of their ranks, ties sharing their average rank (as
+scipy.stats.spearmanr). Items with a missing (NaN) value on either side are left out and counted
+in `n_missing`. The interval is the percentile bootstrap over items.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of float): the first column (a score).
+    references (list of float): the second column (a rating or another score).
+    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
+    seed (int): seed of the resampling, default 0.
+    confidence (float): interval coverage, default 0.95.
+Returns:
+    spearman, ci_low, ci_high, n, n_missing, n_boot, n_boot_undefined, confidence.
+Examples:
+    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("spearman"))
+    >>> round(metric.compute(predictions=[1, 2, 3, 4], references=[1, 3, 2, 4])["spearman"], 3)
+    0.8
+"""
+
+_CITATION = ""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Spearman(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+        )
+
+    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
+                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+        x = np.asarray(predictions, dtype=np.float64)
+        y = np.asarray(references, dtype=np.float64)
+        ok = stats.finite_mask(x, y)
+        result = stats.estimate(stats.spearman_statistic(x[ok], y[ok]), int(ok.sum()),
+                                n_boot=n_boot, seed=seed, confidence=confidence)
+        return {"spearman": result.pop("value"), **result, "n_missing": int((~ok).sum())}

@@ -1,0 +1,59 @@
+"""Jaccard overlap of two selected subsets of the same rows, with a bootstrap interval (hf-selectit)."""
+
+import datasets
+import evaluate
+import numpy as np
+
+from hf_selectit.metrics import stats
+
+_DESCRIPTION = """
+Overlap of two selections of the same rows (for example the top 20% by two different scores):
+the Jaccard index |A and B| / |A or B| (1 = the same rows, 0 = disjoint), and the share of A's
+rows that B also selected. Two independent random selections of k of N rows each have an
+expected Jaccard of about q / (2 - q) with q = k / N. The interval is the percentile bootstrap
+over rows.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of bool): whether each row is in selection A.
+    references (list of bool): whether each row is in selection B.
+    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
+    seed (int): seed of the resampling, default 0.
+    confidence (float): interval coverage, default 0.95.
+Returns:
+    jaccard, ci_low, ci_high, n (rows), selected_a, selected_b, both, share_of_a, n_boot,
+    n_boot_undefined, confidence.
+Examples:
+    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("top_overlap"))
+    >>> metric.compute(predictions=[1, 1, 0, 0], references=[0, 1, 1, 0])["jaccard"]
+    0.3333333333333333
+"""
+
+_CITATION = ""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class TopOverlap(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("bool"), "references": datasets.Value("bool")}
+            ),
+        )
+
+    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
+                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+        a = np.asarray(predictions, dtype=bool)
+        b = np.asarray(references, dtype=bool)
+        result = stats.estimate(stats.jaccard_statistic(a, b), len(a), n_boot=n_boot, seed=seed,
+                                confidence=confidence)
+        both = int((a & b).sum())
+        return {
+            "jaccard": result.pop("value"), **result,
+            "selected_a": int(a.sum()), "selected_b": int(b.sum()), "both": both,
+            "share_of_a": both / int(a.sum()) if a.any() else None,
+        }

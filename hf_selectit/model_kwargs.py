@@ -1,0 +1,398 @@
+"""`model_kwargs`: the keyword arguments passed through to `from_pretrained`, checked once.
+
+A bottom-layer module (no torch, no transformers at import): `config.ScorerConfig` validates its
+`model_kwargs` field here, `models.py` turns the checked dict into `from_pretrained` arguments,
+and the scorers take their fingerprint and provenance views from here.
+
+Each accepted name has a kind:
+
+- ``numeric``: changes the scores (`attn_implementation`, `quantization_config`, `subfolder`,
+  `variant`): part of the `datasets` fingerprint and of the provenance.
+- ``placement``: where the weights live (`device_map`, `max_memory`, `offload_folder`,
+  `offload_buffers`, `low_cpu_mem_usage`): never part of either, so moving a run from one GPU
+  to a sharded 8-GPU placement still hits the cache.
+- ``source``: where files are read from (`cache_dir`, `local_files_only`): neither.
+- ``secret``: `token`. Wrapped in :class:`HubToken` when checked, whose `str`/`repr` is
+  ``'<hidden>'``, so it cannot reach a log, an error message, a JSON dump or a fingerprint by
+  accident; `models.py` reveals it to `from_pretrained` only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from typing import Any, Mapping, Optional
+
+from .errors import ConfigError
+
+NUMERIC = "numeric"
+PLACEMENT = "placement"
+SOURCE = "source"
+SECRET = "secret"
+
+# name -> (kind, what it is). The one list of accepted names.
+ACCEPTED: dict[str, tuple[str, str]] = {
+    "attn_implementation": (NUMERIC, "attention kernel: 'eager', 'sdpa', 'flash_attention_2', "
+                                     "'flash_attention_3', 'flex_attention' or a Hub kernel id"),
+    "quantization_config": (NUMERIC, "a transformers quantization config (BitsAndBytesConfig, ...) "
+                                     "or its dict, e.g. {'load_in_4bit': true}"),
+    "subfolder": (NUMERIC, "folder of the weights inside the repository"),
+    "variant": (NUMERIC, "weights variant, e.g. 'fp16' for model.fp16.safetensors"),
+    "device_map": (PLACEMENT, "'auto', 'balanced', 'balanced_low_0', 'sequential', one device "
+                              "('cuda:1', 'cpu') or an explicit {module: device} map"),
+    "max_memory": (PLACEMENT, "per-device memory cap with device_map, e.g. {0: '70GiB', 'cpu': '200GiB'}"),
+    "offload_folder": (PLACEMENT, "folder for weights offloaded to disk by device_map"),
+    "offload_buffers": (PLACEMENT, "also offload buffers with the weights"),
+    "low_cpu_mem_usage": (PLACEMENT, "load without a full extra copy in CPU memory (always on in "
+                                     "transformers >= 5)"),
+    "cache_dir": (SOURCE, "Hub cache folder"),
+    "local_files_only": (SOURCE, "never reach the Hub"),
+    "token": (SECRET, "Hub token (str) or True for the stored login; never recorded"),
+}
+
+# Names that are options of their own: one place each.
+REDIRECTED = {
+    "dtype": "dtype", "torch_dtype": "dtype", "revision": "revision",
+    "trust_remote_code": "trust_remote_code", "device": "device",
+}
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+_DEVICE = re.compile(r"^(cpu|disk|meta|cuda|mps|xpu|npu|hpu|mlu|musa|sdaa)(:\d+)?$")
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+
+# quant_method -> packages it needs, as (module to find, what to `pip install`). transformers
+# checks the same at load time; checking here refuses a config before hours of other work.
+# A method not listed is left to transformers (its error is reported with the model's name).
+QUANTIZATION_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "bitsandbytes": (("bitsandbytes", "bitsandbytes"), ("accelerate", "accelerate")),
+    "gptq": (("optimum", "optimum"),),
+    "awq": (("gptqmodel", "gptqmodel"), ("accelerate", "accelerate")),
+    "aqlm": (("aqlm", "aqlm[gpu,cpu]"), ("accelerate", "accelerate")),
+    "quanto": (("optimum.quanto", "optimum-quanto"), ("accelerate", "accelerate")),
+    "hqq": (("hqq", "hqq"),),
+    "torchao": (("torchao", "torchao"),),
+    "compressed-tensors": (("compressed_tensors", "compressed-tensors"),),
+    "eetq": (("kernels", "kernels"), ("accelerate", "accelerate")),
+    "fbgemm_fp8": (("fbgemm_gpu", "fbgemm-gpu"), ("accelerate", "accelerate")),
+    "higgs": (("flute", "flute-kernel"), ("accelerate", "accelerate")),
+    "vptq": (("vptq", "vptq"), ("accelerate", "accelerate")),
+    "spqr": (("spqr_quant", "spqr_quant[gpu]"), ("accelerate", "accelerate")),
+    "auto-round": (("auto_round", "auto-round"),),
+    "quark": (("quark", "amd-quark"),),
+    "fp_quant": (("fp_quant", "fp_quant"),),
+    "sinq": (("sinq", "sinq"),),
+    "fp8": (("accelerate", "accelerate"),),
+    "bitnet": (("accelerate", "accelerate"),),
+    "nvfp4": (("kernels", "kernels"),),
+}
+# Attention implementations that need a package of their own.
+ATTENTION_PACKAGES = {"flash_attention_2": ("flash_attn", "flash-attn")}
+
+
+class HubToken:
+    """A Hub token that prints as '<hidden>' everywhere (str, repr, JSON with default=str).
+
+    Pickling keeps the value (a `num_proc` worker needs it to download a gated model); the
+    scorers' fingerprints never include it (see `numeric_model_kwargs`).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = str(value)
+
+    def reveal(self) -> str:
+        """The token itself, for `from_pretrained` only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'<hidden>'"
+
+    def __str__(self) -> str:
+        return "<hidden>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HubToken) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((HubToken, self._value))
+
+    def __reduce__(self):
+        return (HubToken, (self._value,))
+
+
+def accepted_names() -> list[str]:
+    """The accepted `model_kwargs` names, sorted."""
+    return sorted(ACCEPTED)
+
+
+def check_model_kwargs(value: Any) -> Optional[dict]:
+    """Validate `model_kwargs` and return a checked copy (None stays None).
+
+    Checks every name against :data:`ACCEPTED`, the type of every value, that a quantisation
+    method's package (and `accelerate` for a `device_map`) is installed, and wraps a string
+    `token` in :class:`HubToken`. String keys of `max_memory` that are GPU indices ("0", as JSON
+    and YAML give them) become ints, as accelerate expects.
+
+    Args:
+        value: a dict, or None.
+
+    Returns:
+        The checked dict (a new one), or None.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the accepted ones), a name that is an
+            option of its own (dtype, revision, ...), a value of the wrong type, or a missing package
+            (the message names it and the `pip install` line).
+
+    Example:
+        >>> check_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto"})
+        {'attn_implementation': 'sdpa', 'device_map': 'auto'}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"model_kwargs={_safe(value)} is invalid: expected a dict of `from_pretrained` keyword "
+            "arguments, e.g. {'attn_implementation': 'sdpa'} (JSON on the command line: "
+            "--model-kwargs '{\"attn_implementation\": \"sdpa\"}')."
+        )
+    out: dict = {}
+    for name, item in value.items():
+        if name in REDIRECTED:
+            raise ConfigError(
+                f"model_kwargs[{name!r}] is not accepted: it is the scorer option "
+                f"{REDIRECTED[name]!r}; pass {REDIRECTED[name]}=... instead."
+            )
+        if name not in ACCEPTED:
+            raise ConfigError(
+                f"model_kwargs has the unknown name {name!r}. Accepted: {accepted_names()}."
+            )
+        out[name] = _CHECKS[name](name, item)
+    if "max_memory" in out and "device_map" not in out:
+        raise ConfigError(
+            "model_kwargs['max_memory'] only applies with a device_map; add "
+            "'device_map': 'auto' (or 'balanced') next to it."
+        )
+    if "offload_folder" in out and "device_map" not in out:
+        raise ConfigError(
+            "model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'."
+        )
+    return out
+
+
+def numeric_model_kwargs(kwargs: Optional[Mapping]) -> dict:
+    """The part of `model_kwargs` that changes the scores, JSON-serialisable.
+
+    This is what fingerprints and provenance record: attention implementation, quantisation
+    (as its dict), subfolder, variant. Placement (`device_map`, `max_memory`, ...), file
+    locations and the token are left out.
+
+    Example:
+        >>> numeric_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto", "token": "hf_x"})
+        {'attn_implementation': 'sdpa'}
+    """
+    out = {}
+    for name, item in (kwargs or {}).items():
+        if ACCEPTED.get(name, (None,))[0] != NUMERIC:
+            continue
+        if name == "quantization_config":
+            item = quantization_dict(item)
+        out[name] = item
+    return out
+
+
+def has_device_map(kwargs: Optional[Mapping]) -> bool:
+    """True when `model_kwargs` places the model with a `device_map` (then never `.to(device)`)."""
+    return bool(kwargs) and kwargs.get("device_map") is not None
+
+
+def quantization_dict(config: Any) -> dict:
+    """A quantization config as a plain JSON-serialisable dict, with its `quant_method`."""
+    if isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        data = config.to_dict()
+        method = getattr(config, "quant_method", None)
+        if method is not None and "quant_method" not in data:
+            data["quant_method"] = method
+    if "quant_method" in data:
+        data["quant_method"] = str(getattr(data["quant_method"], "value", data["quant_method"]))
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def quantization_method(config: Any) -> Optional[str]:
+    """The `quant_method` of a quantization config (dict or object), or None when it has none.
+
+    A dict with `load_in_4bit`/`load_in_8bit` true is bitsandbytes, as transformers reads it.
+    """
+    if isinstance(config, Mapping):
+        if config.get("load_in_4bit") or config.get("load_in_8bit"):
+            return "bitsandbytes"
+        method = config.get("quant_method")
+    else:
+        method = getattr(config, "quant_method", None)
+    if method is None:
+        return None
+    return str(getattr(method, "value", method))
+
+
+def missing_packages(modules: tuple) -> list:
+    """The (module, pip name) pairs whose module cannot be found (without importing it)."""
+    missing = []
+    for module, pip_name in modules:
+        top = module.split(".")[0]
+        found = importlib.util.find_spec(top) is not None
+        if found and "." in module:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+        if not found:
+            missing.append((module, pip_name))
+    return missing
+
+
+# --- per-name checks ---------------------------------------------------------------------------
+
+def _safe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"model_kwargs[{name!r}]={_safe(value)} is invalid: expected a non-empty string.")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"model_kwargs[{name!r}]={_safe(value)} is invalid: expected true or false.")
+    return value
+
+
+def _check_attn(name: str, value: Any) -> str:
+    value = _check_str(name, value)
+    needed = ATTENTION_PACKAGES.get(value)
+    if needed and missing_packages((needed,)):
+        raise ConfigError(
+            f"model_kwargs['attn_implementation']={value!r} needs the package {needed[1]!r}, which "
+            f"is not installed. Install it with `pip install {needed[1]}`, or use 'sdpa' "
+            "(PyTorch's own fused attention)."
+        )
+    return value
+
+
+def _check_device(name: str, value: Any) -> Any:
+    if type(value).__module__ == "torch" and type(value).__name__ == "device":
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _DEVICE.match(value):
+        return value
+    raise ConfigError(
+        f"{name}={_safe(value)} is invalid: expected a GPU index (0, 1, ...) or a device "
+        "name ('cuda:0', 'cpu', 'disk', 'mps')."
+    )
+
+
+def _check_device_map(name: str, value: Any) -> Any:
+    if isinstance(value, str) and value in DEVICE_MAP_STRATEGIES:
+        checked: Any = value
+    elif isinstance(value, Mapping):
+        if not value:
+            raise ConfigError("model_kwargs['device_map']={} is invalid: an explicit map needs at "
+                              "least one entry, e.g. {'': 0} (the whole model on GPU 0).")
+        checked = {}
+        for module, device in value.items():
+            if not isinstance(module, str):
+                raise ConfigError(f"model_kwargs['device_map'] key {module!r} is invalid: expected a "
+                                  "module name ('' for the whole model, 'model.layers.0', 'lm_head').")
+            checked[module] = _check_device(f"model_kwargs['device_map'][{module!r}]", device)
+    else:
+        try:
+            checked = _check_device("model_kwargs['device_map']", value)
+        except ConfigError:
+            raise ConfigError(
+                f"model_kwargs['device_map']={_safe(value)} is invalid: expected one of "
+                f"{list(DEVICE_MAP_STRATEGIES)}, one device ('cuda:1', 'cpu', 1), or an explicit "
+                "{module: device} map such as {'': 'cpu'}."
+            ) from None
+    if missing_packages((("accelerate", "accelerate"),)):
+        raise ConfigError("model_kwargs['device_map'] needs the package 'accelerate', which is not "
+                          "installed. Install it with `pip install accelerate`.")
+    return checked
+
+
+def _check_max_memory(name: str, value: Any) -> dict:
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"model_kwargs['max_memory']={_safe(value)} is invalid: expected a dict "
+                          "of device -> memory, e.g. {0: '70GiB', 1: '70GiB', 'cpu': '200GiB'}.")
+    out: dict = {}
+    for device, amount in value.items():
+        if isinstance(device, str) and device.isdigit():
+            device = int(device)  # JSON and YAML keys are strings; accelerate wants GPU indices
+        device = _check_device(f"model_kwargs['max_memory'] key {device!r}", device)
+        if isinstance(amount, bool) or not (
+            (isinstance(amount, int) and amount > 0) or (isinstance(amount, str) and _MEMORY.match(amount))
+        ):
+            raise ConfigError(f"model_kwargs['max_memory'][{device!r}]={_safe(amount)} is invalid: "
+                              "expected bytes (an int) or a size such as '70GiB' or '500MB'.")
+        out[device] = amount
+    return out
+
+
+def _check_quantization(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        value = dict(value)
+        if (value.get("load_in_4bit") or value.get("load_in_8bit")) and "quant_method" not in value:
+            value["quant_method"] = "bitsandbytes"
+    elif not (hasattr(value, "to_dict") and hasattr(value, "quant_method")):
+        raise ConfigError(
+            f"model_kwargs['quantization_config']={_safe(value)} is invalid: expected a transformers "
+            "quantization config (BitsAndBytesConfig(load_in_4bit=True), GPTQConfig(...), ...) or its "
+            "dict, e.g. {'load_in_4bit': true, 'bnb_4bit_compute_dtype': 'bfloat16'}."
+        )
+    method = quantization_method(value)
+    if method is None:
+        raise ConfigError(
+            "model_kwargs['quantization_config'] names no method: add 'quant_method' (one of "
+            f"{sorted(QUANTIZATION_PACKAGES)}, ...) or 'load_in_4bit'/'load_in_8bit': true for bitsandbytes."
+        )
+    missing = missing_packages(QUANTIZATION_PACKAGES.get(method, ()))
+    if missing:
+        names = " ".join(pip for _, pip in missing)
+        raise ConfigError(
+            f"model_kwargs['quantization_config'] uses {method!r} quantisation, which needs "
+            f"{', '.join(repr(pip) for _, pip in missing)} (not installed). Install with "
+            f"`pip install {names}`, or drop quantization_config to score in dtype bfloat16/float16."
+        )
+    return value
+
+
+def _check_token(name: str, value: Any) -> Any:
+    if isinstance(value, HubToken) or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value:
+        return HubToken(value)
+    # The value is a secret: never echo it.
+    raise ConfigError("model_kwargs['token'] is invalid: expected a token string or true (the stored "
+                      f"`hf auth login`), got a {type(value).__name__}.")
+
+
+_CHECKS = {
+    "attn_implementation": _check_attn,
+    "quantization_config": _check_quantization,
+    "subfolder": _check_str,
+    "variant": _check_str,
+    "device_map": _check_device_map,
+    "max_memory": _check_max_memory,
+    "offload_folder": _check_str,
+    "offload_buffers": _check_bool,
+    "low_cpu_mem_usage": _check_bool,
+    "cache_dir": _check_str,
+    "local_files_only": _check_bool,
+    "token": _check_token,
+}

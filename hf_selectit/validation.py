@@ -1,0 +1,791 @@
+"""Does the score separate good answers from bad ones? Checks on labelled data, with baselines.
+
+Three kinds of labelled data (:func:`validate` picks by the columns):
+
+- **Preference pairs**: a prompt with a chosen and a rejected answer. Both answers are scored
+  with the given scorer(s) (two datasets, one ``map`` each) and the figure is the pairwise
+  accuracy: the share of pairs whose chosen answer scores higher, ties 0.5. Layouts read
+  (:func:`pair_datasets`): ``prompt``/``chosen``/``rejected`` as plain text; ShareGPT-style
+  ``conversations`` + ``chosen`` + ``rejected`` (a turn dict or a string each); messages-style
+  ``chosen``/``rejected`` lists of ``{"role", "content"}`` turns (with an optional ``prompt``
+  column holding the leading turns or the user text).
+- **A label column** on a scored dataset: ROC-AUC of each score for a binary or categorical
+  label (``positive="good"``, a list of positive values, or a mapping ``{value: 0/1}``), or
+  Spearman's correlation with a numeric rating.
+- **Agreement between score columns** (always, when there are two or more columns, baselines
+  included): the Spearman matrix and the Jaccard overlap of the top-``top_ratio`` subsets each
+  column selects (SelectIT's rule: score descending, ties to the higher index).
+
+Baselines are always in the table: random scores (expected 0.5; the figure drawn here shows how
+far chance alone moves at this number of items), the response length in characters and in
+tokens (the SelectIT paper reports that selected answers are longer, and large studies find
+length a strong selector), and every other score column present. Every figure carries a
+percentile-bootstrap 95% interval and its number of items.
+
+The metrics are the `evaluate` modules shipped in :mod:`hf_selectit.metrics`, loaded from the
+installed package (no network).
+
+Example:
+    >>> from hf_selectit import SelectITScorer
+    >>> from hf_selectit import validate
+    >>> report = validate(pairs, scorers=SelectITScorer())             # preference pairs
+    >>> report = validate(scored, label="kind", positive="good")       # a label column
+    >>> print(report.to_markdown())
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import ConfigError, SchemaError, ScoreColumnError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+PAIR_LAYOUTS = ("text", "sharegpt", "messages")
+_PROMPT_COLUMNS = ("prompt", "instruction", "question")
+LENGTH_CHARS = "length_chars"
+LENGTH_TOKENS = "length_tokens"
+RANDOM = "random"
+BASELINE_DESCRIPTIONS = {
+    LENGTH_CHARS: "response length (characters)",
+    LENGTH_TOKENS: "response length (tokens)",
+    RANDOM: "random scores (expected 0.5)",
+}
+METRIC_TITLES = {"pairwise_accuracy": "Pairwise accuracy", "roc_auc": "ROC-AUC", "spearman": "Spearman"}
+_TOKEN_BATCH = 1000
+
+
+@dataclass
+class ValidationReport:
+    """How well each score separates good from bad items, beside the baselines.
+
+    Attributes:
+        mode: "pairs" or "labels".
+        metric: "pairwise_accuracy", "roc_auc" or "spearman".
+        n_items: items (pairs or rows) in the input.
+        target: what was predicted: for pairs ``{"layout", "pairs", ...}``; for labels
+            ``{"column", "kind" ("binary"/"numeric"), "positive", "n_positive", "n_negative",
+            "n_unlabelled"}``.
+        results: one dict per score and baseline: ``name``, ``role`` ("score"/"baseline"),
+            ``description``, ``value``, ``ci_low``, ``ci_high``, ``n`` (items used),
+            ``n_missing`` and, for the random baseline, ``expected`` (0.5).
+        agreement: None, or ``{"columns", "top_ratio", "spearman", "jaccard"}`` where the two
+            matrices are ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}`` over the items.
+        settings: ``n_boot``, ``seed``, ``confidence``, ``tokenizer``, ``scorers``.
+        notes: things a reader should know (baselines left out and why, rows dropped).
+        plot: path of the PNG written, or None.
+    """
+
+    mode: str
+    metric: str
+    n_items: int
+    target: dict
+    results: list
+    agreement: Optional[dict] = None
+    settings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    plot: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """The report as a JSON-serialisable dict (what ``--json`` writes and selectit.json keeps)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ValidationReport":
+        """Rebuild a report from :meth:`to_dict` output."""
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def result(self, name: str) -> dict:
+        """The result row called `name` (a score column, or a baseline name)."""
+        for row in self.results:
+            if row["name"] == name:
+                return row
+        raise KeyError(f"No result {name!r}; results: {[r['name'] for r in self.results]}.")
+
+    def headline(self, name: Optional[str] = None) -> str:
+        """One line for a summary, e.g. ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``.
+
+        Args:
+            name: the result to describe; None = the first score.
+        """
+        row = self.result(name) if name else next(r for r in self.results if r["role"] == "score")
+        return (f"{METRIC_TITLES[self.metric]} of `{row['name']}` {_fmt(row['value'])} "
+                f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] (n={row['n']})")
+
+    def to_markdown(self) -> str:
+        """The tables: each score and baseline with its interval and items; then agreement."""
+        conf = int(round(100 * self.settings.get("confidence", 0.95)))
+        title = METRIC_TITLES[self.metric]
+        lines = [f"**Validation:** {self._what()} Figure: {title}, with a bootstrap "
+                 f"{conf}% interval ({self.settings.get('n_boot')} resamples, seed "
+                 f"{self.settings.get('seed')}).", ""]
+        lines += [f"| Score | {title} | {conf}% interval | Items |", "|---|---:|---|---:|"]
+        for row in self.results:
+            name = f"`{row['name']}`" if row["role"] == "score" else f"baseline: {row['description']}"
+            if row["role"] == "baseline" and row["name"] not in BASELINE_DESCRIPTIONS:
+                name = f"baseline: `{row['name']}`"
+            lines.append(f"| {name} | {_fmt(row['value'])} | [{_fmt(row['ci_low'])}, "
+                         f"{_fmt(row['ci_high'])}] | {row['n']:,} |")
+        if self.agreement and len(self.agreement["columns"]) > 1:
+            cols = self.agreement["columns"]
+            short = [_short(c) for c in cols]
+            for key, label in (("spearman", "Spearman correlation between columns"),
+                               ("jaccard", f"Jaccard overlap of the top {self.agreement['top_ratio']:.0%} "
+                                           "each column selects")):
+                lines += ["", f"{label} ({conf}% interval; items: "
+                              f"{self.agreement[key][cols[0]][cols[1]]['n']:,}):", "",
+                          "| | " + " | ".join(short) + " |", "|---|" + "---:|" * len(cols)]
+                for a, sa in zip(cols, short):
+                    cells = []
+                    for b in cols:
+                        cell = self.agreement[key][a][b]
+                        cells.append("1" if a == b else f"{_fmt(cell['value'], 2)} "
+                                     f"[{_fmt(cell['ci_low'], 2)}, {_fmt(cell['ci_high'], 2)}]")
+                    lines.append(f"| {sa} | " + " | ".join(cells) + " |")
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def _what(self) -> str:
+        t = self.target
+        if self.mode == "pairs":
+            return (f"{t['pairs']:,} preference pairs ({t['layout']} layout); each answer scored "
+                    "on its own, a pair counts 1 when the chosen answer scores higher, 0.5 on a tie.")
+        if t["kind"] == "numeric":
+            return f"{self.n_items:,} rows, numeric rating `{t['column']}`."
+        pos = ", ".join(repr(p) for p in t["positive"])
+        return (f"{self.n_items:,} rows, label `{t['column']}` (positive: {pos}; "
+                f"{t['n_positive']:,} positive, {t['n_negative']:,} negative).")
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _short(column: str) -> str:
+    return BASELINE_DESCRIPTIONS.get(column, f"`{column}`").replace("response length ", "length ")
+
+
+# --------------------------------------------------------------------------- pairs: layouts
+
+
+def pair_layout(ds: "Dataset") -> str:
+    """Which preference-pair layout `ds` has: "text", "sharegpt" or "messages".
+
+    Raises:
+        SchemaError: no chosen/rejected columns, or a layout this module does not read.
+    """
+    names = ds.column_names
+    if "chosen" not in names or "rejected" not in names:
+        raise SchemaError(
+            f"Preference pairs need 'chosen' and 'rejected' columns. Columns: {names}. For a "
+            "scored dataset with a label column pass label=<column> instead."
+        )
+    if len(ds) == 0:
+        raise ConfigError("The preference-pair dataset has no rows.")
+    first = ds[0]["chosen"]
+    if "conversations" in names:
+        return "sharegpt"
+    if isinstance(first, list):
+        return "messages"
+    if isinstance(first, str):
+        if not any(c in names for c in _PROMPT_COLUMNS):
+            raise SchemaError(
+                f"Plain-text pairs need a prompt column (one of {list(_PROMPT_COLUMNS)}) beside "
+                f"'chosen' and 'rejected'. Columns: {names}."
+            )
+        return "text"
+    raise SchemaError(
+        f"'chosen' holds {type(first).__name__} values; expected text (with a 'prompt' column), "
+        "a list of {'role', 'content'} turns, or a ShareGPT turn with a 'conversations' column."
+    )
+
+
+def _turn_text(value: Any) -> Any:
+    # A ShareGPT answer: {"from": "gpt", "value": ...}, {"role", "content"}, or a string.
+    if isinstance(value, Mapping):
+        return value.get("value", value.get("content"))
+    return value
+
+
+def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Dataset", "Dataset", str]:
+    """Split preference pairs into a dataset of chosen answers and one of rejected answers.
+
+    Row i of both is pair i. The columns are ones every scorer detects: Alpaca
+    (``instruction``/``input``/``output``) for plain text, a ``conversations`` or ``messages``
+    chat column whose last assistant turn is the answer otherwise.
+
+    Args:
+        ds: preference pairs in one of :data:`PAIR_LAYOUTS`.
+        layout: force a layout; None = :func:`pair_layout`.
+
+    Returns:
+        (chosen, rejected, layout).
+
+    Example:
+        >>> chosen, rejected, layout = pair_datasets(Dataset.from_dict(
+        ...     {"prompt": ["2+2?"], "chosen": ["4"], "rejected": ["5"]}))
+        >>> chosen[0]
+        {'instruction': '2+2?', 'input': '', 'output': '4'}
+    """
+    layout = layout or pair_layout(ds)
+    if layout not in PAIR_LAYOUTS:
+        raise ConfigError(f"layout={layout!r} is invalid: expected one of {list(PAIR_LAYOUTS)}.")
+    names = ds.column_names
+
+    if layout == "text":
+        prompt_col = next(c for c in _PROMPT_COLUMNS if c in names)
+        input_col = "input" if prompt_col == "instruction" and "input" in names else None
+
+        def build(batch, side):
+            n = len(batch[side])
+            return {"instruction": batch[prompt_col],
+                    "input": batch[input_col] if input_col else [""] * n,
+                    "output": batch[side]}
+        needed = [c for c in (prompt_col, input_col) if c]
+    elif layout == "sharegpt":
+        def build(batch, side):
+            rows = []
+            for conv, answer in zip(batch["conversations"], batch[side]):
+                turns = [dict(t) for t in (conv or [])]
+                text = _turn_text(answer)
+                rolekeys = ("role", "content") if turns and turns[0].get("role") is not None else ("from", "value")
+                turns = [{rolekeys[0]: t.get(rolekeys[0]), rolekeys[1]: t.get(rolekeys[1])} for t in turns]
+                role = "assistant" if rolekeys[0] == "role" else "gpt"
+                turns.append({rolekeys[0]: role, rolekeys[1]: text})
+                rows.append(turns)
+            return {"conversations": rows}
+        needed = ["conversations"]
+    else:
+        prompt_col = "prompt" if "prompt" in names else None
+
+        def build(batch, side):
+            rows = []
+            prompts = batch[prompt_col] if prompt_col else [None] * len(batch[side])
+            for prompt, turns in zip(prompts, batch[side]):
+                turns = [{"role": t.get("role"), "content": t.get("content")} for t in (turns or [])]
+                has_user = any(str(t["role"]).lower() in ("user", "human") for t in turns)
+                if isinstance(prompt, list):
+                    lead = [{"role": t.get("role"), "content": t.get("content")} for t in prompt]
+                    turns = turns if has_user else lead + turns
+                elif isinstance(prompt, str) and not has_user:
+                    turns = [{"role": "user", "content": prompt}] + turns
+                rows.append(turns)
+            return {"messages": rows}
+        needed = [prompt_col] if prompt_col else []
+
+    out = []
+    for side in ("chosen", "rejected"):
+        view = ds.select_columns([*needed, side])
+        out.append(view.map(build, batched=True, fn_kwargs={"side": side},
+                            remove_columns=view.column_names, desc=f"Building {side} answers"))
+    return out[0], out[1], layout
+
+
+# --------------------------------------------------------------------------- scorers and texts
+
+
+def _as_scorer(scorer: Any) -> Any:
+    """A scorer object from a scorer, a ScorerConfig or a model id/path (SelectIT)."""
+    from .config import ScorerConfig
+    from .scorer import SelectITScorer
+
+    if isinstance(scorer, str):
+        return SelectITScorer(model=None if scorer == "embedded" else scorer)
+    if isinstance(scorer, ScorerConfig):
+        return SelectITScorer.from_config(scorer)
+    if not callable(scorer) or not hasattr(scorer, "output_columns"):
+        raise ConfigError(
+            f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
+            "ScorerConfig, or a model id/path."
+        )
+    config = getattr(scorer, "config", None)
+    if getattr(config, "columns", None) and hasattr(type(scorer), "from_config"):
+        # The pair datasets built here have standard columns; the user's mapping is for theirs.
+        scorer = type(scorer).from_config(replace(config, columns=None))
+    return scorer
+
+
+def _scorer_list(scorers: Any) -> list:
+    if scorers is None:
+        return []
+    if isinstance(scorers, (list, tuple)):
+        return [_as_scorer(s) for s in scorers]
+    return [_as_scorer(scorers)]
+
+
+def score_columns_of(scorer: Any) -> list[str]:
+    """The scalar score columns a scorer adds (its output columns ending in "score")."""
+    return [c for c in scorer.output_columns if c.endswith("score")]
+
+
+def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:
+    columns: list[str] = []
+    for scorer in scorers:
+        cols = score_columns_of(scorer)
+        clash = [c for c in cols if c in columns or c in ds.column_names]
+        if clash:
+            raise ConfigError(
+                f"Two scorers write the column(s) {clash}. Give each scorer its own "
+                "column_prefix (e.g. column_prefix='m1_')."
+            )
+        ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
+        columns += cols
+    return ds, columns
+
+
+def _scores(ds: "Dataset", column: str) -> np.ndarray:
+    """Score column as float64 with rows of an error status set to NaN."""
+    from .select import error_mask, score_array, status_column_for
+
+    scores = score_array(ds, column).copy()
+    errors = error_mask(ds, status_column_for(column))
+    if errors is not None:
+        scores[errors] = np.nan
+    return scores
+
+
+def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]) -> tuple[Any, str]:
+    """(tokenizer, description): an object, a model id/path, the first scorer's, or the recorded one."""
+    from .config import ScorerConfig
+    from .models import EMBEDDED_MODEL_ID, is_embedded, load_model_and_tokenizer, resolve_device
+
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        return tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    if isinstance(tokenizer, str):
+        config = ScorerConfig(model=None if is_embedded(tokenizer) else tokenizer)
+    elif scorers and getattr(scorers[0], "config", None) is not None and hasattr(scorers[0].config, "model"):
+        config = scorers[0].config
+    else:
+        from .metadata import scorer_infos
+
+        infos = list(scorer_infos(ds).values()) if ds is not None else []
+        model = infos[0].get("model") if infos else None
+        config = ScorerConfig(model=None if is_embedded(model) else model)
+    device = resolve_device(getattr(config, "device", None))
+    _, tok = load_model_and_tokenizer(config, device)
+    return tok, EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
+
+
+def token_lengths(texts: Sequence[Optional[str]], tokenizer: Any) -> np.ndarray:
+    """Tokens of each text without special tokens (NaN where the text is None)."""
+    out = np.full(len(texts), np.nan)
+    idx = [i for i, t in enumerate(texts) if t is not None]
+    for start in range(0, len(idx), _TOKEN_BATCH):
+        chunk = idx[start:start + _TOKEN_BATCH]
+        ids = tokenizer([texts[i] for i in chunk], add_special_tokens=False)["input_ids"]
+        out[chunk] = [len(x) for x in ids]
+    return out
+
+
+def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:
+    """Characters of each text (NaN where the text is None)."""
+    return np.array([np.nan if t is None else float(len(t)) for t in texts], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _metric(name: str, *, n_boot: int, seed: int, confidence: float, **inputs: Any) -> dict:
+    from .metrics import load_metric
+
+    result = load_metric(name).compute(**inputs, n_boot=n_boot, seed=seed, confidence=confidence)
+    result = dict(result)
+    result["value"] = result.pop(name if name != "top_overlap" else "jaccard")
+    return result
+
+
+def _row(name: str, role: str, result: Mapping[str, Any], **extra: Any) -> dict:
+    row = {"name": name, "role": role,
+           "description": BASELINE_DESCRIPTIONS.get(name, name),
+           "value": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
+           "n": result["n"], "n_missing": result.get("n_missing", 0)}
+    row.update(extra)
+    return row
+
+
+def top_mask(values: np.ndarray, ratio: float) -> np.ndarray:
+    """Rows SelectIT's rule keeps at `ratio`: the top ``int(N * ratio)`` finite values, ties to
+    the higher index (``select.selectit_ranking``), N counting every row."""
+    from .select import selectit_ranking
+
+    keep = selectit_ranking(values, np.isfinite(values))[: int(len(values) * ratio)]
+    mask = np.zeros(len(values), dtype=bool)
+    mask[keep] = True
+    return mask
+
+
+def score_agreement(
+    columns: Mapping[str, np.ndarray],
+    *,
+    top_ratio: float = 0.2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
+    """Spearman matrix and top-ratio Jaccard overlaps between score columns (any scores).
+
+    Args:
+        columns: name -> per-item values (NaN = missing), all the same length.
+        top_ratio: share of items each column selects for the overlap.
+
+    Returns:
+        ``{"columns", "top_ratio", "spearman", "jaccard"}`` with ``{a: {b: figure}}`` matrices;
+        each figure has ``value``, ``ci_low``, ``ci_high``, ``n``.
+
+    Example:
+        >>> score_agreement({"a": np.array([1., 2, 3]), "b": np.array([3., 2, 1])})["spearman"]["a"]["b"]["value"]
+        -1.0
+    """
+    if not 0 < top_ratio <= 1:
+        raise ConfigError(f"top_ratio={top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
+    names = list(columns)
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+    masks = {k: top_mask(v, top_ratio) for k, v in arrays.items()}
+    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
+    rho: dict = {a: {} for a in names}
+    jac: dict = {a: {} for a in names}
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            if a == b:
+                n = int(np.isfinite(arrays[a]).sum())
+                one = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": n}
+                rho[a][a] = jac[a][a] = one
+                continue
+            r = _metric("spearman", predictions=arrays[a], references=arrays[b], **opts)
+            j = _metric("top_overlap", predictions=masks[a], references=masks[b], **opts)
+            rho[a][b] = rho[b][a] = {k: r[k] for k in ("value", "ci_low", "ci_high", "n")}
+            jac[a][b] = jac[b][a] = {k: j[k] for k in ("value", "ci_low", "ci_high", "n")}
+    return {"columns": names, "top_ratio": top_ratio, "spearman": rho, "jaccard": jac}
+
+
+def _random_scores(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(n)
+
+
+def validate_pairs(
+    ds: "Dataset",
+    scorers: Any,
+    *,
+    layout: Optional[str] = None,
+    tokenizer: Any = None,
+    top_ratio: float = 0.2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    batch_size: int = 64,
+    plot: Optional[str] = None,
+) -> ValidationReport:
+    """Pairwise accuracy of each scorer on preference pairs, beside the baselines.
+
+    Args:
+        ds: preference pairs (see :func:`pair_datasets` for the layouts).
+        scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
+            model ids/paths; each must write distinct columns (``column_prefix``).
+        layout: force the pair layout; None = detect.
+        tokenizer: for the token-length baseline: a tokenizer, a model id/path, False to leave
+            the baseline out; None = the first scorer's.
+        top_ratio: share selected by each column for the agreement overlaps.
+        n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
+        batch_size: rows per ``map`` batch when scoring.
+        plot: write the chosen-vs-rejected score distributions to this PNG.
+
+    Returns:
+        A :class:`ValidationReport` with ``metric="pairwise_accuracy"``.
+
+    Raises:
+        ConfigError: no scorer, or two scorers writing the same columns.
+        SchemaError: not a supported pair layout.
+    """
+    scorer_list = _scorer_list(scorers)
+    if not scorer_list:
+        raise ConfigError("Preference pairs need a scorer: pass scorers=SelectITScorer() (or a list).")
+    chosen_ds, rejected_ds, layout = pair_datasets(ds, layout=layout)
+    chosen_ds, columns = _apply_scorers(chosen_ds, scorer_list, batch_size=batch_size, desc="Scoring chosen")
+    rejected_ds, _ = _apply_scorers(rejected_ds, scorer_list, batch_size=batch_size, desc="Scoring rejected")
+    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
+    chosen = {c: _scores(chosen_ds, c) for c in columns}
+    rejected = {c: _scores(rejected_ds, c) for c in columns}
+
+    notes: list[str] = []
+    texts_c, texts_r = _responses(chosen_ds), _responses(rejected_ds)
+    chosen[LENGTH_CHARS], rejected[LENGTH_CHARS] = char_lengths(texts_c), char_lengths(texts_r)
+    tok_name = _add_token_lengths(tokenizer, scorer_list, None, [(chosen, texts_c), (rejected, texts_r)], notes)
+    n = len(ds)
+    chosen[RANDOM], rejected[RANDOM] = _random_scores(n, seed), _random_scores(n, seed + 1)
+
+    results = []
+    for name in chosen:
+        res = _metric("pairwise_accuracy", chosen=chosen[name], rejected=rejected[name], **opts)
+        role = "score" if name in columns else "baseline"
+        extra = {"expected": 0.5} if name == RANDOM else {}
+        extra.update(wins=res["wins"], ties=res["ties"], losses=res["losses"])
+        results.append(_row(name, role, res, **extra))
+    missing = max(r["n_missing"] for r in results if r["role"] == "score")
+    if missing:
+        notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
+                     "answer) are left out of the score rows.")
+    agree_cols = {c: np.concatenate([chosen[c], rejected[c]]) for c in chosen if c != RANDOM}
+    agreement = score_agreement(agree_cols, top_ratio=top_ratio, **opts)
+    report = ValidationReport(
+        mode="pairs", metric="pairwise_accuracy", n_items=n,
+        target={"layout": layout, "pairs": n, "answers": 2 * n},
+        results=results, agreement=agreement,
+        settings={**opts, "tokenizer": tok_name, "top_ratio": top_ratio,
+                  "scorers": [_describe_scorer(s) for s in scorer_list]},
+        notes=notes,
+    )
+    if plot:
+        from .validation_plot import validation_plot
+
+        report.plot = validation_plot(
+            {c: (chosen[c], rejected[c]) for c in columns}, path=plot,
+            labels=("chosen", "rejected"), title=f"{n:,} preference pairs",
+            figures={r["name"]: r for r in results}, metric=METRIC_TITLES[report.metric])
+    return report
+
+
+def _describe_scorer(scorer: Any) -> dict:
+    config = getattr(scorer, "config", None)
+    out = {"class": type(scorer).__name__, "columns": score_columns_of(scorer)}
+    if config is not None and hasattr(config, "model"):
+        out["model"] = config.model
+    return out
+
+
+def _responses(ds: "Dataset") -> list[Optional[str]]:
+    """Response text of each row as the scorers read it (None where unreadable)."""
+    from .report import response_texts
+
+    return response_texts(ds)
+
+
+def _add_token_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"],
+                       targets: Sequence[tuple[dict, Sequence[Optional[str]]]], notes: list) -> Optional[str]:
+    from .errors import ModelLoadError
+
+    if tokenizer is False:
+        notes.append("The token-length baseline was left out (tokenizer=False).")
+        return None
+    try:
+        tok, name = _tokenizer_for(tokenizer, scorers, ds)
+    except ModelLoadError as err:
+        if tokenizer is not None:
+            raise
+        logger.warning("No tokenizer for the token-length baseline: %s", err)
+        notes.append(f"The token-length baseline was left out: no tokenizer could be loaded ({err}). "
+                     "Pass tokenizer=<model id or path>.")
+        return None
+    for columns, texts in targets:
+        columns[LENGTH_TOKENS] = token_lengths(texts, tok)
+    return name
+
+
+def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarray, list, str]:
+    """(y as float with NaN for unlabelled rows, positive values, kind)."""
+    from datasets import ClassLabel
+
+    if isinstance(feature, ClassLabel):
+        values = [None if v is None else feature.int2str(int(v)) for v in values]
+    present = sorted({v for v in values if v is not None}, key=str)
+    if isinstance(positive, Mapping):
+        mapping = {k: float(bool(v)) for k, v in positive.items()}
+        unknown = [k for k in mapping if k not in present]
+        if unknown:
+            raise ConfigError(f"positive mapping has value(s) {unknown} that the label column "
+                              f"does not hold. Values present: {present[:20]}.")
+        y = np.array([mapping.get(v, np.nan) if v is not None else np.nan for v in values])
+        return y, [k for k, v in mapping.items() if v], "binary"
+    if positive is not None:
+        pos = list(positive) if isinstance(positive, (list, tuple, set)) else [positive]
+        # A CLI value arrives as text: match it against the values' text too.
+        by_text = {str(v): v for v in present}
+        pos = [p if p in present else by_text.get(str(p), p) for p in pos]
+        absent = [p for p in pos if p not in present]
+        if absent:
+            raise ConfigError(f"positive={positive!r}: {absent} not found in the label column. "
+                              f"Values present: {present[:20]}.")
+        y = np.array([np.nan if v is None else float(v in pos) for v in values])
+        return y, pos, "binary"
+    if set(present) <= {0, 1, True, False} and len(present) == 2:
+        y = np.array([np.nan if v is None else float(bool(v)) for v in values])
+        return y, [True if True in present else 1], "binary"
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    if numeric and len(present) > 2:
+        y = np.array([np.nan if v is None else float(v) for v in values])
+        return y, [], "numeric"
+    raise ConfigError(
+        f"The label column holds {len(present)} distinct non-numeric value(s) {present[:20]}; "
+        "say which count as good: positive='good' (or a list), or a mapping "
+        "{'good': 1, 'wrong': 0, ...}."
+    )
+
+
+def validate_labels(
+    ds: "Dataset",
+    label: str,
+    *,
+    positive: Any = None,
+    columns: Optional[Sequence[str]] = None,
+    scorers: Any = None,
+    tokenizer: Any = None,
+    top_ratio: float = 0.2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    batch_size: int = 64,
+    plot: Optional[str] = None,
+) -> ValidationReport:
+    """ROC-AUC (binary/categorical label) or Spearman (numeric rating) of each score column.
+
+    Args:
+        ds: a dataset with a label column and score columns (or `scorers` to add them).
+        label: the label column.
+        positive: for a categorical label: the value (or list of values) that counts as good, or
+            a mapping ``{value: 1/0}`` (values left out of it are not counted). None: 0/1 and
+            booleans are binary, other numbers a rating (Spearman); text needs `positive`.
+        columns: the score columns; None = every numeric column whose name ends in "score".
+        scorers: score `ds` first with these (their columns join `columns`).
+        tokenizer: for the token-length baseline: a tokenizer, a model id/path, or False; None =
+            the first scorer's, else the model recorded on `ds`, else the embedded one.
+        top_ratio, n_boot, seed, confidence, batch_size, plot: as in :func:`validate_pairs`.
+
+    Returns:
+        A :class:`ValidationReport` with ``metric`` "roc_auc" or "spearman".
+
+    Raises:
+        SchemaError: `label` is not a column.
+        ScoreColumnError: no score column.
+        ConfigError: a text label without `positive`, or `positive` values not in the column.
+    """
+    from .select import score_like_columns
+
+    if label not in ds.column_names:
+        raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. Pass label=<column>.")
+    scorer_list = _scorer_list(scorers)
+    ds, added = _apply_scorers(ds, scorer_list, batch_size=batch_size, desc="Scoring")
+    detected = [c for c in score_like_columns(ds) if c != label and _numeric(ds, c)]
+    if columns is None and not added:
+        tested = detected
+    else:
+        tested = added + [c for c in (columns or []) if c not in added]
+    others = [c for c in detected if c not in tested]
+    if not tested:
+        raise ScoreColumnError(
+            f"No score column in the dataset (columns: {ds.column_names}). Score it first "
+            "(ds.map(SelectITScorer(), batched=True)), pass scorers=..., or columns=[...]."
+        )
+    y, positives, kind = _binary_labels(ds.with_format("arrow")[label].to_pylist(), positive,
+                                        ds.features[label])
+    labelled = np.isfinite(y)
+    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
+    values = {c: _scores(ds, c) for c in tested + others}
+    notes: list[str] = []
+    texts = _responses(ds)
+    values[LENGTH_CHARS] = char_lengths(texts)
+    tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
+    values[RANDOM] = _random_scores(len(ds), seed)
+
+    metric = "roc_auc" if kind == "binary" else "spearman"
+    results = []
+    for name, v in values.items():
+        v = v[labelled]
+        if kind == "binary":
+            res = _metric("roc_auc", predictions=v, references=y[labelled].astype(np.int32), **opts)
+        else:
+            res = _metric("spearman", predictions=v, references=y[labelled], **opts)
+        role = "score" if name in tested else "baseline"
+        extra = {"expected": 0.5 if kind == "binary" else 0.0} if name == RANDOM else {}
+        results.append(_row(name, role, res, **extra))
+    if (~labelled).any():
+        notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
+    agreement = score_agreement({c: v for c, v in values.items() if c != RANDOM},
+                                top_ratio=top_ratio, **opts)
+    target = {"column": label, "kind": kind, "positive": positives,
+              "n_positive": int((y[labelled] == 1).sum()) if kind == "binary" else None,
+              "n_negative": int((y[labelled] == 0).sum()) if kind == "binary" else None,
+              "n_unlabelled": int((~labelled).sum())}
+    report = ValidationReport(
+        mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
+        agreement=agreement,
+        settings={**opts, "tokenizer": tok_name, "top_ratio": top_ratio,
+                  "scorers": [_describe_scorer(s) for s in scorer_list]},
+        notes=notes,
+    )
+    if plot:
+        from .validation_plot import validation_plot
+
+        shown = [r["name"] for r in results if r["role"] == "score"]
+        figures = {r["name"]: r for r in results}
+        if kind == "binary":
+            pos_mask, neg_mask = labelled & (y == 1), labelled & (y == 0)
+            series = {c: (values[c][pos_mask], values[c][neg_mask]) for c in shown}
+            names = (_label_name(positives), "the rest")
+            report.plot = validation_plot(series, path=plot, labels=names,
+                                          title=f"{len(ds):,} rows by `{label}`", figures=figures,
+                                          metric=METRIC_TITLES[metric])
+        else:
+            series = {c: (values[c][labelled], y[labelled]) for c in shown}
+            report.plot = validation_plot(series, path=plot, labels=(label,), scatter=True,
+                                          title=f"{len(ds):,} rows, rating `{label}`",
+                                          figures=figures, metric=METRIC_TITLES[metric])
+    return report
+
+
+def _label_name(positives: Sequence[Any]) -> str:
+    return " / ".join(str(p) for p in positives) or "positive"
+
+
+def _numeric(ds: "Dataset", column: str) -> bool:
+    from datasets import Value
+
+    feature = ds.features[column]
+    return isinstance(feature, Value) and (feature.dtype.startswith(("float", "int", "uint"))
+                                           or feature.dtype == "double")
+
+
+def validate(
+    ds: "Dataset",
+    *,
+    scorers: Any = None,
+    label: Optional[str] = None,
+    positive: Any = None,
+    columns: Optional[Sequence[str]] = None,
+    tokenizer: Any = None,
+    top_ratio: float = 0.2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    batch_size: int = 64,
+    plot: Optional[str] = None,
+) -> ValidationReport:
+    """Validate scores on labelled data: preference pairs when `ds` has chosen/rejected columns
+    and no `label` is given, otherwise a label column. See :func:`validate_pairs` and
+    :func:`validate_labels` for the arguments.
+
+    Example:
+        >>> validate(pairs, scorers=SelectITScorer()).result("selectit_sentence_score")["value"]
+        >>> print(validate(scored, label="kind", positive="good").to_markdown())
+    """
+    common = dict(tokenizer=tokenizer, top_ratio=top_ratio, n_boot=n_boot, seed=seed,
+                  confidence=confidence, batch_size=batch_size, plot=plot)
+    if label is None:
+        if "chosen" in ds.column_names and "rejected" in ds.column_names:
+            if columns is not None or positive is not None:
+                raise ConfigError("columns= and positive= apply to a label column; preference pairs "
+                                  "are scored with scorers=.")
+            return validate_pairs(ds, scorers, **common)
+        raise ConfigError(
+            f"Nothing to validate against: pass label=<column> (columns: {ds.column_names}), or "
+            "preference pairs with 'chosen' and 'rejected' columns."
+        )
+    return validate_labels(ds, label, positive=positive, columns=columns, scorers=scorers, **common)

@@ -491,11 +491,10 @@ def _configure_logging(verbose: int, *, quiet: bool) -> None:
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         root.addHandler(_StderrHandler())
     root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    # Only this package's loggers get louder; others (matplotlib's font manager, ...) stay at
+    # WARNING. NOTSET: inherit the root's level.
     ours = logging.getLogger(PACKAGE_LOGGER)
-    if quiet:
-        ours.setLevel(logging.ERROR)
-    else:
-        ours.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    ours.setLevel(logging.NOTSET if quiet or not verbose else logging.WARNING - 10 * min(verbose, 2))
 
 
 USER_ERRORS = (ConfigError, SchemaError, ScoreColumnError)

@@ -132,7 +132,7 @@ def load_input(
 
         extra = read_sidecar(path)
     else:
-        ds = datasets.load_dataset(source, name=config_name, split=split, revision=revision)
+        ds = _load_hub(source, name=config_name, split=split, revision=revision)
         from .provenance import read_hub_provenance
 
         extra = read_hub_provenance(source, revision=revision)
@@ -145,6 +145,21 @@ def load_input(
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
     return ds
+
+
+def _load_hub(source: str, *, name: Optional[str], split: str, revision: Optional[str]) -> Any:
+    """A Hub dataset; "not there" and "Hub unreachable" become ConfigErrors that say so."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, name=name, split=split, revision=revision)
+    except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as exc:
+        raise ConfigError(f"No such file or Hub dataset: {source!r} ({_root_message(exc)}). Give an "
+                          "existing local file or folder, or a Hub dataset id 'user/name' you can "
+                          "read (private/gated: log in with `hf auth login`).") from exc
+    except ConnectionError as exc:
+        raise ConfigError(f"{source!r} is not a local file or folder, and the Hub could not be reached "
+                          f"to load it as a dataset ({_root_message(exc)}).") from exc
 
 
 def _load_file(path: Path, builder: str) -> Any:

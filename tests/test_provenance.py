@@ -155,3 +155,27 @@ def test_cli_score_writes_sidecar_beside_jsonl_and_select_reads_it(tmp_path, tin
     assert report_data["rows_kept"] == 2 and report_data["rows_in"] == 6
     sub_sidecar = tmp_path / "sub.parquet.selectit.json"
     assert json.loads(sub_sidecar.read_text())["scorers"]["cli_"]["n_prompts"] == 2
+
+
+@pytest.mark.hub
+def test_provenance_read_back_from_a_hub_repo(tmp_path, scored, local_hub, monkeypatch):
+    """The published `scores` config, loaded from the Hub by id and version, carries the scorer."""
+    import uuid
+
+    from hf_selectit.io import load_input
+    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.publish import publish
+    from hf_selectit.select import select_top
+
+    monkeypatch.setenv("HF_TOKEN", local_hub.token)
+    local_hub.fail_commits(False)
+    ds, scorer = scored
+    repo = f"tester/prov-{uuid.uuid4().hex[:8]}"
+    subset = select_top(ds, ratio=0.3, column="prov_sentence_score")
+    publish(subset, repo, version="v1.0", scored=ds, card_data={"license": "mit"})
+    back = load_input(repo, config_name="scores", revision="v1.0")
+    info = scorer_infos(back, registry=False)["prov_"]
+    assert info["alpha"] == 0.3 and info["model"] == scorer.config.model
+    # A Hub id that does not exist: a clear error, no traceback from the client.
+    with pytest.raises(ConfigError, match="No such file or Hub dataset: 'tester/does-not-exist'"):
+        load_input("tester/does-not-exist")

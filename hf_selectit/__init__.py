@@ -22,6 +22,10 @@ from ._version import __version__
 _LAZY = {
     "SelectITScorer": "scorer",
     "selectit_score": "scorer",
+    "AlpaGasusScorer": "methods.alpagasus",
+    "DeitaScorer": "methods.deita",
+    "AlpaGasusConfig": "config",
+    "DeitaConfig": "config",
     "select_top": "select",
     "select_random": "select",
     "fuse_models": "select",
@@ -68,6 +72,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import SelectITError
     from .publish import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
+    from .config import AlpaGasusConfig, DeitaConfig
+    from .methods.alpagasus import AlpaGasusScorer
+    from .methods.deita import DeitaScorer
     from .report import SelectionReport, selection_report
     from .select import fuse_models, select_random, select_top
     from .validation import ValidationReport, validate

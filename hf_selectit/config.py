@@ -273,9 +273,9 @@ def check_prompts(name: str, prompts: Any, prompt_set: str) -> None:
         raise
 
 
-# A method name -> its scorer config class. A YAML `models:` entry's `method:` and
-# `hf-selectit score --method NAME` pick the class; new methods register here.
-METHOD_CONFIGS: dict[str, type] = {"selectit": ScorerConfig}
+# METHOD_CONFIGS (a method name -> its scorer config class) is defined at the end of this module,
+# after the method config classes. A YAML `models:` entry's `method:` and
+# `hf-selectit score --method NAME` pick the class.
 DEFAULT_METHOD = "selectit"
 
 
@@ -613,3 +613,103 @@ def config_fields(cls: type) -> list:
 
 def to_dict(config: Any) -> dict:
     return asdict(config)
+
+
+# --- rating-style methods: AlpaGasus and DEITA (METHOD.md 7.3-7.5) ---------------------------
+
+DEITA_KINDS = ("quality", "complexity", "both")
+
+
+@dataclass
+class _RatingConfig:
+    """The options every rating-style scorer shares (model, device, lengths, columns)."""
+
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub model id or local path of a causal LM (the judge). None: the embedded "
+                          "SmolLM2-135M-Instruct (too small to judge well; for trying things out).",
+                  "path": "read"},
+    )
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub.",
+                                "flag": "model_revision"}
+    )
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), "
+                                                           "float32, bfloat16, float16. Softmax is float32."})
+    device: Optional[str] = field(
+        default=None, metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu."}
+    )
+    max_length: Optional[int] = field(
+        default=None,
+        metadata={"help": "Longest prompt in tokens; longer rows lose the middle of the response, then "
+                          "the tail of the instruction, and are marked 'truncated'. None: the model's context."},
+    )
+    max_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "Token budget of one forward micro-batch. None: 1024 on CPU, 32768 on CUDA."},
+    )
+    reuse_prompt_prefix: bool = field(
+        default=True,
+        metadata={"help": "Exact KV-cache reuse of the prompt head shared by all rows (computed once)."},
+    )
+    columns: Optional[dict] = field(
+        default=None, metadata={"help": "Explicit column mapping (as for SelectIT). None: detect the schema."}
+    )
+    column_prefix: str = field(default="", metadata={"help": "Prefix of the output columns."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model)
+        check_str("revision", self.revision)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
+        check_bool("trust_remote_code", self.trust_remote_code)
+        check_str("column_prefix", self.column_prefix, empty=True)
+        check_int("max_length", self.max_length, minimum=16)
+        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
+                  hint=" (None: the device's default, 1024 on CPU, 32768 on CUDA)")
+        check_columns("columns", self.columns)
+        check_device("device", self.device)
+
+
+@dataclass
+class AlpaGasusConfig(_RatingConfig):
+    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (METHOD.md 7.3)."""
+
+    method: ClassVar[str] = "alpagasus"
+
+    column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
+    chat_template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Jinja chat template to use instead of the tokenizer's (for a judge whose "
+                          "tokenizer has none). None: the tokenizer's own; AlpaGasus needs one."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
+            raise invalid("chat_template", self.chat_template, "expected a Jinja template string or None.")
+
+
+@dataclass
+class DeitaConfig(_RatingConfig):
+    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (METHOD.md 7.4)."""
+
+    method: ClassVar[str] = "deita"
+
+    kind: str = field(
+        default="both",
+        metadata={"help": "'quality' (instruction and response), 'complexity' (instruction only) or "
+                          "'both' (also deita_score = complexity x quality)."},
+    )
+    column_prefix: str = field(default="deita_", metadata={"help": "Prefix of the output columns."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("kind", self.kind, DEITA_KINDS)
+
+
+# A method name -> its scorer config class (YAML `models:` entries' `method:`, `--method`).
+METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}

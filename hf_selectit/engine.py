@@ -79,9 +79,14 @@ class Item:
 
 @dataclass(frozen=True)
 class LastTokenProbs:
-    """Read-out: fp32 full-vocabulary softmax at the last position, at `token_ids` (float64 array)."""
+    """Read-out: fp32 full-vocabulary softmax at the last position, at `token_ids` (float64 array).
+
+    With `log=True`, the fp32 log-softmax instead: expected ratings renormalised over a few tokens
+    (AlpaGasus, DEITA) stay exact when a model puts almost no probability on them.
+    """
 
     token_ids: tuple
+    log: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,7 +433,8 @@ class Engine:
                     position_ids=batch.position_ids, past_key_values=past, logits_to_keep=1,
                     use_cache=past is not None,
                 )
-                probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
+                logits = out.logits[:, -1, :].float()
+                probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
                 ids = torch.tensor(batch.readout.token_ids, device=probs.device)
                 return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
             if isinstance(batch.readout, TokenLosses):

@@ -222,14 +222,16 @@ def score_dataset(
     """
     import datasets
 
+    from .config import method_of
     from .metadata import attach_scorer_info
-    from .scorer import SelectITScorer
+    from .methods import scorer_class
 
     run = run or RunOptions()
     n = len(ds)
     if n == 0:
         raise ConfigError("The input has 0 rows: nothing to score.")
-    scorer = SelectITScorer.from_config(scorer_config)
+    # The config's class names its method (config.METHOD_CONFIGS); its scorer class builds it.
+    scorer = scorer_class(method_of(scorer_config)).from_config(scorer_config)
     clash = sorted(set(scorer.output_columns) & set(ds.column_names))
     if clash:
         raise ConfigError(

@@ -12,6 +12,8 @@ from ..errors import ConfigError
 
 METHODS = {
     "selectit": "selectit:SelectITScorer",
+    "alpagasus": "alpagasus:AlpaGasusScorer",
+    "deita": "deita:DeitaScorer",
 }
 
 

@@ -28,7 +28,7 @@ from ..engine import Item, LastTokenProbs, config_state
 from ..errors import ConfigError
 from .base import BaseScorer
 
-OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "status")
+OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "rating_mass", "status")
 _RESPONSE_MARKER = "\nResponse:"
 _INSTRUCTION_MARKER = "\n\nInstruction:"
 
@@ -179,7 +179,9 @@ class SelectITScorer(BaseScorer):
         import numpy as np
 
         from ..formulas import selectit_scores
+        from ..models import EMBEDDED_MODEL_ID
         from ..prompts import extract_pairs
+        from ..rating_tokens import warn_if_low_rating_mass
 
         pairs = extract_pairs(batch, columns=self.config.columns)
         if not pairs:
@@ -199,6 +201,10 @@ class SelectITScorer(BaseScorer):
             probs[row] = np.nan
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         prefix = self.config.column_prefix
+        # METHOD.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
+        mass = probs.sum(axis=-1).mean(axis=-1).tolist()
+        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", method="SelectIT",
+                                model_name=EMBEDDED_MODEL_ID if self.config.model is None else self.config.model)
         status_col = [
             s if s is not None else ("truncated" if row in truncated else "ok")
             for row, s in enumerate(statuses)
@@ -208,6 +214,7 @@ class SelectITScorer(BaseScorer):
             prefix + "sentence_score": scores["sentence_score"].tolist(),
             prefix + "uncertainty": scores["uncertainty"].tolist(),
             prefix + "rating_probs": scores["rating_probs"].tolist(),
+            prefix + "rating_mass": mass,
             prefix + "status": status_col,
         }
 

@@ -1,0 +1,259 @@
+"""AlpaGasus rating with a local judge (Chen et al. 2023; METHOD.md 7.3).
+
+The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
+rating/chatgpt_rating.py) and parsed the first line of the answer. With a local judge the same
+two messages go through the judge's chat template with the generation prompt, and the
+distribution of the first reply token is read instead of sampling: P over the tokens "0".."5"
+(found from the tokenizer), renormalised over those six; `alpagasus_score = sum_k k * P_k`, with
+the argmax and the probability mass on the six digits beside it (METHOD.md 7.5: a mass far below
+1 means the judge does not answer with a digit, and the renormalised score means little).
+
+    >>> ds = ds.map(AlpaGasusScorer("Qwen/Qwen2.5-7B-Instruct"), batched=True)
+    >>> kept = select_top(ds, column="alpagasus_score", threshold=4.5)       # the paper's cut
+
+`{instruction}` and `{input}` are the Alpaca columns; for schemas without an input (pairs, chats)
+`{input}` is empty and `{instruction}` is X of METHOD.md section 1 (`prompts.extract_fields`).
+A row too long for `max_length` loses the middle of its response first, then the tail of its
+instruction and input; the system message, the markers, the rating request and the chat
+template stay whole, and the row's status says "truncated".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from ..config import AlpaGasusConfig
+from ..engine import Item, LastTokenProbs
+from ..errors import ConfigError
+from .base import BaseScorer
+
+OUTPUT_NAMES = ("score", "argmax", "rating_mass", "status")
+RATING_VALUES = (0, 1, 2, 3, 4, 5)
+
+#: The system message, verbatim.
+SYSTEM_PROMPT = (
+    "We would like to request your feedback on the performance of AI assistant in response to "
+    "the instruction and the given input displayed following."
+)
+#: The rating request that ends the user message, verbatim (trailing space and blank line included).
+RATING_REQUEST = (
+    "Please rate according to the accuracy of the response to the instruction and the input. "
+    "Each assistant receives a score on a scale of 0 to 5, where a higher score indicates higher "
+    "level of the accuracy. Please first output a single line containing value indicating the "
+    "scores. In the subsequent line, please provide a comprehensive explanation of your "
+    "evaluation, avoiding any potential bias. \n\n"
+)
+#: The user message as the authors format it (no space in "###Instruction").
+USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n" + RATING_REQUEST
+
+
+def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
+    """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
+    "x" (instruction, input) may lose its tail, "y" (response) its middle.
+
+    The input block is there even when the input is empty.
+
+    Example:
+        >>> "".join(t for _, t in user_segments("Say hi", "", "hi"))[:40]
+        '###Instruction:\\nSay hi\\n\\n### Input:\\n\\n\\n### Resp'
+    """
+    return [
+        ("fixed", "###Instruction:\n"),
+        ("x", instruction),
+        ("fixed", "\n\n### Input:\n"),
+        ("x", input_text),
+        ("fixed", "\n\n### Response:\n"),
+        ("y", response),
+        ("fixed", "\n\n" + RATING_REQUEST),
+    ]
+
+
+def user_message(instruction: str, input_text: str, response: str) -> str:
+    """The user message for one row (the authors' format string).
+
+    Example:
+        >>> user_message("Add 2+2", "", "4").startswith("###Instruction:\\nAdd 2+2\\n\\n### Input:\\n\\n")
+        True
+    """
+    return "".join(text for _, text in user_segments(instruction, input_text, response))
+
+
+def messages(instruction: str, input_text: str, response: str) -> list[dict]:
+    """The two chat messages (system, user) sent to the judge for one row.
+
+    Example:
+        >>> [m["role"] for m in messages("Add 2+2", "", "4")]
+        ['system', 'user']
+    """
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_message(instruction, input_text, response)},
+    ]
+
+
+class AlpaGasusScorer(BaseScorer):
+    """Adds the AlpaGasus rating of a local judge; made for `Dataset.map(scorer, batched=True)`.
+
+    Columns (with the default prefix): `alpagasus_score` (expected rating 0..5 over the six
+    digit tokens, renormalised), `alpagasus_argmax` (the most probable digit as a float, ties
+    to the lower; NaN for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
+    digits) and `alpagasus_status` ("ok", "truncated" or "error: ...").
+
+    Args:
+        model: Hub id or local folder of an instruction-tuned causal LM with a chat template
+            (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
+            for trying things out).
+        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
+            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+        column_prefix: prefix of the output columns (default "alpagasus_").
+        chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
+            whose tokenizer has none); None = the tokenizer's own.
+
+    Raises:
+        ConfigError: an option is invalid (here), or the judge has no chat template (first call).
+        RatingTokenError: the tokenizer has no distinct single tokens for "0".."5" (first call).
+
+    Example:
+        >>> scorer = AlpaGasusScorer("HuggingFaceTB/SmolLM2-1.7B-Instruct")
+        >>> ds = ds.map(scorer, batched=True)
+        >>> ds[0]["alpagasus_score"], ds[0]["alpagasus_status"]
+        (4.62, 'ok')
+    """
+
+    method = "alpagasus"
+    config_class = AlpaGasusConfig
+    output_names = OUTPUT_NAMES
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        *,
+        revision: Optional[str] = None,
+        dtype: str = "auto",
+        device: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_batch_tokens: Optional[int] = None,
+        reuse_prompt_prefix: bool = True,
+        columns: Optional[dict] = None,
+        column_prefix: str = "alpagasus_",
+        chat_template: Optional[str] = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self._setup(AlpaGasusConfig(
+            model=None if model is None else str(model), revision=revision, dtype=dtype, device=device,
+            max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
+            columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
+            chat_template=chat_template, trust_remote_code=trust_remote_code,
+        ))
+
+    # --- engine hooks ---
+
+    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
+        from ..rating_tokens import RATINGS_0_5, find_rating_tokens
+
+        if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"AlpaGasus asks the judge through its chat template (a system and a user message, "
+                f"then the generation prompt), but the tokenizer of {name} has no chat template. "
+                "Use an instruction-tuned judge that has one (e.g. a '-Instruct' or '-chat' model), "
+                "or pass chat_template='<Jinja template>' to AlpaGasusScorer."
+            )
+        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_0_5, method="AlpaGasus")
+
+    def probe_token_ids(self, group: Any, state: Any) -> list:
+        from ..prompts import Fields
+
+        texts = [self._text(Fields("A", "", "B"), state)[0], self._text(Fields("z", "", "y"), state)[0]]
+        return self.engine.encode(texts, state, add_special_tokens=False)
+
+    def _method_info(self, state: Any) -> dict:
+        return {
+            "method_description": "AlpaGasus (Chen et al., 2023) rating with a local judge: expected "
+                                  "rating over the first reply token's digits 0..5",
+            "system_prompt": SYSTEM_PROMPT,
+            "user_template": USER_TEMPLATE,
+            "chat_template": self.config.chat_template or "the tokenizer's",
+            "rating_tokens": state.method_data.to_dict(),
+        }
+
+    # --- texts ---
+
+    def _text(self, fields: Any, state: Any) -> tuple[str, list]:
+        """The judge's input text for one row and the character spans of its cuttable parts."""
+        from ..engine import join_segments
+
+        user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
+        chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
+        text = state.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, **kwargs)
+        # Some templates trim message contents: the trailing whitespace of the rating request
+        # goes, the cuttable parts stay where they were relative to the message's start.
+        offset = text.find(user)
+        if offset < 0:
+            offset = text.find(user.rstrip())
+        if offset < 0:  # the template rewrote the message: no safe cut points
+            return text, []
+        return text, [(kind, start + offset, end + offset) for kind, start, end in spans]
+
+    # --- scoring ---
+
+    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+        import numpy as np
+
+        from ..formulas import expected_ratings
+        from ..prompts import extract_fields
+        from ..rating_tokens import warn_if_low_rating_mass
+
+        rows = extract_fields(batch, columns=self.config.columns)
+        if not rows:
+            return {name: [] for name in self.output_columns}
+        state = self.engine.state(rank)
+        statuses: list = [None if r.error is None else f"error: {r.error}" for r in rows]
+        texts, spans, keys = [], [], []
+        for row, fields in enumerate(rows):
+            if statuses[row] is None:
+                text, span = self._text(fields, state)
+                texts.append(text)
+                spans.append(span)
+                keys.append(row)
+        encoded = self.engine.encode(texts, state, add_special_tokens=False)
+        items = []
+        for row, text, span, ids in zip(keys, texts, spans, encoded):
+            truncated = False
+            if len(ids) > state.max_length:
+                ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=False)
+                if ids is None:
+                    statuses[row] = (f"error: max_length={state.max_length} is shorter than the judge's "
+                                     "messages without the row; raise max_length")
+                    continue
+                truncated = True
+            items.append(Item(row=row, slot=0, group="alpagasus", ids=list(ids), truncated=truncated))
+        logprobs = np.full((len(rows), len(RATING_VALUES)), np.nan)
+        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True),
+                                         n_rows=len(rows))
+        for item, value in zip(items, values):
+            if value is not None:
+                logprobs[item.row] = value
+        for row in failed:
+            statuses[row] = "error: out of memory"
+        truncated = {item.row for item in items if item.truncated}
+        out = expected_ratings(logprobs, RATING_VALUES)
+        prefix = self.config.column_prefix
+        scored = [s is None for s in statuses]
+        mass = out["mass"].tolist()
+        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config), method="AlpaGasus")
+        return {
+            prefix + "score": out["score"].tolist(),
+            # A float column: NaN for rows not scored (None would make an all-error first batch a
+            # null-typed column that later batches cannot be written to).
+            prefix + "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
+            prefix + "rating_mass": mass,
+            prefix + "status": [s if s is not None else ("truncated" if row in truncated else "ok")
+                                for row, s in enumerate(statuses)],
+        }
+
+
+def _model_name(config: Any) -> str:
+    from ..models import EMBEDDED_MODEL_ID
+
+    return EMBEDDED_MODEL_ID if config.model is None else str(config.model)

@@ -1,0 +1,225 @@
+"""DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
+src/deita/selection/scorer/; METHOD.md 7.4).
+
+Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
+`tokenizer.encode`; one forward per prompt, and at the next position
+`score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`. DEITA's own scorers are fine-tuned
+Llama models (hkust-nlp/deita-quality-scorer, -complexity-scorer); with any other model this is
+only their prompt. DEITA returns 3.0 when a rating token is missing; here a tokenizer without
+distinct single tokens for "1".."6" is refused instead, and an unscored row stays NaN with an
+"error: ..." status. `deita_score = complexity * quality` (the paper's evol score for one turn).
+
+    >>> ds = ds.map(DeitaScorer("hkust-nlp/deita-quality-scorer", kind="quality"), batched=True)
+
+`{instruction}` is X of METHOD.md section 1 (instruction, newline, input; for chats the
+conversation before the last answer). A row too long for `max_length` loses the middle of its
+response first, then the tail of its instruction; the prompt text stays whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from ..config import DEITA_KINDS as KINDS
+from ..config import DeitaConfig
+from ..engine import Item, LastTokenProbs
+from .base import BaseScorer
+
+RATING_VALUES = (1, 2, 3, 4, 5, 6)
+
+#: Verbatim from DEITA's Llama scorer (the trailing spaces are part of the prompts).
+QUALITY_TEMPLATE = (
+    "You are a helpful assistant. Please identify the quality score of the Response corresponding "
+    "to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: "
+)
+COMPLEXITY_TEMPLATE = (
+    "You are a helpful assistant. Please identify the complexity score of the following user "
+    "query. \n##Query: {instruction}  \n##Complexity: "
+)
+
+
+def quality_prompt(instruction: str, response: str) -> str:
+    """DEITA's quality prompt for one row.
+
+    Example:
+        >>> quality_prompt("Q", "A").endswith("#Question#:\\nQ\\n#Response#:\\nA \\n##Quality: ")
+        True
+    """
+    return QUALITY_TEMPLATE.format(instruction=instruction, output=response)
+
+
+def complexity_prompt(instruction: str) -> str:
+    """DEITA's complexity prompt for one row.
+
+    Example:
+        >>> complexity_prompt("Q").endswith("##Query: Q  \\n##Complexity: ")
+        True
+    """
+    return COMPLEXITY_TEMPLATE.format(instruction=instruction)
+
+
+def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
+    """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
+    "x" (the instruction) may lose its tail, "y" (the response) its middle.
+
+    Example:
+        >>> "".join(t for _, t in segments("complexity", "Q", "A")) == complexity_prompt("Q")
+        True
+    """
+    if kind == "quality":
+        head, rest = QUALITY_TEMPLATE.split("{instruction}")
+        middle, tail = rest.split("{output}")
+        return [("fixed", head), ("x", instruction), ("fixed", middle), ("y", response), ("fixed", tail)]
+    head, tail = COMPLEXITY_TEMPLATE.split("{instruction}")
+    return [("fixed", head), ("x", instruction), ("fixed", tail)]
+
+
+class DeitaScorer(BaseScorer):
+    """Adds DEITA's quality and/or complexity score; made for `Dataset.map(scorer, batched=True)`.
+
+    Columns (default prefix "deita_"): kind="both": `deita_quality`, `deita_complexity`,
+    `deita_score` (complexity x quality); kind="quality" or "complexity": that one column. Always
+    `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
+    `deita_status` ("ok", "truncated" or "error: ...").
+
+    Args:
+        model: Hub id or local folder of a causal LM (DEITA's own scorers are
+            hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer; one model scores
+            both kinds here); None = the embedded SmolLM2-135M-Instruct.
+        kind: "quality", "complexity" or "both" (default).
+        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
+            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+        column_prefix: prefix of the output columns (default "deita_").
+
+    Raises:
+        ConfigError: an option is invalid (raised here, before any model loads).
+        RatingTokenError: the tokenizer has no distinct single tokens for "1".."6" (first call).
+
+    Example:
+        >>> ds = ds.map(DeitaScorer(kind="both"), batched=True)
+        >>> ds[0]["deita_score"], ds[0]["deita_status"]
+        (12.3, 'ok')
+    """
+
+    method = "deita"
+    config_class = DeitaConfig
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        *,
+        kind: str = "both",
+        revision: Optional[str] = None,
+        dtype: str = "auto",
+        device: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_batch_tokens: Optional[int] = None,
+        reuse_prompt_prefix: bool = True,
+        columns: Optional[dict] = None,
+        column_prefix: str = "deita_",
+        trust_remote_code: bool = False,
+    ) -> None:
+        self._setup(DeitaConfig(
+            model=None if model is None else str(model), kind=kind, revision=revision, dtype=dtype,
+            device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
+            reuse_prompt_prefix=reuse_prompt_prefix, columns=dict(columns) if columns is not None else None,
+            column_prefix=column_prefix, trust_remote_code=trust_remote_code,
+        ))
+
+    @property
+    def kinds(self) -> tuple:
+        """The prompts run per row: ("quality", "complexity"), ("quality",) or ("complexity",)."""
+        return ("quality", "complexity") if self.config.kind == "both" else (self.config.kind,)
+
+    @property
+    def output_names(self) -> tuple:  # type: ignore[override]
+        scores = ("quality", "complexity", "score") if self.config.kind == "both" else (self.config.kind,)
+        return (*scores, "rating_mass", "status")
+
+    # --- engine hooks ---
+
+    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
+        from ..rating_tokens import RATINGS_1_6, find_rating_tokens
+
+        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_1_6, method="DEITA")
+
+    def probe_token_ids(self, group: Any, state: Any) -> list:
+        texts = ["".join(t for _, t in segments(group, "A", "B")), "".join(t for _, t in segments(group, "z", "y"))]
+        return self.engine.encode(texts, state, add_special_tokens=True)
+
+    def _method_info(self, state: Any) -> dict:
+        templates = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
+        return {
+            "method_description": "DEITA (Liu et al., 2024) prompts: expected rating over the next "
+                                  "token's digits 1..6 (softmax of their logits)",
+            "kind": self.config.kind,
+            "templates": {k: templates[k] for k in self.kinds},
+            "rating_tokens": state.method_data.to_dict(),
+        }
+
+    # --- scoring ---
+
+    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+        import numpy as np
+
+        from ..engine import join_segments
+        from ..formulas import expected_ratings
+        from ..prompts import extract_pairs
+        from ..rating_tokens import warn_if_low_rating_mass
+
+        pairs = extract_pairs(batch, columns=self.config.columns)
+        if not pairs:
+            return {name: [] for name in self.output_columns}
+        state = self.engine.state(rank)
+        kinds = self.kinds
+        statuses: list = [None if p.error is None else f"error: {p.error}" for p in pairs]
+        texts, spans, keys = [], [], []
+        for row, pair in enumerate(pairs):
+            if statuses[row] is None:
+                for slot, kind in enumerate(kinds):
+                    text, span = join_segments(segments(kind, pair.instruction, pair.response))
+                    texts.append(text)
+                    spans.append(span)
+                    keys.append((row, slot))
+        encoded = self.engine.encode(texts, state, add_special_tokens=True)
+        items = []
+        for (row, slot), text, span, ids in zip(keys, texts, spans, encoded):
+            truncated = False
+            if len(ids) > state.max_length:
+                ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=True)
+                if ids is None:
+                    statuses[row] = (f"error: max_length={state.max_length} is shorter than the DEITA "
+                                     f"{kinds[slot]} prompt alone; raise max_length")
+                    continue
+                truncated = True
+            items.append(Item(row=row, slot=slot, group=kinds[slot], ids=list(ids), truncated=truncated))
+        items = [item for item in items if statuses[item.row] is None]
+        logprobs = np.full((len(pairs), len(kinds), len(RATING_VALUES)), np.nan)
+        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True),
+                                         n_rows=len(pairs))
+        for item, value in zip(items, values):
+            if value is not None:
+                logprobs[item.row, item.slot] = value
+        for row in failed:
+            statuses[row] = "error: out of memory"
+            logprobs[row] = np.nan
+        truncated = {item.row for item in items if item.truncated}
+        out = expected_ratings(logprobs, RATING_VALUES)
+        scores = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
+        mass = out["mass"].mean(axis=1).tolist()
+        prefix = self.config.column_prefix
+        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config),
+                                method="DEITA")
+        columns = {prefix + kind: scores[kind].tolist() for kind in kinds}
+        if self.config.kind == "both":
+            columns[prefix + "score"] = (scores["complexity"] * scores["quality"]).tolist()
+        columns[prefix + "rating_mass"] = mass
+        columns[prefix + "status"] = [s if s is not None else ("truncated" if row in truncated else "ok")
+                                      for row, s in enumerate(statuses)]
+        return columns
+
+
+def _model_name(config: Any) -> str:
+    from ..models import EMBEDDED_MODEL_ID
+
+    return EMBEDDED_MODEL_ID if config.model is None else str(config.model)

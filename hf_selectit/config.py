@@ -367,12 +367,13 @@ class RunOptions:
     )
     work_dir: Optional[str] = field(
         default=None,
-        metadata={"help": "Where shard checkpoints go. None: <output folder>/.selectit-work, "
-                          "or the user cache dir when there is no output.", "path": "write"},
+        metadata={"help": "Where shard checkpoints go. None: <output>.selectit-work beside the "
+                          "output (or beside a local publish folder; the user cache dir when "
+                          "there is neither).", "path": "write"},
     )
     keep_checkpoints: bool = field(
         default=False,
-        metadata={"help": "Keep the shard checkpoints after a successful run."},
+        metadata={"help": "Keep the shard checkpoints after a successful run (default: removed)."},
     )
     subset_output: Optional[str] = field(
         default=None,
@@ -573,7 +574,8 @@ class DemoOptions:
     limit: Optional[int] = field(default=None, metadata={"help": "Use only the first N demo rows."})
     shard_rows: int = field(default=10, metadata={"help": "Rows per checkpointed shard."})
     work_dir: Optional[str] = field(
-        default=None, metadata={"help": "Where shard checkpoints go (default: beside the output).",
+        default=None, metadata={"help": "Where shard checkpoints go (default: OUTPUT.selectit-work "
+                                        "beside the output, removed after success).",
                                 "path": "write"})
     summary_json: Optional[str] = field(
         default=None, metadata={"help": "Write the run summary as JSON here.", "path": "write"})

@@ -326,9 +326,16 @@ def _run_with_progress(config: PipelineConfig) -> int:
     from .pipeline import run_pipeline
     from .runner import TqdmProgress
 
+    import datasets
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # One bar (ours, rows of all shards and models) instead of datasets' bars; log lines are
+    # printed above it instead of through it. --quiet: no bar.
+    datasets.disable_progress_bars()
     bar = None if console.quiet else TqdmProgress()
     try:
-        summary, scored, subset = run_pipeline(config, on_progress=bar)
+        with logging_redirect_tqdm():
+            summary, scored, subset = run_pipeline(config, on_progress=bar)
     finally:
         if bar is not None:
             bar.close()

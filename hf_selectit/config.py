@@ -144,6 +144,16 @@ def check_columns(name: str, value: Any) -> None:
 # ------------------------------------------------------------------------ scorers
 
 
+MODEL_KWARGS_HELP = (
+    "Extra keyword arguments of `from_pretrained` (JSON on the command line): attn_implementation "
+    "('sdpa', 'flash_attention_2'), device_map ('auto', 'balanced' or {module: device}: one model "
+    "sharded over the process's devices, no num_proc), max_memory, quantization_config (e.g. "
+    "{'load_in_4bit': true}), token, low_cpu_mem_usage, offload_folder, subfolder, variant, "
+    "cache_dir, local_files_only. Attention and quantisation are part of the scores' identity; "
+    "placement and the token are not."
+)
+
+
 @dataclass
 class ScorerConfig:
     """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
@@ -226,16 +236,7 @@ class ScorerConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
-    model_kwargs: Optional[dict] = field(
-        default=None,
-        metadata={"help": "Extra keyword arguments of `from_pretrained` (JSON on the command line): "
-                          "attn_implementation ('sdpa', 'flash_attention_2'), device_map ('auto', "
-                          "'balanced' or {module: device}: one model sharded over the process's "
-                          "devices), max_memory, quantization_config (e.g. {'load_in_4bit': true}), "
-                          "token, low_cpu_mem_usage, offload_folder, subfolder, variant, cache_dir, "
-                          "local_files_only. Attention and quantisation are part of the scores' "
-                          "identity; placement and the token are not."},
-    )
+    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
@@ -661,10 +662,12 @@ class _RatingConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
+    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
         check_str("revision", self.revision)
+        self.model_kwargs = check_model_kwargs(self.model_kwargs)
         check_choice("dtype", self.dtype, DTYPES)
         check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
         check_bool("trust_remote_code", self.trust_remote_code)

@@ -184,8 +184,13 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, work_dir: Path, world: 
     import datasets
 
     from .metadata import attach_scorer_info
+    from .models import check_processes
     from .runner import score_shards
 
+    # A device_map model spans the machine's devices: one process per machine, before any work.
+    config = getattr(scorer, "config", None)
+    check_processes(config, run.num_proc)
+    check_processes(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     scores, stats, info = score_shards(ds, scorer, work_dir=work_dir, shard_rows=run.shard_rows,
                                        batch_size=run.batch_size, num_proc=run.num_proc, world=world,
                                        on_progress=on_progress, model_index=model_index,

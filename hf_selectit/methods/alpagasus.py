@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import AlpaGasusConfig
 from ..engine import Item, LastTokenProbs
 from ..errors import ConfigError
-from .base import BaseScorer
+from .base import BaseScorer, split_model_argument
 
 OUTPUT_NAMES = ("score", "argmax", "rating_mass", "status")
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
@@ -103,6 +103,10 @@ class AlpaGasusScorer(BaseScorer):
         model: Hub id or local folder of an instruction-tuned causal LM with a chat template
             (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
             for trying things out).
+            Or a transformers model already in memory, with `tokenizer` (used as it is).
+        tokenizer: the tokenizer of a model passed in memory.
+        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
+            see `ScorerConfig.model_kwargs`).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
             trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "alpagasus_").
@@ -126,8 +130,10 @@ class AlpaGasusScorer(BaseScorer):
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: Any = None,
         *,
+        tokenizer: Any = None,
+        model_kwargs: Optional[dict] = None,
         revision: Optional[str] = None,
         dtype: str = "auto",
         device: Optional[str] = None,
@@ -139,12 +145,13 @@ class AlpaGasusScorer(BaseScorer):
         chat_template: Optional[str] = None,
         trust_remote_code: bool = False,
     ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
         self._setup(AlpaGasusConfig(
-            model=None if model is None else str(model), revision=revision, dtype=dtype, device=device,
+            model=model_name, model_kwargs=model_kwargs, revision=revision, dtype=dtype, device=device,
             max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             chat_template=chat_template, trust_remote_code=trust_remote_code,
-        ))
+        ), preloaded)
 
     # --- engine hooks ---
 

@@ -100,7 +100,7 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score, sections=(IOConfig, scorer_cls, RunOptions), scorer_cls=scorer_cls)
 
     p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
-                       description="Select a subset of scored rows (docs/method.md).")
+                       description="Select a subset of scored rows (docs/method.md section 5).")
     _input_args(p)
     opt.add_options(p, IOConfig, title="input/output", exclude=("input",))
     opt.add_options(p, SelectConfig, title="selection")

@@ -449,7 +449,7 @@ def _number_or_self(value: Any) -> Any:
 
 @dataclass
 class SelectConfig:
-    """How a subset is chosen from scored rows (docs/method.md, selection)."""
+    """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
     ratio: Optional[float] = field(
         default=0.2, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
@@ -546,13 +546,7 @@ class PublishConfig:
         from .versions import check_version
 
         check_str("repo_id", self.repo_id)
-        if isinstance(self.version, str) or self.version is None:
-            try:
-                check_version(self.version)
-            except ConfigError as exc:
-                raise invalid("version", self.version, exc.expected or str(exc)) from None
-        else:
-            raise invalid("version", self.version, "expected a string such as 'v1.0'.")
+        self.version = check_version(self.version)  # "1.2" -> "v1.2", the tag it will have
         check_bool("private", self.private)
         check_bool("overwrite", self.overwrite)
         check_str("branch", self.branch)
@@ -618,7 +612,7 @@ def to_dict(config: Any) -> dict:
     return asdict(config)
 
 
-# --- rating-style methods: AlpaGasus and DEITA (METHOD.md 7.3-7.5) ---------------------------
+# --- rating-style methods: AlpaGasus and DEITA (docs/method.md 7.3-7.5) ---------------------------
 
 DEITA_KINDS = ("quality", "complexity", "both")
 
@@ -681,7 +675,7 @@ class _RatingConfig:
 
 @dataclass
 class AlpaGasusConfig(_RatingConfig):
-    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (METHOD.md 7.3)."""
+    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
     method: ClassVar[str] = "alpagasus"
 
@@ -700,7 +694,7 @@ class AlpaGasusConfig(_RatingConfig):
 
 @dataclass
 class DeitaConfig(_RatingConfig):
-    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (METHOD.md 7.4)."""
+    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
     method: ClassVar[str] = "deita"
 

@@ -259,8 +259,13 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
                         revision=io.revision, limit=io.limit)
     elif io.limit is not None and io.limit < len(ds):
         ds = ds.select(range(io.limit))
+    from .models import check_processes
     from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
+    for scorer_config in config.models:
+        # Before any model is scored: a device_map model later in the list must not fail after
+        # hours of work on the first ones.
+        check_processes(scorer_config, config.run.num_proc)
     summary = RunSummary(rows=len(ds))
     work_dir = pipeline_work_dir(config)
     world = current_world()

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from . import cards, provenance
 from .errors import ConfigError, PublishError, VersionExistsError
 from .io import is_local_path
 from .metadata import with_metadata
-from .plots import HISTOGRAM_FILENAME, score_histogram
+from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +42,8 @@ REPO_TYPE = "dataset"
 SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
 # Files and folders a publish owns; everything else in a repo or directory is left alone.
-MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME)
+MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME,
+           cards.RUN_CONFIG_FILENAME)
 
 PathOrId = Union[str, os.PathLike]
 
@@ -132,6 +132,44 @@ def _check_dataset(value: Any, name: str) -> None:
         raise ConfigError(f"{name} must be a datasets.Dataset, got {type(value).__name__}.{hint}")
 
 
+def _run_config_text(run_config: Any) -> Optional[str]:
+    """The text of the run config to upload (read now, so a missing file fails before writing)."""
+    if run_config is None:
+        return None
+    if isinstance(run_config, Mapping):
+        import yaml
+
+        return yaml.safe_dump(dict(run_config), sort_keys=False, allow_unicode=True)
+    if isinstance(run_config, (str, os.PathLike)):
+        path = Path(os.fspath(run_config)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
+                              "the run was made with, a mapping, or None.")
+        return path.read_text(encoding="utf-8")
+    raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
+
+
+def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
+    # A version with no rows cannot be loaded back (`load_dataset` finds no data), so it is
+    # refused up front instead of being committed and tagged.
+    if subset.num_rows == 0:
+        from .select import selection_rule
+
+        rule = selection_rule(subset) or {}
+        how = ""
+        if rule:
+            how = " (selected by " + ", ".join(
+                f"{k}={rule[k]!r}" for k in ("rule", "ratio", "k", "threshold", "column")
+                if rule.get(k) is not None) + f" from {rule.get('rows_in')} rows)"
+        raise ConfigError(
+            f"The subset to publish has no rows{how}; nothing was written. Select with a lower "
+            "threshold or a larger ratio/k, and check the status column: rows whose scoring "
+            "failed are never selected.")
+    if scored is not None and scored.num_rows == 0:
+        raise ConfigError("The scored dataset (scored=) has no rows; nothing was written. Pass the "
+                          "dataset the subset was selected from, or leave scored out.")
+
+
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
     """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +208,11 @@ def _stage(
 ) -> list[str]:
     """Write every file of one version into `workdir`; return their repo-relative paths."""
     files = _write_parquet(subset, workdir / "data")
+    # The run config's text travels with the other prepared inputs of the card (`defaults`).
+    run_config = defaults.get("run_config")
+    if run_config is not None:
+        (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
+        files.append(cards.RUN_CONFIG_FILENAME)
     info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     if scored is not None:
         score_files = _write_parquet(scored, workdir / "scores")
@@ -181,9 +224,12 @@ def _stage(
     column = cards.score_column(scored, subset, rule=prov.get("selection"))
     histogram = None
     if column is not None and column in subset.column_names:
+        rule = prov.get("selection")
+        kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
-            kept_scores=subset[column], path=workdir / HISTOGRAM_FILENAME, column=column)
+            kept_scores=kept_scores, path=workdir / HISTOGRAM_FILENAME, column=column,
+            cutoff=selection_cutoff(rule, kept_scores) if (rule or {}).get("column") == column else None)
         histogram = HISTOGRAM_FILENAME
         files.append(HISTOGRAM_FILENAME)
     else:
@@ -193,7 +239,8 @@ def _stage(
     card = cards.build_card(
         subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
         card_data=card_data, changelog=changelog, histogram=histogram, token=token,
-        defaults=defaults, is_local=is_local, dataset_info=info)
+        defaults=defaults, is_local=is_local, dataset_info=info,
+        run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(str(card), encoding="utf-8")
     (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
     return sorted(files)
@@ -333,7 +380,7 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
 
 def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
     refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
-    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.match(t.name)}
+    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
 def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
@@ -395,7 +442,7 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
             # Shards of the previous version that this one does not overwrite.
             stale = sorted(f for f in existing if f not in files and (
-                f.split("/", 1)[0] in ("data", "scores") or f == HISTOGRAM_FILENAME))
+                f.split("/", 1)[0] in ("data", "scores") or f in (HISTOGRAM_FILENAME, cards.RUN_CONFIG_FILENAME)))
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(
@@ -454,6 +501,7 @@ def publish(
     overwrite: bool = False,
     card_data: Any = None,
     scorers: Optional[Sequence[Any]] = None,
+    run_config: Union[str, os.PathLike, Mapping, None] = None,
 ) -> PublishResult:
     """Publish `subset` as version `version` of a dataset repo (or a local directory).
 
@@ -461,7 +509,7 @@ def publish(
         subset: The selected rows (`default` config, split `train`).
         repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc for
             the rule that tells them apart).
-        version: Version tag: `v1`, `v1.2` or `v1.2.3`.
+        version: Version tag: `v1`, `v1.2` or `v1.2.3` (ASCII digits; `1.2` means `v1.2`).
         scored: The full scored dataset, published as the `scores` config and used for the
             selection report and histogram.
         source: The dataset the rows came from: `user/name`, `user/name@revision` or
@@ -476,13 +524,17 @@ def publish(
         scorers: The scorers behind the score columns (objects or their `info()` dicts). Rarely
             needed: the provenance travels with data saved by hf-selectit, and a scorer used in
             this process (`ds.map(scorer, batched=True)`) is found by its column prefix.
+        run_config: The `hf-selectit run` configuration the version was made with: a YAML file
+            path (uploaded verbatim) or a mapping (written as YAML). It is committed as
+            `selectit_run.yaml` and the card's Reproduce section runs it. `hf-selectit run`
+            passes its config file.
 
     Returns:
         A `PublishResult`.
 
     Raises:
-        ConfigError: bad version, repo_id, dataset type, missing license, or score columns
-            whose scorer is unknown; nothing is written.
+        ConfigError: bad version, repo_id, dataset type, an empty subset, a missing license, or
+            score columns whose scorer is unknown; nothing is written.
         VersionExistsError: the version exists and `overwrite` is False.
         PublishError: a Hub request failed; the message says what exists afterwards.
 
@@ -490,7 +542,7 @@ def publish(
         >>> publish(subset, "me/Selective-Alpaca", version="v1.0", scored=ds,
         ...         source="vicgalle/alpaca-gpt4")
     """
-    check_version(version)
+    version = check_version(version)
     _check_dataset(subset, "subset")
     if scored is not None:
         _check_dataset(scored, "scored")
@@ -501,6 +553,7 @@ def publish(
         subset = with_metadata(subset, scorers=infos)
         if scored is not None:
             scored = with_metadata(scored, scorers=infos)
+    _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
         raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local directory.")
@@ -508,6 +561,7 @@ def publish(
     src = provenance.parse_source(source)
     # License first: a missing one must fail before anything is created or committed.
     defaults = cards.card_defaults(source_id=src["id"], card_data=card_data, token=resolved)
+    defaults["run_config"] = _run_config_text(run_config)
     if local:
         return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
                               version=version, scored=scored,
@@ -565,7 +619,7 @@ def load_selective(
     from datasets import load_dataset
 
     if version is not None:
-        check_version(version)
+        version = check_version(version)
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
         prov = _read_local_provenance(target) if target.is_dir() else None

@@ -90,10 +90,16 @@ def current_world() -> World:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return World()
+    from datetime import timedelta
+
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # Ranks meet at a collective only at the start of each model's pass; with several models a
+    # rank that finished its shards waits there while rank 0 scores its last shard and merges,
+    # which on a slow device can exceed torch's default 30 minutes. (A rank that dies makes the
+    # launcher stop the job; the timeout is not what catches that.)
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=48))
     return World(rank=state.process_index, size=state.num_processes,
                  local_rank=state.local_process_index)
 

@@ -1,7 +1,7 @@
 """Version tags of published subsets (`v1`, `v1.2`, `v1.2.3`).
 
-A bottom-layer module so that `config.PublishConfig` can refuse a bad version when a run config
-is loaded, before any scoring, with the same rule `publish` applies.
+A bottom-layer module so that `config.PublishConfig` refuses a bad version when a run config is
+loaded, before any scoring, with the same rule `publish` applies.
 """
 
 from __future__ import annotations
@@ -11,25 +11,30 @@ from typing import Any
 
 from .errors import ConfigError
 
-VERSION_RE = re.compile(r"^v\d+(\.\d+){0,2}$")
+# ASCII digits only (`\d` would accept "v１") and matched with fullmatch (`$` would accept "v1.0\n").
+VERSION_RE = re.compile(r"v[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
+_VERSION_INPUT_RE = re.compile(r"v?[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
+VERSION_EXPECTED = ("expected 'v' followed by one to three dot-separated numbers in ASCII digits, "
+                    "e.g. 'v1', 'v1.2' or 'v1.2.3' (no spaces or other characters).")
 
 
 def check_version(version: Any) -> str:
-    """Validate a version tag (`v1`, `v1.2`, `v1.2.3`).
+    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers.
+
+    The leading `v` may be omitted (`"1.2"` is published as the tag `"v1.2"`), so that a version
+    has exactly one tag name. Whitespace, other characters and non-ASCII digits are refused.
 
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything else (nothing has been written yet when publish raises it).
 
     Example:
-        >>> check_version("v1.2")
-        'v1.2'
+        >>> check_version("v1.2"), check_version("1.2")
+        ('v1.2', 'v1.2')
     """
-    if not isinstance(version, str) or not VERSION_RE.match(version):
-        expected = ("expected 'v' followed by one to three dot-separated numbers, e.g. 'v1', "
-                    "'v1.2' or 'v1.2.3'.")
-        raise ConfigError(f"version={version!r} is invalid: {expected}", option="version",
-                          value=version, expected=expected)
-    return version
+    if not isinstance(version, str) or not _VERSION_INPUT_RE.fullmatch(version):
+        raise ConfigError(f"version={version!r} is invalid: {VERSION_EXPECTED}", option="version",
+                          value=version, expected=VERSION_EXPECTED)
+    return version if version.startswith("v") else "v" + version
 
 
 def version_key(version: str) -> tuple:

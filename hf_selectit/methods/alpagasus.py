@@ -1,18 +1,18 @@
-"""AlpaGasus rating with a local judge (Chen et al. 2023; METHOD.md 7.3).
+"""AlpaGasus rating with a local judge (Chen et al. 2023; docs/method.md 7.3).
 
 The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
 rating/chatgpt_rating.py) and parsed the first line of the answer. With a local judge the same
 two messages go through the judge's chat template with the generation prompt, and the
 distribution of the first reply token is read instead of sampling: P over the tokens "0".."5"
 (found from the tokenizer), renormalised over those six; `alpagasus_score = sum_k k * P_k`, with
-the argmax and the probability mass on the six digits beside it (METHOD.md 7.5: a mass far below
+the argmax and the probability mass on the six digits beside it (docs/method.md 7.5: a mass far below
 1 means the judge does not answer with a digit, and the renormalised score means little).
 
     >>> ds = ds.map(AlpaGasusScorer("Qwen/Qwen2.5-7B-Instruct"), batched=True)
     >>> kept = select_top(ds, column="alpagasus_score", threshold=4.5)       # the paper's cut
 
 `{instruction}` and `{input}` are the Alpaca columns; for schemas without an input (pairs, chats)
-`{input}` is empty and `{instruction}` is X of METHOD.md section 1 (`prompts.extract_fields`).
+`{input}` is empty and `{instruction}` is X of docs/method.md section 1 (`prompts.extract_fields`).
 A row too long for `max_length` loses the middle of its response first, then the tail of its
 instruction and input; the system message, the markers, the rating request and the chat
 template stay whole, and the row's status says "truncated".

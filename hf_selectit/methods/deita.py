@@ -1,5 +1,5 @@
 """DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
-src/deita/selection/scorer/; METHOD.md 7.4).
+src/deita/selection/scorer/; docs/method.md 7.4).
 
 Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
 `tokenizer.encode`; one forward per prompt, and at the next position
@@ -11,7 +11,7 @@ distinct single tokens for "1".."6" is refused instead, and an unscored row stay
 
     >>> ds = ds.map(DeitaScorer("hkust-nlp/deita-quality-scorer", kind="quality"), batched=True)
 
-`{instruction}` is X of METHOD.md section 1 (instruction, newline, input; for chats the
+`{instruction}` is X of docs/method.md section 1 (instruction, newline, input; for chats the
 conversation before the last answer). A row too long for `max_length` loses the middle of its
 response first, then the tail of its instruction; the prompt text stays whole.
 """

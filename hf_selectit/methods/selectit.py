@@ -212,7 +212,7 @@ class SelectITScorer(BaseScorer):
             probs[row] = np.nan
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         prefix = self.config.column_prefix
-        # METHOD.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
+        # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         mass = probs.sum(axis=-1).mean(axis=-1).tolist()
         warn_if_low_rating_mass(mass, column=prefix + "rating_mass", method="SelectIT",
                                 model_name=EMBEDDED_MODEL_ID if self.config.model is None else self.config.model)

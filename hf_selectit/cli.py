@@ -35,8 +35,9 @@ from .config import (
     ReportOptions,
     RunOptions,
     SelectConfig,
+    method_of,
 )
-from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError
+from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
                    help=f"Scoring method: {', '.join(sorted(METHOD_CONFIGS))} (default: {DEFAULT_METHOD}). "
                         "Its options are listed by `hf-selectit score --method NAME --help`.")
     opt.add_options(p, IOConfig, title="input/output", exclude=("input",))
-    opt.add_options(p, scorer_cls, title=f"scorer ({scorer_cls.method if hasattr(scorer_cls, 'method') else method})")
+    opt.add_options(p, scorer_cls, title=f"scorer ({method_of(scorer_cls)})")
     opt.add_options(p, RunOptions, title="execution", exclude=("subset_output",))
     p.add_argument("--distributed", action="store_true",
                    help="Kept for compatibility: under a torchrun / accelerate launch every "
@@ -469,7 +470,9 @@ def _configure_logging(verbose: int, *, quiet: bool) -> None:
     ours.setLevel(logging.NOTSET if quiet or not verbose else logging.WARNING - 10 * min(verbose, 2))
 
 
-USER_ERRORS = (ConfigError, SchemaError, ScoreColumnError)
+# Errors the user fixes by changing the command (exit 2); VersionExistsError: pass --overwrite or
+# another --version.
+USER_ERRORS = (ConfigError, SchemaError, ScoreColumnError, VersionExistsError)
 
 
 def _guarded(command: str, job: Callable[[], int], *, debug: bool) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .model_kwargs import check_model_kwargs
@@ -158,8 +158,6 @@ MODEL_KWARGS_HELP = (
 class ScorerConfig:
     """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
 
-    method: ClassVar[str] = "selectit"
-
     model: Optional[str] = field(
         default=None,
         metadata={"help": "Hub model id or local path of a causal LM. None: the embedded "
@@ -292,11 +290,13 @@ def method_config_class(method: Any, *, where: str = "method") -> type:
 
 
 def method_of(config: Any) -> str:
-    """The method name of a scorer config instance."""
-    for name, cls in METHOD_CONFIGS.items():
-        if type(config) is cls:
+    """The method name of a scorer config (an instance or the class)."""
+    cls = config if isinstance(config, type) else type(config)
+    for name, known in METHOD_CONFIGS.items():
+        if cls is known:
             return name
-    return getattr(config, "method", DEFAULT_METHOD)
+    raise ConfigError(f"{cls.__name__} is not the config class of any scoring method "
+                      f"({sorted(METHOD_CONFIGS)}).")
 
 
 def is_scorer_config(config: Any) -> bool:
@@ -677,8 +677,6 @@ class _RatingConfig:
 class AlpaGasusConfig(_RatingConfig):
     """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
-    method: ClassVar[str] = "alpagasus"
-
     column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
     chat_template: Optional[str] = field(
         default=None,
@@ -695,8 +693,6 @@ class AlpaGasusConfig(_RatingConfig):
 @dataclass
 class DeitaConfig(_RatingConfig):
     """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
-
-    method: ClassVar[str] = "deita"
 
     kind: str = field(
         default="both",

@@ -187,9 +187,11 @@ def test_score_select_publish_end_to_end(tmp_path, tiny_model_dir, capsys):
     card = (pub / "README.md").read_text()
     assert "license: apache-2.0" in card
 
-    # Publishing the same version again is refused (exit 1) unless --overwrite is given.
-    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0"]) == 1
-    assert "VersionExistsError" in capsys.readouterr().err
+    # Publishing the same version again is refused unless --overwrite is given.
+    # An existing version is a user error (exit 2) and the fix is given as the flag.
+    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err and "Traceback" not in err
     assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0",
                      "--overwrite"]) == 0
 

@@ -54,6 +54,10 @@ def test_alpha_finite_non_negative_number(alpha):
         ScorerConfig(alpha=alpha)
 
 
+def test_publish_version_is_normalised_to_its_tag():
+    assert PublishConfig(version="1.2").version == "v1.2"
+
+
 def test_alpha_zero_and_int_are_fine():
     assert ScorerConfig(alpha=0).alpha == 0 and ScorerConfig(alpha=1).alpha == 1
 
@@ -90,7 +94,8 @@ def test_device_that_does_not_exist_lists_the_devices_here():
         (SelectConfig, {"threshold": math.nan}, "threshold=nan is invalid"),
         (SelectConfig, {"order": "best"}, "order='best' is invalid"),
         (PublishConfig, {"version": "v 1"}, "version='v 1' is invalid"),
-        (PublishConfig, {"version": "1.0"}, "version='1.0' is invalid"),
+        (PublishConfig, {"version": "v1.0\n"}, "version='v1.0\\n' is invalid"),
+        (PublishConfig, {"version": "v\uff11"}, "is invalid"),
         (RunOptions, {"batch_size": True}, "batch_size=True is invalid"),
         (RunOptions, {"keep_checkpoints": "no"}, "keep_checkpoints='no' is invalid"),
         (FusionConfig, {"params": [7e9, -1]}, "params=[7000000000.0, -1] is invalid"),

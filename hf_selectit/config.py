@@ -763,7 +763,7 @@ class _IFDOptions(_RatingConfig):
 
     def __post_init__(self) -> None:
         if self.preset is not None:
-            _check_choice("preset", self.preset, tuple(IFD_PRESETS))
+            check_choice("preset", self.preset, tuple(IFD_PRESETS))
             for name, value in IFD_PRESETS[self.preset].items():
                 given = getattr(self, name)
                 if given is None:
@@ -776,8 +776,8 @@ class _IFDOptions(_RatingConfig):
         for name, value in self._defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        _check_choice("template", self.template, IFD_TEMPLATES)
-        _check_choice("variant", self.variant, IFD_VARIANTS)
+        check_choice("template", self.template, IFD_TEMPLATES)
+        check_choice("variant", self.variant, IFD_VARIANTS)
         if self.direct_prefix is None:
             self.direct_prefix = self._default_direct_prefix()
         if not isinstance(self.direct_prefix, str):

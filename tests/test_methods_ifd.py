@@ -401,3 +401,30 @@ def test_each_config_class_names_its_method():
         assert cls.config_class is METHOD_CONFIGS[method] and cls.method == method
     with pytest.raises(ConfigError):
         IFDScorer.from_config(ReverseIFDConfig())
+
+
+def test_run_yaml_scores_selectit_and_ifd_side_by_side(tiny_model_dir, tmp_path):
+    import json
+
+    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.options import load_run_config
+    from hf_selectit.pipeline import run_pipeline
+
+    rows = [dict(instruction=i, input=c, output=o) for i, c, o in _rows(ROWS)]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "run.yaml").write_text(
+        f"input: {tmp_path / 'data.jsonl'}\noutput: {tmp_path / 'scored'}\n"
+        "models:\n"
+        f"  - {{model: {tiny_model_dir}, column_prefix: selectit_tiny_, prompts: 2}}\n"
+        f"  - {{method: ifd, model: {tiny_model_dir}, preset: cherry}}\n"
+        f"  - {{method: rifd, model: {tiny_model_dir}}}\n"
+        "select: {ratio: 0.5, column: ifd_score}\n")
+    summary, scored, subset = run_pipeline(load_run_config(str(tmp_path / "run.yaml")))
+    assert {"selectit_tiny_sentence_score", "ifd_score", "rifd_score"} <= set(scored.column_names)
+    direct = IFDScorer(str(tiny_model_dir), preset="cherry")(ROWS)
+    np.testing.assert_allclose(scored["ifd_score"], direct["ifd_score"], atol=1e-5)
+    valid = [s for s in scored["ifd_score"] if s <= 1]
+    assert len(subset) == int(len(valid) * 0.5)  # the IFD cut-off at 1, then the top half
+    infos = scorer_infos(scored)
+    assert {i["method"] for i in infos.values()} == {"selectit", "ifd", "rifd"}
+    assert infos["ifd_"]["options"]["preset"] == "cherry"

@@ -550,3 +550,20 @@ def test_every_method_takes_model_kwargs_and_a_model_in_memory(tiny_model_dir, n
         pickle.dumps(in_memory)
     with pytest.raises(ConfigError, match="accepted|Accepted"):
         cls(str(tiny_model_dir), model_kwargs={"flash": True}, **extra)
+
+
+def test_run_refuses_a_device_map_model_with_num_proc_before_scoring_any(tiny_model_dir, tmp_path, capsys):
+    from hf_selectit import cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"instruction": i, "input": "", "output": o}) + "\n"
+                            for i, o in zip(ROWS["instruction"], ROWS["output"])))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input: {data}\noutput: {tmp_path / 'scored'}\nnum_proc: 2\n"
+        f"models:\n  - {{model: {tiny_model_dir}, column_prefix: a_}}\n"
+        f"  - {{model: {tiny_model_dir}, column_prefix: b_, model_kwargs: {{device_map: auto}}}}\n"
+    )
+    assert cli.main(["run", str(config)]) == 2
+    assert "num_proc=2" in capsys.readouterr().err
+    assert not list(tmp_path.glob("scored*/**/shard-*"))  # the first model was not scored either

@@ -256,3 +256,16 @@ def test_invalid_options_fail_at_construction():
         AlpaGasusScorer(max_length=3)
     with pytest.raises(ConfigError):
         AlpaGasusScorer(column_prefix=5)
+
+
+def test_paper_threshold_selection_on_the_scored_columns():
+    from hf_selectit import select_top
+
+    ds = Dataset.from_dict({
+        "instruction": list("abcdef"),
+        "alpagasus_score": [4.9, 4.5, 4.49, float("nan"), 5.0, 4.6],
+        "alpagasus_status": ["ok", "truncated", "ok", "error: empty response", "ok", "ok"],
+    })
+    kept = select_top(ds, column="alpagasus_score", threshold=alpagasus.PAPER_THRESHOLD)
+    assert alpagasus.PAPER_THRESHOLD == 4.5
+    assert kept["instruction"] == ["a", "b", "e", "f"]  # >= 4.5, error rows never, dataset order

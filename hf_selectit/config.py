@@ -231,8 +231,14 @@ class _RatingConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
+    model_kwargs: Optional[dict] = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments of `from_pretrained` (as for SelectIT), e.g. "
+                          "{'device_map': 'auto'} or a quantization_config for a large judge."},
+    )
 
     def __post_init__(self) -> None:
+        self.model_kwargs = check_model_kwargs(self.model_kwargs)
         _check_choice("dtype", self.dtype, DTYPES)
         for name in ("reuse_prompt_prefix", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):

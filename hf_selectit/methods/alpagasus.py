@@ -106,7 +106,7 @@ class AlpaGasusScorer(BaseScorer):
             (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
             for trying things out).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code, model_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "alpagasus_").
         chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
             whose tokenizer has none); None = the tokenizer's own.
@@ -140,12 +140,14 @@ class AlpaGasusScorer(BaseScorer):
         column_prefix: str = "alpagasus_",
         chat_template: Optional[str] = None,
         trust_remote_code: bool = False,
+        model_kwargs: Optional[dict] = None,
     ) -> None:
         self._setup(AlpaGasusConfig(
             model=None if model is None else str(model), revision=revision, dtype=dtype, device=device,
             max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             chat_template=chat_template, trust_remote_code=trust_remote_code,
+            model_kwargs=dict(model_kwargs) if model_kwargs is not None else None,
         ))
 
     # --- engine hooks ---

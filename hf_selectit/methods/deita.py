@@ -88,7 +88,7 @@ class DeitaScorer(BaseScorer):
             both kinds here); None = the embedded SmolLM2-135M-Instruct.
         kind: "quality", "complexity" or "both" (default).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code, model_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "deita_").
 
     Raises:
@@ -118,12 +118,14 @@ class DeitaScorer(BaseScorer):
         columns: Optional[dict] = None,
         column_prefix: str = "deita_",
         trust_remote_code: bool = False,
+        model_kwargs: Optional[dict] = None,
     ) -> None:
         self._setup(DeitaConfig(
             model=None if model is None else str(model), kind=kind, revision=revision, dtype=dtype,
             device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
             reuse_prompt_prefix=reuse_prompt_prefix, columns=dict(columns) if columns is not None else None,
             column_prefix=column_prefix, trust_remote_code=trust_remote_code,
+            model_kwargs=dict(model_kwargs) if model_kwargs is not None else None,
         ))
 
     @property

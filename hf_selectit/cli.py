@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -26,7 +25,6 @@ from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError
 from .io import IOConfig
 from .pipeline import (
     PipelineConfig,
-    ProgressEvent,
     RunOptions,
     RunSummary,
     coerce_value,
@@ -153,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(p, ScorerConfig, title="scorer")
     add_dataclass_options(p, RunOptions, title="execution", exclude=("subset_output",))
     p.add_argument("--distributed", action="store_true",
-                   help="Score with every process of a torchrun / accelerate launch "
-                        "(hf_selectit.distributed.score_distributed); rank 0 writes the output.")
+                   help="Kept for compatibility: under a torchrun / accelerate launch every "
+                        "process scores its share of the shards and rank 0 writes the output, "
+                        "with or without this flag.")
     p.set_defaults(handler=cmd_score, sections=(IOConfig, ScorerConfig, RunOptions))
 
     p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
@@ -194,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-rows", type=int, default=DEMO_SHARD_ROWS,
                    help=f"Rows per checkpointed shard (default: {DEMO_SHARD_ROWS}).")
     p.add_argument("--work-dir", default=None,
-                   help="Where shard checkpoints go (default: hf-selectit's cache dir + /work).")
+                   help="Where shard checkpoints go (default: OUTPUT.selectit-work beside the "
+                        "output, removed after success).")
     p.add_argument("--summary-json", default=None, help="Write the run summary as JSON here.")
     p.set_defaults(handler=cmd_demo)
     return parser
@@ -230,34 +230,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     io = _io_config(args, file_values)
     scorer = build_config(ScorerConfig, args, file_values)
     run = build_config(RunOptions, args, file_values, exclude=("subset_output",))
-    if args.distributed:
-        return _score_distributed(io, scorer, run)
     if not io.output:
         raise ConfigError("score needs --output (a folder, FILE.parquet or FILE.jsonl).")
+    # --distributed or not: one runner, which takes its world from the launcher (torchrun /
+    # accelerate launch), or is one process without one.
     config = PipelineConfig(io=io, run=run, models=[scorer], model_params=[None])
     return _run_with_progress(config)
-
-
-def _score_distributed(io: IOConfig, scorer: ScorerConfig, run: RunOptions) -> int:
-    from .distributed import score_distributed
-    from .io import load_input, save_output
-    from .pipeline import default_work_dir
-
-    if not io.output:
-        raise ConfigError("score --distributed needs --output.")
-    ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
-                    limit=io.limit)
-    work = Path(run.work_dir) if run.work_dir else default_work_dir(io.output)
-    t0 = time.perf_counter()
-    merged = score_distributed(ds, scorer, output_dir=str(work / "distributed"),
-                               batch_size=run.batch_size)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        save_output(merged, io.output, output_format=io.output_format)
-        seconds = time.perf_counter() - t0
-        print(f"scored {len(merged)} rows in {seconds:.1f} s -> {io.output}")
-    return 0
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -375,12 +353,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_with_progress(config: PipelineConfig) -> int:
     from .pipeline import run_pipeline
+    from .runner import TqdmProgress
 
-    import datasets
-
-    # One bar (ours, over shards and rows) instead of one datasets bar per shard.
-    datasets.disable_progress_bars()
-    summary, scored, subset = run_pipeline(config, on_progress=ShardProgress())
+    bar = TqdmProgress()
+    try:
+        summary, scored, subset = run_pipeline(config, on_progress=bar)
+    finally:
+        bar.close()
+    if not summary.main_process:
+        return 0  # the main process of the launch prints the summary
     print_summary(summary)
     if subset is not None and "kind" in subset.column_names:
         # The demo's rows say what they are: show a curator what the scorer preferred.
@@ -391,34 +372,15 @@ def _run_with_progress(config: PipelineConfig) -> int:
     return 0
 
 
-class ShardProgress:
-    """tqdm over all rows of all models (rows/s and ETA); rows loaded from checkpoints are
-    taken off the total rather than counted, so the rate describes real scoring."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.resumed = 0
-
-    def __call__(self, event: ProgressEvent) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=event.total_rows * event.n_models, unit="row",
-                            desc="SelectIT scoring", dynamic_ncols=True, file=sys.stderr)
-        if event.resumed:
-            self.resumed += event.rows
-            self.bar.total -= event.rows
-            self.bar.set_postfix_str(f"{self.resumed} rows from checkpoints", refresh=False)
-        elif event.done:
-            self.bar.update(event.rows)
-        self.bar.set_description(
-            f"SelectIT model {event.model_index + 1}/{event.n_models} shard {event.shard + 1}/{event.n_shards}"
-            if event.n_models > 1 else f"SelectIT shard {event.shard + 1}/{event.n_shards}")
-        if not event.done:
-            self.bar.refresh()
-            return
-        if event.model_index + 1 == event.n_models and event.shard + 1 == event.n_shards:
-            self.bar.close()
+def _scoring_lines(summary: RunSummary) -> list[str]:
+    # Rows and rows x models are different numbers: with two models, 10 rows are 20 row scores.
+    n = len(summary.models)
+    where = f" by {summary.processes} processes" if summary.processes > 1 else ""
+    resumed = f", {summary.rows_resumed} from checkpoints" if summary.rows_resumed else ""
+    if n == 1:
+        return [f"  rows scored        {summary.rows_scored}{where}{resumed}"]
+    return [f"  models             {n} ({summary.rows} rows x {n} = {summary.row_scores} row scores)",
+            f"  row scores         {summary.rows_scored} computed{where}{resumed}"]
 
 
 def print_summary(summary: RunSummary) -> None:
@@ -428,8 +390,7 @@ def print_summary(summary: RunSummary) -> None:
         "",
         "SelectIT summary",
         f"  rows               {summary.rows}",
-        f"  rows scored        {summary.rows_scored}"
-        + (f" (+{summary.rows_resumed} from checkpoints)" if summary.rows_resumed else ""),
+        *_scoring_lines(summary),
         f"  truncated          {summary.truncated}",
         f"  errors             {summary.errors}",
     ]
@@ -437,12 +398,15 @@ def print_summary(summary: RunSummary) -> None:
         lines.append(f"  kept               {summary.kept} (by {summary.select_column})")
     lines += [
         f"  time               {summary.seconds:.1f} s (scoring {summary.scoring_seconds:.1f} s)",
-        f"  rows/s             {rate:.2f}" if rate else "  rows/s             - (nothing scored)",
+        (f"  rows/s             {rate:.2f}" + (" (row scores of all models per second)" if len(summary.models) > 1 else ""))
+        if rate else "  rows/s             - (nothing scored"
+        + (": every row from checkpoints)" if summary.rows_resumed else ")"),
     ]
     for m in summary.models:
+        resumed = f", {m.shards_resumed} resumed from checkpoints" if m.shards_resumed else ""
+        redone = f", {len(m.shards_rescored)} invalid checkpoints rescored" if m.shards_rescored else ""
         lines.append(f"  model {m.model or 'embedded SmolLM2-135M-Instruct'} [{m.column_prefix}]: "
-                     f"{m.shards_scored} shards scored, {m.shards_resumed} resumed; "
-                     f"checkpoints in {m.work_dir}")
+                     f"{m.shards_scored} of {m.shards} shards scored{resumed}{redone}")
     if summary.output:
         lines.append(f"  scored dataset     {summary.output}")
     if summary.subset_output:

@@ -49,3 +49,7 @@ class VersionExistsError(PublishError):
 
 class ShardMergeError(SelectITError, RuntimeError):
     """The rank shards of a distributed run do not add up to the input rows exactly."""
+
+
+class OutputLockedError(SelectITError, RuntimeError):
+    """Another live run is writing the same output (its work directory's lock names it)."""

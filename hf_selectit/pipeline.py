@@ -15,12 +15,11 @@ Heavy imports (datasets, the scorer, torch) happen inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -31,6 +30,9 @@ from ._version import __version__
 from .config import PublishConfig, ScorerConfig, SelectConfig
 from .errors import ConfigError
 from .io import IOConfig
+from .runner import ProgressCallback, ProgressEvent, ScoreStats, default_work_dir
+
+__all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]  # re-exported: the runner's
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +62,13 @@ class RunOptions:
     )
     work_dir: Optional[str] = field(
         default=None,
-        metadata={"help": "Where shard checkpoints go. None: <output folder>/.selectit-work, "
-                          "or the user cache dir when there is no output."},
+        metadata={"help": "Where shard checkpoints go. None: <output>.selectit-work beside the "
+                          "output (or beside a local publish folder; the user cache dir when "
+                          "there is neither)."},
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Keep the shard checkpoints after a successful run (default: removed)."},
     )
     subset_output: Optional[str] = field(
         default=None,
@@ -387,25 +394,6 @@ def load_yaml(path: Union[str, os.PathLike]) -> dict:
 
 
 @dataclass
-class ScoreStats:
-    """What one model's scoring pass did."""
-
-    column_prefix: str
-    model: Optional[str]
-    rows: int = 0
-    rows_scored: int = 0
-    rows_resumed: int = 0
-    shards: int = 0
-    shards_scored: int = 0
-    shards_resumed: int = 0
-    ok: int = 0
-    truncated: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    work_dir: Optional[str] = None
-
-
-@dataclass
 class RunSummary:
     """The end-of-run numbers the CLI prints (and writes with ``--summary-json``)."""
 
@@ -417,9 +405,17 @@ class RunSummary:
     subset_output: Optional[str] = None
     published: Optional[str] = None
     seconds: float = 0.0
+    processes: int = 1
+    main_process: bool = True
+
+    @property
+    def row_scores(self) -> int:
+        """rows x models: what the scoring passes covered together."""
+        return self.rows * len(self.models)
 
     @property
     def rows_scored(self) -> int:
+        """Row scores computed by this run (rows x models, less those from checkpoints)."""
         return sum(m.rows_scored for m in self.models)
 
     @property
@@ -446,87 +442,32 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for name in ("rows_scored", "rows_resumed", "truncated", "errors", "scoring_seconds",
-                     "rows_per_second"):
+        for name in ("row_scores", "rows_scored", "rows_resumed", "truncated", "errors",
+                     "scoring_seconds", "rows_per_second"):
             out[name] = getattr(self, name)
         return out
-
-
-@dataclass
-class ProgressEvent:
-    """Sent to ``on_progress`` after each shard (scored or loaded from a checkpoint)."""
-
-    model_index: int
-    n_models: int
-    shard: int
-    n_shards: int
-    rows: int
-    resumed: bool
-    total_rows: int = 0
-    done: bool = True  # False: sent just before a shard starts scoring (rows == 0)
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
 
 
 # -------------------------------------------------------------------------- scoring
 
 
-def input_fingerprint(ds: Any) -> str:
-    """A stable fingerprint of the rows of ``ds``.
+def make_scorer(config: Any) -> Any:
+    """The scorer object of a method's config (``ScorerConfig`` for SelectIT, or any config class
+    of :data:`hf_selectit.methods.METHODS`), or the scorer itself when given one."""
+    if callable(config) and hasattr(config, "output_columns"):
+        return config
+    from .methods import METHODS, scorer_class
 
-    Datasets backed by cache files (anything from ``load_dataset``/``load_from_disk``) have a
-    deterministic ``_fingerprint``; in-memory ones get a random one, so their table is hashed.
-    """
-    if ds.cache_files:
-        return ds._fingerprint
-    import pyarrow as pa
-
-    digest = hashlib.sha256()
-    table = ds.data.table
-    if ds._indices is not None:
-        table = ds.with_format(None).flatten_indices().data.table
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    digest.update(sink.getvalue().to_pybytes())
-    return digest.hexdigest()[:32]
-
-
-def scoring_fingerprint(ds: Any, scorer: Any, *, shard_rows: int) -> str:
-    """Name of the work directory of one (input rows, scorer, sharding) combination.
-
-    The scorer enters through `datasets`' own hash of it, which covers everything that changes
-    scores (model, revision, prompts, alpha, ..., and the files of a local model folder) and
-    leaves out what does not (device, token budget), so a restart on another device resumes.
-    """
-    from datasets.fingerprint import Hasher
-
-    payload = {
-        "input": input_fingerprint(ds),
-        "rows": len(ds),
-        "scorer": Hasher.hash(scorer),
-        "shard_rows": shard_rows,
-        "version": __version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def default_work_dir(output: Optional[str]) -> Path:
-    """`<output folder>/.selectit-work`, or hf-selectit's cache dir (`$HF_SELECTIT_CACHE` or the
-    user cache dir) + `/work` when there is no output."""
-    if output:
-        out = Path(output)
-        base = out.parent if out.suffix.lower() in (".parquet", ".jsonl") else out
-        return base / ".selectit-work"
-    from .models import cache_dir
-
-    return cache_dir() / "work"
+    for method in METHODS:
+        cls = scorer_class(method)
+        if isinstance(config, cls.config_class):
+            return cls.from_config(config)
+    raise ConfigError(f"{config!r} is not the config of any scoring method ({sorted(METHODS)}).")
 
 
 def score_dataset(
     ds: Any,
-    scorer_config: ScorerConfig,
+    scorer_config: Any,
     *,
     run: Optional[RunOptions] = None,
     work_dir: Union[str, os.PathLike, None] = None,
@@ -534,122 +475,66 @@ def score_dataset(
     n_models: int = 1,
     on_progress: Optional[ProgressCallback] = None,
 ) -> tuple[Any, ScoreStats]:
-    """Add one scorer's columns to ``ds`` in checkpointed shards.
+    """Add one scorer's columns to ``ds`` in checkpointed shards (:mod:`hf_selectit.runner`).
+
+    The same call works alone and in every process of a ``torchrun``/``accelerate launch`` job
+    (then each process scores its share of the shards and the main process merges).
 
     Args:
         ds: the input dataset (not modified).
-        scorer_config: the scorer to run.
-        run: batch size, workers, shard size.
-        work_dir: root of the shard checkpoints (default: :func:`default_work_dir` of no output).
+        scorer_config: the scorer's config (``ScorerConfig`` or another method's), or a scorer.
+        run: batch size, workers, shard size, ``keep_checkpoints``.
+        work_dir: where the checkpoints go (default: :func:`default_work_dir` of no output). It
+            is locked for the call; after success the checkpoints are removed unless
+            ``run.keep_checkpoints``.
         model_index, n_models: position of this model in a multi-model run (for progress).
-        on_progress: called after each shard with a :class:`ProgressEvent`.
+        on_progress: receives :class:`ProgressEvent` s (per micro-batch and per shard).
 
     Returns:
         ``(scored, stats)``: ``ds`` with the scorer's columns appended, same rows in the same
-        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers.
+        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers. In a
+        process other than the main one of a launch: ``(None, stats)``.
 
     Raises:
         ConfigError: an empty dataset, or output columns that already exist in ``ds``.
+        OutputLockedError: another live run holds ``work_dir``.
 
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     """
-    import datasets
-
-    from .metadata import attach_scorer_info
-    from .scorer import SelectITScorer
+    from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
     run = run or RunOptions()
-    n = len(ds)
-    if n == 0:
-        raise ConfigError("The input has 0 rows: nothing to score.")
-    scorer = SelectITScorer.from_config(scorer_config)
-    clash = sorted(set(scorer.output_columns) & set(ds.column_names))
-    if clash:
-        raise ConfigError(
-            f"The input already has the columns {clash}. Pass another column_prefix "
-            f"(now {scorer_config.column_prefix!r}) or drop them first."
-        )
-    root = Path(work_dir or default_work_dir(None)) / scoring_fingerprint(
-        ds, scorer, shard_rows=run.shard_rows)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob("shard-*.tmp-*"):
-        # Left by a killed run: the rename never happened, so the shard is not finished.
-        shutil.rmtree(stale, ignore_errors=True)
-    (root / "config.json").write_text(json.dumps(
-        {"scorer": asdict(scorer_config), "rows": n, "shard_rows": run.shard_rows,
-         "version": __version__}, indent=2, default=str))
-
-    stats = ScoreStats(column_prefix=scorer_config.column_prefix, model=scorer_config.model,
-                       rows=n, work_dir=str(root))
-    starts = list(range(0, n, run.shard_rows))
-    stats.shards = len(starts)
-    parts = []
-    for i, start in enumerate(starts):
-        end = min(start + run.shard_rows, n)
-        final = root / f"shard-{i:05d}"
-        resumed = final.is_dir()
-        if resumed:
-            part = datasets.load_from_disk(str(final))
-            if len(part) != end - start:
-                raise ConfigError(
-                    f"Checkpoint {final} has {len(part)} rows, expected {end - start}. "
-                    f"Delete {root} to score this input again."
-                )
-            stats.shards_resumed += 1
-            stats.rows_resumed += len(part)
-        else:
-            if on_progress is not None:
-                on_progress(ProgressEvent(model_index, n_models, i, len(starts), 0, False, n, done=False))
-            t0 = time.perf_counter()
-            part = ds.select(range(start, end)).map(
-                scorer, batched=True, batch_size=run.batch_size, with_rank=True,
-                num_proc=run.num_proc if (run.num_proc or 1) > 1 else None,
-                remove_columns=ds.column_names,
-                desc=f"{scorer_config.column_prefix} shard {i + 1}/{len(starts)}",
-            )
-            tmp = root / f"shard-{i:05d}.tmp-{os.getpid()}"
-            part.save_to_disk(str(tmp))
-            os.replace(tmp, final)
-            part = datasets.load_from_disk(str(final))
-            stats.seconds += time.perf_counter() - t0
-            stats.shards_scored += 1
-            stats.rows_scored += len(part)
-        if on_progress is not None:
-            on_progress(ProgressEvent(model_index, n_models, i, len(starts), len(part), resumed, n))
-        parts.append(part)
-
-    scores = datasets.concatenate_datasets(parts)
-    _count_status(scores, scorer_config.column_prefix + "status", stats)
-    scored = datasets.concatenate_datasets([ds, scores], axis=1)
-    scored = attach_scorer_info(scored, _scorer_info(scorer, root))
+    scorer = make_scorer(scorer_config)
+    world = current_world()
+    root = Path(work_dir) if work_dir is not None else default_work_dir(None)
+    with contextlib.ExitStack() as stack:
+        if work_dir is not None:
+            # An output's own work directory: one writer. (The shared user cache is not locked
+            # as a whole; the runner locks the folder of these rows and this config.)
+            run_collectively(world, lambda: _enter(stack, output_lock(root)))
+        scored, stats = _score_one(ds, scorer, run=run, work_dir=root, world=world,
+                                   model_index=model_index, n_models=n_models, on_progress=on_progress)
+        if world.is_main and not run.keep_checkpoints:
+            remove_checkpoints(stats.work_dir)
     return scored, stats
 
 
-def _scorer_info(scorer: Any, root: Path) -> dict:
-    # The info needs the loaded model; keep it beside the shards so a fully resumed run does not
-    # load the model only to describe it.
-    path = root / "scorer_info.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    info = scorer.info()
-    path.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    return json.loads(path.read_text())
+def _score_one(ds: Any, scorer: Any, *, run: RunOptions, work_dir: Path, world: Any, model_index: int,
+               n_models: int, on_progress: Optional[ProgressCallback]) -> tuple[Any, ScoreStats]:
+    import datasets
 
+    from .metadata import attach_scorer_info
+    from .runner import score_shards
 
-def _count_status(scores: Any, column: str, stats: ScoreStats) -> None:
-    if column not in scores.column_names:
-        return
-    for status in scores[column]:
-        if status == "ok":
-            stats.ok += 1
-        elif status == "truncated":
-            stats.truncated += 1
-        else:
-            stats.errors += 1
-    if stats.errors:
-        logger.warning("%d of %d rows could not be scored (see the %s column).",
-                       stats.errors, stats.rows, column)
+    scores, stats, info = score_shards(ds, scorer, work_dir=work_dir, shard_rows=run.shard_rows,
+                                       batch_size=run.batch_size, num_proc=run.num_proc, world=world,
+                                       on_progress=on_progress, model_index=model_index,
+                                       n_models=n_models)
+    if scores is None:
+        return None, stats
+    scored = datasets.concatenate_datasets([ds, scores], axis=1)
+    return attach_scorer_info(scored, info), stats
 
 
 # ---------------------------------------------------------------------------- run
@@ -700,7 +585,7 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     Example:
         >>> summary, scored, subset = run_pipeline(load_pipeline_config("configs/demo.yaml"))
     """
-    from .io import load_input, save_output
+    from .io import load_input
 
     t0 = time.perf_counter()
     io = config.io
@@ -710,16 +595,66 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
                         revision=io.revision, limit=io.limit)
     elif io.limit is not None and io.limit < len(ds):
         ds = ds.select(range(io.limit))
-    summary = RunSummary(rows=len(ds))
-    work_dir = Path(config.run.work_dir) if config.run.work_dir else default_work_dir(io.output)
+    from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
-    scored = ds
-    for i, scorer_config in enumerate(config.models):
-        scored_i, stats = score_dataset(ds, scorer_config, run=config.run, work_dir=work_dir,
-                                        model_index=i, n_models=len(config.models),
-                                        on_progress=on_progress)
-        summary.models.append(stats)
-        scored = scored_i if i == 0 else _add_columns(scored, scored_i, scorer_config)
+    summary = RunSummary(rows=len(ds))
+    work_dir = pipeline_work_dir(config)
+    world = current_world()
+    summary.processes, summary.main_process = world.size, world.is_main
+    with contextlib.ExitStack() as stack:
+        # One writer per output: the main process holds the work directory's lock until the
+        # outputs are written (every process learns at once if another run holds it).
+        run_collectively(world, lambda: _enter(stack, output_lock(work_dir, what=_target_name(config))))
+        scored = ds
+        for i, scorer_config in enumerate(config.models):
+            scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run,
+                                         work_dir=work_dir, world=world, model_index=i,
+                                         n_models=len(config.models), on_progress=on_progress)
+            summary.models.append(stats)
+            if world.is_main:
+                scored = scored_i if i == 0 else _add_columns(scored, scored_i, stats.column_prefix)
+        if not world.is_main:
+            # The main process merges and writes; the others are done once their shards are.
+            summary.seconds = time.perf_counter() - t0
+            return summary, None, None
+        scored, subset = _finish(config, summary, scored)
+        if not config.run.keep_checkpoints:
+            remove_checkpoints(work_dir)
+    summary.seconds = time.perf_counter() - t0
+    if config.run.summary_json:
+        Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    return summary, scored, subset
+
+
+def _enter(stack: contextlib.ExitStack, context: Any) -> None:
+    stack.enter_context(context)
+
+
+def pipeline_work_dir(config: PipelineConfig) -> Path:
+    """The work directory (checkpoints and lock) of a run: ``run.work_dir`` if set, else beside
+    the output, else beside a local publish folder, else the user cache (see
+    :func:`hf_selectit.runner.default_work_dir`)."""
+    if config.run.work_dir:
+        return Path(config.run.work_dir)
+    return default_work_dir(_target_name(config))
+
+
+def _target_name(config: PipelineConfig) -> Optional[str]:
+    if config.io.output:
+        return config.io.output
+    if config.publish is not None and config.publish.repo_id:
+        from .publish import is_local_target
+
+        if is_local_target(config.publish.repo_id):
+            return config.publish.repo_id
+    return None
+
+
+def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
+    """Fuse, write, select and publish (main process); returns ``(scored, subset)``."""
+    from .io import save_output
+
+    io = config.io
     if len(config.models) > 1:
         scored = fuse(scored, config)
     if io.output:
@@ -744,19 +679,16 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             raise ConfigError("publish needs a selected subset: add a `select` section.")
         summary.published = publish_subset(subset, config.publish, scored=scored,
                                            source=_hub_source(io), card_data=config.card_data)
-    summary.seconds = time.perf_counter() - t0
-    if config.run.summary_json:
-        Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
-    return summary, scored, subset
+    return scored, subset
 
 
-def _add_columns(scored: Any, scored_i: Any, scorer_config: ScorerConfig) -> Any:
+def _add_columns(scored: Any, scored_i: Any, column_prefix: str) -> Any:
     """Append model i's columns (and provenance) to the dataset already scored by earlier models."""
     import datasets
 
     from .metadata import attach_scorer_info, scorer_infos
 
-    new = [c for c in scored_i.column_names if c.startswith(scorer_config.column_prefix)
+    new = [c for c in scored_i.column_names if c.startswith(column_prefix)
            and c not in scored.column_names]
     merged = datasets.concatenate_datasets([scored, scored_i.select_columns(new)], axis=1)
     for info in scorer_infos(scored).values():

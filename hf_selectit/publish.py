@@ -261,28 +261,97 @@ def _publish_local(subset, target: Path, *, display: str, version, scored, sourc
             f"Version {version!r} already exists in {os.fspath(target)!r} (versions: {names}). "
             "Pass overwrite=True to replace it, or choose a new version.")
     history = [v for v in versions if v["version"] != version]
-    target.mkdir(parents=True, exist_ok=True)
-    # Stage next to the target (same filesystem) so the swap below is a few renames.
-    with tempfile.TemporaryDirectory(prefix=".selectit-stage-", dir=target) as tmp:
-        workdir = Path(tmp)
-        # The card shows the path as the user gave it, not an absolute path of this machine.
-        files = _stage(workdir, subset, scored=scored, repo_id=display, version=version,
-                       source=source, branch=None, card_data=card_data, defaults=defaults,
-                       changelog=history, history=history, token=token, is_local=True)
-        # selectit.json goes last: the recorded version changes only once its data is in place.
-        for name in sorted(MANAGED, key=lambda n: n == provenance.PROVENANCE_FILENAME):
-            old = target / name
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-            if (workdir / name).exists():
-                os.replace(workdir / name, old)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    files = _swap_in_local(target, version=version, previous=names[0] if names else None,
+                           build=lambda stage: _stage(
+                               stage, subset, scored=scored, repo_id=display, version=version,
+                               source=source, branch=None, card_data=card_data, defaults=defaults,
+                               changelog=history, history=history, token=token, is_local=True))
     logger.info("Published %s (%d rows) to %s", version, subset.num_rows, target)
     return PublishResult(
         repo_id=os.fspath(target), version=version, local=True, commit=None, branch=None,
         url=target.as_uri(), files=tuple(files), rows=subset.num_rows,
         scored_rows=scored.num_rows if scored is not None else None, replaced=version in names)
+
+
+def _carry_over(source: Path, dest: Path) -> None:
+    """Put `source` (a file or folder the publish does not own) into the new version's folder:
+    hard links where the filesystem allows (no copy of the data), copies elsewhere."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), dest)
+    elif source.is_dir():
+        shutil.copytree(source, dest, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(os.fspath(source), os.fspath(dest))
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
+    """All-or-nothing local publish: build the whole new version in a temporary sibling folder
+    (the new files, plus the folder's other files carried over), then swap the folders with two
+    renames. A failure at any step leaves the previous version complete at `target` (or no
+    folder at all for a first publish) and raises PublishError saying so.
+
+    Returns:
+        The files of the new version (relative paths).
+    """
+    new = target.with_name(f".{target.name}.selectit-new-{os.getpid()}")
+    old = target.with_name(f".{target.name}.selectit-old-{os.getpid()}")
+    step = "writing the files of the version"
+    moved_away = False
+    try:
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir()
+        files = build(new)
+        if target.is_dir():
+            step = "carrying over the folder's other files"
+            for entry in target.iterdir():
+                if entry.name not in MANAGED:
+                    _carry_over(entry, new / entry.name)
+            step = f"moving the previous version aside to {old}"
+            os.replace(target, old)
+            moved_away = True
+        step = f"moving the new version into {target}"
+        os.replace(new, target)
+    except BaseException as exc:
+        if not isinstance(exc, OSError):
+            # Not a filesystem failure (a bad card value, Ctrl-C, ...): the previous version was
+            # not touched before the swap, so only the half-built folder goes.
+            if moved_away:
+                os.replace(old, target)
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        restored = ""
+        if moved_away:
+            try:
+                os.replace(old, target)
+            except OSError as undo:
+                restored = (f" Moving the previous version back also failed ({undo}): it is complete "
+                            f"in {old}; rename that folder to {target}.")
+        shutil.rmtree(new, ignore_errors=True)
+        if restored:
+            state = restored
+        elif previous is not None:
+            state = (f" The previous version {previous} is unchanged and complete in {target} "
+                     f"(load_dataset({os.fspath(target)!r}) reads it); nothing of {version} was kept.")
+        else:
+            state = f" Nothing of {version} was kept; {target} holds no published version."
+        raise PublishError(f"Publishing {version} to {target} failed while {step}: "
+                           f"{type(exc).__name__}: {exc}.{state}") from exc
+    if moved_away:
+        try:
+            shutil.rmtree(old)
+        except OSError as exc:
+            logger.warning("Published %s to %s, but the previous version's folder %s could not be "
+                           "removed (%s); delete it by hand.", version, target, old, exc)
+    return files
 
 
 # ----------------------------------------------------------------------------- Hub

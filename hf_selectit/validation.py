@@ -295,14 +295,17 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
 
 
 def _as_scorer(scorer: Any) -> Any:
-    """A scorer object from a scorer, a ScorerConfig or a model id/path (SelectIT)."""
-    from .config import ScorerConfig
+    """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
+    id/path (SelectIT)."""
+    from .config import METHOD_CONFIGS
+    from .methods import scorer_class
     from .scorer import SelectITScorer
 
     if isinstance(scorer, str):
         return SelectITScorer(model=None if scorer == "embedded" else scorer)
-    if isinstance(scorer, ScorerConfig):
-        return SelectITScorer.from_config(scorer)
+    for method, config_class in METHOD_CONFIGS.items():
+        if type(scorer) is config_class:
+            return scorer_class(method).from_config(scorer)
     if not callable(scorer) or not hasattr(scorer, "output_columns"):
         raise ConfigError(
             f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
@@ -323,9 +326,15 @@ def _scorer_list(scorers: Any) -> list:
     return [_as_scorer(scorers)]
 
 
+# Output columns of the scorers that are not a per-row score to rank by.
+_NOT_SCORES = ("status", "rating_mass", "argmax", "uncertainty", "token_scores", "rating_probs")
+
+
 def score_columns_of(scorer: Any) -> list[str]:
-    """The scalar score columns a scorer adds (its output columns ending in "score")."""
-    return [c for c in scorer.output_columns if c.endswith("score")]
+    """The score columns a scorer adds: its output columns less status, rating mass, argmax,
+    uncertainty and per-prompt lists (SelectIT: ``selectit_sentence_score``; DEITA:
+    ``deita_quality``, ``deita_complexity``, ``deita_score``)."""
+    return [c for c in scorer.output_columns if not c.endswith(_NOT_SCORES)]
 
 
 def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:
@@ -339,7 +348,7 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, de
                 "column_prefix (e.g. column_prefix='m1_')."
             )
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
-        columns += cols
+        columns += [c for c in cols if _numeric(ds, c)]
     return ds, columns
 
 
@@ -690,9 +699,14 @@ def validate_labels(
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     values = {c: _scores(ds, c) for c in tested + others}
     notes: list[str] = []
-    texts = _responses(ds)
-    values[LENGTH_CHARS] = char_lengths(texts)
-    tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
+    tok_name = None
+    try:
+        texts = _responses(ds)
+    except SchemaError as err:
+        notes.append(f"The length baselines were left out: no response text recognised ({err}).")
+    else:
+        values[LENGTH_CHARS] = char_lengths(texts)
+        tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
     values[RANDOM] = _random_scores(len(ds), seed)
 
     metric = "roc_auc" if kind == "binary" else "spearman"
@@ -789,3 +803,41 @@ def validate(
             "preference pairs with 'chosen' and 'rejected' columns."
         )
     return validate_labels(ds, label, positive=positive, columns=columns, scorers=scorers, **common)
+
+
+# --------------------------------------------------------------------------- stored with the data
+
+
+def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
+    """`ds` with the report recorded in its metadata, so a publish of it (or of a subset selected
+    from it) writes the report to ``selectit.json`` and the card shows it.
+
+    Only a label-column report describes the rows it travels with; a preference-pair report is
+    about other data and is refused here.
+
+    Raises:
+        ConfigError: a "pairs" report, or one computed on a different number of rows.
+
+    Example:
+        >>> report = validate(scored, label="kind", positive="good")
+        >>> scored = attach_validation(scored, report)
+    """
+    from .metadata import with_metadata
+
+    if report.mode != "labels":
+        raise ConfigError("Only a label-column validation describes the scored rows; a "
+                          "preference-pair validation is about other data (keep its --json).")
+    if report.n_items != len(ds):
+        raise ConfigError(f"The validation covered {report.n_items} rows but the dataset has "
+                          f"{len(ds)}: run validate on the same scored dataset.")
+    return with_metadata(ds, validation=report.to_dict())
+
+
+def validation_of(ds: Optional["Dataset"]) -> Optional[dict]:
+    """The validation recorded on `ds` by :func:`attach_validation` (a dict), or None."""
+    from .metadata import read_metadata
+
+    if ds is None:
+        return None
+    value = read_metadata(ds).get("validation")
+    return dict(value) if isinstance(value, dict) else None

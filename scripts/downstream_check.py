@@ -214,6 +214,8 @@ def fine_tune(base, tokenizer, items, args, device):
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if len(losses) % 10 == 0 or len(losses) == args.steps:
+            _say(f"  step {len(losses)}/{args.steps}: train loss {losses[-1]:.3f}")
     model.eval()
     return model.float(), losses
 
@@ -273,6 +275,11 @@ def main(argv: Optional[list] = None) -> int:
     from hf_selectit.prompts import extract_pairs
 
     datasets.disable_progress_bars()
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -284,6 +291,8 @@ def main(argv: Optional[list] = None) -> int:
     pairs = built_pairs(heldout) if args.pairs is None else _load_pairs(args.pairs)
     heldout_items = [(p.instruction, p.response) for p in extract_pairs(heldout[:]) if p.error is None]
 
+    _say(f"{len(train_pool)} training-pool rows, {len(heldout_items)} held-out rows, {len(pairs)} "
+         f"held-out pairs; scoring the pool with SelectIT on {device} ...")
     # 1. Score the pool and select (the scorer uses the same model as the one fine-tuned).
     scorer = SelectITScorer(model=args.model, prompts=args.prompts, device=device)
     scored = train_pool.map(scorer, batched=True, batch_size=64)
@@ -299,10 +308,12 @@ def main(argv: Optional[list] = None) -> int:
 
     base, tokenizer = load_model_and_tokenizer(ScorerConfig(model=args.model), device)
     tokenizer.padding_side = "right"
+    _say(f"selected {k} rows in {t_select:.0f} s; evaluating the base model ...")
     results = [evaluate_model("base (no fine-tuning)", base, tokenizer, heldout_items, pairs, args, device)]
     for name, subset in ((f"selected (SelectIT top {args.ratio:.0%})", selected),
                          (f"random (same size, seed {args.seed})", random_subset)):
         t = time.time()
+        _say(f"fine-tuning on {name}: {len(subset)} rows, {args.steps} steps ...")
         model, losses = fine_tune(base, tokenizer, items(subset), args, device)
         res = evaluate_model(name, model, tokenizer, heldout_items, pairs, args, device)
         res.update(train_rows=len(subset), train_loss_first=losses[0], train_loss_last=losses[-1],
@@ -326,6 +337,10 @@ def main(argv: Optional[list] = None) -> int:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
         print(f"\nfigures written to {args.json}")
     return 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _count(values) -> dict:

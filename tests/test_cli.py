@@ -1,12 +1,11 @@
 """The `hf-selectit` command: options generated from the dataclasses, config errors, the tiny-model
-end-to-end path (score -> select -> publish to a local folder -> load_dataset), and the resume
-test (a real subprocess killed with SIGKILL part-way, then restarted).
+end-to-end path (score -> select -> publish to a local folder -> load_dataset). The resume
+tests (a real subprocess killed part-way) are in test_runner.py.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -217,94 +216,12 @@ def test_run_yaml_end_to_end_to_parquet(tmp_path, tiny_model_dir, capsys):
     assert "kept               2 (by tiny_sentence_score)" in out
     scored = datasets.load_dataset("parquet", data_files=str(tmp_path / "scored.parquet"), split="train")
     assert len(scored) == 6 and "tiny_sentence_score" in scored.column_names
-    assert (tmp_path / ".selectit-work").is_dir()  # checkpoints beside a file output
+    # Checkpoints (beside the output, never in its parent folder) are gone after success.
+    assert not list(tmp_path.glob("*.selectit-work")) and not (tmp_path / ".selectit-work").exists()
     published = datasets.load_dataset(str(tmp_path / "pub"), split="train")
     top = sorted(scored["tiny_sentence_score"], reverse=True)[:2]
     assert published["tiny_sentence_score"] == pytest.approx(top)  # order: score, best first
     assert "hf-selectit" in (tmp_path / "pub" / "README.md").read_text()
-
-
-# --------------------------------------------------------------------------- resume
-
-
-def _finished_shards(out: Path) -> list[Path]:
-    return sorted(p for p in out.glob(".selectit-work/*/shard-*") if ".tmp-" not in p.name)
-
-
-def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
-    """Kill a real `hf-selectit score` with SIGKILL after a few shards; the restart scores only
-    the remaining shards and its output equals a plain, uninterrupted Dataset.map."""
-    import datasets
-
-    from hf_selectit import SelectITScorer
-
-    n_rows, shard_rows = 96, 3
-    n_shards = n_rows // shard_rows
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(n_rows))
-    out = tmp_path / "scored"
-    summary = tmp_path / "summary.json"
-    cmd = [sys.executable, "-m", "hf_selectit.cli", "score", data, "--model", str(tiny_model_dir),
-           "--output", str(out), "--shard-rows", str(shard_rows), "--batch-size", str(shard_rows),
-           "--summary-json", str(summary)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while len(_finished_shards(out)) < 3:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no shard finished within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (out / "state.json").exists() and not summary.exists()  # killed part-way
-    done_before = _finished_shards(out)
-    k = len(done_before)
-    assert 3 <= k < n_shards
-    mtimes = {p.name: p.stat().st_mtime_ns for p in done_before}
-
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    stats = json.loads(summary.read_text())["models"][0]
-    assert stats["shards_resumed"] == k and stats["shards_scored"] == n_shards - k
-    assert stats["rows_resumed"] == k * shard_rows and stats["rows_scored"] == n_rows - k * shard_rows
-    assert f"(+{k * shard_rows} from checkpoints)" in rerun.stdout
-    # The finished shards were read, not rewritten.
-    assert {p.name: p.stat().st_mtime_ns for p in done_before} == mtimes
-    assert len(_finished_shards(out)) == n_shards and not list(out.glob(".selectit-work/*/*.tmp-*"))
-
-    resumed = datasets.load_from_disk(str(out))
-    source = datasets.load_dataset("json", data_files=data, split="train")
-    plain = source.map(SelectITScorer(model=str(tiny_model_dir)), batched=True, batch_size=shard_rows,
-                       load_from_cache_file=False)
-    assert resumed["instruction"] == plain["instruction"]
-    assert resumed["selectit_status"] == plain["selectit_status"]
-    assert resumed["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)
-    assert resumed["selectit_token_scores"] == [pytest.approx(t, rel=1e-6) for t in plain["selectit_token_scores"]]
-
-
-def test_score_distributed_flag_single_process(tmp_path, tiny_model_dir):
-    """`score --distributed` without a launcher is one rank: same rows, same scores as plain map."""
-    import datasets
-
-    from hf_selectit import SelectITScorer
-
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(6))
-    out = tmp_path / "scored.parquet"
-    run = subprocess.run([sys.executable, "-m", "hf_selectit.cli", "score", data, "--model",
-                          str(tiny_model_dir), "--prompts", "2", "--output", str(out), "--distributed"],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "scored 6 rows" in run.stdout
-    scored = datasets.load_dataset("parquet", data_files=str(out), split="train")
-    source = datasets.load_dataset("json", data_files=data, split="train")
-    plain = source.map(SelectITScorer(model=str(tiny_model_dir), prompts=2), batched=True,
-                       load_from_cache_file=False)
-    assert scored["instruction"] == plain["instruction"]
-    assert scored["selectit_sentence_score"] == pytest.approx(plain["selectit_sentence_score"], rel=1e-6)
 
 
 @pytest.mark.hub

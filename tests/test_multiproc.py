@@ -36,6 +36,7 @@ def _rows(n: int) -> list[dict]:
     ]
 
 
+@pytest.mark.multiproc
 def test_map_with_rank_num_proc_2_equals_single_process(tiny_model_dir, spawn_start_method):
     from datasets import Dataset
 

@@ -217,12 +217,14 @@ def test_score_dataset_checkpoints_and_resumes(tmp_path, tiny_model_dir):
 
     ds = load_input(_write_jsonl(tmp_path / "d.jsonl", _rows(10)))
     cfg = ScorerConfig(model=str(tiny_model_dir), prompts=2)
-    run = RunOptions(shard_rows=4, batch_size=4)
+    run = RunOptions(shard_rows=4, batch_size=4, keep_checkpoints=True)
     events = []
     scored, stats = score_dataset(ds, cfg, run=run, work_dir=tmp_path / "work", on_progress=events.append)
     assert (stats.shards, stats.shards_scored, stats.shards_resumed) == (3, 3, 0)
     assert stats.rows_scored == 10 and stats.ok + stats.truncated + stats.errors == 10
-    assert [e.rows for e in events if e.done] == [4, 4, 2]
+    # Every row is reported once (per micro-batch once the engine reports them, else per shard).
+    assert sum(e.rows for e in events if e.kind in ("rows", "shard")) == 10
+    assert [e.shard for e in events if e.kind == "shard"] == [0, 1, 2]
     assert scored["instruction"] == ds["instruction"]  # same rows, same order
     assert "selectit_sentence_score" in scored.column_names
     assert scorer_infos(scored)["selectit_"]["column_prefix"] == "selectit_"
@@ -240,7 +242,11 @@ def test_score_dataset_checkpoints_and_resumes(tmp_path, tiny_model_dir):
     _, stats3 = score_dataset(ds, ScorerConfig(model=str(tiny_model_dir), prompts=3), run=run,
                               work_dir=tmp_path / "work")
     assert stats3.shards_resumed == 0
-    assert len(list((tmp_path / "work").iterdir())) == 2
+    assert len([p for p in (tmp_path / "work").iterdir() if p.is_dir()]) == 2
+
+    # Without keep_checkpoints the checkpoints go once the run succeeded.
+    score_dataset(ds, cfg, run=RunOptions(shard_rows=4, batch_size=4), work_dir=tmp_path / "work2")
+    assert not (tmp_path / "work2").exists()
     assert isinstance(scored, datasets.Dataset)
 
 
@@ -276,7 +282,9 @@ def test_run_pipeline_two_models_fuses_and_selects(tmp_path, tiny_model_dir):
     assert subset["instruction"] == [scored["instruction"][i] for i in sorted(best)]
     assert load_input(str(tmp_path / "subset.parquet"))["instruction"] == subset["instruction"]
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["rows_scored"] == 20 and saved["kept"] == 3 and len(saved["models"]) == 2
+    # 10 rows, 2 models: 20 row scores, counted apart from the rows.
+    assert saved["rows"] == 10 and saved["row_scores"] == 20 and saved["rows_scored"] == 20
+    assert saved["kept"] == 3 and len(saved["models"]) == 2
 
 
 def test_pipeline_config_dataclass_defaults():
@@ -284,19 +292,18 @@ def test_pipeline_config_dataclass_defaults():
     assert cfg.models == [ScorerConfig()] and cfg.select is None and cfg.publish is None
 
 
-def test_work_dir_fingerprint_follows_scores_not_devices(tmp_path, tiny_model_dir):
+def test_checkpoint_identity_follows_scores_not_devices(tmp_path, tiny_model_dir):
     import datasets
 
     from hf_selectit import SelectITScorer
-    from hf_selectit.pipeline import scoring_fingerprint
+    from hf_selectit.runner import rows_fingerprint, scorer_fingerprint
 
-    ds = datasets.Dataset.from_list(_rows(4))
-    base = scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir)), shard_rows=2)
+    base = scorer_fingerprint(SelectITScorer(model=str(tiny_model_dir)))
     same = SelectITScorer(model=str(tiny_model_dir), device="cpu", max_batch_tokens=123)
-    assert scoring_fingerprint(ds, same, shard_rows=2) == base
-    assert scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir), alpha=0.5), shard_rows=2) != base
-    assert scoring_fingerprint(ds, SelectITScorer(model=str(tiny_model_dir)), shard_rows=3) != base
-    assert scoring_fingerprint(ds.select(range(3)), SelectITScorer(model=str(tiny_model_dir)), shard_rows=2) != base
-    # In-memory rows are hashed by content: the same rows built twice give the same name.
+    assert scorer_fingerprint(same) == base
+    assert scorer_fingerprint(SelectITScorer(model=str(tiny_model_dir), alpha=0.5)) != base
+    ds = datasets.Dataset.from_list(_rows(4))
+    # Rows are hashed by content: the same rows built twice (or read from a file) agree.
     again = datasets.Dataset.from_list(_rows(4))
-    assert scoring_fingerprint(again, SelectITScorer(model=str(tiny_model_dir)), shard_rows=2) == base
+    assert rows_fingerprint(ds, 0, 2) == rows_fingerprint(again, 0, 2) != rows_fingerprint(ds, 2, 4)
+    assert rows_fingerprint(ds.select([1, 0]), 0, 1) == rows_fingerprint(ds, 1, 2)

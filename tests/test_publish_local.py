@@ -176,3 +176,72 @@ def test_large_datasets_are_sharded_in_row_order(tmp_path, monkeypatch):
     assert data_files[-1].endswith(f"-of-{len(data_files):05d}.parquet")
     assert load_dataset(str(tmp_path / "big"), split="train")["instruction"] == subset["instruction"]
     assert load_dataset(str(tmp_path / "big"), "scores", split="train")["instruction"] == scored["instruction"]
+
+
+def _assert_previous_version_intact(target, subset, notes: str) -> None:
+    assert json.loads((target / "selectit.json").read_text())["version"] == "v1.0"
+    assert "v1.0" in (target / "README.md").read_text()
+    assert load_dataset(str(target), split="train")["instruction"] == subset["instruction"]
+    assert load_dataset(str(target), "scores", split="train").num_rows == 20
+    assert (target / "notes.txt").read_text() == notes
+    # No half-built folder is left beside it.
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+@pytest.mark.parametrize("failing_step", ["staging", "swap"])
+def test_failed_local_publish_leaves_previous_version_complete(tmp_path, monkeypatch, failing_step):
+    """A failure at any step of a local publish leaves the previous version complete and
+    loadable, and says so; a retry then publishes the new version."""
+    from hf_selectit.errors import PublishError
+
+    scored = make_scored(20)
+    root = tmp_path / "parent"
+    root.mkdir()
+    target = root / "pub"
+    v1 = select_top(scored, ratio=0.25)
+    publish(v1, target, version="v1.0", scored=scored, card_data={"license": "mit"})
+    (target / "notes.txt").write_text("the user's own file")  # not the publisher's: kept as is
+
+    if failing_step == "staging":
+        # The path where the new version is built is occupied (by a file).
+        occupied = root / f".pub.selectit-new-{os.getpid()}"
+        occupied.write_text("in the way")
+    else:
+        # Moving the built version into place fails (a real rename, refused for that path only).
+        real_replace = os.replace
+
+        def refuse_new_version(src, dst, *args, **kwargs):
+            if ".selectit-new-" in os.fspath(src):
+                raise OSError(16, "Device or resource busy", os.fspath(dst))
+            return real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", refuse_new_version)
+
+    with pytest.raises(PublishError) as info:
+        publish(select_top(scored, k=2), target, version="v2.0", scored=scored, card_data={"license": "mit"})
+    message = str(info.value)
+    assert "v2.0" in message and "previous version v1.0 is unchanged" in message
+    assert ("writing the files" if failing_step == "staging" else "moving the new version") in message
+    if failing_step == "staging":
+        occupied.unlink()
+    monkeypatch.undo()
+    _assert_previous_version_intact(target, v1, "the user's own file")
+
+    publish(select_top(scored, k=2), target, version="v2.0", scored=scored, card_data={"license": "mit"})
+    assert load_dataset(str(target), split="train").num_rows == 2
+    assert list_versions(target) == ["v1.0", "v2.0"]
+    assert (target / "notes.txt").read_text() == "the user's own file"
+    assert sorted(p.name for p in root.iterdir()) == ["pub"]
+
+
+def test_first_local_publish_that_fails_leaves_nothing(tmp_path, monkeypatch):
+    from hf_selectit.errors import PublishError
+
+    scored = make_scored(20)
+    target = tmp_path / "pub"
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst, *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+                        if ".selectit-new-" in os.fspath(src) else real_replace(src, dst, *a, **k))
+    with pytest.raises(PublishError, match="holds no published version"):
+        publish(select_top(scored, k=2), target, version="v1.0", card_data={"license": "mit"})
+    assert not target.exists() and not list(tmp_path.iterdir())

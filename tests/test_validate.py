@@ -166,3 +166,23 @@ def test_errors_name_the_fix(scorer):
         validate(_text_pairs(), n_boot=0)
     with pytest.raises(ConfigError, match="not found in the label column"):
         validate(ds.map(scorer, batched=True), label="kind", positive="great", n_boot=0)
+
+
+def test_scores_without_text_still_validate_with_a_note():
+    ds = Dataset.from_dict({"judge_score": [0.1, 0.9, 0.8, 0.3], "ok": [0, 1, 1, 0]})
+    report = validate(ds, label="ok", n_boot=20)
+    assert report.result("judge_score")["value"] == pytest.approx(1.0)
+    assert [r["name"] for r in report.results] == ["judge_score", "random"]
+    assert any("no response text" in note for note in report.notes)
+
+
+def test_several_methods_side_by_side(scorer, tiny_model_dir):
+    from hf_selectit import AlpaGasusScorer, DeitaScorer
+
+    scorers = [scorer, AlpaGasusScorer(model=str(tiny_model_dir)),
+               DeitaScorer(model=str(tiny_model_dir), kind="quality")]
+    report = validate(_text_pairs(), scorers=scorers, tokenizer=False, n_boot=20)
+    scores = [r["name"] for r in report.results if r["role"] == "score"]
+    assert scores == ["selectit_sentence_score", "alpagasus_score", "deita_quality"]
+    assert all(report.result(c)["n"] == 5 for c in scores)
+    assert report.agreement["columns"][:3] == scores

@@ -215,3 +215,15 @@ def test_info_and_invalid_kind(tiny_model_dir):
     assert info["templates"] == {"quality": QUALITY}
     with pytest.raises(ConfigError, match="kind"):
         DeitaScorer(kind="fancy")
+
+
+def test_config_dispatch_finds_the_scorer(tiny_model_dir):
+    from hf_selectit import AlpaGasusConfig, AlpaGasusScorer, DeitaConfig
+    from hf_selectit.config import METHOD_CONFIGS
+    from hf_selectit.pipeline import make_scorer
+
+    assert METHOD_CONFIGS["deita"] is DeitaConfig and METHOD_CONFIGS["alpagasus"] is AlpaGasusConfig
+    scorer = make_scorer(DeitaConfig(model=str(tiny_model_dir), kind="complexity"))
+    assert isinstance(scorer, DeitaScorer) and scorer.output_columns[0] == "deita_complexity"
+    assert scorer(ALPACA) == DeitaScorer(str(tiny_model_dir), kind="complexity")(ALPACA)
+    assert isinstance(make_scorer(AlpaGasusConfig(model=str(tiny_model_dir))), AlpaGasusScorer)

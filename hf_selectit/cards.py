@@ -9,8 +9,13 @@ that make `load_dataset(repo)` read `data/` (default) and `load_dataset(repo, "s
 
 from __future__ import annotations
 
+import html
+import json
 import logging
+import math
 import os
+import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
@@ -26,7 +31,6 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "selective_dataset.md"
 TAGS = ("selectit", "data-selection", "instruction-tuning")
 DEFAULT_TASK_CATEGORIES = ("text-generation",)
-DEFAULT_LANGUAGE = ("en",)
 SCORE_COLUMN_CANDIDATES = ("selectit_model_score", "selectit_sentence_score")
 
 SELECTIT_BIBTEX = """@inproceedings{liu2024selectit,
@@ -40,6 +44,9 @@ SELECTIT_BIBTEX = """@inproceedings{liu2024selectit,
 
 # Keys of `card_data` that steer the body rather than the YAML header.
 _BODY_KEYS = ("reproduce_command",)
+# Header fields computed from the published files; `card_data` cannot replace them.
+COMPUTED_FIELDS = ("configs", "dataset_info", "size_categories")
+RUN_CONFIG_FILENAME = "selectit_run.yaml"
 
 _SIZE_BOUNDS = (
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -168,10 +175,14 @@ def _as_dict(card_data: Any) -> dict:
 def card_defaults(*, source_id: Optional[str], card_data: Any = None, token: Optional[str] = None) -> dict:
     """License and language of the card, from the user's `card_data` or the source dataset's card.
 
-    Called before anything is written, so a missing license fails a publish early.
+    Called before anything is written, so a missing license fails a publish early. Language:
+    the user's `card_data["language"]`, else the source card's, else none at all (the header
+    then has no `language` key and an INFO log says how to set it): a wrong language is worse for
+    search and the Hub's filters than a missing one, and the package cannot tell the language
+    of the rows.
 
     Returns:
-        {"license": ..., "license_origin": ..., "language": [...]}.
+        {"license": ..., "license_origin": ..., "language": [...] or None}.
 
     Raises:
         ConfigError: neither `card_data` nor the source card gives a license.
@@ -184,24 +195,100 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None, token: Opt
     source_card = load_source_card(source_id, token=token)
     license_, origin = resolve_license(
         user_license=extra.get("license"), source_card=source_card, source_id=source_id)
-    language = extra.get("language") or _card_field(source_card, "language") or list(DEFAULT_LANGUAGE)
-    return {"license": license_, "license_origin": origin, "language": language}
+    language = extra.get("language") or _card_field(source_card, "language")
+    if not language:
+        logger.info("The card gets no `language`: %s. Set it with card_data={'language': ['en']} "
+                    "(YAML run config: card_data: {language: [en]}).",
+                    "the source card has none" if source_card is not None else "there is no source card")
+    elif isinstance(language, str):
+        language = [language]
+    return {"license": license_, "license_origin": origin, "language": language or None}
 
 
 def split_info(config_name: str, ds: "Dataset", *, download_size: int) -> dict:
-    """The YAML `dataset_info` entry of one config: row count and sizes of its `train` split.
+    """The YAML `dataset_info` entry of one config: features, row count and sizes of its `train` split.
 
-    Besides informing the Hub viewer, the sizes make `datasets`' cache key of a local directory
-    change when a new version replaces the files in place (its key hashes the card, not the
-    file times).
+    Written through `datasets`' own `DatasetInfosDict.to_dataset_card_data`, so the features
+    read exactly as a `push_to_hub` card would. Besides informing the Hub viewer, the sizes make
+    `datasets`' cache key of a local directory change when a new version replaces the files in
+    place (its key hashes the card, not the file times).
     """
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from huggingface_hub import DatasetCardData
+
     num_bytes = int(ds.data.nbytes * ds.num_rows / max(1, ds.data.num_rows))
-    return {
-        "config_name": config_name,
-        "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": ds.num_rows}],
-        "download_size": int(download_size),
-        "dataset_size": num_bytes,
-    }
+    splits = SplitDict()
+    splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=ds.num_rows))
+    info = DatasetInfo(features=ds.features, splits=splits, download_size=int(download_size),
+                       dataset_size=num_bytes, config_name=config_name)
+    holder = DatasetCardData()
+    DatasetInfosDict({config_name: info}).to_dataset_card_data(holder)
+    entry = holder.to_dict()["dataset_info"]
+    entry = dict(entry[0] if isinstance(entry, list) else entry)
+    # `datasets` leaves out the name "default"; in a list of configs every entry needs it.
+    return {"config_name": config_name, **{k: v for k, v in entry.items() if k != "config_name"}}
+
+
+# ----------------------------------------------------------------------------- escaping
+#
+# Every user-supplied string (repo id, pretty name, source id, model id, prompts, column values)
+# is escaped for the place it lands in: the YAML header is written by huggingface_hub's
+# DatasetCardData; Markdown text goes through `md_text`, inline code through `md_code`, fenced
+# blocks get a fence longer than any backtick run inside, and Python/shell snippets quote with
+# `repr` / `shlex.quote`.
+
+# `<`, `>` and `&` become HTML entities; these are the characters that start Markdown syntax
+# anywhere in a line (a value is never placed at the start of a line, where `-`, `+` or `1.`
+# would also count).
+_MD_PUNCT = re.compile(r"([\\`*_\[\]#|~])")
+
+
+def md_text(value: Any) -> str:
+    """`value` as literal Markdown text: HTML and Markdown syntax escaped, on one line.
+
+    Example:
+        >>> md_text("<script>*x*</script>")
+        '&lt;script&gt;\\*x\\*&lt;/script&gt;'
+    """
+    text = " ".join(str(value).split())
+    text = html.escape(text, quote=False)
+    return _MD_PUNCT.sub(r"\\\1", text)
+
+
+def md_code(value: Any, *, in_table: bool = False) -> str:
+    """`value` as a Markdown inline code span that no backtick inside can close early.
+
+    Example:
+        >>> md_code("a`b")
+        '``a`b``'
+    """
+    text = " ".join(str(value).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    span = f"{fence}{pad}{text}{pad}{fence}"
+    # Inside a table a pipe ends the cell even in a code span (GFM); `\|` keeps it literal.
+    return span.replace("|", "\\|") if in_table else span
+
+
+def code_fence(content: str) -> str:
+    """A backtick fence longer than any backtick run in `content` (at least three)."""
+    longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _py(value: Any) -> str:
+    # repr() is a valid Python literal for str/int/float/bool/None/lists of them, whatever
+    # quotes, backslashes or newlines a repo id, path or prompt holds.
+    return repr(value)
+
+
+# ----------------------------------------------------------------------------- body parts
+
+
+def _short_model(info: Mapping) -> str:
+    return str(info.get("model_id") or info.get("model") or "embedded SmolLM2-135M-Instruct")
 
 
 def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
@@ -209,22 +296,231 @@ def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
     for prefix, info in sorted(scorers.items()):
         params = info.get("parameter_count")
         rows.append({
-            "prefix": prefix,
-            "model": info.get("model_id") or info.get("model") or "embedded SmolLM2-135M-Instruct",
-            "revision": f"`{info['revision']}`" if info.get("revision") else "-",
-            "parameters": f"{params:,}" if isinstance(params, int) else (params or "-"),
+            "prefix": md_code(prefix, in_table=True),
+            "method": md_text(_method_name(info)),
+            "model": md_code(_short_model(info), in_table=True),
+            "revision": md_code(info["revision"], in_table=True) if info.get("revision") else "-",
+            "parameters": f"{params:,}" if isinstance(params, int) else md_text(params or "-"),
         })
     return rows
+
+
+def _method_name(info: Mapping) -> str:
+    method = str(info.get("method") or "selectit")
+    if method.lower().startswith("selectit"):
+        return "SelectIT"
+    return {"alpagasus": "AlpaGasus", "deita": "DEITA", "ifd": "IFD", "rifd": "reversed IFD"}.get(
+        method.lower(), method)
+
+
+def _per_scorer(value: Any, scorers: Mapping[str, Mapping]) -> str:
+    """A provenance value shared by every scorer, or `prefix: value; ...` when they differ."""
+    if value is None:
+        return "not recorded"
+    if isinstance(value, dict) and value and set(value) <= set(scorers):
+        return "; ".join(f"{md_code(k)}: {md_text(v)}" for k, v in sorted(value.items()))
+    return md_text(value)
+
+
+def _prompt_groups(scorers: Mapping[str, Mapping], prompts: Any) -> list[dict]:
+    """Rating prompts as numbered lists: one list when every scorer used the same prompts, else
+    one per group of scorers sharing them."""
+    groups: dict[tuple, list[str]] = {}
+    for prefix, info in sorted(scorers.items()):
+        texts = info.get("prompts")
+        if isinstance(texts, (list, tuple)) and texts:
+            groups.setdefault(tuple(str(t) for t in texts), []).append(prefix)
+    if not groups and isinstance(prompts, (list, tuple)) and prompts:
+        groups[tuple(str(t) for t in prompts)] = []
+    out = []
+    for texts, prefixes in groups.items():
+        title = ("Rating prompts" if len(groups) == 1 else
+                 "Rating prompts of " + ", ".join(md_code(p) for p in prefixes))
+        # A prompt's own line breaks are kept visible in the one-line list item.
+        items = [md_text(t.replace("\n", " \u23ce ")) for t in texts]
+        out.append({"title": title, "items": items})
+    return out
+
+
+def _n_prompts(scorers: Mapping[str, Mapping], prompts: Any) -> str:
+    counts = {}
+    for prefix, info in sorted(scorers.items()):
+        texts = info.get("prompts")
+        n = len(texts) if isinstance(texts, (list, tuple)) else info.get("n_prompts")
+        if n is not None:
+            counts[prefix] = n
+    if not counts:
+        return str(len(prompts)) if isinstance(prompts, (list, tuple)) else "not recorded"
+    if len(set(counts.values())) == 1:
+        return str(next(iter(counts.values())))
+    return "; ".join(f"{md_code(k)}: {v}" for k, v in counts.items())
+
+
+def _fusion_rows(fusion: Optional[Mapping]) -> list[dict]:
+    """One table per fused column: each input column with its parameter count and weight."""
+    out = []
+    for output, spec in sorted((fusion or {}).items()):
+        if not isinstance(spec, Mapping):
+            continue
+        columns = list(spec.get("columns") or [])
+        weights = list(spec.get("weights") or [])
+        params = list(spec.get("params") or [])
+        rows = []
+        for i, column in enumerate(columns):
+            p = params[i] if i < len(params) else None
+            rows.append({
+                "column": md_code(column, in_table=True),
+                "params": f"{p:,.0f}" if isinstance(p, (int, float)) else "-",
+                "weight": f"{weights[i]:.6g}" if i < len(weights) else "-",
+            })
+        out.append({"output": md_code(output), "scheme": md_text(spec.get("scheme") or "not recorded"),
+                    "rows": rows})
+    return out
+
+
+# What each column the package adds holds, by the part of its name after the column prefix. The
+# README's table of selectit_* columns is the source; docs/method.md has the formulas.
+COLUMN_DESCRIPTIONS = {
+    "token_scores": "S_token under each rating prompt, in prompt order: S_base x (K x P'max - 1) / "
+                    "(K - 1) with K = 5 ratings, in [0, 5].",
+    "sentence_score": "S_sent = mean(S_token) / (1 + alpha x std(S_token)): the SelectIT score of "
+                      "the row (NaN when it could not be scored).",
+    "uncertainty": "Population std of S_token across the rating prompts: the model's disagreement "
+                   "with itself.",
+    "rating_probs": "P'_1..P'_5 per rating prompt: the next-token probabilities of the ratings 1 "
+                    "to 5, normalised over the five.",
+    "rating_mass": "Full-vocabulary next-token probability on the rating tokens (SelectIT: mean "
+                   "over prompts), before renormalisation: far below 1 means the model was not "
+                   "answering with a rating, and the renormalised score means little.",
+    "status": "`ok`, `truncated` (the text was cut to fit the model's maximum length, response "
+              "middle first) or `error: <reason>` (scores NaN; the row is never selected).",
+    "model_score": "S_model = sum over models of w_m x S_sent_m (weights under Fusion): the "
+                   "model-level SelectIT score (NaN when a model has no score for the row).",
+    "model_status": "`ok`, `truncated` (some model truncated the row) or `error: <column>: "
+                    "<reason>` (the first model that failed; the row is never selected).",
+}
+# Columns whose meaning depends on the method that wrote them (method, name after the prefix).
+METHOD_COLUMN_DESCRIPTIONS = {
+    ("alpagasus", "score"): "AlpaGasus rating with a local judge: sum_k k x P_k over the judge's "
+                            "first reply token, P renormalised over \"0\"..\"5\" (the paper keeps "
+                            ">= 4.5).",
+    ("alpagasus", "argmax"): "The most probable rating 0..5 of the judge's first reply token "
+                             "(ties to the lower; NaN when not scored).",
+    ("deita", "quality"): "DEITA quality: sum_i i x softmax(logits of \"1\"..\"6\")_i after DEITA's "
+                          "quality prompt.",
+    ("deita", "complexity"): "DEITA complexity: sum_i i x softmax(logits of \"1\"..\"6\")_i after "
+                             "DEITA's complexity prompt (instruction only).",
+    ("deita", "score"): "complexity x quality: DEITA's score of a single-turn row.",
+}
+
+
+def _type_name(feature: Any) -> str:
+    from datasets import Value
+
+    if isinstance(feature, Value):
+        return feature.dtype
+    inner = getattr(feature, "feature", None)
+    if inner is not None:
+        return f"list[{_type_name(inner)}]"
+    if isinstance(feature, dict):
+        return "struct{" + ", ".join(f"{k}: {_type_name(v)}" for k, v in feature.items()) + "}"
+    return type(feature).__name__
+
+
+def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[dict]:
+    """The columns hf-selectit added to the published rows, with type and meaning.
+
+    Taken from the provenance: every scorer's `output_columns` (or its column prefix followed by
+    the SelectIT column names), a scorer's own `column_descriptions` when it records them, and
+    the fused columns. Columns absent from the published data are left out.
+
+    Returns:
+        [{"name", "type", "description"}], in the order the columns appear in the data.
+    """
+    features: dict = {}
+    for ds in datasets:
+        if ds is not None:
+            for name, feature in ds.features.items():
+                features.setdefault(name, feature)
+    described: dict[str, str] = {}
+    for prefix, info in sorted((provenance.get("scorers") or {}).items()):
+        own = info.get("column_descriptions") or {}
+        names = info.get("output_columns") or [prefix + n for n in COLUMN_DESCRIPTIONS
+                                               if not n.startswith("model_")]
+        for name in names:
+            suffix = name[len(prefix):] if name.startswith(prefix) else name
+            method = str(info.get("method") or "selectit").lower()
+            text = (own.get(name) or METHOD_COLUMN_DESCRIPTIONS.get((method, suffix))
+                    or COLUMN_DESCRIPTIONS.get(suffix))
+            if method != "selectit" and not own.get(name) and suffix in ("token_scores", "sentence_score", "uncertainty",
+                                                   "rating_probs", "model_score"):
+                text = None  # a SelectIT meaning under another method's column name
+            if text is None:
+                text = (f"Added by the {_method_name(info)} scorer ({_short_model(info)}); see "
+                        "docs/method.md of hf-selectit.")
+            described[name] = text
+    for output, spec in (provenance.get("fusion") or {}).items():
+        described[output] = COLUMN_DESCRIPTIONS["model_score"]
+        status = (spec or {}).get("status_column") if isinstance(spec, Mapping) else None
+        if status:
+            described[status] = COLUMN_DESCRIPTIONS["model_status"]
+    if not described:
+        # Scores without recorded provenance: recognise the default SelectIT names.
+        for name in features:
+            for suffix, text in COLUMN_DESCRIPTIONS.items():
+                if name.startswith("selectit_") and name.endswith(suffix):
+                    described[name] = text
+                    break
+    return [{"name": md_code(name, in_table=True), "type": md_code(_type_name(features[name]), in_table=True),
+             # Descriptions are the package's own Markdown; only the table syntax is escaped.
+             "description": " ".join(described[name].split()).replace("|", "\\|")}
+            for name in features if name in described]
+
+
+_SAMPLE_TEXT = 160
+_SAMPLE_ITEMS = 6
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= _SAMPLE_TEXT else value[:_SAMPLE_TEXT] + "\u2026"
+    if isinstance(value, float):
+        # JSON has no NaN: a row that could not be scored shows null.
+        return float(f"{value:.4g}") if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        items = [_shorten(v) for v in value[:_SAMPLE_ITEMS]]
+        if len(value) > _SAMPLE_ITEMS:
+            items.append(f"\u2026 {len(value) - _SAMPLE_ITEMS} more")
+        return items
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    return value
+
+
+def sample_record(ds: Optional["Dataset"]) -> Optional[str]:
+    """The first row of `ds` as short JSON (long texts and lists cut, floats to 4 digits).
+
+    Returns:
+        None for a missing or empty dataset.
+    """
+    if ds is None or ds.num_rows == 0:
+        return None
+    row = ds.with_format(None)[0]
+    # One column per line, each value on its own line in compact JSON: short and readable.
+    lines = [f"  {json.dumps(k, ensure_ascii=False)}: "
+             f"{json.dumps(_shorten(v), ensure_ascii=False, default=str, separators=(', ', ': '))}"
+             for k, v in row.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def _selection_summary(rule: Optional[Mapping], n_subset: int, n_scored: Optional[int]) -> str:
     if not rule:
         kept = f"{n_subset} of {n_scored} rows" if n_scored is not None else f"{n_subset} rows"
         return f"{kept} (the selection rule was not recorded on the dataset)"
-    parts = [str(rule.get("rule") or rule.get("method") or "top")]
+    parts = [md_code(rule.get("rule") or rule.get("method") or "top")]
     for key in ("ratio", "k", "threshold", "seed", "column", "by"):
         if rule.get(key) is not None:
-            parts.append(f"{key}={rule[key]}")
+            parts.append(f"{key}={md_code(rule[key])}")
     text = ", ".join(parts)
     if n_scored is not None:
         text += f"; kept {n_subset} of {n_scored} rows"
@@ -232,7 +528,7 @@ def _selection_summary(rule: Optional[Mapping], n_subset: int, n_scored: Optiona
 
 
 def row_order_text(rule: Optional[Mapping]) -> str:
-    """How the published rows are ordered, in words (METHOD.md section 5 asks the card to say)."""
+    """How the published rows are ordered, in words (docs/method.md: the card says which order)."""
     order = (rule or {}).get("order")
     if order == "original":
         return "original order of the source dataset (not sorted by score)"
@@ -241,8 +537,14 @@ def row_order_text(rule: Optional[Mapping]) -> str:
     return "as produced by the selection step (not recorded)"
 
 
-def _py(value: Any) -> str:
-    return repr(value)
+def usage_python(repo_id: str, version: str, *, has_scores: bool, is_local: bool) -> str:
+    """The `load_dataset` lines of the card's Usage section (valid Python for any repo id)."""
+    revision = "" if is_local else f", revision={_py(version)}"
+    lines = ["from datasets import load_dataset", "",
+             f"subset = load_dataset({_py(repo_id)}{revision}, split='train')"]
+    if has_scores:
+        lines.append(f"scores = load_dataset({_py(repo_id)}, 'scores'{revision}, split='train')")
+    return "\n".join(lines)
 
 
 def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
@@ -250,16 +552,24 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     src = provenance.get("source") or {}
     scorers = provenance.get("scorers") or {}
     rule = provenance.get("selection") or {}
+    fusion = provenance.get("fusion") or {}
     lines = ["from datasets import load_dataset",
              "from hf_selectit import SelectITScorer, fuse_models, publish, select_top", ""]
     load_args = [_py(src.get("id") or "<source dataset>")]
     if src.get("revision"):
         load_args.append(f"revision={_py(src['revision'])}")
     lines.append(f"ds = load_dataset({', '.join(load_args)}, split='train')")
+    classes = {"SelectITScorer"}
     for prefix, info in sorted(scorers.items()):
         model = info.get("model_id") or info.get("model")
         # The embedded model is the scorer's default: no argument reproduces it.
         args = [] if is_embedded(model) else [_py(model)]
+        method = str(info.get("method") or "selectit")
+        if not method.lower().startswith("selectit"):
+            cls, extra = _other_method_call(method, info, prefix)
+            classes.add(cls)
+            lines.append(f"ds = ds.map({cls}({', '.join(args + extra)}), batched=True)")
+            continue
         for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
             if info.get(key) is not None:
                 value = info[key]
@@ -269,7 +579,13 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
         args.append(f"column_prefix={_py(prefix)}")
         lines.append(f"ds = ds.map(SelectITScorer({', '.join(args)}), batched=True)")
     column = rule.get("column")
-    if column and column.endswith("model_score") and len(scorers) > 1:
+    if column and column in fusion and isinstance(fusion[column], Mapping):
+        spec = fusion[column]
+        cols = [c.split("@", 1)[0] for c in spec.get("columns") or []]
+        weight_arg = (f"params={_py(spec['params'])}" if spec.get("params")
+                      else f"weights={_py(spec.get('weights'))}")
+        lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, {weight_arg}, output={_py(column)})")
+    elif column and column.endswith("model_score") and len(scorers) > 1:
         cols = [f"{p}sentence_score" for p in sorted(scorers)]
         lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, output={_py(column)})")
     if rule.get("method") == "random":
@@ -281,7 +597,48 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
                     if rule.get(k) is not None]
         lines.append(f"subset = select_top(ds, {', '.join(sel_args)})")
     lines.append(f"publish(subset, {_py(repo_id)}, version={_py(version)}, scored=ds)")
+    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer"]
+    lines[1] = lines[1].replace("SelectITScorer", ", ".join(names))
     return "\n".join(lines)
+
+
+# Options that do not change scores; a reproduce snippet leaves them at their defaults.
+_RUNTIME_OPTIONS = ("model", "device", "max_batch_tokens", "reuse_prompt_prefix", "column_prefix")
+
+
+def _other_method_call(method: str, info: Mapping, prefix: str) -> tuple[str, list]:
+    """(scorer class name, keyword arguments) re-creating a non-SelectIT scorer from its provenance:
+    the options that differ from the method's defaults, and the column prefix."""
+    from dataclasses import MISSING, fields
+
+    from .config import METHOD_CONFIGS
+    from .methods import METHODS
+
+    cls = METHODS.get(method, f"x:{method}").split(":")[1]
+    options = info.get("options") or {}
+    config_cls = METHOD_CONFIGS.get(method)
+    defaults = {}
+    if config_cls is not None:
+        for f in fields(config_cls):
+            if f.default is not MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not MISSING:  # type: ignore[misc]
+                defaults[f.name] = f.default_factory()  # type: ignore[misc]
+    args = [f"{k}={_py(v)}" for k, v in sorted(options.items())
+            if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
+    args.append(f"column_prefix={_py(prefix)}")
+    return cls, args
+
+
+def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local: bool) -> str:
+    """Shell lines that fetch the uploaded run config of a version and run it again."""
+    if is_local:
+        return f"hf-selectit run {shlex.quote(os.path.join(repo_id, filename))}"
+    return "\n".join([
+        f"hf download {shlex.quote(repo_id)} {shlex.quote(filename)} --repo-type dataset "
+        f"--revision {shlex.quote(version)} --local-dir .",
+        f"hf-selectit run {shlex.quote(filename)}",
+    ])
 
 
 def build_card(
@@ -298,6 +655,7 @@ def build_card(
     defaults: Optional[Mapping] = None,
     is_local: bool = False,
     dataset_info: Optional[list] = None,
+    run_config: Optional[str] = None,
 ) -> "DatasetCard":
     """Render the dataset card of one published version.
 
@@ -308,15 +666,19 @@ def build_card(
         provenance: The `selectit.json` content of this version (`provenance.build_provenance`).
         scored: The full scored dataset, when it is published as the `scores` config.
         card_data: Extra card fields (a dict or `DatasetCardData`): YAML keys such as `license`,
-            `language`, `pretty_name`, `task_categories`, extra `tags`; and `reproduce_command`
-            (the CLI line shown under "Reproduce").
+            `language`, `pretty_name`, `task_categories`, extra `tags` and `source_datasets`;
+            and `reproduce_command` (the CLI line shown under "Reproduce"). The computed fields
+            `configs`, `dataset_info` and `size_categories` cannot be replaced (a warning says
+            so); `tags` and `source_datasets` are added to the computed ones.
         changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
         histogram: File name of the histogram PNG in the repo, or None when there is none.
         token: Used only to read the source dataset's card on the Hub.
         defaults: The result of `card_defaults` when already computed.
         is_local: `repo_id` is a local directory (the usage snippet has no revision).
-        dataset_info: The YAML `dataset_info` entries (split sizes per config), see
+        dataset_info: The YAML `dataset_info` entries (features and split sizes per config), see
             `split_info`.
+        run_config: File name of the uploaded run config (`selectit_run.yaml`), when the version
+            was made by `hf-selectit run`; the Reproduce section then runs it.
 
     Returns:
         A `huggingface_hub.DatasetCard`.
@@ -339,29 +701,36 @@ def build_card(
     extra.pop("license", None)
     extra.pop("language", None)
     license_, license_origin, language = defaults["license"], defaults["license_origin"], defaults["language"]
-    tags = list(TAGS) + [t for t in (extra.pop("tags", None) or []) if t not in TAGS]
+    user_tags = extra.pop("tags", None) or []
+    tags = list(TAGS) + [t for t in ([user_tags] if isinstance(user_tags, str) else user_tags) if t not in TAGS]
+    user_sources = extra.pop("source_datasets", None) or []
+    sources = ([source_id] if source_id else []) + [
+        s for s in ([user_sources] if isinstance(user_sources, str) else user_sources) if s != source_id]
     name = repo_id.rstrip("/").replace("\\", "/").split("/")[-1]
     pretty_name = extra.pop("pretty_name", None) or name.replace("_", " ").replace("-", " ").strip() or name
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
     if scored is not None:
         configs.append({"config_name": "scores", "data_files": [{"split": "train", "path": "scores/train-*"}]})
-    if "configs" in extra:
-        # The configs must match the files this publisher writes, or load_dataset breaks.
-        logger.warning("card_data['configs'] is ignored: the configs follow the published files.")
-        extra.pop("configs")
+    for key in COMPUTED_FIELDS:
+        if key in extra:
+            # They must match the files this publisher writes, or load_dataset and the viewer break.
+            logger.warning("card_data[%r] is ignored: the card computes %s from the published files.",
+                           key, key)
+            extra.pop(key)
     fields = {
         "license": license_,
         "language": language,
         "task_categories": list(DEFAULT_TASK_CATEGORIES),
         "size_categories": [size_category(subset.num_rows)],
-        "source_datasets": [source_id] if source_id else None,
-        "pretty_name": pretty_name,
+        "source_datasets": sources or None,
+        "pretty_name": str(pretty_name),
         "tags": tags,
         "configs": configs,
     }
     if dataset_info:
         fields["dataset_info"] = list(dataset_info)
-    fields.update(extra)
+    for key, value in extra.items():
+        fields[key] = value
     data = DatasetCardData(**fields)
 
     rule = provenance.get("selection")
@@ -379,43 +748,72 @@ def build_card(
     entries = [{"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
                 "commit": "this version"}]
     entries += [e for e in (changelog or []) if e.get("version") != version]
+    changelog_rows = [{"version": md_code(e.get("version", ""), in_table=True),
+                       "date": md_text(e.get("date", "")), "rows": md_text(e.get("rows", "")),
+                       # Commit cells are the publisher's own: "this version" or `abc123`.
+                       "commit": str(e.get("commit", "")).replace("|", "\\|")} for e in entries]
     source_url = None
     if source_id and not Path(os.path.expanduser(source_id)).exists():
+        from urllib.parse import quote
+
         from huggingface_hub import constants
 
-        source_url = f"{constants.ENDPOINT}/datasets/{source_id}"
+        source_url = f"{constants.ENDPOINT}/datasets/{quote(source_id, safe='/')}"
+    samples = [(name, sample_record(ds)) for name, ds in (("default", subset), ("scores", scored))]
+    samples = [{"config": name, "json": text, "fence": code_fence(text)} for name, text in samples if text]
+    usage = usage_python(repo_id, version, has_scores=scored is not None, is_local=is_local)
+    reproduce = reproduce_python(provenance, repo_id=repo_id, version=version)
+    command = body.get("reproduce_command")
+    run_lines = (reproduce_run_config(repo_id, version, filename=run_config, is_local=is_local)
+                 if run_config else None)
+    selection_items = [(md_code(k, in_table=True), md_code(v, in_table=True)) for k, v in sorted((rule or {}).items())
+                       if v is not None and not isinstance(v, (list, dict))]
+    fusion_tables = _fusion_rows(provenance.get("fusion"))
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
-        pretty_name=pretty_name,
-        repo_id=repo_id,
-        version=version,
-        created_at=provenance.get("created_at", ""),
-        source_id=source_id,
-        source_url=source_url or source_id,
-        source_revision=source.get("revision"),
-        source_fingerprint=source.get("fingerprint"),
+        title=md_text(pretty_name),
+        version=md_code(version),
+        created_at=md_text(provenance.get("created_at", "")),  # ISO time: nothing to escape
+        source_id=md_code(source_id) if source_id else None,
+        source_link=(f"[{md_text(source_id)}]({source_url})" if source_url
+                     else (md_code(source_id) if source_id else None)),
+        source_revision=md_code(source["revision"]) if source.get("revision") else None,
+        source_fingerprint=md_code(source.get("fingerprint")),
         n_subset=subset.num_rows,
         n_scored=n_scored,
         row_order=row_order_text(rule),
-        license=license_,
-        license_origin=license_origin,
+        license=md_text(license_),
+        license_origin=md_text(license_origin) if license_origin else None,
+        language=", ".join(md_code(x) for x in language) if language else None,
         scorers=_scorer_rows(scorers),
-        n_prompts=len(prompts) if isinstance(prompts, (list, tuple)) else (prompts or "not recorded"),
-        prompts=prompts if isinstance(prompts, (list, tuple)) else None,
-        prompt_set=provenance.get("prompt_set"),
-        alpha=provenance.get("alpha") if provenance.get("alpha") is not None else "not recorded",
-        normalization=provenance.get("normalization") or "not recorded",
+        n_prompts=_n_prompts(scorers, prompts),
+        prompt_groups=_prompt_groups(scorers, prompts),
+        prompt_set=_per_scorer(provenance.get("prompt_set"), scorers) if provenance.get("prompt_set") else None,
+        alpha=_per_scorer(provenance.get("alpha"), scorers),
+        normalization=_per_scorer(provenance.get("normalization"), scorers),
+        fusion_tables=fusion_tables,
+        has_selectit=not scorers or any(_method_name(i) == "SelectIT" for i in scorers.values()),
+        columns=added_columns(provenance, subset, scored),
+        samples=samples,
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
-        selection_items=sorted((k, v) for k, v in (rule or {}).items()
-                               if v is not None and not isinstance(v, (list, dict))),
+        selection_items=selection_items,
         report_markdown=report_md,
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,
-        changelog=entries,
-        reproduce_command=body.get("reproduce_command"),
-        reproduce_python=reproduce_python(provenance, repo_id=repo_id, version=version),
+        changelog=changelog_rows,
+        run_config=md_code(run_config) if run_config else None,
+        run_config_lines=run_lines,
+        run_config_fence=code_fence(run_lines or ""),
+        reproduce_command=command,
+        reproduce_command_fence=code_fence(command or ""),
+        usage_python=usage,
+        usage_fence=code_fence(usage),
+        latest_python=md_code(f"hf_selectit.load_selective({_py(repo_id)})"),
+        reproduce_python=reproduce,
+        reproduce_fence=code_fence(reproduce),
+        version_text=md_code(version),
         bibtex=SELECTIT_BIBTEX,
-        package_version=(provenance.get("package") or {}).get("version", ""),
+        package_version=md_text((provenance.get("package") or {}).get("version", "")),
     )

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score, sections=(IOConfig, ScorerConfig, RunOptions))
 
     p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
-                       description="Select a subset of scored rows (METHOD.md section 5).")
+                       description="Select a subset of scored rows (docs/method.md section 5).")
     _input_args(p)
     add_dataclass_options(p, IOConfig, title="input/output", exclude=("input",))
     add_dataclass_options(p, SelectConfig, title="selection")
@@ -355,9 +355,16 @@ def _run_with_progress(config: PipelineConfig) -> int:
     from .pipeline import run_pipeline
     from .runner import TqdmProgress
 
+    import datasets
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # One bar (ours, rows of all shards and models) instead of datasets' bars; log lines are
+    # printed above it instead of through it.
+    datasets.disable_progress_bars()
     bar = TqdmProgress()
     try:
-        summary, scored, subset = run_pipeline(config, on_progress=bar)
+        with logging_redirect_tqdm():
+            summary, scored, subset = run_pipeline(config, on_progress=bar)
     finally:
         bar.close()
     if not summary.main_process:

@@ -21,6 +21,16 @@ TEMPLATES = ("raw", "chat")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+MODEL_KWARGS_HELP = (
+    "Extra keyword arguments of `from_pretrained` (JSON on the command line): attn_implementation "
+    "('sdpa', 'flash_attention_2'), device_map ('auto', 'balanced' or {module: device}: one model "
+    "sharded over the process's devices, no num_proc), max_memory, quantization_config (e.g. "
+    "{'load_in_4bit': true}), token, low_cpu_mem_usage, offload_folder, subfolder, variant, "
+    "cache_dir, local_files_only. Attention and quantisation are part of the scores' identity; "
+    "placement and the token are not."
+)
+
+
 @dataclass
 class ScorerConfig:
     """What identifies a scorer: everything that changes its scores, and nothing heavy."""
@@ -98,16 +108,7 @@ class ScorerConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
-    model_kwargs: Optional[dict] = field(
-        default=None,
-        metadata={"help": "Extra keyword arguments of `from_pretrained` (JSON on the command line): "
-                          "attn_implementation ('sdpa', 'flash_attention_2'), device_map ('auto', "
-                          "'balanced' or {module: device}: one model sharded over the process's "
-                          "devices), max_memory, quantization_config (e.g. {'load_in_4bit': true}), "
-                          "token, low_cpu_mem_usage, offload_folder, subfolder, variant, cache_dir, "
-                          "local_files_only. Attention and quantisation are part of the scores' "
-                          "identity; placement and the token are not."},
-    )
+    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
@@ -131,7 +132,7 @@ class ScorerConfig:
 
 @dataclass
 class SelectConfig:
-    """How a subset is chosen from scored rows (METHOD.md section 5)."""
+    """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
     ratio: Optional[float] = field(
         default=0.2, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
@@ -189,7 +190,7 @@ def to_dict(config: Any) -> dict:
     return asdict(config)
 
 
-# --- rating-style methods: AlpaGasus and DEITA (METHOD.md 7.3-7.5) ---------------------------
+# --- rating-style methods: AlpaGasus and DEITA (docs/method.md 7.3-7.5) ---------------------------
 
 DEITA_KINDS = ("quality", "complexity", "both")
 
@@ -231,11 +232,7 @@ class _RatingConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
-    model_kwargs: Optional[dict] = field(
-        default=None,
-        metadata={"help": "Extra keyword arguments of `from_pretrained` (as for SelectIT), e.g. "
-                          "{'device_map': 'auto'} or a quantization_config for a large judge."},
-    )
+    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
@@ -258,7 +255,7 @@ class _RatingConfig:
 
 @dataclass
 class AlpaGasusConfig(_RatingConfig):
-    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (METHOD.md 7.3)."""
+    """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
     column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
     chat_template: Optional[str] = field(
@@ -275,7 +272,7 @@ class AlpaGasusConfig(_RatingConfig):
 
 @dataclass
 class DeitaConfig(_RatingConfig):
-    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (METHOD.md 7.4)."""
+    """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
     kind: str = field(
         default="both",

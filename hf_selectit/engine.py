@@ -113,7 +113,8 @@ class DeviceState:
 
     Attributes:
         model, tokenizer: from `models.load_model_and_tokenizer` (shared per process).
-        device: the device chosen for this rank.
+        device: where inputs go: the device of the model's input embeddings (the rank's device,
+            or with a device_map / a model in memory, where its first layer was placed).
         max_length: longest text in tokens (option or the model's context).
         method_data: what the method prepared once per device (e.g. its rating tokens).
         prefix_kv: shared-prefix token ids -> per-layer (keys, values), or None if not reusable.
@@ -157,6 +158,8 @@ class Engine:
         self.config = config
         self.method = method
         self.stats = EngineStats()
+        # A (model, tokenizer) pair the user passed in memory (set by the scorer), else None.
+        self.preloaded: Optional[tuple] = None
         self._loaded: dict[str, DeviceState] = {}
         self._lock = threading.Lock()
 
@@ -164,11 +167,22 @@ class Engine:
 
     def state(self, rank: Optional[int] = None) -> DeviceState:
         """The loaded model, tokenizer and caches for `rank`'s device (loads on first use)."""
-        from .models import resolve_device
+        from .model_kwargs import has_device_map
+        from .models import resolve_device, sharded_with_rank_error
 
         if _FORKED["child"] and not _FORKED["threads_set"]:
             _limit_threads_after_fork()
-        device = resolve_device(self.config.device, rank=rank)
+        sharded = has_device_map(getattr(self.config, "model_kwargs", None))
+        # rank 0 alone is a launcher's single process per machine (the runner passes its local rank).
+        if sharded and ((rank or 0) > 0 or _FORKED["child"]):
+            # One model spread over this process's devices vs one process per device.
+            raise sharded_with_rank_error(self.config.model)
+        if self.preloaded is not None:
+            device = "in-memory"  # the model stays where the user put it
+        elif sharded:
+            device = "device_map"  # placed by transformers/accelerate, whatever the rank
+        else:
+            device = resolve_device(self.config.device, rank=rank)
         with self._lock:
             state = self._loaded.get(device)
             if state is None:
@@ -177,9 +191,15 @@ class Engine:
         return state
 
     def _load(self, device: str) -> DeviceState:
-        from .models import EMBEDDED_MODEL_ID, load_model_and_tokenizer
+        from .models import EMBEDDED_MODEL_ID, input_device, load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(self.config, device)
+        if self.preloaded is not None:
+            model, tokenizer = self.preloaded
+        else:
+            model, tokenizer = load_model_and_tokenizer(self.config, device)
+        # Inputs go where the input embeddings are: the model's device, or with a device_map
+        # (or a model in memory) wherever its first layer was placed. The model is never moved.
+        device = input_device(model)
         name = EMBEDDED_MODEL_ID if self.config.model is None else repr(self.config.model)
         method_data = self.method.prepare(model, tokenizer, name)
         max_length = self.config.max_length or model_context(model, tokenizer)
@@ -187,7 +207,7 @@ class Engine:
                            method_data=method_data)
 
     def input_device(self, state: DeviceState) -> Any:
-        """Where input tensors go: the device of the model's input embeddings (the model's device today)."""
+        """Where input tensors go: the device of the model's input embeddings (`models.input_device`)."""
         return state.device
 
     def cached_prefixes(self, rank: Optional[int] = None) -> list:

@@ -1,4 +1,4 @@
-"""SelectIT's three levels as pure array math (METHOD.md sections 2-4).
+"""SelectIT's three levels as pure array math (docs/method.md sections 2-4).
 
 Shapes: `rating_probs` is [..., K] with K = 5 rating levels (rows x prompts x 5 for a batch).
 Everything here is numpy; no model, no I/O. NaN in gives NaN out (an unscorable row stays

@@ -506,6 +506,28 @@ def preloaded_pickle_error(model: Any) -> ConfigError:
     )
 
 
+def check_processes(config: Any, processes: Optional[int], *, where: str = "num_proc") -> None:
+    """Refuse a `device_map` model run by more than one process on a machine, before any work.
+
+    Args:
+        config: a scorer config (its `model_kwargs` are read).
+        processes: the number of processes per machine (`num_proc`, torchrun's
+            `--nproc_per_node`); None or 1 is fine.
+        where: the option that set it, for the message.
+
+    Raises:
+        ConfigError: a device_map together with more than one process (see `sharded_with_rank_error`).
+
+    Example:
+        >>> check_processes(ScorerConfig(model_kwargs={"device_map": "auto"}), 8)
+        Traceback (most recent call last):
+        ConfigError: ...
+    """
+    if (processes or 1) > 1 and has_device_map(getattr(config, "model_kwargs", None)):
+        error = sharded_with_rank_error(config.model)
+        raise ConfigError(f"{where}={processes}: {error}")
+
+
 def sharded_with_rank_error(model: Optional[str]) -> ConfigError:
     """The error for a device_map (one model sharded over devices) used with one process per GPU."""
     return ConfigError(

@@ -525,8 +525,13 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, work_dir: Path, world: 
     import datasets
 
     from .metadata import attach_scorer_info
+    from .models import check_processes
     from .runner import score_shards
 
+    # A device_map model spans the machine's devices: one process per machine, before any work.
+    config = getattr(scorer, "config", None)
+    check_processes(config, run.num_proc)
+    check_processes(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
     scores, stats, info = score_shards(ds, scorer, work_dir=work_dir, shard_rows=run.shard_rows,
                                        batch_size=run.batch_size, num_proc=run.num_proc, world=world,
                                        on_progress=on_progress, model_index=model_index,
@@ -595,8 +600,13 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
                         revision=io.revision, limit=io.limit)
     elif io.limit is not None and io.limit < len(ds):
         ds = ds.select(range(io.limit))
+    from .models import check_processes
     from .runner import current_world, output_lock, remove_checkpoints, run_collectively
 
+    for scorer_config in config.models:
+        # Before any model is scored: a device_map model later in the list must not fail after
+        # hours of work on the first ones.
+        check_processes(scorer_config, config.run.num_proc)
     summary = RunSummary(rows=len(ds))
     work_dir = pipeline_work_dir(config)
     world = current_world()

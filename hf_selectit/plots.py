@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_FILENAME = "selectit_histogram.png"
+KEPT_COLOR = "#e8590c"      # filled bars: the kept rows
+ALL_COLOR = "#212529"       # outline: every scored row
+CUTOFF_COLOR = "#1c7ed6"    # dashed line: where the selection cut
 
 
 def _finite(values: Sequence) -> list[float]:
@@ -31,8 +34,13 @@ def score_histogram(
     path: str | os.PathLike,
     column: str = "selectit_sentence_score",
     bins: int = 40,
+    cutoff: Optional[float] = None,
 ) -> str:
     """Draw a histogram of the scores of all rows and of the kept rows into a PNG file.
+
+    All rows are drawn as a dark outline on top of the kept rows' filled bars, so both stay
+    visible where they coincide (above the cut-off every row is kept). The y axis counts rows in
+    whole numbers.
 
     Args:
         all_scores: Scores of every scored row (None when the scored dataset is unknown; then
@@ -41,12 +49,14 @@ def score_histogram(
         path: Where to write the PNG.
         column: Name of the score column, used for the axis label.
         bins: Number of histogram bins (shared by both series so their bars line up).
+        cutoff: The selection cut-off (lowest kept score, or the threshold), drawn as a dashed
+            vertical line; None draws none (random or per-group selections have no single one).
 
     Returns:
         The path written, as a string.
 
     Example:
-        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png")
+        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", cutoff=3.0)
         'h.png'
     """
     # A bare Figure on the Agg canvas: no display needed on servers/CI, and pyplot's global
@@ -54,27 +64,63 @@ def score_histogram(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    kept = _finite(kept_scores)
-    everything = _finite(all_scores) if all_scores is not None else None
-    pool = (everything or []) + kept
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    if pool:
-        lo, hi = min(pool), max(pool)
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-        if everything is not None:
-            ax.hist(everything, bins=edges, color="#9aa5b1", label=f"all rows ({len(everything)})")
-        ax.hist(kept, bins=edges, color="#d9480f", alpha=0.85, label=f"kept rows ({len(kept)})")
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no finite scores", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(column)
-    ax.set_ylabel("rows")
-    ax.set_title("SelectIT scores: all rows vs kept rows")
+    plot_scores(ax, all_scores=all_scores, kept_scores=kept_scores, column=column, bins=bins,
+                cutoff=cutoff)
     fig.tight_layout()
     fig.savefig(os.fspath(path), format="png")
     logger.debug("wrote score histogram to %s", path)
     return os.fspath(path)
+
+
+def plot_scores(
+    ax: Any,
+    *,
+    all_scores: Optional[Sequence[float]],
+    kept_scores: Sequence[float],
+    column: str = "selectit_sentence_score",
+    bins: int = 40,
+    cutoff: Optional[float] = None,
+) -> None:
+    """Draw the histogram of :func:`score_histogram` on a matplotlib `Axes` (same arguments)."""
+    from matplotlib.ticker import MaxNLocator
+
+    kept = _finite(kept_scores)
+    everything = _finite(all_scores) if all_scores is not None else None
+    pool = (everything or []) + kept
+    if pool:
+        lo, hi = min(pool), max(pool)
+        if cutoff is not None and math.isfinite(cutoff):
+            lo, hi = min(lo, cutoff), max(hi, cutoff)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+        ax.hist(kept, bins=edges, color=KEPT_COLOR, label=f"kept rows ({len(kept)})", zorder=2)
+        if everything is not None:
+            # An outline over the filled bars: where every row of a bin is kept, both still show.
+            ax.hist(everything, bins=edges, histtype="step", color=ALL_COLOR, linewidth=1.6,
+                    label=f"all rows ({len(everything)})", zorder=3)
+        if cutoff is not None and math.isfinite(cutoff):
+            ax.axvline(cutoff, color=CUTOFF_COLOR, linestyle="--", linewidth=1.4, zorder=4,
+                       label=f"selection cut-off ({cutoff:.4g})")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no finite scores", ha="center", va="center", transform=ax.transAxes)
+    # Row counts are whole numbers; the default locator gives 0.5 steps for small counts.
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(column)
+    ax.set_ylabel("rows")
+    ax.set_title("Scores: all rows (outline) vs kept rows (filled)")
+
+
+def selection_cutoff(rule: Optional[dict], kept_scores: Sequence) -> Optional[float]:
+    """The score where a recorded selection cut: its threshold, or the lowest kept score of a
+    top-ratio/top-k selection without groups; None for random or per-group selections."""
+    if not rule or rule.get("method") == "random" or rule.get("by"):
+        return None
+    if rule.get("rule") == "threshold" and rule.get("threshold") is not None:
+        return float(rule["threshold"])
+    kept = _finite(kept_scores)
+    return min(kept) if kept and rule.get("rule") in ("top_ratio", "top_k") else None

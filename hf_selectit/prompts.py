@@ -3,7 +3,7 @@
 Pure text, no model and no I/O. This module is the only place in the package that knows column
 names: everything else asks :func:`extract_pairs` for one (instruction, response) pair per row.
 
-Template (METHOD.md section 1), for one row and one rating prompt RP::
+Template (docs/method.md section 1), for one row and one rating prompt RP::
 
     {RP}\\n\\nInstruction:{X}\\nResponse:{Y}\\nThe answer is: \\n
 
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 # --- rating prompts ---------------------------------------------------------------------------
 
-#: The nine rating prompts of METHOD.md section 1, verbatim (prompt 4 contains U+2014 em dashes).
+#: The nine rating prompts of docs/method.md section 1, verbatim (prompt 4 contains U+2014 em dashes).
 RATING_PROMPTS: tuple[str, ...] = (
     "Assign a score from 1 to 5 to each assistant based on how accurately they follow the "
     "instructions and response provided, ensuring the score is represented clearly on its own.",
@@ -191,7 +191,7 @@ def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[s
 
 
 def build_prompt(rating_prompt: str, instruction: str, response: str) -> str:
-    """The exact text scored for one row and one rating prompt (METHOD.md section 1).
+    """The exact text scored for one row and one rating prompt (docs/method.md section 1).
 
     Args:
         rating_prompt: One rating prompt text (RP).

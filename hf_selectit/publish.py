@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from . import cards, provenance
 from .errors import ConfigError, PublishError, VersionExistsError
-from .plots import HISTOGRAM_FILENAME, score_histogram
+from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -36,12 +36,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-VERSION_RE = re.compile(r"^v\d+(\.\d+){0,2}$")
+# ASCII digits only (`\d` would accept "v１") and matched with fullmatch (`$` would accept "v1.0\n").
+VERSION_RE = re.compile(r"v[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
+_VERSION_INPUT_RE = re.compile(r"v?[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
 REPO_TYPE = "dataset"
 SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
 # Files and folders a publish owns; everything else in a repo or directory is left alone.
-MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME)
+MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME,
+           cards.RUN_CONFIG_FILENAME)
 
 PathOrId = Union[str, os.PathLike]
 
@@ -79,21 +82,24 @@ class PublishResult:
 
 
 def check_version(version: Any) -> str:
-    """Validate a version tag (`v1`, `v1.2`, `v1.2.3`).
+    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers.
+
+    The leading `v` may be omitted (`"1.2"` is published as the tag `"v1.2"`), so that a version
+    has exactly one tag name. Whitespace, other characters and non-ASCII digits are refused.
 
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything else (nothing has been written yet when publish raises it).
 
     Example:
-        >>> check_version("v1.2")
-        'v1.2'
+        >>> check_version("v1.2"), check_version("1.2")
+        ('v1.2', 'v1.2')
     """
-    if not isinstance(version, str) or not VERSION_RE.match(version):
+    if not isinstance(version, str) or not _VERSION_INPUT_RE.fullmatch(version):
         raise ConfigError(
             f"version={version!r} is invalid: expected 'v' followed by one to three dot-separated "
-            "numbers, e.g. 'v1', 'v1.2' or 'v1.2.3'."
+            "numbers in ASCII digits, e.g. 'v1', 'v1.2' or 'v1.2.3' (no spaces or other characters)."
         )
-    return version
+    return version if version.startswith("v") else "v" + version
 
 
 def version_key(version: str) -> tuple:
@@ -158,6 +164,44 @@ def _check_dataset(value: Any, name: str) -> None:
         raise ConfigError(f"{name} must be a datasets.Dataset, got {type(value).__name__}.{hint}")
 
 
+def _run_config_text(run_config: Any) -> Optional[str]:
+    """The text of the run config to upload (read now, so a missing file fails before writing)."""
+    if run_config is None:
+        return None
+    if isinstance(run_config, Mapping):
+        import yaml
+
+        return yaml.safe_dump(dict(run_config), sort_keys=False, allow_unicode=True)
+    if isinstance(run_config, (str, os.PathLike)):
+        path = Path(os.fspath(run_config)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
+                              "the run was made with, a mapping, or None.")
+        return path.read_text(encoding="utf-8")
+    raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
+
+
+def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
+    # A version with no rows cannot be loaded back (`load_dataset` finds no data), so it is
+    # refused up front instead of being committed and tagged.
+    if subset.num_rows == 0:
+        from .select import selection_rule
+
+        rule = selection_rule(subset) or {}
+        how = ""
+        if rule:
+            how = " (selected by " + ", ".join(
+                f"{k}={rule[k]!r}" for k in ("rule", "ratio", "k", "threshold", "column")
+                if rule.get(k) is not None) + f" from {rule.get('rows_in')} rows)"
+        raise ConfigError(
+            f"The subset to publish has no rows{how}; nothing was written. Select with a lower "
+            "threshold or a larger ratio/k, and check the status column: rows whose scoring "
+            "failed are never selected.")
+    if scored is not None and scored.num_rows == 0:
+        raise ConfigError("The scored dataset (scored=) has no rows; nothing was written. Pass the "
+                          "dataset the subset was selected from, or leave scored out.")
+
+
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
     """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,6 +240,11 @@ def _stage(
 ) -> list[str]:
     """Write every file of one version into `workdir`; return their repo-relative paths."""
     files = _write_parquet(subset, workdir / "data")
+    # The run config's text travels with the other prepared inputs of the card (`defaults`).
+    run_config = defaults.get("run_config")
+    if run_config is not None:
+        (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
+        files.append(cards.RUN_CONFIG_FILENAME)
     info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     if scored is not None:
         score_files = _write_parquet(scored, workdir / "scores")
@@ -207,9 +256,12 @@ def _stage(
     column = cards.score_column(scored, subset, rule=prov.get("selection"))
     histogram = None
     if column is not None and column in subset.column_names:
+        rule = prov.get("selection")
+        kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
-            kept_scores=subset[column], path=workdir / HISTOGRAM_FILENAME, column=column)
+            kept_scores=kept_scores, path=workdir / HISTOGRAM_FILENAME, column=column,
+            cutoff=selection_cutoff(rule, kept_scores) if (rule or {}).get("column") == column else None)
         histogram = HISTOGRAM_FILENAME
         files.append(HISTOGRAM_FILENAME)
     else:
@@ -219,7 +271,8 @@ def _stage(
     card = cards.build_card(
         subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
         card_data=card_data, changelog=changelog, histogram=histogram, token=token,
-        defaults=defaults, is_local=is_local, dataset_info=info)
+        defaults=defaults, is_local=is_local, dataset_info=info,
+        run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(str(card), encoding="utf-8")
     (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
     return sorted(files)
@@ -359,7 +412,7 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
 
 def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
     refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
-    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.match(t.name)}
+    return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
 def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
@@ -421,7 +474,7 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
             # Shards of the previous version that this one does not overwrite.
             stale = sorted(f for f in existing if f not in files and (
-                f.split("/", 1)[0] in ("data", "scores") or f == HISTOGRAM_FILENAME))
+                f.split("/", 1)[0] in ("data", "scores") or f in (HISTOGRAM_FILENAME, cards.RUN_CONFIG_FILENAME)))
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(
@@ -479,6 +532,7 @@ def publish(
     branch: Optional[str] = None,
     overwrite: bool = False,
     card_data: Any = None,
+    run_config: Union[str, os.PathLike, Mapping, None] = None,
 ) -> PublishResult:
     """Publish `subset` as version `version` of a dataset repo (or a local directory).
 
@@ -486,7 +540,7 @@ def publish(
         subset: The selected rows (`default` config, split `train`).
         repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc for
             the rule that tells them apart).
-        version: Version tag: `v1`, `v1.2` or `v1.2.3`.
+        version: Version tag: `v1`, `v1.2` or `v1.2.3` (ASCII digits; `1.2` means `v1.2`).
         scored: The full scored dataset, published as the `scores` config and used for the
             selection report and histogram.
         source: The dataset the rows came from: `user/name`, `user/name@revision` or
@@ -498,12 +552,17 @@ def publish(
         card_data: Extra card fields (dict or `DatasetCardData`): `license` (required when the
             source card has none), `language`, `pretty_name`, `task_categories`, `tags`, and
             `reproduce_command` (the CLI line shown under "Reproduce").
+        run_config: The `hf-selectit run` configuration the version was made with: a YAML file
+            path (uploaded verbatim) or a mapping (written as YAML). It is committed as
+            `selectit_run.yaml` and the card's Reproduce section runs it. `hf-selectit run`
+            passes its config file.
 
     Returns:
         A `PublishResult`.
 
     Raises:
-        ConfigError: bad version, repo_id, dataset type or missing license; nothing is written.
+        ConfigError: bad version, repo_id, dataset type, an empty subset or a missing license;
+            nothing is written.
         VersionExistsError: the version exists and `overwrite` is False.
         PublishError: a Hub request failed; the message says what exists afterwards.
 
@@ -511,10 +570,11 @@ def publish(
         >>> publish(subset, "me/Selective-Alpaca", version="v1.0", scored=ds,
         ...         source="vicgalle/alpaca-gpt4")
     """
-    check_version(version)
+    version = check_version(version)
     _check_dataset(subset, "subset")
     if scored is not None:
         _check_dataset(scored, "scored")
+    _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
         raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local directory.")
@@ -522,6 +582,7 @@ def publish(
     src = provenance.parse_source(source)
     # License first: a missing one must fail before anything is created or committed.
     defaults = cards.card_defaults(source_id=src["id"], card_data=card_data, token=resolved)
+    defaults["run_config"] = _run_config_text(run_config)
     if local:
         return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
                               version=version, scored=scored,
@@ -579,7 +640,7 @@ def load_selective(
     from datasets import load_dataset
 
     if version is not None:
-        check_version(version)
+        version = check_version(version)
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
         prov = _read_local_provenance(target) if target.is_dir() else None

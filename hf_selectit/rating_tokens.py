@@ -1,4 +1,4 @@
-"""Which vocabulary entries are the rating digits, read from the tokenizer (METHOD.md 2, 7.3-7.5).
+"""Which vocabulary entries are the rating digits, read from the tokenizer (docs/method.md 2, 7.3-7.5).
 
 SelectIT rates "1".."5", AlpaGasus "0".."5", DEITA "1".."6": `find_rating_tokens(tokenizer,
 ratings=...)` serves all of them.
@@ -125,7 +125,7 @@ def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method
     """Warn once per process and (method, model, column) when the median rating mass is < 0.5.
 
     The ratings are renormalised over the rating tokens, so a model that puts 2% of its mass on
-    digits still yields confident-looking scores (METHOD.md 7.5). The scorers call this with the
+    digits still yields confident-looking scores (docs/method.md 7.5). The scorers call this with the
     `*_rating_mass` values of each batch they score.
 
     Args:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from .errors import ConfigError, SchemaError
-from .select import error_mask, group_codes, score_array, selection_rule, status_column_for
+from .select import (error_mask, group_codes, resolve_score_column, score_array, selection_rule,
+                     status_column_for)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -195,8 +196,8 @@ def selection_report(
         >>> print(selection_report(ds, subset).to_markdown())
     """
     rule = selection_rule(subset)
-    if column is None:
-        column = (rule or {}).get("column") or DEFAULT_COLUMN
+    if column is None or (column == DEFAULT_COLUMN and column not in scored.column_names):
+        column = (rule or {}).get("column") or resolve_score_column(scored, column)
     if by is None:
         by = (rule or {}).get("by")
     if len(subset) > len(scored):

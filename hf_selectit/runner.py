@@ -90,10 +90,16 @@ def current_world() -> World:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return World()
+    from datetime import timedelta
+
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # Ranks meet at a collective only at the start of each model's pass; with several models a
+    # rank that finished its shards waits there while rank 0 scores its last shard and merges,
+    # which on a slow device can exceed torch's default 30 minutes. (A rank that dies makes the
+    # launcher stop the job; the timeout is not what catches that.)
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=48))
     return World(rank=state.process_index, size=state.num_processes,
                  local_rank=state.local_process_index)
 
@@ -274,7 +280,8 @@ class ProgressEvent:
     - ``"start"``: this process starts scoring shard ``shard`` (``rows`` = 0);
     - ``"rows"``: ``rows`` more rows were scored (per micro-batch, from the engine);
     - ``"shard"``: shard ``shard`` is finished and saved; ``rows`` = its rows not yet reported;
-    - ``"resumed"``: shard ``shard`` was loaded from its checkpoint (``rows`` = its rows).
+    - ``"resumed"``: shard ``shard`` was loaded from its checkpoint (``rows`` = its rows);
+    - ``"merged"``: the main process merged this model's shards (the pass is over).
     """
 
     model_index: int
@@ -331,6 +338,8 @@ class TqdmProgress:
             model = f"model {event.model_index + 1}/{event.n_models} " if event.n_models > 1 else ""
             shard = min(event.shard + 1, event.n_shards)
             bar.set_description(f"scoring {model}shard {shard}/{event.n_shards}", refresh=True)
+        if event.kind == "merged" and event.model_index + 1 == event.n_models:
+            self.close()  # before the outputs are written
 
     def close(self) -> None:
         if self.bar is not None:
@@ -524,6 +533,12 @@ class ShardedScoring:
 
     def check(self, shard: _Shard) -> Optional[str]:
         """Why the checkpoint of ``shard`` cannot be used (None: it is valid, or absent)."""
+        try:
+            return self._check(shard)
+        except OSError as exc:  # a file that cannot be read or stat'ed is not a checkpoint
+            return f"is unreadable ({type(exc).__name__}: {exc})"
+
+    def _check(self, shard: _Shard) -> Optional[str]:
         marker, data = self._marker(shard), self._data(shard)
         if not marker.exists():
             return None
@@ -707,6 +722,7 @@ class ShardedScoring:
         if stats.shards_scored:
             # Wall time of the whole pass (all processes at work in parallel), for rows/s.
             stats.seconds = time.perf_counter() - t0
+        self._emit("merged", len(self.shards) - 1, 0)
         return scores, stats
 
     def _merge(self, plan: dict) -> tuple[Any, ScoreStats]:

@@ -1,4 +1,4 @@
-"""The selection step: subsets of a scored dataset (METHOD.md sections 4-5).
+"""The selection step: subsets of a scored dataset (docs/method.md sections 4-5).
 
 Pure ``Dataset -> Dataset`` functions; nothing here loads a model. Rows are never modified or
 dropped from the input: a subset is ``ds.select(indices)`` of the input, so every kept row is
@@ -47,11 +47,15 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 DEFAULT_RATIO = 0.2
+DEFAULT_SCORE_COLUMN = "selectit_sentence_score"
 ORDERS = ("original", "score")
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
 _NUMERIC_DTYPES = {
     "float16", "float32", "float64", "double", "float", "halffloat",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
+    # A column with no value at all (e.g. every row failed and the scores were saved as JSONL,
+    # which stores NaN as null) loads with dtype "null": read as all-NaN, never selected.
+    "null",
 }
 
 
@@ -77,6 +81,48 @@ def score_like_columns(ds: "Dataset") -> list[str]:
     return [name for name in ds.column_names if name.endswith("score")]
 
 
+def _is_scalar_score(ds: "Dataset", name: str) -> bool:
+    from datasets import Value
+
+    feature = ds.features[name]
+    return isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES
+
+
+def resolve_score_column(ds: "Dataset", column: Optional[str] = None) -> str:
+    """The score column to rank by when the caller did not name one.
+
+    `column` other than None and the default ``selectit_sentence_score`` is returned as given
+    (a missing one is reported by :func:`score_array`). For None or the default name: the default
+    when the dataset has it; else the one numeric column whose name ends in "score" (e.g.
+    ``selectit_7b_sentence_score`` after ``--column-prefix selectit_7b_``).
+
+    Raises:
+        ScoreColumnError: no candidate, or several (the message lists them).
+
+    Example:
+        >>> resolve_score_column(ds)            # ds scored with column_prefix="selectit_7b_"
+        'selectit_7b_sentence_score'
+    """
+    if column is not None and column != DEFAULT_SCORE_COLUMN:
+        return column
+    if DEFAULT_SCORE_COLUMN in ds.column_names:
+        return DEFAULT_SCORE_COLUMN
+    candidates = [name for name in score_like_columns(ds) if _is_scalar_score(ds, name)]
+    if len(candidates) == 1:
+        logger.info("No %r column; ranking by %r, the only score column.", DEFAULT_SCORE_COLUMN,
+                    candidates[0])
+        return candidates[0]
+    if candidates:
+        raise ScoreColumnError(
+            f"Score column {DEFAULT_SCORE_COLUMN!r} not found and the dataset has several score "
+            f"columns: {candidates}. Name the one to rank by: column=<name> (CLI: --column NAME).")
+    raise ScoreColumnError(
+        f"Score column {DEFAULT_SCORE_COLUMN!r} not found and no other numeric column ending in "
+        f"'score' exists. Columns: {ds.column_names}. Score the dataset first "
+        f"(ds.map(SelectITScorer(), batched=True); CLI: hf-selectit score) or name the column to "
+        f"rank by: column=<name> (CLI: --column NAME).")
+
+
 def score_array(ds: "Dataset", column: str) -> np.ndarray:
     """The score column as float64 numpy (nulls become NaN), in the dataset's row order.
 
@@ -89,7 +135,8 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
         raise ScoreColumnError(
             f"Score column {column!r} not found. Score-like columns present: "
             f"{score_like_columns(ds)}; all columns: {ds.column_names}. Score the dataset first "
-            f"(ds.map(SelectITScorer(), batched=True)) or pass column=<one of them>."
+            f"(ds.map(SelectITScorer(), batched=True)) or pass column=<one of them> "
+            f"(CLI: --column NAME)."
         )
     feature = ds.features[column]
     if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
@@ -97,6 +144,8 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
             f"Column {column!r} has type {feature!r}; expected one number per row. Score-like "
             f"columns present: {score_like_columns(ds)}."
         )
+    if feature.dtype == "null":
+        return np.full(len(ds), np.nan)
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -104,9 +153,13 @@ def error_mask(ds: "Dataset", status_column: str) -> Optional[np.ndarray]:
     """Boolean mask of rows whose status starts with "error", or None without a status column."""
     import pyarrow.compute as pc
 
+    import pyarrow as pa
+
     if status_column not in ds.column_names:
         return None
     status = ds.with_format("arrow")[status_column]
+    if pa.types.is_null(status.type):
+        return np.zeros(len(ds), dtype=bool)
     mask = pc.fill_null(pc.starts_with(status, "error"), False)
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -120,9 +173,22 @@ def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not isinstance(by, str):
+        raise ConfigError(f"by={by!r} is invalid: expected the name of one column.")
     if by not in ds.column_names:
         raise ConfigError(f"by={by!r} is not a column of the dataset. Columns: {ds.column_names}.")
     values = ds.with_format("arrow")[by]
+    kind = values.type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
+            or pa.types.is_temporal(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind) or pa.types.is_decimal(kind)):
+        raise ConfigError(
+            f"by={by!r} cannot group rows: the column holds {ds.features[by]} values (a list or "
+            f"struct per row), not one label per row. Group by a column with one string, number or "
+            f"bool per row, e.g. ds = ds.map(lambda r: {{'group': r[{by!r}][0]}}) and by='group'.")
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     encoded = pc.dictionary_encode(values, null_encoding="encode")
@@ -202,11 +268,11 @@ def select_top(
     ratio: Optional[float] = DEFAULT_RATIO,
     k: Optional[int] = None,
     threshold: Optional[float] = None,
-    column: str = "selectit_sentence_score",
+    column: Optional[str] = DEFAULT_SCORE_COLUMN,
     by: Optional[str] = None,
     order: str = "original",
 ) -> "Dataset":
-    """SelectIT's selection: the best-scored rows of `ds` (METHOD.md section 5).
+    """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
 
     Rows are ranked by (score, original index) descending, so ties go to the higher original
     index. Rows whose status is an error or whose score is NaN/null are never kept; their counts
@@ -220,7 +286,9 @@ def select_top(
             with them is an error.
         k: keep the top `k` rows (per group with `by`).
         threshold: keep every row whose score is ``>= threshold``.
-        column: score column; ``selectit_model_score`` after :func:`fuse_models`.
+        column: score column; ``selectit_model_score`` after :func:`fuse_models`. When the
+            default (or None) is not in `ds`, the only score column there is is used
+            (:func:`resolve_score_column`); several candidates are an error.
         by: select within each group of this column (e.g. a source or category column).
         order: "original" keeps the dataset's row order; "score" gives the authors' order
             (best first, ties to the higher index).
@@ -247,6 +315,7 @@ def select_top(
         k = _check_k(k, n_rows)
     elif not _is_real(threshold) or not math.isfinite(threshold):
         raise ConfigError(f"threshold={threshold!r} is invalid: expected a finite number.")
+    column = resolve_score_column(ds, column)
     scores = score_array(ds, column)
     codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
 
@@ -287,7 +356,12 @@ def select_top(
         keep = np.sort(keep)
 
     n_errors, n_nan = int(errors.sum()), int(nan_rows.sum())
-    if n_errors or n_nan:
+    if n_rows and n_errors + n_nan == n_rows:
+        logger.warning(
+            "No row of %d has a score in %r (%d with an error status, %d NaN/null): every row "
+            "failed to score, so nothing is kept. See the %s column for the reasons and re-score.",
+            n_rows, column, n_errors, n_nan, status_column or "status")
+    elif n_errors or n_nan:
         logger.warning(
             "%d of %d rows are never selected: %d with an error status (%s), %d with a NaN/null "
             "score in %r.", n_errors + n_nan, n_rows, n_errors, status_column, n_nan, column,
@@ -363,8 +437,9 @@ def select_random(
     else:
         ratio = _check_ratio(DEFAULT_RATIO if ratio is None else ratio)
         size, rule = int(n_rows * ratio), "random_ratio"
-    if not isinstance(seed, Integral) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r} is invalid: expected an integer.")
+    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(
+            f"seed={seed!r} is invalid: expected a whole number >= 0, e.g. seed=0 (CLI: --seed 0).")
     keep = np.sort(np.random.default_rng(int(seed)).choice(n_rows, size=size, replace=False))
     record = {
         "method": "random", "rule": rule,
@@ -415,7 +490,7 @@ def fuse_models(
 ) -> "Dataset":
     """SelectIT's model level: a weighted sum of several models' sentence-level scores.
 
-    ``S_model = sum_m w_m * S_sent_m`` (METHOD.md section 4). A NaN in any model gives NaN.
+    ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4). A NaN in any model gives NaN.
     Adds `output` and its status column (:func:`status_column_for`, default
     ``selectit_model_status``): ``"error: <column>: <reason>"`` when a model's status is an
     error (the first such model), ``"error: no score in <column>"`` for a NaN score,

@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -139,7 +138,7 @@ def build_random_model(name: str, dtype: str, device: str, attn_implementation: 
     """A random-weight model of `name`'s shape (RANDOM_CONFIGS) on `device`, with the embedded tokenizer.
 
     Built directly on the device in `dtype` (no download, no files): the values do not change
-    the throughput. Returns (model, tokenizer).
+    the throughput. Returns (model, tokenizer), handed to the scorer in memory.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -164,13 +163,6 @@ def build_random_model(name: str, dtype: str, device: str, attn_implementation: 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
-
-
-def save_random_model(model: Any, tokenizer: Any, out_dir: str) -> str:
-    """Write a built random model to `out_dir` (for scorers that take a path only)."""
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
 
 
 def _torch_dtype(dtype: str) -> Any:
@@ -345,17 +337,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     if device == "cuda":
         device = "cuda:0"
     dtype, model_kwargs = model_options(args)
-    tmp = None
     model_id = args.model
+    built = None
     if args.random_init:
-        built, built_tok = build_random_model(args.random_init, dtype, device, model_kwargs.get("attn_implementation"))
-        tmp = tempfile.TemporaryDirectory(prefix="selectit-bench-")
-        model_id = save_random_model(built, built_tok, tmp.name)
-        del built, built_tok
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        if set(model_kwargs) - {"attn_implementation"}:
+            raise SystemExit("--random-init builds the model in memory on --device: only "
+                             "attn_implementation applies from --model-kwargs.")
+        # Handed to the scorer in memory (nothing written to disk, even for 8B).
+        built = build_random_model(args.random_init, dtype, device, model_kwargs.get("attn_implementation"))
 
     def make_scorer(budget: Optional[int]) -> Any:
+        if built is not None:
+            return SelectITScorer(model=built[0], tokenizer=built[1], prompts=args.prompts,
+                                  max_batch_tokens=budget)
         config = ScorerConfig(model=model_id, prompts=args.prompts, dtype=dtype, device=device,
                               max_batch_tokens=budget, model_kwargs=model_kwargs or None)
         return SelectITScorer.from_config(config)
@@ -365,8 +359,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     scorer = make_scorer(budgets[0])
     # Warm-up: loads the model and tokenizer (not timed) and runs the kernels once.
     scorer(_slice(batch, 0, 2))
-    # The per-process model cache hands back the very object the scorer uses: same weights.
-    model, tokenizer = load_model_and_tokenizer(scorer.config, device)
+    # The per-process model cache (or the model in memory) is the very object the scorer uses.
+    model, tokenizer = built if built is not None else load_model_and_tokenizer(scorer.config, device)
+    device = str(scorer.engine.state().device)  # inputs of the reference go where the scorer's go
     rating_ids = list(scorer.info()["rating_tokens"]["ids"])
     alpha, normalization = scorer.config.alpha, scorer.config.normalization
     prompts = resolve_prompts(args.prompts)
@@ -445,8 +440,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     _print(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 

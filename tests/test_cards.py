@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datasets import Dataset
 from huggingface_hub import DatasetCard
 
 from hf_selectit import cards
@@ -52,7 +54,7 @@ def test_card_yaml_and_body(tmp_path):
                        card_data={"license": "mit", "pretty_name": "Selective Demo", "tags": ["alpaca"],
                                   "reproduce_command": "hf-selectit run demo.yaml"})
     meta = _yaml(card)
-    assert meta["license"] == "mit" and meta["language"] == ["en"] and meta["pretty_name"] == "Selective Demo"
+    assert meta["license"] == "mit" and "language" not in meta and meta["pretty_name"] == "Selective Demo"
     assert meta["task_categories"] == ["text-generation"] and meta["size_categories"] == ["n<1K"]
     assert meta["tags"] == ["selectit", "data-selection", "instruction-tuning", "alpaca"]
     assert meta["configs"] == [
@@ -67,8 +69,8 @@ def test_card_yaml_and_body(tmp_path):
     assert selection_report(scored, subset).to_markdown().strip() in body
     assert "![Score histogram: all rows vs kept rows](selectit_histogram.png)" in body
     assert "| `v1.0` |" in body and "| `v0.9` | 2024-01-01 | 3 |" in body
-    assert 'load_dataset("me/Selective-Demo", revision="v1.0", split="train")' in body
-    assert 'load_dataset("me/Selective-Demo", "scores", revision="v1.0", split="train")' in body
+    assert "load_dataset('me/Selective-Demo', revision='v1.0', split='train')" in body
+    assert "load_dataset('me/Selective-Demo', 'scores', revision='v1.0', split='train')" in body
     assert "title     = {SelectIT: Selective Instruction Tuning for LLMs via Uncertainty-Aware Self-Reflection}" in body
     assert "Liu, Liangxin and Liu, Xuebo and Wong, Derek F. and Li, Dongfang and Wang, Ziyi and Hu, Baotian and Zhang, Min" in body
     assert "NeurIPS" in body and "2402.16705" in body
@@ -76,7 +78,7 @@ def test_card_yaml_and_body(tmp_path):
     assert "hf-selectit run demo.yaml" in body
     assert "SelectITScorer('tiny/random-llama', revision='0123abcd', prompts=3" in body
     assert "select_top(ds, ratio=0.25, column='selectit_sentence_score', order='original')" in body
-    assert "| `selectit_` | `tiny/random-llama` | `0123abcd` | 1,234,567 |" in body
+    assert "| `selectit_` | SelectIT | `tiny/random-llama` | `0123abcd` | 1,234,567 |" in body
     assert "**alpha** (uncertainty weight" in body and ": 0.2" in body
     assert "1. prompt one" in body and "kept 5 of 20 rows" in body
 
@@ -107,7 +109,7 @@ def test_license_from_source_card_or_user_or_error(tmp_path, caplog):
     meta = _yaml(card)
     assert meta["license"] == "cc-by-nc-4.0" and meta["language"] == ["en", "zh"]
     assert meta["source_datasets"] == [str(src)]
-    assert f"taken from the card of {src}" in card.text
+    assert cards.md_text(f"taken from the card of {src}") in card.text
 
     with caplog.at_level(logging.WARNING, logger="hf_selectit.cards"):
         card, _ = _card(subset, source=str(src), card_data={"license": "mit"})
@@ -130,20 +132,69 @@ def test_configs_in_card_data_are_ignored(caplog):
     assert "ignored" in caplog.text
 
 
+def _pixels(path):
+    from matplotlib.image import imread
+
+    image = imread(path)
+    return image, {tuple((image[y, x, :3] * 255).round().astype(int))
+                   for y in range(0, image.shape[0]) for x in range(0, image.shape[1], 2)}
+
+
+def _near(pixels, hex_colour, tol=12):
+    target = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return any(all(abs(int(p) - t) <= tol for p, t in zip(px, target)) for px in pixels)
+
+
 def test_histogram_png(tmp_path):
     import matplotlib
-    from matplotlib.image import imread
+
+    from hf_selectit import plots
 
     backend = matplotlib.get_backend()
     path = score_histogram(all_scores=[0.5, 1.0, math.nan, None, 4.0, 4.5], kept_scores=[4.0, 4.5],
-                           path=tmp_path / "h.png")
-    image = imread(path)
+                           path=tmp_path / "h.png", cutoff=4.0)
+    image, pixels = _pixels(path)
     assert image.shape[:2] == (400, 700)
-    # Two colours of bars were drawn (grey for all rows, orange for kept rows).
-    pixels = {tuple((image[y, x, :3] * 255).round().astype(int)) for y in range(0, 400, 2) for x in range(0, 700, 2)}
-    assert (0x9a, 0xa5, 0xb1) in pixels
-    assert any(r > 200 and g < 120 and b < 60 for r, g, b in pixels)
+    # Filled kept bars, the all-rows outline drawn over them, and the dashed cut-off line.
+    assert _near(pixels, plots.KEPT_COLOR) and _near(pixels, plots.ALL_COLOR)
+    assert _near(pixels, plots.CUTOFF_COLOR)
     assert matplotlib.get_backend() == backend        # the user's pyplot backend is untouched
+
+    no_cut = score_histogram(all_scores=[0.5, 1.0], kept_scores=[1.0], path=tmp_path / "n.png")
+    assert not _near(_pixels(no_cut)[1], plots.CUTOFF_COLOR)
+
+
+def test_histogram_counts_whole_rows_and_shows_every_bar():
+    """Few rows: integer ticks only; the all-rows series is an outline drawn above the kept bars
+    (kept bars used to hide the all-rows bars wherever every row of a bin was kept)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from hf_selectit.plots import plot_scores
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    plot_scores(ax, all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], bins=3, cutoff=3.0)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    kept_bars = [p for p in ax.patches if p.get_label() != "all rows (3)" and p.get_fill()]
+    outline = [p for p in ax.patches if not p.get_fill()]
+    assert outline and all(o.get_zorder() > b.get_zorder() for o in outline for b in kept_bars)
+    assert [line.get_xdata()[0] for line in ax.lines] == [3.0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+        "all rows (3)", "kept rows (1)", "selection cut-off (3)"]
+
+
+def test_selection_cutoff():
+    from hf_selectit.plots import selection_cutoff
+
+    assert selection_cutoff({"rule": "top_ratio"}, [3.0, None, 2.5, float("nan")]) == 2.5
+    assert selection_cutoff({"rule": "threshold", "threshold": 1.5}, [2.0]) == 1.5
+    assert selection_cutoff({"rule": "top_k", "by": "src"}, [2.0]) is None
+    assert selection_cutoff({"method": "random", "rule": "random_k"}, [2.0]) is None
+    assert selection_cutoff(None, [2.0]) is None
 
 
 def test_template_ships_in_a_normal_install(tmp_path):
@@ -164,3 +215,229 @@ def test_template_ships_in_a_normal_install(tmp_path):
     assert out[0] == str(target / "hf_selectit" / "cards.py")
     assert out[1] == str(target / "hf_selectit" / "dataset_cards" / "selective_dataset.md")
     assert out[2] == "1"
+
+
+# --- what a reader needs: columns, samples, fusion, prompts, features, language ---------------
+
+
+def _code_blocks(text: str, lang: str) -> list[str]:
+    import re
+
+    return [m.group(2) for m in re.finditer(r"^(`{3,})" + lang + r"\n(.*?)\n\1$", text, re.S | re.M)]
+
+
+def test_column_dictionary_samples_and_features():
+    scored = make_scored(20)
+    subset = select_top(scored, ratio=0.25)
+    card, _ = _card(subset, scored)
+    body = card.text
+    assert "## Columns added by hf-selectit" in body
+    for name, kind in [("selectit_token_scores", "list[float64]"), ("selectit_sentence_score", "float64"),
+                       ("selectit_uncertainty", "float64"), ("selectit_status", "string")]:
+        assert f"| `{name}` | `{kind}` | " in body
+    assert "| `instruction` |" not in body                       # the source's own columns are not "added"
+    assert "S_sent = mean(S_token) / (1 + alpha x std(S_token))" in body
+    # One sample record per config, as JSON that parses.
+    samples = [json.loads(b) for b in _code_blocks(body, "json")]
+    assert [s["instruction"] for s in samples] == [subset[0]["instruction"], scored[0]["instruction"]]
+    # dataset_info carries the features of both configs.
+    info = {entry["config_name"]: entry for entry in _yaml(card)["dataset_info"]} if _yaml(card).get("dataset_info") else {}
+    assert info == {}  # _card passes no dataset_info; publish does (next test)
+
+
+def test_published_card_has_features_in_dataset_info(tmp_path):
+    from hf_selectit.publish import publish
+
+    scored = make_scored(20)
+    publish(select_top(scored, ratio=0.25), tmp_path / "out", version="v1", scored=scored,
+            card_data={"license": "mit"})
+    meta = yaml.safe_load((tmp_path / "out" / "README.md").read_text().split("---\n")[1])
+    info = {entry["config_name"]: entry for entry in meta["dataset_info"]}
+    assert set(info) == {"default", "scores"}
+    features = {f["name"]: f for f in info["default"]["features"]}
+    assert features["selectit_sentence_score"] == {"name": "selectit_sentence_score", "dtype": "float64"}
+    assert features["selectit_token_scores"] == {"name": "selectit_token_scores", "list": "float64"}
+    assert info["scores"]["splits"] == [{"name": "train", "num_bytes": info["scores"]["dataset_size"],
+                                         "num_examples": 20}]
+
+
+def test_long_sample_values_are_shortened():
+    ds = make_scored(4)
+    ds = ds.map(lambda r: {"output": "x" * 5000, "selectit_token_scores": [1.0 / 3] * 40})
+    text = cards.sample_record(ds)
+    row = json.loads(text)
+    assert len(row["output"]) < 200 and row["output"].endswith("\u2026")
+    assert row["selectit_token_scores"][:2] == [0.3333, 0.3333] and row["selectit_token_scores"][-1] == "\u2026 34 more"
+    assert len(text) < 1500
+    nan_row = Dataset.from_dict({"s": [float("nan")]})
+    assert json.loads(cards.sample_record(nan_row)) == {"s": None}
+
+
+def test_fusion_weights_and_prompts_per_scorer():
+    from hf_selectit import fuse_models
+    from hf_selectit.metadata import attach_scorer_info
+
+    scored = make_scored(20)
+    scored = scored.add_column("selectit_b_sentence_score", scored["selectit_sentence_score"])
+    scored = scored.add_column("selectit_b_status", scored["selectit_status"])
+    scored = attach_scorer_info(scored, {
+        "column_prefix": "selectit_b_", "model_id": "tiny/other", "parameter_count": 3_000_000,
+        "prompts": ["other prompt"], "alpha": 0.3, "normalization": "paper",
+        "output_columns": ["selectit_b_sentence_score", "selectit_b_status"]})
+    fused = fuse_models(scored, columns=["selectit_sentence_score", "selectit_b_sentence_score"])
+    subset = select_top(fused, ratio=0.25, column="selectit_model_score")
+    card, prov = _card(subset, fused)
+    body = card.text
+    assert "### Fusion weights of `selectit_model_score`" in body
+    w = 1_234_567 / (1_234_567 + 3_000_000)
+    assert f"| `selectit_sentence_score` | 1,234,567 | {w:.6g} |" in body
+    assert f"| `selectit_b_sentence_score` | 3,000,000 | {1 - w:.6g} |" in body
+    assert "| `selectit_model_score` | `float64` | S_model" in body and "| `selectit_model_status` |" in body
+    # Different prompts per scorer: one numbered list each, never a Python dict.
+    assert "Rating prompts of `selectit_`:\n\n1. prompt one\n2. prompt two\n3. prompt three" in body
+    assert "Rating prompts of `selectit_b_`:\n\n1. other prompt" in body
+    assert "{'" not in body and "**alpha** (uncertainty weight, sentence score = mean / (1 + alpha * std)): " \
+        "`selectit_`: 0.2; `selectit_b_`: 0.3" in body
+    assert "ds = fuse_models(ds, columns=['selectit_sentence_score', 'selectit_b_sentence_score'], " \
+        "params=[1234567.0, 3000000.0], output='selectit_model_score')" in body
+
+
+def test_language_comes_from_the_source_card_only(tmp_path, caplog):
+    subset = select_top(make_scored(10), k=2)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "README.md").write_text("---\nlicense: mit\nlanguage:\n- de\n---\n# source\n")
+    card, _ = _card(subset, source=str(src), card_data=None)
+    assert _yaml(card)["language"] == ["de"] and "**Language:** `de`" in card.text
+    card, _ = _card(subset, source=str(src), card_data={"language": "fr"})
+    assert _yaml(card)["language"] == ["fr"]
+    with caplog.at_level(logging.INFO, logger="hf_selectit.cards"):
+        card, _ = _card(subset)
+    assert "language" not in _yaml(card) and "not stated" in card.text
+    assert "card_data={'language'" in caplog.text
+
+
+@pytest.mark.parametrize("key, value", [("dataset_info", {"features": []}), ("configs", [{"config_name": "x"}]),
+                                        ("size_categories", ["1M<n<10M"])])
+def test_computed_header_fields_cannot_be_overwritten(caplog, key, value):
+    subset = select_top(make_scored(10), k=2)
+    with caplog.at_level(logging.WARNING, logger="hf_selectit.cards"):
+        card, _ = _card(subset, card_data={"license": "mit", key: value},
+                        dataset_info=[cards.split_info("default", subset, download_size=1)])
+    meta = _yaml(card)
+    assert meta["configs"][0]["config_name"] == "default"
+    assert meta["size_categories"] == ["n<1K"]
+    assert meta["dataset_info"][0]["splits"][0]["num_examples"] == 2
+    assert f"card_data['{key}'] is ignored" in caplog.text
+
+
+def test_user_tags_and_sources_are_added_not_replacing():
+    subset = select_top(make_scored(10), k=2)
+    card, _ = _card(subset, source="org/source", card_data={
+        "license": "mit", "tags": "extra", "source_datasets": ["org/other"]})
+    meta = _yaml(card)
+    assert meta["tags"] == ["selectit", "data-selection", "instruction-tuning", "extra"]
+    assert meta["source_datasets"] == ["org/source", "org/other"]
+
+
+HOSTILE = [
+    "me/it's",
+    'me/say "hi"',
+    "me/back\\slash",
+    "me/```fence",
+    "./dir with 'quote' and \"double\"",
+]
+
+
+@pytest.mark.parametrize("repo_id", HOSTILE)
+@pytest.mark.parametrize("is_local", [False, True])
+def test_user_strings_are_escaped_for_each_context(repo_id, is_local):
+    scored = make_scored(10)
+    subset = select_top(scored, k=2)
+    pretty = "<script>alert('x')</script> *b* | [l](u) `c`"
+    card, _ = _card(subset, scored, is_local=is_local,
+                    card_data={"license": "mit", "pretty_name": pretty,
+                               "reproduce_command": "hf-selectit run 'a b.yaml' # ```"})
+    card = cards.build_card(subset, repo_id=repo_id, version="v1.0",
+                            provenance=build_provenance(subset, version="v1.0", scored=scored,
+                                                        source="org/src'x"),
+                            scored=scored, is_local=is_local,
+                            card_data={"license": "mit", "pretty_name": pretty,
+                                       "reproduce_command": "hf-selectit run 'a b.yaml' # ```"})
+    text = str(card)
+    # YAML header: round-trips exactly.
+    assert _yaml(card)["pretty_name"] == pretty
+    assert DatasetCard(text).data.pretty_name == pretty
+    body = card.text
+    assert "<script>" not in body and "&lt;script&gt;" in body
+    # Every Python block compiles, and names the repo exactly.
+    blocks = _code_blocks(body, "python")
+    assert len(blocks) == 2
+    for block in blocks:
+        compile(block, "<card>", "exec")
+    namespace = {}
+    usage = blocks[0].replace("from datasets import load_dataset", "")
+    exec(usage, {"load_dataset": lambda *a, **k: namespace.setdefault("args", a)})
+    assert namespace["args"][0] == repo_id
+    # Fences are longer than any backtick run inside.
+    assert "hf-selectit run 'a b.yaml' # ```" in _code_blocks(body, "bash")[0]
+
+
+def test_run_config_is_uploaded_and_reproduced(tmp_path):
+    from hf_selectit.publish import publish
+
+    config = tmp_path / "job.yaml"
+    config.write_text("# my run\ninput: data.jsonl\nselect: {ratio: 0.2}\n")
+    scored = make_scored(10)
+    target = tmp_path / "out"
+    result = publish(select_top(scored, k=2), target, version="v1", scored=scored,
+                     card_data={"license": "mit"}, run_config=config)
+    assert "selectit_run.yaml" in result.files
+    assert (target / "selectit_run.yaml").read_text() == config.read_text()
+    body = (target / "README.md").read_text()
+    assert f"hf-selectit run {target}/selectit_run.yaml" in body
+    assert "- `selectit_run.yaml`: the `hf-selectit run` configuration" in body
+    # A later version without a run config removes the stale one.
+    publish(select_top(scored, k=3), target, version="v2", scored=scored, card_data={"license": "mit"},
+            run_config={"input": "other.jsonl"})
+    assert yaml.safe_load((target / "selectit_run.yaml").read_text()) == {"input": "other.jsonl"}
+    publish(select_top(scored, k=3), target, version="v3", card_data={"license": "mit"})
+    assert not (target / "selectit_run.yaml").exists()
+    with pytest.raises(ConfigError, match="is not a file"):
+        publish(select_top(scored, k=3), tmp_path / "y", version="v1", card_data={"license": "mit"},
+                run_config=tmp_path / "missing.yaml")
+    assert not (tmp_path / "y").exists()
+
+
+def test_hub_card_reproduce_downloads_the_run_config():
+    lines = cards.reproduce_run_config("me/it's", "v1.0", filename="selectit_run.yaml", is_local=False)
+    assert lines.splitlines() == [
+        "hf download 'me/it'\"'\"'s' selectit_run.yaml --repo-type dataset --revision v1.0 --local-dir .",
+        "hf-selectit run selectit_run.yaml"]
+
+
+def test_other_methods_columns_and_reproduce_snippet():
+    from hf_selectit.config import AlpaGasusConfig
+    from hf_selectit.metadata import attach_scorer_info
+
+    scored = make_scored(10)
+    scored = scored.add_column("alpagasus_score", [float(i % 6) for i in range(10)])
+    scored = scored.add_column("alpagasus_rating_mass", [0.9] * 10)
+    scored = scored.add_column("alpagasus_status", ["ok"] * 10)
+    options = {f: getattr(AlpaGasusConfig(), f) for f in AlpaGasusConfig.__dataclass_fields__}
+    options.update(model="org/judge", max_length=512)
+    scored = attach_scorer_info(scored, {
+        "column_prefix": "alpagasus_", "method": "alpagasus", "model": "org/judge",
+        "parameter_count": 7, "options": options,
+        "output_columns": ["alpagasus_score", "alpagasus_rating_mass", "alpagasus_status"]})
+    subset = select_top(scored, threshold=4.5, column="alpagasus_score")
+    card, _ = _card(subset, scored)
+    body = card.text
+    assert "| `alpagasus_` | AlpaGasus | `org/judge` |" in body
+    assert "| `alpagasus_score` | `float64` | AlpaGasus rating with a local judge" in body
+    assert "| `alpagasus_rating_mass` | `float64` | Full-vocabulary next-token probability" in body
+    snippet = _code_blocks(body, "python")[1]
+    compile(snippet, "<card>", "exec")
+    assert "from hf_selectit import AlpaGasusScorer, SelectITScorer, fuse_models, publish, select_top" in snippet
+    assert "ds = ds.map(AlpaGasusScorer('org/judge', max_length=512, column_prefix='alpagasus_'), batched=True)" in snippet
+    assert "select_top(ds, threshold=4.5, column='alpagasus_score', order='original')" in snippet

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from collections import Counter
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
@@ -37,13 +36,19 @@ def test_demo_command_on_the_embedded_model(tmp_path):
     published as a dataset folder with its card, loadable with `load_dataset(folder)`."""
     import datasets
 
+    from hf_selectit.models import cache_dir
+
     out = tmp_path / "selective-demo"
     summary = tmp_path / "summary.json"
-    console = Path(sys.executable).with_name("hf-selectit")
-    run = subprocess.run([str(console), "demo", "--limit", "10", "--output", str(out),
-                          "--summary-json", str(summary), "--work-dir", str(tmp_path / "work")],
+    cache_work = cache_dir() / "work"
+    before = sorted(cache_work.rglob("*")) if cache_work.exists() else []
+    run = subprocess.run([sys.executable, "-m", "hf_selectit.cli", "demo", "--limit", "10", "--output",
+                          str(out), "--summary-json", str(summary)],
                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    # No checkpoints left behind: not beside the output, not in the user cache.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["selective-demo", "summary.json"]
+    assert (sorted(cache_work.rglob("*")) if cache_work.exists() else []) == before
     assert f'load_dataset("{out}", split="train")' in run.stdout
     assert "kept by kind" in run.stdout
     numbers = json.loads(summary.read_text())

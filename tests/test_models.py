@@ -404,3 +404,166 @@ def test_benchmark_random_init_smoke_on_cpu(tmp_path):
     assert result["speed_ratio"] > 0 and result["scorer"]["status_not_ok"] == 0
     for text in ("tokens/s", "rows/s", "MFU", "peak mem", "speed ratio"):
         assert text in proc.stdout
+
+
+# --- the engine with model_kwargs and models in memory --------------------------------------
+
+
+def _loaded(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_scorer_takes_model_kwargs_and_a_model_in_memory(tiny_model_dir):
+    plain = _scores(SelectITScorer(str(tiny_model_dir)))
+    sharded = _scores(SelectITScorer(str(tiny_model_dir), model_kwargs={"device_map": "auto"}))
+    model, tok = _loaded(tiny_model_dir)
+    in_memory = SelectITScorer(model=model, tokenizer=tok)
+    got = _scores(in_memory)
+    for other in (sharded, got):
+        np.testing.assert_allclose(other[0], plain[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(other[1], plain[1], rtol=0, atol=1e-5)
+    info = in_memory.info()
+    assert info["model"] == str(tiny_model_dir) and info["model_in_memory"]["class"] == "LlamaForCausalLM"
+    assert in_memory.engine.state().model is model  # used as it is: not copied, not reloaded
+
+
+def test_model_in_memory_refuses_loading_options_and_a_lone_tokenizer(tiny_model_dir):
+    model, tok = _loaded(tiny_model_dir)
+    with pytest.raises(ConfigError, match="model_kwargs"):
+        SelectITScorer(model=model, tokenizer=tok, model_kwargs={"attn_implementation": "sdpa"})
+    with pytest.raises(ConfigError, match="dtype"):
+        SelectITScorer(model=model, tokenizer=tok, dtype="bfloat16")
+    with pytest.raises(ConfigError, match="tokenizer"):
+        SelectITScorer(model=model)
+    with pytest.raises(ConfigError, match="model object"):
+        SelectITScorer(str(tiny_model_dir), tokenizer=tok)
+    from hf_selectit import selectit_score
+
+    with pytest.raises(ConfigError, match="SelectITScorer\\(model=my_model"):
+        selectit_score({"instruction": ["a"], "output": ["b"]}, model=model)
+
+
+def test_model_in_memory_with_num_proc_is_refused_with_the_fix(tiny_model_dir):
+    model, tok = _loaded(tiny_model_dir)
+    ds = Dataset.from_dict(ROWS)
+    with pytest.raises(ConfigError) as err:
+        ds.map(SelectITScorer(model=model, tokenizer=tok), batched=True, batch_size=2, num_proc=2)
+    message = str(err.value)
+    assert "num_proc" in message and "save_pretrained" in message and "pass a path" in message.lower()
+
+
+def test_device_map_with_rank_or_num_proc_is_refused_with_the_explanation(tiny_model_dir):
+    scorer = SelectITScorer(str(tiny_model_dir), model_kwargs={"device_map": {"": "cpu"}})
+    ds = Dataset.from_dict(ROWS)
+    with pytest.raises(ConfigError) as err:
+        ds.map(scorer, batched=True, batch_size=2, num_proc=2)
+    assert "one process per device" in str(err.value) and "num_proc=None" in str(err.value)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        scorer(ROWS, rank=1)
+    # with_rank in one process passes rank=None: allowed.
+    out = ds.map(scorer, batched=True, with_rank=True, load_from_cache_file=False)
+    assert all(s == "ok" for s in out["selectit_status"])
+
+
+def test_fingerprint_holds_numeric_kwargs_only_and_never_weights(tiny_model_dir):
+    from datasets.fingerprint import Hasher
+
+    path = str(tiny_model_dir)
+    base = Hasher.hash(SelectITScorer(path))
+    assert Hasher.hash(SelectITScorer(path, model_kwargs={"device_map": "auto", "max_memory": {"cpu": "1GiB"},
+                                                           "low_cpu_mem_usage": True, "token": SECRET})) == base
+    sdpa = Hasher.hash(SelectITScorer(path, model_kwargs={"attn_implementation": "sdpa"}))
+    eager = Hasher.hash(SelectITScorer(path, model_kwargs={"attn_implementation": "eager"}))
+    assert len({base, sdpa, eager}) == 3
+    model, tok = _loaded(tiny_model_dir)
+    first = Hasher.hash(SelectITScorer(model=model, tokenizer=tok))
+    with torch.no_grad():
+        next(model.parameters()).mul_(2.0)
+    assert Hasher.hash(SelectITScorer(model=model, tokenizer=tok)) == first  # weights are not read
+    assert Hasher.hash(SelectITScorer(model=model.to(torch.bfloat16), tokenizer=tok)) != first
+
+
+def test_provenance_records_numeric_kwargs_and_never_the_token(tiny_model_dir):
+    scorer = SelectITScorer(str(tiny_model_dir), model_kwargs={
+        "attn_implementation": "eager", "device_map": {"": "cpu"}, "token": SECRET})
+    info = scorer.info()
+    assert info["options"]["model_kwargs"] == {"attn_implementation": "eager"}
+    text = json.dumps(info, default=str)
+    assert SECRET not in text and "device_map" not in text
+
+
+def test_cli_model_kwargs_reach_the_model_and_provenance(tiny_model_dir, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    from hf_selectit import cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"instruction": i, "input": "", "output": o}) + "\n"
+                            for i, o in zip(ROWS["instruction"], ROWS["output"])))
+    out = tmp_path / "scored"
+    kwargs = '{"attn_implementation": "eager", "device_map": {"": "cpu"}}'
+    assert cli.main(["score", str(data), "--output", str(out), "--model", str(tiny_model_dir),
+                     "--model-kwargs", kwargs]) == 0
+    scored = load_from_disk(str(out))
+    assert all(s == "ok" for s in scored["selectit_status"])
+    assert '"attn_implementation": "eager"' in scored.info.description
+    assert "device_map" not in scored.info.description
+    code = cli.main(["score", str(data), "--output", str(tmp_path / "again"), "--model", str(tiny_model_dir),
+                     "--model-kwargs", kwargs, "--num-proc", "2"])
+    assert code == 2 and "one process per device" in capsys.readouterr().err
+
+
+def test_selective_alpaca_config_places_the_70b_model_with_a_device_map():
+    from hf_selectit.pipeline import load_pipeline_config
+
+    config = load_pipeline_config(str(Path(__file__).resolve().parents[1] / "configs" / "selective_alpaca.yaml"))
+    by_name = {m.model: m for m in config.models}
+    assert by_name["meta-llama/Llama-2-70b-hf"].model_kwargs == {"attn_implementation": "sdpa", "device_map": "auto"}
+    for small in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf"):
+        assert by_name[small].model_kwargs == {"attn_implementation": "sdpa"}
+        assert by_name[small].dtype == "bfloat16"
+    assert config.run.num_proc is None  # a device_map model cannot share a num_proc > 1 run
+
+
+@pytest.mark.parametrize("name", ["AlpaGasusScorer", "DeitaScorer"])
+def test_every_method_takes_model_kwargs_and_a_model_in_memory(tiny_model_dir, name):
+    import hf_selectit
+
+    from tests.tiny_lm import CHAT_TEMPLATE
+
+    cls = getattr(hf_selectit, name)
+    extra = {"chat_template": CHAT_TEMPLATE} if name == "AlpaGasusScorer" else {}
+    ds = Dataset.from_dict(ROWS)
+    by_path = ds.map(cls(str(tiny_model_dir), **extra), batched=True, load_from_cache_file=False)
+    sharded = ds.map(cls(str(tiny_model_dir), model_kwargs={"device_map": {"": "cpu"}}, **extra),
+                     batched=True, load_from_cache_file=False)
+    model, tok = _loaded(tiny_model_dir)
+    in_memory = cls(model=model, tokenizer=tok, **extra)
+    got = ds.map(in_memory, batched=True, load_from_cache_file=False)
+    score = next(c for c in by_path.column_names if c.endswith("_score") or c.endswith("_rating"))
+    for other in (sharded, got):
+        np.testing.assert_allclose(np.array(other[score], dtype=float), np.array(by_path[score], dtype=float),
+                                   rtol=0, atol=1e-5, equal_nan=True)
+    with pytest.raises(ConfigError, match="num_proc"):
+        pickle.dumps(in_memory)
+    with pytest.raises(ConfigError, match="accepted|Accepted"):
+        cls(str(tiny_model_dir), model_kwargs={"flash": True}, **extra)
+
+
+def test_run_refuses_a_device_map_model_with_num_proc_before_scoring_any(tiny_model_dir, tmp_path, capsys):
+    from hf_selectit import cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"instruction": i, "input": "", "output": o}) + "\n"
+                            for i, o in zip(ROWS["instruction"], ROWS["output"])))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input: {data}\noutput: {tmp_path / 'scored'}\nnum_proc: 2\n"
+        f"models:\n  - {{model: {tiny_model_dir}, column_prefix: a_}}\n"
+        f"  - {{model: {tiny_model_dir}, column_prefix: b_, model_kwargs: {{device_map: auto}}}}\n"
+    )
+    assert cli.main(["run", str(config)]) == 2
+    assert "num_proc=2" in capsys.readouterr().err
+    assert not list(tmp_path.glob("scored*/**/shard-*"))  # the first model was not scored either

@@ -87,7 +87,7 @@ def test_two_versions_load_by_revision_with_card_and_scores(hub):
     assert data["size_categories"] == ["n<1K"] and data["task_categories"] == ["text-generation"]
     body = card.text
     assert "![Score histogram" in body and "selectit_histogram.png" in body
-    assert f'load_dataset("{repo}", revision="v1.1", split="train")' in body
+    assert f"load_dataset('{repo}', revision='v1.1', split='train')" in body
     assert "| `v1.0` |" in body and "| `v1.1` |" in body            # changelog from the tags
     assert "2402.16705" in body and "Wong, Derek F." in body
     assert "hf-selectit run demo.yaml" in body and "best first" in body
@@ -208,7 +208,7 @@ def test_missing_license_and_bad_version_create_nothing(hub):
     with pytest.raises(ConfigError, match="license"):
         publish(make_scored(4), repo, version="v1")
     with pytest.raises(ConfigError, match="v1.2.3"):
-        publish(make_scored(4), repo, version="1.0", card_data={"license": "mit"})
+        publish(make_scored(4), repo, version="v1.0\n", card_data={"license": "mit"})
     assert not HfApi(token=hub.token).repo_exists(repo, repo_type="dataset")
 
 

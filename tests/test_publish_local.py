@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import yaml
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard
 
@@ -97,7 +98,8 @@ def test_versions_refused_replaced_and_recorded(tmp_path):
     assert load_dataset(str(target), split="train").num_rows == 10
     # v1.1 had no scored dataset: the old scores/ config must not survive into it.
     assert not (target / "scores").exists()
-    assert "scores" not in (target / "README.md").read_text().split("---")[1]
+    header = yaml.safe_load((target / "README.md").read_text().split("---")[1])
+    assert [c["config_name"] for c in header["configs"]] == ["default"]
 
     with pytest.raises(VersionExistsError) as info:
         publish(select_top(scored, k=2), target, version="v1.1", card_data={"license": "mit"})
@@ -116,7 +118,8 @@ def test_versions_refused_replaced_and_recorded(tmp_path):
         ["README.md", "data", "selectit.json", "selectit_histogram.png"])
 
 
-@pytest.mark.parametrize("bad", ["1.0", "v1.2.3.4", "v", "V1", "v1.x", "latest", "v1.0-rc1", None])
+@pytest.mark.parametrize("bad", ["v1.2.3.4", "v", "V1", "v1.x", "latest", "v1.0-rc1", None, "v1.0\n",
+                                 " v1", "v1 .0", "v\uff11", "v1.\u0661", "vv1", "", 1.0])
 def test_bad_versions_are_refused(tmp_path, bad):
     with pytest.raises(ConfigError, match="v1.2.3"):
         publish(make_scored(4), tmp_path / "x", version=bad, card_data={"license": "mit"})
@@ -176,6 +179,28 @@ def test_large_datasets_are_sharded_in_row_order(tmp_path, monkeypatch):
     assert data_files[-1].endswith(f"-of-{len(data_files):05d}.parquet")
     assert load_dataset(str(tmp_path / "big"), split="train")["instruction"] == subset["instruction"]
     assert load_dataset(str(tmp_path / "big"), "scores", split="train")["instruction"] == scored["instruction"]
+
+
+def test_version_without_v_is_published_as_its_v_tag(tmp_path):
+    from hf_selectit.publish import check_version
+
+    assert check_version("1.2") == "v1.2" and check_version("v1.2.3") == "v1.2.3"
+    result = publish(select_top(make_scored(10), k=2), tmp_path / "x", version="2",
+                     card_data={"license": "mit"})
+    assert result.version == "v2" and list_versions(tmp_path / "x") == ["v2"]
+
+
+def test_empty_subset_is_refused_before_writing(tmp_path):
+    scored = make_scored(10)
+    empty = select_top(scored, threshold=1e9)
+    assert empty.num_rows == 0
+    with pytest.raises(ConfigError, match="no rows.*threshold=1000000000.0.*nothing was written"):
+        publish(empty, tmp_path / "x", version="v1", scored=scored, card_data={"license": "mit"})
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="scored dataset .* has no rows"):
+        publish(select_top(scored, k=2), tmp_path / "x", version="v1", scored=scored.select([]),
+                card_data={"license": "mit"})
+    assert not (tmp_path / "x").exists()
 
 
 def _assert_previous_version_intact(target, subset, notes: str) -> None:

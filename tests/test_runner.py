@@ -127,7 +127,7 @@ def test_any_scorer_progress_per_micro_batch_and_resumed_labelled(tmp_path):
     again, stats2 = score_dataset(ds, CountingScorer(), run=run, work_dir=tmp_path / "w",
                                   on_progress=events.append)
     assert (stats2.rows_scored, stats2.rows_resumed, stats2.shards_resumed) == (0, 10, 3)
-    assert [e.kind for e in events] == ["plan", "resumed", "resumed", "resumed"]
+    assert [e.kind for e in events] == ["plan", "resumed", "resumed", "resumed", "merged"]
     assert events[0].rows == 0 and events[0].resumed == 10
     assert again["count_score"] == scored["count_score"]
 
@@ -147,8 +147,15 @@ def test_tqdm_bar_counts_scored_rows_and_labels_resumed(tmp_path):
     out = io.StringIO()
     bar = TqdmProgress(file=out)
     score_dataset(ds, CountingScorer(), run=run, work_dir=tmp_path / "w2", on_progress=bar)
-    assert bar.bar.total == 0 and "6 rows resumed from checkpoints" in out.getvalue()
-    bar.close()
+    text = out.getvalue()
+    assert "6 rows resumed from checkpoints" in text and "row/s" in text
+    assert bar.bar is None  # closed once the last model's pass was merged
+
+    out = io.StringIO()
+    bar = TqdmProgress(file=out)
+    score_dataset(ds, CountingScorer(factor=3.0), run=run, work_dir=tmp_path / "w2", on_progress=bar)
+    final = out.getvalue().split("\r")[-1]
+    assert "6/6" in final and "resumed" not in final
 
 
 # ------------------------------------------------------------------- checkpoints by content

@@ -1,18 +1,18 @@
-"""AlpaGasus rating with a local judge (Chen et al. 2023; METHOD.md 7.3).
+"""AlpaGasus rating with a local judge (Chen et al. 2023; docs/method.md 7.3).
 
 The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
 rating/chatgpt_rating.py) and parsed the first line of the answer. With a local judge the same
 two messages go through the judge's chat template with the generation prompt, and the
 distribution of the first reply token is read instead of sampling: P over the tokens "0".."5"
 (found from the tokenizer), renormalised over those six; `alpagasus_score = sum_k k * P_k`, with
-the argmax and the probability mass on the six digits beside it (METHOD.md 7.5: a mass far below
+the argmax and the probability mass on the six digits beside it (docs/method.md 7.5: a mass far below
 1 means the judge does not answer with a digit, and the renormalised score means little).
 
     >>> ds = ds.map(AlpaGasusScorer("Qwen/Qwen2.5-7B-Instruct"), batched=True)
     >>> kept = select_top(ds, column="alpagasus_score", threshold=4.5)       # the paper's cut
 
 `{instruction}` and `{input}` are the Alpaca columns; for schemas without an input (pairs, chats)
-`{input}` is empty and `{instruction}` is X of METHOD.md section 1 (`prompts.extract_fields`).
+`{input}` is empty and `{instruction}` is X of docs/method.md section 1 (`prompts.extract_fields`).
 A row too long for `max_length` loses the middle of its response first, then the tail of its
 instruction and input; the system message, the markers, the rating request and the chat
 template stay whole, and the row's status says "truncated".
@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import AlpaGasusConfig
 from ..engine import Item, LastTokenProbs
 from ..errors import ConfigError
-from .base import BaseScorer
+from .base import BaseScorer, split_model_argument
 
 OUTPUT_NAMES = ("score", "argmax", "rating_mass", "status")
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
@@ -105,8 +105,12 @@ class AlpaGasusScorer(BaseScorer):
         model: Hub id or local folder of an instruction-tuned causal LM with a chat template
             (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
             for trying things out).
+            Or a transformers model already in memory, with `tokenizer` (used as it is).
+        tokenizer: the tokenizer of a model passed in memory.
+        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
+            see `ScorerConfig.model_kwargs`).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, model_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "alpagasus_").
         chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
             whose tokenizer has none); None = the tokenizer's own.
@@ -128,8 +132,10 @@ class AlpaGasusScorer(BaseScorer):
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: Any = None,
         *,
+        tokenizer: Any = None,
+        model_kwargs: Optional[dict] = None,
         revision: Optional[str] = None,
         dtype: str = "auto",
         device: Optional[str] = None,
@@ -140,15 +146,14 @@ class AlpaGasusScorer(BaseScorer):
         column_prefix: str = "alpagasus_",
         chat_template: Optional[str] = None,
         trust_remote_code: bool = False,
-        model_kwargs: Optional[dict] = None,
     ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
         self._setup(AlpaGasusConfig(
-            model=None if model is None else str(model), revision=revision, dtype=dtype, device=device,
+            model=model_name, model_kwargs=model_kwargs, revision=revision, dtype=dtype, device=device,
             max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             chat_template=chat_template, trust_remote_code=trust_remote_code,
-            model_kwargs=dict(model_kwargs) if model_kwargs is not None else None,
-        ))
+        ), preloaded)
 
     # --- engine hooks ---
 

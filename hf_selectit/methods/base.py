@@ -6,12 +6,15 @@ values become columns (`_score`); the `Engine` (hf_selectit/engine.py) runs the 
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping as _MappingABC
 from dataclasses import asdict
 from typing import Any, Mapping, Optional, Sequence
 
 from ..engine import Engine, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
+from ..model_kwargs import numeric_model_kwargs
 
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
@@ -45,13 +48,18 @@ class BaseScorer:
         scorer._setup(cls.config_class(**asdict(config)))
         return scorer
 
-    def _setup(self, config: Any) -> None:
+    def _setup(self, config: Any, preloaded: Optional[tuple] = None) -> None:
         self.config = config
         if not isinstance(config.column_prefix, str):
             raise ConfigError(f"column_prefix={config.column_prefix!r} is invalid: expected a string.")
+        if preloaded is not None:
+            check_preloaded_options(config)
+        # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
+        self._preloaded = preloaded
         self._check_config()
         # Process-local runtime state; never pickled (see __reduce__).
         self.engine = self.engine_class(config, self)
+        self.engine.preloaded = preloaded
         register_hashing(type(self))
 
     def _check_config(self) -> None:
@@ -60,10 +68,26 @@ class BaseScorer:
     # --- pickling and fingerprinting ---
 
     def __reduce__(self):
+        self._check_sendable()
         return (_rebuild_scorer, (type(self), config_state(self.config)))
 
     def __getstate__(self) -> dict:
+        self._check_sendable()
         return config_state(self.config)
+
+    def _check_sendable(self) -> None:
+        """Refuse to be sent to another process (`num_proc` workers) when that cannot work.
+
+        A model object in memory cannot follow the config; a `device_map` (one model sharded over
+        this process's devices) and one process per device are two placements that exclude each other.
+        """
+        from ..model_kwargs import has_device_map
+        from ..models import preloaded_pickle_error, sharded_with_rank_error
+
+        if getattr(self, "_preloaded", None) is not None:
+            raise preloaded_pickle_error(self._preloaded[0])
+        if has_device_map(self.config.model_kwargs):
+            raise sharded_with_rank_error(self.config.model)
 
     def __setstate__(self, state: dict) -> None:
         self._setup(self.config_class(**{k: v for k, v in state.items() if k != "version"}))
@@ -72,8 +96,16 @@ class BaseScorer:
         state = config_state(self.config)
         for name in self.runtime_options:
             state.pop(name, None)
+        # Only the from_pretrained options that change the numbers; placement and token never.
+        state["model_kwargs"] = numeric_model_kwargs_text(self.config.model_kwargs)
+        if getattr(self, "_preloaded", None) is not None:
+            from ..models import model_identity
+
+            model_stamp: Any = repr(sorted(model_identity(*self._preloaded).items()))
+        else:
+            model_stamp = local_model_stamp(self.config.model)
         return (type(self).__module__, type(self).__qualname__, tuple(sorted(state.items(), key=lambda kv: kv[0])),
-                local_model_stamp(self.config.model))
+                model_stamp)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -135,6 +167,13 @@ class BaseScorer:
             "options": {k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
             "package_version": __version__,
         }
+        # Provenance keeps the from_pretrained options that change the numbers (attention,
+        # quantisation), never placement or the token.
+        info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
+        if self._preloaded is not None:
+            from ..models import model_identity
+
+            info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
         return info
 
@@ -176,6 +215,54 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
                 f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass batched=True: "
                 f"ds.map(scorer, batched=True)."
             )
+
+
+def split_model_argument(model: Any, tokenizer: Any) -> tuple:
+    """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments.
+
+    `model` is a Hub id, a local path, None (the embedded model), or a transformers model object
+    already in memory, which then needs `tokenizer` too.
+
+    Raises:
+        ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
+
+    Example:
+        >>> split_model_argument("HuggingFaceTB/SmolLM2-135M", None)
+        ('HuggingFaceTB/SmolLM2-135M', None)
+    """
+    if model is None or isinstance(model, (str, os.PathLike)):
+        if tokenizer is not None:
+            raise ConfigError(
+                "tokenizer= goes with a model object in memory (model=my_model, tokenizer=my_tokenizer); "
+                f"with model={None if model is None else str(model)!r} the tokenizer loads from the same place."
+            )
+        return (None if model is None else str(model)), None
+    from ..models import preloaded_name, prepare_preloaded
+
+    model, tokenizer = prepare_preloaded(model, tokenizer)
+    return preloaded_name(model), (model, tokenizer)
+
+
+def check_preloaded_options(config: Any) -> None:
+    """Refuse loading options next to a model object: it is used as it is, nothing loads."""
+    given = {name: getattr(config, name, None) for name in ("revision", "model_kwargs", "device")}
+    given = {k: v for k, v in given.items() if v}
+    if getattr(config, "dtype", "auto") != "auto":
+        given["dtype"] = config.dtype
+    if getattr(config, "trust_remote_code", False):
+        given["trust_remote_code"] = True
+    if given:
+        raise ConfigError(
+            f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "
+            "used as it is (its dtype, device and attention as you loaded it). Drop them, or pass a "
+            "Hub id or path as model= to have them applied."
+        )
+
+
+def numeric_model_kwargs_text(model_kwargs: Any) -> Optional[str]:
+    """The numeric part of `model_kwargs` as canonical JSON (None when empty), for fingerprints."""
+    numeric = numeric_model_kwargs(model_kwargs)
+    return json.dumps(numeric, sort_keys=True) if numeric else None
 
 
 def _rebuild_scorer(cls: type, state: dict) -> BaseScorer:

@@ -1,5 +1,5 @@
 """DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
-src/deita/selection/scorer/; METHOD.md 7.4).
+src/deita/selection/scorer/; docs/method.md 7.4).
 
 Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
 `tokenizer.encode`; one forward per prompt, and at the next position
@@ -11,7 +11,7 @@ distinct single tokens for "1".."6" is refused instead, and an unscored row stay
 
     >>> ds = ds.map(DeitaScorer("hkust-nlp/deita-quality-scorer", kind="quality"), batched=True)
 
-`{instruction}` is X of METHOD.md section 1 (instruction, newline, input; for chats the
+`{instruction}` is X of docs/method.md section 1 (instruction, newline, input; for chats the
 conversation before the last answer). A row too long for `max_length` loses the middle of its
 response first, then the tail of its instruction; the prompt text stays whole.
 """
@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
 from ..engine import Item, LastTokenProbs
-from .base import BaseScorer
+from .base import BaseScorer, split_model_argument
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -86,9 +86,13 @@ class DeitaScorer(BaseScorer):
         model: Hub id or local folder of a causal LM (DEITA's own scorers are
             hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer; one model scores
             both kinds here); None = the embedded SmolLM2-135M-Instruct.
+            Or a transformers model already in memory, with `tokenizer` (used as it is).
+        tokenizer: the tokenizer of a model passed in memory.
+        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
+            see `ScorerConfig.model_kwargs`).
         kind: "quality", "complexity" or "both" (default).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, model_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "deita_").
 
     Raises:
@@ -106,8 +110,10 @@ class DeitaScorer(BaseScorer):
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: Any = None,
         *,
+        tokenizer: Any = None,
+        model_kwargs: Optional[dict] = None,
         kind: str = "both",
         revision: Optional[str] = None,
         dtype: str = "auto",
@@ -118,15 +124,14 @@ class DeitaScorer(BaseScorer):
         columns: Optional[dict] = None,
         column_prefix: str = "deita_",
         trust_remote_code: bool = False,
-        model_kwargs: Optional[dict] = None,
     ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
         self._setup(DeitaConfig(
-            model=None if model is None else str(model), kind=kind, revision=revision, dtype=dtype,
+            model=model_name, model_kwargs=model_kwargs, kind=kind, revision=revision, dtype=dtype,
             device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
             reuse_prompt_prefix=reuse_prompt_prefix, columns=dict(columns) if columns is not None else None,
             column_prefix=column_prefix, trust_remote_code=trust_remote_code,
-            model_kwargs=dict(model_kwargs) if model_kwargs is not None else None,
-        ))
+        ), preloaded)
 
     @property
     def kinds(self) -> tuple:

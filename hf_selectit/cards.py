@@ -641,6 +641,16 @@ def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local:
     ])
 
 
+def _validation_markdown(provenance: Mapping) -> Optional[str]:
+    """The validation table recorded in `selectit.json` (a label validation of the same rows)."""
+    data = provenance.get("validation")
+    if not isinstance(data, Mapping):
+        return None
+    from .validation import ValidationReport
+
+    return ValidationReport.from_dict(data).to_markdown()
+
+
 def build_card(
     subset: "Dataset",
     *,
@@ -799,6 +809,7 @@ def build_card(
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
         selection_items=selection_items,
         report_markdown=report_md,
+        validation_markdown=_validation_markdown(provenance),
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,

@@ -286,5 +286,198 @@ class DeitaConfig(_RatingConfig):
         _check_choice("kind", self.kind, DEITA_KINDS)
 
 
+# --- IFD and reversed IFD (docs/method.md 7.1-7.2) -----------------------
+
+IFD_TEMPLATES = ("alpaca", "vicuna", "none")
+IFD_VARIANTS = ("loss", "ppl")
+#: The direct-text prefix that goes with each template by default (Cherry's pairing).
+IFD_DIRECT_PREFIX = {"alpaca": "### Response:", "vicuna": "ASSISTANT:", "none": ""}
+#: Each paper's exact combination of template, direct prefix and variant.
+IFD_PRESETS = {
+    "cherry": {"template": "alpaca", "direct_prefix": "### Response:", "variant": "loss"},
+    "superfiltering": {"template": "none", "direct_prefix": "", "variant": "ppl"},
+    "reflection": {"template": "vicuna", "direct_prefix": "", "variant": "ppl"},
+}
+
+
+@dataclass
+class _IFDOptions(_RatingConfig):
+    """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
+    its method)."""
+
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub model id or local path of a causal LM (the student). None: the embedded "
+                          "SmolLM2-135M-Instruct. Superfiltering uses a small model (GPT-2)."},
+    )
+    max_length: Optional[int] = field(
+        default=None,
+        metadata={"help": "Right cut of each text in tokens (Cherry 512, Superfiltering 1024, Reflection "
+                          "2048); the same response tokens count in both texts and the row is marked "
+                          "'truncated'. None: the model's context."},
+    )
+    template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's "
+                          "Llama-2 runs, Reflection-Tuning) or 'none' (Superfiltering: instruction, "
+                          "input, newline)."},
+    )
+    variant: Optional[str] = field(
+        default=None,
+        metadata={"help": "'loss': s(Y|X) / s(Y), the ratio of mean losses (Cherry, default). 'ppl': "
+                          "exp s(Y|X) / exp s(Y), the ratio of perplexities (Superfiltering, Reflection)."},
+    )
+    direct_prefix: Optional[str] = field(
+        default=None,
+        metadata={"help": "Text before the response in the direct (unconditioned) text. None: the "
+                          "template's own ('### Response:', 'ASSISTANT:', '')."},
+    )
+    preset: Optional[str] = field(
+        default=None,
+        metadata={"help": "A paper's exact combination: 'cherry' (alpaca, '### Response:', loss), "
+                          "'superfiltering' (none, '', ppl), 'reflection' (vicuna, '', ppl)."},
+    )
+
+    #: Defaults when neither the option nor a preset sets them.
+    _defaults = {"template": "alpaca", "variant": "loss"}
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            _check_choice("preset", self.preset, tuple(IFD_PRESETS))
+            for name, value in IFD_PRESETS[self.preset].items():
+                given = getattr(self, name)
+                if given is None:
+                    setattr(self, name, value)
+                elif given != value:
+                    raise ConfigError(
+                        f"{name}={given!r} contradicts preset={self.preset!r} (which sets {name}={value!r}). "
+                        f"Drop one of the two."
+                    )
+        for name, value in self._defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        _check_choice("template", self.template, IFD_TEMPLATES)
+        _check_choice("variant", self.variant, IFD_VARIANTS)
+        if self.direct_prefix is None:
+            self.direct_prefix = self._default_direct_prefix()
+        if not isinstance(self.direct_prefix, str):
+            raise ConfigError(f"direct_prefix={self.direct_prefix!r} is invalid: expected a string or None.")
+        super().__post_init__()
+
+    def _default_direct_prefix(self) -> str:
+        return IFD_DIRECT_PREFIX[self.template]
+
+
+@dataclass
+class IFDConfig(_IFDOptions):
+    """What identifies an IFD scorer (Cherry LLM; METHOD.md 7.1)."""
+
+    column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
+
+
+@dataclass
+class ReverseIFDConfig(_IFDOptions):
+    """What identifies a reversed-IFD scorer (Selective Reflection-Tuning; docs/method.md 7.2).
+
+    Defaults follow the paper: template 'vicuna', variant 'ppl', the instruction alone as the
+    direct text (empty direct prefix)."""
+
+    column_prefix: str = field(default="rifd_", metadata={"help": "Prefix of the output columns."})
+
+    _defaults = {"template": "vicuna", "variant": "ppl"}
+
+    def _default_direct_prefix(self) -> str:
+        return ""
+
+
 # A method name -> its scorer config class (YAML `models:` entries' `method:`, `--method`).
-METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}
+METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "ifd": IFDConfig, "rifd": ReverseIFDConfig,
+                        "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}
+
+
+# --- validation (hf-selectit validate; a run's `validate:` section) ----------------------------
+
+
+@dataclass
+class ValidateConfig:
+    """How scores are checked against labelled data (``hf_selectit.validate``)."""
+
+    label: Optional[str] = field(
+        default=None,
+        metadata={"help": "Label column of the data (e.g. kind). None: the input must be preference "
+                          "pairs (chosen/rejected columns), scored with the scorer options."},
+    )
+    positive: Any = field(
+        default=None,
+        metadata={"help": "Label value(s) that count as good: a value (good), a JSON list "
+                          "('[\"good\", \"great\"]') or a JSON mapping ('{\"good\": 1, \"bad\": 0}'). "
+                          "None: 0/1 and booleans are binary, other numbers a rating (Spearman)."},
+    )
+    score_columns: Optional[list] = field(
+        default=None,
+        metadata={"help": "Score columns to validate (others present become baselines). None: the "
+                          "scorer's columns, else every numeric column whose name ends in 'score'."},
+    )
+    score_first: Optional[bool] = field(
+        default=None,
+        metadata={"help": "With a label: score the data with the scorer options first. None: only "
+                          "when it has no score column."},
+    )
+    tokenizer: Optional[str] = field(
+        default=None,
+        metadata={"help": "Tokenizer (model id or path) for the token-length baseline. None: the "
+                          "scorer's model, else the one recorded on the data; 'none': leave it out."},
+    )
+    top_ratio: float = field(
+        default=0.2, metadata={"help": "Share each column selects for the top-subset overlaps."}
+    )
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of every interval."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap and of the random baseline."})
+    confidence: float = field(default=0.95, metadata={"help": "Coverage of the intervals."})
+    plot: Optional[str] = field(
+        default=None,
+        metadata={"help": "Write the score distributions of the two classes (or chosen vs "
+                          "rejected) to this PNG.", "path": "write"},
+    )
+    json: Optional[str] = field(
+        default=None, metadata={"help": "Write the full report as JSON to this file.", "path": "write"}
+    )
+
+    def __post_init__(self) -> None:
+        self.positive = parse_positive(self.positive)
+        if not (isinstance(self.top_ratio, (int, float)) and not isinstance(self.top_ratio, bool)
+                and 0 < self.top_ratio <= 1):
+            raise ConfigError(f"top_ratio={self.top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
+        if not isinstance(self.n_boot, int) or isinstance(self.n_boot, bool) or self.n_boot < 0:
+            raise ConfigError(f"n_boot={self.n_boot!r} is invalid: expected an integer >= 0 (0: no intervals).")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is invalid: expected an integer >= 0.")
+        if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
+            raise ConfigError(f"confidence={self.confidence!r} is invalid: expected a number in (0, 1), e.g. 0.95.")
+        if self.score_first is not None and not isinstance(self.score_first, bool):
+            raise ConfigError(f"score_first={self.score_first!r} is invalid: expected True, False or None.")
+        if self.score_columns is not None:
+            if isinstance(self.score_columns, str):
+                self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
+            if not (isinstance(self.score_columns, list) and self.score_columns
+                    and all(isinstance(c, str) for c in self.score_columns)):
+                raise ConfigError(f"score_columns={self.score_columns!r} is invalid: expected a list of "
+                                  "column names (on the command line: a,b).")
+
+
+def parse_positive(value: Any) -> Any:
+    """`positive` from text: a JSON list or mapping as such, any other text as the value itself.
+
+    Example:
+        >>> parse_positive('{"good": 1, "bad": 0}'), parse_positive("good")
+        ({'good': 1, 'bad': 0}, 'good')
+    """
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        import json
+
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"positive={value!r} is not valid JSON ({err.msg}): expected a value, "
+                              "a JSON list or a JSON mapping such as '{\"good\": 1, \"bad\": 0}'.") from None
+    return value

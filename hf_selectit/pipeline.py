@@ -407,6 +407,8 @@ class RunSummary:
     seconds: float = 0.0
     processes: int = 1
     main_process: bool = True
+    # The validate step's figure for the selection column (headline, value, interval, n).
+    validation: Optional[dict] = None
 
     @property
     def row_scores(self) -> int:
@@ -667,6 +669,8 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     io = config.io
     if len(config.models) > 1:
         scored = fuse(scored, config)
+    if getattr(config, "validate", None) is not None:
+        scored = _validate(config, summary, scored)
     if io.output:
         save_output(scored, io.output, output_format=io.output_format)
         summary.output = io.output
@@ -690,6 +694,27 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
         summary.published = publish_subset(subset, config.publish, scored=scored,
                                            source=_hub_source(io), card_data=config.card_data)
     return scored, subset
+
+
+def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
+    """The run's ``validate:`` step: check the selection column against a label column of the same
+    rows; the report travels with the rows into the outputs, ``selectit.json`` and the card."""
+    from dataclasses import replace
+
+    from .validation import attach_validation, run_validation
+
+    v = config.validate
+    if v.label is None:
+        raise ConfigError("A run's validate section needs label: <column> (e.g. validate: {label: kind, "
+                          "positive: good}); validate preference pairs with `hf-selectit validate`.")
+    if v.score_columns is None:
+        v = replace(v, score_columns=[select_column_for(config)])
+    report = run_validation(scored, replace(v, score_first=False))
+    row = next(r for r in report.results if r["role"] == "score")
+    summary.validation = {"headline": report.headline(), "metric": report.metric, "column": row["name"],
+                          **{k: row[k] for k in ("value", "ci_low", "ci_high", "n")},
+                          "baselines": {r["name"]: r["value"] for r in report.results if r["role"] == "baseline"}}
+    return attach_validation(scored, report)
 
 
 def _add_columns(scored: Any, scored_i: Any, column_prefix: str) -> Any:

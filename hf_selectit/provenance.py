@@ -135,10 +135,21 @@ def build_provenance(
         "selection": selection,
         "fusion": fusion,
         "rows": {"subset": subset.num_rows, "scored": scored.num_rows if scored is not None else None},
+        "validation": _validation(meta, scored, selection),
         "columns": list(subset.column_names),
         "files": sorted(files or []),
         "history": list(history or []),
     }
+
+
+def _validation(meta: Mapping, scored: Optional["Dataset"], selection: Optional[Mapping]) -> Optional[dict]:
+    """The label validation recorded on the scored rows (``validation.attach_validation``), kept
+    only when it covered exactly these rows (the scored dataset, or the one the subset came from)."""
+    report = meta.get("validation")
+    if not isinstance(report, Mapping):
+        return None
+    rows = scored.num_rows if scored is not None else (selection or {}).get("rows_in")
+    return dict(report) if rows is not None and report.get("n_items") == rows else None
 
 
 def dumps(provenance: Mapping) -> str:

@@ -337,7 +337,12 @@ class TqdmProgress:
         if event.kind in ("plan", "start", "shard"):
             model = f"model {event.model_index + 1}/{event.n_models} " if event.n_models > 1 else ""
             shard = min(event.shard + 1, event.n_shards)
-            bar.set_description(f"scoring {model}shard {shard}/{event.n_shards}", refresh=True)
+            if bar.total or bar.n:
+                bar.set_description(f"scoring {model}shard {shard}/{event.n_shards}", refresh=True)
+            else:  # nothing to score in this process: no rate, no ETA
+                bar.bar_format = (f"scoring: {self.resumed} rows resumed from checkpoints, "
+                                  "nothing left to score")
+                bar.refresh()
         if event.kind == "merged" and event.model_index + 1 == event.n_models:
             self.close()  # before the outputs are written
 

@@ -841,3 +841,36 @@ def validation_of(ds: Optional["Dataset"]) -> Optional[dict]:
         return None
     value = read_metadata(ds).get("validation")
     return dict(value) if isinstance(value, dict) else None
+
+
+def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> ValidationReport:
+    """:func:`validate` as a :class:`~hf_selectit.config.ValidateConfig` says (the CLI and a run's
+    ``validate:`` section); writes ``config.json`` and ``config.plot`` when set.
+
+    Args:
+        ds: preference pairs (``config.label`` None) or rows with a label column.
+        config: the options.
+        scorers: scorers or method configs; always used for pairs, for labels when
+            ``config.score_first`` is True, or is None and `ds` has no score column.
+
+    Example:
+        >>> run_validation(scored, ValidateConfig(label="kind", positive="good"))
+    """
+    import json
+    from pathlib import Path
+
+    from .select import score_like_columns
+
+    tokenizer: Any = False if (config.tokenizer or "").lower() == "none" else config.tokenizer
+    use = list(scorers)
+    if config.label is not None:
+        has_scores = any(_numeric(ds, c) for c in score_like_columns(ds) if c != config.label)
+        if config.score_first is False or (config.score_first is None and has_scores):
+            use = []
+    report = validate(ds, scorers=use or None, label=config.label, positive=config.positive,
+                      columns=config.score_columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
+                      n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
+                      plot=config.plot)
+    if config.json:
+        Path(config.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    return report

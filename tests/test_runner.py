@@ -477,3 +477,39 @@ def test_distributed_module_entry_point_under_torchrun(tmp_path, tiny_model_dir)
     merged = datasets.load_from_disk(str(out / "merged"))
     _assert_same(merged, _plain_map(data, tiny_model_dir, max_batch_tokens=512))
     assert not (out / "work").exists()  # checkpoints removed after the merge
+
+
+@pytest.mark.multiproc
+def test_torchrun_run_with_two_models_equals_one_process(tmp_path, tiny_model_dir):
+    """`hf-selectit run` with two models under torchrun: the ranks meet at each model's start,
+    and the output and the summary are those of the same run in one process."""
+    import datasets
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(9))
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"input: {data}\noutput: {tmp_path / name}\nsummary_json: {tmp_path / name}.json\n"
+            "shard_rows: 2\nbatch_size: 2\n"
+            f"scorer: {{model: {tiny_model_dir}, prompts: 2, max_batch_tokens: 512}}\n"
+            "models: [{alpha: 0.2, params: 1}, {alpha: 0.5, params: 3}]\n"
+            "select: {k: 3}\n")
+        return path
+
+    one = subprocess.run(_cli("run", str(config("one"))), env=_ENV, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(_torchrun("-m", "hf_selectit.cli", "run", str(config("two"))), env=_ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-5000:]
+    a, b = datasets.load_from_disk(str(tmp_path / "one")), datasets.load_from_disk(str(tmp_path / "two"))
+    assert a.column_names == b.column_names and a["instruction"] == b["instruction"]
+    for column in ("selectit_m0_sentence_score", "selectit_m1_sentence_score", "selectit_model_score"):
+        np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-5, err_msg=column)
+    s1, s2 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert (s2["processes"], s1["processes"]) == (2, 1)
+    for key in ("rows", "row_scores", "rows_scored", "rows_resumed", "kept", "errors", "truncated"):
+        assert s1[key] == s2[key], key
+    assert [m["shards_scored"] for m in s2["models"]] == [5, 5]
+    assert "models             2 (9 rows x 2 = 18 row scores)" in two.stdout
+    assert not (tmp_path / "two.selectit-work").exists()

@@ -186,3 +186,30 @@ def test_several_methods_side_by_side(scorer, tiny_model_dir):
     assert scores == ["selectit_sentence_score", "alpagasus_score", "deita_quality"]
     assert all(report.result(c)["n"] == 5 for c in scores)
     assert report.agreement["columns"][:3] == scores
+
+
+def test_run_validates_the_label_and_publishes_it(tmp_path, tiny_model_dir):
+    from hf_selectit.config import ValidateConfig
+    from hf_selectit.pipeline import load_pipeline_config, run_pipeline
+
+    data = tmp_path / "demo.jsonl"
+    _demo(16).to_json(str(data))
+    out = tmp_path / "published"
+    cfg = load_pipeline_config({
+        "input": str(data), "shard_rows": 8,
+        "models": [{"model": str(tiny_model_dir), "prompts": 2}],
+        "select": {"ratio": 0.25},
+        "publish": {"repo_id": str(out), "version": "v1.0", "license": "apache-2.0"},
+    })
+    cfg.validate = ValidateConfig(label="kind", positive="good", n_boot=50)
+    summary, scored, subset = run_pipeline(cfg)
+    v = summary.validation
+    assert v["metric"] == "roc_auc" and v["column"] == "selectit_sentence_score" and v["n"] == len(scored)
+    assert v["ci_low"] <= v["value"] <= v["ci_high"]
+    assert set(v["baselines"]) >= {"length_chars", "length_tokens", "random"}
+    prov = json.loads((out / "selectit.json").read_text())
+    assert prov["validation"]["metric"] == "roc_auc" and prov["validation"]["n_items"] == len(scored)
+    assert prov["validation"]["results"][0]["value"] == pytest.approx(v["value"])
+    card = (out / "README.md").read_text()
+    assert "## Validation" in card and "| `selectit_sentence_score` |" in card
+    assert "baseline: response length (characters)" in card

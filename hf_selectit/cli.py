@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import PublishConfig, ScorerConfig, SelectConfig
+from .config import PublishConfig, ScorerConfig, SelectConfig, ValidateConfig
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError
 from .io import IOConfig
 from .pipeline import (
@@ -173,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="The full scored dataset the subset was selected from (for the card's statistics).")
     p.set_defaults(handler=cmd_publish, sections=(IOConfig, PublishConfig))
 
+    p = sub.add_parser("validate", help="Check scores against labels or preference pairs, beside baselines.",
+                       description="How well a score separates good answers from bad ones, each "
+                                   "figure with a bootstrap 95% interval and its number of items, "
+                                   "beside the baselines (random, response length in characters and "
+                                   "tokens, other score columns). With --label: ROC-AUC of each score "
+                                   "column for a binary/categorical label (--positive), Spearman for a "
+                                   "numeric rating (rows without scores are scored first). Without: "
+                                   "preference pairs (prompt/chosen/rejected, ShareGPT conversations + "
+                                   "chosen/rejected, or messages-style chosen/rejected lists), both "
+                                   "answers scored with the scorer options, pairwise accuracy (ties "
+                                   "0.5). Prints a Markdown table; --json FILE the full report, "
+                                   "--plot FILE.png the score distributions.")
+    _input_args(p)
+    add_dataclass_options(p, IOConfig, title="input", exclude=("input", "output", "output_format"))
+    add_dataclass_options(p, ValidateConfig, title="validation")
+    add_dataclass_options(p, ScorerConfig, title="scorer (preference pairs, or rows without scores)")
+    p.set_defaults(handler=cmd_validate, sections=(IOConfig, ValidateConfig, ScorerConfig))
+
     p = sub.add_parser("run", help="score -> fuse -> select -> publish from one YAML file.",
                        description="Run a whole selection job described by a YAML file "
                                    "(see configs/selective_alpaca.yaml). Restarting a killed run "
@@ -263,6 +281,23 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .io import load_input
+    from .validation import run_validation
+
+    file_values = read_config_file(args.config, [*_flat_names(args.sections), "input"])
+    io = _io_config(args, file_values, exclude=("output", "output_format"))
+    vcfg = build_config(ValidateConfig, args, file_values)
+    scorer = build_config(ScorerConfig, args, file_values)
+    ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
+                    limit=io.limit)
+    report = run_validation(ds, vcfg, scorers=[scorer])
+    print(report.to_markdown())
+    written = [p for p in (vcfg.json, report.plot) if p]
+    print(report.headline() + (f" -> {', '.join(written)}" if written else ""))
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from .io import load_input
     from .pipeline import publish_subset
@@ -338,6 +373,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "reproduce_command": _command_line(),
         },
     )
+    # Good vs the rest: does the score separate the demo's good rows from the bad ones?
+    config.validate = ValidateConfig(label="kind", positive="good")
     code = _run_with_progress(config)
     print()
     print(f"The selected subset is in {args.output}/ (card: {args.output}/README.md). Load it with:")
@@ -403,6 +440,12 @@ def print_summary(summary: RunSummary) -> None:
     ]
     if summary.kept is not None:
         lines.append(f"  kept               {summary.kept} (by {summary.select_column})")
+    if getattr(summary, "validation", None) and "skipped" in summary.validation:
+        lines.append(f"  validation         skipped: {summary.validation['skipped']}")
+    elif getattr(summary, "validation", None):
+        v = summary.validation
+        base = ", ".join(f"{k} {x:.3f}" for k, x in v["baselines"].items() if x is not None)
+        lines.append(f"  validation         {v['headline']}; baselines: {base}")
     lines += [
         f"  time               {summary.seconds:.1f} s (scoring {summary.scoring_seconds:.1f} s)",
         (f"  rows/s             {rate:.2f}" + (" (row scores of all models per second)" if len(summary.models) > 1 else ""))

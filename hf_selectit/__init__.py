@@ -22,6 +22,10 @@ from ._version import __version__
 _LAZY = {
     "SelectITScorer": "scorer",
     "selectit_score": "scorer",
+    "IFDScorer": "methods.ifd",
+    "ReverseIFDScorer": "methods.ifd",
+    "IFDConfig": "config",
+    "ReverseIFDConfig": "config",
     "AlpaGasusScorer": "methods.alpagasus",
     "DeitaScorer": "methods.deita",
     "AlpaGasusConfig": "config",
@@ -64,6 +68,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import SelectITError
     from .publish import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
+    from .methods.ifd import IFDScorer, ReverseIFDScorer
+    from .config import IFDConfig, ReverseIFDConfig
     from .config import AlpaGasusConfig, DeitaConfig
     from .methods.alpagasus import AlpaGasusScorer
     from .methods.deita import DeitaScorer

@@ -286,8 +286,113 @@ class DeitaConfig(_RatingConfig):
         _check_choice("kind", self.kind, DEITA_KINDS)
 
 
+# --- IFD and reversed IFD (docs/method.md 7.1-7.2) -----------------------
+
+IFD_TEMPLATES = ("alpaca", "vicuna", "none")
+IFD_VARIANTS = ("loss", "ppl")
+#: The direct-text prefix that goes with each template by default (Cherry's pairing).
+IFD_DIRECT_PREFIX = {"alpaca": "### Response:", "vicuna": "ASSISTANT:", "none": ""}
+#: Each paper's exact combination of template, direct prefix and variant.
+IFD_PRESETS = {
+    "cherry": {"template": "alpaca", "direct_prefix": "### Response:", "variant": "loss"},
+    "superfiltering": {"template": "none", "direct_prefix": "", "variant": "ppl"},
+    "reflection": {"template": "vicuna", "direct_prefix": "", "variant": "ppl"},
+}
+
+
+@dataclass
+class _IFDOptions(_RatingConfig):
+    """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
+    its method)."""
+
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub model id or local path of a causal LM (the student). None: the embedded "
+                          "SmolLM2-135M-Instruct. Superfiltering uses a small model (GPT-2)."},
+    )
+    max_length: Optional[int] = field(
+        default=None,
+        metadata={"help": "Right cut of each text in tokens (Cherry 512, Superfiltering 1024, Reflection "
+                          "2048); the same response tokens count in both texts and the row is marked "
+                          "'truncated'. None: the model's context."},
+    )
+    template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's "
+                          "Llama-2 runs, Reflection-Tuning) or 'none' (Superfiltering: instruction, "
+                          "input, newline)."},
+    )
+    variant: Optional[str] = field(
+        default=None,
+        metadata={"help": "'loss': s(Y|X) / s(Y), the ratio of mean losses (Cherry, default). 'ppl': "
+                          "exp s(Y|X) / exp s(Y), the ratio of perplexities (Superfiltering, Reflection)."},
+    )
+    direct_prefix: Optional[str] = field(
+        default=None,
+        metadata={"help": "Text before the response in the direct (unconditioned) text. None: the "
+                          "template's own ('### Response:', 'ASSISTANT:', '')."},
+    )
+    preset: Optional[str] = field(
+        default=None,
+        metadata={"help": "A paper's exact combination: 'cherry' (alpaca, '### Response:', loss), "
+                          "'superfiltering' (none, '', ppl), 'reflection' (vicuna, '', ppl)."},
+    )
+
+    #: Defaults when neither the option nor a preset sets them.
+    _defaults = {"template": "alpaca", "variant": "loss"}
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            _check_choice("preset", self.preset, tuple(IFD_PRESETS))
+            for name, value in IFD_PRESETS[self.preset].items():
+                given = getattr(self, name)
+                if given is None:
+                    setattr(self, name, value)
+                elif given != value:
+                    raise ConfigError(
+                        f"{name}={given!r} contradicts preset={self.preset!r} (which sets {name}={value!r}). "
+                        f"Drop one of the two."
+                    )
+        for name, value in self._defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        _check_choice("template", self.template, IFD_TEMPLATES)
+        _check_choice("variant", self.variant, IFD_VARIANTS)
+        if self.direct_prefix is None:
+            self.direct_prefix = self._default_direct_prefix()
+        if not isinstance(self.direct_prefix, str):
+            raise ConfigError(f"direct_prefix={self.direct_prefix!r} is invalid: expected a string or None.")
+        super().__post_init__()
+
+    def _default_direct_prefix(self) -> str:
+        return IFD_DIRECT_PREFIX[self.template]
+
+
+@dataclass
+class IFDConfig(_IFDOptions):
+    """What identifies an IFD scorer (Cherry LLM; METHOD.md 7.1)."""
+
+    column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
+
+
+@dataclass
+class ReverseIFDConfig(_IFDOptions):
+    """What identifies a reversed-IFD scorer (Selective Reflection-Tuning; docs/method.md 7.2).
+
+    Defaults follow the paper: template 'vicuna', variant 'ppl', the instruction alone as the
+    direct text (empty direct prefix)."""
+
+    column_prefix: str = field(default="rifd_", metadata={"help": "Prefix of the output columns."})
+
+    _defaults = {"template": "vicuna", "variant": "ppl"}
+
+    def _default_direct_prefix(self) -> str:
+        return ""
+
+
 # A method name -> its scorer config class (YAML `models:` entries' `method:`, `--method`).
-METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}
+METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "ifd": IFDConfig, "rifd": ReverseIFDConfig,
+                        "alpagasus": AlpaGasusConfig, "deita": DeitaConfig}
 
 
 # --- validation (hf-selectit validate; a run's `validate:` section) ----------------------------

@@ -138,6 +138,8 @@ class EngineStats:
     prefix_forwards: int = 0
     micro_batches: int = 0
     oom_splits: int = 0
+    tokens: int = 0  # real tokens fed to the model (shared prefixes once)
+    padded_tokens: int = 0  # rows x padded length of the micro-batches (what the model computes)
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -412,6 +414,8 @@ class Engine:
         try:
             self.stats.forward_calls += 1
             self.stats.micro_batches += 1
+            self.stats.tokens += sum(len(item.ids) - p for item in batch_items)
+            self.stats.padded_tokens += int(input_ids.numel())
             values = self.forward(batch, state)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
             if not is_oom(err):

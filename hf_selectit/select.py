@@ -271,6 +271,8 @@ def select_top(
     column: Optional[str] = DEFAULT_SCORE_COLUMN,
     by: Optional[str] = None,
     order: str = "original",
+    cutoff: Optional[str] = "auto",
+    also_below_one: Optional[Sequence[str]] = None,
 ) -> "Dataset":
     """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
 
@@ -292,6 +294,15 @@ def select_top(
         by: select within each group of this column (e.g. a source or category column).
         order: "original" keeps the dataset's row order; "score" gives the authors' order
             (best first, ties to the higher index).
+        cutoff: the IFD cut-off at 1 before ranking: "ifd" drops rows whose score is > 1
+            (Cherry's data_by_IFD.py), "ifd-strict" drops >= 1 (Superfiltering); None: no
+            cut-off. "auto" (default) is "ifd" for IFD columns (names ending in "ifd_score",
+            r-IFD included) and None otherwise. With a cut-off (or `also_below_one`), the ratio
+            quota counts the rows left after it: ``int(N_valid * ratio)``, as Cherry does.
+        also_below_one: more score columns that must be < 1 for a row to be kept (Selective
+            Reflection-Tuning's pair rule: ``column="ifd_score", cutoff="ifd-strict",
+            also_below_one=["rifd_score"]`` keeps pairs with IFD < 1 and r-IFD < 1). Rows with an
+            error status or NaN there are dropped.
 
     Returns:
         ``ds.select(indices)``: the kept rows, unchanged, with the rule recorded in its info.
@@ -305,9 +316,12 @@ def select_top(
     Example:
         >>> subset = select_top(ds, ratio=0.2)                      # the paper
         >>> subset = select_top(ds, k=1000, by="source", order="score")
+        >>> subset = select_top(ds, column="ifd_score", ratio=0.1)           # Cherry: IFD <= 1, top 10%
     """
     rule = _resolve_rule(ratio, k, threshold)
     _check_order(order)
+    cut = _resolve_cutoff(cutoff, column)
+    below = _check_below_one(also_below_one)
     n_rows = len(ds)
     if rule == "top_ratio":
         ratio = _check_ratio(ratio)
@@ -325,14 +339,16 @@ def select_top(
         status_column = None
         errors = np.zeros(n_rows, dtype=bool)
     nan_rows = np.isnan(scores) & ~errors
-    eligible = ~errors & ~nan_rows
+    cut_rows = _cutoff_mask(ds, scores, cut, below) & ~errors & ~nan_rows
+    eligible = ~errors & ~nan_rows & ~cut_rows
 
     ranking = selectit_ranking(scores, eligible)
     if rule == "threshold":
         keep = ranking[scores[ranking] >= threshold]
     else:
         n_groups = len(labels)
-        sizes = np.bincount(codes, minlength=n_groups)
+        # Cherry ranks the rows left after the IFD cut-off: the quota counts those only.
+        sizes = np.bincount(codes[eligible] if (cut or below) else codes, minlength=n_groups)
         quota = (np.full(n_groups, k, np.int64) if rule == "top_k"
                  else np.trunc(sizes * ratio).astype(np.int64))  # int(N_g * ratio), as the authors
         # Stable sort by group keeps the SelectIT order inside each group.
@@ -355,7 +371,10 @@ def select_top(
     if order == "original":
         keep = np.sort(keep)
 
-    n_errors, n_nan = int(errors.sum()), int(nan_rows.sum())
+    n_errors, n_nan, n_cut = int(errors.sum()), int(nan_rows.sum()), int(cut_rows.sum())
+    if n_cut:
+        logger.info("%d of %d rows dropped by the cut-off at 1 (%s%s) before ranking.", n_cut, n_rows,
+                    cut or "no cut-off on the score", f", also < 1: {below}" if below else "")
     if n_rows and n_errors + n_nan == n_rows:
         logger.warning(
             "No row of %d has a score in %r (%d with an error status, %d NaN/null): every row "
@@ -393,7 +412,12 @@ def select_top(
         "by": by,
         "order": order,
         "tie_break": TIE_BREAK,
-        "quota_base": "all rows, error and NaN rows included; quota per group when by is set",
+        "quota_base": ("rows left after the cut-off at 1 (valid rows); quota per group when by is set"
+                       if (cut or below) else
+                       "all rows, error and NaN rows included; quota per group when by is set"),
+        "cutoff": cut,
+        "also_below_one": below or None,
+        "rows_cut": n_cut,
         "rows_in": n_rows,
         "rows_kept": int(len(keep)),
         "rows_error": n_errors,
@@ -403,6 +427,51 @@ def select_top(
         "hf_selectit_version": __version__,
     }
     return _select_and_record(ds, keep, record)
+
+
+CUTOFFS = ("ifd", "ifd-strict")
+
+
+def is_ifd_column(column: str) -> bool:
+    """True for IFD and r-IFD score columns ("ifd_score", "rifd_score", "m1_ifd_score", ...)."""
+    return column.endswith("ifd_score")
+
+
+def _resolve_cutoff(cutoff: Any, column: str) -> Optional[str]:
+    if cutoff == "auto":
+        return "ifd" if is_ifd_column(column) else None
+    if cutoff is None or cutoff in CUTOFFS:
+        return cutoff
+    raise ConfigError(f"cutoff={cutoff!r} is invalid: expected 'auto', 'ifd' (drop scores > 1, Cherry), "
+                      "'ifd-strict' (drop scores >= 1, Superfiltering) or None (no cut-off).")
+
+
+def _check_below_one(columns: Any) -> list:
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        columns = [columns]
+    if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+        raise ConfigError(f"also_below_one={columns!r} is invalid: expected a list of score column names, "
+                          "e.g. ['rifd_score'].")
+    return list(columns)
+
+
+def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: list) -> np.ndarray:
+    """Rows the IFD cut-off drops: score > 1 ("ifd") or >= 1 ("ifd-strict"), or not < 1 in `below`."""
+    drop = np.zeros(len(scores), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if cut == "ifd":
+            drop |= scores > 1
+        elif cut == "ifd-strict":
+            drop |= scores >= 1
+        for other in below:
+            values = score_array(ds, other)
+            drop |= ~(values < 1)  # NaN fails too
+            errors = error_mask(ds, status_column_for(other))
+            if errors is not None:
+                drop |= errors
+    return drop
 
 
 def select_random(

@@ -295,6 +295,197 @@ def reference_rating_probs(model: Any, tokenizer: Any, texts: list[str], rating_
     return out
 
 
+# --- one benchmark per method: scorer, work (tokens), batch-1 reference, comparison ---
+
+class MethodBench:
+    """What differs between methods; `--method NAME` picks one from `METHOD_BENCHES`.
+
+    A method says how to build its scorer, how many tokens each row costs (the texts it runs,
+    padding not counted), how the authors' code path computes the same numbers one text at a
+    time with full logits (`reference`), and which output columns to compare.
+    """
+
+    name = ""
+
+    def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def row_lengths(self, scorer: Any, batch: dict, tokenizer: Any) -> "Any":
+        """[rows, texts per row] token counts of what the scorer runs."""
+        raise NotImplementedError
+
+    def reference(self, scorer: Any, model: Any, tokenizer: Any, batch: dict, device: str) -> dict:
+        """The authors' computation for every row of `batch`: output column -> list."""
+        raise NotImplementedError
+
+    def compare(self, scorer: Any, got: dict, ref: dict, n_ref: int) -> tuple[int, dict]:
+        """(rows compared, column -> max |scorer - reference| over rows 'ok' in both)."""
+        import numpy as np
+
+        prefix = scorer.config.column_prefix
+        ok = np.array([s == "ok" for s in got[prefix + "status"][:n_ref]])
+        diffs = {}
+        for column in self.compared:
+            a = np.asarray(got[prefix + column][:n_ref], dtype=np.float64)[ok]
+            b = np.asarray(ref[column], dtype=np.float64)[ok]
+            diffs[column] = float(np.abs(a - b).max()) if ok.any() else float("nan")
+        return int(ok.sum()), diffs
+
+    compared: tuple = ()
+
+
+class SelectITBench(MethodBench):
+    """SelectIT: the authors' loop, one prompt at a time, `model(input_ids).logits` at every position."""
+
+    name = "selectit"
+    compared = ("sentence_score", "token_scores", "rating_probs_normalized")
+
+    def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
+        from hf_selectit.config import ScorerConfig
+        from hf_selectit.scorer import SelectITScorer
+
+        if "tokenizer" in options:  # a model in memory
+            return SelectITScorer(prompts=args.prompts, **options)
+        return SelectITScorer.from_config(ScorerConfig(prompts=args.prompts, **options))
+
+    def _texts(self, scorer: Any, batch: dict) -> list:
+        from hf_selectit.prompts import build_prompt, extract_pairs
+
+        return [[build_prompt(rp, p.instruction, p.response) for rp in scorer.prompt_texts]
+                for p in extract_pairs(batch)]
+
+    def row_lengths(self, scorer: Any, batch: dict, tokenizer: Any) -> "Any":
+        import numpy as np
+
+        return np.array([[len(tokenizer(t).input_ids) for t in row] for row in self._texts(scorer, batch)])
+
+    def reference(self, scorer: Any, model: Any, tokenizer: Any, batch: dict, device: str) -> dict:
+        from hf_selectit.formulas import selectit_scores
+
+        texts = self._texts(scorer, batch)
+        rating_ids = list(scorer.info()["rating_tokens"]["ids"])
+        flat = [t for row in texts for t in row]
+        probs = reference_rating_probs(model, tokenizer, flat, rating_ids, device)
+        probs = probs.reshape(len(texts), len(scorer.prompt_texts), -1)
+        out = selectit_scores(probs, alpha=scorer.config.alpha, normalization=scorer.config.normalization)
+        return {"sentence_score": out["sentence_score"], "token_scores": out["token_scores"],
+                "rating_probs_normalized": probs / probs.sum(-1, keepdims=True)}
+
+    def compare(self, scorer: Any, got: dict, ref: dict, n_ref: int) -> tuple[int, dict]:
+        import numpy as np
+
+        prefix = scorer.config.column_prefix
+        rp = np.asarray(got[prefix + "rating_probs"][:n_ref], dtype=np.float64)
+        got = dict(got)
+        got[prefix + "rating_probs_normalized"] = list(rp / rp.sum(-1, keepdims=True))
+        return super().compare(scorer, got, ref, n_ref)
+
+
+class IFDBench(MethodBench):
+    """IFD: the authors' loop (Cherry LLM cherry_seletion/data_analysis.py, get_perplexity_and_
+    embedding_part_text), one text at a time on the same token ids the scorer runs:
+    `model(input_ids, labels=labels, output_hidden_states=True)` (Cherry loads the model with
+    output_hidden_states=True) with full-vocabulary logits at every position, labels -100 before
+    the response, transformers' own loss, then Cherry's per-position token-loss list
+    (log_softmax of logits[i-1] for every position)."""
+
+    token_loss_list = True  # Cherry's per-token losses; Reflection-Tuning's script has none
+
+    name = "ifd"
+    compared = ("score", "conditioned_loss", "direct_loss")
+
+    def scorer_class(self) -> Any:
+        from hf_selectit import IFDScorer
+
+        return IFDScorer
+
+    def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
+        if args.max_length:
+            options["max_length"] = args.max_length
+        return self.scorer_class()(preset=args.preset, **options)
+
+    def row_lengths(self, scorer: Any, batch: dict, tokenizer: Any) -> "Any":
+        import numpy as np
+
+        return np.array([[len(e[0]), len(e[1])] if e else [0, 0] for e in scorer.token_ids(batch)])
+
+    def reference(self, scorer: Any, model: Any, tokenizer: Any, batch: dict, device: str) -> dict:
+        import math
+
+        import torch
+
+        out: dict = {"score": [], "conditioned_loss": [], "direct_loss": []}
+        with torch.no_grad():
+            for entry in scorer.token_ids(batch):
+                if entry is None:
+                    for v in out.values():
+                        v.append(float("nan"))
+                    continue
+                losses = []
+                for ids, start in zip(entry[:2], entry[2]):
+                    input_ids = torch.tensor([ids], device=device)
+                    labels = input_ids.clone()
+                    labels[0, :start] = -100
+                    outputs = model(input_ids, labels=labels, output_hidden_states=True)
+                    losses.append(float(outputs.loss))
+                    if self.token_loss_list:
+                        logits = outputs.logits
+                        _ = [float(torch.nn.functional.nll_loss(
+                            torch.log_softmax(logits[0, i - 1], dim=-1).unsqueeze(0), input_ids[0, i].unsqueeze(0)))
+                            for i in range(1, input_ids.shape[1])]
+                cond, alone = losses
+                out["conditioned_loss"].append(cond)
+                out["direct_loss"].append(alone)
+                out["score"].append(math.exp(cond) / math.exp(alone) if scorer.config.variant == "ppl"
+                                    else cond / alone)
+        return out
+
+
+class ReverseIFDBench(IFDBench):
+    """r-IFD: Reflection-Tuning's selection_code/data_analysis.py, `model(input_ids, labels=labels)`
+    per text with output_hidden_states=True, no token-loss list."""
+
+    name = "rifd"
+    token_loss_list = False
+
+    def scorer_class(self) -> Any:
+        from hf_selectit import ReverseIFDScorer
+
+        return ReverseIFDScorer
+
+
+#: --method NAME -> its benchmark. Other methods register here.
+METHOD_BENCHES: dict = {b.name: b for b in (SelectITBench(), IFDBench(), ReverseIFDBench())}
+
+
+def memory_by_length(bench: MethodBench, scorer: Any, model: Any, tokenizer: Any, batch: dict,
+                     lengths: "Any", device: str, *, bins: int = 4, rows_per_bin: int = 4,
+                     reference: bool = True) -> list:
+    """Peak memory of the scorer (on up to `rows_per_bin` rows) and of the reference (on the
+    longest row) for rows grouped by their token count into `bins` quantile bins."""
+    import numpy as np
+
+    per_row = lengths.sum(axis=1)
+    order = np.argsort(per_row, kind="stable")
+    out = []
+    for part in np.array_split(order, bins):
+        if not len(part):
+            continue
+        pick = part[-rows_per_bin:]
+        sub = {k: [v[i] for i in pick] for k, v in batch.items()}
+        with PeakMemory(device) as mem_s:
+            scorer(sub)
+        entry = {"row_tokens_min": int(per_row[part].min()), "row_tokens_max": int(per_row[part].max()),
+                 "rows": int(len(pick)), "scorer_peak_bytes": mem_s.peak}
+        if reference:
+            longest = {k: [v[int(part[-1])]] for k, v in batch.items()}
+            with PeakMemory(device) as mem_r:
+                bench.reference(scorer, model, tokenizer, longest, device)
+            entry["reference_peak_bytes"] = mem_r.peak
+        out.append(entry)
+    return out
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -315,7 +506,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="Rows for the (slow) reference loop; default: --rows. Its rows/s "
                              "is measured on these, the score difference on their overlap.")
     parser.add_argument("--batch-size", type=int, default=256, help="Rows per scorer call (map batch).")
-    parser.add_argument("--prompts", type=int, default=5)
+    parser.add_argument("--method", default="selectit", choices=sorted(METHOD_BENCHES),
+                        help="Scoring method to time against its authors' batch-1 code path.")
+    parser.add_argument("--prompts", type=int, default=5, help="SelectIT: rating prompts.")
+    parser.add_argument("--preset", default=None, choices=["cherry", "superfiltering", "reflection"],
+                        help="IFD / r-IFD: a paper's template, direct prefix and variant.")
+    parser.add_argument("--max-length", type=int, default=None, help="IFD / r-IFD: right cut in tokens.")
+    parser.add_argument("--no-memory-by-length", action="store_true",
+                        help="Skip the peak memory per row-length bin.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any).")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads.")
     parser.add_argument("--skip-reference", action="store_true", help="Time the scorer only.")
@@ -325,11 +523,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     import numpy as np
     import torch
 
-    from hf_selectit.config import ScorerConfig
-    from hf_selectit.formulas import selectit_scores
+    from hf_selectit.engine import default_batch_tokens
     from hf_selectit.models import load_model_and_tokenizer
-    from hf_selectit.prompts import build_prompt, extract_pairs, resolve_prompts
-    from hf_selectit.scorer import SelectITScorer, default_batch_tokens
+
+    bench = METHOD_BENCHES[args.method]
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -347,12 +544,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         built = build_random_model(args.random_init, dtype, device, model_kwargs.get("attn_implementation"))
 
     def make_scorer(budget: Optional[int]) -> Any:
-        if built is not None:
-            return SelectITScorer(model=built[0], tokenizer=built[1], prompts=args.prompts,
-                                  max_batch_tokens=budget)
-        config = ScorerConfig(model=model_id, prompts=args.prompts, dtype=dtype, device=device,
-                              max_batch_tokens=budget, model_kwargs=model_kwargs or None)
-        return SelectITScorer.from_config(config)
+        if built is not None:  # random weights, handed over in memory
+            return bench.make_scorer(args, model=built[0], tokenizer=built[1], max_batch_tokens=budget)
+        return bench.make_scorer(args, model=model_id, dtype=dtype, device=device, max_batch_tokens=budget,
+                                 model_kwargs=model_kwargs or None)
 
     batch = load_rows(Path(args.data), args.rows)
     budgets = args.max_batch_tokens or [None]
@@ -362,13 +557,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # The per-process model cache (or the model in memory) is the very object the scorer uses.
     model, tokenizer = built if built is not None else load_model_and_tokenizer(scorer.config, device)
     device = str(scorer.engine.state().device)  # inputs of the reference go where the scorer's go
-    rating_ids = list(scorer.info()["rating_tokens"]["ids"])
-    alpha, normalization = scorer.config.alpha, scorer.config.normalization
-    prompts = resolve_prompts(args.prompts)
-
-    pairs = extract_pairs(batch)
-    texts = [[build_prompt(rp, p.instruction, p.response) for rp in prompts] for p in pairs]
-    lengths = np.array([[len(tokenizer(t).input_ids) for t in row] for row in texts])
+    lengths = bench.row_lengths(scorer, batch, tokenizer)
     n_tokens = int(lengths.sum())
 
     # --- scorer, once per budget ---
@@ -391,8 +580,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "model": (f"random weights, shape of {args.random_init}" if args.random_init
                   else model_id or "embedded SmolLM2-135M-Instruct"),
         "random_init": args.random_init, "model_kwargs": model_kwargs,
+        "method": args.method, "options": scorer.info()["options"],
         "device": device, "dtype": str(next(model.parameters()).dtype), "rows": args.rows,
-        "prompts": len(prompts),
+        "prompts": int(lengths.shape[1]),
         "max_batch_tokens": best["max_batch_tokens"],
         "batch_size": args.batch_size, "tokens": n_tokens, "mean_prompt_tokens": float(lengths.mean()),
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
@@ -405,35 +595,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     # --- reference ---
     if not args.skip_reference:
         n_ref = min(args.reference_rows or args.rows, args.rows)
-        flat = [t for row in texts[:n_ref] for t in row]
-        reference_rating_probs(model, tokenizer, flat[:1], rating_ids, device)  # warm-up
+        ref_batch = _slice(batch, 0, n_ref)
+        bench.reference(scorer, model, tokenizer, _slice(batch, 0, 1), device)  # warm-up
         with PeakMemory(device) as mem_r:
             _sync(device)
             t0 = time.perf_counter()
-            probs = reference_rating_probs(model, tokenizer, flat, rating_ids, device)
+            ref = bench.reference(scorer, model, tokenizer, ref_batch, device)
             _sync(device)
             t_ref = time.perf_counter() - t0
-        ref = selectit_scores(probs.reshape(n_ref, len(prompts), -1), alpha=alpha,
-                              normalization=normalization)
         ref_tokens = int(lengths[:n_ref].sum())
-        ok = np.array([s == "ok" for s in status[:n_ref]])
-        sent = np.asarray(got[f"{prefix}sentence_score"][:n_ref], dtype=np.float64)
-        tok = np.asarray(got[f"{prefix}token_scores"][:n_ref], dtype=np.float64)
-        rp = np.asarray(got[f"{prefix}rating_probs"][:n_ref], dtype=np.float64)
         results["reference"] = {
             "rows": n_ref, "seconds": t_ref, "rows_per_s": n_ref / t_ref,
             "tokens_per_s": ref_tokens / t_ref, "peak_memory_bytes": mem_r.peak,
         }
         results["speed_ratio"] = results["scorer"]["tokens_per_s"] / results["reference"]["tokens_per_s"]
-        results["compared_rows"] = int(ok.sum())
-        results["max_abs_diff"] = {
-            "sentence_score": float(np.abs(sent[ok] - ref["sentence_score"][ok]).max()),
-            "token_scores": float(np.abs(tok[ok] - ref["token_scores"][ok]).max()),
-            "rating_probs_normalized": float(np.abs(
-                rp[ok] / rp[ok].sum(-1, keepdims=True)
-                - probs.reshape(n_ref, len(prompts), -1)[ok] / probs.reshape(n_ref, len(prompts), -1)[ok].sum(-1, keepdims=True)
-            ).max()),
-        }
+        results["compared_rows"], results["max_abs_diff"] = bench.compare(scorer, got, ref, n_ref)
+    if not args.no_memory_by_length:
+        results["memory_by_length"] = memory_by_length(bench, scorer, model, tokenizer, batch, lengths, device,
+                                                       reference=not args.skip_reference)
 
     add_mfu(results, model, device, args.peak_flops)
     results["selective_alpaca_hours"] = dict(selective_alpaca_plan(results))
@@ -461,7 +640,8 @@ def _print(r: dict) -> None:
     gib = 1024 ** 3
     print(f"model: {r['model']}  device: {r['device']} ({r.get('gpu', r['cpu'])}), dtype {r['dtype']}, "
           f"threads {r['threads']}, load avg {r['load_avg']}")
-    print(f"rows {r['rows']} x prompts {r['prompts']}: {r['tokens']} prompt tokens "
+    print(f"method {r['method']}, options {r['options']}")
+    print(f"rows {r['rows']} x texts {r['prompts']}: {r['tokens']} prompt tokens "
           f"(mean {r['mean_prompt_tokens']:.1f}); best max_batch_tokens {r['max_batch_tokens']}, "
           f"batch_size {r['batch_size']}")
     peak = f"{r['peak_flops']:.3g} FLOP/s" if r.get("peak_flops") else "unknown (pass --peak-flops)"
@@ -481,9 +661,16 @@ def _print(r: dict) -> None:
     if "speed_ratio" in r:
         d = r["max_abs_diff"]
         print(f"speed ratio (best scorer / batch-1 reference, tokens/s): {r['speed_ratio']:.2f}x")
-        print(f"max |diff| over {r['compared_rows']} rows: sentence {d['sentence_score']:.2e}, "
-              f"token {d['token_scores']:.2e}, normalised rating probs {d['rating_probs_normalized']:.2e}")
+        print(f"max |diff| over {r['compared_rows']} rows: "
+              + ", ".join(f"{name} {value:.2e}" for name, value in d.items()))
     print(f"rows not 'ok' in the scorer: {r['scorer']['status_not_ok']}")
+    if r.get("memory_by_length"):
+        print("peak memory by row length (tokens of all texts of a row; scorer on up to 4 rows of the bin, "
+              "reference on its longest row):")
+        for m in r["memory_by_length"]:
+            ref = f"{m['reference_peak_bytes'] / gib:.2f}" if "reference_peak_bytes" in m else "-"
+            print(f"  {m['row_tokens_min']:>6}-{m['row_tokens_max']:<6} scorer {m['scorer_peak_bytes'] / gib:.2f} GiB"
+                  f"   reference {ref} GiB")
     if r["non_embedding_params"] >= 1e8:  # a smoke-test shape says nothing about 7B+ models
         plan = ", ".join(f"{name} {hours:.2f} h" for name, hours in selective_alpaca_plan(r))
         print(f"Selective Alpaca at this MFU (FLOP-scaled estimate, one device, "

@@ -12,6 +12,8 @@ from ..errors import ConfigError
 
 METHODS = {
     "selectit": "selectit:SelectITScorer",
+    "ifd": "ifd:IFDScorer",
+    "rifd": "ifd:ReverseIFDScorer",
     "alpagasus": "alpagasus:AlpaGasusScorer",
     "deita": "deita:DeitaScorer",
 }

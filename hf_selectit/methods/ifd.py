@@ -1,0 +1,305 @@
+"""IFD (Cherry LLM, Li et al. 2023) and reversed IFD (Selective Reflection-Tuning, Li et al. 2024).
+
+IFD compares how hard the response Y is for the model with and without the instruction X:
+
+    s(Y|X) = mean token loss of Y in  prompt(X) + Y        (the conditioned text)
+    s(Y)   = mean token loss of Y in  direct_prefix + Y    (the direct text)
+    IFD    = s(Y|X) / s(Y)                 variant="loss" (Cherry, the default)
+    IFD    = exp(s(Y|X)) / exp(s(Y))       variant="ppl"  (Superfiltering, Reflection-Tuning)
+
+Y's tokens are the tokens of the full text from the first token of Y on, found as the authors do:
+the character offset of Y, then `len(tokenizer.encode(text[:offset]))` (BOS counted). The loss of
+token t is the cross-entropy of the logits at t - 1 (full-vocabulary fp32 log-softmax). Without a
+BOS token (GPT-2) the first token of the direct text has no context, so, as in the authors' code,
+it is scored only in the conditioned text. Over-long texts are cut on the right at `max_length`
+(the authors' truncation) and the same number of Y's tokens is counted in both texts; such rows
+are marked `truncated`.
+
+Reversed IFD swaps the roles: the conditioned text asks the model to guess the instruction of
+the response, then appends X (`template(reverse prompt with Y) + X`); the direct text is X alone;
+`r-IFD = exp(s(X|Y)) / exp(s(X))` by default. A low r-IFD means the response lets the model
+recover the instruction. Reflection-Tuning keeps pairs with IFD < 1 and r-IFD < 1.
+
+Every text of a batch (conditioned and direct) goes through the engine's one micro-batch plan;
+the template head shared by the conditioned texts runs once per process (prefix KV reuse).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from ..config import IFDConfig, ReverseIFDConfig
+from ..engine import Item, TokenLosses
+from ..prompts import Fields as _Row
+from .base import BaseScorer, split_model_argument
+
+#: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
+#: "input" (rows with an input) and "plain" (rows without).
+TEMPLATES = {
+    "alpaca": {
+        "input": ("Below is an instruction that describes a task, paired with an input that provides further "
+                  "context. Write a response that appropriately completes the request.\n\n"
+                  "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"),
+        "plain": ("Below is an instruction that describes a task. Write a response that appropriately "
+                  "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"),
+    },
+    "vicuna": {
+        "input": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                  "helpful, detailed, and polite answers to the user's questions. "
+                  "USER: {instruction}\nInput:\n{input} ASSISTANT:"),
+        "plain": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                  "helpful, detailed, and polite answers to the user's questions. USER: {instruction} ASSISTANT:"),
+    },
+    "none": {
+        "input": "{instruction}\n{input}\n",
+        "plain": "{instruction}\n",
+    },
+}
+#: The reverse instruction of Selective Reflection-Tuning (verbatim), put through the template.
+REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
+                       "for the given response.\n{response}\nGenerate the instruction for the above response.")
+OUTPUT_NAMES = ("score", "conditioned_loss", "direct_loss", "status")
+
+_PROBES = (("A", "C", "B"), ("z", "x", "y"))
+
+
+class IFDScorer(BaseScorer):
+    """Adds IFD columns (`ifd_score`, `ifd_conditioned_loss`, `ifd_direct_loss`, `ifd_status`).
+
+    For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`.
+
+    Args:
+        model: Hub model id or local folder of a causal LM, or a model already in memory (then
+            `tokenizer` too); None = the embedded SmolLM2.
+        template: "alpaca" (Cherry), "vicuna" (Cherry's Llama-2 runs, Reflection-Tuning) or
+            "none" (Superfiltering).
+        variant: "loss" (s(Y|X) / s(Y), Cherry) or "ppl" (exp s(Y|X) / exp s(Y)).
+        direct_prefix: text before Y in the direct text; None = the template's own
+            ("### Response:", "ASSISTANT:", "").
+        preset: "cherry", "superfiltering" or "reflection": each paper's exact combination of
+            the three options above (an explicit option that disagrees is an error).
+        max_length: right cut of each text in tokens (Cherry 512, Superfiltering 1024,
+            Reflection 2048); None = the model's context.
+        revision, dtype, device, max_batch_tokens, reuse_prompt_prefix, columns, column_prefix,
+        trust_remote_code, model_kwargs: as for `SelectITScorer`.
+
+    Raises:
+        ConfigError: an option is invalid (raised here, before any model loads).
+
+    Example:
+        >>> ds = ds.map(IFDScorer("gpt2", preset="superfiltering"), batched=True)
+        >>> ds[0]["ifd_score"], ds[0]["ifd_status"]
+        (0.83, 'ok')
+    """
+
+    method = "ifd"
+    config_class = IFDConfig
+    output_names = OUTPUT_NAMES
+    reverse = False
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        tokenizer: Any = None,
+        template: Optional[str] = None,
+        variant: Optional[str] = None,
+        direct_prefix: Optional[str] = None,
+        preset: Optional[str] = None,
+        revision: Optional[str] = None,
+        dtype: str = "auto",
+        device: Optional[str] = None,
+        max_length: Optional[int] = None,
+        max_batch_tokens: Optional[int] = None,
+        reuse_prompt_prefix: bool = True,
+        columns: Optional[dict] = None,
+        column_prefix: Optional[str] = None,
+        trust_remote_code: bool = False,
+        model_kwargs: Optional[dict] = None,
+    ) -> None:
+        model_name, preloaded = split_model_argument(model, tokenizer)
+        kwargs = dict(model_kwargs=model_kwargs,
+            model=model_name, revision=revision, template=template, variant=variant,
+            direct_prefix=direct_prefix, preset=preset, dtype=dtype, device=device, max_length=max_length,
+            max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
+            columns=dict(columns) if columns is not None else None, trust_remote_code=trust_remote_code,
+        )
+        if column_prefix is not None:
+            kwargs["column_prefix"] = column_prefix
+        self._setup(self.config_class(**kwargs), preloaded)
+
+    # --- texts ---
+
+    def _conditioned_prefix(self, row: _Row) -> str:
+        """The text before the read span in the conditioned text."""
+        templates = TEMPLATES[self.config.template]
+        if self.reverse:
+            return templates["plain"].format(instruction=REVERSE_INSTRUCTION.format(response=row.response))
+        if row.input:
+            return templates["input"].format(instruction=row.instruction, input=row.input)
+        return templates["plain"].format(instruction=row.instruction)
+
+    def _target(self, row: _Row) -> str:
+        """The read span: Y for IFD; X (instruction and input joined with no separator) for r-IFD."""
+        if self.reverse:
+            return row.instruction + (row.input or "")
+        return row.response
+
+    def _texts(self, row: _Row) -> list:
+        """[(conditioned text, offset of the read span), (direct text, offset)]."""
+        target = self._target(row)
+        head = self._conditioned_prefix(row)
+        direct = self.config.direct_prefix
+        return [(head + target, len(head)), (direct + target, len(direct))]
+
+    def _group(self, row: _Row, slot: int) -> tuple:
+        # The conditioned texts of rows with and without an input start with different template heads.
+        return ("conditioned", bool(row.input) and not self.reverse) if slot == 0 else ("direct",)
+
+    # --- engine hooks ---
+
+    def probe_token_ids(self, group: Any, state: Any) -> list:
+        with_input = len(group) > 1 and group[1]
+        slot = 0 if group[0] == "conditioned" else 1
+        texts = [self._texts(_Row(x, c if with_input else "", y))[slot][0] for x, c, y in _PROBES]
+        return self.engine.encode(texts, state)
+
+    def _method_info(self, state: Any) -> dict:
+        templates = TEMPLATES[self.config.template]
+        info = {
+            "method_description": ("Reversed IFD (Selective Reflection-Tuning, Li et al. 2024): r-IFD = "
+                                   if self.reverse else "IFD (Cherry LLM, Li et al. 2023): IFD = ")
+            + ("exp s(.|cond) / exp s(.)" if self.config.variant == "ppl" else "s(.|cond) / s(.)"),
+            "template": self.config.template,
+            "templates": dict(templates) if not self.reverse else {"plain": templates["plain"]},
+            "direct_prefix": self.config.direct_prefix,
+            "variant": self.config.variant,
+            "preset": self.config.preset,
+            "token_rule": "read tokens from len(encode(text[:offset])) (BOS counted); loss of t from logits at "
+                          "t-1, fp32 log-softmax; right truncation with the same number of read tokens in both texts",
+            "bos_token": getattr(state.tokenizer, "bos_token", None),
+        }
+        if self.reverse:
+            info["reverse_instruction"] = REVERSE_INSTRUCTION
+        return info
+
+    # --- scoring ---
+
+    def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
+        from ..prompts import extract_fields
+
+        return extract_fields(batch, columns=self.config.columns)
+
+    def _items(self, rows: list, statuses: list, state: Any) -> list:
+        """Conditioned and direct items of every scorable row, cut to max_length on the right."""
+        max_length = state.max_length
+        keys, texts, heads = [], [], []
+        for r, row in enumerate(rows):
+            if statuses[r] is not None:
+                continue
+            for slot, (text, offset) in enumerate(self._texts(row)):
+                keys.append((r, slot))
+                texts.append(text)
+                heads.append(text[:offset])
+        full = self.engine.encode(texts, state)
+        # The authors' rule: the read span starts at len(encode(text[:offset])), BOS counted.
+        starts = [len(ids) for ids in self.engine.encode(heads, state)] if heads else []
+        by_row: dict = {}
+        for key, ids, start in zip(keys, full, starts):
+            by_row.setdefault(key[0], {})[key[1]] = (ids, start)
+        items = []
+        what = "instruction" if self.reverse else "response"
+        for r, texts_of_row in by_row.items():
+            (c_ids, c_start), (d_ids, d_start) = texts_of_row[0], texts_of_row[1]
+            n_cond, n_direct = len(c_ids) - c_start, len(d_ids) - d_start
+            # Tokens of the read span each text keeps after the right cut; the same count in both.
+            keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
+            truncated = keep < n_cond or keep < n_direct
+            if keep <= 0 or n_cond <= 0 or n_direct <= 0:
+                statuses[r] = (f"error: max_length={max_length} leaves no {what} tokens to score; raise max_length"
+                               if keep <= 0 and max(n_cond, n_direct) > 0 else f"error: empty {what} after tokenizing")
+                continue
+            c_ids, d_ids = c_ids[:c_start + keep], d_ids[:d_start + keep]
+            if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
+                statuses[r] = f"error: the {what} has no token with context in the direct text (no BOS token)"
+                continue
+            row = rows[r]
+            items.append(Item(row=r, slot=0, group=self._group(row, 0), ids=list(c_ids), truncated=truncated,
+                              loss_from=max(c_start, 1)))
+            items.append(Item(row=r, slot=1, group=self._group(row, 1), ids=list(d_ids), truncated=truncated,
+                              loss_from=max(d_start, 1)))
+        return items
+
+    def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
+        """Per row: (conditioned ids, direct ids, first read token of each), or None for rows it cannot score.
+
+        Example:
+            >>> cond, direct, (c0, d0) = IFDScorer().token_ids({"instruction": ["Hi"], "output": ["Hey"]})[0]
+        """
+        rows = self._rows(batch)
+        statuses = [row.error for row in rows]
+        out: list = [None] * len(rows)
+        for item in self._items(rows, statuses, self.engine.state(rank)):
+            entry = out[item.row] or [None, None, [None, None]]
+            entry[item.slot] = list(item.ids)
+            entry[2][item.slot] = item.loss_from
+            out[item.row] = entry
+        return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
+
+    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+        import math
+
+        rows = self._rows(batch)
+        if not rows:
+            return {name: [] for name in self.output_columns}
+        state = self.engine.state(rank)
+        statuses: list = [None if row.error is None else f"error: {row.error}" for row in rows]
+        items = self._items(rows, statuses, state)
+        values, failed = self.engine.run(items, state, TokenLosses(), n_rows=len(rows))
+        nan = float("nan")
+        losses = [[nan, nan] for _ in rows]
+        for item, value in zip(items, values):
+            if value is not None and len(value):
+                losses[item.row][item.slot] = float(value.mean())
+        truncated = {item.row for item in items if item.truncated}
+        for row in failed:
+            statuses[row] = "error: out of memory"
+        scores, status_col = [], []
+        for r, (cond, direct) in enumerate(losses):
+            if statuses[r] is not None:
+                cond = direct = nan
+                status_col.append(statuses[r])
+            else:
+                status_col.append("truncated" if r in truncated else "ok")
+            if math.isnan(cond) or math.isnan(direct):
+                scores.append(nan)
+            elif self.config.variant == "ppl":
+                scores.append(math.exp(cond - direct))
+            else:
+                scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
+            losses[r] = [cond, direct]
+        prefix = self.config.column_prefix
+        return {
+            prefix + "score": scores,
+            prefix + "conditioned_loss": [c for c, _ in losses],
+            prefix + "direct_loss": [d for _, d in losses],
+            prefix + "status": status_col,
+        }
+
+
+class ReverseIFDScorer(IFDScorer):
+    """Adds reversed-IFD columns (`rifd_score`, `rifd_conditioned_loss`, `rifd_direct_loss`, `rifd_status`).
+
+    The conditioned text is `template(reverse prompt with Y) + X`, the direct text is X alone
+    (X = instruction and input joined with no separator, as the authors do); the read span is X.
+    Defaults follow Selective Reflection-Tuning: template "vicuna", variant "ppl", empty direct
+    prefix. Options as for `IFDScorer`.
+
+    Example:
+        >>> ds = ds.map(ReverseIFDScorer(), batched=True)
+        >>> pairs = ds.filter(lambda r: r["ifd_score"] < 1 and r["rifd_score"] < 1)
+    """
+
+    method = "rifd"
+    config_class = ReverseIFDConfig
+    reverse = True

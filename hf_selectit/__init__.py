@@ -33,14 +33,20 @@ _LAZY = {
     "select_top": "select",
     "select_random": "select",
     "fuse_models": "select",
-    "selection_report": "select",
-    "SelectionReport": "select",
+    "selection_report": "report",
+    "SelectionReport": "report",
     "publish": "publish",
     "load_selective": "publish",
     "score_distributed": "distributed",
     "ScorerConfig": "config",
     "SelectConfig": "config",
     "PublishConfig": "config",
+    "IOConfig": "config",
+    "RunOptions": "config",
+    "FusionConfig": "config",
+    "PipelineConfig": "config",
+    "METHOD_CONFIGS": "config",
+    "load_run_config": "options",
     "SelectITError": "errors",
     "validate": "validation",
     "ValidationReport": "validation",
@@ -64,7 +70,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import score_distributed
-    from .config import PublishConfig, ScorerConfig, SelectConfig
+    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PipelineConfig, PublishConfig,
+                         RunOptions, ScorerConfig, SelectConfig)
+    from .options import load_run_config
     from .errors import SelectITError
     from .publish import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
@@ -73,5 +81,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import AlpaGasusConfig, DeitaConfig
     from .methods.alpagasus import AlpaGasusScorer
     from .methods.deita import DeitaScorer
-    from .select import SelectionReport, fuse_models, select_random, select_top, selection_report
+    from .report import SelectionReport, selection_report
+    from .select import fuse_models, select_random, select_top
     from .validation import ValidationReport, validate

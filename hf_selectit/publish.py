@@ -6,9 +6,9 @@ scored dataset, `scores` config, when given), `README.md` (the card), `selectit.
 created last: a version without its tag does not exist, and any failure before the tag raises
 `PublishError` saying what was left behind.
 
-`repo_id` names a local directory (instead of a Hub repo) when it is an `os.PathLike`, an
-absolute path, starts with `.` or `~`, contains a backslash or more than one `/`, or is an
-existing directory. Anything else (`name` or `namespace/name`) is a Hub repo id. To publish into
+`repo_id` names a local directory (instead of a Hub repo) when it is an `os.PathLike`, exists
+here, or looks like a path (absolute, starts with `.` or `~`, contains a backslash or more than
+one `/`, or ends in a data-file suffix): `hf_selectit.io.is_local_path`. Anything else (`name` or `namespace/name`) is a Hub repo id. To publish into
 a new directory called like a repo id, write it as `./user/name`. A local directory holds the
 latest version in place; earlier versions are recorded in its `selectit.json` and changelog.
 """
@@ -19,16 +19,18 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from . import cards, provenance
 from .errors import ConfigError, PublishError, VersionExistsError
+from .io import is_local_path
+from .metadata import with_metadata
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
+from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
@@ -36,9 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-# ASCII digits only (`\d` would accept "v１") and matched with fullmatch (`$` would accept "v1.0\n").
-VERSION_RE = re.compile(r"v[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
-_VERSION_INPUT_RE = re.compile(r"v?[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
 REPO_TYPE = "dataset"
 SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
@@ -81,49 +80,18 @@ class PublishResult:
 # ----------------------------------------------------------------------------- small helpers
 
 
-def check_version(version: Any) -> str:
-    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers.
-
-    The leading `v` may be omitted (`"1.2"` is published as the tag `"v1.2"`), so that a version
-    has exactly one tag name. Whitespace, other characters and non-ASCII digits are refused.
-
-    Raises:
-        ConfigError: anything else (nothing has been written yet when publish raises it).
-
-    Example:
-        >>> check_version("v1.2"), check_version("1.2")
-        ('v1.2', 'v1.2')
-    """
-    if not isinstance(version, str) or not _VERSION_INPUT_RE.fullmatch(version):
-        raise ConfigError(
-            f"version={version!r} is invalid: expected 'v' followed by one to three dot-separated "
-            "numbers in ASCII digits, e.g. 'v1', 'v1.2' or 'v1.2.3' (no spaces or other characters)."
-        )
-    return version if version.startswith("v") else "v" + version
-
-
-def version_key(version: str) -> tuple:
-    """Sort key of version tags: numeric parts (missing ones count as 0), then the most specific."""
-    parts = [int(p) for p in version[1:].split(".")]
-    return tuple(parts + [0] * (3 - len(parts))) + (len(parts),)
-
-
 def is_local_target(repo_id: PathOrId) -> bool:
-    """Whether `repo_id` names a local directory rather than a Hub repo (rule in the module doc).
+    """Whether `repo_id` names a local directory rather than a Hub repo.
+
+    The rule is :func:`hf_selectit.io.is_local_path` (the one "local path or Hub id?" decision).
 
     Example:
         >>> is_local_target("me/Selective-Alpaca"), is_local_target("./out")
         (False, True)
     """
-    if isinstance(repo_id, os.PathLike):
-        return True
-    if not isinstance(repo_id, str) or not repo_id:
+    if not isinstance(repo_id, (str, os.PathLike)) or not os.fspath(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is invalid: expected 'user/name' or a local directory.")
-    if os.path.isabs(repo_id) or repo_id.startswith((".", "~")) or "\\" in repo_id:
-        return True
-    if repo_id.count("/") > 1:
-        return True
-    return os.path.isdir(repo_id)
+    return is_local_path(repo_id, for_output=True)
 
 
 def _resolve_token(token: Optional[str]) -> Optional[str]:
@@ -532,6 +500,7 @@ def publish(
     branch: Optional[str] = None,
     overwrite: bool = False,
     card_data: Any = None,
+    scorers: Optional[Sequence[Any]] = None,
     run_config: Union[str, os.PathLike, Mapping, None] = None,
 ) -> PublishResult:
     """Publish `subset` as version `version` of a dataset repo (or a local directory).
@@ -552,6 +521,9 @@ def publish(
         card_data: Extra card fields (dict or `DatasetCardData`): `license` (required when the
             source card has none), `language`, `pretty_name`, `task_categories`, `tags`, and
             `reproduce_command` (the CLI line shown under "Reproduce").
+        scorers: The scorers behind the score columns (objects or their `info()` dicts). Rarely
+            needed: the provenance travels with data saved by hf-selectit, and a scorer used in
+            this process (`ds.map(scorer, batched=True)`) is found by its column prefix.
         run_config: The `hf-selectit run` configuration the version was made with: a YAML file
             path (uploaded verbatim) or a mapping (written as YAML). It is committed as
             `selectit_run.yaml` and the card's Reproduce section runs it. `hf-selectit run`
@@ -561,8 +533,8 @@ def publish(
         A `PublishResult`.
 
     Raises:
-        ConfigError: bad version, repo_id, dataset type, an empty subset or a missing license;
-            nothing is written.
+        ConfigError: bad version, repo_id, dataset type, an empty subset, a missing license, or
+            score columns whose scorer is unknown; nothing is written.
         VersionExistsError: the version exists and `overwrite` is False.
         PublishError: a Hub request failed; the message says what exists afterwards.
 
@@ -574,6 +546,13 @@ def publish(
     _check_dataset(subset, "subset")
     if scored is not None:
         _check_dataset(scored, "scored")
+    # Every score column's scorer must be known before anything is written (the card and
+    # selectit.json name the model, prompts, alpha and normalisation).
+    infos = provenance.scorers_of(subset, scored, scorers)
+    if infos:
+        subset = with_metadata(subset, scorers=infos)
+        if scored is not None:
+            scored = with_metadata(scored, scorers=infos)
     _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:

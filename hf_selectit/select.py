@@ -42,8 +42,6 @@ from .errors import ConfigError, ScoreColumnError
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
-    from .report import SelectionReport, selection_report  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_RATIO = 0.2
@@ -689,12 +687,3 @@ def _status_equals(ds: "Dataset", status_column: str, value: str) -> np.ndarray:
 
     mask = pc.fill_null(pc.equal(ds.with_format("arrow")[status_column], value), False)
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def __getattr__(name: str) -> Any:
-    # hf_selectit exports the report from here; report.py imports this module, so load lazily.
-    if name in ("selection_report", "SelectionReport"):
-        from . import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ Offline, on a local file with the embedded SmolLM2 (or any local model folder)::
     python scripts/selective_alpaca.py --data data.json --model /models/llama-2-7b --model /models/llama-2-13b
 
 The run is resumable: run the same command again after a crash and finished shards are skipped.
-The same job as YAML: configs/selective_alpaca.yaml (`hf-selectit run` on it).
+The same job as YAML: hf_selectit/configs/selective_alpaca.yaml (`hf-selectit run --example selective_alpaca`).
 """
 
 from __future__ import annotations
@@ -38,25 +38,26 @@ LICENSE = "cc-by-nc-4.0"  # Alpaca-GPT4's data licence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The recipe's own flags (--data, --model, --output) plus the package's options, generated
+    by hf_selectit.options from the same dataclasses as `hf-selectit run` (one definition)."""
+    from hf_selectit import options
+    from hf_selectit.config import IOConfig, PublishConfig, RunOptions, ScorerConfig
+
+    p = options.ArgumentParser(description=__doc__.split("\n\n")[0],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help=f"Local JSON/JSONL/Parquet file or folder instead of {RECIPE_DATASET}.")
     p.add_argument("--model", action="append",
                    help="Scoring model (Hub id or local path; repeat for the model level); "
                         "'embedded' = the bundled SmolLM2-135M-Instruct. Default: the recipe's "
                         "LLaMA-2 7B/13B/70B, or the embedded model with --data.")
-    p.add_argument("--limit", type=int, help="Use only the first N rows.")
     p.add_argument("--output", default="runs/selective-alpaca",
                    help="Run folder: scored/, subset/ and the shard checkpoints (default: %(default)s).")
-    p.add_argument("--repo-id", help="Hub dataset repo to publish to. Default: a local folder "
-                                     "OUTPUT/published (always so with --data).")
-    p.add_argument("--version", default="v1.0", help="Version tag (default: %(default)s).")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing version.")
-    p.add_argument("--batch-size", type=int, default=64, help="Rows per map batch (default: %(default)s).")
-    p.add_argument("--shard-rows", type=int, default=None,
-                   help="Rows per checkpointed shard (default: 1024, or 32 with --data).")
-    p.add_argument("--num-proc", type=int, default=None, help="Map workers (one per GPU).")
-    p.add_argument("--dtype", default=None, help="Model dtype (default: auto).")
+    options.add_options(p, IOConfig, title="input", only=("limit",))
+    options.add_options(p, ScorerConfig, title="scorer", only=("dtype",))
+    options.add_options(p, RunOptions, title="execution", only=("batch_size", "shard_rows", "num_proc"),
+                        defaults={"shard_rows": "1024, or 32 with --data"})
+    options.add_options(p, PublishConfig, title="publish", only=("repo_id", "version", "overwrite"),
+                        defaults={"repo_id": "OUTPUT/published (always so with --data)"})
     return p
 
 
@@ -75,7 +76,7 @@ def recipe_config(args: argparse.Namespace) -> dict:
     else:
         models = [{"model": m, "column_prefix": p, "params": n} for m, p, n in RECIPE_MODELS]
     scorer = {"prompts": 5, "alpha": 0.2, "normalization": "paper"}
-    if args.dtype:
+    if getattr(args, "dtype", None):
         scorer["dtype"] = args.dtype
     out = Path(args.output)
     card = {
@@ -84,26 +85,28 @@ def recipe_config(args: argparse.Namespace) -> dict:
         "task_categories": ["text-generation"],
         "reproduce_command": shlex.join(["python", "scripts/selective_alpaca.py", *sys.argv[1:]]),
     }
-    return {
+    flags = vars(args)
+    config = {
         "input": args.data or RECIPE_DATASET,
         "split": "train",
-        "limit": args.limit,
         "output": str(out / "scored"),
         "subset_output": str(out / "subset"),
-        "batch_size": args.batch_size,
-        "shard_rows": args.shard_rows or (32 if offline else 1024),
-        "num_proc": args.num_proc,
+        "shard_rows": 32 if offline else 1024,
         "scorer": scorer,
         "models": models,
         "select": {"ratio": RATIO},
-        "publish": {
-            "repo_id": args.repo_id or str(out / "published"),
-            "version": args.version,
-            "overwrite": args.overwrite,
-            "license": LICENSE,
-        },
+        "publish": {"repo_id": str(out / "published"), "license": LICENSE},
         "card_data": card,
     }
+    # The package's flags given on the command line; values are checked by the run-config
+    # loader (hf_selectit.options), like a YAML file's.
+    for name in ("limit", "batch_size", "shard_rows", "num_proc"):
+        if name in flags:
+            config[name] = flags[name]
+    for name in ("repo_id", "version", "overwrite"):
+        if name in flags:
+            config["publish"][name] = flags[name]
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

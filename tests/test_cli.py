@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_selectit import cli
-from hf_selectit.config import PublishConfig, ScorerConfig, SelectConfig
-from hf_selectit.io import IOConfig
-from hf_selectit.pipeline import RunOptions
+from hf_selectit import cli, options
+from hf_selectit.config import IOConfig, PublishConfig, RunOptions, ScorerConfig, SelectConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,9 +33,11 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-def _flags(parser, command: str) -> set[str]:
-    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[command]
-    return {opt for action in sub._actions for opt in action.option_strings}
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
 
 
 # ------------------------------------------------------------------------ --help
@@ -71,7 +71,6 @@ def test_help_is_fast_and_imports_no_torch():
 
 
 def test_every_dataclass_field_is_an_option_with_help_and_default(capsys):
-    parser = cli.build_parser()
     expected = {
         "score": (IOConfig, ScorerConfig, RunOptions),
         "select": (IOConfig, SelectConfig),
@@ -79,16 +78,13 @@ def test_every_dataclass_field_is_an_option_with_help_and_default(capsys):
         "run": (RunOptions,),
     }
     for command, classes in expected.items():
-        flags = _flags(parser, command)
+        text = _help(command, capsys)
         for cls in classes:
             for f in fields(cls):
                 if (command, f.name) in {("score", "input"), ("select", "input"), ("score", "subset_output")}:
                     continue
-                flag = "--" + cli.option_name(cls, f.name).replace("_", "-")
-                assert flag in flags, (command, flag)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["score", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+                assert options.flag_of(cls, f.name) + " " in text, (command, f.name)
+    text = _help("score", capsys)
     assert "Uncertainty weight of the sentence level" in text and "(default: 0.2)" in text
     assert "--model-revision" in text and "--trust-remote-code | --no-trust-remote-code" in text
 
@@ -98,9 +94,9 @@ def test_yaml_values_and_flag_precedence(tmp_path):
     cfg.write_text("alpha: 0.5\nprompts: 3\nmodel-revision: abc\ncolumns: {instruction: q}\nlimit: 7\n")
     args = cli.build_parser().parse_args(
         ["score", "in.json", "--config", str(cfg), "--alpha", "0.3", "--prompts", '["A?", "B?"]'])
-    values = cli.read_config_file(args.config, cli._flat_names(args.sections) + ["input"])
-    scorer = cli.build_config(ScorerConfig, args, values)
-    io = cli._io_config(args, values)
+    file = options.read_config_file(args.config, options.flat_names(args.sections) + ["input"])
+    scorer = options.from_args(ScorerConfig, args, file)
+    io = options.from_args(IOConfig, args, file, extra={"input": args.input})
     assert scorer.alpha == 0.3  # the flag beats the file
     assert scorer.prompts == ["A?", "B?"]
     assert scorer.revision == "abc" and scorer.columns == {"instruction": "q"}
@@ -132,7 +128,7 @@ def test_run_config_unknown_key_in_section(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--alpha", "-1"], "alpha=-1.0 is invalid"),
+        (["--alpha", "-1"], "--alpha=-1.0 is invalid"),
         (["--batch-size", "many"], "--batch-size='many' is invalid: expected an integer"),
         (["--normalization", "softmax"], "normalization='softmax' is invalid: expected one of"),
         (["--columns", "{not: [valid"], "--columns='{not: [valid' is not valid JSON/YAML"),
@@ -191,9 +187,11 @@ def test_score_select_publish_end_to_end(tmp_path, tiny_model_dir, capsys):
     card = (pub / "README.md").read_text()
     assert "license: apache-2.0" in card
 
-    # Publishing the same version again is refused (exit 1) unless --overwrite is given.
-    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0"]) == 1
-    assert "VersionExistsError" in capsys.readouterr().err
+    # Publishing the same version again is refused unless --overwrite is given.
+    # An existing version is a user error (exit 2) and the fix is given as the flag.
+    assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err and "Traceback" not in err
     assert cli.main(["publish", str(subset_dir), "--repo-id", str(pub), "--license", "apache-2.0",
                      "--overwrite"]) == 0
 

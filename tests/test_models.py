@@ -518,7 +518,7 @@ def test_cli_model_kwargs_reach_the_model_and_provenance(tiny_model_dir, tmp_pat
 def test_selective_alpaca_config_places_the_70b_model_with_a_device_map():
     from hf_selectit.pipeline import load_pipeline_config
 
-    config = load_pipeline_config(str(Path(__file__).resolve().parents[1] / "configs" / "selective_alpaca.yaml"))
+    config = load_pipeline_config(str(Path(__file__).resolve().parents[1] / "hf_selectit" / "configs" / "selective_alpaca.yaml"))
     by_name = {m.model: m for m in config.models}
     assert by_name["meta-llama/Llama-2-70b-hf"].model_kwargs == {"attn_implementation": "sdpa", "device_map": "auto"}
     for small in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf"):
@@ -565,5 +565,5 @@ def test_run_refuses_a_device_map_model_with_num_proc_before_scoring_any(tiny_mo
         f"  - {{model: {tiny_model_dir}, column_prefix: b_, model_kwargs: {{device_map: auto}}}}\n"
     )
     assert cli.main(["run", str(config)]) == 2
-    assert "num_proc=2" in capsys.readouterr().err
+    assert "--num-proc=2" in capsys.readouterr().err  # the CLI names the flag
     assert not list(tmp_path.glob("scored*/**/shard-*"))  # the first model was not scored either

@@ -11,19 +11,12 @@ from typing import Optional, Union
 
 import pytest
 
-from hf_selectit.config import ScorerConfig, SelectConfig
+from hf_selectit.config import IOConfig, PipelineConfig, RunOptions, ScorerConfig, SelectConfig
 from hf_selectit.errors import ConfigError
-from hf_selectit.io import IOConfig, load_input, resolve_output_format, save_output
-from hf_selectit.pipeline import (
-    PipelineConfig,
-    RunOptions,
-    coerce_value,
-    config_from_mapping,
-    load_pipeline_config,
-    run_pipeline,
-    score_dataset,
-    select_column_for,
-)
+from hf_selectit.io import load_input, resolve_output_format, save_output
+from hf_selectit.options import coerce_value, config_from_mapping
+from hf_selectit.options import load_run_config as load_pipeline_config
+from hf_selectit.pipeline import run_pipeline, score_dataset, select_column_for
 
 
 def _rows(n: int) -> list[dict]:
@@ -87,7 +80,7 @@ def test_config_from_mapping_unknown_key_lists_valid_ones_and_suggests():
 
 
 def test_config_from_mapping_range_error_names_the_section():
-    with pytest.raises(ConfigError, match=r"scorer: alpha=-1.0 is invalid"):
+    with pytest.raises(ConfigError, match=r"scorer: alpha=-1 is invalid"):
         config_from_mapping(ScorerConfig, {"alpha": -1}, where="scorer")
 
 
@@ -155,7 +148,7 @@ def test_load_pipeline_config_from_missing_or_bad_yaml(tmp_path):
 def test_example_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "hf_selectit" / "configs"
     alpaca = load_pipeline_config(root / "selective_alpaca.yaml")
     assert [m.model for m in alpaca.models] == [
         "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "meta-llama/Llama-2-70b-hf"]
@@ -163,6 +156,8 @@ def test_example_configs_load():
     assert alpaca.select.ratio == 0.2 and alpaca.io.input == "vicgalle/alpaca-gpt4"
     demo = load_pipeline_config(root / "demo.yaml")
     assert demo.models[0].model is None and demo.publish.repo_id == "./selective-demo"
+    # The input path is read from the YAML file's folder, wherever the command runs.
+    assert Path(demo.io.input) == (root.parent / "data" / "demo.jsonl").resolve()
 
 
 # ---------------------------------------------------------------------------- io
@@ -187,7 +182,7 @@ def test_load_input_local_formats_and_limit(tmp_path):
     assert len(load_input(str(tmp_path / "dd"), split="test")) == 2
     with pytest.raises(ConfigError, match=r"split='dev' not found.*\['test', 'train'\]"):
         load_input(str(tmp_path / "dd"), split="dev")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="No such file or Hub dataset: .*missing.json"):
         load_input(str(tmp_path / "missing.json"))
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(ConfigError, match="unsupported file type '.txt'"):

@@ -356,7 +356,9 @@ def test_checkpoints_live_beside_the_output_and_go_after_success(tmp_path, tiny_
                 "--shard-rows", "2")
     done = subprocess.run(base, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["scored.jsonl"]
+    # The data and its provenance (hf_selectit.provenance sidecar), no checkpoints.
+    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == [
+        "scored.jsonl", "scored.jsonl.selectit.json"]
     assert not list(cwd.iterdir())  # nothing in the current directory
 
     kept = subprocess.run([*base, "--keep-checkpoints"], cwd=cwd, capture_output=True, text=True, timeout=600)

@@ -61,6 +61,11 @@ class BaseScorer:
         self.engine = self.engine_class(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))
+        # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
+        # source of its columns (the provenance registry in hf_selectit.metadata).
+        from ..metadata import register_scorer
+
+        register_scorer(self)
 
     def _check_config(self) -> None:
         """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
@@ -138,6 +143,9 @@ class BaseScorer:
             ModelLoadError, RatingTokenError: the model cannot be loaded or used for this method.
         """
         require_batched(batch, type(self).__name__, self.config.columns)
+        from ..metadata import register_scorer
+
+        register_scorer(self, called=True)
         return self._score(batch, rank)
 
     def info(self, *, rank: Optional[int] = None) -> dict:

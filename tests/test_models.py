@@ -290,6 +290,10 @@ def test_model_kwargs_on_the_command_line(tmp_path, capsys):
     assert cli.main(base + ["--model-kwargs", '{"device_map": "auto", "flash": true}']) == 2
     err = capsys.readouterr().err
     assert "'flash'" in err and "attn_implementation" in err
+    # A token in JSON that does not parse is not echoed back.
+    assert cli.main(base + ["--model-kwargs", '{"token": "%s", "device_map": "auto"' % SECRET]) == 2
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err and SECRET not in err and "<hidden>" in err
 
 
 # --- model_kwargs: loading ------------------------------------------------------------------

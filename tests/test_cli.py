@@ -215,7 +215,11 @@ def test_run_yaml_end_to_end_to_parquet(tmp_path, tiny_model_dir, capsys):
     published = datasets.load_dataset(str(tmp_path / "pub"), split="train")
     top = sorted(scored["tiny_sentence_score"], reverse=True)[:2]
     assert published["tiny_sentence_score"] == pytest.approx(top)  # order: score, best first
-    assert "hf-selectit" in (tmp_path / "pub" / "README.md").read_text()
+    readme = (tmp_path / "pub" / "README.md").read_text()
+    assert "hf-selectit" in readme
+    # The run config travels with the data, and the card's Reproduce section runs it.
+    assert (tmp_path / "pub" / "selectit_run.yaml").read_text() == cfg.read_text()
+    assert f"hf-selectit run {tmp_path / 'pub' / 'selectit_run.yaml'}" in readme
 
 
 @pytest.mark.hub

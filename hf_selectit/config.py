@@ -792,7 +792,7 @@ class _IFDOptions(_RatingConfig):
 
 @dataclass
 class IFDConfig(_IFDOptions):
-    """What identifies an IFD scorer (Cherry LLM; METHOD.md 7.1)."""
+    """What identifies an IFD scorer (Cherry LLM; docs/method.md 7.1)."""
 
     column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
 

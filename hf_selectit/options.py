@@ -29,6 +29,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -175,8 +176,16 @@ def _parse_structured(name: str, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        problem = " ".join(str(exc).split())
-        raise ConfigError(f"{name}={text!r} is not valid JSON/YAML: {problem}") from exc
+        problem = _redact_token(" ".join(str(exc).split()))
+        raise ConfigError(f"{name}={_redact_token(text)!r} is not valid JSON/YAML: {problem}") from exc
+
+
+# A Hub token given in --model-kwargs must not be echoed back in an error message.
+_TOKEN_VALUE = re.compile(r"""(["']?token["']?\s*:\s*["']?)[^"',}\s]+""", re.IGNORECASE)
+
+
+def _redact_token(text: str) -> str:
+    return _TOKEN_VALUE.sub(r"\1<hidden>", text)
 
 
 def _type_name(annotation: Any) -> str:

@@ -350,7 +350,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
             raise ConfigError("publish needs a selected subset: add a `select` section.")
         summary.published = publish_subset(subset, config.publish, scored=scored,
                                            source=config.publish.source or _hub_source(io),
-                                           card_data=config.card_data)
+                                           card_data=config.card_data, run_config=config.config_file)
     return scored, subset
 
 
@@ -408,8 +408,11 @@ def _hub_source(io: IOConfig) -> Optional[str]:
 
 
 def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
-                   source: Optional[str] = None, card_data: Optional[Mapping] = None) -> str:
+                   source: Optional[str] = None, card_data: Optional[Mapping] = None,
+                   run_config: Optional[str] = None) -> str:
     """Publish with :func:`hf_selectit.publish.publish` from a :class:`PublishConfig`.
+
+    `run_config` is the YAML file of an `hf-selectit run`: uploaded as `selectit_run.yaml`.
 
     Returns:
         A one-line description of where it went (the publisher's result, as text).
@@ -425,7 +428,7 @@ def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
         data.setdefault("pretty_name", publish.pretty_name)
     result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, source=source,
                       private=publish.private, branch=publish.branch, overwrite=publish.overwrite,
-                      card_data=data or None)
+                      card_data=data or None, run_config=run_config)
     return describe_publish_result(result, publish.repo_id)
 
 

@@ -412,6 +412,16 @@ METHOD_COLUMN_DESCRIPTIONS = {
     ("deita", "complexity"): "DEITA complexity: sum_i i x softmax(logits of \"1\"..\"6\")_i after "
                              "DEITA's complexity prompt (instruction only).",
     ("deita", "score"): "complexity x quality: DEITA's score of a single-turn row.",
+    ("ifd", "score"): "IFD = s(Y|X) / s(Y) (variant loss, Cherry) or exp s(Y|X) / exp s(Y) (variant "
+                      "ppl): how much harder the response is without its instruction.",
+    ("ifd", "conditioned_loss"): "s(Y|X): mean token loss of the response after the templated "
+                                 "instruction.",
+    ("ifd", "direct_loss"): "s(Y): mean token loss of the response after the direct prefix alone.",
+    ("rifd", "score"): "Reversed IFD = exp s(X|Y) / exp s(X) (default variant ppl): low when the "
+                       "response lets the model recover the instruction.",
+    ("rifd", "conditioned_loss"): "s(X|Y): mean token loss of the instruction after the reverse "
+                                  "prompt holding the response.",
+    ("rifd", "direct_loss"): "s(X): mean token loss of the instruction alone.",
 }
 
 
@@ -594,7 +604,8 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
         lines[1] = lines[1].replace("select_top", "select_random")
         lines.append(f"subset = select_random(ds, {', '.join(sel_args)})")
     else:
-        sel_args = [f"{k}={_py(rule[k])}" for k in ("ratio", "k", "threshold", "column", "by", "order")
+        sel_args = [f"{k}={_py(rule[k])}" for k in ("ratio", "k", "threshold", "column", "by", "order",
+                                                     "cutoff", "also_below_one")
                     if rule.get(k) is not None]
         lines.append(f"subset = select_top(ds, {', '.join(sel_args)})")
     lines.append(f"publish(subset, {_py(repo_id)}, version={_py(version)}, scored=ds)")

@@ -350,7 +350,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
             raise ConfigError("publish needs a selected subset: add a `select` section.")
         summary.published = publish_subset(subset, config.publish, scored=scored,
                                            source=config.publish.source or _hub_source(io),
-                                           card_data=config.card_data)
+                                           card_data=config.card_data, run_config=config.config_file)
     return scored, subset
 
 
@@ -367,7 +367,14 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
                           "positive: good}); validate preference pairs with `hf-selectit validate`.")
     if v.score_columns is None:
         v = replace(v, score_columns=[select_column_for(config)])
-    report = run_validation(scored, replace(v, score_first=False))
+    try:
+        report = run_validation(scored, replace(v, score_first=False))
+    except ConfigError as err:
+        # The rows are scored and selected already; a label the rows cannot be checked against
+        # (one class only, e.g. a --limit run) must not cost the run. Said once, in the summary.
+        logger.warning("Validation skipped: %s", err)
+        summary.validation = {"skipped": str(err)}
+        return scored
     row = next(r for r in report.results if r["role"] == "score")
     summary.validation = {"headline": report.headline(), "metric": report.metric, "column": row["name"],
                           **{k: row[k] for k in ("value", "ci_low", "ci_high", "n")},
@@ -401,8 +408,11 @@ def _hub_source(io: IOConfig) -> Optional[str]:
 
 
 def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
-                   source: Optional[str] = None, card_data: Optional[Mapping] = None) -> str:
+                   source: Optional[str] = None, card_data: Optional[Mapping] = None,
+                   run_config: Optional[str] = None) -> str:
     """Publish with :func:`hf_selectit.publish.publish` from a :class:`PublishConfig`.
+
+    `run_config` is the YAML file of an `hf-selectit run`: uploaded as `selectit_run.yaml`.
 
     Returns:
         A one-line description of where it went (the publisher's result, as text).
@@ -418,7 +428,7 @@ def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
         data.setdefault("pretty_name", publish.pretty_name)
     result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, source=source,
                       private=publish.private, branch=publish.branch, overwrite=publish.overwrite,
-                      card_data=data or None)
+                      card_data=data or None, run_config=run_config)
     return describe_publish_result(result, publish.repo_id)
 
 

@@ -318,6 +318,8 @@ def select_top(
     """
     rule = _resolve_rule(ratio, k, threshold)
     _check_order(order)
+    # Before the cut-off: "auto" depends on the column actually ranked by.
+    column = resolve_score_column(ds, column)
     cut = _resolve_cutoff(cutoff, column)
     below = _check_below_one(also_below_one)
     n_rows = len(ds)
@@ -327,7 +329,6 @@ def select_top(
         k = _check_k(k, n_rows)
     elif not _is_real(threshold) or not math.isfinite(threshold):
         raise ConfigError(f"threshold={threshold!r} is invalid: expected a finite number.")
-    column = resolve_score_column(ds, column)
     scores = score_array(ds, column)
     codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
 

@@ -215,10 +215,10 @@ def test_low_rating_mass_warns_once(tiny_model_dir, caplog):
 def test_fingerprint_is_fast_config_only_and_hits_the_cache(tiny_model_dir, tmp_path):
     scorer = AlpaGasusScorer(str(tiny_model_dir))
     Hasher.hash(scorer)
-    start = time.perf_counter()
-    for _ in range(20):
-        h = Hasher.hash(scorer)
-    assert (time.perf_counter() - start) / 20 < 0.010
+    h = Hasher.hash(scorer)
+    # Microseconds because only the config is hashed: a few hundred bytes, never the weights
+    # (asserted through the pickled size, not a wall-clock limit on a shared machine).
+    assert len(pickle.dumps(scorer)) < 4000
     assert h == Hasher.hash(AlpaGasusScorer(str(tiny_model_dir), device="cpu", max_batch_tokens=77))
     changed = [dict(max_length=512), dict(column_prefix="j_"), dict(dtype="bfloat16")]
     hashes = {Hasher.hash(AlpaGasusScorer(str(tiny_model_dir), **kw)) for kw in changed}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 
 import pytest
 
@@ -372,7 +371,9 @@ def test_schema_is_logged_once(caplog):
     assert len(records) == 1
 
 
-def test_extract_pairs_is_fast_on_10k_rows():
+def test_extract_pairs_on_10k_rows():
+    # The speed of this path is measured by scripts/, not asserted here (no wall-clock limits in
+    # unit tests: the machine is shared). What must hold at this size: every row, in order.
     n = 10_000
     alpaca = {"instruction": ["Explain the thing."] * n, "input": ["", "ctx"] * (n // 2),
               "output": ["Here is the explanation."] * n}
@@ -380,13 +381,12 @@ def test_extract_pairs_is_fast_on_10k_rows():
              {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
              {"role": "assistant", "content": "A2"}]
     chat = {"messages": [turns] * n}
-    start = time.perf_counter()
     a = extract_pairs(alpaca)
     c = extract_pairs(chat)
-    elapsed = time.perf_counter() - start
     assert len(a) == n and len(c) == n
+    assert a[0] == Pair("Explain the thing.", "Here is the explanation.")
     assert a[1] == Pair("Explain the thing.\nctx", "Here is the explanation.")
-    assert elapsed < 0.5, f"10k Alpaca + 10k chat rows took {elapsed:.3f}s"
+    assert len(set(c)) == 1 and c[0] == extract_pairs({"messages": [turns]})[0]
 
 
 def test_real_dataset_map_with_arrow_turn_structs():

@@ -9,8 +9,8 @@ The one switch (documented in the README's Development section): the blocks run 
 test suite's local Hub (`HF_ENDPOINT`), where every Hub id the README names holds a stand-in:
 the tiny test model (tests/tiny_lm.py) under each model id in `STAND_IN_MODELS`, a few Alpaca
 rows (from the bundled demo set, with the source's license and language in its card) under each
-dataset id in `STAND_IN_DATASETS`; a `data.jsonl` of such rows is in the scratch folder, and the
-repository's `configs/` is copied there. The text of the blocks is not changed. A new Hub id in
+dataset id in `STAND_IN_DATASETS`; a `data.jsonl` of such rows is in the scratch folder, and a
+repository-level `configs/` folder, when there is one, is copied there. The text of the blocks is not changed. A new Hub id in
 the README must be added to those tables (the static test says so).
 
 Markers, an HTML comment on the line before a block:

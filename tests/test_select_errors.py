@@ -90,3 +90,9 @@ def test_all_failed_rows_saved_as_jsonl_select_nothing(tmp_path, caplog):
     # The same without a status column: null scores are NaN rows.
     bare = ds.remove_columns(["selectit_status"])
     assert len(select_top(bare, k=2)) == 0
+
+
+def test_single_ifd_column_gets_its_cut_off_when_picked_by_default():
+    ds = Dataset.from_dict({"ifd_score": [0.5, 0.9, 1.2, 1.5, 0.7], "ifd_status": ["ok"] * 5})
+    subset = select_top(ds, k=2)                          # column resolved to ifd_score
+    assert subset["ifd_score"] == [0.9, 0.7]              # rows above 1 dropped first (Cherry)

@@ -35,6 +35,7 @@ from .config import (
     ReportOptions,
     RunOptions,
     SelectConfig,
+    ValidateConfig,
     method_of,
 )
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
@@ -114,6 +115,27 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
     opt.add_options(p, IOConfig, title="input", exclude=("input", "output", "output_format"))
     opt.add_options(p, PublishConfig, title="publish")
     p.set_defaults(handler=cmd_publish, sections=(IOConfig, PublishConfig))
+
+    p = sub.add_parser("validate", help="Check scores against labels or preference pairs, beside baselines.",
+                       description="How well a score separates good answers from bad ones, each "
+                                   "figure with a bootstrap 95% interval and its number of items, "
+                                   "beside the baselines (random, response length in characters and "
+                                   "tokens, other score columns). With --label: ROC-AUC of each score "
+                                   "column for a binary/categorical label (--positive), Spearman for a "
+                                   "numeric rating (rows without scores are scored first). Without: "
+                                   "preference pairs (prompt/chosen/rejected, ShareGPT conversations + "
+                                   "chosen/rejected, or messages-style chosen/rejected lists), both "
+                                   "answers scored with the scorer options, pairwise accuracy (ties "
+                                   "0.5). Prints a Markdown table; --json FILE the full report, "
+                                   "--plot FILE.png the score distributions.")
+    _input_args(p)
+    p.add_argument("--method", default=argparse.SUPPRESS, metavar="NAME",
+                   help=f"Scoring method for pairs or unscored rows: {', '.join(sorted(METHOD_CONFIGS))} "
+                        f"(default: {DEFAULT_METHOD}).")
+    opt.add_options(p, IOConfig, title="input", exclude=("input", "output", "output_format"))
+    opt.add_options(p, ValidateConfig, title="validation")
+    opt.add_options(p, scorer_cls, title="scorer (preference pairs, or rows without scores)")
+    p.set_defaults(handler=cmd_validate, sections=(IOConfig, ValidateConfig, scorer_cls), scorer_cls=scorer_cls)
 
     p = sub.add_parser("run", help="score -> fuse -> select -> publish from one YAML file.",
                        description="Run a whole selection job described by a YAML file, or by an "
@@ -220,6 +242,23 @@ def _write_report(result: Any, report: ReportOptions) -> None:
     if report.report_json:
         Path(report.report_json).write_text(
             json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .io import load_input
+    from .validation import run_validation
+
+    file = _config_file(args, ["input", "method"])
+    io = _io_config(args, file, exclude=("output", "output_format"))
+    vcfg = opt.from_args(ValidateConfig, args, file)
+    scorer = opt.from_args(args.scorer_cls, args, file)
+    ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
+                    limit=io.limit)
+    report = run_validation(ds, vcfg, scorers=[scorer])
+    print(report.to_markdown())
+    written = [p for p in (vcfg.json, report.plot) if p]
+    console.final(report.headline() + (f" -> {', '.join(written)}" if written else ""))
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -389,6 +428,12 @@ def print_summary(summary: Any) -> None:
     ]
     if summary.kept is not None:
         lines.append(f"  kept               {summary.kept} (by {summary.select_column})")
+    if getattr(summary, "validation", None) and "skipped" in summary.validation:
+        lines.append(f"  validation         skipped: {summary.validation['skipped']}")
+    elif getattr(summary, "validation", None):
+        v = summary.validation
+        base = ", ".join(f"{k} {x:.3f}" for k, x in v["baselines"].items() if x is not None)
+        lines.append(f"  validation         {v['headline']}; baselines: {base}")
     lines += [
         f"  time               {summary.seconds:.1f} s (scoring {summary.scoring_seconds:.1f} s)",
         (f"  rows/s             {rate:.2f}" + (" (row scores of all models per second)" if len(summary.models) > 1 else ""))

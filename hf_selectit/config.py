@@ -599,6 +599,8 @@ class PipelineConfig:
     publish: Optional[PublishConfig] = None
     card_data: Optional[dict] = None
     report: ReportOptions = field(default_factory=ReportOptions)
+    # Check the selection column against a label column of the same rows (ValidateConfig).
+    validate: Optional["ValidateConfig"] = None
     # The YAML file this came from (uploaded beside the data; the card's reproduce section points at it).
     config_file: Optional[str] = None
 

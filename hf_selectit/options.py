@@ -29,6 +29,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -45,6 +46,7 @@ from .config import (
     ReportOptions,
     RunOptions,
     SelectConfig,
+    ValidateConfig,
     method_config_class,
 )
 from .errors import ConfigError
@@ -174,8 +176,16 @@ def _parse_structured(name: str, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        problem = " ".join(str(exc).split())
-        raise ConfigError(f"{name}={text!r} is not valid JSON/YAML: {problem}") from exc
+        problem = _redact_token(" ".join(str(exc).split()))
+        raise ConfigError(f"{name}={_redact_token(text)!r} is not valid JSON/YAML: {problem}") from exc
+
+
+# A Hub token given in --model-kwargs must not be echoed back in an error message.
+_TOKEN_VALUE = re.compile(r"""(["']?token["']?\s*:\s*["']?)[^"',}\s]+""", re.IGNORECASE)
+
+
+def _redact_token(text: str) -> str:
+    return _TOKEN_VALUE.sub(r"\1<hidden>", text)
 
 
 def _type_name(annotation: Any) -> str:
@@ -347,7 +357,7 @@ def _resolve_paths(cls: type, values: dict, base: Optional[Path], skip: Sequence
 
 # ----------------------------------------------------------------------- run config
 
-_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data", "report", "report_json")
+_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data", "report", "report_json", "validate")
 
 
 @dataclass
@@ -429,6 +439,10 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     models, params = _load_models(data, origin)
     fusion = _section(FusionConfig, data, "fusion", origin)
     select = _section(SelectConfig, data, "select", origin) if data.get("select") is not None else None
+    validate = _section(ValidateConfig, data, "validate", origin) if data.get("validate") is not None else None
+    if validate is not None and validate.label is None:
+        raise ConfigError(f"{origin.key('validate.label')} is missing: a run validates its selection "
+                          "column against a label column (e.g. validate: {label: kind, positive: good}).")
     publish = None
     if data.get("publish"):
         publish = _section(PublishConfig, data, "publish", origin)
@@ -452,7 +466,7 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
                               f"{len(models)} models.")
     return PipelineConfig(io=io, run=run, models=models, model_params=params, fusion=fusion,
                           select=select, publish=publish, card_data=dict(card_data) if card_data else None,
-                          report=report, config_file=None if origin.base is None else str(source))
+                          report=report, validate=validate, config_file=None if origin.base is None else str(source))
 
 
 def _section(cls: type, data: Mapping, name: str, origin: _Origin) -> Any:

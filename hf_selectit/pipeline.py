@@ -378,7 +378,14 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
                           "positive: good}); validate preference pairs with `hf-selectit validate`.")
     if v.score_columns is None:
         v = replace(v, score_columns=[select_column_for(config)])
-    report = run_validation(scored, replace(v, score_first=False))
+    try:
+        report = run_validation(scored, replace(v, score_first=False))
+    except ConfigError as err:
+        # The rows are scored and selected already; a label the rows cannot be checked against
+        # (one class only, e.g. a --limit run) must not cost the run. Said once, in the summary.
+        logger.warning("Validation skipped: %s", err)
+        summary.validation = {"skipped": str(err)}
+        return scored
     row = next(r for r in report.results if r["role"] == "score")
     summary.validation = {"headline": report.headline(), "metric": report.metric, "column": row["name"],
                           **{k: row[k] for k in ("value", "ci_low", "ci_high", "n")},

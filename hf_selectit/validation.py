@@ -696,6 +696,12 @@ def validate_labels(
     y, positives, kind = _binary_labels(ds.with_format("arrow")[label].to_pylist(), positive,
                                         ds.features[label])
     labelled = np.isfinite(y)
+    if kind == "binary" and len({float(v) for v in y[labelled]}) < 2:
+        raise ConfigError(
+            f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
+            f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate more "
+            "rows (no --limit, or a shuffled sample) or check positive=."
+        )
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     values = {c: _scores(ds, c) for c in tested + others}
     notes: list[str] = []

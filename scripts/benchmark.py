@@ -21,6 +21,8 @@ told otherwise, and handed to the scorer in memory.
 
 Examples:
     python scripts/benchmark.py --rows 64                      # embedded SmolLM2 on CPU
+    python scripts/benchmark.py --method alpagasus --rows 24 --reference-rows 12 --threads 1
+    python scripts/benchmark.py --method deita --rows 24 --reference-rows 12 --threads 1
     python scripts/benchmark.py --random-init tiny-llama --rows 8 --reference-rows 4 \\
         --peak-flops 1e12                                     # CPU smoke test of the GPU path
     python scripts/benchmark.py --random-init qwen2.5-0.5b --rows 1024 --reference-rows 64 \\
@@ -454,8 +456,112 @@ class ReverseIFDBench(IFDBench):
         return ReverseIFDScorer
 
 
+class AlpaGasusBench(MethodBench):
+    """AlpaGasus with a local judge, the authors' two messages one row at a time: the chat
+    template's token ids, `model(input_ids).logits` at every position, softmax over the last,
+    the six digits renormalised."""
+
+    name = "alpagasus"
+    compared = ("score", "rating_mass")
+
+    def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
+        from hf_selectit import AlpaGasusScorer
+
+        return AlpaGasusScorer(**options)
+
+    def _ids(self, batch: dict, tokenizer: Any) -> list:
+        from hf_selectit.methods.alpagasus import messages
+        from hf_selectit.prompts import extract_fields
+
+        out = []
+        for f in extract_fields(batch):
+            if f.error is not None:
+                out.append(None)
+                continue
+            text = tokenizer.apply_chat_template(messages(f.instruction, f.input, f.response), tokenize=False,
+                                                 add_generation_prompt=True)
+            out.append(tokenizer(text, add_special_tokens=False).input_ids)
+        return out
+
+    def row_lengths(self, scorer: Any, batch: dict, tokenizer: Any) -> "Any":
+        import numpy as np
+
+        return np.array([[len(ids) if ids else 0] for ids in self._ids(batch, tokenizer)])
+
+    def reference(self, scorer: Any, model: Any, tokenizer: Any, batch: dict, device: str) -> dict:
+        import torch
+
+        digits = list(scorer.info()["rating_tokens"]["ids"])
+        out: dict = {"score": [], "rating_mass": []}
+        with torch.no_grad():
+            for ids in self._ids(batch, tokenizer):
+                if ids is None:
+                    out["score"].append(float("nan"))
+                    out["rating_mass"].append(float("nan"))
+                    continue
+                logits = model(torch.tensor([ids], device=device)).logits  # every position
+                p = torch.softmax(logits[0, -1, :].float(), dim=-1)[digits].double().cpu()
+                out["rating_mass"].append(float(p.sum()))
+                out["score"].append(float((p / p.sum() * torch.arange(6, dtype=torch.float64)).sum()))
+        return out
+
+
+class DeitaBench(MethodBench):
+    """DEITA's `Scorer.infer_score`, one prompt at a time: `tokenizer.encode`, `model.generate(...,
+    max_new_tokens=2, output_scores=True)`, softmax over the first step's logits of "1".."6"."""
+
+    name = "deita"
+    compared = ("quality", "complexity", "score")
+
+    def make_scorer(self, args: argparse.Namespace, **options: Any) -> Any:
+        from hf_selectit import DeitaScorer
+
+        return DeitaScorer(kind="both", **options)
+
+    def _texts(self, batch: dict) -> list:
+        from hf_selectit.methods.deita import complexity_prompt, quality_prompt
+        from hf_selectit.prompts import extract_pairs
+
+        return [None if p.error is not None else
+                [quality_prompt(p.instruction, p.response), complexity_prompt(p.instruction)]
+                for p in extract_pairs(batch)]
+
+    def row_lengths(self, scorer: Any, batch: dict, tokenizer: Any) -> "Any":
+        import numpy as np
+
+        return np.array([[len(tokenizer(t).input_ids) for t in row] if row else [0, 0]
+                         for row in self._texts(batch)])
+
+    def reference(self, scorer: Any, model: Any, tokenizer: Any, batch: dict, device: str) -> dict:
+        import numpy as np
+        import torch
+
+        ids6 = list(scorer.info()["rating_tokens"]["ids"])
+        out: dict = {"quality": [], "complexity": [], "score": []}
+        with torch.no_grad():
+            for row in self._texts(batch):
+                if row is None:
+                    for v in out.values():
+                        v.append(float("nan"))
+                    continue
+                values = []
+                for text in row:
+                    input_ids = tokenizer.encode(text, return_tensors="pt").to(device)
+                    gen = model.generate(input_ids, max_new_tokens=2, num_return_sequences=1, do_sample=False,
+                                         return_dict_in_generate=True, output_scores=True,
+                                         pad_token_id=tokenizer.pad_token_id)
+                    logits = gen.scores[0][0].double().cpu().numpy()[ids6]
+                    e = np.exp(logits - logits.max())
+                    values.append(float((e / e.sum() * np.arange(1, 7)).sum()))
+                out["quality"].append(values[0])
+                out["complexity"].append(values[1])
+                out["score"].append(values[0] * values[1])
+        return out
+
+
 #: --method NAME -> its benchmark. Other methods register here.
-METHOD_BENCHES: dict = {b.name: b for b in (SelectITBench(), IFDBench(), ReverseIFDBench())}
+METHOD_BENCHES: dict = {b.name: b for b in (SelectITBench(), IFDBench(), ReverseIFDBench(), AlpaGasusBench(),
+                                                    DeitaBench())}
 
 
 def memory_by_length(bench: MethodBench, scorer: Any, model: Any, tokenizer: Any, batch: dict,

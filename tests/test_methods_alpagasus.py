@@ -215,10 +215,10 @@ def test_low_rating_mass_warns_once(tiny_model_dir, caplog):
 def test_fingerprint_is_fast_config_only_and_hits_the_cache(tiny_model_dir, tmp_path):
     scorer = AlpaGasusScorer(str(tiny_model_dir))
     Hasher.hash(scorer)
-    start = time.perf_counter()
-    for _ in range(20):
-        h = Hasher.hash(scorer)
-    assert (time.perf_counter() - start) / 20 < 0.010
+    h = Hasher.hash(scorer)
+    # Microseconds because only the config is hashed: a few hundred bytes, never the weights
+    # (asserted through the pickled size, not a wall-clock limit on a shared machine).
+    assert len(pickle.dumps(scorer)) < 4000
     assert h == Hasher.hash(AlpaGasusScorer(str(tiny_model_dir), device="cpu", max_batch_tokens=77))
     changed = [dict(max_length=512), dict(column_prefix="j_"), dict(dtype="bfloat16")]
     hashes = {Hasher.hash(AlpaGasusScorer(str(tiny_model_dir), **kw)) for kw in changed}
@@ -256,3 +256,16 @@ def test_invalid_options_fail_at_construction():
         AlpaGasusScorer(max_length=3)
     with pytest.raises(ConfigError):
         AlpaGasusScorer(column_prefix=5)
+
+
+def test_paper_threshold_selection_on_the_scored_columns():
+    from hf_selectit import select_top
+
+    ds = Dataset.from_dict({
+        "instruction": list("abcdef"),
+        "alpagasus_score": [4.9, 4.5, 4.49, float("nan"), 5.0, 4.6],
+        "alpagasus_status": ["ok", "truncated", "ok", "error: empty response", "ok", "ok"],
+    })
+    kept = select_top(ds, column="alpagasus_score", threshold=alpagasus.PAPER_THRESHOLD)
+    assert alpagasus.PAPER_THRESHOLD == 4.5
+    assert kept["instruction"] == ["a", "b", "e", "f"]  # >= 4.5, error rows never, dataset order

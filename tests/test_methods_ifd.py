@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -335,10 +334,10 @@ def test_map_contract_fingerprint_cache_and_info(tiny_model_dir, tmp_path):
     # Fingerprint: microseconds, config only; runtime options left out; method options in.
     scorer = IFDScorer(str(tiny_model_dir))
     Hasher.hash(scorer)
-    start = time.perf_counter()
-    for _ in range(20):
-        h = Hasher.hash(scorer)
-    assert (time.perf_counter() - start) / 20 < 0.010
+    h = Hasher.hash(scorer)
+    # Microseconds because only the config is hashed: a few hundred bytes, never the weights
+    # (asserted through the pickled size, not a wall-clock limit on a shared machine).
+    assert len(pickle.dumps(scorer)) < 4000
     assert h == Hasher.hash(IFDScorer(str(tiny_model_dir), device="cpu", max_batch_tokens=7, reuse_prompt_prefix=False))
     others = {Hasher.hash(IFDScorer(str(tiny_model_dir), **kw)) for kw in (
         dict(template="vicuna"), dict(variant="ppl"), dict(direct_prefix=""), dict(max_length=300),

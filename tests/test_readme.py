@@ -46,6 +46,9 @@ STAND_IN_MODELS = (
     "meta-llama/Llama-2-13b-hf",
     "meta-llama/Llama-2-70b-hf",
     "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "Qwen/Qwen2.5-7B-Instruct",
+    "hkust-nlp/deita-quality-scorer",
+    "hkust-nlp/deita-complexity-scorer",
 )
 STAND_IN_DATASETS = {"vicgalle/alpaca-gpt4": {"license": "cc-by-nc-4.0", "language": ["en"]}}
 # Namespaces the README publishes into (created on the local Hub by the blocks themselves).

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -408,10 +408,10 @@ def test_fingerprint_is_fast_and_config_only(tiny_model_dir):
     scorer = SelectITScorer(str(tiny_model_dir))
     scorer(ALPACA)  # model loaded
     Hasher.hash(scorer)
-    start = time.perf_counter()
-    for _ in range(20):
-        h = Hasher.hash(scorer)
-    assert (time.perf_counter() - start) / 20 < 0.010
+    h = Hasher.hash(scorer)
+    # Microseconds because only the config is hashed: a few hundred bytes, never the weights
+    # (asserted through the pickled size, not a wall-clock limit on a shared machine).
+    assert len(pickle.dumps(scorer)) < 4000
     assert h == Hasher.hash(SelectITScorer(str(tiny_model_dir)))  # loaded or not: same hash
     # Runtime-only options do not change the fingerprint.
     assert h == Hasher.hash(SelectITScorer(str(tiny_model_dir), device="cpu", max_batch_tokens=77))

@@ -213,3 +213,16 @@ def test_run_validates_the_label_and_publishes_it(tmp_path, tiny_model_dir):
     card = (out / "README.md").read_text()
     assert "## Validation" in card and "| `selectit_sentence_score` |" in card
     assert "baseline: response length (characters)" in card
+
+
+def test_run_with_one_label_class_skips_validation_not_the_run(tmp_path, tiny_model_dir):
+    from hf_selectit.config import ValidateConfig
+    from hf_selectit.pipeline import load_pipeline_config, run_pipeline
+
+    data = tmp_path / "good.jsonl"
+    _demo().filter(lambda r: r["kind"] == "good").select(range(4)).to_json(str(data))
+    cfg = load_pipeline_config({"input": str(data), "models": [{"model": str(tiny_model_dir), "prompts": 1}],
+                                "select": {"ratio": 0.5}})
+    cfg.validate = ValidateConfig(label="kind", positive="good", n_boot=10)
+    summary, scored, subset = run_pipeline(cfg)
+    assert summary.kept == 2 and "both classes" in summary.validation["skipped"]

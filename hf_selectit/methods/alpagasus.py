@@ -29,6 +29,8 @@ from .base import BaseScorer, split_model_argument
 
 OUTPUT_NAMES = ("score", "argmax", "rating_mass", "status")
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
+#: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
+PAPER_THRESHOLD = 4.5
 
 #: The system message, verbatim.
 SYSTEM_PROMPT = (

@@ -35,8 +35,8 @@ _LAZY = {
     "fuse_models": "select",
     "selection_report": "report",
     "SelectionReport": "report",
-    "publish": "publish",
-    "load_selective": "publish",
+    "publish": "publishing",
+    "load_selective": "publishing",
     "score_distributed": "distributed",
     "ScorerConfig": "config",
     "SelectConfig": "config",
@@ -74,7 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover
                          RunOptions, ScorerConfig, SelectConfig)
     from .options import load_run_config
     from .errors import SelectITError
-    from .publish import load_selective, publish
+    from .publishing import load_selective, publish
     from .scorer import SelectITScorer, selectit_score
     from .methods.ifd import IFDScorer, ReverseIFDScorer
     from .config import IFDConfig, ReverseIFDConfig

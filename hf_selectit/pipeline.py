@@ -325,7 +325,7 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
     if config.io.output:
         return config.io.output
     if config.publish is not None and config.publish.repo_id:
-        from .publish import is_local_target
+        from .publishing import is_local_target
 
         if is_local_target(config.publish.repo_id):
             return config.publish.repo_id
@@ -421,14 +421,14 @@ def _hub_source(io: IOConfig) -> Optional[str]:
 def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
                    source: Optional[str] = None, card_data: Optional[Mapping] = None,
                    run_config: Optional[str] = None) -> str:
-    """Publish with :func:`hf_selectit.publish.publish` from a :class:`PublishConfig`.
+    """Publish with :func:`hf_selectit.publishing.publish` from a :class:`PublishConfig`.
 
     `run_config` is the YAML file of an `hf-selectit run`: uploaded as `selectit_run.yaml`.
 
     Returns:
         A one-line description of where it went (the publisher's result, as text).
     """
-    from .publish import publish as _publish
+    from .publishing import publish as _publish
 
     if source is None:
         source = publish.source

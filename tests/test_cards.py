@@ -246,7 +246,7 @@ def test_column_dictionary_samples_and_features():
 
 
 def test_published_card_has_features_in_dataset_info(tmp_path):
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
 
     scored = make_scored(20)
     publish(select_top(scored, ratio=0.25), tmp_path / "out", version="v1", scored=scored,
@@ -384,7 +384,7 @@ def test_user_strings_are_escaped_for_each_context(repo_id, is_local):
 
 
 def test_run_config_is_uploaded_and_reproduced(tmp_path):
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
 
     config = tmp_path / "job.yaml"
     config.write_text("# my run\ninput: data.jsonl\nselect: {ratio: 0.2}\n")

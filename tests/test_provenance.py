@@ -34,10 +34,7 @@ def scored(tiny_model_dir):
 def test_readme_python_path_publishes_a_card_naming_the_scorer(tmp_path, tiny_model_dir):
     import datasets
 
-    from hf_selectit import SelectITScorer, select_top
-    # (`from hf_selectit import publish` gives the submodule once another test imported
-    # hf_selectit.publish; in a fresh process, as in the README, it is this function.)
-    from hf_selectit.publish import publish
+    from hf_selectit import SelectITScorer, publish, select_top
 
     ds = datasets.Dataset.from_list(_rows(10))
     ds = ds.map(SelectITScorer(model=str(tiny_model_dir), prompts=3, alpha=0.25), batched=True,
@@ -91,7 +88,7 @@ def test_provenance_round_trips_through_every_format(tmp_path, scored, name):
 
 def test_publish_reads_provenance_from_files(tmp_path, scored):
     from hf_selectit.io import load_input, save_output
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
     from hf_selectit.select import select_top
 
     ds, scorer = scored
@@ -111,7 +108,7 @@ def test_publish_reads_provenance_from_files(tmp_path, scored):
 def test_unknown_scorer_is_a_clear_error_not_a_blank_card(tmp_path):
     import datasets
 
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
 
     ds = datasets.Dataset.from_list(
         [{"instruction": "a", "output": "b", "nobody_sentence_score": 1.0}] * 3)
@@ -125,7 +122,7 @@ def test_unknown_scorer_is_a_clear_error_not_a_blank_card(tmp_path):
 def test_explicit_scorers_describe_foreign_columns(tmp_path, scored):
     import datasets
 
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
 
     _, scorer = scored
     ds = datasets.Dataset.from_list([{"instruction": "a", "output": "b", "prov_sentence_score": 1.0}] * 3)
@@ -164,7 +161,7 @@ def test_provenance_read_back_from_a_hub_repo(tmp_path, scored, local_hub, monke
 
     from hf_selectit.io import load_input
     from hf_selectit.metadata import scorer_infos
-    from hf_selectit.publish import publish
+    from hf_selectit.publishing import publish
     from hf_selectit.select import select_top
 
     monkeypatch.setenv("HF_TOKEN", local_hub.token)

@@ -11,7 +11,7 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard, HfApi, hf_hub_download
 
 from hf_selectit.errors import ConfigError, PublishError, VersionExistsError
-from hf_selectit.publish import list_versions, load_selective, publish
+from hf_selectit.publishing import list_versions, load_selective, publish
 from hf_selectit.select import select_top
 from tests.test_publish_local import make_scored
 

@@ -12,7 +12,7 @@ from huggingface_hub import DatasetCard
 
 from hf_selectit.errors import ConfigError, VersionExistsError
 from hf_selectit.metadata import attach_scorer_info
-from hf_selectit.publish import is_local_target, list_versions, load_selective, publish
+from hf_selectit.publishing import is_local_target, list_versions, load_selective, publish
 from hf_selectit.select import select_top
 
 FAKE_TOKEN = "hf_selectitFakeTokenDoNotLeak0123456789"
@@ -167,7 +167,7 @@ def test_env_token_is_written_nowhere(tmp_path, monkeypatch):
 
 
 def test_large_datasets_are_sharded_in_row_order(tmp_path, monkeypatch):
-    from hf_selectit import publish as publish_module
+    from hf_selectit import publishing as publish_module
 
     # Shards of ~4 KB instead of ~500 MB, so a small dataset spans several files.
     monkeypatch.setattr(publish_module, "SHARD_BYTES", 4096)
@@ -182,7 +182,7 @@ def test_large_datasets_are_sharded_in_row_order(tmp_path, monkeypatch):
 
 
 def test_version_without_v_is_published_as_its_v_tag(tmp_path):
-    from hf_selectit.publish import check_version
+    from hf_selectit.publishing import check_version
 
     assert check_version("1.2") == "v1.2" and check_version("v1.2.3") == "v1.2.3"
     result = publish(select_top(make_scored(10), k=2), tmp_path / "x", version="2",
@@ -270,3 +270,13 @@ def test_first_local_publish_that_fails_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(PublishError, match="holds no published version"):
         publish(select_top(scored, k=2), target, version="v1.0", card_data={"license": "mit"})
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_package_level_publish_is_the_function_whatever_was_imported_first():
+    # The module is `publishing`, so importing it never shadows `hf_selectit.publish` (the
+    # function) with a submodule, as a module named `publish` did.
+    import hf_selectit.pipeline  # noqa: F401  (imports the publishing module)
+    import hf_selectit.publishing as publishing
+    from hf_selectit import publish as package_publish
+
+    assert package_publish is publishing.publish

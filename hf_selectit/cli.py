@@ -354,7 +354,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.info(f"The selected subset is in {demo.output}/ (card: {demo.output}/README.md). Load it with:")
     console.info()
     console.info("    from datasets import load_dataset")
-    console.info(f'    ds = load_dataset("{demo.output}", split="train")')
+    console.info(f'    ds = load_dataset({demo.output!r}, split="train")')
     console.info()
     return code
 

@@ -49,7 +49,7 @@ def test_demo_command_on_the_embedded_model(tmp_path):
     # No checkpoints left behind: not beside the output, not in the user cache.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["selective-demo", "summary.json"]
     assert (sorted(cache_work.rglob("*")) if cache_work.exists() else []) == before
-    assert f'load_dataset("{out}", split="train")' in run.stdout
+    assert f'load_dataset({str(out)!r}, split="train")' in run.stdout  # a valid Python literal
     assert "kept by kind" in run.stdout
     numbers = json.loads(summary.read_text())
     assert numbers["rows"] == 10 and numbers["rows_scored"] == 10 and numbers["kept"] == 2

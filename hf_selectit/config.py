@@ -205,7 +205,7 @@ class ScorerConfig:
     max_batch_tokens: Optional[int] = field(
         default=None,
         metadata={"help": "Token budget of one forward micro-batch (rows x padded length, the "
-                          "shared prompt prefix counted once per row). None: auto, 1024 on CPU "
+                          "shared prompt prefix counted once per row). None: auto, 512 on CPU "
                           "(measured best for SmolLM2; larger budgets pad more and miss the "
                           "cache), 32768 on CUDA (raise it for small models on large GPUs)."},
     )
@@ -251,7 +251,7 @@ class ScorerConfig:
             raise invalid("alpha", self.alpha, "expected a finite number >= 0 (paper: 0.2).")
         check_int("max_length", self.max_length, minimum=16)
         check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
-                  hint=" (None: the device's default, 1024 on CPU, 32768 on CUDA)")
+                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
         check_columns("columns", self.columns)
         check_str("column_prefix", self.column_prefix)
         check_prompts("prompts", self.prompts, self.prompt_set)
@@ -645,7 +645,7 @@ class _RatingConfig:
     )
     max_batch_tokens: Optional[int] = field(
         default=None,
-        metadata={"help": "Token budget of one forward micro-batch. None: 1024 on CPU, 32768 on CUDA."},
+        metadata={"help": "Token budget of one forward micro-batch. None: 512 on CPU, 32768 on CUDA."},
     )
     reuse_prompt_prefix: bool = field(
         default=True,
@@ -670,7 +670,7 @@ class _RatingConfig:
         check_str("column_prefix", self.column_prefix, empty=True)
         check_int("max_length", self.max_length, minimum=16)
         check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
-                  hint=" (None: the device's default, 1024 on CPU, 32768 on CUDA)")
+                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
         check_columns("columns", self.columns)
         check_device("device", self.device)
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # Token budgets used when `max_batch_tokens` is None. CPU: measured with scripts/benchmark.py on
 # SmolLM2-135M (larger micro-batches pad more and spill the caches; see docs/scaling.md).
-CPU_BATCH_TOKENS = 1024
+CPU_BATCH_TOKENS = 512
 CUDA_BATCH_TOKENS = 32768
 # Positions per chunk when token losses are read: the output head and an fp32 log-softmax run on
 # at most this many positions at a time (256 x 128k vocabulary x 4 bytes = 128 MiB).
@@ -140,6 +140,7 @@ class EngineStats:
     oom_splits: int = 0
     tokens: int = 0  # real tokens fed to the model (shared prefixes once)
     padded_tokens: int = 0  # rows x padded length of the micro-batches (what the model computes)
+    head_positions: int = 0  # positions the output head (vocabulary projection) ran on
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -375,6 +376,7 @@ class Engine:
                     position_ids=torch.arange(p, device=ids.device).unsqueeze(0),
                     use_cache=True, logits_to_keep=1,
                 )
+            self.stats.head_positions += 1
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
             if not is_oom(err):
                 raise
@@ -458,6 +460,7 @@ class Engine:
                     use_cache=past is not None,
                 )
                 logits = out.logits[:, -1, :].float()
+                self.stats.head_positions += int(logits.shape[0])
                 probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
                 ids = torch.tensor(batch.readout.token_ids, device=probs.device)
                 return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
@@ -494,6 +497,7 @@ class Engine:
         picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
         target = torch.tensor(targets, device=device)
         head = model.get_output_embeddings()
+        self.stats.head_positions += int(picked.shape[0])
         softcap = getattr(model.config, "final_logit_softcapping", None)
         losses = []
         for start in range(0, picked.shape[0], LOSS_CHUNK_POSITIONS):
@@ -558,7 +562,7 @@ def default_batch_tokens(device: Any) -> int:
         device: a torch device or its name ("cpu", "cuda:0", ...).
 
     Returns:
-        32768 on CUDA, 1024 elsewhere.
+        32768 on CUDA, 512 elsewhere.
 
     Example:
         >>> default_batch_tokens("cuda:0")

@@ -406,7 +406,10 @@ def test_benchmark_random_init_smoke_on_cpu(tmp_path):
     for phase in [result["reference"], *result["sweep"]]:
         assert phase["tokens_per_s"] > 0 and phase["peak_memory_bytes"] > 0 and 0 < phase["mfu"] < 1
     assert result["speed_ratio"] > 0 and result["scorer"]["status_not_ok"] == 0
-    for text in ("tokens/s", "rows/s", "MFU", "peak mem", "speed ratio"):
+    # The reference runs the head at every position, the scorer at the last one of each text.
+    assert result["work_ratio"] > 1 and 0 <= result["padding_fraction"] < 1
+    assert result["scorer"]["work"]["head_positions"] == 4 * 5  # rows x rating prompts
+    for text in ("tokens/s", "rows/s", "MFU", "peak mem", "speed ratio", "work ratio"):
         assert text in proc.stdout
 
 

@@ -672,7 +672,7 @@ def test_budget_default_and_options_stay_out_of_the_fingerprint(tiny_model_dir):
     from hf_selectit.scorer import default_batch_tokens
 
     assert ScorerConfig().max_batch_tokens is None and ScorerConfig().reuse_prompt_prefix is True
-    assert default_batch_tokens("cpu") == 1024 and default_batch_tokens("cuda:1") == 32768
+    assert default_batch_tokens("cpu") == 512 and default_batch_tokens("cuda:1") == 32768
     base = Hasher.hash(SelectITScorer(str(tiny_model_dir)))
     assert base == Hasher.hash(SelectITScorer(str(tiny_model_dir), reuse_prompt_prefix=False, max_batch_tokens=64))
     for bad in (0, -5, 2.5, "1024", True):

@@ -61,7 +61,7 @@ class SelectITScorer(BaseScorer):
             rating prompt, the instruction head and the rating question, lose the middle of the
             response, and get status "truncated".
         max_batch_tokens: token budget of one forward micro-batch; None = per device
-            (1024 on CPU, 32768 on CUDA, see `engine.default_batch_tokens`).
+            (512 on CPU, 32768 on CUDA, see `engine.default_batch_tokens`).
         reuse_prompt_prefix: run the leading tokens shared by all texts of a rating prompt
             once and reuse their KV cache (exact); False = one full forward per text.
         columns: explicit column mapping (see `prompts.detect_schema`); None = detect.

@@ -822,6 +822,8 @@ def build_card(
         selection_items=selection_items,
         report_markdown=report_md,
         validation_markdown=_validation_markdown(provenance),
+        # Set by the publisher only when it uploaded the figure (a repo file name, never a local path).
+        validation_plot=(provenance.get("validation") or {}).get("plot"),
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,

@@ -378,6 +378,12 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
                           "positive: good}); validate preference pairs with `hf-selectit validate`.")
     if v.score_columns is None:
         v = replace(v, score_columns=[select_column_for(config)])
+    if v.plot is None and config.publish is not None:
+        # A published version shows its validation figure on the card; without a path of the
+        # user's it is drawn in the work folder (removed with the checkpoints after the run).
+        work_dir = pipeline_work_dir(config)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        v = replace(v, plot=str(work_dir / "selectit_validation.png"))
     try:
         report = run_validation(scored, replace(v, score_first=False))
     except ConfigError as err:

@@ -30,6 +30,7 @@ from .errors import ConfigError, PublishError, VersionExistsError
 from .io import is_local_path
 from .metadata import with_metadata
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
+from .validation_plot import VALIDATION_PLOT_FILENAME
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +44,7 @@ SPLIT = "train"
 SHARD_BYTES = 500 * 1024 * 1024
 # Files and folders a publish owns; everything else in a repo or directory is left alone.
 MANAGED = ("data", "scores", "README.md", provenance.PROVENANCE_FILENAME, HISTOGRAM_FILENAME,
-           cards.RUN_CONFIG_FILENAME)
+           VALIDATION_PLOT_FILENAME, cards.RUN_CONFIG_FILENAME)
 
 PathOrId = Union[str, os.PathLike]
 
@@ -221,6 +222,7 @@ def _stage(
     prov = provenance.build_provenance(
         subset, version=version, scored=scored, source=source, repo_id=repo_id, branch=branch,
         history=history)
+    _stage_validation_plot(prov, workdir, files)
     column = cards.score_column(scored, subset, rule=prov.get("selection"))
     histogram = None
     if column is not None and column in subset.column_names:
@@ -244,6 +246,26 @@ def _stage(
     (workdir / "README.md").write_text(str(card), encoding="utf-8")
     (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
     return sorted(files)
+
+
+def _stage_validation_plot(prov: dict, workdir: Path, files: list) -> None:
+    """Publish the recorded validation's figure beside the card (``selectit_validation.png``).
+
+    The report records where its PNG was written on this machine; the published provenance names
+    the file in the repo instead (a local path says nothing to a reader and is not theirs to see).
+    """
+    import shutil
+
+    validation = prov.get("validation")
+    if not validation:
+        return
+    local = validation.pop("plot", None)
+    if local and os.path.isfile(local):
+        shutil.copyfile(local, workdir / VALIDATION_PLOT_FILENAME)
+        files.append(VALIDATION_PLOT_FILENAME)
+        validation["plot"] = VALIDATION_PLOT_FILENAME
+    elif local:
+        logger.warning("The validation figure %s is gone; the card shows the table only.", local)
 
 
 # ----------------------------------------------------------------------------- local directory
@@ -442,7 +464,7 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
             # Shards of the previous version that this one does not overwrite.
             stale = sorted(f for f in existing if f not in files and (
-                f.split("/", 1)[0] in ("data", "scores") or f in (HISTOGRAM_FILENAME, cards.RUN_CONFIG_FILENAME)))
+                f.split("/", 1)[0] in ("data", "scores") or f in (HISTOGRAM_FILENAME, VALIDATION_PLOT_FILENAME, cards.RUN_CONFIG_FILENAME)))
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(

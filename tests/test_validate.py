@@ -213,6 +213,10 @@ def test_run_validates_the_label_and_publishes_it(tmp_path, tiny_model_dir):
     card = (out / "README.md").read_text()
     assert "## Validation" in card and "| `selectit_sentence_score` |" in card
     assert "baseline: response length (characters)" in card
+    # The figure is published beside the card, and the provenance names the repo file, not a local path.
+    assert prov["validation"]["plot"] == "selectit_validation.png" and "selectit_validation.png" in prov["files"]
+    assert (out / "selectit_validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Validation: score distributions of the labelled classes](selectit_validation.png)" in card
 
 
 def test_run_with_one_label_class_skips_validation_not_the_run(tmp_path, tiny_model_dir):

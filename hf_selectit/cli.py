@@ -314,6 +314,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     overrides, labels = opt.cli_overrides((IOConfig, RunOptions), args)
     config = opt.load_run_config(path, overrides=overrides, override_labels=labels)
+    if args.example:
+        _drop_example_file(config)
     if config.publish is not None:
         config.card_data = {"reproduce_command": _command_line(), **(config.card_data or {})}
     return _run_with_progress(config)
@@ -335,6 +337,13 @@ def run_config_mapping(mapping: dict) -> int:
     return _guarded("run", lambda: _run_with_progress(opt.load_run_config(mapping)), debug=False)
 
 
+def _drop_example_file(config: Any) -> None:
+    """Publish no copy of a shipped example's YAML: its relative paths point inside the installed
+    package, so a reader's copy would not run; the card's command (`hf-selectit run --example NAME`
+    or `hf-selectit demo`) reproduces it wherever the package is installed."""
+    config.config_file = None
+
+
 def _command_line() -> str:
     import shlex
 
@@ -348,6 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = opt.load_run_config(example_path("demo"), overrides={k: v for k, v in overrides.items()
                                                                   if v is not None})
     config.publish = replace(config.publish, repo_id=demo.output)
+    _drop_example_file(config)
     config.card_data = {**(config.card_data or {}), "reproduce_command": _command_line()}
     code = _run_with_progress(config)
     console.info()

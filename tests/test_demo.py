@@ -67,4 +67,6 @@ def test_demo_command_on_the_embedded_model(tmp_path):
     assert ids == sorted(scores["id"][i] for i in top2)
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and "hf-selectit demo" in card
+    # The shipped YAML is not published: its relative input points inside the package.
+    assert not (out / "selectit_run.yaml").exists() and "selectit_run.yaml" not in card
     assert (out / "selectit.json").is_file()

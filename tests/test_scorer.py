@@ -680,3 +680,26 @@ def test_budget_default_and_options_stay_out_of_the_fingerprint(tiny_model_dir):
             ScorerConfig(max_batch_tokens=bad)
     with pytest.raises(ConfigError, match="reuse_prompt_prefix"):
         ScorerConfig(reuse_prompt_prefix="yes")
+
+
+def test_micro_batches_keep_the_budget_and_the_padding_cap():
+    """Every text lands in exactly one micro-batch, longest first; the budget and, when given, the
+    padding cap hold in each (a text over the budget alone still runs alone)."""
+    import random
+
+    from hf_selectit.engine import micro_batches
+
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 300) for _ in range(rng.randint(0, 40))]
+        budget, extra = rng.choice([1, 64, 512, 2048]), rng.choice([0, 30])
+        for cap in (None, 0.02, 0.2):
+            batches = micro_batches(lengths, budget, extra=extra, max_padding=cap)
+            flat = [i for b in batches for i in b]
+            assert sorted(flat) == list(range(len(lengths)))
+            assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+            for b in batches:
+                longest = lengths[b[0]]
+                assert len(b) == 1 or len(b) * (longest + extra) <= budget
+                if cap is not None:
+                    assert sum(longest - lengths[i] for i in b) <= cap * len(b) * longest

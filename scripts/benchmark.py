@@ -5,9 +5,11 @@ The reference loop follows the SelectIT authors' released code: one prompt at a 
 size 1, `model(input_ids).logits` (full-vocabulary logits at EVERY position), softmax over the
 last position in float32, the rating-token probabilities read from it, then the same formulas.
 The scorer batches rows x prompts under a token budget and computes logits at the last position
-only. Both score the same rows with the same prompts; the script prints rows/s, tokens/s (real
-prompt tokens, padding not counted), the speed ratio, the largest score difference, peak memory
-and, on CUDA, the model-FLOPs utilisation (MFU):
+only. The reference scores `--reference-rows` rows spread evenly over the scorer's (so their
+lengths are distributed alike); the script prints rows/s, tokens/s (real prompt tokens, padding
+not counted), the speed ratio, the largest score difference on the shared rows, the work ratio
+(the reference's FLOPs over the scorer's: the most a compute-bound device such as a CPU core can
+gain), peak memory and, on CUDA, the model-FLOPs utilisation (MFU):
 
     MFU = 2 x non-embedding parameters x tokens / time / peak dense FLOP/s of the device
 

@@ -422,6 +422,13 @@ METHOD_COLUMN_DESCRIPTIONS = {
     ("rifd", "conditioned_loss"): "s(X|Y): mean token loss of the instruction after the reverse "
                                   "prompt holding the response.",
     ("rifd", "direct_loss"): "s(X): mean token loss of the instruction alone.",
+    # IFD cuts on the right as the authors do, not the response's middle as the rating methods.
+    ("ifd", "status"): "`ok`, `truncated` (a text was cut on the right at max_length, as in the "
+                       "authors' code; the same number of response tokens is read in both texts) or "
+                       "`error: <reason>` (scores NaN; the row is never selected).",
+    ("rifd", "status"): "`ok`, `truncated` (a text was cut on the right at max_length, as in the "
+                        "authors' code; the same number of instruction tokens is read in both texts) "
+                        "or `error: <reason>` (scores NaN; the row is never selected).",
 }
 
 

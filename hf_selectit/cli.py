@@ -430,7 +430,7 @@ def print_summary(summary: Any) -> None:
     rate = summary.rows_per_second
     lines = [
         "",
-        "SelectIT summary",
+        "hf-selectit summary",  # not "SelectIT": the run may score with IFD, AlpaGasus, DEITA, ...
         f"  rows               {summary.rows}",
         *_scoring_lines(summary),
         f"  truncated          {summary.truncated}",

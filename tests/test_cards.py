@@ -441,3 +441,16 @@ def test_other_methods_columns_and_reproduce_snippet():
     assert "from hf_selectit import AlpaGasusScorer, SelectITScorer, fuse_models, publish, select_top" in snippet
     assert "ds = ds.map(AlpaGasusScorer('org/judge', max_length=512, column_prefix='alpagasus_'), batched=True)" in snippet
     assert "select_top(ds, threshold=4.5, column='alpagasus_score', order='original')" in snippet
+
+
+def test_ifd_status_column_says_how_ifd_truncates():
+    """IFD cuts on the right (the authors' rule), unlike the rating methods: the card says so."""
+    from hf_selectit.cards import added_columns
+
+    scored = make_scored(4).add_column("ifd_status", ["ok"] * 4)
+    prov = {"scorers": {"ifd_": {"method": "ifd", "output_columns": ["ifd_status"]},
+                        "selectit_": {"method": "selectit", "output_columns": ["selectit_status"]}}}
+    described = {c["name"]: c["description"] for c in added_columns(prov, scored)}
+    assert "cut on the right at max_length" in described["`ifd_status`"]
+    assert "response tokens is read in both texts" in described["`ifd_status`"]
+    assert "middle first" in described["`selectit_status`"]

@@ -437,7 +437,9 @@ def print_summary(summary: Any) -> None:
         f"  errors             {summary.errors}",
     ]
     if summary.kept is not None:
-        lines.append(f"  kept               {summary.kept} (by {summary.select_column})")
+        cut = getattr(summary, "rows_cut", 0)
+        why = f"; the IFD cut-off at 1 dropped {cut} row(s) first" if cut else ""
+        lines.append(f"  kept               {summary.kept} (by {summary.select_column}{why})")
     if getattr(summary, "validation", None) and "skipped" in summary.validation:
         lines.append(f"  validation         skipped: {summary.validation['skipped']}")
     elif getattr(summary, "validation", None):

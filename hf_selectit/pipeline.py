@@ -60,6 +60,8 @@ class RunSummary:
     models: list = field(default_factory=list)
     kept: Optional[int] = None
     select_column: Optional[str] = None
+    # Rows an IFD cut-off (IFD > 1, or >= 1) dropped before the ratio was taken; 0 without one.
+    rows_cut: int = 0
     output: Optional[str] = None
     subset_output: Optional[str] = None
     published: Optional[str] = None
@@ -353,6 +355,9 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
         subset = select_top(scored, column=column, **config.select.rule())
         summary.kept = len(subset)
         summary.select_column = column
+        from .metadata import read_metadata
+
+        summary.rows_cut = int((read_metadata(subset).get("selection") or {}).get("rows_cut") or 0)
         if config.run.subset_output:
             save_output(subset, config.run.subset_output)
             summary.subset_output = config.run.subset_output

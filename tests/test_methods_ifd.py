@@ -402,7 +402,7 @@ def test_each_config_class_names_its_method():
         IFDScorer.from_config(ReverseIFDConfig())
 
 
-def test_run_yaml_scores_selectit_and_ifd_side_by_side(tiny_model_dir, tmp_path):
+def test_run_yaml_scores_selectit_and_ifd_side_by_side(tiny_model_dir, tmp_path, capsys):
     import json
 
     from hf_selectit.metadata import scorer_infos
@@ -424,6 +424,16 @@ def test_run_yaml_scores_selectit_and_ifd_side_by_side(tiny_model_dir, tmp_path)
     np.testing.assert_allclose(scored["ifd_score"], direct["ifd_score"], atol=1e-5)
     valid = [s for s in scored["ifd_score"] if s <= 1]
     assert len(subset) == int(len(valid) * 0.5)  # the IFD cut-off at 1, then the top half
+    # The summary says how many rows the cut-off took, so "kept" adds up for the user.
+    assert summary.rows_cut == len(scored) - len(valid)
+    from dataclasses import replace
+
+    from hf_selectit.cli import print_summary
+
+    for cut in (summary.rows_cut, 2, 0):
+        print_summary(replace(summary, rows_cut=cut))
+        said = "the IFD cut-off at 1 dropped" in capsys.readouterr().out
+        assert said == (cut > 0)
     infos = scorer_infos(scored)
     assert {i["method"] for i in infos.values()} == {"selectit", "ifd", "rifd"}
     assert infos["ifd_"]["options"]["preset"] == "cherry"

@@ -501,8 +501,8 @@ def validate_pairs(
         scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
             model ids/paths; each must write distinct columns (``column_prefix``).
         layout: force the pair layout; None = detect.
-        tokenizer: for the token-length baseline: a tokenizer, a model id/path, False to leave
-            the baseline out; None = the first scorer's.
+        tokenizer: for the token-length baseline: a tokenizer, a model id/path, False (or
+            "none") to leave the baseline out; None = the first scorer's.
         top_ratio: share selected by each column for the agreement overlaps.
         n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
         batch_size: rows per ``map`` batch when scoring.
@@ -582,7 +582,8 @@ def _add_token_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dat
                        targets: Sequence[tuple[dict, Sequence[Optional[str]]]], notes: list) -> Optional[str]:
     from .errors import ModelLoadError
 
-    if tokenizer is False:
+    # "none" as in the CLI and YAML (`tokenizer: none`), so every entry point spells it alike.
+    if tokenizer is False or (isinstance(tokenizer, str) and tokenizer.lower() == "none"):
         notes.append("The token-length baseline was left out (tokenizer=False).")
         return None
     try:
@@ -664,8 +665,9 @@ def validate_labels(
             booleans are binary, other numbers a rating (Spearman); text needs `positive`.
         columns: the score columns; None = every numeric column whose name ends in "score".
         scorers: score `ds` first with these (their columns join `columns`).
-        tokenizer: for the token-length baseline: a tokenizer, a model id/path, or False; None =
-            the first scorer's, else the model recorded on `ds`, else the embedded one.
+        tokenizer: for the token-length baseline: a tokenizer, a model id/path, or False
+            ("none"); None = the first scorer's, else the model recorded on `ds`, else the
+            embedded one.
         top_ratio, n_boot, seed, confidence, batch_size, plot: as in :func:`validate_pairs`.
 
     Returns:

@@ -223,3 +223,29 @@ def test_load_selective_errors_list_versions(hub):
     assert load_selective(repo).num_rows == 4                      # v1.10 sorts after v1.9
     with pytest.raises(ConfigError, match=r"\['v1.9', 'v1.10'\]"):
         load_selective(repo, "v2")
+
+
+def test_validation_figure_goes_up_and_a_later_version_without_it_drops_it(hub, tmp_path):
+    from hf_selectit import validate
+    from hf_selectit.validation import attach_validation
+
+    repo = _repo("Selective-Validated")
+    scored = make_scored(20).add_column("kind", ["good" if i % 2 else "bad" for i in range(20)])
+    report = validate(scored, label="kind", positive="good", columns=["selectit_sentence_score"],
+                      tokenizer="none", n_boot=20, plot=str(tmp_path / "figure.png"))
+    validated = attach_validation(scored, report)
+    publish(select_top(validated, ratio=0.25), repo, version="v1.0", scored=validated,
+            card_data={"license": "mit"})
+    files = _files_text(repo, "v1.0", hub.token)
+    assert files["selectit_validation.png"] == (tmp_path / "figure.png").read_bytes()
+    prov = json.loads(files["selectit.json"])
+    assert prov["validation"]["plot"] == "selectit_validation.png"
+    assert str(tmp_path) not in files["selectit.json"].decode()  # no local path in the provenance
+    assert "](selectit_validation.png)" in files["README.md"].decode()
+
+    # The next version has no validation: its commit deletes the figure; v1.0 still has it.
+    publish(select_top(scored, ratio=0.25), repo, version="v1.1", scored=scored, card_data={"license": "mit"})
+    api = HfApi(token=hub.token)
+    assert "selectit_validation.png" not in api.list_repo_files(repo, repo_type="dataset", revision="v1.1")
+    assert "selectit_validation.png" in api.list_repo_files(repo, repo_type="dataset", revision="v1.0")
+    assert "selectit_validation.png" not in _card(repo, "v1.1").text

@@ -400,6 +400,9 @@ COLUMN_DESCRIPTIONS = {
     "model_status": "`ok`, `truncated` (some model truncated the row) or `error: <column>: "
                     "<reason>` (the first model that failed; the row is never selected).",
 }
+_RIGHT_CUT_STATUS = ("`ok`, `truncated` (a text was cut on the right at max_length, as in the authors' "
+                     "code; the same number of {span} tokens is read in both texts) or `error: <reason>` "
+                     "(scores NaN; the row is never selected).")
 # Columns whose meaning depends on the method that wrote them (method, name after the prefix).
 METHOD_COLUMN_DESCRIPTIONS = {
     ("alpagasus", "score"): "AlpaGasus rating with a local judge: sum_k k x P_k over the judge's "
@@ -423,12 +426,8 @@ METHOD_COLUMN_DESCRIPTIONS = {
                                   "prompt holding the response.",
     ("rifd", "direct_loss"): "s(X): mean token loss of the instruction alone.",
     # IFD cuts on the right as the authors do, not the response's middle as the rating methods.
-    ("ifd", "status"): "`ok`, `truncated` (a text was cut on the right at max_length, as in the "
-                       "authors' code; the same number of response tokens is read in both texts) or "
-                       "`error: <reason>` (scores NaN; the row is never selected).",
-    ("rifd", "status"): "`ok`, `truncated` (a text was cut on the right at max_length, as in the "
-                        "authors' code; the same number of instruction tokens is read in both texts) "
-                        "or `error: <reason>` (scores NaN; the row is never selected).",
+    ("ifd", "status"): _RIGHT_CUT_STATUS.format(span="response"),
+    ("rifd", "status"): _RIGHT_CUT_STATUS.format(span="instruction"),
 }
 
 

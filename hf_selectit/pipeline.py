@@ -376,6 +376,7 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
     from dataclasses import replace
 
     from .validation import attach_validation, run_validation
+    from .validation_plot import VALIDATION_PLOT_FILENAME
 
     v = config.validate
     if v.label is None:
@@ -388,7 +389,7 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
         # user's it is drawn in the work folder (removed with the checkpoints after the run).
         work_dir = pipeline_work_dir(config)
         work_dir.mkdir(parents=True, exist_ok=True)
-        v = replace(v, plot=str(work_dir / "selectit_validation.png"))
+        v = replace(v, plot=str(work_dir / VALIDATION_PLOT_FILENAME))
     try:
         report = run_validation(scored, replace(v, score_first=False))
     except ConfigError as err:

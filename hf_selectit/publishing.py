@@ -462,10 +462,9 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
                            source=source, branch=branch, card_data=card_data, defaults=defaults,
                            changelog=changelog, history=[], token=token, is_local=False)
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
-            # Files of the previous version that this one does not overwrite (shards, figures).
-            owned = (HISTOGRAM_FILENAME, VALIDATION_PLOT_FILENAME, cards.RUN_CONFIG_FILENAME)
-            stale = sorted(f for f in existing if f not in files and (
-                f.split("/", 1)[0] in ("data", "scores") or f in owned))
+            # Files of the previous version that this one does not overwrite (shards, figures):
+            # the same MANAGED list as a local folder, so both forms of a publish own alike.
+            stale = sorted(f for f in existing if f not in files and f.split("/", 1)[0] in MANAGED)
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(

@@ -811,7 +811,6 @@ def _print(r: dict) -> None:
         print(f"{label:<18}{p.get('rows', r['rows']):>6}{p['seconds']:>10.2f}{p['rows_per_s']:>10.3f}"
               f"{p['tokens_per_s']:>11.1f}{p['peak_memory_bytes'] / gib:>14.2f}{mfu:>8}{mfu_all:>9}")
     if "speed_ratio" in r:
-        d = r["max_abs_diff"]
         print(f"speed ratio (best scorer / batch-1 reference, tokens/s): {r['speed_ratio']:.2f}x")
     if "work_ratio" in r:
         print(f"work ratio (reference FLOPs / scorer FLOPs, body + output head, attention left out): "
@@ -820,7 +819,7 @@ def _print(r: dict) -> None:
               "cannot exceed the work ratio.")
     if "speed_ratio" in r:
         print(f"max |diff| over {r['compared_rows']} rows: "
-              + ", ".join(f"{name} {value:.2e}" for name, value in d.items()))
+              + ", ".join(f"{name} {value:.2e}" for name, value in r["max_abs_diff"].items()))
     print(f"rows not 'ok' in the scorer: {r['scorer']['status_not_ok']}")
     if r.get("memory_by_length"):
         print("peak memory by row length (tokens of all texts of a row; scorer on up to 4 rows of the bin, "

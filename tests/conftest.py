@@ -34,3 +34,4 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # --- shared fixtures (each lives in its own module) ---
 from tests.tiny_lm import tiny_model_dir  # noqa: E402,F401
 from tests.local_hub import local_hub  # noqa: E402,F401
+from tests.threads import one_torch_thread  # noqa: E402,F401

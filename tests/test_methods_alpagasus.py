@@ -49,12 +49,7 @@ MESSAGES = {
 MESSAGES_X = ["Be brief.\nWhat is 2 + 2?", "User: Name a colour.\nAssistant: Red.\nUser: Another one?"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference(model_dir, rows, *, max_length=None):

@@ -20,9 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_selectit import IFDScorer, ReverseIFDScorer
 from hf_selectit.config import IFDConfig, ReverseIFDConfig
-from hf_selectit.engine import Engine
 from hf_selectit.errors import ConfigError
 
+from tests.test_scorer import _OOMAboveTwoEngine  # out of memory above two texts, on any method
 from tests.tiny_lm import build_tiny_model_dir, build_tiny_tokenizer
 
 ALPACA_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
@@ -50,12 +50,7 @@ MESSAGES = {"messages": [
 ]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _prompt(template, instruction, inp):
@@ -261,13 +256,6 @@ def test_long_row_never_runs_the_head_on_every_position_at_once(tiny_model_dir):
     assert len(cond) == 2048 and len(cond) - c0 > 1800
     # Every read token of both texts went through the head, and nothing else.
     assert sum(s[-2] for s in heads) == (len(cond) - c0) + (len(direct) - d0)
-
-
-class _OOMAboveTwoEngine(Engine):
-    def forward(self, batch, state):
-        if batch.input_ids.shape[0] > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().forward(batch, state)
 
 
 class _OOMIFD(IFDScorer):

@@ -179,13 +179,7 @@ ROWS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two CPU cores are shared by the whole team: the tiny model does not need more.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_unknown_model_kwarg_is_refused_with_the_accepted_names():

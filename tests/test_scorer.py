@@ -81,14 +81,7 @@ def _rows(data):
     return list(zip(data["instruction"], data["input"], data["output"]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # The tiny model's matrices are far too small for threads to pay; on a busy 2-core machine
-    # OpenMP spinning made each forward 10-30x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ CHOSEN = ["2+2 is 4.", "Paris.", "Hello!", "C, A, T.", "3 + 4 = 7, so the answer
 REJECTED = ["5", "The capital of France is London, a city in England.", "No.", "dog", "12"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

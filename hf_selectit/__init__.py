@@ -37,7 +37,8 @@ _LAZY = {
     "SelectionReport": "report",
     "publish": "publishing",
     "load_selective": "publishing",
-    "score_distributed": "distributed",
+    "score_on_ray": "ray_runner",
+    "RayConfig": "config",
     "ScorerConfig": "config",
     "SelectConfig": "config",
     "PublishConfig": "config",
@@ -69,7 +70,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .distributed import score_distributed
+    from .ray_runner import score_on_ray
+    from .config import RayConfig
     from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PipelineConfig, PublishConfig,
                          RunOptions, ScorerConfig, SelectConfig)
     from .options import load_run_config

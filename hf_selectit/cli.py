@@ -32,6 +32,7 @@ from .config import (
     IOConfig,
     PipelineConfig,
     PublishConfig,
+    RayConfig,
     ReportOptions,
     RunOptions,
     SelectConfig,
@@ -95,11 +96,9 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
     opt.add_options(p, IOConfig, title="input/output", exclude=("input",))
     opt.add_options(p, scorer_cls, title=f"scorer ({method_of(scorer_cls)})")
     opt.add_options(p, RunOptions, title="execution", exclude=("subset_output",))
-    p.add_argument("--distributed", action="store_true",
-                   help="Kept for compatibility: under a torchrun / accelerate launch every "
-                        "process scores its share of the shards and rank 0 writes the output, "
-                        "with or without this flag.")
-    p.set_defaults(handler=cmd_score, sections=(IOConfig, scorer_cls, RunOptions), scorer_cls=scorer_cls)
+    opt.add_options(p, RayConfig, title="ray cluster (with --engine ray)")
+    p.set_defaults(handler=cmd_score, sections=(IOConfig, scorer_cls, RunOptions, RayConfig),
+                   scorer_cls=scorer_cls)
 
     p = sub.add_parser("select", help="Keep the top rows of a scored dataset.",
                        description="Select a subset of scored rows (docs/method.md section 5).")
@@ -208,9 +207,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer = opt.from_args(scorer_cls, args, file)
     if not io.output:
         raise ConfigError("score needs --output (a folder, FILE.parquet or FILE.jsonl).")
-    # --distributed or not: one runner, which takes its world from the launcher (torchrun /
-    # accelerate launch), or is one process without one.
-    config = PipelineConfig(io=io, run=run, models=[scorer], model_params=[None])
+    ray = opt.from_args(RayConfig, args, file)
+    config = PipelineConfig(io=io, run=run, ray=ray, models=[scorer], model_params=[None])
     return _run_with_progress(config)
 
 
@@ -374,7 +372,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_with_progress(config: PipelineConfig) -> int:
     from .pipeline import run_pipeline
-    from .runner import TqdmProgress
+    from .progress import TqdmProgress
 
     import datasets
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -389,8 +387,6 @@ def _run_with_progress(config: PipelineConfig) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if not summary.main_process:
-        return 0  # the main process of the launch prints the summary
     if subset is not None and (config.report.report or config.report.report_json):
         from .pipeline import select_column_for
         from .report import selection_report
@@ -417,7 +413,8 @@ def _final_line(summary: Any) -> str:
 def _scoring_lines(summary: Any) -> list[str]:
     # Rows and rows x models are different numbers: with two models, 10 rows are 20 row scores.
     n = len(summary.models)
-    where = f" by {summary.processes} processes" if summary.processes > 1 else ""
+    ray = any(m.engine == "ray" for m in summary.models)
+    where = f" by {summary.processes} {'Ray actors' if ray else 'processes'}" if summary.processes > 1 or ray else ""
     resumed = f", {summary.rows_resumed} from checkpoints" if summary.rows_resumed else ""
     if n == 1:
         return [f"  rows scored        {summary.rows_scored}{where}{resumed}"]
@@ -553,7 +550,7 @@ def _flag_names() -> dict:
     from .config import FusionConfig, ScorerConfig
 
     names = {}
-    for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, SelectConfig, PublishConfig,
+    for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, RayConfig, SelectConfig, PublishConfig,
                 ReportOptions, FusionConfig, ScorerConfig):
         for f in fields(cls):
             names.setdefault(f.name, opt.flag_of(cls, f.name))

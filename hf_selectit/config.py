@@ -33,6 +33,7 @@ TEMPLATES = ("raw", "chat")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_FORMATS = ("auto", "disk", "parquet", "jsonl")
 ORDERS = ("original", "score")
+ENGINES = ("local", "ray")
 DEFAULT_PREFIX = "selectit_"
 FUSED_COLUMN = "selectit_model_score"
 
@@ -358,13 +359,21 @@ class RunOptions:
         metadata={"help": "Rows per Dataset.map batch (the scorer splits each batch into "
                           "forward micro-batches of at most max_batch_tokens)."},
     )
+    engine: str = field(
+        default="local",
+        metadata={"help": "Where rows are scored: 'local' (this machine: one process, or num_proc "
+                          "workers) or 'ray' (Ray Data actors on a Ray cluster, see the ray options; "
+                          "pip install \"hf-selectit[ray]\")."},
+    )
     num_proc: Optional[int] = field(
         default=None,
-        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r)."},
+        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r); local "
+                          "engine only."},
     )
     shard_rows: int = field(
         default=256,
-        metadata={"help": "Rows per checkpointed shard; a restarted run skips finished shards."},
+        metadata={"help": "Rows per checkpointed shard (per Ray block with engine ray); a restarted "
+                          "run skips finished shards."},
     )
     work_dir: Optional[str] = field(
         default=None,
@@ -389,9 +398,50 @@ class RunOptions:
         check_int("batch_size", self.batch_size, minimum=1, optional=False)
         check_int("shard_rows", self.shard_rows, minimum=1, optional=False)
         check_int("num_proc", self.num_proc, minimum=1)
+        check_choice("engine", self.engine, ENGINES)
+        if self.engine == "ray" and (self.num_proc or 1) > 1:
+            raise invalid("num_proc", self.num_proc, "num_proc is the local engine's; with engine='ray' "
+                                                     "set ray.num_workers (--ray-workers) instead.")
         check_bool("keep_checkpoints", self.keep_checkpoints)
         for name in ("work_dir", "subset_output", "summary_json"):
             check_str(name, getattr(self, name))
+
+
+@dataclass
+class RayConfig:
+    """The Ray cluster of ``engine: ray`` and its scoring actors (one model each)."""
+
+    address: Optional[str] = field(
+        default=None,
+        metadata={"help": "Ray cluster to join: 'auto', 'HOST:6379' or 'ray://HOST:10001'. None: the "
+                          "RAY_ADDRESS environment variable, else a local cluster on this machine.",
+                  "flag": "ray_address"},
+    )
+    num_workers: Optional[int] = field(
+        default=None,
+        metadata={"help": "Scoring actors, each loading the model once. None: one per GPU of the "
+                          "cluster (num_gpus each), or one per CPU slot without GPUs.",
+                  "flag": "ray_workers"},
+    )
+    num_gpus: Optional[float] = field(
+        default=None,
+        metadata={"help": "GPUs per actor (more than 1 with a device_map model). None: 1 when the "
+                          "cluster has GPUs, else 0.", "flag": "ray_gpus"},
+    )
+    num_cpus: float = field(default=1.0, metadata={"help": "CPUs per actor.", "flag": "ray_cpus"})
+    object_store_memory: Optional[int] = field(
+        default=None,
+        metadata={"help": "Bytes of object store of a local cluster started here (None: Ray's default, "
+                          "30%% of memory); ignored when joining a cluster.", "flag": "ray_object_store_memory"},
+    )
+
+    def __post_init__(self) -> None:
+        check_str("address", self.address)
+        check_int("num_workers", self.num_workers, minimum=1)
+        check_number("num_gpus", self.num_gpus, minimum=0, optional=True)
+        check_number("num_cpus", self.num_cpus, minimum=0)
+        check_int("object_store_memory", self.object_store_memory, minimum=78643200,
+                  hint=" (Ray's minimum, 75 MiB)")
 
 
 # ------------------------------------------------------------------------ fusion
@@ -592,6 +642,7 @@ class PipelineConfig:
 
     io: IOConfig = field(default_factory=IOConfig)
     run: RunOptions = field(default_factory=RunOptions)
+    ray: RayConfig = field(default_factory=RayConfig)
     models: list = field(default_factory=lambda: [ScorerConfig()])
     model_params: list = field(default_factory=list)
     fusion: FusionConfig = field(default_factory=FusionConfig)

@@ -95,7 +95,7 @@ def embedded_gguf_path() -> Path:
 def embedded_model_path() -> str:
     """The converted safetensors copy of the embedded SmolLM2 model, converting it on first use.
 
-    Several processes may call this at once (`num_proc`, torchrun): each converts into its own
+    Several processes may call this at once (`num_proc` workers, Ray actors): each converts into its own
     temporary folder and renames it into place atomically; a loser of the race discards its copy.
 
     Returns:
@@ -500,7 +500,7 @@ def preloaded_pickle_error(model: Any) -> ConfigError:
     """The error for sending a scorer that holds a model object to another process."""
     return ConfigError(
         f"This scorer holds the model {preloaded_name(model)!r} in memory, which cannot be sent to "
-        "other processes (map(num_proc > 1), torchrun): each process needs its own copy. Pass a "
+        "other processes (map(num_proc > 1), Ray actors): each process needs its own copy. Pass a "
         "path instead: model.save_pretrained(d); tokenizer.save_pretrained(d); then "
         "model=d (or the Hub id). Or use num_proc=None."
     )
@@ -511,8 +511,7 @@ def check_processes(config: Any, processes: Optional[int], *, where: str = "num_
 
     Args:
         config: a scorer config (its `model_kwargs` are read).
-        processes: the number of processes per machine (`num_proc`, torchrun's
-            `--nproc_per_node`); None or 1 is fine.
+        processes: the number of processes per machine (`num_proc`); None or 1 is fine.
         where: the option that set it, for the message.
 
     Raises:

@@ -43,6 +43,7 @@ from .config import (
     IOConfig,
     PipelineConfig,
     PublishConfig,
+    RayConfig,
     ReportOptions,
     RunOptions,
     SelectConfig,
@@ -357,7 +358,8 @@ def _resolve_paths(cls: type, values: dict, base: Optional[Path], skip: Sequence
 
 # ----------------------------------------------------------------------- run config
 
-_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data", "report", "report_json", "validate")
+_TOP_SECTIONS = ("models", "scorer", "fusion", "select", "publish", "card_data", "report", "report_json", "validate",
+                 "ray")
 
 
 @dataclass
@@ -383,7 +385,8 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     Layout (every key optional except ``input``)::
 
         input: vicgalle/alpaca-gpt4        # + split, config_name, revision, limit, output, ...
-        batch_size: 64                     # + num_proc, shard_rows, work_dir, subset_output
+        batch_size: 64                     # + engine, num_proc, shard_rows, work_dir, subset_output
+        ray: {address: auto, num_workers: 8}   # engine: ray only
         scorer: {prompts: 5, alpha: 0.2}   # shared by every model
         models:                            # one entry per model (scorer keys + method + params)
           - {model: meta-llama/Llama-2-7b-hf, column_prefix: selectit_m0_, params: 7e9}
@@ -438,6 +441,7 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
 
     models, params = _load_models(data, origin)
     fusion = _section(FusionConfig, data, "fusion", origin)
+    ray = _section(RayConfig, data, "ray", origin)
     select = _section(SelectConfig, data, "select", origin) if data.get("select") is not None else None
     validate = _section(ValidateConfig, data, "validate", origin) if data.get("validate") is not None else None
     if validate is not None and validate.label is None:
@@ -464,7 +468,7 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
         if fusion.params is not None and len(fusion.params) != len(models):
             raise ConfigError(f"{origin.key('fusion.params')}: {len(fusion.params)} values for "
                               f"{len(models)} models.")
-    return PipelineConfig(io=io, run=run, models=models, model_params=params, fusion=fusion,
+    return PipelineConfig(io=io, run=run, ray=ray, models=models, model_params=params, fusion=fusion,
                           select=select, publish=publish, card_data=dict(card_data) if card_data else None,
                           report=report, validate=validate, config_file=None if origin.base is None else str(source))
 

@@ -1,16 +1,9 @@
-"""score -> fuse -> select -> publish from one configuration (the engine behind the CLI).
+"""score -> fuse -> select -> validate -> publish from one configuration (the engine behind the CLI).
 
-Scoring runs in contiguous shards of rows. Each finished shard's new columns are written with
-`save_to_disk` under a work directory named after a fingerprint of the input rows and the scorer
-config (first under a temporary name, then renamed, so a half-written shard never looks
-finished). A run that is killed and started again with the same configuration loads the finished
-shards and scores only the rest: `Dataset.map`'s own cache cannot do that, because a killed map
-leaves no cache file behind.
-
-Layout: `<work_dir>/<fingerprint>/shard-00003/` (one per shard), `scorer_info.json`,
-`config.json`.
-
-Heavy imports (datasets, the scorer, torch) happen inside functions.
+Scoring is checkpointed (a killed run restarts where it stopped) and runs on ``run.engine``:
+``local`` (this machine: one process or ``num_proc`` workers, :mod:`hf_selectit.runner`) or
+``ray`` (a Ray cluster's actors, :mod:`hf_selectit.ray_runner`). Heavy imports (datasets, the
+scorer, torch, ray) happen inside functions.
 """
 
 from __future__ import annotations
@@ -22,9 +15,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-from ._version import __version__
 from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: importable from here too)
     DEFAULT_PREFIX,
     FUSED_COLUMN,
@@ -32,13 +24,16 @@ from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: 
     IOConfig,
     PipelineConfig,
     PublishConfig,
+    RayConfig,
     RunOptions,
     ScorerConfig,
     SelectConfig,
 )
 from .errors import ConfigError
+from .methods import make_scorer  # noqa: F401  (importable from here too)
 from .options import load_run_config
-from .runner import ProgressCallback, ProgressEvent, ScoreStats, default_work_dir
+from .progress import ProgressCallback, ProgressEvent
+from .runner import ScoreStats, default_work_dir
 
 # The former name of the run-config loader.
 load_pipeline_config = load_run_config
@@ -67,7 +62,6 @@ class RunSummary:
     published: Optional[str] = None
     seconds: float = 0.0
     processes: int = 1
-    main_process: bool = True
     # The validate step's figure for the selection column (headline, value, interval, n).
     validation: Optional[dict] = None
 
@@ -114,39 +108,25 @@ class RunSummary:
 # -------------------------------------------------------------------------- scoring
 
 
-def make_scorer(config: Any) -> Any:
-    """The scorer object of a method's config (``ScorerConfig`` for SelectIT, or any config class
-    of :data:`hf_selectit.methods.METHODS`), or the scorer itself when given one."""
-    if callable(config) and hasattr(config, "output_columns"):
-        return config
-    from .methods import METHODS, scorer_class
-
-    for method in METHODS:
-        cls = scorer_class(method)
-        if isinstance(config, cls.config_class):
-            return cls.from_config(config)
-    raise ConfigError(f"{config!r} is not the config of any scoring method ({sorted(METHODS)}).")
-
-
 def score_dataset(
     ds: Any,
     scorer_config: Any,
     *,
     run: Optional[RunOptions] = None,
+    ray: Optional[RayConfig] = None,
     work_dir: Union[str, os.PathLike, None] = None,
     model_index: int = 0,
     n_models: int = 1,
     on_progress: Optional[ProgressCallback] = None,
 ) -> tuple[Any, ScoreStats]:
-    """Add one scorer's columns to ``ds`` in checkpointed shards (:mod:`hf_selectit.runner`).
-
-    The same call works alone and in every process of a ``torchrun``/``accelerate launch`` job
-    (then each process scores its share of the shards and the main process merges).
+    """Add one scorer's columns to ``ds``, checkpointed, on ``run.engine``: this machine
+    (:mod:`hf_selectit.runner`) or a Ray cluster (:mod:`hf_selectit.ray_runner`).
 
     Args:
         ds: the input dataset (not modified).
         scorer_config: the scorer's config (``ScorerConfig`` or another method's), or a scorer.
-        run: batch size, workers, shard size, ``keep_checkpoints``.
+        run: engine, batch size, workers, shard size, ``keep_checkpoints``.
+        ray: the cluster and its workers (``run.engine == "ray"``).
         work_dir: where the checkpoints go (default: :func:`default_work_dir` of no output). It
             is locked for the call; after success the checkpoints are removed unless
             ``run.keep_checkpoints``.
@@ -155,8 +135,7 @@ def score_dataset(
 
     Returns:
         ``(scored, stats)``: ``ds`` with the scorer's columns appended, same rows in the same
-        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers. In a
-        process other than the main one of a launch: ``(None, stats)``.
+        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers.
 
     Raises:
         ConfigError: an empty dataset, or output columns that already exist in ``ds``.
@@ -165,42 +144,41 @@ def score_dataset(
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     """
-    from .runner import current_world, output_lock, remove_checkpoints, run_collectively
+    from .runner import output_lock, remove_checkpoints
 
     run = run or RunOptions()
-    scorer = make_scorer(scorer_config)
-    world = current_world()
     root = Path(work_dir) if work_dir is not None else default_work_dir(None)
     with contextlib.ExitStack() as stack:
         if work_dir is not None:
-            # An output's own work directory: one writer. (The shared user cache is not locked
-            # as a whole; the runner locks the folder of these rows and this config.)
-            run_collectively(world, lambda: _enter(stack, output_lock(root)))
-        scored, stats = _score_one(ds, scorer, run=run, work_dir=root, world=world,
+            # An output's own work directory: one writer. (The shared user cache is not locked:
+            # its folders are named after the rows and the config.)
+            stack.enter_context(output_lock(root))
+        scored, stats = _score_one(ds, make_scorer(scorer_config), run=run, ray=ray, work_dir=root,
                                    model_index=model_index, n_models=n_models, on_progress=on_progress)
-        if world.is_main and not run.keep_checkpoints:
+        if not run.keep_checkpoints:
             remove_checkpoints(stats.work_dir)
     return scored, stats
 
 
-def _score_one(ds: Any, scorer: Any, *, run: RunOptions, work_dir: Path, world: Any, model_index: int,
-               n_models: int, on_progress: Optional[ProgressCallback]) -> tuple[Any, ScoreStats]:
+def _score_one(ds: Any, scorer: Any, *, run: RunOptions, ray: Optional[RayConfig], work_dir: Path,
+               model_index: int, n_models: int, on_progress: Optional[ProgressCallback]) -> tuple[Any, ScoreStats]:
     import datasets
 
     from .metadata import attach_scorer_info
-    from .models import check_processes
-    from .runner import score_shards
 
-    # A device_map model spans the machine's devices: one process per machine, before any work.
-    config = getattr(scorer, "config", None)
-    check_processes(config, run.num_proc)
-    check_processes(config, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), where="processes per machine")
-    scores, stats, info = score_shards(ds, scorer, work_dir=work_dir, shard_rows=run.shard_rows,
-                                       batch_size=run.batch_size, num_proc=run.num_proc, world=world,
-                                       on_progress=on_progress, model_index=model_index,
-                                       n_models=n_models)
-    if scores is None:
-        return None, stats
+    kwargs = dict(work_dir=work_dir, shard_rows=run.shard_rows, batch_size=run.batch_size,
+                  on_progress=on_progress, model_index=model_index, n_models=n_models)
+    if run.engine == "ray":
+        from .ray_runner import score_blocks
+
+        scores, stats, info = score_blocks(ds, scorer, ray=ray or RayConfig(), **kwargs)
+    else:
+        from .models import check_processes
+        from .runner import score_shards
+
+        # A device_map model spans the machine's devices: one process, before any work.
+        check_processes(getattr(scorer, "config", None), run.num_proc)
+        scores, stats, info = score_shards(ds, scorer, num_proc=run.num_proc, **kwargs)
     scored = datasets.concatenate_datasets([ds, scores], axis=1)
     return attach_scorer_info(scored, info), stats
 
@@ -275,32 +253,25 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     elif io.limit is not None and io.limit < len(ds):
         ds = ds.select(range(io.limit))
     from .models import check_processes
-    from .runner import current_world, output_lock, remove_checkpoints, run_collectively
+    from .runner import output_lock, remove_checkpoints
 
-    for scorer_config in config.models:
-        # Before any model is scored: a device_map model later in the list must not fail after
-        # hours of work on the first ones.
-        check_processes(scorer_config, config.run.num_proc)
+    if config.run.engine == "local":
+        for scorer_config in config.models:
+            # Before any model is scored: a device_map model later in the list must not fail
+            # after hours of work on the first ones.
+            check_processes(scorer_config, config.run.num_proc)
     summary = RunSummary(rows=len(ds))
     work_dir = pipeline_work_dir(config)
-    world = current_world()
-    summary.processes, summary.main_process = world.size, world.is_main
-    with contextlib.ExitStack() as stack:
-        # One writer per output: the main process holds the work directory's lock until the
-        # outputs are written (every process learns at once if another run holds it).
-        run_collectively(world, lambda: _enter(stack, output_lock(work_dir, what=_target_name(config))))
+    # One writer per output: the lock is held until the outputs are written.
+    with output_lock(work_dir, what=_target_name(config)):
         scored = ds
         for i, scorer_config in enumerate(config.models):
-            scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run,
-                                         work_dir=work_dir, world=world, model_index=i,
-                                         n_models=len(config.models), on_progress=on_progress)
+            scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run, ray=config.ray,
+                                         work_dir=work_dir, model_index=i, n_models=len(config.models),
+                                         on_progress=on_progress)
             summary.models.append(stats)
-            if world.is_main:
-                scored = scored_i if i == 0 else _add_columns(scored, scored_i, stats.column_prefix)
-        if not world.is_main:
-            # The main process merges and writes; the others are done once their shards are.
-            summary.seconds = time.perf_counter() - t0
-            return summary, None, None
+            scored = scored_i if i == 0 else _add_columns(scored, scored_i, stats.column_prefix)
+        summary.processes = max(m.processes for m in summary.models)
         scored, subset = _finish(config, summary, scored)
         if not config.run.keep_checkpoints:
             remove_checkpoints(work_dir)
@@ -308,10 +279,6 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     if config.run.summary_json:
         Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     return summary, scored, subset
-
-
-def _enter(stack: contextlib.ExitStack, context: Any) -> None:
-    stack.enter_context(context)
 
 
 def pipeline_work_dir(config: PipelineConfig) -> Path:

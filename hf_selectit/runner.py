@@ -1,32 +1,25 @@
-"""The one sharded runner behind every scoring entry point (one process or many).
+"""Checkpointed scoring on one machine, and the checkpoints that every engine shares.
 
-Modelled on datatrove's executor (`executor/base.py`): the rows are cut into fixed shards of
-``shard_rows`` rows; rank r of a world of W processes (W = 1 without a launcher) scores its share
-of the shards that are not finished yet; every finished shard is written atomically beside a
-*completion marker*; a killed run restarts and scores only the shards without a valid marker;
-rank 0 merges the shards back into the original row order once all are done. The same code path
-runs under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL-free) and alone.
+The rows are scored in parts. The local engine (this module) cuts the rows still to score into
+shards of ``shard_rows`` rows and scores each with ``Dataset.map`` (one process, or ``num_proc``
+workers); the Ray engine (:mod:`hf_selectit.ray_runner`) streams blocks back from its actors.
+Either way this process alone writes each finished part: a parquet file of the scorer's columns
+plus the input row index, first under a temporary name, then renamed, so a file with its final
+name is complete (a *completion file*). A run that is killed and started again reads the parts
+and scores only the rows none of them holds, with either engine. At the end the parts are put
+back in input order and checked: every input row exactly once.
 
 Layout of a work directory (one per output, see :func:`default_work_dir`)::
 
     <work_dir>/LOCK                          pid, host, start time of the run that holds it
-    <work_dir>/<prefix><fingerprint>/        one per (input rows, scoring config, shard size)
-        run.json                             what the folder was computed from
-        shard-00003/                         the shard's new columns (Dataset.save_to_disk)
-        shard-00003.json                     its completion marker (written last)
+    <work_dir>/<prefix><fingerprint>/        one per (input rows, scoring config, package version)
+        part-<run id>-00003.parquet          scores of some rows + their row index (written last)
         scorer_info.json                     the scorer's provenance
 
-A marker records what its shard was computed from: the fingerprint of the shard's own input
-rows, of the scoring config, the package version, the row range, and the size and sha256 of
-each data file. On resume a shard whose marker does not match (missing, truncated, empty,
-unreadable data; other rows; another config; another version) is scored again, with one warning
-naming it, and is never merged.
-
-Progress: the engine calls :func:`hf_selectit.progress.advance` after each micro-batch; the
-runner turns that into :class:`ProgressEvent` s (``kind="rows"``), so rows/s and the ETA move
-per micro-batch, not per shard.
-
-Heavy imports (datasets, torch, accelerate) happen inside functions.
+A part is used only when it is readable, carries this folder's identity in its metadata (so a
+part copied from another config's folder is refused), and holds row indices of this input that
+no other part holds; any other part is deleted with one warning naming it, and its rows are
+scored again.
 """
 
 from __future__ import annotations
@@ -39,86 +32,23 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 from ._version import __version__
 from .errors import ConfigError, OutputLockedError, ShardMergeError
+from .progress import ProgressCallback, ProgressEvent, quiet_third_party_bars
 
 logger = logging.getLogger(__name__)
 
 #: Suffix of the work directory that sits beside an output (``scored`` -> ``scored.selectit-work``).
 WORK_SUFFIX = ".selectit-work"
 LOCK_NAME = "LOCK"
-_MARKER_FORMAT = 1
-_POLL_SECONDS = 0.2
-
-
-# ------------------------------------------------------------------------------ world
-
-
-@dataclass
-class World:
-    """The processes of this run: rank ``rank`` of ``size`` (1 without a launcher)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def broadcast(self, value: Any) -> Any:
-        """``value`` of rank 0, on every rank (a collective: every rank must call it)."""
-        if self.size == 1:
-            return value
-        import torch.distributed as dist
-
-        box = [value if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-def current_world() -> World:
-    """The world of this process: from the launcher (torchrun / accelerate launch) if any.
-
-    Under a launcher (``WORLD_SIZE`` > 1) this builds ``accelerate.PartialState``, with
-    ``cpu=True`` when there is no CUDA (without it, accelerate reports a single process on a
-    CPU-only machine), which sets up the process group (gloo on CPU).
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return World()
-    from datetime import timedelta
-
-    import torch
-    from accelerate import PartialState
-
-    # Ranks meet at a collective only at the start of each model's pass; with several models a
-    # rank that finished its shards waits there while rank 0 scores its last shard and merges,
-    # which on a slow device can exceed torch's default 30 minutes. (A rank that dies makes the
-    # launcher stop the job; the timeout is not what catches that.)
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=48))
-    return World(rank=state.process_index, size=state.num_processes,
-                 local_rank=state.local_process_index)
-
-
-def run_collectively(world: World, job: Callable[[], Any]) -> Any:
-    """Run ``job`` on rank 0 only and give its result to every rank; an error raised by the job
-    is raised on every rank (so no rank is left waiting at a later collective)."""
-    outcome: tuple = (None, None)
-    if world.is_main:
-        try:
-            outcome = (job(), None)
-        except Exception as exc:  # noqa: BLE001 - re-raised below on every rank, not swallowed
-            if world.size == 1:
-                raise
-            outcome = (None, exc)
-    result, error = world.broadcast(outcome)
-    if error is not None:
-        raise error
-    return result
+#: The input row index carried by every part (and through the Ray actors).
+ROW_INDEX = "__selectit_row"
+_META_KEY = b"hf_selectit_checkpoint"
 
 
 # --------------------------------------------------------------------------- work dir
@@ -266,120 +196,16 @@ def remove_checkpoints(work_dir: Union[str, os.PathLike]) -> None:
         root.rmdir()
 
 
-# ------------------------------------------------------------------------- progress
-
-
-@dataclass
-class ProgressEvent:
-    """What the runner reports to ``on_progress``.
-
-    ``kind`` is one of:
-
-    - ``"plan"``: a model's pass starts; ``rows`` rows will be scored by this process,
-      ``resumed`` rows come from verified checkpoints (``shard``/``n_shards`` count all shards);
-    - ``"start"``: this process starts scoring shard ``shard`` (``rows`` = 0);
-    - ``"rows"``: ``rows`` more rows were scored (per micro-batch, from the engine);
-    - ``"shard"``: shard ``shard`` is finished and saved; ``rows`` = its rows not yet reported;
-    - ``"resumed"``: shard ``shard`` was loaded from its checkpoint (``rows`` = its rows);
-    - ``"merged"``: the main process merged this model's shards (the pass is over).
-    """
-
-    model_index: int
-    n_models: int
-    shard: int
-    n_shards: int
-    rows: int
-    kind: str
-    total_rows: int = 0
-    resumed: int = 0
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def done(self) -> bool:  # the shard is finished (scored or resumed)
-        return self.kind in ("shard", "resumed")
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
-class TqdmProgress:
-    """A tqdm bar over the rows of all models that this process scores: rows/s and ETA move per
-    micro-batch; rows from checkpoints are taken off the total and shown as such, so the rate
-    describes real scoring. Only rank 0 draws."""
-
-    def __init__(self, *, file: Any = None, disable: bool = False) -> None:
-        self.bar = None
-        self.file = file
-        self.disable = disable
-        self.resumed = 0
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.disable or event.rank != 0:
-            return
-        import sys
-
-        from tqdm.auto import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=event.total_rows * event.n_models, unit="row", desc="scoring",
-                            dynamic_ncols=True, file=self.file or sys.stderr, smoothing=0.1)
-        bar = self.bar
-        if event.kind == "plan":
-            bar.total -= event.total_rows - event.rows  # resumed, or scored by other ranks
-            self.resumed += event.resumed
-            if self.resumed:
-                bar.set_postfix_str(f"{self.resumed} rows resumed from checkpoints", refresh=False)
-            bar.refresh()
-        elif event.kind == "rows" or event.kind == "shard":
-            if event.rows:
-                bar.update(event.rows)
-        if event.kind in ("plan", "start", "shard"):
-            model = f"model {event.model_index + 1}/{event.n_models} " if event.n_models > 1 else ""
-            shard = min(event.shard + 1, event.n_shards)
-            if bar.total or bar.n:
-                bar.set_description(f"scoring {model}shard {shard}/{event.n_shards}", refresh=True)
-            else:  # nothing to score in this process: no rate, no ETA
-                bar.bar_format = (f"scoring: {self.resumed} rows resumed from checkpoints, "
-                                  "nothing left to score")
-                bar.refresh()
-        if event.kind == "merged" and event.model_index + 1 == event.n_models:
-            self.close()  # before the outputs are written
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-@contextlib.contextmanager
-def quiet_third_party_bars() -> Iterator[None]:
-    """Keep transformers' ("Loading weights") and datasets' bars out of ours while scoring."""
-    import datasets
-    import transformers
-
-    tf_on = transformers.utils.logging.is_progress_bar_enabled()
-    ds_on = datasets.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if tf_on:
-            transformers.utils.logging.enable_progress_bar()
-        if ds_on:
-            datasets.enable_progress_bars()
-
-
 # ---------------------------------------------------------------------------- stats
 
 
 @dataclass
 class ScoreStats:
-    """What one model's scoring pass did, over every process of the run.
+    """What one model's scoring pass did.
 
     ``rows`` is the number of input rows; ``rows_scored`` the rows scored by this run,
-    ``rows_resumed`` those taken from verified checkpoints (the two add up to ``rows``).
+    ``rows_resumed`` those taken from the checkpoints of an earlier run (the two add up to
+    ``rows``). ``shards`` counts the parts (completion files) the scores were merged from.
     """
 
     column_prefix: str
@@ -390,12 +216,13 @@ class ScoreStats:
     shards: int = 0
     shards_scored: int = 0
     shards_resumed: int = 0
-    shards_rescored: list = field(default_factory=list)  # invalid checkpoints scored again
+    shards_rescored: list = field(default_factory=list)  # names of invalid parts, deleted
     ok: int = 0
     truncated: int = 0
     errors: int = 0
     seconds: float = 0.0
     processes: int = 1
+    engine: str = "local"
     work_dir: Optional[str] = None
 
 
@@ -404,7 +231,8 @@ class ScoreStats:
 
 def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
     """sha256 of rows ``start:end`` of ``ds`` (their Arrow data and features), independent of
-    how the dataset was built or where its cache files are.
+    how the dataset was built or where its cache files are. Hashed 10,000 rows at a time, so a
+    dataset of millions of rows is never serialised whole.
 
     Example:
         >>> rows_fingerprint(ds, 0, 256)
@@ -413,12 +241,15 @@ def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
     import pyarrow as pa
 
     end = len(ds) if end is None else end
-    table = ds.with_format("arrow")[start:end]
-    table = table.combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    arrow = ds.with_format("arrow")
+    digest = hashlib.sha256()
+    for lo in range(start, end, 10_000):
+        table = arrow[lo:min(lo + 10_000, end)].combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue().to_pybytes())
+    return digest.hexdigest()
 
 
 def scorer_fingerprint(scorer: Any) -> str:
@@ -430,359 +261,162 @@ def scorer_fingerprint(scorer: Any) -> str:
     return Hasher.hash(scorer)
 
 
-def _scorer_config_dict(scorer: Any) -> dict:
-    config = getattr(scorer, "config", None)
-    try:
-        return asdict(config)
-    except TypeError:
-        return {"repr": repr(scorer)}
+# ------------------------------------------------------------------------- checkpoints
 
 
-def _files_digest(folder: Path) -> dict:
-    out = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            out[path.name] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
-    return out
+class Checkpoints:
+    """The completion files of one model's pass over ``ds`` (see the module docstring).
 
-
-# ------------------------------------------------------------------------------ shards
-
-
-@dataclass
-class _Shard:
-    index: int
-    start: int
-    end: int
-    fingerprint: str  # of its input rows
-
-    @property
-    def rows(self) -> int:
-        return self.end - self.start
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.index:05d}"
-
-    def describe(self) -> str:
-        return f"shard {self.index} (rows {self.start}-{self.end - 1})"
-
-
-class _RankedScorer:
-    """Passes this process's device rank to the scorer when `datasets` gives none (num_proc
-    None), so rank r of a torchrun launch on GPUs uses ``cuda:<local rank>``."""
-
-    def __init__(self, scorer: Any, offset: int) -> None:
-        self.scorer = scorer
-        self.offset = offset
-
-    def __call__(self, batch: dict, rank: Optional[int] = None) -> dict:
-        return self.scorer(batch, self.offset + (rank or 0))
-
-
-class ShardedScoring:
-    """One model's scoring pass over ``ds`` in checkpointed shards (see the module docstring).
-
-    Call :meth:`run` on every rank with the same rows and the same scorer. Use
-    :func:`score_shards` rather than this class directly.
+    Use: :meth:`open` (reads and checks the parts an earlier run left), :meth:`todo` (row
+    indices still to score), :meth:`write` for each newly scored part, :meth:`merge`.
     """
 
-    def __init__(self, ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], shard_rows: int,
-                 batch_size: int, num_proc: Optional[int] = None, world: Optional[World] = None,
+    def __init__(self, ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike],
                  on_progress: Optional[ProgressCallback] = None, model_index: int = 0,
                  n_models: int = 1) -> None:
-        self.ds = ds
-        self.scorer = scorer
-        self.work_dir = Path(work_dir)
-        self.shard_rows = shard_rows
-        self.batch_size = batch_size
-        self.num_proc = num_proc if (num_proc or 1) > 1 else None
-        self.world = world or World()
-        self.on_progress = on_progress
-        self.model_index = model_index
-        self.n_models = n_models
         self.n = len(ds)
         self.columns = list(scorer.output_columns)
-        self.scorer_fp = scorer_fingerprint(scorer)
-        self.shards = [
-            _Shard(i, start, min(start + shard_rows, self.n), rows_fingerprint(ds, start, min(start + shard_rows, self.n)))
-            for i, start in enumerate(range(0, self.n, shard_rows))
-        ]
-        input_fp = hashlib.sha256("".join(s.fingerprint for s in self.shards).encode()).hexdigest()
-        self.identity = {"input_rows": input_fp, "rows": self.n, "scorer": self.scorer_fp,
-                         "shard_rows": shard_rows, "package_version": __version__}
-        name = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        identity = {"input_rows": rows_fingerprint(ds), "rows": self.n,
+                    "scorer": scorer_fingerprint(scorer), "package_version": __version__}
+        self.identity = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         prefix = getattr(getattr(scorer, "config", None), "column_prefix", "") or ""
-        self.root = self.work_dir / f"{prefix}{name}"
-        self.run_id = ""
+        self.root = Path(work_dir) / f"{prefix}{self.identity}"
+        self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.on_progress, self.model_index, self.n_models = on_progress, model_index, n_models
+        self.stats = ScoreStats(column_prefix=prefix, model=getattr(getattr(scorer, "config", None), "model", None),
+                                rows=self.n, work_dir=str(self.root))
+        self._parts: list[Path] = []
+        self._done = None  # numpy bool mask of the rows some part holds
+        self._seq = 0
 
-    # --- events -----------------------------------------------------------------------------
-
-    def _emit(self, kind: str, shard: int, rows: int, *, resumed: int = 0) -> None:
+    def emit(self, kind: str, rows: int, *, shard: int = 0, n_shards: int = 0, resumed: int = 0) -> None:
         if self.on_progress is not None:
-            self.on_progress(ProgressEvent(self.model_index, self.n_models, shard, len(self.shards), rows,
-                                           kind, total_rows=self.n, resumed=resumed,
-                                           rank=self.world.rank, world_size=self.world.size))
+            self.on_progress(ProgressEvent(self.model_index, self.n_models, shard, n_shards, rows, kind,
+                                           total_rows=self.n, resumed=resumed))
 
-    # --- markers ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Read the parts already on disk; an unusable one is deleted with one warning naming it."""
+        import numpy as np
 
-    def _marker(self, shard: _Shard) -> Path:
-        return self.root / f"{shard.name}.json"
-
-    def _data(self, shard: _Shard) -> Path:
-        return self.root / shard.name
-
-    def check(self, shard: _Shard) -> Optional[str]:
-        """Why the checkpoint of ``shard`` cannot be used (None: it is valid, or absent)."""
-        try:
-            return self._check(shard)
-        except OSError as exc:  # a file that cannot be read or stat'ed is not a checkpoint
-            return f"is unreadable ({type(exc).__name__}: {exc})"
-
-    def _check(self, shard: _Shard) -> Optional[str]:
-        marker, data = self._marker(shard), self._data(shard)
-        if not marker.exists():
-            return None
-        try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError) as exc:
-            return f"has an unreadable completion marker ({type(exc).__name__})"
-        if not isinstance(meta, dict):
-            return "has an unreadable completion marker"
-        expected = {"start": shard.start, "end": shard.end, "rows": shard.rows,
-                    "input_fingerprint": shard.fingerprint}
-        if any(meta.get(k) != v for k, v in expected.items()):
-            return (f"belongs to other input rows (rows {meta.get('start')}-"
-                    f"{(meta.get('end') or 0) - 1} or other content)")
-        if meta.get("scorer_fingerprint") != self.scorer_fp:
-            return "was computed with another scoring config"
-        if meta.get("package_version") != __version__:
-            return f"was computed by hf-selectit {meta.get('package_version')}, not {__version__}"
-        if not data.is_dir():
-            return "is missing its data folder"
-        files = meta.get("files") or {}
-        present = {p.name: p for p in data.iterdir() if p.is_file()}
-        for name, expect in files.items():
-            path = present.get(name)
-            if path is None:
-                return f"is missing {name}"
-            size = path.stat().st_size
-            if size == 0 and expect.get("size"):
-                return f"has an empty {name}"
-            if size != expect.get("size"):
-                return f"has a truncated or changed {name} ({size} bytes, expected {expect.get('size')})"
-        digests = _files_digest(data)
-        for name, expect in files.items():
-            if digests.get(name, {}).get("sha256") != expect.get("sha256"):
-                return f"has a changed {name} (its sha256 differs from the one recorded)"
-        return None
-
-    def _load(self, shard: _Shard) -> Any:
-        """The shard's columns, read into memory (so removing the checkpoints later is safe)."""
-        import datasets
-        import pyarrow as pa
-
-        try:
-            part = datasets.load_from_disk(str(self._data(shard)), keep_in_memory=True)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise ShardMergeError(f"{shard.describe()} at {self._data(shard)} is unreadable: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        if len(part) != shard.rows or sorted(part.column_names) != sorted(self.columns):
-            raise ShardMergeError(
-                f"{shard.describe()} at {self._data(shard)} has {len(part)} rows and columns "
-                f"{part.column_names}; expected {shard.rows} rows and {self.columns}.")
-        return part
-
-    def _discard(self, shard: _Shard) -> None:
-        self._marker(shard).unlink(missing_ok=True)
-        shutil.rmtree(self._data(shard), ignore_errors=True)
-
-    # --- phases --------------------------------------------------------------------------------
-
-    def _plan(self, stack: contextlib.ExitStack) -> dict:
-        """Rank 0: take the folder's lock, verify the existing checkpoints and list the shards
-        left to score."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # Also when the work directory is shared (the user cache without an output): two runs
-        # of the same rows and config never write the same shards.
-        stack.enter_context(output_lock(self.root))
-        for stale in self.root.glob("*.tmp-*"):
-            # Left by a killed run: the rename never happened, so it is not a checkpoint.
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-        run_json = self.root / "run.json"
-        if not run_json.exists():
-            _write_json_atomically(run_json, {**self.identity, "scorer_config": _scorer_config_dict(self.scorer),
-                                              "columns": self.columns})
-        todo, rescored = [], []
-        for shard in self.shards:
-            problem = self.check(shard)
-            if problem is None and self._marker(shard).exists():
+        for stale in self.root.glob(".tmp-*"):  # left by a killed run: never renamed, not a part
+            stale.unlink(missing_ok=True)
+        self._done = np.zeros(self.n, dtype=bool)
+        for path in sorted(self.root.glob("part-*.parquet")):
+            problem, rows = self._check(path)
+            if problem is not None:
+                logger.warning("Checkpoint %s %s: deleting it; its rows are scored again.", path, problem)
+                self.stats.shards_rescored.append(path.name)
+                path.unlink(missing_ok=True)
                 continue
-            if problem is not None:
-                logger.warning("Checkpoint %s in %s %s: scoring it again.", shard.describe(),
-                               self._data(shard), problem)
-                rescored.append(shard.index)
-            self._discard(shard)
-            todo.append(shard.index)
-        run_id = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
-        return {"todo": todo, "rescored": rescored, "run_id": run_id}
+            self._done[rows] = True
+            self._parts.append(path)
+            self.stats.shards_resumed += 1
+            self.stats.rows_resumed += len(rows)
 
-    def _score(self, shard: _Shard) -> None:
-        """Score one shard and write it with its marker (data first, marker last)."""
-        from . import progress
+    def _check(self, path: Path) -> tuple[Optional[str], Any]:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        self._emit("start", shard.index, 0)
-        reported = 0
-
-        def sink(n: int) -> None:
-            nonlocal reported
-            n = min(n, shard.rows - reported)
-            if n > 0:
-                reported += n
-                self._emit("rows", shard.index, n)
-
-        function = self.scorer
-        if self.num_proc is None and self.world.size > 1:
-            function = _RankedScorer(self.scorer, self.world.local_rank)
-        t0 = time.perf_counter()
-        previous = progress.install(sink)
         try:
-            part = self.ds.select(range(shard.start, shard.end)).map(
-                function, batched=True, batch_size=self.batch_size, with_rank=True,
-                num_proc=self.num_proc, remove_columns=self.ds.column_names,
-                # The checkpoint is the cache: nothing goes to the datasets cache, so a rerun is
-                # never a silent cache hit and no file is written outside the work directory.
-                keep_in_memory=True, load_from_cache_file=False,
-                new_fingerprint=hashlib.sha256(f"{self.scorer_fp}{shard.fingerprint}".encode()).hexdigest()[:32],
-                desc=f"shard {shard.index + 1}/{len(self.shards)}",
-            )
-        finally:
-            progress.install(previous)
-        seconds = time.perf_counter() - t0
-        if len(part) != shard.rows:
-            raise ShardMergeError(f"The scorer returned {len(part)} rows for {shard.describe()}; "
-                                  f"expected {shard.rows}.")
-        tmp = self.root / f"{shard.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        part.save_to_disk(str(tmp))
-        meta = {"format": _MARKER_FORMAT, "index": shard.index, "start": shard.start, "end": shard.end,
-                "rows": shard.rows, "input_fingerprint": shard.fingerprint,
-                "scorer_fingerprint": self.scorer_fp, "package_version": __version__,
-                "files": _files_digest(tmp), "run_id": self.run_id, "rank": self.world.rank,
-                "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        final = self._data(shard)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _write_json_atomically(self._marker(shard), meta)
-        self._emit("shard", shard.index, shard.rows - reported)
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            return f"is unreadable ({type(exc).__name__}: {exc})", None
+        meta = (table.schema.metadata or {}).get(_META_KEY, b"")
+        if meta.decode(errors="replace") != self.identity:
+            return "belongs to other input rows or another scoring config", None
+        if sorted(table.column_names) != sorted([*self.columns, ROW_INDEX]):
+            return f"has the columns {table.column_names}, not {self.columns}", None
+        rows = table.column(ROW_INDEX).to_numpy()
+        if len(rows) == 0 or rows.min() < 0 or rows.max() >= self.n or len(np.unique(rows)) != len(rows):
+            return "holds row indices outside this input, or one twice", None
+        if self._done[rows].any():
+            return "holds rows that another checkpoint holds too", None
+        return None, rows
 
-    def _wait_for(self, shards: list) -> None:
-        """Rank 0: wait until every other rank's shards have their markers (datatrove-style
-        completion markers; no collective timeout, so a long shard elsewhere is fine; a rank
-        that dies makes the launcher stop the job)."""
-        waiting = [s for s in shards if not self._marker(s).exists()]
-        last_log = time.monotonic()
-        while waiting:
-            time.sleep(_POLL_SECONDS)
-            waiting = [s for s in waiting if not self._marker(s).exists()]
-            if waiting and time.monotonic() - last_log > 60:
-                logger.info("waiting for %d shards from other processes: %s", len(waiting),
-                            [s.index for s in waiting[:10]])
-                last_log = time.monotonic()
+    def todo(self) -> Any:
+        """Row indices (ascending numpy array) that no part holds yet."""
+        import numpy as np
 
-    def run(self) -> tuple[Optional[Any], ScoreStats]:
-        """Score the missing shards (this rank's share) and, on rank 0, merge.
+        return np.flatnonzero(~self._done)
 
-        Returns:
-            ``(scores, stats)``: on rank 0 a Dataset of the scorer's columns only, in the
-            original row order; None on other ranks. ``stats`` covers the whole run on rank 0.
+    def write(self, rows: Any, table: Any) -> int:
+        """Save one scored part: ``table`` holds the scorer's columns of input rows ``rows``
+        (a sequence of indices, in the table's order). Rows some part already holds (a retried
+        task's second copy) are left out. Returns the number of new rows."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != table.num_rows:
+            raise ShardMergeError(f"The scorer returned {table.num_rows} rows for {len(rows)} input rows.")
+        new = ~self._done[rows]
+        if not new.all():
+            logger.info("%d rows came back twice (a retried task); kept once.", int((~new).sum()))
+            rows, table = rows[new], table.filter(pa.array(new))
+        if not len(rows):
+            return 0
+        table = table.select(self.columns).append_column(ROW_INDEX, pa.array(rows, pa.int64()))
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: self.identity.encode()})
+        self._seq += 1
+        final = self.root / f"part-{self.run_id}-{self._seq:05d}.parquet"
+        tmp = self.root / f".tmp-{final.name}"
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)  # the completion: a part with its final name is whole
+        self._done[rows] = True
+        self._parts.append(final)
+        self.stats.shards_scored += 1
+        self.stats.rows_scored += len(rows)
+        return len(rows)
+
+    def merge(self) -> Any:
+        """The scorer's columns of every input row, in input order, as a Dataset.
+
+        Raises:
+            ShardMergeError: the parts do not hold every input row exactly once.
         """
-        with contextlib.ExitStack() as stack:
-            return self._run(stack)
-
-    def _run(self, stack: contextlib.ExitStack) -> tuple[Optional[Any], ScoreStats]:
-        t0 = time.perf_counter()
-        plan = run_collectively(self.world, lambda: self._plan(stack))
-        self.run_id = plan["run_id"]
-        todo = [self.shards[i] for i in plan["todo"]]
-        mine = todo[self.world.rank::self.world.size]
-        done_rows = self.n - sum(s.rows for s in todo)
-        self._emit("plan", 0, sum(s.rows for s in mine), resumed=done_rows)
-        for shard in self.shards:
-            if shard.index not in plan["todo"]:
-                self._emit("resumed", shard.index, shard.rows)
-        for shard in mine:
-            self._score(shard)
-        if not self.world.is_main:
-            return None, ScoreStats(column_prefix="", model=None, rows=self.n)
-        self._wait_for(todo)
-        scores, stats = self._merge(plan)
-        if stats.shards_scored:
-            # Wall time of the whole pass (all processes at work in parallel), for rows/s.
-            stats.seconds = time.perf_counter() - t0
-        self._emit("merged", len(self.shards) - 1, 0)
-        return scores, stats
-
-    def _merge(self, plan: dict) -> tuple[Any, ScoreStats]:
         import datasets
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        stats = ScoreStats(column_prefix=getattr(self.scorer.config, "column_prefix", ""),
-                           model=getattr(self.scorer.config, "model", None), rows=self.n,
-                           shards=len(self.shards), shards_rescored=list(plan["rescored"]),
-                           processes=self.world.size, work_dir=str(self.root))
-        parts = []
-        position = 0
-        for shard in self.shards:
-            problem = self.check(shard)
-            if problem is None and not self._marker(shard).exists():
-                problem = "is missing"
-            if problem is not None:
-                # Changed after it was written (or lost): never merged; score it here.
-                logger.warning("Checkpoint %s in %s %s: scoring it again.", shard.describe(),
-                               self._data(shard), problem)
-                stats.shards_rescored.append(shard.index)
-                self._discard(shard)
-                self._score(shard)
-            meta = json.loads(self._marker(shard).read_text())
-            if meta["start"] != position:
-                raise ShardMergeError(f"{shard.describe()} starts at row {meta['start']}, expected "
-                                      f"{position}: the shards do not cover the input exactly.")
-            position = meta["end"]
-            part = self._load(shard)
-            parts.append(part)
-            if meta.get("run_id") == self.run_id:
-                stats.shards_scored += 1
-                stats.rows_scored += shard.rows
-            else:
-                stats.shards_resumed += 1
-                stats.rows_resumed += shard.rows
-        scores = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        if position != self.n or len(scores) != self.n or stats.rows_scored + stats.rows_resumed != self.n:
-            raise ShardMergeError(f"The shards hold {len(scores)} rows (up to row {position}); the "
-                                  f"input has {self.n}. Nothing was written.")
-        _count_status(scores, [c for c in self.columns if c.endswith("status")], stats)
-        return scores, stats
+        tables = [pq.read_table(p) for p in self._parts]
+        table = pa.concat_tables(tables, promote_options="default") if tables else None
+        rows = table.column(ROW_INDEX).to_numpy() if table is not None else np.zeros(0, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        if len(rows) != self.n or not np.array_equal(rows[order], np.arange(self.n)):
+            raise ShardMergeError(f"The checkpoints in {self.root} hold {len(np.unique(rows))} distinct rows "
+                                  f"in {len(rows)}; the input has {self.n}. Nothing was written.")
+        table = table.take(pa.array(order)).drop_columns([ROW_INDEX]).replace_schema_metadata(None)
+        scores = datasets.Dataset(table.select(self.columns))
+        self.stats.shards = len(self._parts)
+        _count_status(scores, [c for c in self.columns if c.endswith("status")], self.stats)
+        self.emit("merged", 0)
+        return scores
 
-
-def _write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    def info(self, describe: Callable[[], dict]) -> dict:
+        """The scorer's provenance: read from ``scorer_info.json`` beside the parts, else
+        ``describe()`` (which loads the model), saved there so a fully resumed run loads nothing."""
+        path = self.root / "scorer_info.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                logger.warning("Unreadable %s: describing the scorer again.", path)
+        info = describe()
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return json.loads(path.read_text())
 
 
 def _count_status(scores: Any, columns: list, stats: ScoreStats) -> None:
     if not columns:
         stats.ok = len(scores)
         return
-    statuses = list(zip(*(scores[c] for c in columns)))
-    for row in statuses:
+    for row in zip(*(scores[c] for c in columns)):
         if all(s == "ok" for s in row):
             stats.ok += 1
         elif all(s in ("ok", "truncated") for s in row):
@@ -794,16 +428,33 @@ def _count_status(scores: Any, columns: list, stats: ScoreStats) -> None:
                        stats.errors, stats.rows, " / ".join(columns))
 
 
+def check_input(ds: Any, scorer: Any) -> None:
+    """Refuse an empty input, or one that already has the scorer's output columns.
+
+    Raises:
+        ConfigError: naming the clash and the fix (another ``column_prefix``).
+    """
+    if len(ds) == 0:
+        raise ConfigError("The input has 0 rows: nothing to score.")
+    clash = sorted(set(scorer.output_columns) & set(ds.column_names))
+    if clash:
+        prefix = getattr(getattr(scorer, "config", None), "column_prefix", None)
+        raise ConfigError(f"The input already has the columns {clash}. Pass another column_prefix "
+                          f"(now {prefix!r}) or drop them first.")
+
+
+# ----------------------------------------------------------------------- local engine
+
+
 def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], shard_rows: int = 256,
-                 batch_size: int = 64, num_proc: Optional[int] = None, world: Optional[World] = None,
+                 batch_size: int = 64, num_proc: Optional[int] = None,
                  on_progress: Optional[ProgressCallback] = None, model_index: int = 0,
-                 n_models: int = 1) -> tuple[Optional[Any], ScoreStats, Optional[dict]]:
-    """Score ``ds`` with ``scorer`` in checkpointed shards, on every process of the launch.
+                 n_models: int = 1) -> tuple[Any, ScoreStats, dict]:
+    """Score ``ds`` with ``scorer`` on this machine, in checkpointed shards (the local engine).
 
     Works for any scorer object of the package's interface: a callable for
     ``ds.map(batched=True, with_rank=True)`` with ``.output_columns``, ``.info()`` and
-    ``.config``. Call it on every rank with the same rows; the caller holds the output's lock
-    (:func:`output_lock`) on rank 0.
+    ``.config``. The caller holds the output's lock (:func:`output_lock`).
 
     Args:
         ds: the input rows (not modified).
@@ -811,51 +462,60 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
         work_dir: the output's work directory (:func:`default_work_dir`).
         shard_rows: rows per checkpointed shard.
         batch_size: rows per ``Dataset.map`` batch.
-        num_proc: ``Dataset.map`` worker processes inside this process.
-        world: the processes of the run (default: :func:`current_world`).
-        on_progress: receives :class:`ProgressEvent` s.
+        num_proc: ``Dataset.map`` worker processes (worker r uses ``cuda:r``).
+        on_progress: receives :class:`~hf_selectit.progress.ProgressEvent` s.
         model_index, n_models: position of this model in a multi-model run (for progress).
 
     Returns:
-        ``(scores, stats, info)``: on rank 0 the scorer's columns in the original row order,
-        the pass's numbers over all processes, and the scorer's provenance; on other ranks
-        ``(None, stats, None)``.
+        ``(scores, stats, info)``: the scorer's columns in the original row order, the pass's
+        numbers and the scorer's provenance.
 
     Raises:
         ConfigError: an empty input, or output columns that already exist in ``ds``.
-        ShardMergeError: the shards do not add up to the input rows exactly.
+        ShardMergeError: the parts do not add up to the input rows exactly.
 
     Example:
         >>> scores, stats, info = score_shards(ds, SelectITScorer(), work_dir="out.selectit-work")
     """
-    if len(ds) == 0:
-        raise ConfigError("The input has 0 rows: nothing to score.")
-    clash = sorted(set(scorer.output_columns) & set(ds.column_names))
-    if clash:
-        prefix = getattr(getattr(scorer, "config", None), "column_prefix", None)
-        raise ConfigError(
-            f"The input already has the columns {clash}. Pass another column_prefix "
-            f"(now {prefix!r}) or drop them first."
-        )
-    world = world or current_world()
-    job = ShardedScoring(ds, scorer, work_dir=work_dir, shard_rows=shard_rows, batch_size=batch_size,
-                         num_proc=num_proc, world=world, on_progress=on_progress,
-                         model_index=model_index, n_models=n_models)
+    from . import progress
+
+    check_input(ds, scorer)
+    t0 = time.perf_counter()
+    ckpt = Checkpoints(ds, scorer, work_dir=work_dir, on_progress=on_progress, model_index=model_index,
+                       n_models=n_models)
+    num_proc = num_proc if (num_proc or 1) > 1 else None
+    ckpt.stats.processes = num_proc or 1
     with quiet_third_party_bars():
-        scores, stats = job.run()
-        info = _scorer_info(scorer, job.root) if world.is_main else None
-    return scores, stats, info
+        ckpt.open()
+        todo = ckpt.todo()
+        shards = [todo[i:i + shard_rows] for i in range(0, len(todo), shard_rows)]
+        n_shards = len(shards) + ckpt.stats.shards_resumed
+        ckpt.emit("plan", len(todo), n_shards=n_shards, resumed=ckpt.stats.rows_resumed)
+        for i, rows in enumerate(shards):
+            shard = ckpt.stats.shards_resumed + i
+            ckpt.emit("start", 0, shard=shard, n_shards=n_shards)
+            reported = [0]
 
+            def sink(k: int, shard: int = shard, size: int = len(rows)) -> None:
+                k = min(k, size - reported[0])  # num_proc workers report nothing
+                if k > 0:
+                    reported[0] += k
+                    ckpt.emit("rows", k, shard=shard, n_shards=n_shards)
 
-def _scorer_info(scorer: Any, root: Path) -> dict:
-    # The info needs the loaded model; keep it beside the shards so a fully resumed run does not
-    # load the model only to describe it (the folder's name fixes the scorer config).
-    path = root / "scorer_info.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            logger.warning("Unreadable %s: describing the scorer again.", path)
-    info = scorer.info()
-    _write_json_atomically(path, info)
-    return json.loads(path.read_text())
+            previous = progress.install(sink)
+            try:
+                part = ds.select(rows).map(
+                    scorer, batched=True, batch_size=batch_size, with_rank=True, num_proc=num_proc,
+                    remove_columns=ds.column_names, desc=f"shard {shard + 1}/{n_shards}",
+                    # The parts are the cache: nothing goes to the datasets cache, so a rerun is
+                    # never a silent cache hit and no file is written outside the work directory.
+                    keep_in_memory=True, load_from_cache_file=False)
+            finally:
+                progress.install(previous)
+            ckpt.write(rows, part.with_format("arrow")[:])
+            ckpt.emit("shard", len(rows) - reported[0], shard=shard, n_shards=n_shards)
+        scores = ckpt.merge()
+        info = ckpt.info(scorer.info)
+    if ckpt.stats.rows_scored:
+        ckpt.stats.seconds = time.perf_counter() - t0
+    return scores, ckpt.stats, info

@@ -36,6 +36,26 @@ def scorer_class(method: str) -> type:
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
+def make_scorer(config: object) -> object:
+    """The scorer object of a method's config (``ScorerConfig`` for SelectIT, or any config class
+    of :data:`METHODS`), or the scorer itself when given one.
+
+    Raises:
+        ConfigError: ``config`` is neither a scorer nor the config of a method.
+
+    Example:
+        >>> make_scorer(IFDConfig()).method
+        'ifd'
+    """
+    if callable(config) and hasattr(config, "output_columns"):
+        return config
+    for method in METHODS:
+        cls = scorer_class(method)
+        if isinstance(config, cls.config_class):
+            return cls.from_config(config)
+    raise ConfigError(f"{config!r} is not a scorer nor the config of any scoring method ({sorted(METHODS)}).")
+
+
 def score_column(config: object) -> str:
     """The column a method's rows are ranked by, from its config: SelectIT's sentence score,
     else `<prefix>score` (DEITA with kind="quality"/"complexity": that rating).

@@ -334,7 +334,8 @@ class IOConfig:
     output_format: str = field(
         default="auto",
         metadata={"help": "auto (from the output's suffix: .parquet, .jsonl, else a "
-                          "save_to_disk folder), disk, parquet or jsonl."},
+                          "save_to_disk folder; with engine ray a folder of parquet), disk, parquet "
+                          "(a folder of parquet files when the output has no .parquet suffix) or jsonl."},
     )
 
     def __post_init__(self) -> None:

@@ -276,7 +276,8 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
 
 
 def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
-    """Write a dataset as a ``save_to_disk`` folder, a Parquet file or a JSONL file.
+    """Write a dataset as a ``save_to_disk`` folder, a Parquet file (or a folder of them: format
+    'parquet' and a path without the suffix) or a JSONL file.
 
     The scorers' provenance goes with the data in every format: ``selectit.json`` inside a
     folder, ``FILE.parquet.selectit.json`` / ``FILE.jsonl.selectit.json`` beside a file
@@ -299,7 +300,12 @@ def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
     fmt = resolve_output_format(output, output_format)
     parent = Path(output).parent
     parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
+    if fmt == "parquet" and Path(output).suffix.lower() != ".parquet":
+        # A folder of parquet files and its selectit.json (a Hub-like layout): load_dataset(folder),
+        # ray.data.read_parquet and hf-selectit select/publish all read it.
+        Path(output).mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(os.path.join(output, "data-00000-of-00001.parquet"))
+    elif fmt == "parquet":
         ds.to_parquet(output)
     elif fmt == "jsonl":
         ds.to_json(output, lines=True, force_ascii=False)

@@ -303,7 +303,7 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
 
 def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
     """Fuse, write, select and publish (main process); returns ``(scored, subset)``."""
-    from .io import save_output
+    from .io import resolve_output_format, save_output
 
     io = config.io
     if len(_selectit_models(config)) > 1:
@@ -311,7 +311,10 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     if getattr(config, "validate", None) is not None:
         scored = _validate(config, summary, scored)
     if io.output:
-        save_output(scored, io.output, output_format=io.output_format)
+        fmt = io.output_format
+        if fmt == "auto" and config.run.engine == "ray" and resolve_output_format(io.output) == "disk":
+            fmt = "parquet"  # a folder of parquet + selectit.json, readable by any engine and load_dataset
+        save_output(scored, io.output, output_format=fmt)
         summary.output = io.output
 
     subset = None

@@ -9,8 +9,9 @@ backend a scorer config names: the actor only calls the scorer.
   driver) receives the scored blocks in whatever order they finish, keeps each row once, and
   puts them back in input order (:class:`hf_selectit.runner.Checkpoints`), checking that every
   input row came back exactly once.
-- **A worker dies.** Ray restarts the actor and runs its unfinished block again
-  (``max_restarts=-1``, ``max_task_retries=-1``); the cost is that block, and a model load.
+- **A worker dies.** Ray Data restarts the actor and runs its unfinished block again (its actor
+  pools default to ``max_restarts=-1`` and ``max_task_retries=-1``); the cost is that block and
+  one model load. An exception raised by the scorer is not retried: it fails the run.
 - **The driver dies.** Each block is saved by the driver as soon as it arrives, as a completion
   file on the output's work directory (the same checkpoints as the local engine); a restart
   sends only the rows no file holds. Only the driver writes, so no filesystem needs to be shared
@@ -168,7 +169,7 @@ def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, o
         scored = rt.data.from_arrow(blocks).map_batches(
             ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
             batch_size=batch_size, batch_format="pyarrow", concurrency=workers, num_gpus=gpus,
-            num_cpus=ray.num_cpus, max_restarts=-1, max_task_retries=-1)
+            num_cpus=ray.num_cpus)
         logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), n_blocks,
                     workers, gpus)
         for i, batch in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,26 +300,3 @@ def test_run_example_print_and_help_lists_examples(capsys):
     assert code == 0 and "input: ../data/demo.jsonl" in out
     code, _, err = _main(["run", "--example", "dmeo"], capsys)
     assert code == 2 and "Did you mean 'demo'?" in err
-
-
-def test_distributed_entry_point_rejects_bad_values_with_exit_2(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "hf_selectit.distributed", "--input", "x.jsonl",
-                          "--output", str(tmp_path / "o"), "--alpha", "inf"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "--alpha=inf is invalid" in out.stderr
-
-
-def test_distributed_parser_is_generated_from_the_same_options():
-    # A True default stays True, --no-flag turns it off, the model's revision is --model-revision
-    # as in `hf-selectit score`, and the batch size default is RunOptions' one.
-    from hf_selectit.distributed import build_parser
-
-    base = ["--input", "x.json", "--output", "out"]
-    default = options.from_args(ScorerConfig, build_parser().parse_args(base))
-    assert default.reuse_prompt_prefix is True and default.alpha == 0.2
-    assert options.from_args(RunOptions, build_parser().parse_args(base)).batch_size == RunOptions().batch_size
-    args = build_parser().parse_args(base + ["--no-reuse-prompt-prefix", "--alpha", "0.5",
-                                             "--model-revision", "v2", "--prompts", "3", "--keep-shards"])
-    config = options.from_args(ScorerConfig, args)
-    assert (config.reuse_prompt_prefix, config.alpha, config.revision, config.prompts) == (False, 0.5, "v2", 3)
-    assert options.from_args(RunOptions, args).keep_checkpoints is True

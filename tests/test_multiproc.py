@@ -1,4 +1,5 @@
-"""The several-GPUs-on-one-machine recipe, run on CPU with two worker processes.
+"""The several-GPUs-on-one-machine recipe, run on CPU with two worker processes (also through
+the local engine's checkpointed runner, `num_proc: 2`).
 
     multiprocess.set_start_method("spawn")
     ds.map(scorer, batched=True, with_rank=True, num_proc=n_gpus)
@@ -61,3 +62,20 @@ def test_map_with_rank_num_proc_2_equals_single_process(tiny_model_dir, spawn_st
                                    err_msg=column)
     # Scores differ between rows (an all-equal column would make the comparison above vacuous).
     assert len(set(np.round(single["selectit_sentence_score"], 9))) > 1
+
+
+@pytest.mark.multiproc
+def test_local_engine_with_num_proc_2_equals_one_process(tmp_path, tiny_model_dir, spawn_start_method):
+    from datasets import Dataset
+
+    from hf_selectit.config import RunOptions, ScorerConfig
+    from hf_selectit.pipeline import score_dataset
+
+    ds = Dataset.from_list(_rows(9))
+    cfg = ScorerConfig(model=str(tiny_model_dir), prompts=2, max_batch_tokens=512)
+    one, _ = score_dataset(ds, cfg, run=RunOptions(shard_rows=5, batch_size=2), work_dir=tmp_path / "one")
+    two, stats = score_dataset(ds, cfg, run=RunOptions(shard_rows=5, batch_size=2, num_proc=2),
+                               work_dir=tmp_path / "two")
+    assert (stats.processes, stats.shards_scored, stats.rows_scored) == (2, 2, 9)
+    assert two["instruction"] == ds["instruction"] and two["selectit_status"] == one["selectit_status"]
+    np.testing.assert_allclose(two["selectit_sentence_score"], one["selectit_sentence_score"], rtol=0, atol=1e-5)

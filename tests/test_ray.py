@@ -22,6 +22,8 @@ import pytest
 
 from hf_selectit.runner import default_work_dir
 
+pytestmark = pytest.mark.ray
+
 SELECTIT = ("selectit_sentence_score", "selectit_uncertainty", "selectit_token_scores", "selectit_rating_probs",
             "selectit_rating_mass")
 

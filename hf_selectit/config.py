@@ -357,8 +357,8 @@ class RunOptions:
 
     batch_size: int = field(
         default=64,
-        metadata={"help": "Rows per Dataset.map batch (the scorer splits each batch into "
-                          "forward micro-batches of at most max_batch_tokens)."},
+        metadata={"help": "Rows per scorer call (a Dataset.map or Ray map_batches batch; the scorer "
+                          "splits it into forward micro-batches of at most max_batch_tokens)."},
     )
     engine: str = field(
         default="local",

@@ -150,38 +150,39 @@ def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, o
     ckpt = Checkpoints(ds, scorer, work_dir=work_dir, on_progress=on_progress, model_index=model_index,
                        n_models=n_models)
     ckpt.stats.engine = "ray"
-    ckpt.open()
-    todo = ckpt.todo()
-    n_blocks = -(-len(todo) // shard_rows)
-    n_shards = n_blocks + ckpt.stats.shards_resumed
-    ckpt.emit("plan", len(todo), n_shards=n_shards, resumed=ckpt.stats.rows_resumed)
-    info: Optional[dict] = None
-    if len(todo):
-        rt = connect(ray)
-        workers, gpus = _workers(rt, ray, n_blocks)
-        ckpt.stats.processes = workers
-        source = ds if len(todo) == len(ds) else ds.select(todo)
-        table = source.with_format("arrow")[:].append_column(ROW_INDEX, pa.array(todo, pa.int64()))
-        # One block per shard_rows rows: one actor task and one completion file each.
-        blocks = [table.slice(i, shard_rows) for i in range(0, table.num_rows, shard_rows)]
-        context = rt.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours counts rows; Ray's would draw over it
-        scored = rt.data.from_arrow(blocks).map_batches(
-            ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
-            batch_size=batch_size, batch_format="pyarrow", concurrency=workers, num_gpus=gpus,
-            num_cpus=ray.num_cpus)
-        logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), n_blocks,
-                    workers, gpus)
-        for i, batch in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):
-            if info is None:
-                # Saved before the first part, so a run resumed in full never loads the model here.
-                text = next(v for v in batch.column(INFO_COLUMN).to_pylist() if v is not None)
-                info = ckpt.info(lambda: json.loads(text))
-            n = ckpt.write(batch.column(ROW_INDEX).to_numpy(), batch.drop_columns([ROW_INDEX, INFO_COLUMN]))
-            ckpt.emit("rows", n, shard=ckpt.stats.shards_resumed + i, n_shards=n_shards)
-    scores = ckpt.merge()
-    if info is None:
-        info = ckpt.info(scorer.info)  # every row resumed: the provenance saved beside the parts
+    with output_lock(ckpt.root):  # one writer of these rows and this config, also in the user cache
+        ckpt.open()
+        todo = ckpt.todo()
+        n_blocks = -(-len(todo) // shard_rows)
+        n_shards = n_blocks + ckpt.stats.shards_resumed
+        ckpt.emit("plan", len(todo), n_shards=n_shards, resumed=ckpt.stats.rows_resumed)
+        info: Optional[dict] = None
+        if len(todo):
+            rt = connect(ray)
+            workers, gpus = _workers(rt, ray, n_blocks)
+            ckpt.stats.processes = workers
+            source = ds if len(todo) == len(ds) else ds.select(todo)
+            table = source.with_format("arrow")[:].append_column(ROW_INDEX, pa.array(todo, pa.int64()))
+            # One block per shard_rows rows: one actor task and one completion file each.
+            blocks = [table.slice(i, shard_rows) for i in range(0, table.num_rows, shard_rows)]
+            context = rt.data.DataContext.get_current()
+            context.enable_progress_bars = False  # ours counts rows; Ray's would draw over it
+            scored = rt.data.from_arrow(blocks).map_batches(
+                ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
+                batch_size=batch_size, batch_format="pyarrow", concurrency=workers, num_gpus=gpus,
+                num_cpus=ray.num_cpus)
+            logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), n_blocks,
+                        workers, gpus)
+            for i, batch in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):
+                text = next((v for v in batch.column(INFO_COLUMN).to_pylist() if v is not None), None)
+                if info is None and text is not None:
+                    # Saved before the first part, so a run resumed in full never loads the model here.
+                    info = ckpt.info(lambda: json.loads(text))
+                n = ckpt.write(batch.column(ROW_INDEX).to_numpy(), batch.drop_columns([ROW_INDEX, INFO_COLUMN]))
+                ckpt.emit("rows", n, shard=ckpt.stats.shards_resumed + i, n_shards=n_shards)
+        scores = ckpt.merge()
+        if info is None:
+            info = ckpt.info(scorer.info)  # every row resumed: the provenance saved beside the parts
     if ckpt.stats.rows_scored:
         ckpt.stats.seconds = time.perf_counter() - t0
     return scores, ckpt.stats, info

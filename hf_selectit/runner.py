@@ -485,7 +485,8 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
                        n_models=n_models)
     num_proc = num_proc if (num_proc or 1) > 1 else None
     ckpt.stats.processes = num_proc or 1
-    with quiet_third_party_bars():
+    # The folder of these rows and this config has one writer, also in the shared user cache.
+    with quiet_third_party_bars(), output_lock(ckpt.root):
         ckpt.open()
         todo = ckpt.todo()
         shards = [todo[i:i + shard_rows] for i in range(0, len(todo), shard_rows)]

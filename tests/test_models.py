@@ -567,4 +567,4 @@ def test_run_refuses_a_device_map_model_with_num_proc_before_scoring_any(tiny_mo
     )
     assert cli.main(["run", str(config)]) == 2
     assert "--num-proc=2" in capsys.readouterr().err  # the CLI names the flag
-    assert not list(tmp_path.glob("scored*/**/shard-*"))  # the first model was not scored either
+    assert not list(tmp_path.glob("scored*/**/part-*"))  # the first model was not scored either

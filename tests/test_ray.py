@@ -68,7 +68,7 @@ def _workers() -> list:
     import psutil
 
     return [p for p in psutil.Process().children(recursive=True)
-            if any("MapWorker" in part for part in p.cmdline())]
+            if any("MapBatches(ScorerActor)" in part for part in p.cmdline())]  # ray::[MapWorker(]MapBatches(..
 
 
 def test_score_on_ray_equals_single_process_and_survives_a_killed_worker(ray_cluster, tiny_model_dir, tmp_path):

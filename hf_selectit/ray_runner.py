@@ -63,6 +63,9 @@ def connect(config: RayConfig) -> Any:
     """Join the cluster of ``config.address`` (or ``RAY_ADDRESS``), or start a local one on this
     machine; nothing when this process is connected already. Returns the ``ray`` module."""
     ray = import_ray()
+    if not logger.isEnabledFor(logging.DEBUG):
+        # Ray Data's INFO lines (execution plan, log folder) would interleave our progress bar.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return ray
     kwargs: dict = {"logging_level": logging.WARNING}

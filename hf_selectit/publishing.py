@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from . import cards, provenance
+from .atomic import recover, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
+from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
 from .metadata import with_metadata
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
@@ -106,8 +108,8 @@ def _resolve_token(token: Optional[str]) -> Optional[str]:
 
 def _scrub(text: str, token: Optional[str]) -> str:
     if token and len(token) >= 4:
-        text = text.replace(token, "***")
-    return text
+        text = text.replace(token, "<hidden>")
+    return redact(text)
 
 
 def _hub_errors() -> tuple:
@@ -140,13 +142,14 @@ def _run_config_text(run_config: Any) -> Optional[str]:
     if isinstance(run_config, Mapping):
         import yaml
 
-        return yaml.safe_dump(dict(run_config), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(redact_mapping(dict(run_config)), sort_keys=False, allow_unicode=True)
     if isinstance(run_config, (str, os.PathLike)):
         path = Path(os.fspath(run_config)).expanduser()
         if not path.is_file():
             raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
                               "the run was made with, a mapping, or None.")
-        return path.read_text(encoding="utf-8")
+        # Uploaded for readers: a token in it (model_kwargs: {token: ...}) must not be.
+        return redact_yaml(path.read_text(encoding="utf-8"))
     raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
 
 
@@ -243,7 +246,7 @@ def _stage(
         card_data=card_data, changelog=changelog, histogram=histogram, token=token,
         defaults=defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
-    (workdir / "README.md").write_text(str(card), encoding="utf-8")
+    (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
     (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
     return sorted(files)
 
@@ -290,6 +293,9 @@ def _local_versions(prov: Optional[dict]) -> list[dict]:
 def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data, defaults,
                    token) -> PublishResult:
     target = target.expanduser().resolve()
+    # A publish killed between its two renames left the previous version moved aside: put it
+    # back (with its history) before reading what the folder holds; drop dead publishes' leftovers.
+    recover(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub repo id).")
     existing = _read_local_provenance(target) if target.is_dir() else None
@@ -345,8 +351,7 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
     Returns:
         The files of the new version (relative paths).
     """
-    new = target.with_name(f".{target.name}.selectit-new-{os.getpid()}")
-    old = target.with_name(f".{target.name}.selectit-old-{os.getpid()}")
+    new, old = temp_name(target, "new"), temp_name(target, "old")
     step = "writing the files of the version"
     moved_away = False
     try:
@@ -644,6 +649,7 @@ def load_selective(
         version = check_version(version)
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
+        recover(target)  # a publish killed mid-swap: the previous version comes back first
         prov = _read_local_provenance(target) if target.is_dir() else None
         if prov is None:
             raise ConfigError(f"{os.fspath(target)!r} holds no {provenance.PROVENANCE_FILENAME}: not a "

@@ -133,6 +133,7 @@ def test_a_planted_token_reaches_no_file_no_commit_and_no_output(tmp_path, tiny_
     texts = {"stdout": printed.out, "stderr": printed.err, "lock": lock_text,
              "locked stdout": locked.out, "locked stderr": locked.err}
     texts.update(_all_files_text(tmp_path))
+    del texts[str(cfg)]  # the user's own file, where the token was planted
     repo_dir = Path(local_hub.repos_dir) / "datasets" / repo
     texts["hub history"] = _git_history_text(repo_dir)
     texts.update(_all_files_text(repo_dir))  # LFS objects (the parquet files) are plain files

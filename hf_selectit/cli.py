@@ -258,7 +258,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
                     limit=io.limit)
     report = run_validation(ds, vcfg, scorers=[scorer])
-    console.info(report.to_markdown())
+    print(redact(report.to_markdown()))
     written = [p for p in (vcfg.json, report.plot) if p]
     console.final(report.headline() + (f" -> {', '.join(written)}" if written else ""))
     return 0
@@ -313,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = example_path(args.example) if args.example else Path(args.run_config)
     if args.print_config:
         opt.load_yaml(path)  # a readable YAML mapping
-        print(path.read_text(encoding="utf-8"), end="")
+        print(redact(path.read_text(encoding="utf-8")), end="")
         return 0
     overrides, labels = opt.cli_overrides((IOConfig, RunOptions), args)
     config = opt.load_run_config(path, overrides=overrides, override_labels=labels)

@@ -208,7 +208,7 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
         tmp.write_text(json.dumps(me))
     except OSError as exc:
         raise OutputWriteError(f"Could not create the lock {path}: {describe_os_error(exc)}. "
-                               f"Check that {root.parent} is writable, or pass --work-dir.") from exc
+                               f"Check that {root.parent} is writable.") from exc
     try:
         for _ in range(3):
             try:

@@ -35,6 +35,7 @@ class _FullFile(io.FileIO):
     """A raw file on a filesystem with ``budget`` bytes left."""
 
     budget = 0
+    error = errno.ENOSPC
 
     def write(self, data) -> int:
         data = bytes(data)
@@ -42,7 +43,7 @@ class _FullFile(io.FileIO):
             if type(self).budget > 0:
                 super().write(data[: type(self).budget])
             type(self).budget = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            raise OSError(type(self).error, os.strerror(type(self).error), self.name)
         type(self).budget -= len(data)
         return super().write(data)
 
@@ -53,8 +54,8 @@ def disk_full(monkeypatch):
     ``budget`` bytes are written (the bytes before it land, as on a real disk)."""
     real_open = builtins.open
 
-    def arm(part: str, budget: int = 4096) -> None:
-        _FullFile.budget = budget
+    def arm(part: str, budget: int = 4096, error: int = errno.ENOSPC) -> None:
+        _FullFile.budget, _FullFile.error = budget, error
 
         def fake_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None,
                       closefd=True, opener=None):
@@ -172,6 +173,15 @@ def test_full_disk_in_a_run_then_rerun_resumes_from_the_checkpoints(tmp_path, ti
     disk_full("nothing-matches-this", budget=0)
     assert cli.main(["run", str(cfg)]) == 0
     assert "6 from checkpoints" in capsys.readouterr().out and len(_load(subset)) == 2
+
+
+def test_a_read_only_output_folder_is_one_line(tmp_path, tiny_model_dir, disk_full, capsys):
+    data = _jsonl(tmp_path / "d.jsonl", [{"instruction": "q", "input": "", "output": "a"}])
+    out = tmp_path / "ro" / "scored.parquet"
+    disk_full(str(tmp_path / "ro"), budget=0, error=errno.EROFS)  # nothing under it can be written
+    assert cli.main(["score", data, "--output", str(out), "--model", str(tiny_model_dir)]) == 1
+    _one_line_error(capsys.readouterr().err, "Read-only file system", str(out))
+    assert not out.exists()
 
 
 def test_replacing_keeps_the_target_on_any_failure(tmp_path):

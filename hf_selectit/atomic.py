@@ -78,9 +78,14 @@ def recover(target: PathLike) -> None:
             logger.info("Removed %s, left by a write that was killed before it finished.", entry)
 
 
-def _swap(new: Path, target: Path) -> None:
+def swap_into_place(new: Path, target: Path) -> None:
     """Put ``new`` at ``target``: one rename for a file; a folder moves the old one aside first
-    (a folder cannot be renamed over a non-empty one), then removes it."""
+    (a folder cannot be renamed over a non-empty one), then removes it. If the second rename
+    fails the old folder goes back; a kill between the two is undone by :func:`recover`.
+
+    Raises:
+        OSError: a rename failed; ``target`` is as it was.
+    """
     if not (new.is_dir() and target.is_dir()):
         os.replace(new, target)
         return
@@ -129,7 +134,7 @@ def replacing(target: PathLike, *, what: str = "") -> Iterator[Path]:
         recover(target)
         _remove(new)
         yield new
-        _swap(new, target)
+        swap_into_place(new, target)
     except OutputWriteError:  # from a nested write: already says what and where
         _remove(new)
         raise

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from . import cards, provenance
-from .atomic import recover, temp_name
+from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
 from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
@@ -344,16 +344,17 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
     """All-or-nothing local publish: build the whole new version in a temporary sibling folder
-    (the new files, plus the folder's other files carried over), then swap the folders with two
-    renames. A failure at any step leaves the previous version complete at `target` (or no
-    folder at all for a first publish) and raises PublishError saying so.
+    (the new files, plus the folder's other files carried over), then swap the folders
+    (:func:`hf_selectit.atomic.swap_into_place`). A failure at any step leaves the previous version
+    complete at `target` (or no folder at all for a first publish) and raises PublishError saying
+    so; a kill between the swap's two renames is undone by the next publish or load
+    (:func:`hf_selectit.atomic.recover`).
 
     Returns:
         The files of the new version (relative paths).
     """
-    new, old = temp_name(target, "new"), temp_name(target, "old")
+    new = temp_name(target, "new")
     step = "writing the files of the version"
-    moved_away = False
     try:
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir()
@@ -363,42 +364,21 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
             for entry in target.iterdir():
                 if entry.name not in MANAGED:
                     _carry_over(entry, new / entry.name)
-            step = f"moving the previous version aside to {old}"
-            os.replace(target, old)
-            moved_away = True
         step = f"moving the new version into {target}"
-        os.replace(new, target)
+        swap_into_place(new, target)
     except BaseException as exc:
-        if not isinstance(exc, OSError):
-            # Not a filesystem failure (a bad card value, Ctrl-C, ...): the previous version was
-            # not touched before the swap, so only the half-built folder goes.
-            if moved_away:
-                os.replace(old, target)
-            shutil.rmtree(new, ignore_errors=True)
-            raise
-        restored = ""
-        if moved_away:
-            try:
-                os.replace(old, target)
-            except OSError as undo:
-                restored = (f" Moving the previous version back also failed ({undo}): it is complete "
-                            f"in {old}; rename that folder to {target}.")
+        # Not a filesystem failure (a bad card value, Ctrl-C, ...) is raised as it is; either way
+        # the previous version is untouched and only the half-built folder goes.
         shutil.rmtree(new, ignore_errors=True)
-        if restored:
-            state = restored
-        elif previous is not None:
+        if not isinstance(exc, OSError):
+            raise
+        if previous is not None:
             state = (f" The previous version {previous} is unchanged and complete in {target} "
                      f"(load_dataset({os.fspath(target)!r}) reads it); nothing of {version} was kept.")
         else:
             state = f" Nothing of {version} was kept; {target} holds no published version."
         raise PublishError(f"Publishing {version} to {target} failed while {step}: "
                            f"{type(exc).__name__}: {exc}.{state}") from exc
-    if moved_away:
-        try:
-            shutil.rmtree(old)
-        except OSError as exc:
-            logger.warning("Published %s to %s, but the previous version's folder %s could not be "
-                           "removed (%s); delete it by hand.", version, target, old, exc)
     return files
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Print the requirements of the lowest-versions test environment, derived from pyproject.toml.
 
-`make test-lowest` installs torch==2.13.0 first, then `-e .` with this file: every runtime
-dependency pinned at its lower bound (what `uv pip install --resolution lowest-direct` picks),
-so the floors in pyproject.toml are tested, not just stated. Two exceptions, said in the output:
+`make test-lowest` installs torch==2.13.0 first, then `-e .` with this file: the Hugging Face
+libraries the code calls into (PINNED) at their lower bounds, so those floors in pyproject.toml
+are tested, not just stated; the other dependencies keep their ranges (pip picks the newest
+that fits). Two exceptions, said in the output:
 
 - torch is left out: the Makefile installs torch==2.13.0 (the local CPU wheel) before anything
   else, as in `.venv`; any other torch requirement would pull CUDA wheels.
@@ -27,6 +28,9 @@ try:
 except ImportError:  # Python 3.10: tomllib is 3.11+
     sys.exit("scripts/lowest_requirements.py needs Python >= 3.11 (tomllib).")
 
+# The libraries whose APIs the package calls into; pinning every dependency at its floor would
+# only test pip's resolver (e.g. tqdm==4.66 against datasets 3.0's tqdm>=4.66.3).
+PINNED = {"transformers", "datasets", "huggingface_hub", "accelerate", "evaluate"}
 SKIP_RUNTIME = {"torch"}
 SKIP_TEST = {"olah"}
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(.*)$")
@@ -40,7 +44,7 @@ def _name_and_spec(requirement: str) -> tuple[str, str]:
 
 
 def lowest_requirements(pyproject: Path) -> list[str]:
-    """The lines of the requirements file (pins at the floors, then the test tools).
+    """The lines of the requirements file (PINNED at their floors, the rest as given, test tools).
 
     Args:
         pyproject: path of pyproject.toml.
@@ -49,14 +53,17 @@ def lowest_requirements(pyproject: Path) -> list[str]:
         Requirement lines, comments included.
 
     Raises:
-        ValueError: a runtime dependency has no `>=` lower bound to pin.
+        ValueError: a PINNED dependency has no `>=` lower bound to pin.
     """
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    lines = ["# Generated from pyproject.toml by scripts/lowest_requirements.py: runtime floors pinned."]
+    lines = ["# Generated from pyproject.toml by scripts/lowest_requirements.py: floors pinned."]
     for requirement in project["dependencies"]:
         name, spec = _name_and_spec(requirement)
         if name.lower() in SKIP_RUNTIME:
             lines.append(f"# {name}: installed first by the Makefile (torch==2.13.0)")
+            continue
+        if name.lower().replace("-", "_") not in PINNED:
+            lines.append(requirement)
             continue
         floor = re.search(r">=\s*([^,\s;]+)", spec)
         if floor is None:

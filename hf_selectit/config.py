@@ -27,7 +27,6 @@ from .errors import ConfigError
 from .model_kwargs import check_model_kwargs
 from .prompts import PROMPT_SETS as _PROMPT_TEXTS
 
-NORMALIZATIONS = ("paper", "selectit-repo")
 # The named wordings of the rating prompts; their texts live in prompts.py.
 PROMPT_SETS = tuple(_PROMPT_TEXTS)
 TEMPLATES = ("raw", "chat")
@@ -253,6 +252,9 @@ class ScorerConfig:
         check_revision(self.model, self.revision)
         check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
         check_bool("trust_remote_code", self.trust_remote_code)
+        # Imported here: formulas pulls in numpy, which `hf-selectit --help` should not wait for.
+        from .formulas import NORMALIZATIONS
+
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
         check_choice("template", self.template, TEMPLATES)

@@ -9,10 +9,11 @@ directory). An output is a `save_to_disk` folder, a `.parquet` file or a `.jsonl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from .config import OUTPUT_FORMATS, IOConfig
 from .errors import ConfigError
@@ -180,25 +181,31 @@ def _load_file(path: Path, builder: str) -> Any:
     import pyarrow as pa
 
     _check_not_empty(path, builder)
-    _quiet_json_loader_errors()
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        with _datasets_logs_quiet():
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
     except (datasets.exceptions.DatasetGenerationError, pa.ArrowException, ValueError) as exc:
         problem = _diagnose(path, builder) or f"could not be read as {builder}: {_root_message(exc)}"
         raise ConfigError(f"{path}: {problem}") from exc
 
 
-class _DropJsonLoadErrors(logging.Filter):
-    # datasets' json builder logs "Failed to load JSON ..." (with a traceback) before raising;
-    # the ConfigError raised here says the same in file-and-line terms.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to load JSON")
+@contextlib.contextmanager
+def _datasets_logs_quiet() -> Iterator[None]:
+    """`datasets`' logs at CRITICAL only while a local file loads.
 
+    Its json builder logs "Failed to load JSON ..." (with a traceback) before raising, and the
+    ConfigError raised here says the same in file-and-line terms. `datasets`' public verbosity
+    setting is the only switch for its logs (none per message), so it is raised for the load
+    and restored; a local file's load logs nothing else worth a warning.
+    """
+    from datasets.utils import logging as datasets_logging
 
-def _quiet_json_loader_errors() -> None:
-    target = logging.getLogger("datasets.packaged_modules.json.json")
-    if not any(isinstance(f, _DropJsonLoadErrors) for f in target.filters):
-        target.addFilter(_DropJsonLoadErrors())
+    level = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logging.set_verbosity(level)
 
 
 def _check_not_empty(path: Path, builder: str) -> None:

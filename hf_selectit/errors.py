@@ -60,8 +60,13 @@ class VersionExistsError(PublishError):
 
 
 class ShardMergeError(SelectITError, RuntimeError):
-    """The rank shards of a distributed run do not add up to the input rows exactly."""
+    """The scored parts of a run do not hold every input row exactly once."""
 
 
 class OutputLockedError(SelectITError, RuntimeError):
     """Another live run is writing the same output (its work directory's lock names it)."""
+
+
+class OutputWriteError(SelectITError, OSError):
+    """A file or folder could not be written (full disk, read-only folder, ...); the message names
+    the path, the cause and what is at the path now (the previous content, or nothing)."""

@@ -29,7 +29,7 @@ from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: 
     ScorerConfig,
     SelectConfig,
 )
-from .errors import ConfigError
+from .errors import ConfigError, OutputWriteError
 from .methods import make_scorer  # noqa: F401  (importable from here too)
 from .options import load_run_config
 from .progress import ProgressCallback, ProgressEvent
@@ -242,10 +242,15 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     Example:
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
-    from .io import load_input
+    from .io import check_output_path, load_input
 
     t0 = time.perf_counter()
     io = config.io
+    # Paths that cannot be written are refused now, not after hours of scoring.
+    if io.output:
+        check_output_path(io.output, output_format=output_format(config))
+    if config.run.subset_output:
+        check_output_path(config.run.subset_output, option="subset_output")
     ds = dataset
     if ds is None:
         ds = load_input(io.input, split=io.split, config_name=io.config_name,
@@ -262,8 +267,9 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             check_processes(scorer_config, config.run.num_proc)
     summary = RunSummary(rows=len(ds))
     work_dir = pipeline_work_dir(config)
-    # One writer per output: the lock is held until the outputs are written.
-    with output_lock(work_dir, what=_target_name(config)):
+    # One writer per output: the lock (keyed on the output, so another --work-dir does not get
+    # past it) is held until the outputs are written.
+    with output_lock(lock_dir(config), what=_target_name(config)):
         scored = ds
         for i, scorer_config in enumerate(config.models):
             scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run, ray=config.ray,
@@ -272,12 +278,19 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             summary.models.append(stats)
             scored = scored_i if i == 0 else _add_columns(scored, scored_i, stats.column_prefix)
         summary.processes = max(m.processes for m in summary.models)
-        scored, subset = _finish(config, summary, scored)
+        try:
+            scored, subset = _finish(config, summary, scored)
+        except OutputWriteError as exc:
+            raise OutputWriteError(f"{exc} The scores are kept in {work_dir}: run the same command "
+                                   "again once the cause is fixed, and it resumes from them.") from exc
         if not config.run.keep_checkpoints:
             remove_checkpoints(work_dir)
     summary.seconds = time.perf_counter() - t0
     if config.run.summary_json:
-        Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        from .atomic import write_text
+        from .redaction import redact_mapping
+
+        write_text(config.run.summary_json, json.dumps(redact_mapping(summary.to_dict()), indent=2, default=str))
     return summary, scored, subset
 
 
@@ -288,6 +301,24 @@ def pipeline_work_dir(config: PipelineConfig) -> Path:
     if config.run.work_dir:
         return Path(config.run.work_dir)
     return default_work_dir(_target_name(config))
+
+
+def lock_dir(config: PipelineConfig) -> Path:
+    """Where a run's lock file goes: the output's own work directory (whatever ``run.work_dir``
+    says, so two runs on one output always meet there), else the run's work directory."""
+    target = _target_name(config)
+    return default_work_dir(target) if target else pipeline_work_dir(config)
+
+
+def output_format(config: PipelineConfig) -> str:
+    """The run's output format: ``io.output_format``, except that a folder output of a Ray run is
+    parquet (+ selectit.json), which load_dataset, ray.data.read_parquet and every engine read."""
+    from .io import resolve_output_format
+
+    fmt = config.io.output_format
+    if fmt == "auto" and config.run.engine == "ray" and resolve_output_format(config.io.output) == "disk":
+        return "parquet"
+    return fmt
 
 
 def _target_name(config: PipelineConfig) -> Optional[str]:
@@ -303,7 +334,7 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
 
 def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
     """Fuse, write, select and publish (main process); returns ``(scored, subset)``."""
-    from .io import resolve_output_format, save_output
+    from .io import save_output
 
     io = config.io
     if len(_selectit_models(config)) > 1:
@@ -311,10 +342,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     if getattr(config, "validate", None) is not None:
         scored = _validate(config, summary, scored)
     if io.output:
-        fmt = io.output_format
-        if fmt == "auto" and config.run.engine == "ray" and resolve_output_format(io.output) == "disk":
-            fmt = "parquet"  # a folder of parquet + selectit.json, readable by any engine and load_dataset
-        save_output(scored, io.output, output_format=fmt)
+        save_output(scored, io.output, output_format=output_format(config))
         summary.output = io.output
 
     subset = None

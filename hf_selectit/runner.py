@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 from ._version import __version__
-from .errors import ConfigError, OutputLockedError, ShardMergeError
+from .atomic import describe_os_error, pid_alive, replacing, write_text
+from .errors import ConfigError, OutputLockedError, OutputWriteError, ShardMergeError
 from .progress import ProgressCallback, ProgressEvent, quiet_third_party_bars
+from .redaction import redact, redact_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +78,6 @@ def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
 
 
 _HELD: dict[str, int] = {}  # lock path -> how many times this process holds it
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _read_lock(path: Path) -> Optional[dict]:
@@ -133,14 +125,20 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
         finally:
             _HELD[key] -= 1
         return
-    root.mkdir(parents=True, exist_ok=True)
     import sys
 
+    # The recorded command line is shown to whoever finds the lock: never with a token in it.
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-          "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+          "command": redact(" ".join(os.path.basename(a) if i == 0 else a
+                                     for i, a in enumerate(sys.argv)))[:300]}
     tmp = root / f".{LOCK_NAME}.{os.getpid()}.{time.monotonic_ns()}"
-    tmp.write_text(json.dumps(me))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(me))
+    except OSError as exc:
+        raise OutputWriteError(f"Could not create the lock {path}: {describe_os_error(exc)}. "
+                               f"Check that {root.parent} is writable.") from exc
     try:
         for _ in range(3):
             try:
@@ -152,7 +150,7 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
                     continue
                 pid = holder.get("pid")
                 if (holder.get("host") == me["host"] and isinstance(pid, int)
-                        and pid != os.getpid() and not _pid_alive(pid)):
+                        and pid != os.getpid() and not pid_alive(pid)):
                     logger.warning("Taking over the lock %s left by a run that no longer exists (%s).",
                                    path, _describe_holder(holder))
                     with contextlib.suppress(FileNotFoundError):
@@ -299,7 +297,7 @@ class Checkpoints:
         import numpy as np
 
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".tmp-*"):  # left by a killed run: never renamed, not a part
+        for stale in self.root.glob(".part-*"):  # a killed run's half-written part: never renamed
             stale.unlink(missing_ok=True)
         self._done = np.zeros(self.n, dtype=bool)
         for path in sorted(self.root.glob("part-*.parquet")):
@@ -362,9 +360,10 @@ class Checkpoints:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: self.identity.encode()})
         self._seq += 1
         final = self.root / f"part-{self.run_id}-{self._seq:05d}.parquet"
-        tmp = self.root / f".tmp-{final.name}"
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)  # the completion: a part with its final name is whole
+        # The completion: written under a temporary name and renamed, so a part with its final
+        # name is whole; a full disk or read-only folder is an OutputWriteError naming it.
+        with replacing(final, what=f"the checkpoint {final.name}") as tmp:
+            pq.write_table(table, tmp)
         self._done[rows] = True
         self._parts.append(final)
         self.stats.shards_scored += 1
@@ -405,10 +404,7 @@ class Checkpoints:
                 return json.loads(path.read_text())
             except ValueError:
                 logger.warning("Unreadable %s: describing the scorer again.", path)
-        info = describe()
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(redact_mapping(describe()), indent=2, sort_keys=True, default=str))
         return json.loads(path.read_text())
 
 

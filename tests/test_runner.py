@@ -244,9 +244,9 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
     assert stats["shards_resumed"] == k and stats["shards_scored"] == n_shards - k
     assert stats["rows_resumed"] == k * shard_rows and stats["rows_scored"] == n_rows - k * shard_rows
     assert f"{k * shard_rows} from checkpoints" in rerun.stdout
-    # The finished parts were read, not rewritten.
+    # The finished parts were read, not rewritten; no half-written part is left.
     assert {name: p.read_bytes() for name, p in _parts(work).items() if name in records} == records
-    assert len(_parts(work)) == n_shards and not list(work.glob("*/.tmp-*"))
+    assert len(_parts(work)) == n_shards and not list(work.glob("*/.*.selectit-new-*"))
 
     _assert_same(datasets.load_from_disk(str(out)), _plain_map(data, tiny_model_dir))
 

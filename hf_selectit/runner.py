@@ -362,8 +362,8 @@ class Checkpoints:
         final = self.root / f"part-{self.run_id}-{self._seq:05d}.parquet"
         # The completion: written under a temporary name and renamed, so a part with its final
         # name is whole; a full disk or read-only folder is an OutputWriteError naming it.
-        with replacing(final, what=f"the checkpoint {final.name}") as tmp:
-            pq.write_table(table, tmp)
+        with replacing(final, what=f"the checkpoint of rows {rows.min()}-{rows.max()}") as tmp, open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
         self._done[rows] = True
         self._parts.append(final)
         self.stats.shards_scored += 1

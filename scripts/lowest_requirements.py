@@ -69,6 +69,12 @@ def lowest_requirements(pyproject: Path) -> list[str]:
         if floor is None:
             raise ValueError(f"{requirement!r} in pyproject.toml has no '>=' lower bound; give it one.")
         lines.append(f"{name}=={floor.group(1)}")
+    lines.append("# the ray extra at its floor (tests/test_ray.py runs the Ray engine)")
+    for requirement in project["optional-dependencies"]["ray"]:
+        floor = re.search(r">=\s*([^,\s;]+)", requirement)
+        if floor is None:
+            raise ValueError(f"{requirement!r} in pyproject.toml has no '>=' lower bound; give it one.")
+        lines.append(f"{requirement[:floor.start()].strip()}=={floor.group(1)}")
     lines.append("# test tools (olah, the local Hub server, runs on .venv's interpreter)")
     for requirement in project["optional-dependencies"]["test"]:
         if _name_and_spec(requirement)[0].lower() not in SKIP_TEST:

@@ -147,9 +147,9 @@ def test_full_disk_in_a_run_then_rerun_resumes_from_the_checkpoints(tmp_path, ti
     argv = ["score", data, "--output", str(scored), "--model", str(tiny_model_dir), "--prompts", "2",
             "--shard-rows", "3"]
     # The checkpoints first: a full disk while a shard is saved.
-    disk_full(".shard-00001.selectit-new-", budget=100)
+    disk_full("-00002.parquet.selectit-new-", budget=100)
     assert cli.main(argv) == 1
-    _one_line_error(capsys.readouterr().err, "checkpoint of shard 1 (rows 3-5)", "No space left on device")
+    _one_line_error(capsys.readouterr().err, "checkpoint of rows 3-5", "No space left on device")
     assert not scored.exists()
     # Then the output: the first shard's checkpoint is reused, the second scored, the output
     # write fails.

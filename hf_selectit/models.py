@@ -318,9 +318,17 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
         if not sharded:
             # Quantised weights cannot be moved with .to(); place them where they will run.
             extra["device_map"] = {"": device}
+    import pickle
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused a pickle that would run code (or is not weights).
+        raise ConfigError(
+            f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
+            f"({' '.join(str(err).split())[:200]}). Use a model saved as safetensors, or re-save "
+            "it from a trusted copy.") from err
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
         if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not _is_oom(err):
             raise

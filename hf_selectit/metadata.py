@@ -70,7 +70,10 @@ def with_metadata(ds: "Dataset", **entries: Any) -> "Dataset":
             data[key] = value
     info = ds.info.copy()
     head = (info.description or "").partition(MARKER)[0]
-    info.description = head + MARKER + json.dumps(data, sort_keys=True, default=str)
+    from .redaction import redact_mapping
+
+    # The description is written into every saved copy (dataset_info.json, parquet metadata).
+    info.description = head + MARKER + json.dumps(redact_mapping(data), sort_keys=True, default=str)
     return _view_with_info(ds, info)
 
 

@@ -104,9 +104,9 @@ def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: st
         if path.is_file():
             path.unlink()  # an older file's provenance must not describe these rows
         return None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(content), encoding="utf-8")
-    os.replace(tmp, path)
+    from .atomic import write_text
+
+    write_text(path, dumps(content))
     return path
 
 
@@ -288,5 +288,8 @@ def _validation(meta: Mapping, scored: Optional["Dataset"], selection: Optional[
 
 
 def dumps(provenance: Mapping) -> str:
-    """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline)."""
-    return json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline;
+    any token hidden)."""
+    from .redaction import redact_mapping
+
+    return json.dumps(redact_mapping(provenance), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"

@@ -140,8 +140,8 @@ class VllmEngine(Engine):
         return EMBEDDED_MODEL_ID if is_embedded(self.config.model) else self.config.model
 
     def model_facts(self, state: DeviceState) -> dict:
-        """Provenance: commit and parameter counts (from the config, weights never loaded here),
-        the dtype vLLM runs in, and the backend with vLLM's version."""
+        """Provenance: parameter counts (from the config, weights never loaded here), the dtype
+        vLLM runs in, and the backend with vLLM's version."""
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -154,7 +154,6 @@ class VllmEngine(Engine):
             skeleton = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=self._hub["trust_remote_code"])
         total, non_embedding = parameter_counts(skeleton)
         return {
-            "commit": getattr(hf_config, "_commit_hash", None),
             "parameter_count": int(total),
             "non_embedding_parameter_count": int(non_embedding),
             "dtype": self._llm_options["dtype"],

@@ -164,7 +164,7 @@ class BaseScorer:
             A JSON-serialisable dict, suitable for `metadata.attach_scorer_info`.
         """
         from .._version import __version__
-        from ..models import EMBEDDED_MODEL_ID
+        from ..models import EMBEDDED_MODEL_ID, hub_commit, preloaded_commit
 
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
@@ -172,7 +172,9 @@ class BaseScorer:
             "method": self.method,
             "model": EMBEDDED_MODEL_ID if self.config.model is None else self.config.model,
             "revision": self.config.revision,
-            "commit": facts["commit"],
+            "commit": preloaded_commit(state.model) if self._preloaded is not None else hub_commit(
+                self.config.model, revision=self.config.revision,
+                cache_dir=(self.config.model_kwargs or {}).get("cache_dir")),
             "parameter_count": facts["parameter_count"],
             "non_embedding_parameter_count": facts["non_embedding_parameter_count"],
             "dtype": facts["dtype"],

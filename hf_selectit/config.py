@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
-from .model_kwargs import check_model_kwargs
+from .model_kwargs import check_model_kwargs, check_vllm_kwargs
 from .prompts import PROMPT_SETS as _PROMPT_TEXTS
 
 # The named wordings of the rating prompts; their texts live in prompts.py.
 PROMPT_SETS = tuple(_PROMPT_TEXTS)
 TEMPLATES = ("raw", "chat")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("transformers", "vllm")
 OUTPUT_FORMATS = ("auto", "disk", "parquet", "jsonl")
 ORDERS = ("original", "score")
 ENGINES = ("local", "ray")
@@ -165,6 +166,51 @@ MODEL_KWARGS_HELP = (
 )
 
 
+BACKEND_HELP = (
+    "What runs the model: 'transformers' (default: exact forward passes with our own batching, "
+    "best on CPU and for a few thousand rows) or 'vllm' (a serving engine: continuous batching, "
+    "paged KV cache, prefix caching; for large judges and many rows on GPUs; `pip install "
+    "\"hf-selectit[vllm]\"`). Same texts, tokens, truncation and columns either way."
+)
+VLLM_KWARGS_HELP = (
+    "Extra keyword arguments of `vllm.LLM` with backend='vllm' (JSON on the command line): "
+    "tensor_parallel_size (a model larger than one GPU), gpu_memory_utilization, max_model_len, "
+    "max_num_seqs, max_num_batched_tokens, enable_prefix_caching (default: reuse_prompt_prefix), "
+    "enforce_eager, quantization, kv_cache_dtype, download_dir, token, ... Quantisation and the "
+    "KV-cache dtype are part of the scores' identity; parallelism, memory and batching are not."
+)
+
+
+def check_backend_options(config: Any) -> None:
+    """`backend` and `vllm_kwargs` of a scorer config, and the options that exclude each other.
+
+    Raises:
+        ConfigError: an unknown backend; vllm_kwargs without backend='vllm'; with 'vllm',
+            transformers-only options (model_kwargs, device, max_batch_tokens) or a
+            max_model_len that does not leave room for max_length.
+    """
+    check_choice("backend", config.backend, BACKENDS)
+    config.vllm_kwargs = check_vllm_kwargs(config.vllm_kwargs)
+    if config.backend != "vllm":
+        if config.vllm_kwargs:
+            raise invalid("vllm_kwargs", config.vllm_kwargs, "these are options of vllm.LLM and only "
+                          "apply with backend='vllm'. Pass backend='vllm' too, or drop vllm_kwargs.")
+        return
+    fix = {"model_kwargs": "vllm_kwargs (e.g. {'quantization': 'awq', 'tensor_parallel_size': 2})",
+           "device": "vLLM's own placement: with_rank/num_proc give each process its own GPU "
+                     "(CUDA_VISIBLE_DEVICES), tensor_parallel_size splits one model",
+           "max_batch_tokens": "vllm_kwargs={'max_num_batched_tokens': ...}"}
+    for name, instead in fix.items():
+        if getattr(config, name) is not None:
+            raise invalid(name, getattr(config, name), f"it is an option of the transformers backend; "
+                          f"with backend='vllm' use {instead}.")
+    limit = (config.vllm_kwargs or {}).get("max_model_len")
+    if limit is not None and (config.max_length is None or config.max_length >= limit):
+        raise invalid("max_length", config.max_length,
+                      f"with vllm_kwargs['max_model_len']={limit}, set max_length (the truncation "
+                      f"budget, part of the scores) to at most {limit - 1}: vLLM refuses longer prompts.")
+
+
 @dataclass
 class ScorerConfig:
     """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
@@ -246,6 +292,8 @@ class ScorerConfig:
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
     model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
+    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
+    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
@@ -270,6 +318,7 @@ class ScorerConfig:
         check_str("column_prefix", self.column_prefix)
         check_prompts("prompts", self.prompts, self.prompt_set)
         check_device("device", self.device)
+        check_backend_options(self)
 
 
 def check_prompts(name: str, prompts: Any, prompt_set: str) -> None:
@@ -758,6 +807,8 @@ class _RatingConfig:
         default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
     )
     model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
+    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
+    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
@@ -772,6 +823,7 @@ class _RatingConfig:
                   hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
         check_columns("columns", self.columns)
         check_device("device", self.device)
+        check_backend_options(self)
 
 
 @dataclass

@@ -216,6 +216,21 @@ class Engine:
         return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
                            method_data=method_data)
 
+    def model_facts(self, state: DeviceState) -> dict:
+        """Provenance of the loaded model: parameter counts, dtype, and this backend with its version."""
+        import transformers
+
+        from .models import parameter_counts
+
+        model = state.model
+        total, non_embedding = parameter_counts(model)
+        return {
+            "parameter_count": int(total),
+            "non_embedding_parameter_count": int(non_embedding),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "backend": {"name": "transformers", "version": transformers.__version__},
+        }
+
     def input_device(self, state: DeviceState) -> Any:
         """Where input tensors go: the device of the model's input embeddings (`models.input_device`)."""
         return state.device

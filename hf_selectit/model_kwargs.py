@@ -1,4 +1,5 @@
-"""`model_kwargs`: the keyword arguments passed through to `from_pretrained`, checked once.
+"""`model_kwargs` and `vllm_kwargs`: keyword arguments passed through to `from_pretrained` or to
+`vllm.LLM`, checked once.
 
 A bottom-layer module (no torch, no transformers at import): `config.ScorerConfig` validates its
 `model_kwargs` field here, `models.py` turns the checked dict into `from_pretrained` arguments,
@@ -15,6 +16,10 @@ Each accepted name has a kind:
 - ``secret``: `token`. Wrapped in :class:`HubToken` when checked, whose `str`/`repr` is
   ``'<hidden>'``, so it cannot reach a log, an error message, a JSON dump or a fingerprint by
   accident; `models.py` reveals it to `from_pretrained` only.
+
+`vllm_kwargs` (the vLLM backend, `backends/vllm.py`) has its own list, :data:`VLLM_ACCEPTED`, with
+the same kinds: `quantization` and `kv_cache_dtype` change the numbers; parallelism, memory and
+batching (`tensor_parallel_size`, `gpu_memory_utilization`, `max_model_len`, ...) do not.
 """
 
 from __future__ import annotations
@@ -122,6 +127,30 @@ class HubToken:
         return (HubToken, (self._value,))
 
 
+# `vllm.LLM` keyword arguments accepted in `vllm_kwargs`: name -> (kind, what it is, value check).
+# Model, tokenizer, revision, dtype and trust_remote_code are the scorer's own options.
+VLLM_ACCEPTED: dict[str, tuple[str, str, str]] = {
+    "tensor_parallel_size": (PLACEMENT, "GPUs one model is split over (a model larger than one GPU)", "int"),
+    "pipeline_parallel_size": (PLACEMENT, "pipeline stages (GPUs or nodes) one model is split over", "int"),
+    "gpu_memory_utilization": (PLACEMENT, "share of each GPU's memory vLLM may use, in (0, 1]", "share"),
+    "max_model_len": (PLACEMENT, "longest sequence vLLM accepts (must exceed max_length)", "int"),
+    "max_num_seqs": (PLACEMENT, "sequences per engine step", "int"),
+    "max_num_batched_tokens": (PLACEMENT, "tokens per engine step", "int"),
+    "enable_prefix_caching": (PLACEMENT, "reuse the KV cache of shared prompt heads (default: reuse_prompt_prefix)", "bool"),
+    "enable_chunked_prefill": (PLACEMENT, "split long prompts over engine steps", "bool"),
+    "enforce_eager": (PLACEMENT, "no CUDA graphs (faster start-up)", "bool"),
+    "block_size": (PLACEMENT, "tokens per KV-cache block", "int"),
+    "cpu_offload_gb": (PLACEMENT, "GiB of weights offloaded to CPU memory", "number"),
+    "distributed_executor_backend": (PLACEMENT, "'mp' or 'ray' for tensor/pipeline parallelism", "str"),
+    "seed": (PLACEMENT, "engine seed (scoring does not sample)", "int"),
+    "quantization": (NUMERIC, "vLLM quantisation method: 'awq', 'gptq', 'fp8', 'bitsandbytes', ...", "str"),
+    "kv_cache_dtype": (NUMERIC, "KV-cache dtype: 'auto', 'fp8', ...", "str"),
+    "tokenizer_mode": (NUMERIC, "'auto' or 'slow' (vLLM's own tokenizer is only used for checks)", "str"),
+    "download_dir": (SOURCE, "where vLLM downloads weights", "str"),
+    "token": (SECRET, "Hub token (str) or True for the stored login; never recorded", "token"),
+}
+
+
 def accepted_names() -> list[str]:
     """The accepted `model_kwargs` names, sorted."""
     return sorted(ACCEPTED)
@@ -169,7 +198,7 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
             raise ConfigError(
                 f"model_kwargs has the unknown name {name!r}. Accepted: {accepted_names()}."
             )
-        out[name] = _CHECKS[name](name, item)
+        out[name] = _CHECKS[name](f"model_kwargs[{name!r}]", item)
     if "max_memory" in out and "device_map" not in out:
         raise ConfigError(
             "model_kwargs['max_memory'] only applies with a device_map; add "
@@ -180,6 +209,54 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
             "model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'."
         )
     return out
+
+
+def check_vllm_kwargs(value: Any) -> Optional[dict]:
+    """Validate `vllm_kwargs` (keyword arguments of `vllm.LLM`) and return a checked copy.
+
+    Args:
+        value: a dict, or None.
+
+    Returns:
+        The checked dict (a new one, a string `token` wrapped in :class:`HubToken`), or None.
+
+    Raises:
+        ConfigError: not a dict, an unknown name (the message lists the accepted ones), a name
+            that is a scorer option of its own (dtype, revision, trust_remote_code, ...), or a
+            value of the wrong type.
+
+    Example:
+        >>> check_vllm_kwargs({"tensor_parallel_size": 2, "gpu_memory_utilization": 0.9})
+        {'tensor_parallel_size': 2, 'gpu_memory_utilization': 0.9}
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"vllm_kwargs={_safe(value)} is invalid: expected a dict of `vllm.LLM` keyword arguments, "
+            "e.g. {'tensor_parallel_size': 2} (JSON on the command line: "
+            "--vllm-kwargs '{\"tensor_parallel_size\": 2}')."
+        )
+    out: dict = {}
+    for name, item in value.items():
+        if name in REDIRECTED or name in ("model", "tokenizer", "tokenizer_revision"):
+            own = REDIRECTED.get(name, "model")
+            raise ConfigError(f"vllm_kwargs[{name!r}] is not accepted: it is the scorer option "
+                              f"{own!r}; pass {own}=... instead.")
+        if name not in VLLM_ACCEPTED:
+            raise ConfigError(f"vllm_kwargs has the unknown name {name!r}. Accepted: {sorted(VLLM_ACCEPTED)}.")
+        out[name] = _VLLM_CHECKS[VLLM_ACCEPTED[name][2]](f"vllm_kwargs[{name!r}]", item)
+    return out
+
+
+def numeric_vllm_kwargs(kwargs: Optional[Mapping]) -> dict:
+    """The part of `vllm_kwargs` that changes the scores (quantisation, KV-cache dtype).
+
+    Example:
+        >>> numeric_vllm_kwargs({"quantization": "awq", "tensor_parallel_size": 4, "token": "hf_x"})
+        {'quantization': 'awq'}
+    """
+    return {k: v for k, v in (kwargs or {}).items() if VLLM_ACCEPTED.get(k, (None,))[0] == NUMERIC}
 
 
 def numeric_model_kwargs(kwargs: Optional[Mapping]) -> dict:
@@ -263,13 +340,13 @@ def _safe(value: Any) -> str:
 
 def _check_str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"model_kwargs[{name!r}]={_safe(value)} is invalid: expected a non-empty string.")
+        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a non-empty string.")
     return value
 
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"model_kwargs[{name!r}]={_safe(value)} is invalid: expected true or false.")
+        raise ConfigError(f"{name}={_safe(value)} is invalid: expected true or false.")
     return value
 
 
@@ -378,8 +455,27 @@ def _check_token(name: str, value: Any) -> Any:
     if isinstance(value, str) and value:
         return HubToken(value)
     # The value is a secret: never echo it.
-    raise ConfigError("model_kwargs['token'] is invalid: expected a token string or true (the stored "
+    raise ConfigError(f"{name} is invalid: expected a token string or true (the stored "
                       f"`hf auth login`), got a {type(value).__name__}.")
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a whole number >= 1.")
+    return value
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a number >= 0.")
+    return value
+
+
+def _check_share(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a share of memory in (0, 1], e.g. 0.9.")
+    return value
+
 
 
 _CHECKS = {
@@ -395,4 +491,9 @@ _CHECKS = {
     "cache_dir": _check_str,
     "local_files_only": _check_bool,
     "token": _check_token,
+}
+
+_VLLM_CHECKS = {
+    "int": _check_positive_int, "number": _check_number, "share": _check_share, "str": _check_str,
+    "bool": _check_bool, "token": _check_token,
 }

@@ -299,19 +299,51 @@ def dtype_device(model_kwargs: Optional[dict], device: str) -> str:
     return "cuda" if on_gpu else "cpu"
 
 
+def hub_options(config: Any, kwargs: dict) -> dict:
+    """`from_pretrained`'s Hub arguments of a scorer config: revision, trust_remote_code, and the
+    token (revealed here only), cache_dir, local_files_only popped from `kwargs`."""
+    hub = {"revision": config.revision, "trust_remote_code": bool(config.trust_remote_code)}
+    for key in ("token", "cache_dir", "local_files_only"):
+        if key in kwargs:
+            value = kwargs.pop(key)
+            hub[key] = value.reveal() if isinstance(value, HubToken) else value
+    return hub
+
+
+def load_tokenizer(source: str, name: str, hub: dict) -> Any:
+    """The tokenizer of a model, with a pad token (its eos token) when it has none.
+
+    Raises:
+        ModelLoadError: it cannot be loaded, or has neither a pad nor an eos token.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        raise ModelLoadError(f"Could not load model {name!r} (its tokenizer, revision={hub.get('revision')!r}): "
+                             f"{err}. Expected a Hub model id or a local folder with a causal LM and its "
+                             "tokenizer; pass model=None for the embedded SmolLM2.") from err
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"The tokenizer of {name!r} has neither a pad nor an eos token; batched scoring "
+                "needs one for padding. Add a pad token to the tokenizer."
+            )
+        # Padded positions are masked out, so which token fills them does not matter.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load(config: Any, device: str) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     source = model_source(config.model)
     name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model
     extra = dict(getattr(config, "model_kwargs", None) or {})
     sharded = has_device_map(extra)
     torch_dtype = resolve_dtype(config.dtype, dtype_device(extra, device))
-    hub = {"revision": config.revision, "trust_remote_code": bool(config.trust_remote_code)}
-    for key in ("token", "cache_dir", "local_files_only"):
-        if key in extra:
-            value = extra.pop(key)
-            hub[key] = value.reveal() if isinstance(value, HubToken) else value
+    hub = hub_options(config, extra)
     quantization = extra.get("quantization_config")
     if quantization is not None:
         extra["quantization_config"] = _quantization_object(quantization)
@@ -320,8 +352,8 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
             extra["device_map"] = {"": device}
     import pickle
 
+    tokenizer = load_tokenizer(source, name, hub)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
     except pickle.UnpicklingError as err:
         # torch.load(weights_only=True) refused a pickle that would run code (or is not weights).
@@ -341,14 +373,6 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
         raise ModelLoadError(
             f"Could not load model {name!r} (revision={config.revision!r}): {err}. {hint}"
         ) from err
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ModelLoadError(
-                f"The tokenizer of {name!r} has neither a pad nor an eos token; batched scoring "
-                "needs one for padding. Add a pad token to the tokenizer."
-            )
-        # Padded positions are masked out, so which token fills them does not matter.
-        tokenizer.pad_token = tokenizer.eos_token
     if not sharded and quantization is None:
         model.to(device)
     model.eval()

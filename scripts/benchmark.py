@@ -31,6 +31,12 @@ Examples:
         --max-batch-tokens 32768,65536,131072                 # a GPU: one run per budget
     python scripts/benchmark.py --random-init llama-3-8b --rows 512 --reference-rows 32 \\
         --max-batch-tokens 16384,32768,65536
+    python scripts/benchmark.py --backend vllm --rows 48 --reference-rows 8 --max-length 2047
+                                                              # every method: vLLM vs transformers vs batch-1
+
+`--backend vllm` runs every method in one process on one vLLM engine (vLLM starts once, which
+takes minutes on a CPU): per method the vLLM backend, the transformers engine and the batch-1
+reference, in rows/s and tokens/s, with the score differences between them.
 """
 
 from __future__ import annotations
@@ -640,7 +646,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads.")
     parser.add_argument("--skip-reference", action="store_true", help="Time the scorer only.")
     parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+                        help="vllm: every method on the vLLM backend against the transformers engine "
+                             "and the batch-1 reference, in one run (needs vllm).")
     args = parser.parse_args(argv)
+    if args.backend == "vllm":
+        return compare_backends(args)
 
     import numpy as np
     import torch
@@ -747,6 +758,87 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def compare_backends(args: argparse.Namespace) -> int:
+    """`--backend vllm`: per method, vLLM vs the transformers engine vs the batch-1 reference.
+
+    Every scorer gets the same model, dtype and max_length, so the vLLM scorers of all methods
+    share one engine (`backends.vllm.shared_llm`); its start-up is timed apart.
+    """
+    import numpy as np
+
+    from hf_selectit.models import embedded_model_path, load_model_and_tokenizer
+
+    dtype, _ = model_options(args)
+    model = args.model or embedded_model_path()  # vLLM loads a folder or Hub id
+    max_length = args.max_length or 2047
+    batch = load_rows(Path(args.data), args.rows)
+    picks = spread(args.rows, min(args.reference_rows or args.rows, args.rows))
+    ref_batch = {k: [v[i] for i in picks] for k, v in batch.items()}
+    results: dict[str, Any] = {"model": model, "dtype": dtype, "rows": args.rows, "reference_rows": len(picks),
+                               "max_length": max_length, "load_avg": os.getloadavg(), "methods": {}}
+    for name in ("selectit", "ifd", "rifd", "alpagasus", "deita"):
+        bench = METHOD_BENCHES[name]
+        options = dict(model=model, dtype=dtype, max_length=max_length)
+        plain = bench.make_scorer(args, **options)
+        served = bench.make_scorer(args, **options, backend="vllm")
+        t0 = time.perf_counter()
+        served(_slice(batch, 0, 2))  # warm-up; the first method also starts vLLM
+        if "vllm_startup_s" not in results:
+            results["vllm_startup_s"] = time.perf_counter() - t0
+        plain(_slice(batch, 0, 2))
+        loaded, tokenizer = load_model_and_tokenizer(plain.config, str(plain.engine.state().device))
+        device = str(plain.engine.state().device)
+        lengths = bench.row_lengths(plain, batch, tokenizer)
+        n_tokens = int(lengths.sum())
+        entry: dict[str, Any] = {"tokens": n_tokens}
+        outs = {}
+        for label, scorer in (("vllm", served), ("transformers", plain)):
+            run, outs[label] = time_scorer(scorer, batch, args.batch_size, device)
+            entry[label] = {"seconds": run["seconds"], "rows_per_s": run["rows_per_s"],
+                            "tokens_per_s": n_tokens / run["seconds"]}
+        t0 = time.perf_counter()
+        ref = bench.reference(plain, loaded, tokenizer, ref_batch, device)
+        seconds = time.perf_counter() - t0
+        entry["reference"] = {"seconds": seconds, "rows_per_s": len(picks) / seconds,
+                              "tokens_per_s": int(lengths[picks].sum()) / seconds}
+        prefix = plain.config.column_prefix
+        diffs = []
+        for column in bench.compared:
+            if prefix + column in outs["vllm"]:
+                a, b = (np.asarray(outs[k][prefix + column], dtype=np.float64) for k in ("vllm", "transformers"))
+                diffs.append(np.abs(a - b)[np.isfinite(a) & np.isfinite(b)].ravel())
+        every = np.concatenate(diffs)
+        entry["vllm_vs_transformers"] = {"max": float(every.max()), "median": float(np.median(every))}
+        for label in ("vllm", "transformers"):
+            picked = {k: [v[i] for i in picks] for k, v in outs[label].items()}
+            entry[f"{label}_vs_reference_max"] = max(bench.compare(plain, picked, ref, len(picks))[1].values())
+        entry["status_differs"] = sum(x != y for x, y in zip(outs["vllm"][prefix + "status"],
+                                                             outs["transformers"][prefix + "status"]))
+        results["methods"][name] = entry
+    _print_backends(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _print_backends(r: dict) -> None:
+    # A benchmark script: its output is the report.
+    print(f"model: {r['model']}, dtype {r['dtype']}, {r['rows']} rows ({r['reference_rows']} for the "
+          f"reference), max_length {r['max_length']}, load avg {r['load_avg']}; vLLM start-up "
+          f"{r['vllm_startup_s']:.0f} s")
+    print(f"{'method':<11}{'engine':<14}{'rows/s':>9}{'tokens/s':>10}{'max|d| vs tf':>14}"
+          f"{'median':>10}{'max|d| vs ref':>15}")
+    for name, m in r["methods"].items():
+        for label in ("vllm", "transformers", "reference"):
+            p = m[label]
+            vs_tf = (f"{m['vllm_vs_transformers']['max']:>14.2e}{m['vllm_vs_transformers']['median']:>10.2e}"
+                     if label == "vllm" else f"{'':>24}")
+            vs_ref = f"{m[label + '_vs_reference_max']:>15.2e}" if label != "reference" else ""
+            print(f"{name:<11}{label:<14}{p['rows_per_s']:>9.3f}{p['tokens_per_s']:>10.1f}{vs_tf}{vs_ref}")
+        if m["status_differs"]:
+            print(f"{name:<11}rows whose status differs between the backends: {m['status_differs']}")
 
 
 def time_scorer(scorer: Any, batch: dict, batch_size: int, device: str) -> tuple[dict, dict]:

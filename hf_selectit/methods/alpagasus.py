@@ -110,7 +110,7 @@ class AlpaGasusScorer(BaseScorer):
         model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
             see `ScorerConfig.model_kwargs`).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "alpagasus_").
         chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
             whose tokenizer has none); None = the tokenizer's own.
@@ -136,6 +136,8 @@ class AlpaGasusScorer(BaseScorer):
         *,
         tokenizer: Any = None,
         model_kwargs: Optional[dict] = None,
+        backend: str = "transformers",
+        vllm_kwargs: Optional[dict] = None,
         revision: Optional[str] = None,
         dtype: str = "auto",
         device: Optional[str] = None,
@@ -153,6 +155,7 @@ class AlpaGasusScorer(BaseScorer):
             max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             chat_template=chat_template, trust_remote_code=trust_remote_code,
+            backend=backend, vllm_kwargs=vllm_kwargs,
         ), preloaded)
 
     # --- engine hooks ---

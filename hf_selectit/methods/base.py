@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..engine import Engine, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
-from ..model_kwargs import numeric_model_kwargs
+from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
 
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
@@ -58,7 +58,7 @@ class BaseScorer:
         self._preloaded = preloaded
         self._check_config()
         # Process-local runtime state; never pickled (see __reduce__).
-        self.engine = self.engine_class(config, self)
+        self.engine = self._engine_class()(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
@@ -66,6 +66,14 @@ class BaseScorer:
         from ..metadata import register_scorer
 
         register_scorer(self)
+
+    def _engine_class(self) -> type:
+        """The backend's engine: `engine_class` (transformers), or the vLLM engine."""
+        if self.config.backend == "vllm":
+            from ..backends.vllm import VllmEngine
+
+            return VllmEngine
+        return self.engine_class
 
     def _check_config(self) -> None:
         """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
@@ -103,6 +111,7 @@ class BaseScorer:
             state.pop(name, None)
         # Only the from_pretrained options that change the numbers; placement and token never.
         state["model_kwargs"] = numeric_model_kwargs_text(self.config.model_kwargs)
+        state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
         if getattr(self, "_preloaded", None) is not None:
             from ..models import model_identity
 
@@ -155,21 +164,21 @@ class BaseScorer:
             A JSON-serialisable dict, suitable for `metadata.attach_scorer_info`.
         """
         from .._version import __version__
-        from ..models import EMBEDDED_MODEL_ID, hub_commit, parameter_counts, preloaded_commit
+        from ..models import EMBEDDED_MODEL_ID, hub_commit, preloaded_commit
 
         state = self.engine.state(rank)
-        model = state.model
-        total, non_embedding = parameter_counts(model)
+        facts = self.engine.model_facts(state)
         info = {
             "method": self.method,
             "model": EMBEDDED_MODEL_ID if self.config.model is None else self.config.model,
             "revision": self.config.revision,
-            "commit": preloaded_commit(model) if self._preloaded is not None else hub_commit(
+            "commit": preloaded_commit(state.model) if self._preloaded is not None else hub_commit(
                 self.config.model, revision=self.config.revision,
                 cache_dir=(self.config.model_kwargs or {}).get("cache_dir")),
-            "parameter_count": int(total),
-            "non_embedding_parameter_count": int(non_embedding),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "parameter_count": facts["parameter_count"],
+            "non_embedding_parameter_count": facts["non_embedding_parameter_count"],
+            "dtype": facts["dtype"],
+            "backend": facts["backend"],
             "max_length": state.max_length,
             "column_prefix": self.config.column_prefix,
             "columns": self.config.columns,
@@ -180,6 +189,7 @@ class BaseScorer:
         # Provenance keeps the from_pretrained options that change the numbers (attention,
         # quantisation), never placement or the token.
         info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
+        info["options"]["vllm_kwargs"] = numeric_vllm_kwargs(self.config.vllm_kwargs) or None
         if self._preloaded is not None:
             from ..models import model_identity
 
@@ -255,12 +265,14 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
 
 def check_preloaded_options(config: Any) -> None:
     """Refuse loading options next to a model object: it is used as it is, nothing loads."""
-    given = {name: getattr(config, name, None) for name in ("revision", "model_kwargs", "device")}
+    given = {name: getattr(config, name, None) for name in ("revision", "model_kwargs", "device", "vllm_kwargs")}
     given = {k: v for k, v in given.items() if v}
     if getattr(config, "dtype", "auto") != "auto":
         given["dtype"] = config.dtype
     if getattr(config, "trust_remote_code", False):
         given["trust_remote_code"] = True
+    if getattr(config, "backend", "transformers") != "transformers":
+        given["backend"] = config.backend  # vLLM loads its own copy from a path or Hub id
     if given:
         raise ConfigError(
             f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "

@@ -92,7 +92,7 @@ class DeitaScorer(BaseScorer):
             see `ScorerConfig.model_kwargs`).
         kind: "quality", "complexity" or "both" (default).
         revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code: as for :class:`~hf_selectit.SelectITScorer`.
+            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
         column_prefix: prefix of the output columns (default "deita_").
 
     Raises:
@@ -114,6 +114,8 @@ class DeitaScorer(BaseScorer):
         *,
         tokenizer: Any = None,
         model_kwargs: Optional[dict] = None,
+        backend: str = "transformers",
+        vllm_kwargs: Optional[dict] = None,
         kind: str = "both",
         revision: Optional[str] = None,
         dtype: str = "auto",
@@ -131,6 +133,7 @@ class DeitaScorer(BaseScorer):
             device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
             reuse_prompt_prefix=reuse_prompt_prefix, columns=dict(columns) if columns is not None else None,
             column_prefix=column_prefix, trust_remote_code=trust_remote_code,
+            backend=backend, vllm_kwargs=vllm_kwargs,
         ), preloaded)
 
     @property

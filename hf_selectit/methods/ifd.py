@@ -81,7 +81,7 @@ class IFDScorer(BaseScorer):
         max_length: right cut of each text in tokens (Cherry 512, Superfiltering 1024,
             Reflection 2048); None = the model's context.
         revision, dtype, device, max_batch_tokens, reuse_prompt_prefix, columns, column_prefix,
-        trust_remote_code, model_kwargs: as for `SelectITScorer`.
+        trust_remote_code, model_kwargs, backend, vllm_kwargs: as for `SelectITScorer`.
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -116,9 +116,11 @@ class IFDScorer(BaseScorer):
         column_prefix: Optional[str] = None,
         trust_remote_code: bool = False,
         model_kwargs: Optional[dict] = None,
+        backend: str = "transformers",
+        vllm_kwargs: Optional[dict] = None,
     ) -> None:
         model_name, preloaded = split_model_argument(model, tokenizer)
-        kwargs = dict(model_kwargs=model_kwargs,
+        kwargs = dict(model_kwargs=model_kwargs, backend=backend, vllm_kwargs=vllm_kwargs,
             model=model_name, revision=revision, template=template, variant=variant,
             direct_prefix=direct_prefix, preset=preset, dtype=dtype, device=device, max_length=max_length,
             max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,

@@ -50,6 +50,10 @@ class SelectITScorer(BaseScorer):
         model_kwargs: extra `from_pretrained` options: `attn_implementation`, `device_map`
             ("auto" for a model larger than one GPU; then no `with_rank`/`num_proc`),
             `max_memory`, `quantization_config`, `token`, ... (see `ScorerConfig.model_kwargs`).
+        backend: "transformers" (default) or "vllm" (`pip install "hf-selectit[vllm]"`: a serving
+            engine for large judges and many rows on GPUs; same texts, truncation and columns).
+        vllm_kwargs: extra `vllm.LLM` options with backend="vllm": `tensor_parallel_size`,
+            `gpu_memory_utilization`, `max_model_len`, `quantization`, ... (see `ScorerConfig.vllm_kwargs`).
         revision: model revision on the Hub.
         prompts: the first n of the nine rating prompts (default 5), or a list of prompt texts.
         prompt_set: "paper" or "zero-to-five" (the authors' earlier wording).
@@ -89,6 +93,8 @@ class SelectITScorer(BaseScorer):
         *,
         tokenizer: Any = None,
         model_kwargs: Optional[dict] = None,
+        backend: str = "transformers",
+        vllm_kwargs: Optional[dict] = None,
         revision: Optional[str] = None,
         prompts: Any = 5,
         prompt_set: str = "paper",
@@ -113,6 +119,7 @@ class SelectITScorer(BaseScorer):
             reuse_prompt_prefix=reuse_prompt_prefix,
             columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
             template=template, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
+            backend=backend, vllm_kwargs=vllm_kwargs,
         )
         self._setup(config, preloaded)
 

@@ -70,3 +70,4 @@ demo: venv
 	$(VENV)/bin/hf-selectit demo
 
 clean:
+	rm -rf $(VENV) $(LOWEST) $(VLLM_VENV) selective-demo .pytest_cache

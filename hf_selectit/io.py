@@ -168,7 +168,8 @@ def _load_folder(path: Path, *, name: Optional[str], split: str) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(str(path), name=name, split=split)
+        with _datasets_logs_quiet():
+            return datasets.load_dataset(str(path), name=name, split=split)
     except (datasets.exceptions.DatasetGenerationError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"{path}: is a folder but not a dataset ({_root_message(exc)}). Give a "
                           "save_to_disk folder, a folder of .json/.jsonl/.parquet/.csv data files, or "

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
+from . import provenance
 from ._version import __version__
 from .errors import ConfigError, OutputLockedError, ShardMergeError
 
@@ -767,7 +768,7 @@ class ShardedScoring:
         if position != self.n or len(scores) != self.n or stats.rows_scored + stats.rows_resumed != self.n:
             raise ShardMergeError(f"The shards hold {len(scores)} rows (up to row {position}); the "
                                   f"input has {self.n}. Nothing was written.")
-        _count_status(scores, [c for c in self.columns if c.endswith("status")], stats)
+        _count_status(scores, self.scorer, stats)
         return scores, stats
 
 
@@ -777,21 +778,21 @@ def _write_json_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _count_status(scores: Any, columns: list, stats: ScoreStats) -> None:
-    if not columns:
+def _count_status(scores: Any, scorer: Any, stats: ScoreStats) -> None:
+    from .methods.columns import error_mask, for_scorer, truncated_mask
+
+    cols = for_scorer(scorer)
+    column = cols.status if cols is not None else None
+    errors = error_mask(scores, column)
+    if errors is None:
         stats.ok = len(scores)
         return
-    statuses = list(zip(*(scores[c] for c in columns)))
-    for row in statuses:
-        if all(s == "ok" for s in row):
-            stats.ok += 1
-        elif all(s in ("ok", "truncated") for s in row):
-            stats.truncated += 1
-        else:
-            stats.errors += 1
+    truncated = truncated_mask(scores, column) & ~errors
+    stats.errors, stats.truncated = int(errors.sum()), int(truncated.sum())
+    stats.ok = len(scores) - stats.errors - stats.truncated
     if stats.errors:
         logger.warning("%d of %d rows could not be scored (see the %s column).",
-                       stats.errors, stats.rows, " / ".join(columns))
+                       stats.errors, stats.rows, column)
 
 
 def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], shard_rows: int = 256,
@@ -843,19 +844,6 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
                          model_index=model_index, n_models=n_models)
     with quiet_third_party_bars():
         scores, stats = job.run()
-        info = _scorer_info(scorer, job.root) if world.is_main else None
+        info = provenance.cached_info(scorer, job.root) if world.is_main else None
     return scores, stats, info
 
-
-def _scorer_info(scorer: Any, root: Path) -> dict:
-    # The info needs the loaded model; keep it beside the shards so a fully resumed run does not
-    # load the model only to describe it (the folder's name fixes the scorer config).
-    path = root / "scorer_info.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            logger.warning("Unreadable %s: describing the scorer again.", path)
-    info = scorer.info()
-    _write_json_atomically(path, info)
-    return json.loads(path.read_text())

@@ -313,7 +313,7 @@ def test_two_concurrent_cli_runs_on_one_output(tmp_path, tiny_model_dir):
     first finishes with its own scores and its own provenance (no mixing of configs)."""
     import datasets
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     data = _write_jsonl(tmp_path / "d.jsonl", _rows(60))
     out = tmp_path / "scored.parquet"
@@ -454,7 +454,7 @@ def test_score_distributed_single_process_equals_plain_map(tmp_path, tiny_model_
     from hf_selectit.config import ScorerConfig
     from hf_selectit.distributed import score_distributed
     from hf_selectit.io import load_input
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     data = _write_jsonl(tmp_path / "d.jsonl", _rows(7))
     merged = score_distributed(load_input(data), ScorerConfig(model=str(tiny_model_dir)),

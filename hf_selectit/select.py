@@ -260,9 +260,8 @@ def select_top(
     # Before the cut-off: "auto" depends on the column actually ranked by.
     column = schema.resolve(ds, column)
     cols = schema.columns_of(ds, column)
-    declared = cols.higher_is_better(column)
     if higher_is_better is None:
-        higher = declared
+        higher = cols.higher_is_better(column)
     elif isinstance(higher_is_better, bool):
         higher = higher_is_better
     else:
@@ -359,7 +358,6 @@ def select_top(
         "by": by,
         "order": order,
         "higher_is_better": higher,
-        "direction": "given" if higher_is_better is not None else f"declared by {cols.method or 'default'}",
         "tie_break": TIE_BREAK if higher else TIE_BREAK_LOWER,
         "quota_base": ("rows left after the cut-off at 1 (valid rows); quota per group when by is set"
                        if (cut or below) else

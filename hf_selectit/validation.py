@@ -333,7 +333,10 @@ def _scorer_list(scorers: Any) -> list:
 def score_columns_of(scorer: Any) -> list[str]:
     """The per-row score columns a scorer adds, from its column schema (SelectIT:
     ``selectit_sentence_score``; DEITA: ``deita_score``, ``deita_quality``, ``deita_complexity``)."""
-    return scorer.columns.score_columns
+    from .methods.columns import for_scorer
+
+    cols = for_scorer(scorer)
+    return cols.score_columns if cols is not None else []
 
 
 def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:

@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+# The fused model-level column `fuse_models` writes by default: the fusion option's default.
+from ..config import DEFAULT_PREFIX, FUSED_COLUMN  # noqa: F401  (FUSED_COLUMN: re-exported)
+
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
 OK = "ok"
 TRUNCATED = "truncated"
 _ERROR = "error"
-#: The column name selection falls back to when none is given: SelectIT's sentence score.
-DEFAULT_PREFIX = "selectit_"
 
 
 def error_status(reason: str) -> str:
@@ -153,11 +154,6 @@ class ScoreColumns:
 
     is_error = staticmethod(is_error)
 
-    def to_dict(self) -> dict:
-        """What provenance records about the columns: names and which end is better."""
-        return {"score": self.score, "status": self.status,
-                "higher_is_better": {self.prefix + s: h for s, h in self.ranked}}
-
 
 _LOSSES = (("conditioned_loss", False), ("direct_loss", False))
 #: Each method's columns with its default prefix (the method modules declare them as `schema`).
@@ -176,8 +172,6 @@ SCHEMAS = {
     "deita": ScoreColumns("deita", "deita_", ("quality", "complexity", "score", "rating_mass", "status"),
                           (("score", True), ("quality", True), ("complexity", True))),
 }
-#: The fused model-level column written by `fuse_models` by default (the fusion option's default).
-from ..config import FUSED_COLUMN  # noqa: E402
 
 
 def deita_columns(prefix: str, kind: str) -> ScoreColumns:
@@ -252,8 +246,9 @@ def guess(column: str) -> ScoreColumns:
         if column.endswith(ending):
             suffix = ending[len(schema.prefix):]
             return schema.with_prefix(column[: -len(suffix)])
-    if column.endswith(SCHEMAS["selectit"].ranked[0][0]):
-        return SCHEMAS["selectit"].with_prefix(column[: -len("sentence_score")])
+    sentence = SCHEMAS["selectit"].ranked[0][0]
+    if column.endswith(sentence):  # any prefix: SelectIT's own ending is unambiguous
+        return SCHEMAS["selectit"].with_prefix(column[: -len(sentence)])
     return _by_name(column)
 
 

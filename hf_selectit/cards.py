@@ -13,7 +13,6 @@ that make `load_dataset(repo)` read `data/` (default) and `load_dataset(repo, "s
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import ConfigError
+# Escaping has one home (the selection and validation reports the card embeds use it too).
+from .markdown import code_fence, md_code, md_text  # noqa: F401  (public here too)
 from .methods import columns as schema
 from .models import is_embedded
 
@@ -194,54 +195,6 @@ def split_info(config_name: str, ds: "Dataset", *, download_size: int) -> dict:
     entry = dict(entry[0] if isinstance(entry, list) else entry)
     # `datasets` leaves out the name "default"; in a list of configs every entry needs it.
     return {"config_name": config_name, **{k: v for k, v in entry.items() if k != "config_name"}}
-
-
-# ----------------------------------------------------------------------------- escaping
-#
-# Every user-supplied string (repo id, pretty name, source id, model id, prompts, column values)
-# is escaped for the place it lands in: the YAML header is written by huggingface_hub's
-# DatasetCardData; Markdown text goes through `md_text`, inline code through `md_code`, fenced
-# blocks get a fence longer than any backtick run inside, and Python/shell snippets quote with
-# `repr` / `shlex.quote`.
-
-# `<`, `>` and `&` become HTML entities; these are the characters that start Markdown syntax
-# anywhere in a line (a value is never placed at the start of a line, where `-`, `+` or `1.`
-# would also count).
-_MD_PUNCT = re.compile(r"([\\`*_\[\]#|~])")
-
-
-def md_text(value: Any) -> str:
-    """`value` as literal Markdown text: HTML and Markdown syntax escaped, on one line.
-
-    Example:
-        >>> md_text("<script>*x*</script>")
-        '&lt;script&gt;\\*x\\*&lt;/script&gt;'
-    """
-    text = " ".join(str(value).split())
-    text = html.escape(text, quote=False)
-    return _MD_PUNCT.sub(r"\\\1", text)
-
-
-def md_code(value: Any, *, in_table: bool = False) -> str:
-    """`value` as a Markdown inline code span that no backtick inside can close early.
-
-    Example:
-        >>> md_code("a`b")
-        '``a`b``'
-    """
-    text = " ".join(str(value).splitlines())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    span = f"{fence}{pad}{text}{pad}{fence}"
-    # Inside a table a pipe ends the cell even in a code span (GFM); `\|` keeps it literal.
-    return span.replace("|", "\\|") if in_table else span
-
-
-def code_fence(content: str) -> str:
-    """A backtick fence longer than any backtick run in `content` (at least three)."""
-    longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
-    return "`" * max(3, longest + 1)
 
 
 def _py(value: Any) -> str:

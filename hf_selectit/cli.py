@@ -39,6 +39,7 @@ from .config import (
     method_of,
 )
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,10 @@ class _Console:
 
     def info(self, text: str = "") -> None:
         if not self.quiet:
-            print(text)
+            print(redact(text))
 
     def final(self, text: str) -> None:
-        print(text)
+        print(redact(text))
 
 
 console = _Console()
@@ -215,7 +216,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from .io import load_input, save_output
+    from .io import check_output_path, load_input, save_output
     from .report import selection_report
     from .select import select_top
 
@@ -225,6 +226,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     report = opt.from_args(ReportOptions, args, file)
     if not io.output:
         raise ConfigError("select needs --output (a folder, FILE.parquet or FILE.jsonl).")
+    check_output_path(io.output, output_format=io.output_format)
     scored = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
                         limit=io.limit)
     subset = select_top(scored, column=sel.column, **sel.rule())
@@ -237,11 +239,12 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def _write_report(result: Any, report: ReportOptions) -> None:
+    from .atomic import write_text
+
     if report.report:
-        Path(report.report).write_text(result.to_markdown(), encoding="utf-8")
+        write_text(report.report, result.to_markdown())
     if report.report_json:
-        Path(report.report_json).write_text(
-            json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        write_text(report.report_json, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -255,7 +258,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision,
                     limit=io.limit)
     report = run_validation(ds, vcfg, scorers=[scorer])
-    print(report.to_markdown())
+    print(redact(report.to_markdown()))
     written = [p for p in (vcfg.json, report.plot) if p]
     console.final(report.headline() + (f" -> {', '.join(written)}" if written else ""))
     return 0
@@ -310,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = example_path(args.example) if args.example else Path(args.run_config)
     if args.print_config:
         opt.load_yaml(path)  # a readable YAML mapping
-        print(path.read_text(encoding="utf-8"), end="")
+        print(redact(path.read_text(encoding="utf-8")), end="")
         return 0
     overrides, labels = opt.cli_overrides((IOConfig, RunOptions), args)
     config = opt.load_run_config(path, overrides=overrides, override_labels=labels)
@@ -347,7 +350,8 @@ def _drop_example_file(config: Any) -> None:
 def _command_line() -> str:
     import shlex
 
-    return shlex.join(["hf-selectit", *sys.argv[1:]])
+    # Shown on the card and in the uploaded files: never with a token in it.
+    return redact(shlex.join(["hf-selectit", *sys.argv[1:]]))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -506,6 +510,9 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__()
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # a log line never shows a token
+
     @property  # type: ignore[override]
     def stream(self):  # noqa: D401
         return sys.stderr
@@ -539,13 +546,18 @@ def _guarded(command: str, job: Callable[[], int], *, debug: bool) -> int:
         return _report_error(command, exc, code=2, debug=debug)
     except SelectITError as exc:
         return _report_error(command, exc, code=1, debug=debug)
+    except OSError as exc:
+        # A file the package did not wrap (a report path in a missing folder, ...): one line
+        # naming the file and the cause, as for the package's own OutputWriteError.
+        return _report_error(command, exc, code=1, debug=debug)
 
 
 def _report_error(command: str, exc: BaseException, *, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     kind = "error" if code == 2 else type(exc).__name__
-    print(f"hf-selectit {command}: {kind}: {cli_terms(str(exc))}", file=sys.stderr)
+    text = " ".join(redact(cli_terms(str(exc))).split())  # one line, and never a token
+    print(f"hf-selectit {command}: {kind}: {text}", file=sys.stderr)
     return code
 
 

@@ -19,6 +19,7 @@ This module imports nothing heavy; `torch` is imported only to check an explicit
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, Union
 
@@ -26,7 +27,6 @@ from .errors import ConfigError
 from .model_kwargs import check_model_kwargs
 from .prompts import PROMPT_SETS as _PROMPT_TEXTS
 
-NORMALIZATIONS = ("paper", "selectit-repo")
 # The named wordings of the rating prompts; their texts live in prompts.py.
 PROMPT_SETS = tuple(_PROMPT_TEXTS)
 TEMPLATES = ("raw", "chat")
@@ -82,6 +82,16 @@ def check_str(name: str, value: Any, *, optional: bool = True, empty: bool = Fal
     if not isinstance(value, str) or (not empty and not value):
         raise invalid(name, value, f"expected a {'' if empty else 'non-empty '}string"
                                    f"{' or None' if optional else ''}.")
+
+
+def check_revision(model: Any, revision: Any) -> None:
+    """A model revision names a branch, tag or commit of a Hub repo: refused for a local folder,
+    where `from_pretrained` would ignore it and load whatever the folder holds."""
+    check_str("revision", revision)
+    if revision is not None and isinstance(model, str) and os.path.isdir(os.path.expanduser(model)):
+        raise invalid("revision", revision, f"a revision applies to Hub models only; model={model!r} "
+                      "is a local folder, which holds one version. Drop the revision, or give the "
+                      "Hub id.")
 
 
 def check_device(name: str, device: Any) -> None:
@@ -239,9 +249,12 @@ class ScorerConfig:
     def __post_init__(self) -> None:
         check_str("model", self.model)
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        check_str("revision", self.revision)
+        check_revision(self.model, self.revision)
         check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
         check_bool("trust_remote_code", self.trust_remote_code)
+        # Imported here: formulas pulls in numpy, which `hf-selectit --help` should not wait for.
+        from .formulas import NORMALIZATIONS
+
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
         check_choice("template", self.template, TEMPLATES)
@@ -447,12 +460,45 @@ def _number_or_self(value: Any) -> Any:
 # ---------------------------------------------------------------------- selection
 
 
+DEFAULT_RATIO = 0.2
+
+
+def selection_rule(ratio: Any, k: Any, threshold: Any) -> str:
+    """THE rule for which of ratio/k/threshold applies, for every entry point (Python, YAML, CLI).
+
+    An explicit k or threshold wins over the default ratio (0.2); any other combination of two
+    is refused.
+
+    Returns:
+        'top_ratio', 'top_k' or 'threshold'.
+
+    Raises:
+        ConfigError: more than one given, or none.
+
+    Example:
+        >>> selection_rule(0.2, 5, None)
+        'top_k'
+    """
+    given = [name for name, value in (("k", k), ("threshold", threshold)) if value is not None]
+    is_default = (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+                  and float(ratio) == DEFAULT_RATIO)
+    if ratio is not None and not (given and is_default):
+        given.insert(0, "ratio")
+    if len(given) > 1:
+        values = {"ratio": ratio, "k": k, "threshold": threshold}
+        got = ", ".join(f"{name}={values[name]!r}" for name in given)
+        raise ConfigError(f"Got {got}: give exactly one of ratio, k or threshold (set the others to None).")
+    if not given:
+        raise ConfigError("Give one of ratio=, k= or threshold= (all were None).")
+    return {"ratio": "top_ratio", "k": "top_k", "threshold": "threshold"}[given[0]]
+
+
 @dataclass
 class SelectConfig:
     """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
     ratio: Optional[float] = field(
-        default=0.2, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
+        default=DEFAULT_RATIO, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
     )
     k: Optional[int] = field(default=None, metadata={"help": "Keep the top k rows instead of a ratio."})
     threshold: Optional[float] = field(
@@ -490,6 +536,7 @@ class SelectConfig:
         check_choice("order", self.order, ORDERS)
         if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
             raise invalid("higher_is_better", self.higher_is_better, "expected true, false or null.")
+        selection_rule(self.ratio, self.k, self.threshold)  # one of them, as select_top says
 
     def rule(self) -> dict:
         """The keyword arguments of :func:`hf_selectit.select.select_top` (k or threshold win over ratio)."""
@@ -673,7 +720,7 @@ class _RatingConfig:
 
     def __post_init__(self) -> None:
         check_str("model", self.model)
-        check_str("revision", self.revision)
+        check_revision(self.model, self.revision)
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
         check_choice("dtype", self.dtype, DTYPES)
         check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
@@ -861,10 +908,12 @@ class ValidateConfig:
         metadata={"help": "Which end of the validated scores is better. None: as each column's method "
                           "declares (r-IFD and losses: lower; other scores: higher)."},
     )
+    # 'auto', not None, is the default: on the command line `none` reads as None, and must mean
+    # "leave it out" there as in YAML and Python.
     tokenizer: Optional[str] = field(
-        default=None,
-        metadata={"help": "Tokenizer (model id or path) for the token-length baseline. None: the "
-                          "scorer's model, else the one recorded on the data; 'none': leave it out."},
+        default="auto",
+        metadata={"help": "Tokenizer (model id or path) for the token-length baseline. 'auto': the "
+                          "scorer's model, else the one recorded on the data; none: leave it out."},
     )
     top_ratio: float = field(
         default=0.2, metadata={"help": "Share each column selects for the top-subset overlaps."}

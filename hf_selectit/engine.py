@@ -25,6 +25,8 @@ back, and the rows that could not run.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -391,7 +393,7 @@ class Engine:
                 raise
             logger.info("Out of memory on a shared prefix (%d tokens); running full texts.", p)
             return None
-        past = out.past_key_values
+        past = getattr(out, cache_keyword(state.model))
         kv = None
         if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
             kv = [(layer.keys, layer.values) for layer in past.layers]
@@ -465,8 +467,8 @@ class Engine:
             if isinstance(batch.readout, LastTokenProbs):
                 out = state.model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, past_key_values=past, logits_to_keep=1,
-                    use_cache=past is not None,
+                    position_ids=batch.position_ids, logits_to_keep=1, use_cache=past is not None,
+                    **{cache_keyword(state.model): past},
                 )
                 logits = out.logits[:, -1, :].float()
                 self.stats.head_positions += int(logits.shape[0])
@@ -485,7 +487,7 @@ class Engine:
         # chunks: logits at every position of a long row are never materialised at once.
         hidden = model.base_model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            past_key_values=past, use_cache=past is not None,
+            use_cache=past is not None, **{cache_keyword(model.base_model): past},
         ).last_hidden_state
         width = batch.input_ids.shape[1]
         p = batch.prefix_len
@@ -521,6 +523,27 @@ class Engine:
             out.append(flat[offset:offset + n])
             offset += n
         return out
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which `model`'s forward takes, and its output returns, the KV cache.
+
+    transformers 5.24 renamed `past_key_values` to `cache`: the old keyword and output field
+    still work there but warn (removal announced for 5.40), while releases before 5.24, which
+    the floor in pyproject.toml allows (vLLM pins transformers < 5.20), know only the old
+    name. Read from the forward's signature (decorators keep it via `__wrapped__`), so a
+    remote-code model that kept the old name is served too.
+
+    Example:
+        >>> cache_keyword(model)  # transformers 5.24 or later
+        'cache'
+    """
+    return _cache_keyword_of(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword_of(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def _empty_losses() -> Any:

@@ -65,3 +65,8 @@ class ShardMergeError(SelectITError, RuntimeError):
 
 class OutputLockedError(SelectITError, RuntimeError):
     """Another live run is writing the same output (its work directory's lock names it)."""
+
+
+class OutputWriteError(SelectITError, OSError):
+    """A file or folder could not be written (full disk, read-only folder, ...); the message names
+    the path, the cause and what is at the path now (the previous content, or nothing)."""

@@ -11,10 +11,11 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .config import NORMALIZATIONS
 from .errors import ConfigError
 
 K_RATINGS = 5
+# The two ways P' is computed (see normalize_rating_probs); config.py checks the option against it.
+NORMALIZATIONS = ("paper", "selectit-repo")
 # The authors' code (selection.py) hard-codes these for exactly three models 7B/13B/70B, in that
 # order. Note they do not sum to 1 (0.35 + 0.65 + 0.778): it is not the paper's weighting.
 SELECTIT_REPO_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)

@@ -9,10 +9,11 @@ directory). An output is a `save_to_disk` folder, a `.parquet` file or a `.jsonl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from .config import OUTPUT_FORMATS, IOConfig
 from .errors import ConfigError
@@ -127,7 +128,7 @@ def load_input(
         elif (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             ds = _pick_split(datasets.load_from_disk(str(path)), split, source)
         else:
-            ds = datasets.load_dataset(str(path), name=config_name, split=split)
+            ds = _load_folder(path, name=config_name, split=split)
         from .provenance import read_sidecar
 
         extra = read_sidecar(path)
@@ -162,31 +163,49 @@ def _load_hub(source: str, *, name: Optional[str], split: str, revision: Optiona
                           f"to load it as a dataset ({_root_message(exc)}).") from exc
 
 
+def _load_folder(path: Path, *, name: Optional[str], split: str) -> Any:
+    """A folder of data files (a local publish, a cloned dataset repo) as a Dataset."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(str(path), name=name, split=split)
+    except (datasets.exceptions.DatasetGenerationError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{path}: is a folder but not a dataset ({_root_message(exc)}). Give a "
+                          "save_to_disk folder, a folder of .json/.jsonl/.parquet/.csv data files, or "
+                          "one data file.") from exc
+
+
 def _load_file(path: Path, builder: str) -> Any:
     """One local data file as a Dataset; malformed or empty files become ConfigErrors in file terms."""
     import datasets
     import pyarrow as pa
 
     _check_not_empty(path, builder)
-    _quiet_json_loader_errors()
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        with _datasets_logs_quiet():
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
     except (datasets.exceptions.DatasetGenerationError, pa.ArrowException, ValueError) as exc:
         problem = _diagnose(path, builder) or f"could not be read as {builder}: {_root_message(exc)}"
         raise ConfigError(f"{path}: {problem}") from exc
 
 
-class _DropJsonLoadErrors(logging.Filter):
-    # datasets' json builder logs "Failed to load JSON ..." (with a traceback) before raising;
-    # the ConfigError raised here says the same in file-and-line terms.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to load JSON")
+@contextlib.contextmanager
+def _datasets_logs_quiet() -> Iterator[None]:
+    """`datasets`' logs at CRITICAL only while a local file loads.
 
+    Its json builder logs "Failed to load JSON ..." (with a traceback) before raising, and the
+    ConfigError raised here says the same in file-and-line terms. `datasets`' public verbosity
+    setting is the only switch for its logs (none per message), so it is raised for the load
+    and restored; a local file's load logs nothing else worth a warning.
+    """
+    from datasets.utils import logging as datasets_logging
 
-def _quiet_json_loader_errors() -> None:
-    target = logging.getLogger("datasets.packaged_modules.json.json")
-    if not any(isinstance(f, _DropJsonLoadErrors) for f in target.filters):
-        target.addFilter(_DropJsonLoadErrors())
+    level = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logging.set_verbosity(level)
 
 
 def _check_not_empty(path: Path, builder: str) -> None:
@@ -275,12 +294,55 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
     return "disk"
 
 
+def check_output_path(output: str, *, output_format: str = "auto", option: str = "output") -> str:
+    """Refuse, before any work, an output path that cannot be written as asked.
+
+    Args:
+        output: the output path.
+        output_format: 'auto', 'disk', 'parquet' or 'jsonl'.
+        option: the option's name, for the message.
+
+    Returns:
+        The concrete format (:func:`resolve_output_format`).
+
+    Raises:
+        ConfigError: a folder output where a file is, a file output where a folder is, a path
+            under a file, or an existing folder that is not a dataset (replacing it would delete
+            the user's files).
+
+    Example:
+        >>> check_output_path("scored.parquet")
+        'parquet'
+    """
+    fmt = resolve_output_format(output, output_format)
+    path = Path(os.path.expanduser(output))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option}={output!r} is invalid: {os.fspath(parent)!r} is a file, so "
+                                  "nothing can be written under it. Choose another path.")
+            break
+    if fmt == "disk" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}={output!r} is an existing file, but a folder (save_to_disk) output "
+                          "needs a folder path. Give a new path, or end it in .parquet or .jsonl.")
+    if fmt != "disk" and path.is_dir():
+        raise ConfigError(f"{option}={output!r} is an existing folder, but a {fmt} output is a file. "
+                          "Give a file path.")
+    if fmt == "disk" and path.is_dir() and any(path.iterdir()) and not (
+            (path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        raise ConfigError(f"{option}={output!r} is a folder that holds files but no saved dataset; "
+                          "replacing it would delete them. Give a new or empty folder.")
+    return fmt
+
+
 def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
     """Write a dataset as a ``save_to_disk`` folder, a Parquet file or a JSONL file.
 
     The scorers' provenance goes with the data in every format: ``selectit.json`` inside a
     folder, ``FILE.parquet.selectit.json`` / ``FILE.jsonl.selectit.json`` beside a file
-    (:mod:`hf_selectit.provenance`); :func:`load_input` reads it back.
+    (:mod:`hf_selectit.provenance`); :func:`load_input` reads it back. The output is written under
+    a temporary name beside ``output`` and renamed into place when complete
+    (:func:`hf_selectit.atomic.replacing`): a failure leaves the previous output or nothing.
 
     Args:
         ds: the dataset.
@@ -291,22 +353,25 @@ def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
         The concrete format written.
 
     Raises:
-        ConfigError: unknown format.
+        ConfigError: unknown format, or a path that cannot hold it (:func:`check_output_path`).
+        OutputWriteError: the write failed (full disk, read-only folder); the message names the
+            path and the cause.
 
     Example:
         >>> save_output(ds, "scored/")          # save_to_disk folder
     """
-    fmt = resolve_output_format(output, output_format)
-    parent = Path(output).parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        ds.to_parquet(output)
-    elif fmt == "jsonl":
-        ds.to_json(output, lines=True, force_ascii=False)
-    else:
-        ds.save_to_disk(output)
+    from .atomic import replacing
     from .provenance import write_sidecar
 
-    write_sidecar(ds, output, fmt)
+    fmt = check_output_path(output, output_format=output_format)
+    with replacing(output) as tmp:
+        if fmt == "parquet":
+            ds.to_parquet(os.fspath(tmp))
+        elif fmt == "jsonl":
+            ds.to_json(os.fspath(tmp), lines=True, force_ascii=False)
+        else:
+            ds.save_to_disk(os.fspath(tmp))
+        # Complete before the data is renamed into place, so the two always match.
+        write_sidecar(ds, tmp if fmt == "disk" else output, fmt)
     logger.info("wrote %d rows to %s (%s)", len(ds), output, fmt)
     return fmt

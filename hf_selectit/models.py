@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -317,9 +318,17 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
         if not sharded:
             # Quantised weights cannot be moved with .to(); place them where they will run.
             extra["device_map"] = {"": device}
+    import pickle
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused a pickle that would run code (or is not weights).
+        raise ConfigError(
+            f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
+            f"({' '.join(str(err).split())[:200]}). Use a model saved as safetensors, or re-save "
+            "it from a trusted copy.") from err
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
         if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not _is_oom(err):
             raise
@@ -449,7 +458,7 @@ def prepare_preloaded(model: Any, tokenizer: Any) -> tuple[Any, Any]:
 
 def preloaded_name(model: Any) -> str:
     """What a model in memory is called in provenance: its `name_or_path`, else its class."""
-    name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+    name = getattr(model, "name_or_path", None) or getattr(model.config, "name_or_path", None)
     return str(name) if name else f"<in-memory {type(model).__name__}>"
 
 
@@ -474,12 +483,12 @@ def model_identity(model: Any, tokenizer: Any = None) -> dict:
         'HuggingFaceTB/SmolLM2-135M-Instruct'
     """
     config = model.config
-    # `_commit_hash` (the Hub commit from_pretrained resolved) and `_attn_implementation` have no
-    # public accessor on the config; both are plain attributes transformers sets at load.
+    # `_attn_implementation` has no public accessor (transformers' own docs read it from the
+    # config); it changes the numbers, so it is part of the identity.
     identity = {
         "name_or_path": preloaded_name(model),
         "class": type(model).__name__,
-        "commit": getattr(config, "_commit_hash", None),
+        "commit": preloaded_commit(model),
         "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""),
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "config_sha256": hashlib.sha256(config.to_json_string().encode()).hexdigest()[:16],
@@ -494,6 +503,52 @@ def model_identity(model: Any, tokenizer: Any = None) -> dict:
             if template else None,
         }
     return identity
+
+
+def hub_commit(model_id: Optional[str], *, revision: Optional[str] = None,
+               cache_dir: Optional[str] = None) -> Optional[str]:
+    """The Hub commit that `model_id` at `revision` was loaded from, read from the local Hub cache.
+
+    `from_pretrained` downloads the config into the cache's `snapshots/<commit>/` folder;
+    `huggingface_hub.try_to_load_from_cache` finds it there (refs resolved, no network).
+
+    Args:
+        model_id: a Hub model id; None or a local folder gives None.
+        revision: the branch, tag or commit the model was loaded at (None: the default branch).
+        cache_dir: the Hub cache folder, when not the default one.
+
+    Returns:
+        The 40-character commit, or None (local folder, not in the cache).
+
+    Example:
+        >>> hub_commit("HuggingFaceTB/SmolLM2-135M-Instruct")  # after loading it
+        '12fd25f77366fa6b3b4b768ec3050bf629380bac'
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    if not model_id or os.path.isdir(model_id):
+        return None
+    try:
+        path = try_to_load_from_cache(model_id, "config.json", cache_dir=cache_dir, revision=revision)
+    except HFValidationError:  # not a Hub id (e.g. a path that does not exist)
+        return None
+    if not isinstance(path, str):
+        return None
+    parts = Path(path).parts
+    commit = parts[-2] if len(parts) >= 3 and parts[-3] == "snapshots" else None
+    return commit if commit and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def preloaded_commit(model: Any) -> Optional[str]:
+    """The Hub commit of a model loaded by the caller (its revision is unknown here), or None.
+
+    Private on purpose: transformers before 5.x records the resolved commit only in
+    `config._commit_hash`, and nothing public says at which revision someone else loaded a
+    model (the cache's default branch may point elsewhere). Later releases stopped setting it:
+    None then, and the identity rests on the name and the config digest.
+    """
+    return getattr(model.config, "_commit_hash", None)
 
 
 def preloaded_pickle_error(model: Any) -> ConfigError:

@@ -29,7 +29,6 @@ import argparse
 import difflib
 import json
 import os
-import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -50,6 +49,7 @@ from .config import (
     method_config_class,
 )
 from .errors import ConfigError
+from .redaction import redact
 
 # ------------------------------------------------------------------------- names
 
@@ -176,16 +176,9 @@ def _parse_structured(name: str, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        problem = _redact_token(" ".join(str(exc).split()))
-        raise ConfigError(f"{name}={_redact_token(text)!r} is not valid JSON/YAML: {problem}") from exc
-
-
-# A Hub token given in --model-kwargs must not be echoed back in an error message.
-_TOKEN_VALUE = re.compile(r"""(["']?token["']?\s*:\s*["']?)[^"',}\s]+""", re.IGNORECASE)
-
-
-def _redact_token(text: str) -> str:
-    return _TOKEN_VALUE.sub(r"\1<hidden>", text)
+        # A Hub token given in --model-kwargs must not be echoed back in an error message.
+        problem = redact(" ".join(str(exc).split()))
+        raise ConfigError(f"{name}={redact(text)!r} is not valid JSON/YAML: {problem}") from exc
 
 
 def _type_name(annotation: Any) -> str:

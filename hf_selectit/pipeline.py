@@ -36,7 +36,7 @@ from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: 
     ScorerConfig,
     SelectConfig,
 )
-from .errors import ConfigError
+from .errors import ConfigError, OutputWriteError
 from .options import load_run_config
 from .runner import ProgressCallback, ProgressEvent, ScoreStats, default_work_dir
 
@@ -265,10 +265,15 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     Example:
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
-    from .io import load_input
+    from .io import check_output_path, load_input
 
     t0 = time.perf_counter()
     io = config.io
+    # Paths that cannot be written are refused now, not after hours of scoring.
+    if io.output:
+        check_output_path(io.output, output_format=io.output_format)
+    if config.run.subset_output:
+        check_output_path(config.run.subset_output, option="subset_output")
     ds = dataset
     if ds is None:
         ds = load_input(io.input, split=io.split, config_name=io.config_name,
@@ -287,9 +292,10 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     world = current_world()
     summary.processes, summary.main_process = world.size, world.is_main
     with contextlib.ExitStack() as stack:
-        # One writer per output: the main process holds the work directory's lock until the
-        # outputs are written (every process learns at once if another run holds it).
-        run_collectively(world, lambda: _enter(stack, output_lock(work_dir, what=_target_name(config))))
+        # One writer per output: the main process holds the output's lock until the outputs are
+        # written (every process learns at once if another run holds it). The lock is keyed on
+        # the output, so another --work-dir does not get past it.
+        run_collectively(world, lambda: _enter(stack, output_lock(lock_dir(config), what=_target_name(config))))
         scored = ds
         for i, scorer_config in enumerate(config.models):
             scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run,
@@ -302,12 +308,19 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             # The main process merges and writes; the others are done once their shards are.
             summary.seconds = time.perf_counter() - t0
             return summary, None, None
-        scored, subset = _finish(config, summary, scored)
+        try:
+            scored, subset = _finish(config, summary, scored)
+        except OutputWriteError as exc:
+            raise OutputWriteError(f"{exc} The scores are kept in {work_dir}: run the same command "
+                                   "again once the cause is fixed, and it resumes from them.") from exc
         if not config.run.keep_checkpoints:
             remove_checkpoints(work_dir)
     summary.seconds = time.perf_counter() - t0
     if config.run.summary_json:
-        Path(config.run.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        from .atomic import write_text
+        from .redaction import redact_mapping
+
+        write_text(config.run.summary_json, json.dumps(redact_mapping(summary.to_dict()), indent=2, default=str))
     return summary, scored, subset
 
 
@@ -322,6 +335,13 @@ def pipeline_work_dir(config: PipelineConfig) -> Path:
     if config.run.work_dir:
         return Path(config.run.work_dir)
     return default_work_dir(_target_name(config))
+
+
+def lock_dir(config: PipelineConfig) -> Path:
+    """Where a run's lock file goes: the output's own work directory (whatever ``run.work_dir``
+    says, so two runs on one output always meet there), else the run's work directory."""
+    target = _target_name(config)
+    return default_work_dir(target) if target else pipeline_work_dir(config)
 
 
 def _target_name(config: PipelineConfig) -> Optional[str]:

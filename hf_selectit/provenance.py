@@ -128,7 +128,10 @@ def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset"
     # tables copy no buffers on deepcopy), and no private attribute is touched.
     out = copy.deepcopy(ds)
     head = (out.info.description or "").partition(MARKER)[0]
-    out.info.description = head + MARKER + json.dumps(data, sort_keys=True, default=str)
+    from .redaction import redact_mapping
+
+    # The description is written into every saved copy (dataset_info.json, parquet metadata).
+    out.info.description = head + MARKER + json.dumps(redact_mapping(data), sort_keys=True, default=str)
     if kept_rows is not None and isinstance(data.get("selection"), dict):
         out.selection = Selection(rule=dict(data["selection"]), indices=np.asarray(kept_rows, dtype=np.int64))
     return out
@@ -290,10 +293,9 @@ def cached_info(scorer: Any, folder: Union[str, "os.PathLike[str]"]) -> dict:
             return json.loads(path.read_text())
         except ValueError:
             logger.warning("Unreadable %s: describing the scorer again.", path)
-    info = scorer.info()
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from .atomic import write_text
+
+    write_text(path, json.dumps(scorer.info(), indent=2, sort_keys=True, default=str))
     return json.loads(path.read_text())
 
 
@@ -338,9 +340,9 @@ def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: st
         if path.is_file():
             path.unlink()  # an older file's provenance must not describe these rows
         return None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(content), encoding="utf-8")
-    os.replace(tmp, path)
+    from .atomic import write_text
+
+    write_text(path, dumps(content))
     return path
 
 
@@ -521,8 +523,11 @@ def _validation(meta: Mapping, scored: Optional["Dataset"], selection: Optional[
 
 
 def dumps(provenance: Mapping) -> str:
-    """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline)."""
-    return json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline;
+    any token hidden)."""
+    from .redaction import redact_mapping
+
+    return json.dumps(redact_mapping(provenance), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
 def write_published(provenance: Mapping, folder: Union[str, "os.PathLike[str]"]) -> None:

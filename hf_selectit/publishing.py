@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from . import cards, provenance
+from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
+from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
 from .methods import columns as schema
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
@@ -105,8 +107,8 @@ def _resolve_token(token: Optional[str]) -> Optional[str]:
 
 def _scrub(text: str, token: Optional[str]) -> str:
     if token and len(token) >= 4:
-        text = text.replace(token, "***")
-    return text
+        text = text.replace(token, "<hidden>")
+    return redact(text)
 
 
 def _hub_errors() -> tuple:
@@ -139,13 +141,14 @@ def _run_config_text(run_config: Any) -> Optional[str]:
     if isinstance(run_config, Mapping):
         import yaml
 
-        return yaml.safe_dump(dict(run_config), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(redact_mapping(dict(run_config)), sort_keys=False, allow_unicode=True)
     if isinstance(run_config, (str, os.PathLike)):
         path = Path(os.fspath(run_config)).expanduser()
         if not path.is_file():
             raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
                               "the run was made with, a mapping, or None.")
-        return path.read_text(encoding="utf-8")
+        # Uploaded for readers: a token in it (model_kwargs: {token: ...}) must not be.
+        return redact_yaml(path.read_text(encoding="utf-8"))
     raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
 
 
@@ -245,7 +248,7 @@ def _stage(
         card_data=card_data, changelog=changelog, histogram=histogram, report_markdown=report,
         defaults=defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
-    (workdir / "README.md").write_text(str(card), encoding="utf-8")
+    (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
     provenance.write_published(prov, workdir)
     return sorted(files)
 
@@ -289,6 +292,9 @@ def _local_versions(prov: Optional[dict]) -> list[dict]:
 def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data, defaults,
                    token) -> PublishResult:
     target = target.expanduser().resolve()
+    # A publish killed between its two renames left the previous version moved aside: put it
+    # back (with its history) before reading what the folder holds; drop dead publishes' leftovers.
+    recover(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub repo id).")
     existing = _read_local_provenance(target) if target.is_dir() else None
@@ -337,17 +343,17 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
     """All-or-nothing local publish: build the whole new version in a temporary sibling folder
-    (the new files, plus the folder's other files carried over), then swap the folders with two
-    renames. A failure at any step leaves the previous version complete at `target` (or no
-    folder at all for a first publish) and raises PublishError saying so.
+    (the new files, plus the folder's other files carried over), then swap the folders
+    (:func:`hf_selectit.atomic.swap_into_place`). A failure at any step leaves the previous version
+    complete at `target` (or no folder at all for a first publish) and raises PublishError saying
+    so; a kill between the swap's two renames is undone by the next publish or load
+    (:func:`hf_selectit.atomic.recover`).
 
     Returns:
         The files of the new version (relative paths).
     """
-    new = target.with_name(f".{target.name}.selectit-new-{os.getpid()}")
-    old = target.with_name(f".{target.name}.selectit-old-{os.getpid()}")
+    new = temp_name(target, "new")
     step = "writing the files of the version"
-    moved_away = False
     try:
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir()
@@ -357,42 +363,21 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
             for entry in target.iterdir():
                 if entry.name not in MANAGED:
                     _carry_over(entry, new / entry.name)
-            step = f"moving the previous version aside to {old}"
-            os.replace(target, old)
-            moved_away = True
         step = f"moving the new version into {target}"
-        os.replace(new, target)
+        swap_into_place(new, target)
     except BaseException as exc:
-        if not isinstance(exc, OSError):
-            # Not a filesystem failure (a bad card value, Ctrl-C, ...): the previous version was
-            # not touched before the swap, so only the half-built folder goes.
-            if moved_away:
-                os.replace(old, target)
-            shutil.rmtree(new, ignore_errors=True)
-            raise
-        restored = ""
-        if moved_away:
-            try:
-                os.replace(old, target)
-            except OSError as undo:
-                restored = (f" Moving the previous version back also failed ({undo}): it is complete "
-                            f"in {old}; rename that folder to {target}.")
+        # Not a filesystem failure (a bad card value, Ctrl-C, ...) is raised as it is; either way
+        # the previous version is untouched and only the half-built folder goes.
         shutil.rmtree(new, ignore_errors=True)
-        if restored:
-            state = restored
-        elif previous is not None:
+        if not isinstance(exc, OSError):
+            raise
+        if previous is not None:
             state = (f" The previous version {previous} is unchanged and complete in {target} "
                      f"(load_dataset({os.fspath(target)!r}) reads it); nothing of {version} was kept.")
         else:
             state = f" Nothing of {version} was kept; {target} holds no published version."
         raise PublishError(f"Publishing {version} to {target} failed while {step}: "
                            f"{type(exc).__name__}: {exc}.{state}") from exc
-    if moved_away:
-        try:
-            shutil.rmtree(old)
-        except OSError as exc:
-            logger.warning("Published %s to %s, but the previous version's folder %s could not be "
-                           "removed (%s); delete it by hand.", version, target, old, exc)
     return files
 
 
@@ -603,6 +588,7 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
     """
     if not source_id:
         return None
+    import yaml
     from huggingface_hub import DatasetCard
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
@@ -613,6 +599,12 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
             # A data file (json, parquet, ...) or a missing path carries no card.
             return DatasetCard.load(readme) if readme.is_file() else None
         return DatasetCard.load(source_id, repo_type="dataset", token=token)
+    except yaml.YAMLError as exc:
+        # Read with safe_load: a `!!python/...` tag (or broken YAML) is refused, and said so.
+        problem = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"source={source_id!r}: the YAML header of its dataset card cannot be read "
+                          f"safely ({problem}). Fix the card, or leave the source out and give the "
+                          "license yourself.") from exc
     except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         # The source card only supplies defaults (license, language); the user can give them.
         logger.info("No dataset card read from source %r (%s).", source_id, type(exc).__name__)
@@ -682,6 +674,7 @@ def load_selective(
         version = check_version(version)
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
+        recover(target)  # a publish killed mid-swap: the previous version comes back first
         prov = _read_local_provenance(target) if target.is_dir() else None
         if prov is None:
             raise ConfigError(f"{os.fspath(target)!r} holds no {provenance.PROVENANCE_FILENAME}: not a "

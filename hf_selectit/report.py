@@ -23,6 +23,7 @@ import numpy as np
 
 from . import provenance
 from .errors import ConfigError, SchemaError
+from .markdown import md_code, md_text
 from .methods import columns as schema
 from .select import group_codes, score_array, selection_rule
 
@@ -110,10 +111,12 @@ class SelectionReport:
                       f"status, {ex['nan_score']:,} without a score, {ex['below_cut']:,} {rest})."]
         lines += self._baseline_lines()
         if self.groups:
-            lines += ["", f"| `{self.by}` | Rows | Selected | Share |", "|---|---:|---:|---:|"]
+            # Group values and column names are the user's data: escaped for a table cell (no raw
+            # HTML, no `|` or newline that would break the row).
+            lines += ["", f"| {md_text(self.by)} | Rows | Selected | Share |", "|---|---:|---:|---:|"]
             for g in self.groups:
                 share = "-" if g["share"] is None else f"{g['share']:.1%}"
-                lines.append(f"| {g['value']} | {g['rows_in']:,} | {g['kept']:,} | {share} |")
+                lines.append(f"| {md_text(g['value'])} | {g['rows_in']:,} | {g['kept']:,} | {share} |")
         return "\n".join(lines) + "\n"
 
 
@@ -136,30 +139,30 @@ class SelectionReport:
                 lines.append(f"| {label} | {o['both']:,} | {share} | {_num(o['jaccard'], 3)} "
                              f"[{_num(o['jaccard_ci_low'], 3)}, {_num(o['jaccard_ci_high'], 3)}] |")
         elif self.baselines_note:
-            lines += ["", f"Baseline overlaps: not computed ({self.baselines_note})."]
+            lines += ["", f"Baseline overlaps: not computed ({md_text(self.baselines_note)})."]
         return lines
 
 
 def describe_rule(rule: Optional[dict], column: str) -> str:
     """One sentence describing a recorded selection rule."""
     if not rule:
-        return f"a subset of the scored rows (no recorded rule); statistics of `{column}`."
+        return f"a subset of the scored rows (no recorded rule); statistics of {md_code(column)}."
     kind = rule.get("rule")
     lower = rule.get("higher_is_better") is False
     best = " (lower is better)" if lower else ""
     if kind == "top_ratio":
-        text = f"top {rule['ratio']:.4g} ({rule['ratio']:.2%}) of rows by `{rule['column']}`{best}"
+        text = f"top {rule['ratio']:.4g} ({rule['ratio']:.2%}) of rows by {md_code(rule['column'])}{best}"
     elif kind == "top_k":
-        text = f"top {rule['k']:,} rows by `{rule['column']}`{best}"
+        text = f"top {rule['k']:,} rows by {md_code(rule['column'])}{best}"
     elif kind == "threshold":
-        text = f"rows with `{rule['column']}` {'<=' if lower else '>='} {rule['threshold']:.6g}"
+        text = f"rows with {md_code(rule['column'])} {'<=' if lower else '>='} {rule['threshold']:.6g}"
     elif kind in ("random_ratio", "random_k"):
         size = f"{rule['ratio']:.2%} of rows" if kind == "random_ratio" else f"{rule['k']:,} rows"
         return f"random {size} (seed {rule['seed']}), original order."
     else:
         return f"rule {kind!r}."
     if rule.get("by"):
-        text += f", within each group of `{rule['by']}`"
+        text += f", within each group of {md_code(rule['by'])}"
     order = ("original row order" if rule.get("order") == "original"
              else "score order (best first)")
     return f"{text}; ties go to the higher original index; {order}."

@@ -45,7 +45,9 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 from . import provenance
 from ._version import __version__
-from .errors import ConfigError, OutputLockedError, ShardMergeError
+from .atomic import describe_os_error, pid_alive, replacing, write_text
+from .errors import ConfigError, OutputLockedError, OutputWriteError, ShardMergeError
+from .redaction import redact, redact_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -149,16 +151,6 @@ def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
 _HELD: dict[str, int] = {}  # lock path -> how many times this process holds it
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _read_lock(path: Path) -> Optional[dict]:
     try:
         data = json.loads(path.read_text())
@@ -204,14 +196,20 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
         finally:
             _HELD[key] -= 1
         return
-    root.mkdir(parents=True, exist_ok=True)
     import sys
 
+    # The recorded command line is shown to whoever finds the lock: never with a token in it.
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-          "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+          "command": redact(" ".join(os.path.basename(a) if i == 0 else a
+                                     for i, a in enumerate(sys.argv)))[:300]}
     tmp = root / f".{LOCK_NAME}.{os.getpid()}.{time.monotonic_ns()}"
-    tmp.write_text(json.dumps(me))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(me))
+    except OSError as exc:
+        raise OutputWriteError(f"Could not create the lock {path}: {describe_os_error(exc)}. "
+                               f"Check that {root.parent} is writable.") from exc
     try:
         for _ in range(3):
             try:
@@ -223,7 +221,7 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
                     continue
                 pid = holder.get("pid")
                 if (holder.get("host") == me["host"] and isinstance(pid, int)
-                        and pid != os.getpid() and not _pid_alive(pid)):
+                        and pid != os.getpid() and not pid_alive(pid)):
                     logger.warning("Taking over the lock %s left by a run that no longer exists (%s).",
                                    path, _describe_holder(holder))
                     with contextlib.suppress(FileNotFoundError):
@@ -611,12 +609,6 @@ class ShardedScoring:
         # Also when the work directory is shared (the user cache without an output): two runs
         # of the same rows and config never write the same shards.
         stack.enter_context(output_lock(self.root))
-        for stale in self.root.glob("*.tmp-*"):
-            # Left by a killed run: the rename never happened, so it is not a checkpoint.
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
         run_json = self.root / "run.json"
         if not run_json.exists():
             _write_json_atomically(run_json, {**self.identity, "scorer_config": _scorer_config_dict(self.scorer),
@@ -670,17 +662,16 @@ class ShardedScoring:
         if len(part) != shard.rows:
             raise ShardMergeError(f"The scorer returned {len(part)} rows for {shard.describe()}; "
                                   f"expected {shard.rows}.")
-        tmp = self.root / f"{shard.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        part.save_to_disk(str(tmp))
+        # Written under a temporary name and renamed (a half-written shard never looks finished);
+        # a full disk or read-only folder is an OutputWriteError naming the checkpoint.
+        with replacing(self._data(shard), what=f"the checkpoint of {shard.describe()}") as tmp:
+            part.save_to_disk(str(tmp))
+            files = _files_digest(tmp)
         meta = {"format": _MARKER_FORMAT, "index": shard.index, "start": shard.start, "end": shard.end,
                 "rows": shard.rows, "input_fingerprint": shard.fingerprint,
                 "scorer_fingerprint": self.scorer_fp, "package_version": __version__,
-                "files": _files_digest(tmp), "run_id": self.run_id, "rank": self.world.rank,
+                "files": files, "run_id": self.run_id, "rank": self.world.rank,
                 "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        final = self._data(shard)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         _write_json_atomically(self._marker(shard), meta)
         self._emit("shard", shard.index, shard.rows - reported)
 
@@ -773,9 +764,7 @@ class ShardedScoring:
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(redact_mapping(data), indent=2, sort_keys=True, default=str))
 
 
 def _count_status(scores: Any, scorer: Any, stats: ScoreStats) -> None:

@@ -41,6 +41,8 @@ import numpy as np
 
 from . import provenance
 from ._version import __version__
+from .config import DEFAULT_RATIO
+from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
 from .methods import columns as schema
 
@@ -49,7 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RATIO = 0.2
 ORDERS = ("original", "score")
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
 TIE_BREAK_LOWER = "score ascending (lower is better), then original index descending (ties go to the higher index)"
@@ -168,20 +169,6 @@ def _check_k(k: Any, n_rows: int) -> int:
             f"to keep every valid row."
         )
     return int(k)
-
-
-def _resolve_rule(ratio: Any, k: Any, threshold: Any) -> str:
-    """Which of ratio/k/threshold applies; the default ratio yields to an explicit k/threshold."""
-    given = [name for name, value in (("k", k), ("threshold", threshold)) if value is not None]
-    if ratio is not None and not (given and _is_real(ratio) and float(ratio) == DEFAULT_RATIO):
-        given.insert(0, "ratio")
-    if len(given) > 1:
-        values = {"ratio": ratio, "k": k, "threshold": threshold}
-        got = ", ".join(f"{name}={values[name]!r}" for name in given)
-        raise ConfigError(f"Got {got}: give exactly one of ratio, k or threshold (set the others to None).")
-    if not given:
-        raise ConfigError("Give one of ratio=, k= or threshold= (all were None).")
-    return {"ratio": "top_ratio", "k": "top_k", "threshold": "threshold"}[given[0]]
 
 
 def _check_order(order: Any) -> None:

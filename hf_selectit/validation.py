@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConfigError, SchemaError, ScoreColumnError
+from .markdown import md_code, md_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -132,11 +133,13 @@ class ValidationReport:
                  f"{self.settings.get('seed')}).", ""]
         lines += [f"| Score | {title} | {conf}% interval | Items |", "|---|---:|---|---:|"]
         for row in self.results:
-            name = f"`{row['name']}`" if row["role"] == "score" else f"baseline: {row['description']}"
+            # Column names are the user's: a code span that escapes `|` (a table cell).
+            name = (md_code(row["name"], in_table=True) if row["role"] == "score"
+                    else f"baseline: {md_text(row['description'])}")
             if row.get("higher_is_better") is False:
                 name += " (lower is better)"
             if row["role"] == "baseline" and row["name"] not in BASELINE_DESCRIPTIONS:
-                name = f"baseline: `{row['name']}`"
+                name = f"baseline: {md_code(row['name'], in_table=True)}"
             lines.append(f"| {name} | {_fmt(row['value'])} | [{_fmt(row['ci_low'])}, "
                          f"{_fmt(row['ci_high'])}] | {row['n']:,} |")
         if self.agreement and len(self.agreement["columns"]) > 1:
@@ -176,7 +179,9 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 
 
 def _short(column: str) -> str:
-    return BASELINE_DESCRIPTIONS.get(column, f"`{column}`").replace("response length ", "length ")
+    if column in BASELINE_DESCRIPTIONS:
+        return BASELINE_DESCRIPTIONS[column].replace("response length ", "length ")
+    return md_code(column, in_table=True)
 
 
 # --------------------------------------------------------------------------- pairs: layouts
@@ -343,7 +348,15 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, de
     columns: list[str] = []
     for scorer in scorers:
         cols = score_columns_of(scorer)
-        clash = [c for c in cols if c in columns or c in ds.column_names]
+        present = [c for c in cols if c in ds.column_names]
+        if present:
+            # The data has the column already, but not as scores it could use (all null, text).
+            what = "; ".join(f"{c!r} is {_column_kind(ds, c)}" for c in present)
+            raise ConfigError(
+                f"The data already has the score column(s) {present}, but not as numbers: {what}. "
+                "Drop or fill them to score the rows again, or give the scorer another "
+                "column_prefix to score beside them.")
+        clash = [c for c in cols if c in columns]
         if clash:
             raise ConfigError(
                 f"Two scorers write the column(s) {clash}. Give each scorer its own "
@@ -352,6 +365,16 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, de
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
         columns += [c for c in cols if _numeric(ds, c)]
     return ds, columns
+
+
+def _column_kind(ds: "Dataset", column: str) -> str:
+    """'all 6 values null', or the column's type: why it is not a usable score column."""
+    feature = ds.features[column]
+    if getattr(feature, "dtype", None) == "null":
+        return f"all {len(ds)} values null"
+    nulls = sum(v is None for v in ds.with_format("arrow")[column].to_pylist())
+    return f"of type {getattr(feature, 'dtype', type(feature).__name__)}" + (
+        f" with {nulls} of {len(ds)} values null" if nulls else "")
 
 
 def _scores(ds: "Dataset", column: str) -> np.ndarray:
@@ -430,6 +453,41 @@ def _metric(name: str, *, n_boot: int, seed: int, confidence: float, **inputs: A
     return result
 
 
+def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = "labels",
+                     binary: bool = False) -> None:
+    """Refuse a score column no figure can be computed from, saying why and with what counts.
+
+    Args:
+        column: the score column's name.
+        scores: its values for the items (NaN = missing).
+        other: what it is measured against, one per item (labels, or the rejected answers' scores).
+        other_name: what ``other`` is, for the message.
+        binary: ``other`` is a 0/1 label: both classes must be left among the scored items.
+
+    Raises:
+        ConfigError: the lengths differ, no item has a score, or one class is left.
+    """
+    s, o = np.asarray(scores, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if len(s) != len(o):
+        raise ConfigError(f"Score column {column!r} has {len(s)} values but there are {len(o)} "
+                          f"{other_name}: they must be one per item.")
+    usable = np.isfinite(s) & np.isfinite(o)
+    missing = int((~np.isfinite(s)).sum())
+    if not usable.any():
+        raise ConfigError(f"Score column {column!r} has no usable score: {missing} of {len(s)} values "
+                          "are missing (null/NaN, or an error status). Score the rows first, or pick "
+                          "another column.")
+    if binary:
+        left = o[usable]
+        n_pos, n_neg = int((left == 1).sum()), int((left == 0).sum())
+        if not n_pos or not n_neg:
+            raise ConfigError(
+                f"Score column {column!r}: after leaving out the {missing} row(s) without a score, "
+                f"only the {'positive' if n_pos else 'negative'} class is left ({n_pos} positive, "
+                f"{n_neg} negative of {int(usable.sum())} rows); an AUC needs both. Score the "
+                "missing rows, or validate more rows.")
+
+
 def _row(name: str, role: str, result: Mapping[str, Any], **extra: Any) -> dict:
     row = {"name": name, "role": role,
            "description": BASELINE_DESCRIPTIONS.get(name, name),
@@ -476,6 +534,10 @@ def score_agreement(
         raise ConfigError(f"top_ratio={top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
     names = list(columns)
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+    sizes = {k: len(v) for k, v in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"The score columns have different lengths {sizes}: they must hold one "
+                          "value per item each.")
     masks = {k: top_mask(v, top_ratio) for k, v in arrays.items()}
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     rho: dict = {a: {} for a in names}
@@ -555,6 +617,8 @@ def validate_pairs(
     higher = _directions(chosen_ds, columns, higher_is_better)
     better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
     results = []
+    for name in columns:
+        check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
     for name in chosen:
         res = _metric("pairwise_accuracy", chosen=better_c[name], rejected=better_r[name], **opts)
         role = "score" if name in columns else "baseline"
@@ -744,6 +808,8 @@ def validate_labels(
     values[RANDOM] = _random_scores(len(ds), seed)
 
     metric = "roc_auc" if kind == "binary" else "spearman"
+    for name in tested:
+        check_measurable(name, values[name][labelled], y[labelled], binary=kind == "binary")
     higher = {**_directions(ds, others, None), **_directions(ds, tested, higher_is_better)}
     better = _oriented(values, higher)
     results = []
@@ -896,11 +962,14 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         >>> run_validation(scored, ValidateConfig(label="kind", positive="good"))
     """
     import json
-    from pathlib import Path
 
     from .methods.columns import score_like
 
-    tokenizer: Any = False if (config.tokenizer or "").lower() == "none" else config.tokenizer
+    tokenizer: Any = config.tokenizer
+    if tokenizer is None or tokenizer.lower() in ("none", "null", "false"):
+        tokenizer = False
+    elif tokenizer.lower() == "auto":
+        tokenizer = None
     use = list(scorers)
     if config.label is not None:
         has_scores = any(_numeric(ds, c) for c in score_like(ds) if c != config.label)
@@ -911,5 +980,7 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
                       plot=config.plot, higher_is_better=config.higher_is_better)
     if config.json:
-        Path(config.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        from .atomic import write_text
+
+        write_text(config.json, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     return report

@@ -96,6 +96,9 @@ def validation_plot(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), format="png")
+    from .atomic import replacing
+
+    with replacing(path, what="the validation figure") as tmp:
+        fig.savefig(os.fspath(tmp), format="png")
     logger.debug("wrote validation plot to %s", path)
     return os.fspath(path)

@@ -159,7 +159,7 @@ def build_random_model(name: str, dtype: str, device: str, attn_implementation: 
     config = AutoConfig.for_model(model_type, **spec)
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
-    config._name_or_path = f"random-init/{name}"  # what provenance and the fingerprint show
+    config.name_or_path = f"random-init/{name}"  # what provenance and the fingerprint show
     torch.manual_seed(0)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with torch.device(device):

@@ -2,7 +2,7 @@
 """Does training on the selected subset beat training on a random subset of the same size?
 
 The check the SelectIT paper makes at scale, at smoke scale: fine-tune the scoring model (the
-embedded SmolLM2-135M-Instruct by default) for a fixed number of steps on
+embedded SmolLM2-135M-Instruct by default) with TRL's `SFTTrainer` for a fixed number of steps on
 
   1. the subset SelectIT selects from the training pool (top `--ratio` by
      `selectit_sentence_score`), and, separately,
@@ -31,6 +31,10 @@ flags, e.g.
     python scripts/downstream_check.py --data ../shared/data/alpaca_gpt4_demo_999.json \\
         --pairs pairs.jsonl --steps 500 --batch-size 16 --device cuda --dtype bfloat16
 
+Needs TRL, which only this script uses (1.16 is the version checked; it needs transformers
+>= 4.56.2 and datasets >= 4.7): `pip install "trl>=1.16"`. On a machine with several GPUs,
+pick one with CUDA_VISIBLE_DEVICES (the Trainer would otherwise spread over all of them).
+
 Examples:
     python scripts/downstream_check.py                         # demo set, embedded model, CPU
     python scripts/downstream_check.py --steps 20 --json out.json
@@ -40,9 +44,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -77,7 +81,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...; default: cuda if present.")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="Training dtype (bfloat16 on a GPU).")
+                   help="Training precision (bfloat16: mixed precision, on a GPU).")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--no-self-rating", action="store_true",
                    help="Skip the fine-tuned models' SelectIT rating of the pairs.")
@@ -157,6 +161,7 @@ def encode(tokenizer, instruction: str, response: str, max_length: int) -> tuple
 
 
 def collate(examples, pad_id: int, device):
+    """Right-padded (input ids, labels, attention mask) of `encode`d items (for evaluation)."""
     import torch
 
     width = max(len(ids) for ids, _ in examples)
@@ -191,33 +196,47 @@ def answer_logprobs(model, tokenizer, items, *, device, max_length: int, batch_s
 
 
 def fine_tune(base, tokenizer, items, args, device):
-    """A copy of `base` trained for args.steps steps on `items` (same seed -> same batches)."""
-    import torch
+    """A copy of `base` trained for args.steps steps on `items` with TRL's `SFTTrainer`.
 
-    torch.manual_seed(args.seed)
-    model = copy.deepcopy(base).to(device=device, dtype=getattr(torch, args.dtype))
-    model.train()
-    encoded = [encode(tokenizer, x, y, args.max_length) for x, y in items]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng = np.random.default_rng(args.seed)
-    order: list = []
-    losses = []
-    for _ in range(args.steps):
-        batch = []
-        while len(batch) < args.batch_size:
-            if not order:
-                order = list(rng.permutation(len(encoded)))
-            batch.append(encoded[order.pop()])
-        ids, labels, mask = collate(batch, tokenizer.pad_token_id, device)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if len(losses) % 10 == 0 or len(losses) == args.steps:
-            _say(f"  step {len(losses)}/{args.steps}: train loss {losses[-1]:.3f}")
-    model.eval()
-    return model.float(), losses
+    Prompt-completion rows (the chat template's user turn when the tokenizer has one), loss on
+    the completion tokens only, AdamW at a constant learning rate, no warm-up; same seed -> same
+    batches. Returns the model (fp32, eval mode) and its per-step training losses.
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    if getattr(tokenizer, "chat_template", None):
+        rows = {"prompt": [[{"role": "user", "content": x}] for x, _ in items],
+                "completion": [[{"role": "assistant", "content": y}] for _, y in items]}
+    else:
+        rows = {"prompt": [prompt_text(tokenizer, x) for x, _ in items], "completion": [y for _, y in items]}
+
+    class StepLog(TrainerCallback):
+        def on_log(self, _args, state, _control, logs=None, **kwargs):
+            step = state.global_step
+            if logs and "loss" in logs and (step % 10 == 0 or step == args.steps):
+                _say(f"  step {step}/{args.steps}: train loss {logs['loss']:.3f}")
+
+    # transformers renamed gradient_checkpointing (TRL's default: on) to activation_checkpointing
+    # and warns on the old name; older releases know only the old one.
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    no_checkpointing = {"activation_checkpointing" if "activation_checkpointing" in names
+                        else "gradient_checkpointing": False}
+    with tempfile.TemporaryDirectory(prefix="downstream-sft-") as out:
+        config = SFTConfig(
+            output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, lr_scheduler_type="constant", weight_decay=args.weight_decay,
+            max_length=args.max_length, seed=args.seed, bf16=args.dtype == "bfloat16",
+            use_cpu=str(device) == "cpu", logging_steps=1, save_strategy="no", report_to="none",
+            disable_tqdm=True, **no_checkpointing,
+        )
+        trainer = SFTTrainer(model=copy.deepcopy(base), args=config, train_dataset=Dataset.from_dict(rows),
+                             processing_class=tokenizer, callbacks=[StepLog()])
+        trainer.remove_callback(PrinterCallback)  # its log dicts would go to stdout, the table's stream
+        trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return trainer.model.float().eval(), losses
 
 
 def evaluate_model(name, model, tokenizer, heldout_items, pairs, args, device) -> dict:

@@ -86,8 +86,11 @@ class LocalHub:
         self.repos_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The server may run on another interpreter than the tests: `make test-lowest` tests the
+        # lowest huggingface_hub, older than the one Olah itself needs (.venv runs the server).
+        python = os.environ.get("HF_SELECTIT_TEST_HUB_PYTHON") or sys.executable
         self._proc = subprocess.Popen(
-            [sys.executable, str(_SERVER_SCRIPT), "--port", str(self.port),
+            [python, str(_SERVER_SCRIPT), "--port", str(self.port),
              "--repos-dir", str(self.repos_dir), "--token", self.token, "--parent-pid", str(os.getpid())],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.repos_dir.parent),
         )

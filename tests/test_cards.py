@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import yaml
 from datasets import Dataset
@@ -265,7 +266,10 @@ def test_published_card_has_features_in_dataset_info(tmp_path):
     assert set(info) == {"default", "scores"}
     features = {f["name"]: f for f in info["default"]["features"]}
     assert features["selectit_sentence_score"] == {"name": "selectit_sentence_score", "dtype": "float64"}
-    assert features["selectit_token_scores"] == {"name": "selectit_token_scores", "list": "float64"}
+    # datasets' own YAML for a list of floats: `list:` since datasets 4 (its List type), `sequence:`
+    # before (the floor's test run); each version reads both.
+    list_key = "list" if int(datasets.__version__.split(".")[0]) >= 4 else "sequence"
+    assert features["selectit_token_scores"] == {"name": "selectit_token_scores", list_key: "float64"}
     assert info["scores"]["splits"] == [{"name": "train", "num_bytes": info["scores"]["dataset_size"],
                                          "num_examples": 20}]
 

@@ -568,3 +568,28 @@ def test_run_refuses_a_device_map_model_with_num_proc_before_scoring_any(tiny_mo
     assert cli.main(["run", str(config)]) == 2
     assert "--num-proc=2" in capsys.readouterr().err  # the CLI names the flag
     assert not list(tmp_path.glob("scored*/**/shard-*"))  # the first model was not scored either
+
+
+@pytest.mark.hub
+def test_provenance_names_the_hub_commit_the_model_was_loaded_from(local_hub, tiny_model_dir, tmp_path):
+    # The commit comes from the Hub cache the weights were downloaded into (public API), not from
+    # transformers' private config._commit_hash, which releases since 5.x no longer set.
+    from huggingface_hub import HfApi
+
+    from hf_selectit import SelectITScorer
+
+    api = HfApi(token=local_hub.token)
+    repo_id = "tester/tiny-commit-model"
+    api.create_repo(repo_id, exist_ok=True)
+    first = api.upload_folder(repo_id=repo_id, folder_path=str(tiny_model_dir)).oid
+    (tmp_path / "NOTES.md").write_text("v2")
+    api.upload_file(repo_id=repo_id, path_or_fileobj=str(tmp_path / "NOTES.md"), path_in_repo="NOTES.md")
+    latest = api.model_info(repo_id).sha
+    assert latest != first
+
+    cache = str(tmp_path / "hub-cache")
+    now = SelectITScorer(model=repo_id, prompts=1, model_kwargs={"cache_dir": cache})
+    assert now.info()["commit"] == latest
+    pinned = SelectITScorer(model=repo_id, revision=first, prompts=1, model_kwargs={"cache_dir": cache})
+    assert pinned.info()["commit"] == first
+    assert models.hub_commit(str(tiny_model_dir)) is None  # a local folder has no commit

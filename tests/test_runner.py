@@ -277,7 +277,7 @@ def test_killed_run_resumes_without_rescoring(tmp_path, tiny_model_dir):
     assert f"{k * shard_rows} from checkpoints" in rerun.stdout
     # The finished shards were read, not rewritten (their markers are those of the first run).
     assert {name: p.read_text() for name, p in _markers(work).items() if name in records} == records
-    assert len(_markers(work)) == n_shards and not list(work.glob("*/*.tmp-*"))
+    assert len(_markers(work)) == n_shards and not list(work.glob("*/.*.selectit-new-*"))
 
     _assert_same(datasets.load_from_disk(str(out)), _plain_map(data, tiny_model_dir))
 

@@ -410,7 +410,7 @@ def test_fingerprint_is_fast_and_config_only(tiny_model_dir):
     assert h == Hasher.hash(SelectITScorer(str(tiny_model_dir), device="cpu", max_batch_tokens=77))
     # Everything that changes scores does.
     changed = [
-        dict(model=str(tiny_model_dir) + "/"), dict(revision="v2"), dict(prompts=3),
+        dict(model=str(tiny_model_dir) + "/"), dict(prompts=3),
         dict(prompts=list(RATING_PROMPTS[:5])[::-1]), dict(prompt_set="zero-to-five"), dict(alpha=0.3),
         dict(normalization="selectit-repo"), dict(max_length=512), dict(dtype="bfloat16"),
         dict(columns={"instruction": "instruction", "response": "output"}), dict(column_prefix="m1_"),
@@ -418,6 +418,8 @@ def test_fingerprint_is_fast_and_config_only(tiny_model_dir):
     ]
     hashes = {Hasher.hash(SelectITScorer(**{"model": str(tiny_model_dir), **kw})) for kw in changed}
     assert h not in hashes and len(hashes) == len(changed)
+    # A revision names a Hub commit (a local folder with one is refused): it changes the hash.
+    assert Hasher.hash(SelectITScorer("org/model")) != Hasher.hash(SelectITScorer("org/model", revision="v2"))
 
 
 def test_fingerprint_changes_with_package_version(tiny_model_dir, monkeypatch):

@@ -162,7 +162,7 @@ class BaseScorer:
             A JSON-serialisable dict, suitable for `provenance.attach_scorer_info`.
         """
         from .._version import __version__
-        from ..models import EMBEDDED_MODEL_ID, parameter_counts
+        from ..models import EMBEDDED_MODEL_ID, hub_commit, parameter_counts, preloaded_commit
 
         state = self.engine.state(rank)
         model = state.model
@@ -171,7 +171,9 @@ class BaseScorer:
             "method": self.method,
             "model": EMBEDDED_MODEL_ID if self.config.model is None else self.config.model,
             "revision": self.config.revision,
-            "commit": getattr(model.config, "_commit_hash", None),
+            "commit": preloaded_commit(model) if self._preloaded is not None else hub_commit(
+                self.config.model, revision=self.config.revision,
+                cache_dir=(self.config.model_kwargs or {}).get("cache_dir")),
             "parameter_count": int(total),
             "non_embedding_parameter_count": int(non_embedding),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),

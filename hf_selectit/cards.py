@@ -1,5 +1,9 @@
 """Dataset cards of published SelectIT subsets.
 
+This module only renders: it receives the facts (provenance, the source card's license and
+language, the selection report, the histogram's file name) and fetches and computes nothing;
+`hf_selectit.publishing` gathers them before it is called.
+
 The card is rendered with `huggingface_hub.DatasetCard.from_template` from the Jinja template
 `selective_dataset.md` shipped in `hf_selectit.dataset_cards`. Its YAML header carries license,
 language, task categories, size category, source datasets, tags, pretty name and the `configs`
@@ -13,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from .errors import ConfigError
 # Escaping has one home (the selection and validation reports the card embeds use it too).
 from .markdown import code_fence, md_code, md_text  # noqa: F401  (public here too)
+from .methods import columns as schema
 from .models import is_embedded
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +36,6 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "selective_dataset.md"
 TAGS = ("selectit", "data-selection", "instruction-tuning")
 DEFAULT_TASK_CATEGORIES = ("text-generation",)
-SCORE_COLUMN_CANDIDATES = ("selectit_model_score", "selectit_sentence_score")
 
 SELECTIT_BIBTEX = """@inproceedings{liu2024selectit,
   title     = {SelectIT: Selective Instruction Tuning for LLMs via Uncertainty-Aware Self-Reflection},
@@ -92,53 +95,6 @@ def size_category(n_rows: int) -> str:
     return "n>1T"
 
 
-def score_column(*candidates: Optional["Dataset"], rule: Optional[Mapping] = None) -> Optional[str]:
-    """The score column a subset was selected by: the rule's, else the fused, else the sentence score."""
-    names = set()
-    for ds in candidates:
-        if ds is not None:
-            names.update(ds.column_names)
-    if rule and rule.get("column") in names:
-        return rule["column"]
-    for name in SCORE_COLUMN_CANDIDATES:
-        if name in names:
-            return name
-    custom = sorted(n for n in names if n.endswith("sentence_score"))
-    return custom[0] if custom else None
-
-
-def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -> Optional["DatasetCard"]:
-    """The dataset card of the source dataset, or None when it has none or cannot be reached.
-
-    `source_id` may be a Hub dataset id or a local directory holding a README.md.
-    """
-    if not source_id:
-        return None
-    import yaml
-    from huggingface_hub import DatasetCard
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
-    from .io import is_local_path
-
-    local = Path(os.path.expanduser(source_id))
-    try:
-        if is_local_path(source_id, for_output=True):
-            readme = local / "README.md"
-            # A data file (json, parquet, ...) or a missing path carries no card.
-            return DatasetCard.load(readme) if readme.is_file() else None
-        return DatasetCard.load(source_id, repo_type="dataset", token=token)
-    except yaml.YAMLError as exc:
-        # Read with safe_load: a `!!python/...` tag (or broken YAML) is refused, and said so.
-        problem = " ".join(str(exc).split())[:200]
-        raise ConfigError(f"source={source_id!r}: the YAML header of its dataset card cannot be read "
-                          f"safely ({problem}). Fix the card, or leave the source out and give the "
-                          "license yourself.") from exc
-    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        # The source card only supplies defaults (license, language); the user can give them.
-        logger.info("No dataset card read from source %r (%s).", source_id, type(exc).__name__)
-        return None
-
-
 def _card_field(card: Optional["DatasetCard"], key: str) -> Any:
     if card is None or card.data is None:
         return None
@@ -181,8 +137,10 @@ def _as_dict(card_data: Any) -> dict:
     return dict(card_data or {})
 
 
-def card_defaults(*, source_id: Optional[str], card_data: Any = None, token: Optional[str] = None) -> dict:
-    """License and language of the card, from the user's `card_data` or the source dataset's card.
+def card_defaults(*, source_id: Optional[str], card_data: Any = None,
+                  source_card: Optional["DatasetCard"] = None) -> dict:
+    """License and language of the card, from the user's `card_data` or the source dataset's card
+    (`source_card`, read by the publisher: ``publishing.load_source_card``).
 
     Called before anything is written, so a missing license fails a publish early. Language:
     the user's `card_data["language"]`, else the source card's, else none at all (the header
@@ -201,7 +159,6 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None, token: Opt
         'mit'
     """
     extra = _as_dict(card_data)
-    source_card = load_source_card(source_id, token=token)
     license_, origin = resolve_license(
         user_license=extra.get("license"), source_card=source_card, source_id=source_id)
     language = extra.get("language") or _card_field(source_card, "language")
@@ -339,9 +296,10 @@ def _fusion_rows(fusion: Optional[Mapping]) -> list[dict]:
     return out
 
 
-# What each column the package adds holds, by the part of its name after the column prefix. The
-# README's table of selectit_* columns is the source; docs/method.md has the formulas.
-COLUMN_DESCRIPTIONS = {
+# What each column the package adds holds, by its method and the part of its name after the
+# column prefix (the column schema, hf_selectit/methods/columns.py, gives both). The README's table
+# of selectit_* columns is the source; docs/method.md has the formulas.
+_SELECTIT_DESCRIPTIONS = {
     "token_scores": "S_token under each rating prompt, in prompt order: S_base x (K x P'max - 1) / "
                     "(K - 1) with K = 5 ratings, in [0, 5].",
     "sentence_score": "S_sent = mean(S_token) / (1 + alpha x std(S_token)): the SelectIT score of "
@@ -350,21 +308,28 @@ COLUMN_DESCRIPTIONS = {
                    "with itself.",
     "rating_probs": "P'_1..P'_5 per rating prompt: the next-token probabilities of the ratings 1 "
                     "to 5, normalised over the five.",
+}
+# Columns every method names alike.
+_SHARED_DESCRIPTIONS = {
     "rating_mass": "Full-vocabulary next-token probability on the rating tokens (SelectIT: mean "
                    "over prompts), before renormalisation: far below 1 means the model was not "
                    "answering with a rating, and the renormalised score means little.",
     "status": "`ok`, `truncated` (the text was cut to fit the model's maximum length, response "
               "middle first) or `error: <reason>` (scores NaN; the row is never selected).",
-    "model_score": "S_model = sum over models of w_m x S_sent_m (weights under Fusion): the "
-                   "model-level SelectIT score (NaN when a model has no score for the row).",
-    "model_status": "`ok`, `truncated` (some model truncated the row) or `error: <column>: "
-                    "<reason>` (the first model that failed; the row is never selected).",
+}
+_FUSED_DESCRIPTIONS = {
+    "score": "S_model = sum over models of w_m x S_sent_m (weights under Fusion): the "
+             "model-level SelectIT score (NaN when a model has no score for the row).",
+    "status": "`ok`, `truncated` (some model truncated the row) or `error: <column>: "
+              "<reason>` (the first model that failed; the row is never selected).",
 }
 _RIGHT_CUT_STATUS = ("`ok`, `truncated` (a text was cut on the right at max_length, as in the authors' "
                      "code; the same number of {span} tokens is read in both texts) or `error: <reason>` "
                      "(scores NaN; the row is never selected).")
 # Columns whose meaning depends on the method that wrote them (method, name after the prefix).
 METHOD_COLUMN_DESCRIPTIONS = {
+    **{("selectit", k): v for k, v in _SELECTIT_DESCRIPTIONS.items()},
+    **{("fusion", k): v for k, v in _FUSED_DESCRIPTIONS.items()},
     ("alpagasus", "score"): "AlpaGasus rating with a local judge: sum_k k x P_k over the judge's "
                             "first reply token, P renormalised over \"0\"..\"5\" (the paper keeps "
                             ">= 4.5).",
@@ -407,9 +372,8 @@ def _type_name(feature: Any) -> str:
 def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[dict]:
     """The columns hf-selectit added to the published rows, with type and meaning.
 
-    Taken from the provenance: every scorer's `output_columns` (or its column prefix followed by
-    the SelectIT column names), a scorer's own `column_descriptions` when it records them, and
-    the fused columns. Columns absent from the published data are left out.
+    Taken from the provenance: every scorer's columns (its method's column schema), a scorer's
+    own `column_descriptions` when it records them, and the fused columns. Columns absent from the published data are left out.
 
     Returns:
         [{"name", "type", "description"}], in the order the columns appear in the data.
@@ -422,32 +386,24 @@ def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[d
     described: dict[str, str] = {}
     for prefix, info in sorted((provenance.get("scorers") or {}).items()):
         own = info.get("column_descriptions") or {}
-        names = info.get("output_columns") or [prefix + n for n in COLUMN_DESCRIPTIONS
-                                               if not n.startswith("model_")]
-        for name in names:
-            suffix = name[len(prefix):] if name.startswith(prefix) else name
-            method = str(info.get("method") or "selectit").lower()
-            text = (own.get(name) or METHOD_COLUMN_DESCRIPTIONS.get((method, suffix))
-                    or COLUMN_DESCRIPTIONS.get(suffix))
-            if method != "selectit" and not own.get(name) and suffix in ("token_scores", "sentence_score", "uncertainty",
-                                                   "rating_probs", "model_score"):
-                text = None  # a SelectIT meaning under another method's column name
-            if text is None:
-                text = (f"Added by the {_method_name(info)} scorer ({_short_model(info)}); see "
-                        "docs/method.md of hf-selectit.")
-            described[name] = text
+        cols = schema.for_info(info, prefix)
+        for suffix in cols.outputs:
+            name = cols.prefix + suffix
+            text = (own.get(name) or METHOD_COLUMN_DESCRIPTIONS.get((cols.method, suffix))
+                    or _SHARED_DESCRIPTIONS.get(suffix))
+            described[name] = text or (f"Added by the {_method_name(info)} scorer ({_short_model(info)}); "
+                                       "see docs/method.md of hf-selectit.")
     for output, spec in (provenance.get("fusion") or {}).items():
-        described[output] = COLUMN_DESCRIPTIONS["model_score"]
+        described[output] = _FUSED_DESCRIPTIONS["score"]
         status = (spec or {}).get("status_column") if isinstance(spec, Mapping) else None
         if status:
-            described[status] = COLUMN_DESCRIPTIONS["model_status"]
+            described[status] = _FUSED_DESCRIPTIONS["status"]
     if not described:
-        # Scores without recorded provenance: recognise the default SelectIT names.
-        for name in features:
-            for suffix, text in COLUMN_DESCRIPTIONS.items():
-                if name.startswith("selectit_") and name.endswith(suffix):
-                    described[name] = text
-                    break
+        # Scores without recorded provenance: recognise SelectIT's default columns.
+        default = schema.SCHEMAS["selectit"]
+        for suffix in default.outputs:
+            text = METHOD_COLUMN_DESCRIPTIONS.get(("selectit", suffix)) or _SHARED_DESCRIPTIONS[suffix]
+            described[default.prefix + suffix] = text
     return [{"name": md_code(name, in_table=True), "type": md_code(_type_name(features[name]), in_table=True),
              # Descriptions are the package's own Markdown; only the table syntax is escaped.
              "description": " ".join(described[name].split()).replace("|", "\\|")}
@@ -562,8 +518,9 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
         weight_arg = (f"params={_py(spec['params'])}" if spec.get("params")
                       else f"weights={_py(spec.get('weights'))}")
         lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, {weight_arg}, output={_py(column)})")
-    elif column and column.endswith("model_score") and len(scorers) > 1:
-        cols = [f"{p}sentence_score" for p in sorted(scorers)]
+    elif column and len(scorers) > 1 and column not in {schema.for_info(i, p).score for p, i in scorers.items()}:
+        # A fused column without its recorded weights: the scorers' own scores, fused again.
+        cols = [schema.for_info(scorers[p], p).score for p in sorted(scorers)]
         lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, output={_py(column)})")
     if rule.get("method") == "random":
         sel_args = [f"{k}={_py(rule[k])}" for k in ("ratio", "k", "seed") if rule.get(k) is not None]
@@ -639,8 +596,8 @@ def build_card(
     card_data: Optional[Mapping] = None,
     changelog: Optional[list] = None,
     histogram: Optional[str] = None,
-    token: Optional[str] = None,
-    defaults: Optional[Mapping] = None,
+    defaults: Mapping,
+    report_markdown: Optional[str] = None,
     is_local: bool = False,
     dataset_info: Optional[list] = None,
     run_config: Optional[str] = None,
@@ -660,8 +617,10 @@ def build_card(
             so); `tags` and `source_datasets` are added to the computed ones.
         changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
         histogram: File name of the histogram PNG in the repo, or None when there is none.
-        token: Used only to read the source dataset's card on the Hub.
-        defaults: The result of `card_defaults` when already computed.
+        defaults: The result of `card_defaults` (license, language), plus ``source_is_local``:
+            the source id names a local path (then it is shown, not linked).
+        report_markdown: The selection report (``report.selection_report(...).to_markdown()``)
+            of `subset` against `scored`, or None.
         is_local: `repo_id` is a local directory (the usage snippet has no revision).
         dataset_info: The YAML `dataset_info` entries (features and split sizes per config), see
             `split_info`.
@@ -671,12 +630,9 @@ def build_card(
     Returns:
         A `huggingface_hub.DatasetCard`.
 
-    Raises:
-        ConfigError: no license is given and the source card has none.
-
     Example:
-        >>> card = build_card(subset, repo_id="me/Selective-Alpaca", version="v1.0",
-        ...                   provenance=prov, card_data={"license": "cc-by-nc-4.0"})
+        >>> card = build_card(subset, repo_id="me/Selective-Alpaca", version="v1.0", provenance=prov,
+        ...                   defaults=card_defaults(source_id=None, card_data={"license": "mit"}))
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -684,8 +640,6 @@ def build_card(
     body = {k: extra.pop(k) for k in _BODY_KEYS if k in extra}
     source = provenance.get("source") or {}
     source_id = source.get("id")
-    if defaults is None:
-        defaults = card_defaults(source_id=source_id, card_data=card_data, token=token)
     extra.pop("license", None)
     extra.pop("language", None)
     license_, license_origin, language = defaults["license"], defaults["license_origin"], defaults["language"]
@@ -725,14 +679,6 @@ def build_card(
     scorers = provenance.get("scorers") or {}
     prompts = provenance.get("prompts")
     n_scored = scored.num_rows if scored is not None else None
-    report_md = None
-    if scored is not None:
-        column = score_column(scored, subset, rule=rule)
-        if column is not None:
-            from .report import selection_report
-
-            report_md = selection_report(scored, subset, column=column,
-                                         by=(rule or {}).get("by")).to_markdown()
     entries = [{"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
                 "commit": "this version"}]
     entries += [e for e in (changelog or []) if e.get("version") != version]
@@ -741,7 +687,7 @@ def build_card(
                        # Commit cells are the publisher's own: "this version" or `abc123`.
                        "commit": str(e.get("commit", "")).replace("|", "\\|")} for e in entries]
     source_url = None
-    if source_id and not Path(os.path.expanduser(source_id)).exists():
+    if source_id and not defaults.get("source_is_local"):
         from urllib.parse import quote
 
         from huggingface_hub import constants
@@ -786,7 +732,7 @@ def build_card(
         samples=samples,
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
         selection_items=selection_items,
-        report_markdown=report_md,
+        report_markdown=report_markdown,
         validation_markdown=_validation_markdown(provenance),
         # Set by the publisher only when it uploaded the figure (a repo file name, never a local path).
         validation_plot=(provenance.get("validation") or {}).get("plot"),

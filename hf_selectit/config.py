@@ -602,11 +602,19 @@ class SelectConfig:
     )
     k: Optional[int] = field(default=None, metadata={"help": "Keep the top k rows instead of a ratio."})
     threshold: Optional[float] = field(
-        default=None, metadata={"help": "Keep rows whose score is >= threshold instead of a ratio."}
+        default=None, metadata={"help": "Keep rows whose score is >= threshold (<= when lower is better) "
+                                        "instead of a ratio."}
     )
-    column: str = field(
-        default="selectit_sentence_score",
-        metadata={"help": "Score column to rank by (selectit_model_score after fusion)."},
+    column: Optional[str] = field(
+        default=None,
+        metadata={"help": "Score column to rank by. None: the run's own (the fused column with several "
+                          "SelectIT models, else the first model's score), else selectit_sentence_score "
+                          "or the only score column."},
+    )
+    higher_is_better: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Which end of the score is better. None: as the column's method declares "
+                          "(r-IFD and losses: lower; other scores: higher)."},
     )
     by: Optional[str] = field(
         default=None, metadata={"help": "Select within each group of this column (e.g. source)."}
@@ -623,15 +631,18 @@ class SelectConfig:
                 raise invalid("ratio", self.ratio, "expected a number with 0 < ratio <= 1 (paper: 0.2).")
         check_int("k", self.k, minimum=1)
         check_number("threshold", self.threshold, optional=True)
-        check_str("column", self.column, optional=False)
+        check_str("column", self.column)
         check_str("by", self.by)
         check_choice("order", self.order, ORDERS)
+        if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
+            raise invalid("higher_is_better", self.higher_is_better, "expected true, false or null.")
         selection_rule(self.ratio, self.k, self.threshold)  # one of them, as select_top says
 
     def rule(self) -> dict:
         """The keyword arguments of :func:`hf_selectit.select.select_top` (k or threshold win over ratio)."""
         ratio = None if (self.k is not None or self.threshold is not None) else self.ratio
-        return {"ratio": ratio, "k": self.k, "threshold": self.threshold, "by": self.by, "order": self.order}
+        return {"ratio": ratio, "k": self.k, "threshold": self.threshold, "by": self.by, "order": self.order,
+                "higher_is_better": self.higher_is_better}
 
 
 @dataclass
@@ -996,6 +1007,11 @@ class ValidateConfig:
         metadata={"help": "With a label: score the data with the scorer options first. None: only "
                           "when it has no score column."},
     )
+    higher_is_better: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Which end of the validated scores is better. None: as each column's method "
+                          "declares (r-IFD and losses: lower; other scores: higher)."},
+    )
     # 'auto', not None, is the default: on the command line `none` reads as None, and must mean
     # "leave it out" there as in YAML and Python.
     tokenizer: Optional[str] = field(
@@ -1029,8 +1045,9 @@ class ValidateConfig:
             raise ConfigError(f"seed={self.seed!r} is invalid: expected an integer >= 0.")
         if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
             raise ConfigError(f"confidence={self.confidence!r} is invalid: expected a number in (0, 1), e.g. 0.95.")
-        if self.score_first is not None and not isinstance(self.score_first, bool):
-            raise ConfigError(f"score_first={self.score_first!r} is invalid: expected True, False or None.")
+        for name in ("score_first", "higher_is_better"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True, False or None.")
         if self.score_columns is not None:
             if isinstance(self.score_columns, str):
                 self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]

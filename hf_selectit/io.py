@@ -140,9 +140,9 @@ def load_input(
     if len(ds) == 0:
         raise ConfigError(f"{source}: has no rows; nothing to do.")
     if extra:
-        from .metadata import with_metadata
+        from .provenance import attach
 
-        ds = with_metadata(ds, **extra)
+        ds = attach(ds, **extra)
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
     return ds

@@ -135,7 +135,7 @@ def score_dataset(
 
     Returns:
         ``(scored, stats)``: ``ds`` with the scorer's columns appended, same rows in the same
-        order, its provenance attached (``hf_selectit.metadata``), and the pass's numbers.
+        order, its provenance attached (``hf_selectit.provenance``), and the pass's numbers.
 
     Raises:
         ConfigError: an empty dataset, or output columns that already exist in ``ds``.
@@ -164,7 +164,7 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, ray: Optional[RayConfig
                model_index: int, n_models: int, on_progress: Optional[ProgressCallback]) -> tuple[Any, ScoreStats]:
     import datasets
 
-    from .metadata import attach_scorer_info
+    from .provenance import attach_scorer_info
 
     kwargs = dict(work_dir=work_dir, shard_rows=run.shard_rows, batch_size=run.batch_size,
                   on_progress=on_progress, model_index=model_index, n_models=n_models)
@@ -187,17 +187,16 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, ray: Optional[RayConfig
 
 
 def select_column_for(config: PipelineConfig) -> str:
-    """The score column selection ranks by: the fused column with several models, else the
-    one model's sentence score (unless ``select.column`` was set to something else)."""
+    """The score column selection ranks by: ``select.column`` when set, else the fused column
+    with several SelectIT models, else the first model's score (its column schema's)."""
     select = config.select or SelectConfig()
-    default = SelectConfig().column
-    if select.column != default:
+    if select.column is not None:
         return select.column
     if len(_selectit_models(config)) > 1:
         return config.fusion.output
-    from .methods import score_column
+    from .methods.columns import for_config
 
-    return score_column(config.models[0])
+    return for_config(config.models[0]).score
 
 
 def _selectit_models(config: PipelineConfig) -> list:
@@ -211,8 +210,10 @@ def fuse(ds: Any, config: PipelineConfig) -> Any:
 
     # Model-level SelectIT fuses the SelectIT models' sentence scores; other methods' columns
     # stay as they are (select on any of them with select.column).
+    from .methods.columns import for_config
+
     chosen = _selectit_models(config)
-    columns = [config.models[i].column_prefix + "sentence_score" for i in chosen]
+    columns = [for_config(config.models[i]).score for i in chosen]
     params = [config.model_params[i] for i in chosen] if config.model_params else []
     kwargs: dict = {}
     if config.fusion.weights is not None:
@@ -353,9 +354,7 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
         subset = select_top(scored, column=column, **config.select.rule())
         summary.kept = len(subset)
         summary.select_column = column
-        from .metadata import read_metadata
-
-        summary.rows_cut = int((read_metadata(subset).get("selection") or {}).get("rows_cut") or 0)
+        summary.rows_cut = int(subset.selection.rule.get("rows_cut") or 0)
         if config.run.subset_output:
             save_output(subset, config.run.subset_output)
             summary.subset_output = config.run.subset_output
@@ -407,7 +406,7 @@ def _add_columns(scored: Any, scored_i: Any, column_prefix: str) -> Any:
     """Append model i's columns (and provenance) to the dataset already scored by earlier models."""
     import datasets
 
-    from .metadata import attach_scorer_info, scorer_infos
+    from .provenance import attach_scorer_info, scorer_infos
 
     new = [c for c in scored_i.column_names if c.startswith(column_prefix)
            and c not in scored.column_names]

@@ -32,7 +32,7 @@ def score_histogram(
     all_scores: Optional[Sequence[float]],
     kept_scores: Sequence[float],
     path: str | os.PathLike,
-    column: str = "selectit_sentence_score",
+    column: str = "score",
     bins: int = 40,
     cutoff: Optional[float] = None,
 ) -> str:
@@ -49,14 +49,14 @@ def score_histogram(
         path: Where to write the PNG.
         column: Name of the score column, used for the axis label.
         bins: Number of histogram bins (shared by both series so their bars line up).
-        cutoff: The selection cut-off (lowest kept score, or the threshold), drawn as a dashed
+        cutoff: The selection cut-off (the worst kept score, or the threshold), drawn as a dashed
             vertical line; None draws none (random or per-group selections have no single one).
 
     Returns:
         The path written, as a string.
 
     Example:
-        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", cutoff=3.0)
+        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", column="s", cutoff=3.0)
         'h.png'
     """
     # A bare Figure on the Agg canvas: no display needed on servers/CI, and pyplot's global
@@ -80,7 +80,7 @@ def plot_scores(
     *,
     all_scores: Optional[Sequence[float]],
     kept_scores: Sequence[float],
-    column: str = "selectit_sentence_score",
+    column: str = "score",
     bins: int = 40,
     cutoff: Optional[float] = None,
 ) -> None:
@@ -116,11 +116,14 @@ def plot_scores(
 
 
 def selection_cutoff(rule: Optional[dict], kept_scores: Sequence) -> Optional[float]:
-    """The score where a recorded selection cut: its threshold, or the lowest kept score of a
-    top-ratio/top-k selection without groups; None for random or per-group selections."""
+    """The score where a recorded selection cut: its threshold, or the worst kept score of a
+    top-ratio/top-k selection without groups (the lowest; the highest when lower is better);
+    None for random or per-group selections."""
     if not rule or rule.get("method") == "random" or rule.get("by"):
         return None
     if rule.get("rule") == "threshold" and rule.get("threshold") is not None:
         return float(rule["threshold"])
     kept = _finite(kept_scores)
-    return min(kept) if kept and rule.get("rule") in ("top_ratio", "top_k") else None
+    if not kept or rule.get("rule") not in ("top_ratio", "top_k"):
+        return None
+    return max(kept) if rule.get("higher_is_better") is False else min(kept)

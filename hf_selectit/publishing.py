@@ -15,7 +15,6 @@ latest version in place; earlier versions are recorded in its `selectit.json` an
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,14 +29,14 @@ from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
 from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
-from .metadata import with_metadata
+from .methods import columns as schema
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
 from .validation_plot import VALIDATION_PLOT_FILENAME
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
-    from huggingface_hub import HfApi
+    from huggingface_hub import DatasetCard, HfApi
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +156,8 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
     # A version with no rows cannot be loaded back (`load_dataset` finds no data), so it is
     # refused up front instead of being committed and tagged.
     if subset.num_rows == 0:
-        from .select import selection_rule
-
-        rule = selection_rule(subset) or {}
+        chosen = provenance.selection_of(subset)
+        rule = chosen.rule if chosen is not None else {}
         how = ""
         if rule:
             how = " (selected by " + ", ".join(
@@ -226,10 +224,10 @@ def _stage(
         subset, version=version, scored=scored, source=source, repo_id=repo_id, branch=branch,
         history=history)
     _stage_validation_plot(prov, workdir, files)
-    column = cards.score_column(scored, subset, rule=prov.get("selection"))
-    histogram = None
+    rule = prov.get("selection")
+    column = schema.resolve(scored if scored is not None else subset, rule=rule, required=False)
+    histogram = report = None
     if column is not None and column in subset.column_names:
-        rule = prov.get("selection")
         kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
@@ -239,15 +237,19 @@ def _stage(
         files.append(HISTOGRAM_FILENAME)
     else:
         logger.warning("No score column in the subset; the card of %s has no histogram.", version)
+    if scored is not None and column is not None:
+        from .report import selection_report
+
+        report = selection_report(scored, subset, column=column, by=(rule or {}).get("by")).to_markdown()
     files += ["README.md", provenance.PROVENANCE_FILENAME]
     prov["files"] = sorted(files)
     card = cards.build_card(
         subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
-        card_data=card_data, changelog=changelog, histogram=histogram, token=token,
+        card_data=card_data, changelog=changelog, histogram=histogram, report_markdown=report,
         defaults=defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
-    (workdir / provenance.PROVENANCE_FILENAME).write_text(provenance.dumps(prov), encoding="utf-8")
+    provenance.write_published(prov, workdir)
     return sorted(files)
 
 
@@ -275,10 +277,7 @@ def _stage_validation_plot(prov: dict, workdir: Path, files: list) -> None:
 
 
 def _read_local_provenance(target: Path) -> Optional[dict]:
-    path = target / provenance.PROVENANCE_FILENAME
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return provenance.read_published(target) if target.is_dir() else None
 
 
 def _local_versions(prov: Optional[dict]) -> list[dict]:
@@ -402,7 +401,7 @@ def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: O
         try:
             path = hf_hub_download(repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE,
                                    revision=commit, token=token)
-            prov = json.loads(Path(path).read_text(encoding="utf-8"))
+            prov = provenance.read_published(path) or {}
             entry["date"] = prov.get("created_at", "")
             entry["rows"] = (prov.get("rows") or {}).get("subset", "")
         except (EntryNotFoundError, HfHubHTTPError, ValueError) as exc:
@@ -555,11 +554,14 @@ def publish(
         _check_dataset(scored, "scored")
     # Every score column's scorer must be known before anything is written (the card and
     # selectit.json name the model, prompts, alpha and normalisation).
-    infos = provenance.scorers_of(subset, scored, scorers)
+    names = list(subset.column_names) + (list(scored.column_names) if scored is not None else [])
+    expected = {p: schema.SCHEMAS["selectit"].with_prefix(p).score
+                for p in sorted(set(schema.selectit_prefixes(names)))}
+    infos = provenance.scorers_of(subset, scored, scorers, expected=expected)
     if infos:
-        subset = with_metadata(subset, scorers=infos)
+        subset = provenance.attach(subset, scorers=infos)
         if scored is not None:
-            scored = with_metadata(scored, scorers=infos)
+            scored = provenance.attach(scored, scorers=infos)
     _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
@@ -567,7 +569,7 @@ def publish(
     resolved = _resolve_token(token)
     src = provenance.parse_source(source)
     # License first: a missing one must fail before anything is created or committed.
-    defaults = cards.card_defaults(source_id=src["id"], card_data=card_data, token=resolved)
+    defaults = card_facts(source_id=src["id"], card_data=card_data, token=resolved)
     defaults["run_config"] = _run_config_text(run_config)
     if local:
         return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
@@ -577,6 +579,49 @@ def publish(
     return _publish_hub(subset, repo_id, version=version, scored=scored, source=source, private=private,
                         token=resolved, branch=branch, overwrite=overwrite, card_data=card_data,
                         defaults=defaults)
+
+
+def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -> Optional["DatasetCard"]:
+    """The dataset card of the source dataset, or None when it has none or cannot be reached.
+
+    `source_id` may be a Hub dataset id or a local directory holding a README.md.
+    """
+    if not source_id:
+        return None
+    import yaml
+    from huggingface_hub import DatasetCard
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    local = Path(os.path.expanduser(source_id))
+    try:
+        if is_local_path(source_id, for_output=True):
+            readme = local / "README.md"
+            # A data file (json, parquet, ...) or a missing path carries no card.
+            return DatasetCard.load(readme) if readme.is_file() else None
+        return DatasetCard.load(source_id, repo_type="dataset", token=token)
+    except yaml.YAMLError as exc:
+        # Read with safe_load: a `!!python/...` tag (or broken YAML) is refused, and said so.
+        problem = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"source={source_id!r}: the YAML header of its dataset card cannot be read "
+                          f"safely ({problem}). Fix the card, or leave the source out and give the "
+                          "license yourself.") from exc
+    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        # The source card only supplies defaults (license, language); the user can give them.
+        logger.info("No dataset card read from source %r (%s).", source_id, type(exc).__name__)
+        return None
+
+
+def card_facts(*, source_id: Optional[str], card_data: Any = None, token: Optional[str] = None) -> dict:
+    """What the card needs from outside the data: license and language (``cards.card_defaults``,
+    from `card_data` or the source dataset's card, read here) and whether the source is local.
+
+    Raises:
+        ConfigError: neither `card_data` nor the source card gives a license.
+    """
+    facts = cards.card_defaults(source_id=source_id, card_data=card_data,
+                                source_card=load_source_card(source_id, token=token))
+    facts["source_is_local"] = bool(source_id) and Path(os.path.expanduser(source_id)).exists()
+    return facts
 
 
 def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str]:

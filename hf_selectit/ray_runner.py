@@ -231,7 +231,7 @@ def score_on_ray(data: Any, scorer: Any, *, address: Optional[str] = None, num_w
     """
     import datasets
 
-    from .metadata import attach_scorer_info
+    from .provenance import attach_scorer_info
 
     if not isinstance(data, datasets.Dataset):
         from .io import load_input

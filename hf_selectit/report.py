@@ -7,10 +7,10 @@ baselines beside it: the rank correlation of the score with the response length,
 kept set overlaps a length-only selection and a random selection of the same size (large studies
 find that many selectors do no better than these).
 
-The subset is not matched row by row to the scored dataset (``select_top`` adds no column): the
-statistics of the kept rows are computed from the subset itself and the exclusion counts from
-the difference of the two, so any subset of the scored rows works (``select_top``,
-``select_random``, a hand-made ``filter``).
+The statistics of the kept rows are computed from the subset itself and the exclusion counts
+from the difference of the two, so any subset of the scored rows works (``select_top``,
+``select_random``, a hand-made ``filter``); the baseline overlaps need to know which rows were
+kept, which ``select_top``/``select_random`` return with the subset (``subset.selection``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from . import provenance
 from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
-from .select import (error_mask, group_codes, resolve_score_column, score_array, selection_rule,
-                     status_column_for)
+from .methods import columns as schema
+from .select import group_codes, score_array, selection_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_COLUMN = "selectit_sentence_score"
 QUANTILES = (("min", 0.0), ("p10", 0.10), ("p25", 0.25), ("p50", 0.50), ("p75", 0.75),
              ("p90", 0.90), ("max", 1.0))
 _LENGTH_BATCH = 10_000
@@ -148,12 +148,14 @@ def describe_rule(rule: Optional[dict], column: str) -> str:
     if not rule:
         return f"a subset of the scored rows (no recorded rule); statistics of {md_code(column)}."
     kind = rule.get("rule")
+    lower = rule.get("higher_is_better") is False
+    best = " (lower is better)" if lower else ""
     if kind == "top_ratio":
-        text = f"top {rule['ratio']:.4g} ({rule['ratio']:.2%}) of rows by {md_code(rule['column'])}"
+        text = f"top {rule['ratio']:.4g} ({rule['ratio']:.2%}) of rows by {md_code(rule['column'])}{best}"
     elif kind == "top_k":
-        text = f"top {rule['k']:,} rows by {md_code(rule['column'])}"
+        text = f"top {rule['k']:,} rows by {md_code(rule['column'])}{best}"
     elif kind == "threshold":
-        text = f"rows with {md_code(rule['column'])} >= {rule['threshold']:.6g}"
+        text = f"rows with {md_code(rule['column'])} {'<=' if lower else '>='} {rule['threshold']:.6g}"
     elif kind in ("random_ratio", "random_k"):
         size = f"{rule['ratio']:.2%} of rows" if kind == "random_ratio" else f"{rule['k']:,} rows"
         return f"random {size} (seed {rule['seed']}), original order."
@@ -181,7 +183,7 @@ def selection_report(
         scored: the full scored dataset the subset was selected from.
         subset: the selected rows (from :func:`~hf_selectit.select.select_top` or any subset).
         column: score column; None: the column recorded by ``select_top`` on the subset, else
-            ``selectit_sentence_score``.
+            as :func:`hf_selectit.methods.columns.resolve` finds it.
         by: grouping column for per-group counts; None: the ``by`` recorded on the subset.
         n_boot: bootstrap resamples of the intervals (length correlation, overlaps).
         seed: seed of the bootstrap and of the random baseline selection.
@@ -199,8 +201,7 @@ def selection_report(
         >>> print(selection_report(ds, subset).to_markdown())
     """
     rule = selection_rule(subset)
-    if column is None or (column == DEFAULT_COLUMN and column not in scored.column_names):
-        column = (rule or {}).get("column") or resolve_score_column(scored, column)
+    column = schema.resolve(scored, column, rule=rule)
     if by is None:
         by = (rule or {}).get("by")
     if len(subset) > len(scored):
@@ -262,7 +263,7 @@ def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarr
     from .metrics import stats
 
     scores = score_array(scored, column)
-    errors = error_mask(scored, status_column_for(column))
+    errors = schema.error_mask(scored, schema.columns_of(scored, column).status)
     if errors is not None:
         scores = np.where(errors, np.nan, scores)
     ok = stats.finite_mask(scores, response_chars)
@@ -270,35 +271,20 @@ def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarr
                           n_boot=n_boot, seed=seed)
 
 
-_ROW = "__hf_selectit_row__"
-
-
-def kept_rows(scored: "Dataset", subset: "Dataset", rule: Optional[dict] = None) -> Optional[np.ndarray]:
-    """Indices into `scored` of the subset's rows, found by applying the subset's recorded rule
-    to `scored` again (None when no rule is recorded or it does not give the subset's size).
+def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
+    """Indices into `scored` of the subset's rows, as the select step returned them
+    (``subset.selection``); None when the subset does not carry them or came from other rows.
 
     Example:
         >>> kept_rows(ds, select_top(ds, ratio=0.2))[:3]
         array([ 4, 17, 20])
     """
-    from .select import select_random, select_top
-
-    rule = rule if rule is not None else selection_rule(subset)
-    if not rule or rule.get("rows_in") not in (None, len(scored)):
+    chosen = provenance.selection_of(subset)
+    if chosen is None or chosen.indices is None or len(chosen.indices) != len(subset):
         return None
-    numbered = scored.add_column(_ROW, np.arange(len(scored), dtype=np.int64))
-    kind = rule.get("rule")
-    if rule.get("method") == "random" and kind in ("random_ratio", "random_k"):
-        again = select_random(numbered, seed=rule["seed"], **(
-            {"ratio": rule["ratio"]} if kind == "random_ratio" else {"k": rule["k"]}))
-    elif kind in ("top_ratio", "top_k", "threshold"):
-        size = {"top_ratio": {"ratio": rule.get("ratio")}, "top_k": {"k": rule.get("k")},
-                "threshold": {"threshold": rule.get("threshold")}}[kind]
-        again = select_top(numbered, column=rule["column"], by=rule.get("by"), **size)
-    else:
+    if chosen.rule.get("rows_in") not in (None, len(scored)):
         return None
-    rows = np.asarray(again.with_format("arrow")[_ROW].to_numpy(), dtype=np.int64)
-    return rows if len(rows) == len(subset) else None
+    return chosen.indices
 
 
 def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, seed: int) -> dict:
@@ -318,9 +304,9 @@ def _baseline_overlaps(scored: "Dataset", subset: "Dataset", rule: Optional[dict
                        response_chars: np.ndarray, *, n_boot: int, seed: int) -> tuple[Optional[dict], Optional[str]]:
     from .select import selectit_ranking
 
-    kept = kept_rows(scored, subset, rule)
+    kept = kept_rows(scored, subset)
     if kept is None:
-        return None, ("the subset has no recorded selection rule that reproduces it on the scored "
+        return None, ("the subset has no recorded selection rule with the rows it kept of the scored "
                       "rows (select with select_top/select_random)")
     n_rows, size = len(scored), len(kept)
     # Same size, same tie rule as select_top, ranked by response length alone.
@@ -360,7 +346,7 @@ def response_lengths(ds: "Dataset") -> np.ndarray:
 def _score_stats(ds: "Dataset", column: str) -> tuple[np.ndarray, int, int]:
     """(valid scores, rows with an error status, rows with a NaN score and no error)."""
     scores = score_array(ds, column)
-    errors = error_mask(ds, status_column_for(column))
+    errors = schema.error_mask(ds, schema.columns_of(ds, column).status)
     if errors is None:
         errors = np.zeros(len(scores), dtype=bool)
     nan_rows = np.isnan(scores) & ~errors

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
+from . import provenance
 from ._version import __version__
-from .atomic import describe_os_error, pid_alive, replacing, write_text
+from .atomic import describe_os_error, pid_alive, replacing
 from .errors import ConfigError, OutputLockedError, OutputWriteError, ShardMergeError
 from .progress import ProgressCallback, ProgressEvent, quiet_third_party_bars
-from .redaction import redact, redact_mapping
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ class Checkpoints:
                  n_models: int = 1) -> None:
         self.n = len(ds)
         self.columns = list(scorer.output_columns)
+        self.scorer = scorer
         identity = {"input_rows": rows_fingerprint(ds), "rows": self.n,
                     "scorer": scorer_fingerprint(scorer), "package_version": __version__}
         self.identity = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -391,37 +393,31 @@ class Checkpoints:
         table = table.take(pa.array(order)).drop_columns([ROW_INDEX]).replace_schema_metadata(None)
         scores = datasets.Dataset(table.select(self.columns))
         self.stats.shards = len(self._parts)
-        _count_status(scores, [c for c in self.columns if c.endswith("status")], self.stats)
+        _count_status(scores, self.scorer, self.stats)
         self.emit("merged", 0)
         return scores
 
     def info(self, describe: Callable[[], dict]) -> dict:
         """The scorer's provenance: read from ``scorer_info.json`` beside the parts, else
         ``describe()`` (which loads the model), saved there so a fully resumed run loads nothing."""
-        path = self.root / "scorer_info.json"
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except ValueError:
-                logger.warning("Unreadable %s: describing the scorer again.", path)
-        write_text(path, json.dumps(redact_mapping(describe()), indent=2, sort_keys=True, default=str))
-        return json.loads(path.read_text())
+        return provenance.cached_info(describe, self.root)
 
 
-def _count_status(scores: Any, columns: list, stats: ScoreStats) -> None:
-    if not columns:
+def _count_status(scores: Any, scorer: Any, stats: ScoreStats) -> None:
+    from .methods.columns import error_mask, for_scorer, truncated_mask
+
+    cols = for_scorer(scorer)
+    column = cols.status if cols is not None else None
+    errors = error_mask(scores, column)
+    if errors is None:
         stats.ok = len(scores)
         return
-    for row in zip(*(scores[c] for c in columns)):
-        if all(s == "ok" for s in row):
-            stats.ok += 1
-        elif all(s in ("ok", "truncated") for s in row):
-            stats.truncated += 1
-        else:
-            stats.errors += 1
+    truncated = truncated_mask(scores, column) & ~errors
+    stats.errors, stats.truncated = int(errors.sum()), int(truncated.sum())
+    stats.ok = len(scores) - stats.errors - stats.truncated
     if stats.errors:
         logger.warning("%d of %d rows could not be scored (see the %s column).",
-                       stats.errors, stats.rows, " / ".join(columns))
+                       stats.errors, stats.rows, column)
 
 
 def check_input(ds: Any, scorer: Any) -> None:

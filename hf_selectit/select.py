@@ -6,22 +6,25 @@ byte-for-byte the scored row.
 
 SelectIT's rule (:func:`select_top`): rank the rows by (score, original index) descending, so
 that among equal scores the row with the HIGHER original index comes first, and keep the first
-``int(N * ratio)`` rows. Decisions where the paper is silent:
+``int(N * ratio)`` rows. A score whose lower end is better (reversed IFD, losses; declared by the
+method's column schema, :mod:`hf_selectit.methods.columns`) is ranked ascending instead, ties
+still to the higher index. Decisions where the paper is silent:
 
 - ``N`` counts every row of the dataset, including rows whose status is an error or whose score
   is NaN (the paper's ``int(N * ratio)`` of the dataset; Selective Alpaca: 52,002 -> 10,400).
   Such rows are never selected; if fewer valid rows than the quota exist, all valid rows are
   kept and a warning says so.
-- The status column is derived from the score column's name (:func:`status_column_for`):
-  ``<prefix>sentence_score`` -> ``<prefix>status`` (the scorer's), any other ``..score`` ->
-  ``..status`` (``selectit_model_score`` -> ``selectit_model_status``, written by
-  :func:`fuse_models`). A row whose status starts with ``"error"`` is never selected;
-  ``"truncated"`` rows are selectable. No status column: only NaN scores are excluded.
+- The status column is the one the score column's schema names (``<prefix>sentence_score`` ->
+  ``<prefix>status``; ``selectit_model_score`` -> ``selectit_model_status``, written by
+  :func:`fuse_models`). A row whose status is an error is never selected; ``"truncated"`` rows
+  are selectable. No status column: only NaN scores are excluded.
 - ``by=<column>`` applies the rule within each group: quota ``int(N_g * ratio)`` (or the top
   ``k``) per group, ``threshold`` per row as without groups. ``order="score"`` then gives the
   kept rows of all groups in one global (score, index) descending order.
-- What was done (rule, parameters, counts) is stored on the subset (``ds.info.description``, see
-  :mod:`hf_selectit.metadata`) and read back with :func:`selection_rule`.
+- What was done (rule, parameters, counts, which end was better) and which rows were kept is
+  the returned subset's ``selection`` (:class:`hf_selectit.provenance.Selection`); the rule
+  also travels with the rows (:mod:`hf_selectit.provenance`) and reads back with
+  :func:`selection_rule`.
 
 Score columns are read through Arrow (``ds.with_format("arrow")[column].to_numpy()``): the numpy
 formatter of ``datasets`` 5 builds a Python object per value (about 40 s for a million rows).
@@ -36,19 +39,21 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
+from . import provenance
 from ._version import __version__
 from .config import DEFAULT_RATIO
 from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
+from .methods import columns as schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SCORE_COLUMN = "selectit_sentence_score"
 ORDERS = ("original", "score")
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
+TIE_BREAK_LOWER = "score ascending (lower is better), then original index descending (ties go to the higher index)"
 _NUMERIC_DTYPES = {
     "float16", "float32", "float64", "double", "float", "halffloat",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
@@ -59,67 +64,6 @@ _NUMERIC_DTYPES = {
 
 
 # --- column helpers ---------------------------------------------------------------------------
-
-
-def status_column_for(column: str) -> str:
-    """The status column that goes with a score column.
-
-    Example:
-        >>> status_column_for("selectit_m1_sentence_score"), status_column_for("selectit_model_score")
-        ('selectit_m1_status', 'selectit_model_status')
-    """
-    if column.endswith("sentence_score"):
-        return column[: -len("sentence_score")] + "status"
-    if column.endswith("score"):
-        return column[: -len("score")] + "status"
-    return column + "_status"
-
-
-def score_like_columns(ds: "Dataset") -> list[str]:
-    """Columns of `ds` that look like scores (name ending in "score"), for error messages."""
-    return [name for name in ds.column_names if name.endswith("score")]
-
-
-def _is_scalar_score(ds: "Dataset", name: str) -> bool:
-    from datasets import Value
-
-    feature = ds.features[name]
-    return isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES
-
-
-def resolve_score_column(ds: "Dataset", column: Optional[str] = None) -> str:
-    """The score column to rank by when the caller did not name one.
-
-    `column` other than None and the default ``selectit_sentence_score`` is returned as given
-    (a missing one is reported by :func:`score_array`). For None or the default name: the default
-    when the dataset has it; else the one numeric column whose name ends in "score" (e.g.
-    ``selectit_7b_sentence_score`` after ``--column-prefix selectit_7b_``).
-
-    Raises:
-        ScoreColumnError: no candidate, or several (the message lists them).
-
-    Example:
-        >>> resolve_score_column(ds)            # ds scored with column_prefix="selectit_7b_"
-        'selectit_7b_sentence_score'
-    """
-    if column is not None and column != DEFAULT_SCORE_COLUMN:
-        return column
-    if DEFAULT_SCORE_COLUMN in ds.column_names:
-        return DEFAULT_SCORE_COLUMN
-    candidates = [name for name in score_like_columns(ds) if _is_scalar_score(ds, name)]
-    if len(candidates) == 1:
-        logger.info("No %r column; ranking by %r, the only score column.", DEFAULT_SCORE_COLUMN,
-                    candidates[0])
-        return candidates[0]
-    if candidates:
-        raise ScoreColumnError(
-            f"Score column {DEFAULT_SCORE_COLUMN!r} not found and the dataset has several score "
-            f"columns: {candidates}. Name the one to rank by: column=<name> (CLI: --column NAME).")
-    raise ScoreColumnError(
-        f"Score column {DEFAULT_SCORE_COLUMN!r} not found and no other numeric column ending in "
-        f"'score' exists. Columns: {ds.column_names}. Score the dataset first "
-        f"(ds.map(SelectITScorer(), batched=True); CLI: hf-selectit score) or name the column to "
-        f"rank by: column=<name> (CLI: --column NAME).")
 
 
 def score_array(ds: "Dataset", column: str) -> np.ndarray:
@@ -133,7 +77,7 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
     if column not in ds.column_names:
         raise ScoreColumnError(
             f"Score column {column!r} not found. Score-like columns present: "
-            f"{score_like_columns(ds)}; all columns: {ds.column_names}. Score the dataset first "
+            f"{schema.score_like(ds)}; all columns: {ds.column_names}. Score the dataset first "
             f"(ds.map(SelectITScorer(), batched=True)) or pass column=<one of them> "
             f"(CLI: --column NAME)."
         )
@@ -141,26 +85,11 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
     if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
         raise ScoreColumnError(
             f"Column {column!r} has type {feature!r}; expected one number per row. Score-like "
-            f"columns present: {score_like_columns(ds)}."
+            f"columns present: {schema.score_like(ds)}."
         )
     if feature.dtype == "null":
         return np.full(len(ds), np.nan)
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def error_mask(ds: "Dataset", status_column: str) -> Optional[np.ndarray]:
-    """Boolean mask of rows whose status starts with "error", or None without a status column."""
-    import pyarrow.compute as pc
-
-    import pyarrow as pa
-
-    if status_column not in ds.column_names:
-        return None
-    status = ds.with_format("arrow")[status_column]
-    if pa.types.is_null(status.type):
-        return np.zeros(len(ds), dtype=bool)
-    mask = pc.fill_null(pc.starts_with(status, "error"), False)
-    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
@@ -195,12 +124,14 @@ def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     return codes, encoded.dictionary.to_pylist()
 
 
-def selectit_ranking(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Indices of the eligible rows in SelectIT order: score descending, ties to the higher index.
+def selectit_ranking(scores: np.ndarray, eligible: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray:
+    """Indices of the eligible rows in SelectIT order: best score first (descending, or ascending
+    when lower is better), ties to the higher index.
 
     Args:
         scores: [N] float scores.
         eligible: [N] bool mask of rows that may be ranked (finite-or-inf score, no error).
+        higher_is_better: which end of the score is better.
 
     Returns:
         int64 indices into `scores`.
@@ -210,8 +141,9 @@ def selectit_ranking(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
         array([1, 2, 0])
     """
     candidates = np.flatnonzero(eligible)[::-1]  # highest index first ...
-    # ... so a stable sort on descending score keeps the higher index ahead among ties.
-    order = np.argsort(-scores[candidates], kind="stable")
+    # ... so a stable sort on the best-first key keeps the higher index ahead among ties.
+    key = -scores[candidates] if higher_is_better else scores[candidates]
+    order = np.argsort(key, kind="stable")
     return candidates[order]
 
 
@@ -253,18 +185,20 @@ def select_top(
     ratio: Optional[float] = DEFAULT_RATIO,
     k: Optional[int] = None,
     threshold: Optional[float] = None,
-    column: Optional[str] = DEFAULT_SCORE_COLUMN,
+    column: Optional[str] = None,
     by: Optional[str] = None,
     order: str = "original",
     cutoff: Optional[str] = "auto",
     also_below_one: Optional[Sequence[str]] = None,
+    higher_is_better: Optional[bool] = None,
 ) -> "Dataset":
     """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
 
-    Rows are ranked by (score, original index) descending, so ties go to the higher original
-    index. Rows whose status is an error or whose score is NaN/null are never kept; their counts
-    are logged and recorded. The rule applied is readable from the result with
-    :func:`selection_rule`.
+    Rows are ranked best score first, ties to the higher original index: (score, original index)
+    descending, or score ascending when the column's lower end is better (reversed IFD; the
+    method's column schema says). Rows whose status is an error or whose score is NaN/null are
+    never kept; their counts are logged and recorded. The result's ``selection`` attribute holds
+    the rule and the kept rows' indices (:class:`hf_selectit.provenance.Selection`).
 
     Args:
         ds: a scored dataset.
@@ -272,25 +206,30 @@ def select_top(
             default 0.2 gives way when `k` or `threshold` is given; any other ratio together
             with them is an error.
         k: keep the top `k` rows (per group with `by`).
-        threshold: keep every row whose score is ``>= threshold``.
-        column: score column; ``selectit_model_score`` after :func:`fuse_models`. When the
-            default (or None) is not in `ds`, the only score column there is is used
-            (:func:`resolve_score_column`); several candidates are an error.
+        threshold: keep every row whose score is ``>= threshold`` (``<= threshold`` when lower
+            is better).
+        column: score column; ``selectit_model_score`` after :func:`fuse_models`. None:
+            ``selectit_sentence_score`` when present, else the only score column there is
+            (:func:`hf_selectit.methods.columns.resolve`); several candidates are an error.
         by: select within each group of this column (e.g. a source or category column).
         order: "original" keeps the dataset's row order; "score" gives the authors' order
             (best first, ties to the higher index).
         cutoff: the IFD cut-off at 1 before ranking: "ifd" drops rows whose score is > 1
             (Cherry's data_by_IFD.py), "ifd-strict" drops >= 1 (Superfiltering); None: no
-            cut-off. "auto" (default) is "ifd" for IFD columns (names ending in "ifd_score",
-            r-IFD included) and None otherwise. With a cut-off (or `also_below_one`), the ratio
+            cut-off. "auto" (default) is what the column's method declares: "ifd" for the IFD and
+            r-IFD scores, None otherwise. With a cut-off (or `also_below_one`), the ratio
             quota counts the rows left after it: ``int(N_valid * ratio)``, as Cherry does.
         also_below_one: more score columns that must be < 1 for a row to be kept (Selective
             Reflection-Tuning's pair rule: ``column="ifd_score", cutoff="ifd-strict",
             also_below_one=["rifd_score"]`` keeps pairs with IFD < 1 and r-IFD < 1). Rows with an
             error status or NaN there are dropped.
+        higher_is_better: which end of the score is better; None = as the column's method
+            declares it (r-IFD and losses: lower; other scores: higher). An explicit value is
+            recorded in the rule.
 
     Returns:
-        ``ds.select(indices)``: the kept rows, unchanged, with the rule recorded in its info.
+        ``ds.select(indices)``: the kept rows, unchanged, with ``.selection`` (rule and kept
+        indices) set and the rule recorded with the rows.
 
     Raises:
         ConfigError: ratio outside (0, 1], k < 1 or larger than the dataset, more than one of
@@ -306,8 +245,16 @@ def select_top(
     rule = _resolve_rule(ratio, k, threshold)
     _check_order(order)
     # Before the cut-off: "auto" depends on the column actually ranked by.
-    column = resolve_score_column(ds, column)
-    cut = _resolve_cutoff(cutoff, column)
+    column = schema.resolve(ds, column)
+    cols = schema.columns_of(ds, column)
+    if higher_is_better is None:
+        higher = cols.higher_is_better(column)
+    elif isinstance(higher_is_better, bool):
+        higher = higher_is_better
+    else:
+        raise ConfigError(f"higher_is_better={higher_is_better!r} is invalid: expected True, False or None "
+                          "(the column's own direction).")
+    cut = _resolve_cutoff(cutoff, column, cols)
     below = _check_below_one(also_below_one)
     n_rows = len(ds)
     if rule == "top_ratio":
@@ -319,8 +266,8 @@ def select_top(
     scores = score_array(ds, column)
     codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
 
-    status_column = status_column_for(column)
-    errors = error_mask(ds, status_column)
+    status_column = cols.status
+    errors = schema.error_mask(ds, status_column)
     if errors is None:
         status_column = None
         errors = np.zeros(n_rows, dtype=bool)
@@ -328,9 +275,9 @@ def select_top(
     cut_rows = _cutoff_mask(ds, scores, cut, below) & ~errors & ~nan_rows
     eligible = ~errors & ~nan_rows & ~cut_rows
 
-    ranking = selectit_ranking(scores, eligible)
+    ranking = selectit_ranking(scores, eligible, higher_is_better=higher)
     if rule == "threshold":
-        keep = ranking[scores[ranking] >= threshold]
+        keep = ranking[scores[ranking] >= threshold] if higher else ranking[scores[ranking] <= threshold]
     else:
         n_groups = len(labels)
         # Cherry ranks the rows left after the IFD cut-off: the quota counts those only.
@@ -397,7 +344,8 @@ def select_top(
         "status_column": status_column,
         "by": by,
         "order": order,
-        "tie_break": TIE_BREAK,
+        "higher_is_better": higher,
+        "tie_break": TIE_BREAK if higher else TIE_BREAK_LOWER,
         "quota_base": ("rows left after the cut-off at 1 (valid rows); quota per group when by is set"
                        if (cut or below) else
                        "all rows, error and NaN rows included; quota per group when by is set"),
@@ -418,14 +366,10 @@ def select_top(
 CUTOFFS = ("ifd", "ifd-strict")
 
 
-def is_ifd_column(column: str) -> bool:
-    """True for IFD and r-IFD score columns ("ifd_score", "rifd_score", "m1_ifd_score", ...)."""
-    return column.endswith("ifd_score")
-
-
-def _resolve_cutoff(cutoff: Any, column: str) -> Optional[str]:
+def _resolve_cutoff(cutoff: Any, column: str, cols: Any) -> Optional[str]:
     if cutoff == "auto":
-        return "ifd" if is_ifd_column(column) else None
+        # The method's own default (IFD and r-IFD: the cut-off at 1), for its main score only.
+        return cols.cutoff if column == cols.score else None
     if cutoff is None or cutoff in CUTOFFS:
         return cutoff
     raise ConfigError(f"cutoff={cutoff!r} is invalid: expected 'auto', 'ifd' (drop scores > 1, Cherry), "
@@ -454,7 +398,7 @@ def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: l
         for other in below:
             values = score_array(ds, other)
             drop |= ~(values < 1)  # NaN fails too
-            errors = error_mask(ds, status_column_for(other))
+            errors = schema.error_mask(ds, schema.columns_of(ds, other).status)
             if errors is not None:
                 drop |= errors
     return drop
@@ -509,12 +453,10 @@ def select_random(
 
 
 def _select_and_record(ds: "Dataset", keep: np.ndarray, record: dict) -> "Dataset":
-    from .metadata import with_metadata
-
-    subset = ds.select(keep.astype(np.int64))
-    # Every key is always written: metadata merges dicts one level deep, and no key of an
+    keep = keep.astype(np.int64)
+    # Every key is always written: provenance merges dicts one level deep, and no key of an
     # earlier selection may survive into this one.
-    return with_metadata(subset, selection=record)
+    return provenance.record_selection(ds.select(keep), record, keep)
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:
@@ -524,10 +466,8 @@ def selection_rule(ds: "Dataset") -> Optional[dict]:
         >>> selection_rule(select_top(ds, ratio=0.2))["rows_kept"]
         10400
     """
-    from .metadata import read_metadata
-
-    rule = read_metadata(ds).get("selection")
-    return dict(rule) if isinstance(rule, dict) else None
+    chosen = provenance.selection_of(ds)
+    return dict(chosen.rule) if chosen is not None else None
 
 
 # --- model level ------------------------------------------------------------------------------
@@ -541,16 +481,17 @@ def fuse_models(
     columns: Sequence[ColumnSpec],
     params: Optional[Sequence[float]] = None,
     weights: Union[Sequence[float], str, None] = None,
-    output: str = "selectit_model_score",
+    output: str = schema.FUSED_COLUMN,
 ) -> "Dataset":
     """SelectIT's model level: a weighted sum of several models' sentence-level scores.
 
     ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4). A NaN in any model gives NaN.
-    Adds `output` and its status column (:func:`status_column_for`, default
+    Adds `output` and its status column (``methods.columns.fused``, default
     ``selectit_model_status``): ``"error: <column>: <reason>"`` when a model's status is an
     error (the first such model), ``"error: no score in <column>"`` for a NaN score,
     ``"truncated"`` when any model truncated the row, else ``"ok"``. Existing columns of those
-    names are replaced. The weights used are recorded under ``fusion`` in the metadata.
+    names are replaced. The weights used, and which end of the fused score is better (that of its
+    inputs, which must agree), are recorded under ``fusion`` in the provenance.
 
     Args:
         ds: the dataset to add the fused column to.
@@ -565,14 +506,15 @@ def fuse_models(
         output: name of the fused score column.
 
     With neither `params` nor `weights`, each model's ``parameter_count`` is read from the
-    provenance its scorer recorded (:func:`hf_selectit.metadata.scorer_infos`).
+    provenance its scorer recorded (:func:`hf_selectit.provenance.scorer_infos`).
 
     Returns:
         `ds` with `output` and its status column added.
 
     Raises:
         ConfigError: no columns, a dataset of another length, both params and weights,
-            non-positive params, no recorded parameter count when params is omitted.
+            non-positive params, no recorded parameter count when params is omitted, columns
+            whose better ends differ.
         ScoreColumnError: a column is missing or not numeric.
 
     Example:
@@ -583,7 +525,6 @@ def fuse_models(
     from datasets import Dataset
 
     from .formulas import model_level_scores, model_weights
-    from .metadata import column_prefix_of, scorer_infos, with_metadata
 
     if isinstance(columns, (str, tuple)) or not isinstance(columns, Sequence) or not columns:
         raise ConfigError(
@@ -611,12 +552,20 @@ def fuse_models(
     if output in [name for src, name, _ in sources if src is ds]:
         raise ConfigError(f"output={output!r} is one of the input columns; choose another name.")
     scores = np.stack([score_array(src, name) for src, name, _ in sources])
+    schemas = [schema.columns_of(src, name) for src, name, _ in sources]
+    directions = {cols.higher_is_better(name) for cols, (_, name, _) in zip(schemas, sources)}
+    if len(directions) > 1:
+        raise ConfigError(
+            f"columns={[label for _, _, label in sources]} mix scores whose higher end is better with "
+            "scores whose lower end is better (e.g. r-IFD); a weighted sum of them ranks nothing. Fuse "
+            "columns of one direction.")
+    higher = directions.pop()
 
     scheme = "explicit" if weights is not None and not isinstance(weights, str) else weights
     if params is None and weights is None:
         params, missing = [], []
-        for src, name, label in sources:
-            info = scorer_infos(src).get(column_prefix_of(name) or "", {})
+        for (src, name, label), cols in zip(sources, schemas):
+            info = provenance.scorer_infos(src).get(cols.prefix, {})
             count = info.get("parameter_count")
             params.append(count)
             if count is None:
@@ -634,23 +583,21 @@ def fuse_models(
     fused = model_level_scores(scores, w)
 
     n_rows = len(ds)
-    status = np.full(n_rows, "ok", dtype=object)
+    status = np.full(n_rows, schema.OK, dtype=object)
     truncated = np.zeros(n_rows, dtype=bool)
-    for src, name, _ in sources:
-        st = status_column_for(name)
-        if st in src.column_names:
-            truncated |= _status_equals(src, st, "truncated")
-    status[truncated] = "truncated"
+    for (src, _, _), cols in zip(sources, schemas):
+        truncated |= schema.truncated_mask(src, cols.status)
+    status[truncated] = schema.TRUNCATED
     # Reverse order so that the first model's reason wins.
-    for (src, name, label), row_scores in reversed(list(zip(sources, scores))):
-        status[np.isnan(row_scores)] = f"error: no score in {label}"
-        errors = error_mask(src, status_column_for(name))
+    for (src, name, label), cols, row_scores in reversed(list(zip(sources, schemas, scores))):
+        status[np.isnan(row_scores)] = schema.error_status(f"no score in {label}")
+        errors = schema.error_mask(src, cols.status)
         if errors is not None and errors.any():
-            reasons = np.asarray(src.with_format("arrow")[status_column_for(name)].to_numpy(
+            reasons = np.asarray(src.with_format("arrow")[cols.status].to_numpy(
                 zero_copy_only=False), dtype=object)
-            status[errors] = [f"error: {label}: {r[len('error'):].lstrip(': ')}" for r in reasons[errors]]
+            status[errors] = [schema.error_status(f"{label}: {schema.error_reason(r)}") for r in reasons[errors]]
 
-    status_out = status_column_for(output)
+    status_out = schema.fused(output, higher_is_better=higher).status
     existing = [c for c in (output, status_out) if c in ds.column_names]
     if existing:
         logger.info("fuse_models replaces the existing column(s) %s.", existing)
@@ -665,13 +612,8 @@ def fuse_models(
         "params": [float(p) for p in params] if params is not None else None,
         "weights": [float(x) for x in w],
         "status_column": status_out,
+        "higher_is_better": higher,
         "rows_nan": n_nan,
     }
-    return with_metadata(ds, fusion={output: fusion})
+    return provenance.attach(ds, fusion={output: fusion})
 
-
-def _status_equals(ds: "Dataset", status_column: str, value: str) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    mask = pc.fill_null(pc.equal(ds.with_format("arrow")[status_column], value), False)
-    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)

@@ -4,7 +4,9 @@ Three kinds of labelled data (:func:`validate` picks by the columns):
 
 - **Preference pairs**: a prompt with a chosen and a rejected answer. Both answers are scored
   with the given scorer(s) (two datasets, one ``map`` each) and the figure is the pairwise
-  accuracy: the share of pairs whose chosen answer scores higher, ties 0.5. Layouts read
+  accuracy: the share of pairs whose chosen answer scores better, ties 0.5. "Better" is the end
+  the score's method declares (r-IFD and losses: lower; :mod:`hf_selectit.methods.columns`);
+  every figure of a score is computed in that direction, and the report says which it was. Layouts read
   (:func:`pair_datasets`): ``prompt``/``chosen``/``rejected`` as plain text; ShareGPT-style
   ``conversations`` + ``chosen`` + ``rejected`` (a turn dict or a string each); messages-style
   ``chosen``/``rejected`` lists of ``{"role", "content"}`` turns (with an optional ``prompt``
@@ -36,9 +38,8 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -134,6 +135,8 @@ class ValidationReport:
             # Column names are the user's: a code span that escapes `|` (a table cell).
             name = (md_code(row["name"], in_table=True) if row["role"] == "score"
                     else f"baseline: {md_text(row['description'])}")
+            if row.get("higher_is_better") is False:
+                name += " (lower is better)"
             if row["role"] == "baseline" and row["name"] not in BASELINE_DESCRIPTIONS:
                 name = f"baseline: {md_code(row['name'], in_table=True)}"
             lines.append(f"| {name} | {_fmt(row['value'])} | [{_fmt(row['ci_low'])}, "
@@ -331,15 +334,13 @@ def _scorer_list(scorers: Any) -> list:
     return [_as_scorer(scorers)]
 
 
-# Output columns of the scorers that are not a per-row score to rank by.
-_NOT_SCORES = ("status", "rating_mass", "argmax", "uncertainty", "token_scores", "rating_probs")
-
-
 def score_columns_of(scorer: Any) -> list[str]:
-    """The score columns a scorer adds: its output columns less status, rating mass, argmax,
-    uncertainty and per-prompt lists (SelectIT: ``selectit_sentence_score``; DEITA:
-    ``deita_quality``, ``deita_complexity``, ``deita_score``)."""
-    return [c for c in scorer.output_columns if not c.endswith(_NOT_SCORES)]
+    """The per-row score columns a scorer adds, from its column schema (SelectIT:
+    ``selectit_sentence_score``; DEITA: ``deita_score``, ``deita_quality``, ``deita_complexity``)."""
+    from .methods.columns import for_scorer
+
+    cols = for_scorer(scorer)
+    return cols.score_columns if cols is not None else []
 
 
 def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:
@@ -377,13 +378,28 @@ def _column_kind(ds: "Dataset", column: str) -> str:
 
 def _scores(ds: "Dataset", column: str) -> np.ndarray:
     """Score column as float64 with rows of an error status set to NaN."""
-    from .select import error_mask, score_array, status_column_for
+    from .methods.columns import columns_of, error_mask
+    from .select import score_array
 
     scores = score_array(ds, column).copy()
-    errors = error_mask(ds, status_column_for(column))
+    errors = error_mask(ds, columns_of(ds, column).status)
     if errors is not None:
         scores[errors] = np.nan
     return scores
+
+
+def _directions(ds: Optional["Dataset"], columns: Sequence[str], given: Optional[bool]) -> dict:
+    """{column: higher is better}: `given` for every column, else as each column's method declares."""
+    from .methods.columns import columns_of
+
+    if given is not None and not isinstance(given, bool):
+        raise ConfigError(f"higher_is_better={given!r} is invalid: expected True, False or None.")
+    return {c: given if given is not None else columns_of(ds, c).higher_is_better(c) for c in columns}
+
+
+def _oriented(values: Mapping[str, np.ndarray], higher: Mapping[str, bool]) -> dict:
+    """The values with every lower-is-better score negated, so "larger" means "better" for the metrics."""
+    return {c: (v if higher.get(c, True) else -v) for c, v in values.items()}
 
 
 def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]) -> tuple[Any, str]:
@@ -398,7 +414,7 @@ def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset
     elif scorers and getattr(scorers[0], "config", None) is not None and hasattr(scorers[0].config, "model"):
         config = scorers[0].config
     else:
-        from .metadata import scorer_infos
+        from .provenance import scorer_infos
 
         infos = list(scorer_infos(ds).values()) if ds is not None else []
         model = infos[0].get("model") if infos else None
@@ -555,6 +571,7 @@ def validate_pairs(
     confidence: float = 0.95,
     batch_size: int = 64,
     plot: Optional[str] = None,
+    higher_is_better: Optional[bool] = None,
 ) -> ValidationReport:
     """Pairwise accuracy of each scorer on preference pairs, beside the baselines.
 
@@ -569,6 +586,8 @@ def validate_pairs(
         n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
         batch_size: rows per ``map`` batch when scoring.
         plot: write the chosen-vs-rejected score distributions to this PNG.
+        higher_is_better: which end of every score is better; None = as each column's method
+            declares (r-IFD and losses: lower).
 
     Returns:
         A :class:`ValidationReport` with ``metric="pairwise_accuracy"``.
@@ -594,20 +613,24 @@ def validate_pairs(
     n = len(ds)
     chosen[RANDOM], rejected[RANDOM] = _random_scores(n, seed), _random_scores(n, seed + 1)
 
+    higher = _directions(chosen_ds, columns, higher_is_better)
+    better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
     results = []
     for name in columns:
         check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
     for name in chosen:
-        res = _metric("pairwise_accuracy", chosen=chosen[name], rejected=rejected[name], **opts)
+        res = _metric("pairwise_accuracy", chosen=better_c[name], rejected=better_r[name], **opts)
         role = "score" if name in columns else "baseline"
         extra = {"expected": 0.5} if name == RANDOM else {}
+        if name in higher:
+            extra["higher_is_better"] = higher[name]
         extra.update(wins=res["wins"], ties=res["ties"], losses=res["losses"])
         results.append(_row(name, role, res, **extra))
     missing = max(r["n_missing"] for r in results if r["role"] == "score")
     if missing:
         notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
                      "answer) are left out of the score rows.")
-    agree_cols = {c: np.concatenate([chosen[c], rejected[c]]) for c in chosen if c != RANDOM}
+    agree_cols = {c: np.concatenate([better_c[c], better_r[c]]) for c in chosen if c != RANDOM}
     agreement = score_agreement(agree_cols, top_ratio=top_ratio, **opts)
     report = ValidationReport(
         mode="pairs", metric="pairwise_accuracy", n_items=n,
@@ -718,6 +741,7 @@ def validate_labels(
     confidence: float = 0.95,
     batch_size: int = 64,
     plot: Optional[str] = None,
+    higher_is_better: Optional[bool] = None,
 ) -> ValidationReport:
     """ROC-AUC (binary/categorical label) or Spearman (numeric rating) of each score column.
 
@@ -732,7 +756,8 @@ def validate_labels(
         tokenizer: for the token-length baseline: a tokenizer, a model id/path, or False
             ("none"); None = the first scorer's, else the model recorded on `ds`, else the
             embedded one.
-        top_ratio, n_boot, seed, confidence, batch_size, plot: as in :func:`validate_pairs`.
+        top_ratio, n_boot, seed, confidence, batch_size, plot, higher_is_better: as in
+            :func:`validate_pairs` (the direction applies to the tested columns).
 
     Returns:
         A :class:`ValidationReport` with ``metric`` "roc_auc" or "spearman".
@@ -742,13 +767,13 @@ def validate_labels(
         ScoreColumnError: no score column.
         ConfigError: a text label without `positive`, or `positive` values not in the column.
     """
-    from .select import score_like_columns
+    from .methods.columns import score_like
 
     if label not in ds.column_names:
         raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. Pass label=<column>.")
     scorer_list = _scorer_list(scorers)
     ds, added = _apply_scorers(ds, scorer_list, batch_size=batch_size, desc="Scoring")
-    detected = [c for c in score_like_columns(ds) if c != label and _numeric(ds, c)]
+    detected = [c for c in score_like(ds) if c != label and _numeric(ds, c)]
     if columns is None and not added:
         tested = detected
     else:
@@ -784,8 +809,10 @@ def validate_labels(
     metric = "roc_auc" if kind == "binary" else "spearman"
     for name in tested:
         check_measurable(name, values[name][labelled], y[labelled], binary=kind == "binary")
+    higher = {**_directions(ds, others, None), **_directions(ds, tested, higher_is_better)}
+    better = _oriented(values, higher)
     results = []
-    for name, v in values.items():
+    for name, v in better.items():
         v = v[labelled]
         if kind == "binary":
             res = _metric("roc_auc", predictions=v, references=y[labelled].astype(np.int32), **opts)
@@ -793,10 +820,12 @@ def validate_labels(
             res = _metric("spearman", predictions=v, references=y[labelled], **opts)
         role = "score" if name in tested else "baseline"
         extra = {"expected": 0.5 if kind == "binary" else 0.0} if name == RANDOM else {}
+        if name in higher:
+            extra["higher_is_better"] = higher[name]
         results.append(_row(name, role, res, **extra))
     if (~labelled).any():
         notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
-    agreement = score_agreement({c: v for c, v in values.items() if c != RANDOM},
+    agreement = score_agreement({c: v for c, v in better.items() if c != RANDOM},
                                 top_ratio=top_ratio, **opts)
     target = {"column": label, "kind": kind, "positive": positives,
               "n_positive": int((y[labelled] == 1).sum()) if kind == "binary" else None,
@@ -855,6 +884,7 @@ def validate(
     confidence: float = 0.95,
     batch_size: int = 64,
     plot: Optional[str] = None,
+    higher_is_better: Optional[bool] = None,
 ) -> ValidationReport:
     """Validate scores on labelled data: preference pairs when `ds` has chosen/rejected columns
     and no `label` is given, otherwise a label column. See :func:`validate_pairs` and
@@ -865,7 +895,7 @@ def validate(
         >>> print(validate(scored, label="kind", positive="good").to_markdown())
     """
     common = dict(tokenizer=tokenizer, top_ratio=top_ratio, n_boot=n_boot, seed=seed,
-                  confidence=confidence, batch_size=batch_size, plot=plot)
+                  confidence=confidence, batch_size=batch_size, plot=plot, higher_is_better=higher_is_better)
     if label is None:
         if "chosen" in ds.column_names and "rejected" in ds.column_names:
             if columns is not None or positive is not None:
@@ -896,7 +926,7 @@ def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
         >>> report = validate(scored, label="kind", positive="good")
         >>> scored = attach_validation(scored, report)
     """
-    from .metadata import with_metadata
+    from .provenance import attach
 
     if report.mode != "labels":
         raise ConfigError("Only a label-column validation describes the scored rows; a "
@@ -904,16 +934,16 @@ def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
     if report.n_items != len(ds):
         raise ConfigError(f"The validation covered {report.n_items} rows but the dataset has "
                           f"{len(ds)}: run validate on the same scored dataset.")
-    return with_metadata(ds, validation=report.to_dict())
+    return attach(ds, validation=report.to_dict())
 
 
 def validation_of(ds: Optional["Dataset"]) -> Optional[dict]:
     """The validation recorded on `ds` by :func:`attach_validation` (a dict), or None."""
-    from .metadata import read_metadata
+    from .provenance import read
 
     if ds is None:
         return None
-    value = read_metadata(ds).get("validation")
+    value = read(ds).get("validation")
     return dict(value) if isinstance(value, dict) else None
 
 
@@ -932,7 +962,7 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
     """
     import json
 
-    from .select import score_like_columns
+    from .methods.columns import score_like
 
     tokenizer: Any = config.tokenizer
     if tokenizer is None or tokenizer.lower() in ("none", "null", "false"):
@@ -941,13 +971,13 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         tokenizer = None
     use = list(scorers)
     if config.label is not None:
-        has_scores = any(_numeric(ds, c) for c in score_like_columns(ds) if c != config.label)
+        has_scores = any(_numeric(ds, c) for c in score_like(ds) if c != config.label)
         if config.score_first is False or (config.score_first is None and has_scores):
             use = []
     report = validate(ds, scorers=use or None, label=config.label, positive=config.positive,
                       columns=config.score_columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
-                      plot=config.plot)
+                      plot=config.plot, higher_is_better=config.higher_is_better)
     if config.json:
         from .atomic import write_text
 

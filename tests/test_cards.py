@@ -20,6 +20,7 @@ from hf_selectit import cards
 from hf_selectit.errors import ConfigError
 from hf_selectit.plots import score_histogram
 from hf_selectit.provenance import build_provenance
+from hf_selectit.publishing import card_facts
 from hf_selectit.report import selection_report
 from hf_selectit.select import select_random, select_top
 from tests.test_publish_local import make_scored
@@ -33,9 +34,17 @@ def _yaml(card: DatasetCard) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
+def _facts(subset, scored, prov, card_data):
+    """What the publisher gathers before the card renders: license and language, the report."""
+    defaults = card_facts(source_id=prov["source"]["id"], card_data=card_data)
+    report = selection_report(scored, subset).to_markdown() if scored is not None else None
+    return {"defaults": defaults, "report_markdown": report}
+
+
 def _card(subset, scored=None, **kwargs):
     prov = build_provenance(subset, version="v1.0", scored=scored, source=kwargs.pop("source", None))
     kwargs.setdefault("card_data", {"license": "mit"})
+    kwargs.update(_facts(subset, scored, prov, kwargs["card_data"]))
     return cards.build_card(subset, repo_id="me/Selective-Demo", version="v1.0", provenance=prov,
                             scored=scored, **kwargs), prov
 
@@ -279,7 +288,7 @@ def test_long_sample_values_are_shortened():
 
 def test_fusion_weights_and_prompts_per_scorer():
     from hf_selectit import fuse_models
-    from hf_selectit.metadata import attach_scorer_info
+    from hf_selectit.provenance import attach_scorer_info
 
     scored = make_scored(20)
     scored = scored.add_column("selectit_b_sentence_score", scored["selectit_sentence_score"])
@@ -362,12 +371,11 @@ def test_user_strings_are_escaped_for_each_context(repo_id, is_local):
     card, _ = _card(subset, scored, is_local=is_local,
                     card_data={"license": "mit", "pretty_name": pretty,
                                "reproduce_command": "hf-selectit run 'a b.yaml' # ```"})
-    card = cards.build_card(subset, repo_id=repo_id, version="v1.0",
-                            provenance=build_provenance(subset, version="v1.0", scored=scored,
-                                                        source="org/src'x"),
-                            scored=scored, is_local=is_local,
-                            card_data={"license": "mit", "pretty_name": pretty,
-                                       "reproduce_command": "hf-selectit run 'a b.yaml' # ```"})
+    prov = build_provenance(subset, version="v1.0", scored=scored, source="org/src'x")
+    card_data = {"license": "mit", "pretty_name": pretty, "reproduce_command": "hf-selectit run 'a b.yaml' # ```"}
+    card = cards.build_card(subset, repo_id=repo_id, version="v1.0", provenance=prov,
+                            scored=scored, is_local=is_local, card_data=card_data,
+                            **_facts(subset, scored, prov, card_data))
     text = str(card)
     # YAML header: round-trips exactly.
     assert _yaml(card)["pretty_name"] == pretty
@@ -422,7 +430,7 @@ def test_hub_card_reproduce_downloads_the_run_config():
 
 def test_other_methods_columns_and_reproduce_snippet():
     from hf_selectit.config import AlpaGasusConfig
-    from hf_selectit.metadata import attach_scorer_info
+    from hf_selectit.provenance import attach_scorer_info
 
     scored = make_scored(10)
     scored = scored.add_column("alpagasus_score", [float(i % 6) for i in range(10)])

@@ -151,7 +151,7 @@ def test_missing_input_and_output(tmp_path, capsys):
 def test_score_select_publish_end_to_end(tmp_path, tiny_model_dir, capsys):
     import datasets
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     data = _write_jsonl(tmp_path / "d.jsonl", _rows(10))
     scored_dir = tmp_path / "scored"

@@ -2,7 +2,10 @@
 
 from datasets import Dataset, load_from_disk
 
-from hf_selectit.metadata import attach_scorer_info, column_prefix_of, read_metadata, scorer_infos, with_metadata
+from hf_selectit.methods.columns import columns_of
+from hf_selectit.provenance import attach as with_metadata
+from hf_selectit.provenance import attach_scorer_info, scorer_infos
+from hf_selectit.provenance import read as read_metadata
 
 
 def _ds():
@@ -35,6 +38,7 @@ def test_no_metadata_is_empty():
 
 
 def test_column_prefix_of():
-    assert column_prefix_of("selectit_m1_sentence_score") == "selectit_m1_"
-    assert column_prefix_of("selectit_status") == "selectit_"
-    assert column_prefix_of("score") is None
+    # The column schema traces a score column to its scorer's prefix (and its status column).
+    assert columns_of(None, "selectit_m1_sentence_score").prefix == "selectit_m1_"
+    assert columns_of(None, "selectit_sentence_score").status == "selectit_status"
+    assert columns_of(None, "score").method is None

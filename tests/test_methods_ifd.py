@@ -393,7 +393,7 @@ def test_each_config_class_names_its_method():
 def test_run_yaml_scores_selectit_and_ifd_side_by_side(tiny_model_dir, tmp_path, capsys):
     import json
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
     from hf_selectit.options import load_run_config
     from hf_selectit.pipeline import run_pipeline
 

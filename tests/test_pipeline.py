@@ -208,7 +208,7 @@ def test_save_output_formats_round_trip(tmp_path):
 def test_score_dataset_checkpoints_and_resumes(tmp_path, tiny_model_dir):
     import datasets
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     ds = load_input(_write_jsonl(tmp_path / "d.jsonl", _rows(10)))
     cfg = ScorerConfig(model=str(tiny_model_dir), prompts=2)

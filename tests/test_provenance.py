@@ -54,7 +54,7 @@ def test_readme_python_path_publishes_a_card_naming_the_scorer(tmp_path, tiny_mo
 @pytest.mark.parametrize("name", ["folder", "scored.parquet", "scored.jsonl"])
 def test_provenance_round_trips_through_every_format(tmp_path, scored, name):
     from hf_selectit.io import load_input, save_output
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
     from hf_selectit.select import fuse_models, select_top
 
     ds, scorer = scored
@@ -78,7 +78,7 @@ def test_provenance_round_trips_through_every_format(tmp_path, scored, name):
 
     # fuse_models reads the recorded parameter count (no params= needed).
     two = back.add_column("twin_sentence_score", back["prov_sentence_score"])
-    from hf_selectit.metadata import attach_scorer_info
+    from hf_selectit.provenance import attach_scorer_info
 
     twin = dict(infos["prov_"], column_prefix="twin_")
     fused = fuse_models(attach_scorer_info(two, twin),
@@ -100,7 +100,7 @@ def test_publish_reads_provenance_from_files(tmp_path, scored):
     assert prov["scorers"]["prov_"]["alpha"] == 0.3
     # The published folder's `scores` config comes back with its provenance too.
     again = load_input(str(tmp_path / "pub"), config_name="scores")
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     assert scorer_infos(again, registry=False)["prov_"]["model"] == scorer.config.model
 
@@ -160,7 +160,7 @@ def test_provenance_read_back_from_a_hub_repo(tmp_path, scored, local_hub, monke
     import uuid
 
     from hf_selectit.io import load_input
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
     from hf_selectit.publishing import publish
     from hf_selectit.select import select_top
 

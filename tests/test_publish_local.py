@@ -11,7 +11,7 @@ from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard
 
 from hf_selectit.errors import ConfigError, VersionExistsError
-from hf_selectit.metadata import attach_scorer_info
+from hf_selectit.provenance import attach_scorer_info
 from hf_selectit.publishing import is_local_target, list_versions, load_selective, publish
 from hf_selectit.select import select_top
 

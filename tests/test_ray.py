@@ -78,7 +78,7 @@ def test_score_on_ray_equals_single_process_and_survives_a_killed_worker(ray_clu
     import datasets
 
     from hf_selectit import SelectITScorer, score_on_ray
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     ds = datasets.Dataset.from_list(_rows(26))
     scorer = SelectITScorer(model=str(tiny_model_dir), prompts=2, max_batch_tokens=512)
@@ -118,7 +118,7 @@ def test_run_on_ray_with_two_methods_from_yaml_equals_local(ray_cluster, tiny_mo
     run's columns, statuses and scores; the output is a parquet folder that load_dataset reads."""
     import datasets
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
     from hf_selectit.options import load_run_config
     from hf_selectit.pipeline import run_pipeline
 

@@ -282,7 +282,7 @@ def test_two_concurrent_cli_runs_on_one_output(tmp_path, tiny_model_dir):
     first finishes with its own scores and its own provenance (no mixing of configs)."""
     import datasets
 
-    from hf_selectit.metadata import scorer_infos
+    from hf_selectit.provenance import scorer_infos
 
     data = _write_jsonl(tmp_path / "d.jsonl", _rows(60))
     out = tmp_path / "scored.parquet"

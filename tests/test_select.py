@@ -11,8 +11,10 @@ from datasets import Dataset
 
 from hf_selectit import fuse_models, select_random, select_top
 from hf_selectit.errors import ConfigError, ScoreColumnError
-from hf_selectit.metadata import attach_scorer_info, read_metadata
-from hf_selectit.select import selection_rule, status_column_for
+from hf_selectit.methods.columns import columns_of
+from hf_selectit.provenance import attach_scorer_info
+from hf_selectit.provenance import read as read_metadata
+from hf_selectit.select import selection_rule
 
 NAN = float("nan")
 COL = "selectit_sentence_score"
@@ -313,6 +315,6 @@ def test_fuse_bad_arguments(kwargs, error, fragment):
 
 
 def test_status_column_names():
-    assert status_column_for("selectit_sentence_score") == "selectit_status"
-    assert status_column_for("selectit_m2_sentence_score") == "selectit_m2_status"
-    assert status_column_for("selectit_model_score") == "selectit_model_status"
+    assert columns_of(None, "selectit_sentence_score").status == "selectit_status"
+    assert columns_of(None, "selectit_m2_sentence_score").status == "selectit_m2_status"
+    assert columns_of(None, "selectit_model_score").status == "selectit_model_status"

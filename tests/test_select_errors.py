@@ -11,7 +11,7 @@ from datasets import Dataset, load_dataset
 from hf_selectit import select_random, select_top
 from hf_selectit.errors import ConfigError, ScoreColumnError
 from hf_selectit.report import selection_report
-from hf_selectit.select import resolve_score_column
+from hf_selectit.methods.columns import resolve as resolve_score_column
 
 
 def _scored(prefix="selectit_", n=10):

@@ -1,5 +1,8 @@
 """Scoring methods on one engine: each module says which texts to build, what to read, and the columns.
 
+The columns of every method (names, score, which end is better, status) are declared in
+`hf_selectit.methods.columns`.
+
 `METHODS` maps a method name (`--method`, YAML `method:`) to "module:Class"; `scorer_class(name)`
 imports it. The engine that runs the model is `hf_selectit.engine`.
 """
@@ -55,21 +58,3 @@ def make_scorer(config: object) -> object:
             return cls.from_config(config)
     raise ConfigError(f"{config!r} is not a scorer nor the config of any scoring method ({sorted(METHODS)}).")
 
-
-def score_column(config: object) -> str:
-    """The column a method's rows are ranked by, from its config: SelectIT's sentence score,
-    else `<prefix>score` (DEITA with kind="quality"/"complexity": that rating).
-
-    Example:
-        >>> score_column(IFDConfig(column_prefix="m1_"))
-        'm1_score'
-    """
-    from ..config import ScorerConfig
-
-    prefix = getattr(config, "column_prefix", "")
-    if isinstance(config, ScorerConfig):
-        return prefix + "sentence_score"
-    kind = getattr(config, "kind", None)
-    if kind in ("quality", "complexity"):
-        return prefix + kind
-    return prefix + "score"

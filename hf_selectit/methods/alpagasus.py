@@ -26,8 +26,8 @@ from ..config import AlpaGasusConfig
 from ..engine import Item, LastTokenProbs
 from ..errors import ConfigError
 from .base import BaseScorer, split_model_argument
+from .columns import SCHEMAS, row_status
 
-OUTPUT_NAMES = ("score", "argmax", "rating_mass", "status")
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
 PAPER_THRESHOLD = 4.5
@@ -128,7 +128,7 @@ class AlpaGasusScorer(BaseScorer):
 
     method = "alpagasus"
     config_class = AlpaGasusConfig
-    output_names = OUTPUT_NAMES
+    schema = SCHEMAS["alpagasus"]
 
     def __init__(
         self,
@@ -220,7 +220,7 @@ class AlpaGasusScorer(BaseScorer):
         if not rows:
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
-        statuses: list = [None if r.error is None else f"error: {r.error}" for r in rows]
+        statuses: list = [None if r.error is None else row_status(r.error) for r in rows]
         texts, spans, keys = [], [], []
         for row, fields in enumerate(rows):
             if statuses[row] is None:
@@ -235,7 +235,7 @@ class AlpaGasusScorer(BaseScorer):
             if len(ids) > state.max_length:
                 ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=False)
                 if ids is None:
-                    statuses[row] = (f"error: max_length={state.max_length} is shorter than the judge's "
+                    statuses[row] = row_status(f"max_length={state.max_length} is shorter than the judge's "
                                      "messages without the row; raise max_length")
                     continue
                 truncated = True
@@ -247,22 +247,22 @@ class AlpaGasusScorer(BaseScorer):
             if value is not None:
                 logprobs[item.row] = value
         for row in failed:
-            statuses[row] = "error: out of memory"
+            statuses[row] = row_status("out of memory")
         truncated = {item.row for item in items if item.truncated}
         out = expected_ratings(logprobs, RATING_VALUES)
-        prefix = self.config.column_prefix
+        prefix = self.columns.prefix
         scored = [s is None for s in statuses]
         mass = out["mass"].tolist()
         warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config), method="AlpaGasus")
-        return {
-            prefix + "score": out["score"].tolist(),
+        values = {
+            "score": out["score"].tolist(),
             # A float column: NaN for rows not scored (None would make an all-error first batch a
             # null-typed column that later batches cannot be written to).
-            prefix + "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
-            prefix + "rating_mass": mass,
-            prefix + "status": [s if s is not None else ("truncated" if row in truncated else "ok")
-                                for row, s in enumerate(statuses)],
+            "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
+            "rating_mass": mass,
+            "status": [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)],
         }
+        return {prefix + s: values[s] for s in self.columns.outputs}
 
 
 def _model_name(config: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..engine import Engine, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
+from .columns import ScoreColumns
 from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
 
 # Options that do not change the scores (only where/how fast they are computed).
@@ -24,13 +25,14 @@ _CHAT_COLUMNS = ("messages", "conversations")
 class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
-    Subclasses set `method` (registry name), `config_class`, `output_names`, and implement
+    Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
     `prepare`, `probe_token_ids` and `_score`.
     """
 
     method: str = ""
     config_class: type = object
-    output_names: tuple = ()
+    #: The method's columns with its default prefix (hf_selectit/methods/columns.py).
+    schema: ScoreColumns = ScoreColumns(None, "")
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
@@ -62,8 +64,8 @@ class BaseScorer:
         self.engine.preloaded = preloaded
         register_hashing(type(self))
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
-        # source of its columns (the provenance registry in hf_selectit.metadata).
-        from ..metadata import register_scorer
+        # source of its columns (the process registry in hf_selectit.provenance).
+        from ..provenance import register_scorer
 
         register_scorer(self)
 
@@ -127,9 +129,14 @@ class BaseScorer:
     # --- public surface ---
 
     @property
+    def columns(self) -> ScoreColumns:
+        """This scorer's columns: names, the score to rank by, which end is better, the status."""
+        return self.schema.with_prefix(self.config.column_prefix)
+
+    @property
     def output_columns(self) -> list:
         """Names of the columns this scorer adds, e.g. ["selectit_token_scores", ...]."""
-        return [self.config.column_prefix + name for name in self.output_names]
+        return self.columns.columns
 
     @property
     def forward_calls(self) -> int:
@@ -152,7 +159,7 @@ class BaseScorer:
             ModelLoadError, RatingTokenError: the model cannot be loaded or used for this method.
         """
         require_batched(batch, type(self).__name__, self.config.columns)
-        from ..metadata import register_scorer
+        from ..provenance import register_scorer
 
         register_scorer(self, called=True)
         return self._score(batch, rank)
@@ -161,7 +168,7 @@ class BaseScorer:
         """Provenance of this scorer (loads the model): method, options, model, sizes, prompts, ...
 
         Returns:
-            A JSON-serialisable dict, suitable for `metadata.attach_scorer_info`.
+            A JSON-serialisable dict, suitable for `provenance.attach_scorer_info`.
         """
         from .._version import __version__
         from ..models import EMBEDDED_MODEL_ID, hub_commit, preloaded_commit

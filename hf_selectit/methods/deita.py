@@ -24,6 +24,7 @@ from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
 from ..engine import Item, LastTokenProbs
 from .base import BaseScorer, split_model_argument
+from .columns import SCHEMAS, ScoreColumns, deita_columns, row_status
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -107,6 +108,7 @@ class DeitaScorer(BaseScorer):
 
     method = "deita"
     config_class = DeitaConfig
+    schema = SCHEMAS["deita"]
 
     def __init__(
         self,
@@ -142,9 +144,9 @@ class DeitaScorer(BaseScorer):
         return ("quality", "complexity") if self.config.kind == "both" else (self.config.kind,)
 
     @property
-    def output_names(self) -> tuple:  # type: ignore[override]
-        scores = ("quality", "complexity", "score") if self.config.kind == "both" else (self.config.kind,)
-        return (*scores, "rating_mass", "status")
+    def columns(self) -> ScoreColumns:  # type: ignore[override]
+        """kind="both": quality, complexity and their product (ranked by); else that one rating."""
+        return deita_columns(self.config.column_prefix, self.config.kind)
 
     # --- engine hooks ---
 
@@ -182,7 +184,7 @@ class DeitaScorer(BaseScorer):
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
         kinds = self.kinds
-        statuses: list = [None if p.error is None else f"error: {p.error}" for p in pairs]
+        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
         texts, spans, keys = [], [], []
         for row, pair in enumerate(pairs):
             if statuses[row] is None:
@@ -198,7 +200,7 @@ class DeitaScorer(BaseScorer):
             if len(ids) > state.max_length:
                 ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=True)
                 if ids is None:
-                    statuses[row] = (f"error: max_length={state.max_length} is shorter than the DEITA "
+                    statuses[row] = row_status(f"max_length={state.max_length} is shorter than the DEITA "
                                      f"{kinds[slot]} prompt alone; raise max_length")
                     continue
                 truncated = True
@@ -211,22 +213,21 @@ class DeitaScorer(BaseScorer):
             if value is not None:
                 logprobs[item.row, item.slot] = value
         for row in failed:
-            statuses[row] = "error: out of memory"
+            statuses[row] = row_status("out of memory")
             logprobs[row] = np.nan
         truncated = {item.row for item in items if item.truncated}
         out = expected_ratings(logprobs, RATING_VALUES)
         scores = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         mass = out["mass"].mean(axis=1).tolist()
-        prefix = self.config.column_prefix
+        prefix = self.columns.prefix
         warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config),
                                 method="DEITA")
-        columns = {prefix + kind: scores[kind].tolist() for kind in kinds}
+        values = {kind: scores[kind].tolist() for kind in kinds}
         if self.config.kind == "both":
-            columns[prefix + "score"] = (scores["complexity"] * scores["quality"]).tolist()
-        columns[prefix + "rating_mass"] = mass
-        columns[prefix + "status"] = [s if s is not None else ("truncated" if row in truncated else "ok")
-                                      for row, s in enumerate(statuses)]
-        return columns
+            values["score"] = (scores["complexity"] * scores["quality"]).tolist()
+        values["rating_mass"] = mass
+        values["status"] = [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)]
+        return {prefix + s: values[s] for s in self.columns.outputs}
 
 
 def _model_name(config: Any) -> str:

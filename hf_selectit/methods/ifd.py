@@ -32,6 +32,7 @@ from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
 from ..prompts import Fields as _Row
 from .base import BaseScorer, split_model_argument
+from .columns import SCHEMAS, row_status
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
 #: "input" (rows with an input) and "plain" (rows without).
@@ -58,7 +59,6 @@ TEMPLATES = {
 #: The reverse instruction of Selective Reflection-Tuning (verbatim), put through the template.
 REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
                        "for the given response.\n{response}\nGenerate the instruction for the above response.")
-OUTPUT_NAMES = ("score", "conditioned_loss", "direct_loss", "status")
 
 _PROBES = (("A", "C", "B"), ("z", "x", "y"))
 
@@ -94,7 +94,7 @@ class IFDScorer(BaseScorer):
 
     method = "ifd"
     config_class = IFDConfig
-    output_names = OUTPUT_NAMES
+    schema = SCHEMAS["ifd"]
     reverse = False
 
     def __init__(
@@ -218,12 +218,12 @@ class IFDScorer(BaseScorer):
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
             truncated = keep < n_cond or keep < n_direct
             if keep <= 0 or n_cond <= 0 or n_direct <= 0:
-                statuses[r] = (f"error: max_length={max_length} leaves no {what} tokens to score; raise max_length"
-                               if keep <= 0 and max(n_cond, n_direct) > 0 else f"error: empty {what} after tokenizing")
+                statuses[r] = row_status(f"max_length={max_length} leaves no {what} tokens to score; raise max_length"
+                                         if keep <= 0 and max(n_cond, n_direct) > 0 else f"empty {what} after tokenizing")
                 continue
             c_ids, d_ids = c_ids[:c_start + keep], d_ids[:d_start + keep]
             if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
-                statuses[r] = f"error: the {what} has no token with context in the direct text (no BOS token)"
+                statuses[r] = row_status(f"the {what} has no token with context in the direct text (no BOS token)")
                 continue
             row = rows[r]
             items.append(Item(row=r, slot=0, group=self._group(row, 0), ids=list(c_ids), truncated=truncated,
@@ -255,7 +255,7 @@ class IFDScorer(BaseScorer):
         if not rows:
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
-        statuses: list = [None if row.error is None else f"error: {row.error}" for row in rows]
+        statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
         items = self._items(rows, statuses, state)
         values, failed = self.engine.run(items, state, TokenLosses(), n_rows=len(rows))
         nan = float("nan")
@@ -265,14 +265,12 @@ class IFDScorer(BaseScorer):
                 losses[item.row][item.slot] = float(value.mean())
         truncated = {item.row for item in items if item.truncated}
         for row in failed:
-            statuses[row] = "error: out of memory"
+            statuses[row] = row_status("out of memory")
         scores, status_col = [], []
         for r, (cond, direct) in enumerate(losses):
             if statuses[r] is not None:
                 cond = direct = nan
-                status_col.append(statuses[r])
-            else:
-                status_col.append("truncated" if r in truncated else "ok")
+            status_col.append(row_status(statuses[r], truncated=r in truncated))
             if math.isnan(cond) or math.isnan(direct):
                 scores.append(nan)
             elif self.config.variant == "ppl":
@@ -280,13 +278,9 @@ class IFDScorer(BaseScorer):
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
             losses[r] = [cond, direct]
-        prefix = self.config.column_prefix
-        return {
-            prefix + "score": scores,
-            prefix + "conditioned_loss": [c for c, _ in losses],
-            prefix + "direct_loss": [d for _, d in losses],
-            prefix + "status": status_col,
-        }
+        values = {"score": scores, "conditioned_loss": [c for c, _ in losses],
+                  "direct_loss": [d for _, d in losses], "status": status_col}
+        return {self.columns.prefix + s: values[s] for s in self.columns.outputs}
 
 
 class ReverseIFDScorer(IFDScorer):
@@ -304,4 +298,5 @@ class ReverseIFDScorer(IFDScorer):
 
     method = "rifd"
     config_class = ReverseIFDConfig
+    schema = SCHEMAS["rifd"]
     reverse = True

@@ -28,8 +28,9 @@ from ..config import ScorerConfig
 from ..engine import Item, LastTokenProbs, config_state
 from ..errors import ConfigError
 from .base import BaseScorer, split_model_argument
+from .columns import SCHEMAS, row_status
 
-OUTPUT_NAMES = ("token_scores", "sentence_score", "uncertainty", "rating_probs", "rating_mass", "status")
+OUTPUT_NAMES = SCHEMAS["selectit"].outputs
 _RESPONSE_MARKER = "\nResponse:"
 _INSTRUCTION_MARKER = "\n\nInstruction:"
 
@@ -85,7 +86,7 @@ class SelectITScorer(BaseScorer):
 
     method = "selectit"
     config_class = ScorerConfig
-    output_names = OUTPUT_NAMES
+    schema = SCHEMAS["selectit"]
 
     def __init__(
         self,
@@ -206,7 +207,7 @@ class SelectITScorer(BaseScorer):
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
         n_rows, n_prompts = len(pairs), len(self._prompt_texts)
-        statuses: list = [None if p.error is None else f"error: {p.error}" for p in pairs]
+        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
         items = self._tokenize(pairs, statuses, state)
         probs = np.full((n_rows, n_prompts, 5), np.nan, dtype=np.float64)
         values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids)), n_rows=n_rows)
@@ -215,26 +216,18 @@ class SelectITScorer(BaseScorer):
                 probs[item.row, item.slot] = value
         truncated = {item.row for item in items if item.truncated}
         for row in failed:
-            statuses[row] = "error: out of memory"
+            statuses[row] = row_status("out of memory")
             probs[row] = np.nan
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
-        prefix = self.config.column_prefix
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         mass = probs.sum(axis=-1).mean(axis=-1).tolist()
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", method="SelectIT",
+        scores["rating_mass"] = mass
+        scores["status"] = [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)]
+        names = self.columns
+        warn_if_low_rating_mass(mass, column=names.prefix + "rating_mass", method="SelectIT",
                                 model_name=EMBEDDED_MODEL_ID if self.config.model is None else self.config.model)
-        status_col = [
-            s if s is not None else ("truncated" if row in truncated else "ok")
-            for row, s in enumerate(statuses)
-        ]
-        return {
-            prefix + "token_scores": scores["token_scores"].tolist(),
-            prefix + "sentence_score": scores["sentence_score"].tolist(),
-            prefix + "uncertainty": scores["uncertainty"].tolist(),
-            prefix + "rating_probs": scores["rating_probs"].tolist(),
-            prefix + "rating_mass": mass,
-            prefix + "status": status_col,
-        }
+        return {names.prefix + s: list(scores[s]) if isinstance(scores[s], list) else scores[s].tolist()
+                for s in names.outputs}
 
     def _texts(self, pair: Any, state: Any) -> list:
         """(full text, char spans) per prompt; spans mark where the cuttable parts are.
@@ -285,8 +278,8 @@ class SelectITScorer(BaseScorer):
                 ids = self.engine.truncate_protected(text, span, max_length, state,
                                                      add_special_tokens=self._add_special)
                 if ids is None:
-                    statuses[row] = (
-                        f"error: max_length={max_length} is shorter than the rating prompt and "
+                    statuses[row] = row_status(
+                        f"max_length={max_length} is shorter than the rating prompt and "
                         "question alone; raise max_length"
                     )
                     continue

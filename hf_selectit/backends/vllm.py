@@ -114,6 +114,7 @@ class VllmEngine(Engine):
     def _load_vllm(self) -> DeviceState:
         from ..models import EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_source
 
+        import_vllm()  # a vLLM too old for the read-outs is named before the tokenizer loads
         config = self.config
         source = model_source(config.model)
         name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model

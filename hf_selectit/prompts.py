@@ -14,14 +14,9 @@ the difference is an artefact of their file reading, not part of the method.
 
 Schemas, tried in this order when ``columns`` is not given:
 
-1. Instruction/response column pairs (first match wins): ``instruction``/``output`` (Alpaca,
-   with ``input``), ``instruction``/``response`` (with ``context`` as the input, as in Dolly),
-   ``instruction``/``completion``, ``instruction``/``answer``, ``prompt``/``response``,
-   ``prompt``/``completion``, ``prompt``/``output``, ``prompt``/``answer``,
-   ``question``/``answer``, ``question``/``response``, ``query``/``response``,
-   ``query``/``answer``, ``input``/``output``, ``input``/``response``.
-   Pairs come first because their meaning is unambiguous; datasets such as Magpie carry both
-   ``instruction``/``response`` and a ``conversations`` column with the same content.
+1. Instruction/response column pairs, first match of ``_PAIR_SCHEMAS`` (``instruction``/``output``
+   with ``input`` is Alpaca; ``context`` is Dolly's input). Pairs come first because their meaning
+   is unambiguous; datasets such as Magpie carry both a pair and a ``conversations`` column.
 2. ``messages``: OpenAI-style turns ``{"role", "content"}``.
 3. ``conversations``: ShareGPT turns ``{"from", "value"}``.
 
@@ -114,28 +109,15 @@ _ANSWER_TAIL = "\nThe answer is: \n"
 def resolve_prompts(
     prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper"
 ) -> tuple[str, ...]:
-    """Turn the ``prompts`` option into the rating prompt texts to score with.
-
-    Args:
-        prompts: n in 1..9 (the first n prompts of ``prompt_set``; the paper uses 5), or a
-            sequence of non-empty prompt texts used as given.
-        prompt_set: "paper" or "zero-to-five"; only used when ``prompts`` is an int.
-
-    Returns:
-        A tuple of prompt strings.
+    """The rating prompt texts to score with: the first n (1..9; the paper uses 5) of
+    ``prompt_set`` ("paper" or "zero-to-five"), or a sequence of non-empty texts used as given.
 
     Raises:
         ConfigError: ``prompts`` is out of range, empty, a bare string, or holds a non-string or
             empty text; or ``prompt_set`` is unknown.
-
-    Example:
-        >>> len(resolve_prompts(3))
-        3
     """
     if prompt_set not in PROMPT_SETS:
-        raise ConfigError(
-            f"prompt_set={prompt_set!r} is invalid: expected one of {list(PROMPT_SETS)}."
-        )
+        raise ConfigError(f"prompt_set={prompt_set!r} is invalid: expected one of {list(PROMPT_SETS)}.")
     if isinstance(prompts, Integral) and not isinstance(prompts, bool):
         n = int(prompts)
         if not 1 <= n <= len(RATING_PROMPTS):
@@ -152,16 +134,12 @@ def resolve_prompts(
     if isinstance(prompts, Sequence):
         texts = tuple(prompts)
         if not texts:
-            raise ConfigError(
-                "prompts=[] is empty: expected at least one rating prompt text, or an int from 1 "
-                f"to {len(RATING_PROMPTS)}."
-            )
+            raise ConfigError("prompts=[] is empty: expected at least one rating prompt text, or an "
+                              f"int from 1 to {len(RATING_PROMPTS)}.")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
-                raise ConfigError(
-                    f"prompts[{i}]={text!r} is invalid: every rating prompt must be a non-empty "
-                    "string."
-                )
+                raise ConfigError(f"prompts[{i}]={text!r} is invalid: every rating prompt must be a "
+                                  "non-empty string.")
         return texts
     raise ConfigError(
         f"prompts={prompts!r} is invalid: expected an int from 1 to {len(RATING_PROMPTS)} or a "
@@ -171,17 +149,7 @@ def resolve_prompts(
 
 def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[str, str, str]:
     """Split the scored text into (head, response, tail); ``"".join`` gives :func:`build_prompt`.
-
-    The scorer truncates over-long rows by cutting the middle of the response, keeping the head
-    (rating prompt and instruction) and the whole tail (the rating question).
-
-    Args:
-        rating_prompt: One rating prompt text (RP).
-        instruction: The instruction X.
-        response: The response Y.
-
-    Returns:
-        ``(f"{RP}\\n\\nInstruction:{X}\\nResponse:", Y, "\\nThe answer is: \\n")``.
+    The scorer truncates over-long rows in the response, keeping head and tail whole.
 
     Example:
         >>> prompt_parts("Rate.", "Say hi", "hi")
@@ -193,19 +161,11 @@ def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[s
 def build_prompt(rating_prompt: str, instruction: str, response: str) -> str:
     """The exact text scored for one row and one rating prompt (docs/method.md section 1).
 
-    Args:
-        rating_prompt: One rating prompt text (RP).
-        instruction: The instruction X.
-        response: The response Y.
-
-    Returns:
-        ``f"{RP}\\n\\nInstruction:{X}\\nResponse:{Y}\\nThe answer is: \\n"``.
-
     Example:
         >>> build_prompt("Rate.", "Say hi", "hi")
         'Rate.\\n\\nInstruction:Say hi\\nResponse:hi\\nThe answer is: \\n'
     """
-    return f"{rating_prompt}\n\nInstruction:{instruction}\nResponse:{response}{_ANSWER_TAIL}"
+    return "".join(prompt_parts(rating_prompt, instruction, response))
 
 
 # --- schemas ----------------------------------------------------------------------------------
@@ -226,16 +186,9 @@ class Pair(NamedTuple):
 
 @dataclass(frozen=True)
 class Schema:
-    """How rows of a dataset map to (instruction, response).
-
-    Attributes:
-        name: "alpaca", "pair" (another instruction/response pair), "messages",
-            "conversations" or "columns" (explicit mapping of an instruction/response pair).
-        instruction: Column of the instruction (pair schemas).
-        response: Column of the response (pair schemas).
-        input: Optional column appended to the instruction (pair schemas).
-        chat: Column holding a list of turns (chat schemas).
-    """
+    """How rows of a dataset map to (instruction, response): the columns of a pair schema
+    (``name`` "alpaca", "pair", or "columns" for an explicit mapping), or the column holding a
+    list of turns (``name`` "messages" or "conversations")."""
 
     name: str
     instruction: Optional[str] = None
@@ -276,9 +229,7 @@ _PAIR_SCHEMAS: tuple[tuple[str, str, Optional[str]], ...] = (
 _CHAT_COLUMNS = ("messages", "conversations")
 _PAIR_KEYS = ("instruction", "input", "response")
 
-_USER_ROLES = frozenset({"user", "human"})
-_ASSISTANT_ROLES = frozenset({"assistant", "gpt"})
-_SYSTEM_ROLE = "system"
+_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 
 _FIX_HINT = "columns={'instruction': ..., 'response': ...}"
 _logged_schemas: set[Schema] = set()
@@ -296,9 +247,7 @@ def _columns_error(column_names: Sequence[str]) -> SchemaError:
 
 def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) -> Schema:
     if not isinstance(columns, Mapping):
-        raise ConfigError(
-            f"columns={columns!r} is invalid: expected a dict such as {_FIX_HINT}."
-        )
+        raise ConfigError(f"columns={columns!r} is invalid: expected a dict such as {_FIX_HINT}.")
     mapping = {k: v for k, v in columns.items() if v is not None}
     unknown = sorted(set(mapping) - set(_PAIR_KEYS) - set(_CHAT_COLUMNS), key=str)
     if unknown:
@@ -308,9 +257,7 @@ def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) ->
         )
     for key, value in mapping.items():
         if not isinstance(value, str):
-            raise ConfigError(
-                f"columns[{key!r}]={value!r} is invalid: expected a column name (str)."
-            )
+            raise ConfigError(f"columns[{key!r}]={value!r} is invalid: expected a column name (str).")
     chat_keys = [k for k in _CHAT_COLUMNS if k in mapping]
     if chat_keys:
         if len(mapping) != 1:
@@ -322,39 +269,26 @@ def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) ->
     else:
         missing = [k for k in ("instruction", "response") if k not in mapping]
         if missing:
-            raise ConfigError(
-                f"columns={dict(columns)!r} lacks {missing}: expected {_FIX_HINT} "
-                "(optionally 'input': ...)."
-            )
-        schema = Schema(
-            "columns",
-            instruction=mapping["instruction"],
-            response=mapping["response"],
-            input=mapping.get("input"),
-        )
-    absent = [c for c in schema.columns if c not in column_names]
+            raise ConfigError(f"columns={dict(columns)!r} lacks {missing}: expected {_FIX_HINT} "
+                              "(optionally 'input': ...).")
+        schema = Schema("columns", instruction=mapping["instruction"], response=mapping["response"],
+                        input=mapping.get("input"))
+    return _check_present(schema, column_names, f"from columns={dict(columns)!r}",
+                          f"Fix the mapping, e.g. {_FIX_HINT}.")
+
+
+def _check_present(schema: Schema, names: Sequence[str], what: str, fix: str) -> Schema:
+    absent = [c for c in schema.columns if c not in names]
     if absent:
-        raise SchemaError(
-            f"Column(s) {absent} from columns={dict(columns)!r} not found. "
-            f"Columns: {list(column_names)}. Fix the mapping, e.g. {_FIX_HINT}."
-        )
+        raise SchemaError(f"Column(s) {absent} {what} not found. Columns: {list(names)}. {fix}")
     return schema
 
 
 def detect_schema(
     column_names: Iterable[str], *, columns: Optional[Union[Mapping[str, Any], Schema]] = None
 ) -> Schema:
-    """Find how a dataset's rows map to (instruction, response).
-
-    Args:
-        column_names: The dataset's column names (``ds.column_names`` or a batch's keys).
-        columns: Explicit mapping overriding detection: ``{"instruction": ..., "response": ...,
-            "input": ...}`` (input optional) or ``{"messages": <col>}`` /
-            ``{"conversations": <col>}``; a :class:`Schema` is returned as is after checking
-            its columns exist.
-
-    Returns:
-        The :class:`Schema` (detection order in the module docstring).
+    """Find how a dataset's rows map to (instruction, response): detection in the order of the
+    module docstring, or the explicit `columns` mapping (a :class:`Schema` is checked and returned).
 
     Raises:
         SchemaError: no supported schema matches, or a mapped column does not exist; the message
@@ -368,24 +302,14 @@ def detect_schema(
     names = list(column_names)
     present = set(names)
     if isinstance(columns, Schema):
-        absent = [c for c in columns.columns if c not in present]
-        if absent:
-            raise SchemaError(
-                f"Column(s) {absent} of schema {columns.describe()} not found. Columns: {names}. "
-                f"Pass {_FIX_HINT}."
-            )
-        return columns
+        return _check_present(columns, names, f"of schema {columns.describe()}", f"Pass {_FIX_HINT}.")
     if columns is not None:
         return _explicit_schema(names, columns)
     for instruction, response, input_col in _PAIR_SCHEMAS:
         if instruction in present and response in present:
             name = "alpaca" if (instruction, response) == ("instruction", "output") else "pair"
-            return Schema(
-                name,
-                instruction=instruction,
-                response=response,
-                input=input_col if input_col in present else None,
-            )
+            return Schema(name, instruction=instruction, response=response,
+                          input=input_col if input_col in present else None)
     for chat in _CHAT_COLUMNS:
         if chat in present:
             return Schema(chat, chat=chat)
@@ -440,23 +364,16 @@ def _pair_from_chat(turns: Any, column: str) -> Pair:
         elif turn.get("from") is not None:
             role, content = turn["from"], turn.get("value")
         else:
-            return Pair(
-                None, None, f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys"
-            )
+            return Pair(None, None, f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys")
         if not isinstance(role, str):
             return Pair(None, None, f"turn {i} role is {type(role).__name__}, expected str")
         if not isinstance(content, str):
             return Pair(None, None, f"turn {i} content is {type(content).__name__}, expected str")
-        role_key = role.lower()
-        if role_key in _ASSISTANT_ROLES:
-            norm = "assistant"
-            last_assistant = i
-        elif role_key in _USER_ROLES:
-            norm = "user"
-        elif role_key == _SYSTEM_ROLE:
-            norm = "system"
-        else:
+        norm = _ROLES.get(role.lower())
+        if norm is None:
             return Pair(None, None, f"turn {i} has unknown role {role!r}")
+        if norm == "assistant":
+            last_assistant = i
         parsed.append((norm, content))
     if last_assistant < 0:
         return Pair(None, None, "no assistant turn")
@@ -485,17 +402,9 @@ def extract_pairs(
     *,
     columns: Optional[Union[Mapping[str, Any], Schema]] = None,
 ) -> list[Pair]:
-    """One (instruction, response) :class:`Pair` per row of a batch, in row order.
-
-    Args:
-        batch: A ``datasets`` batch: column name -> list of values (as passed to a
-            ``map(batched=True)`` function).
-        columns: Optional explicit mapping or :class:`Schema`, see :func:`detect_schema`.
-
-    Returns:
-        A list with exactly one Pair per row, same order. Rows that cannot be scored (None,
-        empty or whitespace-only text, non-string values, malformed or assistant-less
-        conversations) have ``error`` set instead of raising.
+    """One (instruction, response) :class:`Pair` per row of a ``map(batched=True)`` batch, in row
+    order; a row that cannot be scored has ``error`` set instead of raising. `columns`: see
+    :func:`detect_schema`.
 
     Raises:
         SchemaError: the columns match no supported schema, or a mapped column is missing.
@@ -539,18 +448,8 @@ def extract_fields(
     *,
     columns: Optional[Union[Mapping[str, Any], Schema]] = None,
 ) -> list[Fields]:
-    """One :class:`Fields` per row of a batch, in row order (the rules of :func:`extract_pairs`).
-
-    Args:
-        batch: A ``datasets`` batch: column name -> list of values.
-        columns: Optional explicit mapping or :class:`Schema`, see :func:`detect_schema`.
-
-    Returns:
-        A list with exactly one Fields per row; bad rows carry the same ``error`` as
-        :func:`extract_pairs` gives them.
-
-    Raises:
-        SchemaError, ConfigError: as :func:`extract_pairs`.
+    """One :class:`Fields` per row of a batch, in row order, by the rules of :func:`extract_pairs`
+    (bad rows carry the same ``error``).
 
     Example:
         >>> extract_fields({"instruction": ["Translate"], "input": ["chat"], "output": ["cat"]})

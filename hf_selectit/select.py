@@ -4,26 +4,20 @@ Pure ``Dataset -> Dataset`` functions; nothing here loads a model. Rows are neve
 dropped from the input: a subset is ``ds.select(indices)`` of the input, so every kept row is
 byte-for-byte the scored row.
 
-SelectIT's rule (:func:`select_top`): rank the rows by (score, original index) descending, so
-that among equal scores the row with the HIGHER original index comes first, and keep the first
-``int(N * ratio)`` rows. A score whose lower end is better (reversed IFD, losses; declared by the
-method's column schema, :mod:`hf_selectit.methods.columns`) is ranked ascending instead, ties
-still to the higher index. Decisions where the paper is silent:
+SelectIT's rule is :func:`select_top`'s. Decisions where the paper is silent:
 
 - ``N`` counts every row of the dataset, including rows whose status is an error or whose score
   is NaN (the paper's ``int(N * ratio)`` of the dataset; Selective Alpaca: 52,002 -> 10,400).
   Such rows are never selected; if fewer valid rows than the quota exist, all valid rows are
   kept and a warning says so.
-- The status column is the one the score column's schema names (``<prefix>sentence_score`` ->
-  ``<prefix>status``; ``selectit_model_score`` -> ``selectit_model_status``, written by
-  :func:`fuse_models`). A row whose status is an error is never selected; ``"truncated"`` rows
-  are selectable. No status column: only NaN scores are excluded.
+- The status column is the one the score column's schema names (:mod:`hf_selectit.methods.columns`).
+  A row whose status is an error is never selected; ``"truncated"`` rows are selectable. No
+  status column: only NaN scores are excluded.
 - ``by=<column>`` applies the rule within each group: quota ``int(N_g * ratio)`` (or the top
   ``k``) per group, ``threshold`` per row as without groups. ``order="score"`` then gives the
   kept rows of all groups in one global (score, index) descending order.
 - What was done (rule, parameters, counts, which end was better) and which rows were kept is
-  the returned subset's ``selection`` (:class:`hf_selectit.provenance.Selection`); the rule
-  also travels with the rows (:mod:`hf_selectit.provenance`) and reads back with
+  the returned subset's ``selection``; the rule also travels with the rows and reads back with
   :func:`selection_rule`.
 
 Score columns are read through Arrow (``ds.with_format("arrow")[column].to_numpy()``): the numpy
@@ -67,11 +61,8 @@ _NUMERIC_DTYPES = {
 
 
 def score_array(ds: "Dataset", column: str) -> np.ndarray:
-    """The score column as float64 numpy (nulls become NaN), in the dataset's row order.
-
-    Raises:
-        ScoreColumnError: the column does not exist or is not a numeric scalar column.
-    """
+    """The score column as float64 numpy (nulls become NaN), in the dataset's row order; a
+    ScoreColumnError when it does not exist or is not a numeric scalar column."""
     from datasets import Value
 
     if column not in ds.column_names:
@@ -83,21 +74,15 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
         )
     feature = ds.features[column]
     if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
-        raise ScoreColumnError(
-            f"Column {column!r} has type {feature!r}; expected one number per row. Score-like "
-            f"columns present: {schema.score_like(ds)}."
-        )
+        raise ScoreColumnError(f"Column {column!r} has type {feature!r}; expected one number per row. "
+                               f"Score-like columns present: {schema.score_like(ds)}.")
     if feature.dtype == "null":
         return np.full(len(ds), np.nan)
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
-    """(code per row, label per code) of a grouping column; a null value is its own group.
-
-    Raises:
-        ConfigError: the column does not exist.
-    """
+    """(code per row, label per code) of a grouping column; a null value is its own group."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -109,10 +94,9 @@ def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     kind = values.type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-            or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
-            or pa.types.is_temporal(kind) or pa.types.is_binary(kind)
-            or pa.types.is_large_binary(kind) or pa.types.is_decimal(kind)):
+    scalar = ("string", "large_string", "integer", "floating", "boolean", "null", "temporal", "binary",
+              "large_binary", "decimal")
+    if not any(getattr(pa.types, f"is_{name}")(kind) for name in scalar):
         raise ConfigError(
             f"by={by!r} cannot group rows: the column holds {ds.features[by]} values (a list or "
             f"struct per row), not one label per row. Group by a column with one string, number or "
@@ -125,16 +109,8 @@ def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
 
 
 def selectit_ranking(scores: np.ndarray, eligible: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray:
-    """Indices of the eligible rows in SelectIT order: best score first (descending, or ascending
+    """Indices of the `eligible` rows in SelectIT order: best score first (descending, or ascending
     when lower is better), ties to the higher index.
-
-    Args:
-        scores: [N] float scores.
-        eligible: [N] bool mask of rows that may be ranked (finite-or-inf score, no error).
-        higher_is_better: which end of the score is better.
-
-    Returns:
-        int64 indices into `scores`.
 
     Example:
         >>> selectit_ranking(np.array([1.0, 2.0, 1.0]), np.array([True, True, True]))
@@ -164,16 +140,9 @@ def _check_k(k: Any, n_rows: int) -> int:
     if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k={k!r} is invalid: expected an integer >= 1.")
     if k > n_rows:
-        raise ConfigError(
-            f"k={k} is larger than the dataset ({n_rows} rows). Pass k <= {n_rows} or ratio=1.0 "
-            f"to keep every valid row."
-        )
+        raise ConfigError(f"k={k} is larger than the dataset ({n_rows} rows). Pass k <= {n_rows} or "
+                          "ratio=1.0 to keep every valid row.")
     return int(k)
-
-
-def _check_order(order: Any) -> None:
-    if order not in ORDERS:
-        raise ConfigError(f"order={order!r} is invalid: expected one of {list(ORDERS)}.")
 
 
 # --- selection --------------------------------------------------------------------------------
@@ -243,7 +212,8 @@ def select_top(
         >>> subset = select_top(ds, column="ifd_score", ratio=0.1)           # Cherry: IFD <= 1, top 10%
     """
     rule = _resolve_rule(ratio, k, threshold)
-    _check_order(order)
+    if order not in ORDERS:
+        raise ConfigError(f"order={order!r} is invalid: expected one of {list(ORDERS)}.")
     # Before the cut-off: "auto" depends on the column actually ranked by.
     column = schema.resolve(ds, column)
     cols = schema.columns_of(ds, column)
@@ -297,10 +267,8 @@ def select_top(
         short = np.flatnonzero(np.bincount(codes[eligible], minlength=n_groups) < quota)
         if len(short):
             what = "the dataset" if by is None else f"{len(short)} group(s) of {by!r}"
-            logger.warning(
-                "Fewer valid rows than the quota in %s (first: %r wants %d); all valid rows "
-                "of it are kept.", what, labels[short[0]], int(quota[short[0]]),
-            )
+            logger.warning("Fewer valid rows than the quota in %s (first: %r wants %d); all valid rows "
+                           "of it are kept.", what, labels[short[0]], int(quota[short[0]]))
     if order == "original":
         keep = np.sort(keep)
 
@@ -314,25 +282,16 @@ def select_top(
             "failed to score, so nothing is kept. See the %s column for the reasons and re-score.",
             n_rows, column, n_errors, n_nan, status_column or "status")
     elif n_errors or n_nan:
-        logger.warning(
-            "%d of %d rows are never selected: %d with an error status (%s), %d with a NaN/null "
-            "score in %r.", n_errors + n_nan, n_rows, n_errors, status_column, n_nan, column,
-        )
+        logger.warning("%d of %d rows are never selected: %d with an error status (%s), %d with a "
+                       "NaN/null score in %r.", n_errors + n_nan, n_rows, n_errors, status_column, n_nan, column)
     if len(keep) == 0:
         logger.warning("select_top kept no rows (rule %s, %d rows in).", rule, n_rows)
 
     groups = None
     if by is not None:
-        kept_per_group = np.bincount(codes[keep], minlength=len(labels))
-        groups = [
-            {"value": label, "rows_in": int(size), "kept": int(kept),
-             "rows_error": int(e), "rows_nan": int(nn)}
-            for label, size, kept, e, nn in zip(
-                labels, np.bincount(codes, minlength=len(labels)), kept_per_group,
-                np.bincount(codes[errors], minlength=len(labels)),
-                np.bincount(codes[nan_rows], minlength=len(labels)),
-            )
-        ]
+        counts = [np.bincount(codes[rows], minlength=len(labels)) for rows in (slice(None), keep, errors, nan_rows)]
+        groups = [{"value": label, "rows_in": int(size), "kept": int(kept), "rows_error": int(e), "rows_nan": int(nn)}
+                  for label, size, kept, e, nn in zip(labels, *counts)]
     record = {
         "method": "selectit",
         "rule": rule,
@@ -407,20 +366,9 @@ def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: l
 def select_random(
     ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None, seed: int = 0
 ) -> "Dataset":
-    """The random baseline: a uniform sample of rows, in the dataset's original order.
-
-    Every row may be drawn, scored or not (the baseline does not look at scores). The same
-    seed on the same dataset length gives the same rows.
-
-    Args:
-        ds: any dataset.
-        ratio: keep ``int(N * ratio)`` rows; when neither ratio nor k is given, 0.2 (as
-            :func:`select_top`).
-        k: keep exactly `k` rows.
-        seed: seed of ``numpy.random.default_rng``.
-
-    Returns:
-        ``ds.select(sorted indices)`` with the rule recorded (see :func:`selection_rule`).
+    """The random baseline: a uniform sample of ``int(N * ratio)`` (default 0.2) or `k` rows, scored
+    or not, in the dataset's original order, with the rule recorded. The same `seed` on the same
+    dataset length gives the same rows.
 
     Raises:
         ConfigError: both ratio and k, ratio outside (0, 1], k < 1 or larger than the dataset.
@@ -437,8 +385,7 @@ def select_random(
         ratio = _check_ratio(DEFAULT_RATIO if ratio is None else ratio)
         size, rule = int(n_rows * ratio), "random_ratio"
     if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(
-            f"seed={seed!r} is invalid: expected a whole number >= 0, e.g. seed=0 (CLI: --seed 0).")
+        raise ConfigError(f"seed={seed!r} is invalid: expected a whole number >= 0, e.g. seed=0 (CLI: --seed 0).")
     keep = np.sort(np.random.default_rng(int(seed)).choice(n_rows, size=size, replace=False))
     record = {
         "method": "random", "rule": rule,
@@ -527,10 +474,8 @@ def fuse_models(
     from .formulas import model_level_scores, model_weights
 
     if isinstance(columns, (str, tuple)) or not isinstance(columns, Sequence) or not columns:
-        raise ConfigError(
-            f"columns={columns!r} is invalid: expected a non-empty list of score column names "
-            f"(or (dataset, column) pairs), e.g. ['m1_sentence_score', 'm2_sentence_score']."
-        )
+        raise ConfigError(f"columns={columns!r} is invalid: expected a non-empty list of score column names "
+                          "(or (dataset, column) pairs), e.g. ['m1_sentence_score', 'm2_sentence_score'].")
     sources: list[tuple[Any, str, str]] = []  # (dataset, column, label)
     for i, spec in enumerate(columns):
         if isinstance(spec, str):
@@ -539,16 +484,12 @@ def fuse_models(
               and isinstance(spec[1], str)):
             other, name = spec
             if len(other) != len(ds):
-                raise ConfigError(
-                    f"columns[{i}]: the dataset holding {name!r} has {len(other)} rows, expected "
-                    f"{len(ds)} (the same rows in the same order as ds)."
-                )
+                raise ConfigError(f"columns[{i}]: the dataset holding {name!r} has {len(other)} rows, "
+                                  f"expected {len(ds)} (the same rows in the same order as ds).")
             sources.append((other, name, f"{name}@columns[{i}]"))
         else:
-            raise ConfigError(
-                f"columns[{i}]={spec!r} is invalid: expected a column name or a "
-                f"(Dataset, column_name) pair."
-            )
+            raise ConfigError(f"columns[{i}]={spec!r} is invalid: expected a column name or a "
+                              "(Dataset, column_name) pair.")
     if output in [name for src, name, _ in sources if src is ds]:
         raise ConfigError(f"output={output!r} is one of the input columns; choose another name.")
     scores = np.stack([score_array(src, name) for src, name, _ in sources])
@@ -563,18 +504,12 @@ def fuse_models(
 
     scheme = "explicit" if weights is not None and not isinstance(weights, str) else weights
     if params is None and weights is None:
-        params, missing = [], []
-        for (src, name, label), cols in zip(sources, schemas):
-            info = provenance.scorer_infos(src).get(cols.prefix, {})
-            count = info.get("parameter_count")
-            params.append(count)
-            if count is None:
-                missing.append(label)
+        params = [provenance.scorer_infos(src).get(cols.prefix, {}).get("parameter_count")
+                  for (src, _, _), cols in zip(sources, schemas)]
+        missing = [label for (_, _, label), count in zip(sources, params) if count is None]
         if missing:
-            raise ConfigError(
-                f"No parameter count recorded for {missing} (scored without hf-selectit's "
-                f"provenance). Pass params=[...] (e.g. [7e9, 13e9, 70e9]) or weights=[...]."
-            )
+            raise ConfigError(f"No parameter count recorded for {missing} (scored without hf-selectit's "
+                              "provenance). Pass params=[...] (e.g. [7e9, 13e9, 70e9]) or weights=[...].")
     if params is not None:
         scheme = "paper"
         if any(not _is_real(p) for p in params):
@@ -606,14 +541,9 @@ def fuse_models(
     n_nan = int(np.isnan(fused).sum())
     if n_nan:
         logger.warning("%d of %d fused scores are NaN (a model had no score for the row).", n_nan, n_rows)
-    fusion = {
-        "columns": [label for _, _, label in sources],
-        "scheme": scheme,
-        "params": [float(p) for p in params] if params is not None else None,
-        "weights": [float(x) for x in w],
-        "status_column": status_out,
-        "higher_is_better": higher,
-        "rows_nan": n_nan,
-    }
+    fusion = {"columns": [label for _, _, label in sources], "scheme": scheme,
+              "params": [float(p) for p in params] if params is not None else None,
+              "weights": [float(x) for x in w], "status_column": status_out, "higher_is_better": higher,
+              "rows_nan": n_nan}
     return provenance.attach(ds, fusion={output: fusion})
 

@@ -1,35 +1,20 @@
 """Does the score separate good answers from bad ones? Checks on labelled data, with baselines.
 
-Three kinds of labelled data (:func:`validate` picks by the columns):
+- **Preference pairs** (:func:`pair_datasets` reads the layouts): both answers are scored and the
+  figure is the pairwise accuracy, the share of pairs whose chosen answer scores better (ties
+  0.5). "Better" is the end each score's method declares (:mod:`hf_selectit.methods.columns`).
+- **A label column** on a scored dataset: ROC-AUC for a binary or categorical label, Spearman's
+  correlation for a numeric rating.
+- **Agreement between score columns**: the Spearman matrix and the Jaccard overlap of the
+  top-``top_ratio`` subsets each column selects (SelectIT's rule).
 
-- **Preference pairs**: a prompt with a chosen and a rejected answer. Both answers are scored
-  with the given scorer(s) (two datasets, one ``map`` each) and the figure is the pairwise
-  accuracy: the share of pairs whose chosen answer scores better, ties 0.5. "Better" is the end
-  the score's method declares (r-IFD and losses: lower; :mod:`hf_selectit.methods.columns`);
-  every figure of a score is computed in that direction, and the report says which it was. Layouts read
-  (:func:`pair_datasets`): ``prompt``/``chosen``/``rejected`` as plain text; ShareGPT-style
-  ``conversations`` + ``chosen`` + ``rejected`` (a turn dict or a string each); messages-style
-  ``chosen``/``rejected`` lists of ``{"role", "content"}`` turns (with an optional ``prompt``
-  column holding the leading turns or the user text).
-- **A label column** on a scored dataset: ROC-AUC of each score for a binary or categorical
-  label (``positive="good"``, a list of positive values, or a mapping ``{value: 0/1}``), or
-  Spearman's correlation with a numeric rating.
-- **Agreement between score columns** (always, when there are two or more columns, baselines
-  included): the Spearman matrix and the Jaccard overlap of the top-``top_ratio`` subsets each
-  column selects (SelectIT's rule: score descending, ties to the higher index).
-
-Baselines are always in the table: random scores (expected 0.5; the figure drawn here shows how
-far chance alone moves at this number of items), the response length in characters and in
-tokens (the SelectIT paper reports that selected answers are longer, and large studies find
-length a strong selector), and every other score column present. Every figure carries a
-percentile-bootstrap 95% interval and its number of items.
-
-The metrics are the `evaluate` modules shipped in :mod:`hf_selectit.metrics`, loaded from the
-installed package (no network).
+Baselines are always in the table: random scores (how far chance alone moves at this number of
+items), the response length in characters and in tokens (the SelectIT paper reports that selected
+answers are longer), and every other score column present. Every figure carries a
+percentile-bootstrap interval and its number of items, from the `evaluate` modules shipped in
+:mod:`hf_selectit.metrics` (no network).
 
 Example:
-    >>> from hf_selectit import SelectITScorer
-    >>> from hf_selectit import validate
     >>> report = validate(pairs, scorers=SelectITScorer())             # preference pairs
     >>> report = validate(scored, label="kind", positive="good")       # a label column
     >>> print(report.to_markdown())
@@ -226,18 +211,12 @@ def _turn_text(value: Any) -> Any:
 
 
 def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Dataset", "Dataset", str]:
-    """Split preference pairs into a dataset of chosen answers and one of rejected answers.
+    """Split preference pairs into (chosen, rejected, layout): row i of both datasets is pair i.
 
-    Row i of both is pair i. The columns are ones every scorer detects: Alpaca
-    (``instruction``/``input``/``output``) for plain text, a ``conversations`` or ``messages``
-    chat column whose last assistant turn is the answer otherwise.
-
-    Args:
-        ds: preference pairs in one of :data:`PAIR_LAYOUTS`.
-        layout: force a layout; None = :func:`pair_layout`.
-
-    Returns:
-        (chosen, rejected, layout).
+    Layouts (None = :func:`pair_layout`): ``prompt``/``chosen``/``rejected`` as plain text (read
+    as Alpaca ``instruction``/``input``/``output``); ShareGPT-style ``conversations`` + ``chosen``
+    + ``rejected`` (a turn dict or a string each); messages-style ``chosen``/``rejected`` lists of
+    ``{"role", "content"}`` turns, with an optional ``prompt`` column of leading turns or user text.
 
     Example:
         >>> chosen, rejected, layout = pair_datasets(Dataset.from_dict(
@@ -324,14 +303,6 @@ def _as_scorer(scorer: Any) -> Any:
         # The pair datasets built here have standard columns; the user's mapping is for theirs.
         scorer = type(scorer).from_config(replace(config, columns=None))
     return scorer
-
-
-def _scorer_list(scorers: Any) -> list:
-    if scorers is None:
-        return []
-    if isinstance(scorers, (list, tuple)):
-        return [_as_scorer(s) for s in scorers]
-    return [_as_scorer(scorers)]
 
 
 def score_columns_of(scorer: Any) -> list[str]:
@@ -435,9 +406,30 @@ def token_lengths(texts: Sequence[Optional[str]], tokenizer: Any) -> np.ndarray:
     return out
 
 
-def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:
-    """Characters of each text (NaN where the text is None)."""
-    return np.array([np.nan if t is None else float(len(t)) for t in texts], dtype=np.float64)
+def _add_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"],
+                 targets: Sequence[tuple[dict, Sequence[Optional[str]]]], notes: list) -> Optional[str]:
+    """Add the length baselines (characters, then tokens) to each (values, texts) target; returns
+    the tokenizer's name, None when the token baseline was left out (said in `notes`)."""
+    from .errors import ModelLoadError
+
+    for values, texts in targets:
+        values[LENGTH_CHARS] = np.array([np.nan if t is None else float(len(t)) for t in texts])
+    # "none" as in the CLI and YAML (`tokenizer: none`), so every entry point spells it alike.
+    if tokenizer is False or (isinstance(tokenizer, str) and tokenizer.lower() == "none"):
+        notes.append("The token-length baseline was left out (tokenizer=False).")
+        return None
+    try:
+        tok, name = _tokenizer_for(tokenizer, scorers, ds)
+    except ModelLoadError as err:
+        if tokenizer is not None:
+            raise
+        logger.warning("No tokenizer for the token-length baseline: %s", err)
+        notes.append(f"The token-length baseline was left out: no tokenizer could be loaded ({err}). "
+                     "Pass tokenizer=<model id or path>.")
+        return None
+    for values, texts in targets:
+        values[LENGTH_TOKENS] = token_lengths(texts, tok)
+    return name
 
 
 # --------------------------------------------------------------------------- the checks
@@ -456,12 +448,8 @@ def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = 
                      binary: bool = False) -> None:
     """Refuse a score column no figure can be computed from, saying why and with what counts.
 
-    Args:
-        column: the score column's name.
-        scores: its values for the items (NaN = missing).
-        other: what it is measured against, one per item (labels, or the rejected answers' scores).
-        other_name: what ``other`` is, for the message.
-        binary: ``other`` is a 0/1 label: both classes must be left among the scored items.
+    `other` is what the scores are measured against, one per item (labels, or the rejected
+    answers' scores); with `binary` both 0/1 classes must be left among the scored items.
 
     Raises:
         ConfigError: the lengths differ, no item has a score, or one class is left.
@@ -487,11 +475,16 @@ def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = 
                 "missing rows, or validate more rows.")
 
 
-def _row(name: str, role: str, result: Mapping[str, Any], **extra: Any) -> dict:
-    row = {"name": name, "role": role,
+def _row(name: str, tested: Sequence[str], result: Mapping[str, Any], higher: Mapping[str, bool],
+         expected: float, **extra: Any) -> dict:
+    row = {"name": name, "role": "score" if name in tested else "baseline",
            "description": BASELINE_DESCRIPTIONS.get(name, name),
            "value": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
            "n": result["n"], "n_missing": result.get("n_missing", 0)}
+    if name == RANDOM:
+        row["expected"] = expected
+    if name in higher:
+        row["higher_is_better"] = higher[name]
     row.update(extra)
     return row
 
@@ -507,27 +500,14 @@ def top_mask(values: np.ndarray, ratio: float) -> np.ndarray:
     return mask
 
 
-def score_agreement(
-    columns: Mapping[str, np.ndarray],
-    *,
-    top_ratio: float = 0.2,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict:
-    """Spearman matrix and top-ratio Jaccard overlaps between score columns (any scores).
-
-    Args:
-        columns: name -> per-item values (NaN = missing), all the same length.
-        top_ratio: share of items each column selects for the overlap.
+def score_agreement(columns: Mapping[str, np.ndarray], *, top_ratio: float = 0.2, n_boot: int = 1000,
+                    seed: int = 0, confidence: float = 0.95) -> dict:
+    """Spearman matrix and top-ratio Jaccard overlaps between score columns (name -> per-item
+    values, NaN = missing, all the same length).
 
     Returns:
         ``{"columns", "top_ratio", "spearman", "jaccard"}`` with ``{a: {b: figure}}`` matrices;
         each figure has ``value``, ``ci_low``, ``ci_high``, ``n``.
-
-    Example:
-        >>> score_agreement({"a": np.array([1., 2, 3]), "b": np.array([3., 2, 1])})["spearman"]["a"]["b"]["value"]
-        -1.0
     """
     if not 0 < top_ratio <= 1:
         raise ConfigError(f"top_ratio={top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
@@ -555,136 +535,48 @@ def score_agreement(
     return {"columns": names, "top_ratio": top_ratio, "spearman": rho, "jaccard": jac}
 
 
-def _random_scores(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random(n)
-
-
-def validate_pairs(
-    ds: "Dataset",
-    scorers: Any,
-    *,
-    layout: Optional[str] = None,
-    tokenizer: Any = None,
-    top_ratio: float = 0.2,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    batch_size: int = 64,
-    plot: Optional[str] = None,
-    higher_is_better: Optional[bool] = None,
-) -> ValidationReport:
-    """Pairwise accuracy of each scorer on preference pairs, beside the baselines.
-
-    Args:
-        ds: preference pairs (see :func:`pair_datasets` for the layouts).
-        scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
-            model ids/paths; each must write distinct columns (``column_prefix``).
-        layout: force the pair layout; None = detect.
-        tokenizer: for the token-length baseline: a tokenizer, a model id/path, False (or
-            "none") to leave the baseline out; None = the first scorer's.
-        top_ratio: share selected by each column for the agreement overlaps.
-        n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
-        batch_size: rows per ``map`` batch when scoring.
-        plot: write the chosen-vs-rejected score distributions to this PNG.
-        higher_is_better: which end of every score is better; None = as each column's method
-            declares (r-IFD and losses: lower).
-
-    Returns:
-        A :class:`ValidationReport` with ``metric="pairwise_accuracy"``.
-
-    Raises:
-        ConfigError: no scorer, or two scorers writing the same columns.
-        SchemaError: not a supported pair layout.
-    """
-    scorer_list = _scorer_list(scorers)
-    if not scorer_list:
+def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, top_ratio: float, opts: dict,
+                    batch_size: int, higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict]:
+    """The pairwise-accuracy report (settings: the tokenizer only) and the plot's arguments."""
+    if not scorers:
         raise ConfigError("Preference pairs need a scorer: pass scorers=SelectITScorer() (or a list).")
-    chosen_ds, rejected_ds, layout = pair_datasets(ds, layout=layout)
-    chosen_ds, columns = _apply_scorers(chosen_ds, scorer_list, batch_size=batch_size, desc="Scoring chosen")
-    rejected_ds, _ = _apply_scorers(rejected_ds, scorer_list, batch_size=batch_size, desc="Scoring rejected")
-    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
+    chosen_ds, rejected_ds, layout = pair_datasets(ds)
+    chosen_ds, columns = _apply_scorers(chosen_ds, scorers, batch_size=batch_size, desc="Scoring chosen")
+    rejected_ds, _ = _apply_scorers(rejected_ds, scorers, batch_size=batch_size, desc="Scoring rejected")
     chosen = {c: _scores(chosen_ds, c) for c in columns}
     rejected = {c: _scores(rejected_ds, c) for c in columns}
 
     notes: list[str] = []
-    texts_c, texts_r = _responses(chosen_ds), _responses(rejected_ds)
-    chosen[LENGTH_CHARS], rejected[LENGTH_CHARS] = char_lengths(texts_c), char_lengths(texts_r)
-    tok_name = _add_token_lengths(tokenizer, scorer_list, None, [(chosen, texts_c), (rejected, texts_r)], notes)
+    from .report import response_texts
+
+    texts_c, texts_r = response_texts(chosen_ds), response_texts(rejected_ds)
+    tok_name = _add_lengths(tokenizer, scorers, None, [(chosen, texts_c), (rejected, texts_r)], notes)
     n = len(ds)
-    chosen[RANDOM], rejected[RANDOM] = _random_scores(n, seed), _random_scores(n, seed + 1)
+    chosen[RANDOM] = np.random.default_rng(opts["seed"]).random(n)
+    rejected[RANDOM] = np.random.default_rng(opts["seed"] + 1).random(n)
 
     higher = _directions(chosen_ds, columns, higher_is_better)
     better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
-    results = []
     for name in columns:
         check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
+    results = []
     for name in chosen:
         res = _metric("pairwise_accuracy", chosen=better_c[name], rejected=better_r[name], **opts)
-        role = "score" if name in columns else "baseline"
-        extra = {"expected": 0.5} if name == RANDOM else {}
-        if name in higher:
-            extra["higher_is_better"] = higher[name]
-        extra.update(wins=res["wins"], ties=res["ties"], losses=res["losses"])
-        results.append(_row(name, role, res, **extra))
+        results.append(_row(name, columns, res, higher, 0.5,
+                            wins=res["wins"], ties=res["ties"], losses=res["losses"]))
     missing = max(r["n_missing"] for r in results if r["role"] == "score")
     if missing:
         notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
                      "answer) are left out of the score rows.")
     agree_cols = {c: np.concatenate([better_c[c], better_r[c]]) for c in chosen if c != RANDOM}
-    agreement = score_agreement(agree_cols, top_ratio=top_ratio, **opts)
     report = ValidationReport(
         mode="pairs", metric="pairwise_accuracy", n_items=n,
-        target={"layout": layout, "pairs": n, "answers": 2 * n},
-        results=results, agreement=agreement,
-        settings={**opts, "tokenizer": tok_name, "top_ratio": top_ratio,
-                  "scorers": [_describe_scorer(s) for s in scorer_list]},
-        notes=notes,
-    )
-    if plot:
-        from .validation_plot import validation_plot
-
-        report.plot = validation_plot(
-            {c: (chosen[c], rejected[c]) for c in columns}, path=plot,
-            labels=("chosen", "rejected"), title=f"{n:,} preference pairs",
-            figures={r["name"]: r for r in results}, metric=METRIC_TITLES[report.metric])
-    return report
-
-
-def _describe_scorer(scorer: Any) -> dict:
-    config = getattr(scorer, "config", None)
-    out = {"class": type(scorer).__name__, "columns": score_columns_of(scorer)}
-    if config is not None and hasattr(config, "model"):
-        out["model"] = config.model
-    return out
-
-
-def _responses(ds: "Dataset") -> list[Optional[str]]:
-    """Response text of each row as the scorers read it (None where unreadable)."""
-    from .report import response_texts
-
-    return response_texts(ds)
-
-
-def _add_token_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"],
-                       targets: Sequence[tuple[dict, Sequence[Optional[str]]]], notes: list) -> Optional[str]:
-    from .errors import ModelLoadError
-
-    # "none" as in the CLI and YAML (`tokenizer: none`), so every entry point spells it alike.
-    if tokenizer is False or (isinstance(tokenizer, str) and tokenizer.lower() == "none"):
-        notes.append("The token-length baseline was left out (tokenizer=False).")
-        return None
-    try:
-        tok, name = _tokenizer_for(tokenizer, scorers, ds)
-    except ModelLoadError as err:
-        if tokenizer is not None:
-            raise
-        logger.warning("No tokenizer for the token-length baseline: %s", err)
-        notes.append(f"The token-length baseline was left out: no tokenizer could be loaded ({err}). "
-                     "Pass tokenizer=<model id or path>.")
-        return None
-    for columns, texts in targets:
-        columns[LENGTH_TOKENS] = token_lengths(texts, tok)
-    return name
+        target={"layout": layout, "pairs": n, "answers": 2 * n}, results=results,
+        agreement=score_agreement(agree_cols, top_ratio=top_ratio, **opts),
+        settings={"tokenizer": tok_name}, notes=notes)
+    plot = {"series": {c: (chosen[c], rejected[c]) for c in columns},
+            "labels": ("chosen", "rejected"), "title": f"{n:,} preference pairs"}
+    return report, plot
 
 
 def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarray, list, str]:
@@ -727,52 +619,13 @@ def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarra
     )
 
 
-def validate_labels(
-    ds: "Dataset",
-    label: str,
-    *,
-    positive: Any = None,
-    columns: Optional[Sequence[str]] = None,
-    scorers: Any = None,
-    tokenizer: Any = None,
-    top_ratio: float = 0.2,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    batch_size: int = 64,
-    plot: Optional[str] = None,
-    higher_is_better: Optional[bool] = None,
-) -> ValidationReport:
-    """ROC-AUC (binary/categorical label) or Spearman (numeric rating) of each score column.
-
-    Args:
-        ds: a dataset with a label column and score columns (or `scorers` to add them).
-        label: the label column.
-        positive: for a categorical label: the value (or list of values) that counts as good, or
-            a mapping ``{value: 1/0}`` (values left out of it are not counted). None: 0/1 and
-            booleans are binary, other numbers a rating (Spearman); text needs `positive`.
-        columns: the score columns; None = every numeric column whose name ends in "score".
-        scorers: score `ds` first with these (their columns join `columns`).
-        tokenizer: for the token-length baseline: a tokenizer, a model id/path, or False
-            ("none"); None = the first scorer's, else the model recorded on `ds`, else the
-            embedded one.
-        top_ratio, n_boot, seed, confidence, batch_size, plot, higher_is_better: as in
-            :func:`validate_pairs` (the direction applies to the tested columns).
-
-    Returns:
-        A :class:`ValidationReport` with ``metric`` "roc_auc" or "spearman".
-
-    Raises:
-        SchemaError: `label` is not a column.
-        ScoreColumnError: no score column.
-        ConfigError: a text label without `positive`, or `positive` values not in the column.
-    """
+def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optional[Sequence[str]],
+                     scorers: list, tokenizer: Any, top_ratio: float, opts: dict, batch_size: int,
+                     higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict]:
+    """The ROC-AUC or Spearman report (settings: the tokenizer only) and the plot's arguments."""
     from .methods.columns import score_like
 
-    if label not in ds.column_names:
-        raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. Pass label=<column>.")
-    scorer_list = _scorer_list(scorers)
-    ds, added = _apply_scorers(ds, scorer_list, batch_size=batch_size, desc="Scoring")
+    ds, added = _apply_scorers(ds, scorers, batch_size=batch_size, desc="Scoring")
     detected = [c for c in score_like(ds) if c != label and _numeric(ds, c)]
     if columns is None and not added:
         tested = detected
@@ -793,18 +646,18 @@ def validate_labels(
             f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate more "
             "rows (no --limit, or a shuffled sample) or check positive=."
         )
-    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     values = {c: _scores(ds, c) for c in tested + others}
     notes: list[str] = []
     tok_name = None
+    from .report import response_texts
+
     try:
-        texts = _responses(ds)
+        texts = response_texts(ds)
     except SchemaError as err:
         notes.append(f"The length baselines were left out: no response text recognised ({err}).")
     else:
-        values[LENGTH_CHARS] = char_lengths(texts)
-        tok_name = _add_token_lengths(tokenizer, scorer_list, ds, [(values, texts)], notes)
-    values[RANDOM] = _random_scores(len(ds), seed)
+        tok_name = _add_lengths(tokenizer, scorers, ds, [(values, texts)], notes)
+    values[RANDOM] = np.random.default_rng(opts["seed"]).random(len(ds))
 
     metric = "roc_auc" if kind == "binary" else "spearman"
     for name in tested:
@@ -818,48 +671,28 @@ def validate_labels(
             res = _metric("roc_auc", predictions=v, references=y[labelled].astype(np.int32), **opts)
         else:
             res = _metric("spearman", predictions=v, references=y[labelled], **opts)
-        role = "score" if name in tested else "baseline"
-        extra = {"expected": 0.5 if kind == "binary" else 0.0} if name == RANDOM else {}
-        if name in higher:
-            extra["higher_is_better"] = higher[name]
-        results.append(_row(name, role, res, **extra))
+        results.append(_row(name, tested, res, higher, 0.5 if kind == "binary" else 0.0))
     if (~labelled).any():
         notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
-    agreement = score_agreement({c: v for c, v in better.items() if c != RANDOM},
-                                top_ratio=top_ratio, **opts)
     target = {"column": label, "kind": kind, "positive": positives,
               "n_positive": int((y[labelled] == 1).sum()) if kind == "binary" else None,
               "n_negative": int((y[labelled] == 0).sum()) if kind == "binary" else None,
               "n_unlabelled": int((~labelled).sum())}
     report = ValidationReport(
         mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
-        agreement=agreement,
-        settings={**opts, "tokenizer": tok_name, "top_ratio": top_ratio,
-                  "scorers": [_describe_scorer(s) for s in scorer_list]},
-        notes=notes,
-    )
-    if plot:
-        from .validation_plot import validation_plot
-
-        shown = [r["name"] for r in results if r["role"] == "score"]
-        figures = {r["name"]: r for r in results}
-        if kind == "binary":
-            pos_mask, neg_mask = labelled & (y == 1), labelled & (y == 0)
-            series = {c: (values[c][pos_mask], values[c][neg_mask]) for c in shown}
-            names = (_label_name(positives), "the rest")
-            report.plot = validation_plot(series, path=plot, labels=names,
-                                          title=f"{len(ds):,} rows by `{label}`", figures=figures,
-                                          metric=METRIC_TITLES[metric])
-        else:
-            series = {c: (values[c][labelled], y[labelled]) for c in shown}
-            report.plot = validation_plot(series, path=plot, labels=(label,), scatter=True,
-                                          title=f"{len(ds):,} rows, rating `{label}`",
-                                          figures=figures, metric=METRIC_TITLES[metric])
-    return report
-
-
-def _label_name(positives: Sequence[Any]) -> str:
-    return " / ".join(str(p) for p in positives) or "positive"
+        agreement=score_agreement({c: v for c, v in better.items() if c != RANDOM},
+                                  top_ratio=top_ratio, **opts),
+        settings={"tokenizer": tok_name}, notes=notes)
+    shown = [r["name"] for r in results if r["role"] == "score"]
+    if kind == "binary":
+        pos_mask, neg_mask = labelled & (y == 1), labelled & (y == 0)
+        plot = {"series": {c: (values[c][pos_mask], values[c][neg_mask]) for c in shown},
+                "labels": (" / ".join(str(p) for p in positives) or "positive", "the rest"),
+                "title": f"{len(ds):,} rows by `{label}`"}
+    else:
+        plot = {"series": {c: (values[c][labelled], y[labelled]) for c in shown}, "labels": (label,),
+                "scatter": True, "title": f"{len(ds):,} rows, rating `{label}`"}
+    return report, plot
 
 
 def _numeric(ds: "Dataset", column: str) -> bool:
@@ -886,45 +719,91 @@ def validate(
     plot: Optional[str] = None,
     higher_is_better: Optional[bool] = None,
 ) -> ValidationReport:
-    """Validate scores on labelled data: preference pairs when `ds` has chosen/rejected columns
-    and no `label` is given, otherwise a label column. See :func:`validate_pairs` and
-    :func:`validate_labels` for the arguments.
+    """Validate scores on labelled data: preference pairs (pairwise accuracy) when `ds` has
+    chosen/rejected columns and no `label` is given, otherwise a label column (ROC-AUC for a
+    binary or categorical label, Spearman for a numeric rating).
+
+    Args:
+        ds: preference pairs (see :func:`pair_datasets` for the layouts), or a dataset with a
+            label column and score columns (or `scorers` to add them).
+        scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
+            model ids/paths; each must write distinct columns (``column_prefix``). Pairs need one.
+        label: the label column.
+        positive: for a categorical label: the value (or list of values) that counts as good, or
+            a mapping ``{value: 1/0}`` (values left out of it are not counted). None: 0/1 and
+            booleans are binary, other numbers a rating (Spearman); text needs `positive`.
+        columns: the score columns tested against a label; None = every numeric column whose
+            name ends in "score" (with `scorers`: their columns).
+        tokenizer: for the token-length baseline: a tokenizer, a model id/path, False (or
+            "none") to leave the baseline out; None = the first scorer's, else the model
+            recorded on `ds`, else the embedded one.
+        top_ratio: share selected by each column for the agreement overlaps.
+        n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
+        batch_size: rows per ``map`` batch when scoring.
+        plot: write the score distributions (chosen vs rejected, positive vs the rest, or a
+            scatter against the rating) to this PNG.
+        higher_is_better: which end of every tested score is better; None = as each column's
+            method declares (r-IFD and losses: lower).
+
+    Returns:
+        A :class:`ValidationReport`.
+
+    Raises:
+        ConfigError: no scorer for pairs, two scorers writing the same columns, a text label
+            without `positive`, or `positive` values not in the column.
+        SchemaError: not a supported pair layout, or `label` is not a column.
+        ScoreColumnError: no score column.
 
     Example:
         >>> validate(pairs, scorers=SelectITScorer()).result("selectit_sentence_score")["value"]
         >>> print(validate(scored, label="kind", positive="good").to_markdown())
     """
-    common = dict(tokenizer=tokenizer, top_ratio=top_ratio, n_boot=n_boot, seed=seed,
-                  confidence=confidence, batch_size=batch_size, plot=plot, higher_is_better=higher_is_better)
-    if label is None:
-        if "chosen" in ds.column_names and "rejected" in ds.column_names:
-            if columns is not None or positive is not None:
-                raise ConfigError("columns= and positive= apply to a label column; preference pairs "
-                                  "are scored with scorers=.")
-            return validate_pairs(ds, scorers, **common)
+    opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
+    common = dict(tokenizer=tokenizer, top_ratio=top_ratio, opts=opts, batch_size=batch_size,
+                  higher_is_better=higher_is_better)
+    if label is None and not {"chosen", "rejected"} <= set(ds.column_names):
         raise ConfigError(
             f"Nothing to validate against: pass label=<column> (columns: {ds.column_names}), or "
             "preference pairs with 'chosen' and 'rejected' columns."
         )
-    return validate_labels(ds, label, positive=positive, columns=columns, scorers=scorers, **common)
+    if label is None and (columns is not None or positive is not None):
+        raise ConfigError("columns= and positive= apply to a label column; preference pairs "
+                          "are scored with scorers=.")
+    if label is not None and label not in ds.column_names:
+        raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. Pass label=<column>.")
+    given = scorers if isinstance(scorers, (list, tuple)) else [] if scorers is None else [scorers]
+    scorer_list = [_as_scorer(s) for s in given]
+    if label is None:
+        report, figure = _validate_pairs(ds, scorer_list, **common)
+    else:
+        report, figure = _validate_labels(ds, label, positive=positive, columns=columns,
+                                          scorers=scorer_list, **common)
+    report.settings = {**opts, **report.settings, "top_ratio": top_ratio,
+                       "scorers": [_describe_scorer(s) for s in scorer_list]}
+    if plot:
+        from .validation_plot import validation_plot
 
+        report.plot = validation_plot(path=plot, figures={r["name"]: r for r in report.results},
+                                      metric=METRIC_TITLES[report.metric], **figure)
+    return report
+
+
+def _describe_scorer(scorer: Any) -> dict:
+    config = getattr(scorer, "config", None)
+    out = {"class": type(scorer).__name__, "columns": score_columns_of(scorer)}
+    if config is not None and hasattr(config, "model"):
+        out["model"] = config.model
+    return out
 
 # --------------------------------------------------------------------------- stored with the data
 
 
 def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
-    """`ds` with the report recorded in its metadata, so a publish of it (or of a subset selected
-    from it) writes the report to ``selectit.json`` and the card shows it.
-
-    Only a label-column report describes the rows it travels with; a preference-pair report is
-    about other data and is refused here.
+    """`ds` with a label-column report recorded in its metadata, so a publish of it (or of a
+    subset selected from it) writes the report to ``selectit.json`` and the card shows it.
 
     Raises:
-        ConfigError: a "pairs" report, or one computed on a different number of rows.
-
-    Example:
-        >>> report = validate(scored, label="kind", positive="good")
-        >>> scored = attach_validation(scored, report)
+        ConfigError: a "pairs" report (about other data), or one computed on a different number of rows.
     """
     from .provenance import attach
 
@@ -937,29 +816,11 @@ def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
     return attach(ds, validation=report.to_dict())
 
 
-def validation_of(ds: Optional["Dataset"]) -> Optional[dict]:
-    """The validation recorded on `ds` by :func:`attach_validation` (a dict), or None."""
-    from .provenance import read
-
-    if ds is None:
-        return None
-    value = read(ds).get("validation")
-    return dict(value) if isinstance(value, dict) else None
-
-
 def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> ValidationReport:
     """:func:`validate` as a :class:`~hf_selectit.config.ValidateConfig` says (the CLI and a run's
-    ``validate:`` section); writes ``config.json`` and ``config.plot`` when set.
-
-    Args:
-        ds: preference pairs (``config.label`` None) or rows with a label column.
-        config: the options.
-        scorers: scorers or method configs; always used for pairs, for labels when
-            ``config.score_first`` is True, or is None and `ds` has no score column.
-
-    Example:
-        >>> run_validation(scored, ValidateConfig(label="kind", positive="good"))
-    """
+    ``validate:`` section); writes ``config.json`` and ``config.plot`` when set. `scorers` are
+    always used for pairs, for labels when ``config.score_first`` is True, or is None and `ds` has
+    no score column."""
     import json
 
     from .methods.columns import score_like

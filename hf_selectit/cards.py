@@ -60,12 +60,7 @@ _SIZE_BOUNDS = (
 
 
 def template_path() -> str:
-    """Path of the card template, from the installed package (wheel or editable install).
-
-    Example:
-        >>> template_path().endswith("selective_dataset.md")
-        True
-    """
+    """Path of the card template, from the installed package (wheel or editable install)."""
     from importlib import resources
 
     try:
@@ -75,10 +70,8 @@ def template_path() -> str:
         root = Path(__file__).resolve().parent.parent / "dataset_cards"
     path = root.joinpath(TEMPLATE_NAME)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Card template {TEMPLATE_NAME!r} not found in {root}; reinstall hf-selectit "
-            "(`pip install -e .` from a checkout)."
-        )
+        raise FileNotFoundError(f"Card template {TEMPLATE_NAME!r} not found in {root}; reinstall "
+                                "hf-selectit (`pip install -e .` from a checkout).")
     return os.fspath(path)
 
 
@@ -104,14 +97,8 @@ def _card_field(card: Optional["DatasetCard"], key: str) -> Any:
 def resolve_license(
     *, user_license: Optional[str], source_card: Optional["DatasetCard"], source_id: Optional[str]
 ) -> tuple[str, str]:
-    """Pick the license of the subset: the user's when given, else the source card's.
-
-    Returns:
-        (license, where it came from).
-
-    Raises:
-        ConfigError: neither the user nor the source card gives one.
-    """
+    """(license of the subset, where it came from): the user's when given, else the source card's;
+    a ConfigError when neither gives one."""
     source_license = _card_field(source_card, "license")
     if user_license:
         if source_license and source_license != user_license:
@@ -139,24 +126,13 @@ def _as_dict(card_data: Any) -> dict:
 
 def card_defaults(*, source_id: Optional[str], card_data: Any = None,
                   source_card: Optional["DatasetCard"] = None) -> dict:
-    """License and language of the card, from the user's `card_data` or the source dataset's card
-    (`source_card`, read by the publisher: ``publishing.load_source_card``).
+    """{"license", "license_origin", "language"} of the card, from the user's `card_data` or the
+    source dataset's card (read by the publisher: ``publishing.load_source_card``).
 
-    Called before anything is written, so a missing license fails a publish early. Language:
-    the user's `card_data["language"]`, else the source card's, else none at all (the header
-    then has no `language` key and an INFO log says how to set it): a wrong language is worse for
-    search and the Hub's filters than a missing one, and the package cannot tell the language
-    of the rows.
-
-    Returns:
-        {"license": ..., "license_origin": ..., "language": [...] or None}.
-
-    Raises:
-        ConfigError: neither `card_data` nor the source card gives a license.
-
-    Example:
-        >>> card_defaults(source_id=None, card_data={"license": "mit"})["license"]
-        'mit'
+    Called before anything is written, so a missing license (ConfigError) fails a publish early.
+    Without a language from either, the header has no `language` key (an INFO log says how to set
+    it): a wrong language is worse for search than a missing one, and the package cannot tell the
+    language of the rows.
     """
     extra = _as_dict(card_data)
     license_, origin = resolve_license(
@@ -194,12 +170,6 @@ def split_info(config_name: str, ds: "Dataset", *, download_size: int) -> dict:
     entry = dict(entry[0] if isinstance(entry, list) else entry)
     # `datasets` leaves out the name "default"; in a list of configs every entry needs it.
     return {"config_name": config_name, **{k: v for k, v in entry.items() if k != "config_name"}}
-
-
-def _py(value: Any) -> str:
-    # repr() is a valid Python literal for str/int/float/bool/None/lists of them, whatever
-    # quotes, backslashes or newlines a repo id, path or prompt holds.
-    return repr(value)
 
 
 # ----------------------------------------------------------------------------- body parts
@@ -370,14 +340,9 @@ def _type_name(feature: Any) -> str:
 
 
 def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[dict]:
-    """The columns hf-selectit added to the published rows, with type and meaning.
-
-    Taken from the provenance: every scorer's columns (its method's column schema), a scorer's
-    own `column_descriptions` when it records them, and the fused columns. Columns absent from the published data are left out.
-
-    Returns:
-        [{"name", "type", "description"}], in the order the columns appear in the data.
-    """
+    """[{"name", "type", "description"}] of the columns hf-selectit added to the published rows, in
+    data order: every scorer's columns (its method's column schema, or its own recorded
+    `column_descriptions`) and the fused columns of the provenance."""
     features: dict = {}
     for ds in datasets:
         if ds is not None:
@@ -431,11 +396,7 @@ def _shorten(value: Any) -> Any:
 
 
 def sample_record(ds: Optional["Dataset"]) -> Optional[str]:
-    """The first row of `ds` as short JSON (long texts and lists cut, floats to 4 digits).
-
-    Returns:
-        None for a missing or empty dataset.
-    """
+    """The first row of `ds` as short JSON (long texts and lists cut, floats to 4 digits), or None."""
     if ds is None or ds.num_rows == 0:
         return None
     row = ds.with_format(None)[0]
@@ -472,31 +433,34 @@ def row_order_text(rule: Optional[Mapping]) -> str:
 
 def usage_python(repo_id: str, version: str, *, has_scores: bool, is_local: bool) -> str:
     """The `load_dataset` lines of the card's Usage section (valid Python for any repo id)."""
-    revision = "" if is_local else f", revision={_py(version)}"
+    revision = "" if is_local else f", revision={repr(version)}"
     lines = ["from datasets import load_dataset", "",
-             f"subset = load_dataset({_py(repo_id)}{revision}, split='train')"]
+             f"subset = load_dataset({repr(repo_id)}{revision}, split='train')"]
     if has_scores:
-        lines.append(f"scores = load_dataset({_py(repo_id)}, 'scores'{revision}, split='train')")
+        lines.append(f"scores = load_dataset({repr(repo_id)}, 'scores'{revision}, split='train')")
     return "\n".join(lines)
 
 
 def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
-    """A Python snippet that re-creates the version from its provenance with the public API."""
+    """A Python snippet that re-creates the version from its provenance with the public API.
+
+    Values are written with repr(): a valid Python literal for str/int/float/bool/None/lists of
+    them, whatever quotes, backslashes or newlines a repo id, path or prompt holds."""
     src = provenance.get("source") or {}
     scorers = provenance.get("scorers") or {}
     rule = provenance.get("selection") or {}
     fusion = provenance.get("fusion") or {}
     lines = ["from datasets import load_dataset",
              "from hf_selectit import SelectITScorer, fuse_models, publish, select_top", ""]
-    load_args = [_py(src.get("id") or "<source dataset>")]
+    load_args = [repr(src.get("id") or "<source dataset>")]
     if src.get("revision"):
-        load_args.append(f"revision={_py(src['revision'])}")
+        load_args.append(f"revision={repr(src['revision'])}")
     lines.append(f"ds = load_dataset({', '.join(load_args)}, split='train')")
     classes = {"SelectITScorer"}
     for prefix, info in sorted(scorers.items()):
         model = info.get("model_id") or info.get("model")
         # The embedded model is the scorer's default: no argument reproduces it.
-        args = [] if is_embedded(model) else [_py(model)]
+        args = [] if is_embedded(model) else [repr(model)]
         method = str(info.get("method") or "selectit")
         if not method.lower().startswith("selectit"):
             cls, extra = _other_method_call(method, info, prefix)
@@ -508,30 +472,30 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
                 value = info[key]
                 if key == "prompts" and isinstance(value, (list, tuple)):
                     value = len(value)
-                args.append(f"{key}={_py(value)}")
-        args.append(f"column_prefix={_py(prefix)}")
+                args.append(f"{key}={repr(value)}")
+        args.append(f"column_prefix={repr(prefix)}")
         lines.append(f"ds = ds.map(SelectITScorer({', '.join(args)}), batched=True)")
     column = rule.get("column")
     if column and column in fusion and isinstance(fusion[column], Mapping):
         spec = fusion[column]
         cols = [c.split("@", 1)[0] for c in spec.get("columns") or []]
-        weight_arg = (f"params={_py(spec['params'])}" if spec.get("params")
-                      else f"weights={_py(spec.get('weights'))}")
-        lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, {weight_arg}, output={_py(column)})")
+        weight_arg = (f"params={repr(spec['params'])}" if spec.get("params")
+                      else f"weights={repr(spec.get('weights'))}")
+        lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, {weight_arg}, output={repr(column)})")
     elif column and len(scorers) > 1 and column not in {schema.for_info(i, p).score for p, i in scorers.items()}:
         # A fused column without its recorded weights: the scorers' own scores, fused again.
         cols = [schema.for_info(scorers[p], p).score for p in sorted(scorers)]
-        lines.append(f"ds = fuse_models(ds, columns={_py(cols)}, output={_py(column)})")
+        lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, output={repr(column)})")
     if rule.get("method") == "random":
-        sel_args = [f"{k}={_py(rule[k])}" for k in ("ratio", "k", "seed") if rule.get(k) is not None]
+        sel_args = [f"{k}={repr(rule[k])}" for k in ("ratio", "k", "seed") if rule.get(k) is not None]
         lines[1] = lines[1].replace("select_top", "select_random")
         lines.append(f"subset = select_random(ds, {', '.join(sel_args)})")
     else:
-        sel_args = [f"{k}={_py(rule[k])}" for k in ("ratio", "k", "threshold", "column", "by", "order",
+        sel_args = [f"{k}={repr(rule[k])}" for k in ("ratio", "k", "threshold", "column", "by", "order",
                                                      "cutoff", "also_below_one")
                     if rule.get(k) is not None]
         lines.append(f"subset = select_top(ds, {', '.join(sel_args)})")
-    lines.append(f"publish(subset, {_py(repo_id)}, version={_py(version)}, scored=ds)")
+    lines.append(f"publish(subset, {repr(repo_id)}, version={repr(version)}, scored=ds)")
     names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer"]
     lines[1] = lines[1].replace("SelectITScorer", ", ".join(names))
     return "\n".join(lines)
@@ -552,16 +516,12 @@ def _other_method_call(method: str, info: Mapping, prefix: str) -> tuple[str, li
     cls = METHODS.get(method, f"x:{method}").split(":")[1]
     options = info.get("options") or {}
     config_cls = METHOD_CONFIGS.get(method)
-    defaults = {}
-    if config_cls is not None:
-        for f in fields(config_cls):
-            if f.default is not MISSING:
-                defaults[f.name] = f.default
-            elif f.default_factory is not MISSING:  # type: ignore[misc]
-                defaults[f.name] = f.default_factory()  # type: ignore[misc]
-    args = [f"{k}={_py(v)}" for k, v in sorted(options.items())
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                for f in (fields(config_cls) if config_cls is not None else ())
+                if f.default is not MISSING or f.default_factory is not MISSING}  # type: ignore[misc]
+    args = [f"{k}={repr(v)}" for k, v in sorted(options.items())
             if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
-    args.append(f"column_prefix={_py(prefix)}")
+    args.append(f"column_prefix={repr(prefix)}")
     return cls, args
 
 
@@ -569,11 +529,8 @@ def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local:
     """Shell lines that fetch the uploaded run config of a version and run it again."""
     if is_local:
         return f"hf-selectit run {shlex.quote(os.path.join(repo_id, filename))}"
-    return "\n".join([
-        f"hf download {shlex.quote(repo_id)} {shlex.quote(filename)} --repo-type dataset "
-        f"--revision {shlex.quote(version)} --local-dir .",
-        f"hf-selectit run {shlex.quote(filename)}",
-    ])
+    return (f"hf download {shlex.quote(repo_id)} {shlex.quote(filename)} --repo-type dataset "
+            f"--revision {shlex.quote(version)} --local-dir .\nhf-selectit run {shlex.quote(filename)}")
 
 
 def _validation_markdown(provenance: Mapping) -> Optional[str]:
@@ -602,37 +559,22 @@ def build_card(
     dataset_info: Optional[list] = None,
     run_config: Optional[str] = None,
 ) -> "DatasetCard":
-    """Render the dataset card of one published version.
+    """Render the `DatasetCard` of one published version from the facts the publisher gathered.
 
     Args:
-        subset: The published rows.
-        repo_id: Hub repo id or local directory (used in the usage snippet).
-        version: The version being published.
         provenance: The `selectit.json` content of this version (`provenance.build_provenance`).
         scored: The full scored dataset, when it is published as the `scores` config.
-        card_data: Extra card fields (a dict or `DatasetCardData`): YAML keys such as `license`,
-            `language`, `pretty_name`, `task_categories`, extra `tags` and `source_datasets`;
-            and `reproduce_command` (the CLI line shown under "Reproduce"). The computed fields
-            `configs`, `dataset_info` and `size_categories` cannot be replaced (a warning says
-            so); `tags` and `source_datasets` are added to the computed ones.
+        card_data: Extra card fields (a dict or `DatasetCardData`) and `reproduce_command` (the CLI
+            line shown under "Reproduce"). The computed fields (`COMPUTED_FIELDS`) cannot be
+            replaced (a warning says so); `tags` and `source_datasets` add to the computed ones.
         changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
-        histogram: File name of the histogram PNG in the repo, or None when there is none.
-        defaults: The result of `card_defaults` (license, language), plus ``source_is_local``:
-            the source id names a local path (then it is shown, not linked).
-        report_markdown: The selection report (``report.selection_report(...).to_markdown()``)
-            of `subset` against `scored`, or None.
+        histogram: File name of the histogram PNG in the repo, or None.
+        defaults: `card_defaults` (license, language), plus ``source_is_local`` (then the source
+            is shown, not linked).
+        report_markdown: The selection report of `subset` against `scored`, or None.
         is_local: `repo_id` is a local directory (the usage snippet has no revision).
-        dataset_info: The YAML `dataset_info` entries (features and split sizes per config), see
-            `split_info`.
-        run_config: File name of the uploaded run config (`selectit_run.yaml`), when the version
-            was made by `hf-selectit run`; the Reproduce section then runs it.
-
-    Returns:
-        A `huggingface_hub.DatasetCard`.
-
-    Example:
-        >>> card = build_card(subset, repo_id="me/Selective-Alpaca", version="v1.0", provenance=prov,
-        ...                   defaults=card_defaults(source_id=None, card_data={"license": "mit"}))
+        dataset_info: The YAML `dataset_info` entries, see `split_info`.
+        run_config: File name of the uploaded run config, when `hf-selectit run` made the version.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -659,21 +601,12 @@ def build_card(
             logger.warning("card_data[%r] is ignored: the card computes %s from the published files.",
                            key, key)
             extra.pop(key)
-    fields = {
-        "license": license_,
-        "language": language,
-        "task_categories": list(DEFAULT_TASK_CATEGORIES),
-        "size_categories": [size_category(subset.num_rows)],
-        "source_datasets": sources or None,
-        "pretty_name": str(pretty_name),
-        "tags": tags,
-        "configs": configs,
-    }
+    fields = {"license": license_, "language": language, "task_categories": list(DEFAULT_TASK_CATEGORIES),
+              "size_categories": [size_category(subset.num_rows)], "source_datasets": sources or None,
+              "pretty_name": str(pretty_name), "tags": tags, "configs": configs}
     if dataset_info:
         fields["dataset_info"] = list(dataset_info)
-    for key, value in extra.items():
-        fields[key] = value
-    data = DatasetCardData(**fields)
+    data = DatasetCardData(**{**fields, **extra})  # the user's task_categories etc. win
 
     rule = provenance.get("selection")
     scorers = provenance.get("scorers") or {}
@@ -747,7 +680,7 @@ def build_card(
         reproduce_command_fence=code_fence(command or ""),
         usage_python=usage,
         usage_fence=code_fence(usage),
-        latest_python=md_code(f"hf_selectit.load_selective({_py(repo_id)})"),
+        latest_python=md_code(f"hf_selectit.load_selective({repr(repo_id)})"),
         reproduce_python=reproduce,
         reproduce_fence=code_fence(reproduce),
         version_text=md_code(version),

@@ -36,6 +36,7 @@ from typing import Any, Hashable, Optional, Sequence
 
 from . import progress
 from ._version import __version__
+from .models import is_oom
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +232,6 @@ class Engine:
             "backend": {"name": "transformers", "version": transformers.__version__},
         }
 
-    def input_device(self, state: DeviceState) -> Any:
-        """Where input tensors go: the device of the model's input embeddings (`models.input_device`)."""
-        return state.device
-
     def cached_prefixes(self, rank: Optional[int] = None) -> list:
         """Token ids of the shared prefixes whose KV cache this process holds for `rank`'s device."""
         return [ids for ids, kv in self.state(rank).prefix_kv.items() if kv is not None]
@@ -249,19 +246,14 @@ class Engine:
 
     def truncate_protected(self, text: str, spans: Any, max_length: int, state: DeviceState,
                            *, add_special_tokens: bool = True) -> Optional[list]:
-        """Token ids of `text` cut to `max_length`, or None when its fixed parts alone are longer.
+        """Token ids of `text` cut to `max_length` (special tokens included), or None when its fixed
+        parts alone are longer.
 
-        Args:
-            text: the full text.
-            spans: the cuttable character spans, `[(kind, start, end), ...]` in text order, kind
-                "x" (e.g. instruction and input: together they lose their tail) or "y" (e.g. the
-                response: loses its middle); or the 4-tuple (x start, x end, y start, y end).
-                Everything outside them (prompts, markers, questions, template) is kept whole.
-            max_length: the budget in tokens, special tokens included.
-            state: from `state(rank)`.
-
-        y loses its middle first; if x alone leaves less than half of the budget for y, x loses
-        its tail and y keeps half.
+        `spans` are the cuttable character spans, `[(kind, start, end), ...]` in text order, kind
+        "x" (instruction and input: together they lose their tail) or "y" (the response: loses its
+        middle); or the 4-tuple (x start, x end, y start, y end). Everything outside them is kept
+        whole. y loses its middle first; if x alone leaves less than half of the budget for y, x
+        loses its tail and y keeps half.
 
         Example:
             >>> text, spans = join_segments([("fixed", "Q: "), ("x", question), ("fixed", "A: "), ("y", answer)])
@@ -306,13 +298,8 @@ class Engine:
 
         Items of one group share their leading tokens (capped at the group's template prefix,
         and before every item's read-out span); with `reuse_prompt_prefix` that prefix runs once
-        per process and every micro-batch of the group feeds only its suffixes.
-
-        Args:
-            items: the texts to run.
-            state: from `state(rank)`.
-            readout: `LastTokenProbs(...)` or `TokenLosses()`.
-            n_rows: rows in the batch (for progress: rows without items count as done at the end).
+        per process and every micro-batch of the group feeds only its suffixes. `n_rows` counts
+        the batch's rows for progress.
 
         Returns:
             (one numpy array per item, None where its row failed; rows that ran out of memory
@@ -392,7 +379,7 @@ class Engine:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.input_device(state))
+        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=state.device)
         try:
             self.stats.forward_calls += 1
             self.stats.prefix_forwards += 1
@@ -428,7 +415,7 @@ class Engine:
         p = len(prefix_ids) if prefix_ids else 0
         batch_items = [items[i] for i in indices]
         input_ids, attention_mask, position_ids = pad_left(
-            [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, self.input_device(state)
+            [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
         )
         kv = None
         if prefix_ids:
@@ -495,6 +482,7 @@ class Engine:
         raise TypeError(f"Unknown read-out {batch.readout!r}: expected LastTokenProbs or TokenLosses.")
 
     def _token_losses(self, batch: MicroBatch, past: Any, state: DeviceState) -> list:
+        import numpy as np
         import torch
 
         model = state.model
@@ -518,7 +506,7 @@ class Engine:
             cols.extend(range(first_col, first_col + n))
             targets.extend(item.ids[start:])
         if not targets:
-            return [_empty_losses() for _ in batch.items]
+            return [np.zeros(0, dtype=np.float64) for _ in batch.items]
         device = hidden.device
         picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
         target = torch.tensor(targets, device=device)
@@ -561,12 +549,6 @@ def _cache_keyword_of(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
-def _empty_losses() -> Any:
-    import numpy as np
-
-    return np.zeros(0, dtype=np.float64)
-
-
 class _Progress:
     """Counts rows whose texts are all done; reports them to `progress` and logs slow batches."""
 
@@ -603,31 +585,13 @@ class _Progress:
 
 
 def default_batch_tokens(device: Any) -> int:
-    """The token budget of a micro-batch when `max_batch_tokens` is None, by device.
-
-    Args:
-        device: a torch device or its name ("cpu", "cuda:0", ...).
-
-    Returns:
-        32768 on CUDA, 512 elsewhere.
-
-    Example:
-        >>> default_batch_tokens("cuda:0")
-        32768
-    """
+    """The token budget of a micro-batch when `max_batch_tokens` is None, by device (name)."""
     return CUDA_BATCH_TOKENS if str(device).startswith("cuda") else CPU_BATCH_TOKENS
 
 
 def common_prefix_length(sequences: list) -> int:
     """Length of the longest common prefix of lists of token ids."""
-    first = sequences[0]
-    n = min(len(s) for s in sequences)
-    for seq in sequences[1:]:
-        i = 0
-        while i < n and seq[i] == first[i]:
-            i += 1
-        n = i
-    return n
+    return len(os.path.commonprefix(sequences))  # element-wise, so lists of ints work too
 
 
 def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Optional[float] = None) -> list:
@@ -738,12 +702,9 @@ def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) ->
 
 
 def _limit_threads_after_fork() -> None:
-    """One torch thread in a forked worker.
-
-    A process forked after torch ran a parallel CPU op inherits a broken OpenMP pool and hangs
-    on its next parallel op (seen with `map(num_proc=2)` after scoring in the parent). Serial
-    ops avoid the pool; `num_proc` workers are the parallelism anyway.
-    """
+    """One torch thread in a forked worker: a process forked after torch ran a parallel CPU op
+    inherits a broken OpenMP pool and hangs on its next parallel op (seen with `map(num_proc=2)`
+    after scoring in the parent). `num_proc` workers are the parallelism anyway."""
     import torch
 
     torch.set_num_threads(1)
@@ -751,21 +712,12 @@ def _limit_threads_after_fork() -> None:
     logger.info("Scoring in a forked worker (num_proc > 1): one torch thread per worker.")
 
 
-def is_oom(err: BaseException) -> bool:
-    """True for a CUDA out-of-memory error, or a RuntimeError saying "out of memory"."""
-    import torch
-
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 def model_context(model: Any, tokenizer: Any) -> int:
     """The model's context length (config, else the tokenizer's limit, else 2048 with a warning)."""
-    context = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(context, int) and context > 0:
-        return context
-    context = getattr(model.config, "n_positions", None)
-    if isinstance(context, int) and context > 0:
-        return context
+    for name in ("max_position_embeddings", "n_positions"):
+        context = getattr(model.config, name, None)
+        if isinstance(context, int) and context > 0:
+            return context
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < 1_000_000:
         return limit

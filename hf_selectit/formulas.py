@@ -38,9 +38,7 @@ def normalize_rating_probs(rating_probs: np.ndarray, normalization: str = "paper
     """
     p = np.asarray(rating_probs, dtype=np.float64)
     if normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"normalization={normalization!r} is invalid: expected one of {list(NORMALIZATIONS)}."
-        )
+        raise ConfigError(f"normalization={normalization!r} is invalid: expected one of {list(NORMALIZATIONS)}.")
     q = p / p.sum(axis=-1, keepdims=True)
     if normalization == "paper":
         return q
@@ -112,18 +110,14 @@ def model_weights(
         ConfigError: both or neither of params/weights, wrong count, non-positive params.
     """
     if (params is None) == (weights is None):
-        raise ConfigError(
-            "Give exactly one of params=[...] (the paper's parameter-count weights) or "
-            "weights=[...] / weights='selectit-repo'."
-        )
+        raise ConfigError("Give exactly one of params=[...] (the paper's parameter-count weights) or "
+                          "weights=[...] / weights='selectit-repo'.")
     if isinstance(weights, str):
         if weights != "selectit-repo":
             raise ConfigError(f"weights={weights!r} is invalid: expected a list of numbers or 'selectit-repo'.")
         if n_models != 3:
-            raise ConfigError(
-                f"weights='selectit-repo' needs exactly 3 score columns (7B, 13B, 70B in that order), "
-                f"got {n_models}. Use params=[...] for the paper's weighting."
-            )
+            raise ConfigError(f"weights='selectit-repo' needs exactly 3 score columns (7B, 13B, 70B in that "
+                              f"order), got {n_models}. Use params=[...] for the paper's weighting.")
         return np.asarray(SELECTIT_REPO_WEIGHTS, dtype=np.float64)
     values = np.asarray(params if params is not None else weights, dtype=np.float64)
     name = "params" if params is not None else "weights"

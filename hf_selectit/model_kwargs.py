@@ -36,24 +36,25 @@ PLACEMENT = "placement"
 SOURCE = "source"
 SECRET = "secret"
 
-# name -> (kind, what it is). The one list of accepted names.
-ACCEPTED: dict[str, tuple[str, str]] = {
+# name -> (kind, what it is, value check). The one list of accepted names.
+ACCEPTED: dict[str, tuple[str, str, str]] = {
     "attn_implementation": (NUMERIC, "attention kernel: 'eager', 'sdpa', 'flash_attention_2', "
-                                     "'flash_attention_3', 'flex_attention' or a Hub kernel id"),
+                                     "'flash_attention_3', 'flex_attention' or a Hub kernel id", "attn"),
     "quantization_config": (NUMERIC, "a transformers quantization config (BitsAndBytesConfig, ...) "
-                                     "or its dict, e.g. {'load_in_4bit': true}"),
-    "subfolder": (NUMERIC, "folder of the weights inside the repository"),
-    "variant": (NUMERIC, "weights variant, e.g. 'fp16' for model.fp16.safetensors"),
+                                     "or its dict, e.g. {'load_in_4bit': true}", "quantization"),
+    "subfolder": (NUMERIC, "folder of the weights inside the repository", "str"),
+    "variant": (NUMERIC, "weights variant, e.g. 'fp16' for model.fp16.safetensors", "str"),
     "device_map": (PLACEMENT, "'auto', 'balanced', 'balanced_low_0', 'sequential', one device "
-                              "('cuda:1', 'cpu') or an explicit {module: device} map"),
-    "max_memory": (PLACEMENT, "per-device memory cap with device_map, e.g. {0: '70GiB', 'cpu': '200GiB'}"),
-    "offload_folder": (PLACEMENT, "folder for weights offloaded to disk by device_map"),
-    "offload_buffers": (PLACEMENT, "also offload buffers with the weights"),
+                              "('cuda:1', 'cpu') or an explicit {module: device} map", "device_map"),
+    "max_memory": (PLACEMENT, "per-device memory cap with device_map, e.g. {0: '70GiB', 'cpu': '200GiB'}",
+                   "max_memory"),
+    "offload_folder": (PLACEMENT, "folder for weights offloaded to disk by device_map", "str"),
+    "offload_buffers": (PLACEMENT, "also offload buffers with the weights", "bool"),
     "low_cpu_mem_usage": (PLACEMENT, "load without a full extra copy in CPU memory (always on in "
-                                     "transformers >= 5)"),
-    "cache_dir": (SOURCE, "Hub cache folder"),
-    "local_files_only": (SOURCE, "never reach the Hub"),
-    "token": (SECRET, "Hub token (str) or True for the stored login; never recorded"),
+                                     "transformers >= 5)", "bool"),
+    "cache_dir": (SOURCE, "Hub cache folder", "str"),
+    "local_files_only": (SOURCE, "never reach the Hub", "bool"),
+    "token": (SECRET, "Hub token (str) or True for the stored login; never recorded", "token"),
 }
 
 # Names that are options of their own: one place each.
@@ -151,11 +152,6 @@ VLLM_ACCEPTED: dict[str, tuple[str, str, str]] = {
 }
 
 
-def accepted_names() -> list[str]:
-    """The accepted `model_kwargs` names, sorted."""
-    return sorted(ACCEPTED)
-
-
 def check_model_kwargs(value: Any) -> Optional[dict]:
     """Validate `model_kwargs` and return a checked copy (None stays None).
 
@@ -163,12 +159,6 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
     method's package (and `accelerate` for a `device_map`) is installed, and wraps a string
     `token` in :class:`HubToken`. String keys of `max_memory` that are GPU indices ("0", as JSON
     and YAML give them) become ints, as accelerate expects.
-
-    Args:
-        value: a dict, or None.
-
-    Returns:
-        The checked dict (a new one), or None.
 
     Raises:
         ConfigError: an unknown name (the message lists the accepted ones), a name that is an
@@ -179,73 +169,44 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
         >>> check_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto"})
         {'attn_implementation': 'sdpa', 'device_map': 'auto'}
     """
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"model_kwargs={_safe(value)} is invalid: expected a dict of `from_pretrained` keyword "
-            "arguments, e.g. {'attn_implementation': 'sdpa'} (JSON on the command line: "
-            "--model-kwargs '{\"attn_implementation\": \"sdpa\"}')."
-        )
-    out: dict = {}
-    for name, item in value.items():
-        if name in REDIRECTED:
-            raise ConfigError(
-                f"model_kwargs[{name!r}] is not accepted: it is the scorer option "
-                f"{REDIRECTED[name]!r}; pass {REDIRECTED[name]}=... instead."
-            )
-        if name not in ACCEPTED:
-            raise ConfigError(
-                f"model_kwargs has the unknown name {name!r}. Accepted: {accepted_names()}."
-            )
-        out[name] = _CHECKS[name](f"model_kwargs[{name!r}]", item)
-    if "max_memory" in out and "device_map" not in out:
-        raise ConfigError(
-            "model_kwargs['max_memory'] only applies with a device_map; add "
-            "'device_map': 'auto' (or 'balanced') next to it."
-        )
-    if "offload_folder" in out and "device_map" not in out:
-        raise ConfigError(
-            "model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'."
-        )
+    out = _checked("model_kwargs", value, ACCEPTED, REDIRECTED, "`from_pretrained`",
+                   {"attn_implementation": "sdpa"})
+    if out and "max_memory" in out and "device_map" not in out:
+        raise ConfigError("model_kwargs['max_memory'] only applies with a device_map; add "
+                          "'device_map': 'auto' (or 'balanced') next to it.")
+    if out and "offload_folder" in out and "device_map" not in out:
+        raise ConfigError("model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'.")
     return out
 
 
 def check_vllm_kwargs(value: Any) -> Optional[dict]:
-    """Validate `vllm_kwargs` (keyword arguments of `vllm.LLM`) and return a checked copy.
-
-    Args:
-        value: a dict, or None.
-
-    Returns:
-        The checked dict (a new one, a string `token` wrapped in :class:`HubToken`), or None.
-
-    Raises:
-        ConfigError: not a dict, an unknown name (the message lists the accepted ones), a name
-            that is a scorer option of its own (dtype, revision, trust_remote_code, ...), or a
-            value of the wrong type.
+    """Validate `vllm_kwargs` (keyword arguments of `vllm.LLM`, :data:`VLLM_ACCEPTED`) and return a
+    checked copy, a string `token` wrapped in :class:`HubToken` (None stays None).
 
     Example:
         >>> check_vllm_kwargs({"tensor_parallel_size": 2, "gpu_memory_utilization": 0.9})
         {'tensor_parallel_size': 2, 'gpu_memory_utilization': 0.9}
     """
+    own = {**REDIRECTED, "model": "model", "tokenizer": "model", "tokenizer_revision": "model"}
+    return _checked("vllm_kwargs", value, VLLM_ACCEPTED, own, "`vllm.LLM`", {"tensor_parallel_size": 2})
+
+
+def _checked(option: str, value: Any, accepted: Mapping, own: Mapping, target: str, example: dict) -> Optional[dict]:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise ConfigError(
-            f"vllm_kwargs={_safe(value)} is invalid: expected a dict of `vllm.LLM` keyword arguments, "
-            "e.g. {'tensor_parallel_size': 2} (JSON on the command line: "
-            "--vllm-kwargs '{\"tensor_parallel_size\": 2}')."
+            f"{option}={_safe(value)} is invalid: expected a dict of {target} keyword arguments, e.g. "
+            f"{example!r} (JSON on the command line: --{option.replace('_', '-')} '{json.dumps(example)}')."
         )
     out: dict = {}
     for name, item in value.items():
-        if name in REDIRECTED or name in ("model", "tokenizer", "tokenizer_revision"):
-            own = REDIRECTED.get(name, "model")
-            raise ConfigError(f"vllm_kwargs[{name!r}] is not accepted: it is the scorer option "
-                              f"{own!r}; pass {own}=... instead.")
-        if name not in VLLM_ACCEPTED:
-            raise ConfigError(f"vllm_kwargs has the unknown name {name!r}. Accepted: {sorted(VLLM_ACCEPTED)}.")
-        out[name] = _VLLM_CHECKS[VLLM_ACCEPTED[name][2]](f"vllm_kwargs[{name!r}]", item)
+        if name in own:
+            raise ConfigError(f"{option}[{name!r}] is not accepted: it is the scorer option "
+                              f"{own[name]!r}; pass {own[name]}=... instead.")
+        if name not in accepted:
+            raise ConfigError(f"{option} has the unknown name {name!r}. Accepted: {sorted(accepted)}.")
+        out[name] = _CHECKS[accepted[name][2]](f"{option}[{name!r}]", item)
     return out
 
 
@@ -260,24 +221,15 @@ def numeric_vllm_kwargs(kwargs: Optional[Mapping]) -> dict:
 
 
 def numeric_model_kwargs(kwargs: Optional[Mapping]) -> dict:
-    """The part of `model_kwargs` that changes the scores, JSON-serialisable.
-
-    This is what fingerprints and provenance record: attention implementation, quantisation
-    (as its dict), subfolder, variant. Placement (`device_map`, `max_memory`, ...), file
-    locations and the token are left out.
+    """The part of `model_kwargs` that changes the scores (the quantisation as its dict), JSON-
+    serialisable: what fingerprints and provenance record.
 
     Example:
         >>> numeric_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto", "token": "hf_x"})
         {'attn_implementation': 'sdpa'}
     """
-    out = {}
-    for name, item in (kwargs or {}).items():
-        if ACCEPTED.get(name, (None,))[0] != NUMERIC:
-            continue
-        if name == "quantization_config":
-            item = quantization_dict(item)
-        out[name] = item
-    return out
+    return {name: quantization_dict(item) if name == "quantization_config" else item
+            for name, item in (kwargs or {}).items() if ACCEPTED.get(name, (None,))[0] == NUMERIC}
 
 
 def has_device_map(kwargs: Optional[Mapping]) -> bool:
@@ -300,10 +252,8 @@ def quantization_dict(config: Any) -> dict:
 
 
 def quantization_method(config: Any) -> Optional[str]:
-    """The `quant_method` of a quantization config (dict or object), or None when it has none.
-
-    A dict with `load_in_4bit`/`load_in_8bit` true is bitsandbytes, as transformers reads it.
-    """
+    """The `quant_method` of a quantization config (dict or object), or None; a dict with
+    `load_in_4bit`/`load_in_8bit` true is bitsandbytes, as transformers reads it."""
     if isinstance(config, Mapping):
         if config.get("load_in_4bit") or config.get("load_in_8bit"):
             return "bitsandbytes"
@@ -354,11 +304,9 @@ def _check_attn(name: str, value: Any) -> str:
     value = _check_str(name, value)
     needed = ATTENTION_PACKAGES.get(value)
     if needed and missing_packages((needed,)):
-        raise ConfigError(
-            f"model_kwargs['attn_implementation']={value!r} needs the package {needed[1]!r}, which "
-            f"is not installed. Install it with `pip install {needed[1]}`, or use 'sdpa' "
-            "(PyTorch's own fused attention)."
-        )
+        raise ConfigError(f"model_kwargs['attn_implementation']={value!r} needs the package {needed[1]!r}, "
+                          f"which is not installed. Install it with `pip install {needed[1]}`, or use "
+                          "'sdpa' (PyTorch's own fused attention).")
     return value
 
 
@@ -369,10 +317,8 @@ def _check_device(name: str, value: Any) -> Any:
         return value
     if isinstance(value, str) and _DEVICE.match(value):
         return value
-    raise ConfigError(
-        f"{name}={_safe(value)} is invalid: expected a GPU index (0, 1, ...) or a device "
-        "name ('cuda:0', 'cpu', 'disk', 'mps')."
-    )
+    raise ConfigError(f"{name}={_safe(value)} is invalid: expected a GPU index (0, 1, ...) or a device "
+                      "name ('cuda:0', 'cpu', 'disk', 'mps').")
 
 
 def _check_device_map(name: str, value: Any) -> Any:
@@ -477,23 +423,8 @@ def _check_share(name: str, value: Any) -> float:
     return value
 
 
-
 _CHECKS = {
-    "attn_implementation": _check_attn,
-    "quantization_config": _check_quantization,
-    "subfolder": _check_str,
-    "variant": _check_str,
-    "device_map": _check_device_map,
-    "max_memory": _check_max_memory,
-    "offload_folder": _check_str,
-    "offload_buffers": _check_bool,
-    "low_cpu_mem_usage": _check_bool,
-    "cache_dir": _check_str,
-    "local_files_only": _check_bool,
-    "token": _check_token,
-}
-
-_VLLM_CHECKS = {
-    "int": _check_positive_int, "number": _check_number, "share": _check_share, "str": _check_str,
-    "bool": _check_bool, "token": _check_token,
+    "attn": _check_attn, "quantization": _check_quantization, "device_map": _check_device_map,
+    "max_memory": _check_max_memory, "int": _check_positive_int, "number": _check_number,
+    "share": _check_share, "str": _check_str, "bool": _check_bool, "token": _check_token,
 }

@@ -307,11 +307,11 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
                 f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
                 f"({' '.join(str(unpickling).split())[:200]}). Use a model saved as safetensors, or "
                 "re-save it from a trusted copy.") from err
-        if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not _is_oom(err):
+        if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not is_oom(err):
             raise
         hint = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "
                 "model=None for the embedded SmolLM2.")
-        if _is_oom(err):
+        if is_oom(err):
             hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} "
                     "to shard it over this process's GPUs (with num_proc=None), or a "
                     "quantization_config such as {'load_in_4bit': true}.")
@@ -342,7 +342,8 @@ def _quantization_object(config: Any) -> Any:
         ) from err
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
+    """True for torch's out-of-memory error, or an error saying "out of memory" (torch not imported)."""
     return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
 
 

@@ -17,14 +17,7 @@ CUTOFF_COLOR = "#1c7ed6"    # dashed line: where the selection cut
 
 def _finite(values: Sequence) -> list[float]:
     # Rows that failed to score carry NaN/None; they are counted in the report, not plotted.
-    out = []
-    for v in values:
-        if v is None:
-            continue
-        f = float(v)
-        if math.isfinite(f):
-            out.append(f)
-    return out
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def score_histogram(
@@ -36,24 +29,9 @@ def score_histogram(
     bins: int = 40,
     cutoff: Optional[float] = None,
 ) -> str:
-    """Draw a histogram of the scores of all rows and of the kept rows into a PNG file.
-
-    All rows are drawn as a dark outline on top of the kept rows' filled bars, so both stay
-    visible where they coincide (above the cut-off every row is kept). The y axis counts rows in
-    whole numbers.
-
-    Args:
-        all_scores: Scores of every scored row (None when the scored dataset is unknown; then
-            only the kept rows are drawn).
-        kept_scores: Scores of the rows in the published subset.
-        path: Where to write the PNG.
-        column: Name of the score column, used for the axis label.
-        bins: Number of histogram bins (shared by both series so their bars line up).
-        cutoff: The selection cut-off (the worst kept score, or the threshold), drawn as a dashed
-            vertical line; None draws none (random or per-group selections have no single one).
-
-    Returns:
-        The path written, as a string.
+    """Draw a histogram of the scores of all rows (an outline; None: unknown) and of the kept rows
+    (filled bars) into a PNG file; returns its path. `bins` are shared by both series so their
+    bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line.
 
     Example:
         >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", column="s", cutoff=3.0)
@@ -67,8 +45,7 @@ def score_histogram(
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    plot_scores(ax, all_scores=all_scores, kept_scores=kept_scores, column=column, bins=bins,
-                cutoff=cutoff)
+    plot_scores(ax, all_scores=all_scores, kept_scores=kept_scores, column=column, bins=bins, cutoff=cutoff)
     fig.tight_layout()
     fig.savefig(os.fspath(path), format="png")
     logger.debug("wrote score histogram to %s", path)

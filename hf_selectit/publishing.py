@@ -6,11 +6,10 @@ scored dataset, `scores` config, when given), `README.md` (the card), `selectit.
 created last: a version without its tag does not exist, and any failure before the tag raises
 `PublishError` saying what was left behind.
 
-`repo_id` names a local directory (instead of a Hub repo) when it is an `os.PathLike`, exists
-here, or looks like a path (absolute, starts with `.` or `~`, contains a backslash or more than
-one `/`, or ends in a data-file suffix): `hf_selectit.io.is_local_path`. Anything else (`name` or `namespace/name`) is a Hub repo id. To publish into
-a new directory called like a repo id, write it as `./user/name`. A local directory holds the
-latest version in place; earlier versions are recorded in its `selectit.json` and changelog.
+`repo_id` names a local directory instead of a Hub repo by `hf_selectit.io.is_local_path`'s rule
+(to publish into a new directory called like a repo id, write it as `./user/name`). A local
+directory holds the latest version in place; earlier versions are recorded in its `selectit.json`
+and changelog.
 """
 
 from __future__ import annotations
@@ -83,26 +82,16 @@ class PublishResult:
 
 
 def is_local_target(repo_id: PathOrId) -> bool:
-    """Whether `repo_id` names a local directory rather than a Hub repo.
-
-    The rule is :func:`hf_selectit.io.is_local_path` (the one "local path or Hub id?" decision).
-
-    Example:
-        >>> is_local_target("me/Selective-Alpaca"), is_local_target("./out")
-        (False, True)
-    """
+    """Whether `repo_id` names a local directory rather than a Hub repo (:func:`hf_selectit.io.is_local_path`)."""
     if not isinstance(repo_id, (str, os.PathLike)) or not os.fspath(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is invalid: expected 'user/name' or a local directory.")
     return is_local_path(repo_id, for_output=True)
 
 
 def _resolve_token(token: Optional[str]) -> Optional[str]:
-    if token:
-        return token
     from huggingface_hub import get_token
 
-    # HF_TOKEN first, then the stored `hf auth login` token.
-    return get_token()
+    return token or get_token()  # HF_TOKEN first, then the stored `hf auth login` token
 
 
 def _scrub(text: str, token: Optional[str]) -> str:
@@ -205,7 +194,6 @@ def _stage(
     defaults: Mapping,
     changelog: list,
     history: list,
-    token: Optional[str],
     is_local: bool,
 ) -> list[str]:
     """Write every file of one version into `workdir`; return their repo-relative paths."""
@@ -254,13 +242,8 @@ def _stage(
 
 
 def _stage_validation_plot(prov: dict, workdir: Path, files: list) -> None:
-    """Publish the recorded validation's figure beside the card (``selectit_validation.png``).
-
-    The report records where its PNG was written on this machine; the published provenance names
-    the file in the repo instead (a local path says nothing to a reader and is not theirs to see).
-    """
-    import shutil
-
+    """Publish the recorded validation's figure beside the card: the published provenance names the
+    file in the repo, not where it was written here (that says nothing to a reader and is not theirs)."""
     validation = prov.get("validation")
     if not validation:
         return
@@ -289,15 +272,15 @@ def _local_versions(prov: Optional[dict]) -> list[dict]:
     return [current] + list(prov.get("history") or [])
 
 
-def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data, defaults,
-                   token) -> PublishResult:
+def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data,
+                   defaults) -> PublishResult:
     target = target.expanduser().resolve()
     # A publish killed between its two renames left the previous version moved aside: put it
     # back (with its history) before reading what the folder holds; drop dead publishes' leftovers.
     recover(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub repo id).")
-    existing = _read_local_provenance(target) if target.is_dir() else None
+    existing = _read_local_provenance(target)
     if target.is_dir() and existing is None and any(target.iterdir()):
         raise ConfigError(
             f"Directory {os.fspath(target)!r} is not empty and holds no {provenance.PROVENANCE_FILENAME}: "
@@ -314,7 +297,7 @@ def _publish_local(subset, target: Path, *, display: str, version, scored, sourc
                            build=lambda stage: _stage(
                                stage, subset, scored=scored, repo_id=display, version=version,
                                source=source, branch=None, card_data=card_data, defaults=defaults,
-                               changelog=history, history=history, token=token, is_local=True))
+                               changelog=history, history=history, is_local=True))
     logger.info("Published %s (%d rows) to %s", version, subset.num_rows, target)
     return PublishResult(
         repo_id=os.fspath(target), version=version, local=True, commit=None, branch=None,
@@ -343,14 +326,10 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
     """All-or-nothing local publish: build the whole new version in a temporary sibling folder
-    (the new files, plus the folder's other files carried over), then swap the folders
-    (:func:`hf_selectit.atomic.swap_into_place`). A failure at any step leaves the previous version
-    complete at `target` (or no folder at all for a first publish) and raises PublishError saying
-    so; a kill between the swap's two renames is undone by the next publish or load
-    (:func:`hf_selectit.atomic.recover`).
-
-    Returns:
-        The files of the new version (relative paths).
+    (the new files, plus the folder's other files carried over), then swap the folders. A failure
+    at any step leaves the previous version complete at `target` (or no folder at all for a first
+    publish) and raises PublishError saying so; a kill between the swap's two renames is undone by
+    the next publish or load (:func:`hf_selectit.atomic.recover`). Returns the new version's files.
     """
     new = temp_name(target, "new")
     step = "writing the files of the version"
@@ -444,7 +423,7 @@ def _publish_hub(subset, repo_id: str, *, version, scored, source, private, toke
             stage = "writing the files of the version"
             files = _stage(workdir, subset, scored=scored, repo_id=repo_id, version=version,
                            source=source, branch=branch, card_data=card_data, defaults=defaults,
-                           changelog=changelog, history=[], token=token, is_local=False)
+                           changelog=changelog, history=[], is_local=False)
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
             # Files of the previous version that this one does not overwrite (shards, figures):
             # the same MANAGED list as a local folder, so both forms of a publish own alike.
@@ -483,8 +462,7 @@ def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, bra
         left += f"; the existing {version} is unchanged." if had_tag else "."
         fix = " Fix the cause and re-run publish."
     else:
-        left = f" Commit {commit} exists on {branch or 'main'} without the tag {version}"
-        left = left.lstrip()
+        left = f"Commit {commit} exists on {branch or 'main'} without the tag {version}"
         left += (f"; the previous {version} tag was already deleted." if old_tag_deleted else ".")
         fix = (" Re-run publish" + (" with overwrite=True" if had_tag and not old_tag_deleted else "")
                + " to retry; the untagged commit is harmless.")
@@ -574,8 +552,7 @@ def publish(
     if local:
         return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
                               version=version, scored=scored,
-                              source=source, overwrite=overwrite, card_data=card_data,
-                              defaults=defaults, token=resolved)
+                              source=source, overwrite=overwrite, card_data=card_data, defaults=defaults)
     return _publish_hub(subset, repo_id, version=version, scored=scored, source=source, private=private,
                         token=resolved, branch=branch, overwrite=overwrite, card_data=card_data,
                         defaults=defaults)
@@ -625,15 +602,10 @@ def card_facts(*, source_id: Optional[str], card_data: Any = None, token: Option
 
 
 def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str]:
-    """Published versions of a repo or local directory, oldest first.
-
-    Example:
-        >>> list_versions("me/Selective-Alpaca")
-        ['v1.0', 'v1.1']
-    """
+    """Published versions of a repo or local directory, oldest first."""
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
-        names = [v["version"] for v in _local_versions(_read_local_provenance(target) if target.is_dir() else None)]
+        names = [v["version"] for v in _local_versions(_read_local_provenance(target))]
         return sorted(names, key=version_key)
     from huggingface_hub import HfApi
 
@@ -675,7 +647,7 @@ def load_selective(
     if is_local_target(repo_id):
         target = Path(os.fspath(repo_id)).expanduser()
         recover(target)  # a publish killed mid-swap: the previous version comes back first
-        prov = _read_local_provenance(target) if target.is_dir() else None
+        prov = _read_local_provenance(target)
         if prov is None:
             raise ConfigError(f"{os.fspath(target)!r} holds no {provenance.PROVENANCE_FILENAME}: not a "
                               "directory written by hf_selectit.publish.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from . import provenance
 from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
 from .methods import columns as schema
-from .select import group_codes, score_array, selection_rule
+from .select import group_codes, scores_and_errors, selection_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -63,11 +63,10 @@ class SelectionReport:
             characters over the scored rows (``value``, ``ci_low``, ``ci_high`` (bootstrap 95%),
             ``n``), or None without recognised text columns.
         baselines: the kept set against two selections of the same size from the scored rows:
-            ``{"size", "rows_in", "length": {...}, "random": {...}}`` (the kept rows
-            are found by applying the recorded rule to the scored rows again); each has ``both`` (rows in both), ``share`` (of the kept rows),
-            ``jaccard`` with ``jaccard_ci_low``/``jaccard_ci_high``; ``random`` also has its
-            ``seed`` and ``expected_share`` (size / rows_in). None when the kept rows cannot be
-            located in the scored dataset (no recorded rule; see `baselines_note`).
+            ``{"size", "rows_in", "length": {...}, "random": {...}}``; each has ``both`` (rows in
+            both), ``share`` (of the kept rows), ``jaccard`` with ``jaccard_ci_low``/
+            ``jaccard_ci_high``; ``random`` also has its ``seed`` and ``expected_share``. None when
+            the subset does not carry the rows it kept (see `baselines_note`).
         baselines_note: why `baselines` is None, else None.
     """
 
@@ -96,9 +95,7 @@ class SelectionReport:
         lines += ["| | All rows | Selected |", "|---|---:|---:|",
                   f"| Rows | {self.rows_in:,} | {self.rows_kept:,} |"]
         for name in ("mean", *(q for q, _ in QUANTILES)):
-            label = "mean" if name == "mean" else name
-            lines.append(f"| Score {label} | {_num(self.scores['all'][name])} | "
-                         f"{_num(self.scores['kept'][name])} |")
+            lines.append(f"| Score {name} | {_num(self.scores['all'][name])} | {_num(self.scores['kept'][name])} |")
         if self.lengths is not None:
             for part in ("instruction", "response"):
                 lines.append(f"| Mean {part} length (chars) | "
@@ -118,7 +115,6 @@ class SelectionReport:
                 share = "-" if g["share"] is None else f"{g['share']:.1%}"
                 lines.append(f"| {md_text(g['value'])} | {g['rows_in']:,} | {g['kept']:,} | {share} |")
         return "\n".join(lines) + "\n"
-
 
     def _baseline_lines(self) -> list[str]:
         lines = []
@@ -177,19 +173,15 @@ def selection_report(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> SelectionReport:
-    """Compare a scored dataset with a subset selected from it.
+    """Compare a scored dataset with a subset selected from it (by :func:`~hf_selectit.select.select_top`
+    or any other way).
 
     Args:
-        scored: the full scored dataset the subset was selected from.
-        subset: the selected rows (from :func:`~hf_selectit.select.select_top` or any subset).
         column: score column; None: the column recorded by ``select_top`` on the subset, else
             as :func:`hf_selectit.methods.columns.resolve` finds it.
         by: grouping column for per-group counts; None: the ``by`` recorded on the subset.
         n_boot: bootstrap resamples of the intervals (length correlation, overlaps).
         seed: seed of the bootstrap and of the random baseline selection.
-
-    Returns:
-        A :class:`SelectionReport`.
 
     Raises:
         ConfigError: the subset has more rows than `scored`, or its recorded rule says it came
@@ -205,26 +197,18 @@ def selection_report(
     if by is None:
         by = (rule or {}).get("by")
     if len(subset) > len(scored):
-        raise ConfigError(
-            f"The subset has {len(subset)} rows, more than the scored dataset ({len(scored)}). "
-            f"Pass the scored dataset the subset was selected from."
-        )
+        raise ConfigError(f"The subset has {len(subset)} rows, more than the scored dataset ({len(scored)}). "
+                          "Pass the scored dataset the subset was selected from.")
     if rule and rule.get("rows_in") is not None and rule["rows_in"] != len(scored):
-        raise ConfigError(
-            f"The subset was selected from {rule['rows_in']} rows but `scored` has {len(scored)}. "
-            f"Pass the scored dataset the subset was selected from."
-        )
+        raise ConfigError(f"The subset was selected from {rule['rows_in']} rows but `scored` has "
+                          f"{len(scored)}. Pass the scored dataset the subset was selected from.")
 
     all_scores, all_err, all_nan = _score_stats(scored, column)
     kept_scores, kept_err, kept_nan = _score_stats(subset, column)
     rows_in, rows_kept = len(scored), len(subset)
-    excluded_error = all_err - kept_err
-    excluded_nan = all_nan - kept_nan
-    excluded = {
-        "error_status": excluded_error,
-        "nan_score": excluded_nan,
-        "below_cut": rows_in - rows_kept - excluded_error - excluded_nan,
-    }
+    excluded_error, excluded_nan = all_err - kept_err, all_nan - kept_nan
+    excluded = {"error_status": excluded_error, "nan_score": excluded_nan,
+                "below_cut": rows_in - rows_kept - excluded_error - excluded_nan}
     lengths, note = None, None
     try:
         lengths = {"all": mean_lengths(scored), "kept": mean_lengths(subset)}
@@ -262,10 +246,8 @@ def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarr
                         n_boot: int, seed: int) -> dict:
     from .metrics import stats
 
-    scores = score_array(scored, column)
-    errors = schema.error_mask(scored, schema.columns_of(scored, column).status)
-    if errors is not None:
-        scores = np.where(errors, np.nan, scores)
+    scores, errors = scores_and_errors(scored, column)
+    scores = np.where(errors, np.nan, scores)
     ok = stats.finite_mask(scores, response_chars)
     return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
                           n_boot=n_boot, seed=seed)
@@ -273,12 +255,7 @@ def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarr
 
 def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
     """Indices into `scored` of the subset's rows, as the select step returned them
-    (``subset.selection``); None when the subset does not carry them or came from other rows.
-
-    Example:
-        >>> kept_rows(ds, select_top(ds, ratio=0.2))[:3]
-        array([ 4, 17, 20])
-    """
+    (``subset.selection``); None when the subset does not carry them or came from other rows."""
     chosen = provenance.selection_of(subset)
     if chosen is None or chosen.indices is None or len(chosen.indices) != len(subset):
         return None
@@ -320,22 +297,18 @@ def _baseline_overlaps(scored: "Dataset", subset: "Dataset", rule: Optional[dict
 
 
 def response_texts(ds: "Dataset", *, columns: Any = None) -> list[Optional[str]]:
-    """The response of each row as a scorer reads it (None where the row is unreadable).
+    """The response of each row as a scorer reads it (None where the row is unreadable); a
+    SchemaError when the columns match no instruction/response schema."""
+    return [p.response if p.error is None else None for p in _pairs(ds, columns)]
 
-    Raises:
-        SchemaError: the columns match no instruction/response schema.
 
-    Example:
-        >>> response_texts(Dataset.from_dict({"instruction": ["a"], "output": ["bc"]}))
-        ['bc']
-    """
+def _pairs(ds: "Dataset", columns: Any = None) -> Iterator[Any]:
+    """The (instruction, response) Pair of each row, read in batches of the text columns only."""
     from .prompts import detect_schema, extract_pairs
 
     schema = detect_schema(ds.column_names, columns=columns)
-    out: list[Optional[str]] = []
     for batch in ds.select_columns(list(schema.columns)).iter(batch_size=_LENGTH_BATCH):
-        out.extend(p.response if p.error is None else None for p in extract_pairs(batch, columns=schema))
-    return out
+        yield from extract_pairs(batch, columns=schema)
 
 
 def response_lengths(ds: "Dataset") -> np.ndarray:
@@ -345,21 +318,13 @@ def response_lengths(ds: "Dataset") -> np.ndarray:
 
 def _score_stats(ds: "Dataset", column: str) -> tuple[np.ndarray, int, int]:
     """(valid scores, rows with an error status, rows with a NaN score and no error)."""
-    scores = score_array(ds, column)
-    errors = schema.error_mask(ds, schema.columns_of(ds, column).status)
-    if errors is None:
-        errors = np.zeros(len(scores), dtype=bool)
+    scores, errors = scores_and_errors(ds, column)
     nan_rows = np.isnan(scores) & ~errors
     return scores[~errors & ~nan_rows], int(errors.sum()), int(nan_rows.sum())
 
 
 def quantiles(values: np.ndarray) -> dict[str, Any]:
-    """min, p10, p25, p50, p75, p90, max, mean (numpy's linear interpolation) and n.
-
-    Example:
-        >>> quantiles(np.array([1.0, 2.0, 3.0]))["p50"]
-        2.0
-    """
+    """min, p10, p25, p50, p75, p90, max, mean (numpy's linear interpolation) and n."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return {"n": 0, "mean": None, **{name: None for name, _ in QUANTILES}}
@@ -369,22 +334,13 @@ def quantiles(values: np.ndarray) -> dict[str, Any]:
 
 
 def mean_lengths(ds: "Dataset") -> dict[str, Any]:
-    """Mean instruction (X as scored) and response length in characters over readable rows.
-
-    Raises:
-        SchemaError: the columns match no instruction/response schema.
-    """
-    from .prompts import detect_schema, extract_pairs
-
-    schema = detect_schema(ds.column_names)
-    text_columns = [c for c in (schema.instruction, schema.input, schema.response, schema.chat) if c]
+    """Mean instruction (X as scored) and response length in characters over readable rows."""
     total_x = total_y = rows = 0
-    for batch in ds.select_columns(text_columns).iter(batch_size=_LENGTH_BATCH):
-        for pair in extract_pairs(batch, columns=schema):
-            if pair.error is None:
-                total_x += len(pair.instruction)
-                total_y += len(pair.response)
-                rows += 1
+    for pair in _pairs(ds):
+        if pair.error is None:
+            total_x += len(pair.instruction)
+            total_y += len(pair.response)
+            rows += 1
     if rows == 0:
         return {"instruction": None, "response": None, "rows": 0}
     return {"instruction": total_x / rows, "response": total_y / rows, "rows": rows}

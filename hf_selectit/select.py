@@ -81,6 +81,13 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def scores_and_errors(ds: "Dataset", column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`score_array`, mask of rows whose status is an error; all False without a status column)."""
+    scores = score_array(ds, column)
+    errors = schema.error_mask(ds, schema.columns_of(ds, column).status)
+    return scores, errors if errors is not None else np.zeros(len(scores), dtype=bool)
+
+
 def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     """(code per row, label per code) of a grouping column; a null value is its own group."""
     import pyarrow as pa

@@ -349,14 +349,10 @@ def _column_kind(ds: "Dataset", column: str) -> str:
 
 def _scores(ds: "Dataset", column: str) -> np.ndarray:
     """Score column as float64 with rows of an error status set to NaN."""
-    from .methods.columns import columns_of, error_mask
-    from .select import score_array
+    from .select import scores_and_errors
 
-    scores = score_array(ds, column).copy()
-    errors = error_mask(ds, columns_of(ds, column).status)
-    if errors is not None:
-        scores[errors] = np.nan
-    return scores
+    scores, errors = scores_and_errors(ds, column)
+    return np.where(errors, np.nan, scores)
 
 
 def _directions(ds: Optional["Dataset"], columns: Sequence[str], given: Optional[bool]) -> dict:

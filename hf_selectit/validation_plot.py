@@ -35,14 +35,9 @@ def validation_plot(
     Args:
         series: column -> (values of the good items, values of the bad items); with
             ``scatter=True`` column -> (scores, ratings).
-        path: where to write the PNG.
         labels: names of the two groups (one name, the rating's, with `scatter`).
-        title: figure title.
         figures: column -> result row (``value``, ``ci_low``, ``ci_high``, ``n``) shown in each
-            panel's title.
-        metric: the figure's name (e.g. "ROC-AUC").
-        scatter: plot score against a numeric rating instead of two histograms.
-        bins: histogram bins shared by both groups of a panel.
+            panel's title, named `metric` (e.g. "ROC-AUC").
 
     Returns:
         The path written, as a string.
@@ -90,8 +85,7 @@ def validation_plot(
             ax.set_ylabel("density (dashed: median)")
         row = (figures or {}).get(name)
         if row is not None and row.get("value") is not None:
-            ci = ("" if row.get("ci_low") is None
-                  else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]")
+            ci = "" if row.get("ci_low") is None else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
             ax.set_title(f"{metric} {row['value']:.3f}{ci}, n={row['n']}", fontsize=10)
     if title:
         fig.suptitle(title)

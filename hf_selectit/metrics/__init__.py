@@ -44,6 +44,15 @@ def metric_path(name: str) -> str:
     return str(Path(__file__).resolve().parent / name)
 
 
+def metric_info(description: str, inputs_description: str, **features: str) -> Any:
+    """The `evaluate.MetricInfo` of a shipped metric: its texts and its input columns' dtypes."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(description=description, citation="", inputs_description=inputs_description,
+                               features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))
+
+
 def load_metric(name: str) -> Any:
     """``evaluate.load`` of a shipped metric, once per process (kept in memory, no cache files).
 

@@ -154,14 +154,8 @@ def estimate(
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict:
-    """The statistic on all `n` items and its percentile-bootstrap interval.
-
-    Args:
-        statistic: a function of per-item weights (one of the ``*_statistic`` builders).
-        n: number of items.
-        n_boot: bootstrap resamples (0: no interval).
-        seed: seed of ``numpy.random.default_rng``; the same seed gives the same interval.
-        confidence: coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
+    """`statistic` (a function of per-item weights, one of the ``*_statistic`` builders) on all
+    `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded).
 
     Returns:
         ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``;
@@ -198,11 +192,8 @@ def estimate(
 
 def finite_mask(*arrays) -> np.ndarray:
     """Rows where every array is finite (the items a statistic can use)."""
-    mask: Optional[np.ndarray] = None
-    for arr in arrays:
-        m = np.isfinite(_float(arr))
-        mask = m if mask is None else mask & m
-    return mask if mask is not None else np.zeros(0, dtype=bool)
+    masks = [np.isfinite(_float(arr)) for arr in arrays]
+    return np.logical_and.reduce(masks) if masks else np.zeros(0, dtype=bool)
 
 
 def _none_if_nan(value: float) -> Optional[float]:

@@ -1,10 +1,9 @@
 """Pairwise accuracy of a scorer on preference pairs, with a bootstrap interval (hf-selectit)."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from hf_selectit.metrics import stats
+from hf_selectit.metrics import metric_info, stats
 
 _DESCRIPTION = """
 Share of preference pairs in which the chosen answer scores higher than the rejected one; a tie
@@ -29,20 +28,11 @@ Examples:
     0.5
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PairwiseAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"chosen": datasets.Value("float64"), "rejected": datasets.Value("float64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, chosen="float64", rejected="float64")
 
     def _compute(self, chosen, rejected, n_boot=stats.DEFAULT_N_BOOT, seed=stats.DEFAULT_SEED,
                  confidence=stats.DEFAULT_CONFIDENCE):

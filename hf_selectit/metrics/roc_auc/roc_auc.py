@@ -1,10 +1,9 @@
 """ROC-AUC of a score against a binary label, ties 0.5, with a bootstrap interval (hf-selectit)."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from hf_selectit.metrics import stats
+from hf_selectit.metrics import metric_info, stats
 
 _DESCRIPTION = """
 Area under the ROC curve of a score for a binary label: the probability that a random positive
@@ -31,20 +30,11 @@ Examples:
     0.75
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RocAuc(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("int32")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="int32")
 
     def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
                  seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):

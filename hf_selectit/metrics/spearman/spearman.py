@@ -1,10 +1,9 @@
 """Spearman rank correlation with a bootstrap interval (hf-selectit)."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from hf_selectit.metrics import stats
+from hf_selectit.metrics import metric_info, stats
 
 _DESCRIPTION = """
 Spearman's rank correlation between two columns (a score and a numeric rating, or two scores):
@@ -28,20 +27,11 @@ Examples:
     0.8
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Spearman(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="float64")
 
     def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
                  seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):

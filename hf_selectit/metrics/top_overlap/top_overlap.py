@@ -1,10 +1,9 @@
 """Jaccard overlap of two selected subsets of the same rows, with a bootstrap interval (hf-selectit)."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from hf_selectit.metrics import stats
+from hf_selectit.metrics import metric_info, stats
 
 _DESCRIPTION = """
 Overlap of two selections of the same rows (for example the top 20% by two different scores):
@@ -30,20 +29,11 @@ Examples:
     0.3333333333333333
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class TopOverlap(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("bool"), "references": datasets.Value("bool")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="bool", references="bool")
 
     def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
                  seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):

@@ -8,40 +8,28 @@ scorer, torch, ray) happen inside functions.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
-from .config import (  # noqa: F401  (RunOptions, FusionConfig, PipelineConfig: importable from here too)
-    DEFAULT_PREFIX,
-    FUSED_COLUMN,
-    FusionConfig,
-    IOConfig,
-    PipelineConfig,
-    PublishConfig,
-    RayConfig,
-    RunOptions,
-    ScorerConfig,
-    SelectConfig,
-)
+# Importable from here too: the configs, make_scorer, and the runner's ProgressEvent, ScoreStats, default_work_dir.
+from .config import (DEFAULT_PREFIX, FUSED_COLUMN, FusionConfig, IOConfig, PipelineConfig,  # noqa: F401
+                     PublishConfig, RayConfig, RunOptions, ScorerConfig, SelectConfig)
 from .errors import ConfigError, OutputWriteError
-from .methods import make_scorer  # noqa: F401  (importable from here too)
+from .methods import make_scorer
 from .options import load_run_config
 from .progress import ProgressCallback, ProgressEvent
-from .runner import ScoreStats, default_work_dir
+from .runner import ScoreStats, add_scores, default_work_dir, output_lock, remove_checkpoints, score_shards, score_with
 
-# The former name of the run-config loader.
-load_pipeline_config = load_run_config
-
-__all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]  # re-exported: the runner's
+load_pipeline_config = load_run_config  # the former name of the run-config loader
+__all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]
 
 logger = logging.getLogger(__name__)
-
 
 
 # ------------------------------------------------------------------------ summaries
@@ -49,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
-    """The end-of-run numbers the CLI prints (and writes with ``--summary-json``)."""
+    """The end-of-run numbers the CLI prints (and writes with ``--summary-json``). ``row_scores``
+    is rows x models; ``rows_scored`` those computed by this run, ``rows_resumed`` those taken
+    from checkpoints; ``rows_per_second`` is rows_scored over the models' scoring seconds."""
 
     rows: int = 0
     models: list = field(default_factory=list)
@@ -65,60 +55,40 @@ class RunSummary:
     # The validate step's figure for the selection column (headline, value, interval, n).
     validation: Optional[dict] = None
 
-    @property
-    def row_scores(self) -> int:
-        """rows x models: what the scoring passes covered together."""
-        return self.rows * len(self.models)
-
-    @property
-    def rows_scored(self) -> int:
-        """Row scores computed by this run (rows x models, less those from checkpoints)."""
-        return sum(m.rows_scored for m in self.models)
-
-    @property
-    def rows_resumed(self) -> int:
-        return sum(m.rows_resumed for m in self.models)
-
-    @property
-    def truncated(self) -> int:
-        return sum(m.truncated for m in self.models)
-
-    @property
-    def errors(self) -> int:
-        return sum(m.errors for m in self.models)
-
-    @property
-    def scoring_seconds(self) -> float:
-        return sum(m.seconds for m in self.models)
+    row_scores = property(lambda self: self.rows * len(self.models))
+    rows_scored = property(lambda self: sum(m.rows_scored for m in self.models))
+    rows_resumed = property(lambda self: sum(m.rows_resumed for m in self.models))
+    truncated = property(lambda self: sum(m.truncated for m in self.models))
+    errors = property(lambda self: sum(m.errors for m in self.models))
+    scoring_seconds = property(lambda self: sum(m.seconds for m in self.models))
 
     @property
     def rows_per_second(self) -> Optional[float]:
-        if not self.rows_scored or not self.scoring_seconds:
-            return None
-        return self.rows_scored / self.scoring_seconds
+        return self.rows_scored / self.scoring_seconds if self.rows_scored and self.scoring_seconds else None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        for name in ("row_scores", "rows_scored", "rows_resumed", "truncated", "errors",
-                     "scoring_seconds", "rows_per_second"):
-            out[name] = getattr(self, name)
-        return out
+        return {**asdict(self), **{name: getattr(self, name) for name in (
+            "row_scores", "rows_scored", "rows_resumed", "truncated", "errors", "scoring_seconds", "rows_per_second")}}
 
 
 # -------------------------------------------------------------------------- scoring
 
 
-def score_dataset(
-    ds: Any,
-    scorer_config: Any,
-    *,
-    run: Optional[RunOptions] = None,
-    ray: Optional[RayConfig] = None,
-    work_dir: Union[str, os.PathLike, None] = None,
-    model_index: int = 0,
-    n_models: int = 1,
-    on_progress: Optional[ProgressCallback] = None,
-) -> tuple[Any, ScoreStats]:
+def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[..., tuple]:
+    """The scoring function of ``run.engine``, ``(ds, scorer, work_dir=..., ...) -> (scores,
+    stats, info)``: :func:`hf_selectit.runner.score_shards` on this machine, or
+    :func:`hf_selectit.ray_runner.score_blocks` on a Ray cluster."""
+    kwargs = dict(shard_rows=run.shard_rows, batch_size=run.batch_size)
+    if run.engine == "ray":
+        from .ray_runner import score_blocks
+
+        return functools.partial(score_blocks, ray=ray or RayConfig(), **kwargs)
+    return functools.partial(score_shards, num_proc=run.num_proc, **kwargs)
+
+
+def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = None, ray: Optional[RayConfig] = None,
+                  work_dir: Union[str, os.PathLike, None] = None, model_index: int = 0, n_models: int = 1,
+                  on_progress: Optional[ProgressCallback] = None) -> tuple[Any, ScoreStats]:
     """Add one scorer's columns to ``ds``, checkpointed, on ``run.engine``: this machine
     (:mod:`hf_selectit.runner`) or a Ray cluster (:mod:`hf_selectit.ray_runner`).
 
@@ -144,43 +114,10 @@ def score_dataset(
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     """
-    from .runner import output_lock, remove_checkpoints
-
     run = run or RunOptions()
-    root = Path(work_dir) if work_dir is not None else default_work_dir(None)
-    with contextlib.ExitStack() as stack:
-        if work_dir is not None:
-            # An output's own work directory: one writer. (The shared user cache is not locked:
-            # its folders are named after the rows and the config.)
-            stack.enter_context(output_lock(root))
-        scored, stats = _score_one(ds, make_scorer(scorer_config), run=run, ray=ray, work_dir=root,
-                                   model_index=model_index, n_models=n_models, on_progress=on_progress)
-        if not run.keep_checkpoints:
-            remove_checkpoints(stats.work_dir)
-    return scored, stats
-
-
-def _score_one(ds: Any, scorer: Any, *, run: RunOptions, ray: Optional[RayConfig], work_dir: Path,
-               model_index: int, n_models: int, on_progress: Optional[ProgressCallback]) -> tuple[Any, ScoreStats]:
-    import datasets
-
-    from .provenance import attach_scorer_info
-
-    kwargs = dict(work_dir=work_dir, shard_rows=run.shard_rows, batch_size=run.batch_size,
-                  on_progress=on_progress, model_index=model_index, n_models=n_models)
-    if run.engine == "ray":
-        from .ray_runner import score_blocks
-
-        scores, stats, info = score_blocks(ds, scorer, ray=ray or RayConfig(), **kwargs)
-    else:
-        from .models import check_processes
-        from .runner import score_shards
-
-        # A device_map model spans the machine's devices: one process, before any work.
-        check_processes(getattr(scorer, "config", None), run.num_proc)
-        scores, stats, info = score_shards(ds, scorer, num_proc=run.num_proc, **kwargs)
-    scored = datasets.concatenate_datasets([ds, scores], axis=1)
-    return attach_scorer_info(scored, info), stats
+    return score_with(ds, make_scorer(scorer_config), engine_for(run, ray), work_dir=work_dir,
+                      keep_checkpoints=run.keep_checkpoints, model_index=model_index, n_models=n_models,
+                      on_progress=on_progress)
 
 
 # ---------------------------------------------------------------------------- run
@@ -189,14 +126,12 @@ def _score_one(ds: Any, scorer: Any, *, run: RunOptions, ray: Optional[RayConfig
 def select_column_for(config: PipelineConfig) -> str:
     """The score column selection ranks by: ``select.column`` when set, else the fused column
     with several SelectIT models, else the first model's score (its column schema's)."""
+    from .methods.columns import for_config
+
     select = config.select or SelectConfig()
     if select.column is not None:
         return select.column
-    if len(_selectit_models(config)) > 1:
-        return config.fusion.output
-    from .methods.columns import for_config
-
-    return for_config(config.models[0]).score
+    return config.fusion.output if len(_selectit_models(config)) > 1 else for_config(config.models[0]).score
 
 
 def _selectit_models(config: PipelineConfig) -> list:
@@ -205,15 +140,12 @@ def _selectit_models(config: PipelineConfig) -> list:
 
 
 def fuse(ds: Any, config: PipelineConfig) -> Any:
-    """Model-level fusion of the models' sentence scores (several models only)."""
+    """Model-level fusion of the SelectIT models' sentence scores (several models only); other
+    methods' columns stay as they are (select on any of them with select.column)."""
+    from .methods.columns import for_config
     from .select import fuse_models
 
-    # Model-level SelectIT fuses the SelectIT models' sentence scores; other methods' columns
-    # stay as they are (select on any of them with select.column).
-    from .methods.columns import for_config
-
     chosen = _selectit_models(config)
-    columns = [for_config(config.models[i]).score for i in chosen]
     params = [config.model_params[i] for i in chosen] if config.model_params else []
     kwargs: dict = {}
     if config.fusion.weights is not None:
@@ -222,7 +154,8 @@ def fuse(ds: Any, config: PipelineConfig) -> Any:
         kwargs["params"] = list(config.fusion.params)
     elif params and all(p is not None for p in params):
         kwargs["params"] = params
-    return fuse_models(ds, columns=columns, output=config.fusion.output, **kwargs)
+    return fuse_models(ds, columns=[for_config(config.models[i]).score for i in chosen],
+                       output=config.fusion.output, **kwargs)
 
 
 def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallback] = None,
@@ -231,7 +164,7 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
 
     Args:
         config: from :func:`load_pipeline_config` (or built directly).
-        on_progress: called after each shard of each model.
+        on_progress: receives :class:`ProgressEvent` s of every model's pass.
         dataset: use these rows instead of loading ``config.io.input``.
 
     Returns:
@@ -244,54 +177,47 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
     from .io import check_output_path, load_input
+    from .models import check_processes
 
     t0 = time.perf_counter()
-    io = config.io
+    io, run = config.io, config.run
     # Paths that cannot be written are refused now, not after hours of scoring.
     if io.output:
         check_output_path(io.output, output_format=output_format(config))
-    if config.run.subset_output:
-        check_output_path(config.run.subset_output, option="subset_output")
+    if run.subset_output:
+        check_output_path(run.subset_output, option="subset_output")
     ds = dataset
     if ds is None:
-        ds = load_input(io.input, split=io.split, config_name=io.config_name,
-                        revision=io.revision, limit=io.limit)
+        ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision, limit=io.limit)
     elif io.limit is not None and io.limit < len(ds):
         ds = ds.select(range(io.limit))
-    from .models import check_processes
-    from .runner import output_lock, remove_checkpoints
-
-    if config.run.engine == "local":
-        for scorer_config in config.models:
-            # Before any model is scored: a device_map model later in the list must not fail
-            # after hours of work on the first ones.
-            check_processes(scorer_config, config.run.num_proc)
-    summary = RunSummary(rows=len(ds))
-    work_dir = pipeline_work_dir(config)
+    if run.engine == "local":
+        for scorer_config in config.models:  # a device_map model later in the list fails before any work
+            check_processes(scorer_config, run.num_proc)
+    summary, work_dir, engine = RunSummary(rows=len(ds)), pipeline_work_dir(config), engine_for(run, config.ray)
     # One writer per output: the lock (keyed on the output, so another --work-dir does not get
     # past it) is held until the outputs are written.
     with output_lock(lock_dir(config), what=_target_name(config)):
-        scored = ds
+        results = []
         for i, scorer_config in enumerate(config.models):
-            scored_i, stats = _score_one(ds, make_scorer(scorer_config), run=config.run, ray=config.ray,
-                                         work_dir=work_dir, model_index=i, n_models=len(config.models),
-                                         on_progress=on_progress)
+            scores, stats, info = engine(ds, make_scorer(scorer_config), work_dir=work_dir, model_index=i,
+                                         n_models=len(config.models), on_progress=on_progress)
             summary.models.append(stats)
-            scored = scored_i if i == 0 else _add_columns(scored, scored_i, stats.column_prefix)
+            results.append((scores, info))
         summary.processes = max(m.processes for m in summary.models)
         try:
-            scored, subset = _finish(config, summary, scored)
+            scored, subset = _finish(config, summary, add_scores(ds, results))
         except OutputWriteError as exc:
             raise OutputWriteError(f"{exc} The scores are kept in {work_dir}: run the same command "
                                    "again once the cause is fixed, and it resumes from them.") from exc
-        if not config.run.keep_checkpoints:
+        if not run.keep_checkpoints:
             remove_checkpoints(work_dir)
     summary.seconds = time.perf_counter() - t0
-    if config.run.summary_json:
+    if run.summary_json:
         from .atomic import write_text
         from .redaction import redact_mapping
 
-        write_text(config.run.summary_json, json.dumps(redact_mapping(summary.to_dict()), indent=2, default=str))
+        write_text(run.summary_json, json.dumps(redact_mapping(summary.to_dict()), indent=2, default=str))
     return summary, scored, subset
 
 
@@ -299,9 +225,7 @@ def pipeline_work_dir(config: PipelineConfig) -> Path:
     """The work directory (checkpoints and lock) of a run: ``run.work_dir`` if set, else beside
     the output, else beside a local publish folder, else the user cache (see
     :func:`hf_selectit.runner.default_work_dir`)."""
-    if config.run.work_dir:
-        return Path(config.run.work_dir)
-    return default_work_dir(_target_name(config))
+    return Path(config.run.work_dir) if config.run.work_dir else default_work_dir(_target_name(config))
 
 
 def lock_dir(config: PipelineConfig) -> Path:
@@ -334,8 +258,8 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
 
 
 def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
-    """Fuse, write, select and publish (main process); returns ``(scored, subset)``."""
-    from .io import save_output
+    """Fuse, validate, write, select and publish; returns ``(scored, subset)``."""
+    from .io import is_local_path, save_output
 
     io = config.io
     if len(_selectit_models(config)) > 1:
@@ -345,15 +269,13 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     if io.output:
         save_output(scored, io.output, output_format=output_format(config))
         summary.output = io.output
-
     subset = None
     if config.select is not None:
         from .select import select_top
 
         column = select_column_for(config)
         subset = select_top(scored, column=column, **config.select.rule())
-        summary.kept = len(subset)
-        summary.select_column = column
+        summary.kept, summary.select_column = len(subset), column
         summary.rows_cut = int(subset.selection.rule.get("rows_cut") or 0)
         if config.run.subset_output:
             save_output(subset, config.run.subset_output)
@@ -361,8 +283,10 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     if config.publish is not None:
         if subset is None:
             raise ConfigError("publish needs a selected subset: add a `select` section.")
-        summary.published = publish_subset(subset, config.publish, scored=scored,
-                                           source=config.publish.source or _hub_source(io),
+        # The card names the source dataset (and its licence is read from the source's card).
+        hub = io.input if io.input and not is_local_path(io.input) else None
+        source = config.publish.source or (f"{hub}@{io.revision}" if hub and io.revision else hub)
+        summary.published = publish_subset(subset, config.publish, scored=scored, source=source,
                                            card_data=config.card_data, run_config=config.config_file)
     return scored, subset
 
@@ -402,59 +326,27 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
     return attach_validation(scored, report)
 
 
-def _add_columns(scored: Any, scored_i: Any, column_prefix: str) -> Any:
-    """Append model i's columns (and provenance) to the dataset already scored by earlier models."""
-    import datasets
-
-    from .provenance import attach_scorer_info, scorer_infos
-
-    new = [c for c in scored_i.column_names if c.startswith(column_prefix)
-           and c not in scored.column_names]
-    merged = datasets.concatenate_datasets([scored, scored_i.select_columns(new)], axis=1)
-    for info in scorer_infos(scored).values():
-        merged = attach_scorer_info(merged, info)
-    for info in scorer_infos(scored_i).values():
-        merged = attach_scorer_info(merged, info)
-    return merged
-
-
-def _hub_source(io: IOConfig) -> Optional[str]:
-    # The card names the source dataset (and its licence is read from the source's card).
-    from .io import is_local_path
-
-    if io.input and not is_local_path(io.input):
-        return f"{io.input}@{io.revision}" if io.revision else io.input
-    return None
-
-
-def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None,
-                   source: Optional[str] = None, card_data: Optional[Mapping] = None,
-                   run_config: Optional[str] = None) -> str:
-    """Publish with :func:`hf_selectit.publishing.publish` from a :class:`PublishConfig`.
-
-    `run_config` is the YAML file of an `hf-selectit run`: uploaded as `selectit_run.yaml`.
+def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None, source: Optional[str] = None,
+                   card_data: Optional[Mapping] = None, run_config: Optional[str] = None) -> str:
+    """Publish with :func:`hf_selectit.publishing.publish` from a :class:`PublishConfig`;
+    ``run_config`` (the YAML file of an `hf-selectit run`) is uploaded as `selectit_run.yaml`.
 
     Returns:
         A one-line description of where it went (the publisher's result, as text).
     """
     from .publishing import publish as _publish
 
-    if source is None:
-        source = publish.source
     data = dict(card_data or {})
     if publish.license:
         data.setdefault("license", publish.license)
     if publish.pretty_name:
         data.setdefault("pretty_name", publish.pretty_name)
-    result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, source=source,
-                      private=publish.private, branch=publish.branch, overwrite=publish.overwrite,
-                      card_data=data or None, run_config=run_config)
+    result = _publish(subset, publish.repo_id, version=publish.version, scored=scored,
+                      source=publish.source if source is None else source, private=publish.private,
+                      branch=publish.branch, overwrite=publish.overwrite, card_data=data or None,
+                      run_config=run_config)
     return describe_publish_result(result, publish.repo_id)
 
 
 def describe_publish_result(result: Any, repo_id: str) -> str:
-    for attr in ("url", "path", "local_dir", "repo_id"):
-        value = getattr(result, attr, None)
-        if value:
-            return str(value)
-    return str(repo_id)
+    return next((str(v) for a in ("url", "path", "local_dir", "repo_id") if (v := getattr(result, a, None))), str(repo_id))

@@ -23,18 +23,16 @@ backend a scorer config names: the actor only calls the scorer.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import time
-from pathlib import Path
 from typing import Any, Optional, Union
 
+from . import provenance
 from .config import RayConfig
 from .errors import ConfigError
 from .progress import ProgressCallback
-from .runner import ROW_INDEX, Checkpoints, ScoreStats, check_input, default_work_dir, output_lock, remove_checkpoints
+from .runner import ROW_INDEX, Checkpoints, ScoreStats, score_with
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +59,31 @@ def import_ray() -> Any:
 
 def connect(config: RayConfig) -> Any:
     """Join the cluster of ``config.address`` (or ``RAY_ADDRESS``), or start a local one on this
-    machine; nothing when this process is connected already. Returns the ``ray`` module."""
+    machine; nothing when this process is connected already. Returns the ``ray`` module.
+
+    Ray's own output stays out of ours (progress bar and log lines) unless hf-selectit's logger
+    is at DEBUG (``-vv``): no Ray Data progress bars or execution-plan lines, Ray's log lines
+    from WARNING (ERROR for a local cluster started here) up; the actors' warnings and errors
+    still reach this terminal, and a failed task is raised here."""
     ray = import_ray()
-    if not logger.isEnabledFor(logging.DEBUG):
-        # Ray Data's INFO lines (execution plan, log folder) would interleave our progress bar.
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = debug  # ours counts rows; Ray's would draw over it
+    context.print_on_execution_start = debug
+    if not debug:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # execution plans, log folders
+        # The warning that the bars are off (just above) names Ray Data's module logger: no setting
+        # turns it off.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return ray
-    kwargs: dict = {"logging_level": logging.WARNING}
+    kwargs: dict = {"logging_level": logging.INFO if debug else logging.WARNING}
     if config.address:
         kwargs["address"] = config.address
     elif not os.environ.get("RAY_ADDRESS"):
-        kwargs["include_dashboard"] = False  # a local cluster for this run only
+        # A local cluster for this run only; its start-up notices (token authentication, ...) are not
+        # the user's business.
+        kwargs.update(include_dashboard=False, logging_level=logging.INFO if debug else logging.ERROR)
         if config.object_store_memory:
             kwargs["object_store_memory"] = config.object_store_memory
     logger.info("Connecting to Ray (%s)", config.address or os.environ.get("RAY_ADDRESS") or "a local cluster")
@@ -89,9 +100,13 @@ class ScorerActor:
     """
 
     def __init__(self, scorer_class: type, config: Any) -> None:
+        from .progress import quiet_third_party_bars
+
         self.scorer = scorer_class.from_config(config)
-        # info() loads the model (in the actor's __init__, once) and says what was loaded.
-        self.info = json.dumps(self.scorer.info(), sort_keys=True, default=str)
+        # info() loads the model (in the actor's __init__, once) and says what was loaded; the
+        # loading bars would reach the driver's terminal through Ray's log forwarding.
+        with quiet_third_party_bars():
+            self.info = json.dumps(self.scorer.info(), sort_keys=True, default=str)
 
     def __call__(self, batch: Any) -> Any:
         """Score one ``pyarrow.Table`` batch; returns the scorer's columns, the row index and
@@ -121,7 +136,22 @@ def _workers(ray: Any, config: RayConfig, blocks: int) -> tuple[int, float]:
     return max(1, min(n, blocks)), gpus
 
 
-def _check_sendable(scorer: Any) -> None:
+def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, os.PathLike],
+                 shard_rows: int = 256, batch_size: int = 64, on_progress: Optional[ProgressCallback] = None,
+                 model_index: int = 0, n_models: int = 1) -> tuple[Any, ScoreStats, dict]:
+    """Score ``ds`` on a Ray cluster, checkpointed per block (the ``ray`` engine of the pipeline).
+
+    Args and returns are those of :func:`hf_selectit.runner.score_shards`, with ``ray`` (the
+    cluster and its actors) instead of ``num_proc``; ``shard_rows`` is the rows per Ray block
+    (one actor task, one completion file). The caller holds the output's lock.
+
+    Raises:
+        ConfigError: ray is not installed, an empty input, clashing columns, a model in memory.
+        ShardMergeError: the blocks do not add up to the input rows exactly.
+    """
+    import numpy as np
+    import pyarrow as pa
+
     if not hasattr(type(scorer), "from_config") or not hasattr(scorer, "config"):
         raise ConfigError(f"{type(scorer).__name__} cannot run on Ray: an actor rebuilds the scorer with "
                           "type(scorer).from_config(scorer.config). Use one of the package's scorers.")
@@ -130,65 +160,35 @@ def _check_sendable(scorer: Any) -> None:
         from .models import preloaded_pickle_error
 
         raise preloaded_pickle_error(preloaded[0])
+    ckpt = Checkpoints(ds, scorer, work_dir=work_dir, shard_rows=shard_rows, engine="ray", on_progress=on_progress,
+                       model_index=model_index, n_models=n_models)
 
+    def score_parts(chunks: list) -> Optional[dict]:
+        rt = connect(ray)
+        workers, gpus = _workers(rt, ray, len(chunks))
+        ckpt.stats.processes = workers
+        todo = np.concatenate(chunks)
+        source = ds if len(todo) == len(ds) else ds.select(todo)
+        table = source.with_format("arrow")[:].append_column(ROW_INDEX, pa.array(todo, pa.int64()))
+        # One block per chunk: one actor task and one completion file each.
+        blocks = [table.slice(i, shard_rows) for i in range(0, table.num_rows, shard_rows)]
+        scored = rt.data.from_arrow(blocks).map_batches(
+            ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
+            batch_size=batch_size, batch_format="pyarrow", compute=rt.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus, num_cpus=ray.num_cpus)
+        logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), len(blocks),
+                    workers, gpus)
+        info = None
+        for i, batch in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):
+            text = next((v for v in batch.column(INFO_COLUMN).to_pylist() if v is not None), None)
+            if info is None and text is not None:
+                # Saved before the first part, so a run resumed in full never loads the model here.
+                info = provenance.cached_info(lambda: json.loads(text), ckpt.root)
+            n = ckpt.write(batch.column(ROW_INDEX).to_numpy(), batch.drop_columns([ROW_INDEX, INFO_COLUMN]))
+            ckpt.emit("rows", n, shard=ckpt.stats.shards_resumed + i)
+        return info
 
-def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, os.PathLike],
-                 shard_rows: int = 256, batch_size: int = 64, on_progress: Optional[ProgressCallback] = None,
-                 model_index: int = 0, n_models: int = 1) -> tuple[Any, ScoreStats, dict]:
-    """Score ``ds`` on a Ray cluster, checkpointed per block (the ``ray`` engine of the pipeline).
-
-    The caller holds the output's lock. Args and returns are those of
-    :func:`hf_selectit.runner.score_shards`, with ``ray`` (the cluster and its actors) instead of
-    ``num_proc``; ``shard_rows`` is the rows per Ray block (one actor task, one completion file).
-
-    Raises:
-        ConfigError: ray is not installed, an empty input, clashing columns, a model in memory.
-        ShardMergeError: the blocks do not add up to the input rows exactly.
-    """
-    import pyarrow as pa
-
-    check_input(ds, scorer)
-    _check_sendable(scorer)
-    t0 = time.perf_counter()
-    ckpt = Checkpoints(ds, scorer, work_dir=work_dir, on_progress=on_progress, model_index=model_index,
-                       n_models=n_models)
-    ckpt.stats.engine = "ray"
-    with output_lock(ckpt.root):  # one writer of these rows and this config, also in the user cache
-        ckpt.open()
-        todo = ckpt.todo()
-        n_blocks = -(-len(todo) // shard_rows)
-        n_shards = n_blocks + ckpt.stats.shards_resumed
-        ckpt.emit("plan", len(todo), n_shards=n_shards, resumed=ckpt.stats.rows_resumed)
-        info: Optional[dict] = None
-        if len(todo):
-            rt = connect(ray)
-            workers, gpus = _workers(rt, ray, n_blocks)
-            ckpt.stats.processes = workers
-            source = ds if len(todo) == len(ds) else ds.select(todo)
-            table = source.with_format("arrow")[:].append_column(ROW_INDEX, pa.array(todo, pa.int64()))
-            # One block per shard_rows rows: one actor task and one completion file each.
-            blocks = [table.slice(i, shard_rows) for i in range(0, table.num_rows, shard_rows)]
-            context = rt.data.DataContext.get_current()
-            context.enable_progress_bars = False  # ours counts rows; Ray's would draw over it
-            scored = rt.data.from_arrow(blocks).map_batches(
-                ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
-                batch_size=batch_size, batch_format="pyarrow", concurrency=workers, num_gpus=gpus,
-                num_cpus=ray.num_cpus)
-            logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), n_blocks,
-                        workers, gpus)
-            for i, batch in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):
-                text = next((v for v in batch.column(INFO_COLUMN).to_pylist() if v is not None), None)
-                if info is None and text is not None:
-                    # Saved before the first part, so a run resumed in full never loads the model here.
-                    info = ckpt.info(lambda: json.loads(text))
-                n = ckpt.write(batch.column(ROW_INDEX).to_numpy(), batch.drop_columns([ROW_INDEX, INFO_COLUMN]))
-                ckpt.emit("rows", n, shard=ckpt.stats.shards_resumed + i, n_shards=n_shards)
-        scores = ckpt.merge()
-        if info is None:
-            info = ckpt.info(scorer.info)  # every row resumed: the provenance saved beside the parts
-    if ckpt.stats.rows_scored:
-        ckpt.stats.seconds = time.perf_counter() - t0
-    return scores, ckpt.stats, info
+    return ckpt.run(score_parts)
 
 
 def score_on_ray(data: Any, scorer: Any, *, address: Optional[str] = None, num_workers: Optional[int] = None,
@@ -231,17 +231,10 @@ def score_on_ray(data: Any, scorer: Any, *, address: Optional[str] = None, num_w
     """
     import datasets
 
-    from .provenance import attach_scorer_info
-
     if not isinstance(data, datasets.Dataset):
         from .io import load_input
 
         data = load_input(data)
     config = RayConfig(address=address, num_workers=num_workers, num_gpus=num_gpus, num_cpus=num_cpus)
-    root = Path(work_dir) if work_dir is not None else default_work_dir(None)
-    with output_lock(root) if work_dir is not None else contextlib.nullcontext():
-        scores, stats, info = score_blocks(data, scorer, ray=config, work_dir=root, shard_rows=shard_rows,
-                                           batch_size=batch_size, on_progress=on_progress)
-        if not keep_checkpoints:
-            remove_checkpoints(stats.work_dir)
-    return attach_scorer_info(datasets.concatenate_datasets([data, scores], axis=1), info)
+    return score_with(data, scorer, score_blocks, ray=config, work_dir=work_dir, keep_checkpoints=keep_checkpoints,
+                      shard_rows=shard_rows, batch_size=batch_size, on_progress=on_progress)[0]

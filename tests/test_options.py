@@ -300,3 +300,53 @@ def test_run_example_print_and_help_lists_examples(capsys):
     assert code == 0 and "input: ../data/demo.jsonl" in out
     code, _, err = _main(["run", "--example", "dmeo"], capsys)
     assert code == 2 and "Did you mean 'demo'?" in err
+
+
+# ------------------------------------------------------------------ scorer constructors
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
+def test_scorer_signature_lists_every_config_field_with_its_default(method):
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from hf_selectit.methods import scorer_class
+
+    cls = scorer_class(method)
+    params = inspect.signature(cls).parameters
+    assert list(params)[:2] == ["model", "tokenizer"]
+    for f in fields(cls.config_class):
+        default = f.default_factory() if f.default is MISSING else f.default
+        assert params[f.name].default == default, f.name
+        assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY or f.name == "model"
+    assert "alpha" in str(inspect.signature(scorer_class("selectit")))
+
+
+def test_unknown_scorer_option_suggests_the_closest():
+    from hf_selectit import SelectITScorer
+
+    with pytest.raises(ConfigError, match=r"unknown option 'alpah'\. Did you mean 'alpha'\?"):
+        SelectITScorer(alpah=0.3)
+
+
+def test_shared_model_options_are_declared_once():
+    from dataclasses import fields
+
+    from hf_selectit.config import ModelConfig
+
+    shared = [f.name for f in fields(ModelConfig)]
+    for cls in METHOD_CONFIGS.values():
+        assert issubclass(cls, ModelConfig)
+        assert [f.name for f in fields(cls)][:len(shared)] == shared
+
+
+def test_ifd_model_path_resolves_against_the_yaml_folder(tmp_path, monkeypatch):
+    # Defect: IFD's config re-declared `model` without the read-path mark, so a run YAML's
+    # `./model` for an IFD/r-IFD model was read from the working directory.
+    folder = tmp_path / "job"
+    (folder / "student").mkdir(parents=True)
+    path = _run_yaml(folder, "input: d.jsonl\nmodels: [{method: ifd, model: ./student}, "
+                             "{method: rifd, model: ./student}]\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = options.load_run_config(path)
+    assert [m.model for m in cfg.models] == [str(folder / "student")] * 2

@@ -14,14 +14,11 @@ failure (model loading, publishing).
 from __future__ import annotations
 
 import argparse
-import logging
-import re
 import shlex
 import sys
-import traceback
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from . import options as opt
 from .config import (
@@ -37,11 +34,19 @@ from .config import (
     SelectConfig,
     ValidateConfig,
 )
-from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
+from .errors import ConfigError
 from .redaction import redact
-from .summary import console, print_summary, run_with_progress, write_report  # noqa: F401  (print_summary: importable here)
+from .summary import (  # noqa: F401  (print_summary, cli_terms: importable from here)
+    cli_terms,
+    configure_logging,
+    console,
+    guarded,
+    print_summary,
+    report_error,
+    run_with_progress,
+    write_report,
+)
 
-PACKAGE_LOGGER = "hf_selectit"
 EXAMPLES_PACKAGE = "hf_selectit.configs"
 _IO_IN = ("input", "output", "output_format")  # a command that writes nothing: no output options
 # name -> (help, option sections (None: the --method's scorer config), options not offered)
@@ -238,8 +243,8 @@ def run_config_mapping(mapping: dict) -> int:
     Example:
         >>> run_config_mapping({"input": "data.json", "output": "scored", "select": {"ratio": 0.2}})
     """
-    _configure_logging(0, quiet=False)
-    return _guarded("run", lambda: run_with_progress(opt.load_run_config(mapping)), debug=False)
+    configure_logging(0, quiet=False)
+    return guarded("run", lambda: run_with_progress(opt.load_run_config(mapping)), debug=False)
 
 
 def _drop_example_file(config: Any) -> None:
@@ -283,99 +288,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         ns = parse_command(argv)
     except ConfigError as exc:
-        return _report_error(command, exc, code=2, debug=debug)
+        return report_error(command, exc, code=2, debug=debug)
     console.quiet = ns.quiet
-    _configure_logging(ns.verbose, quiet=ns.quiet)
+    configure_logging(ns.verbose, quiet=ns.quiet)
     handler = globals()[f"cmd_{ns.command}"]
-    return _guarded(ns.command, lambda: handler(ns), debug=ns.debug)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))  # a log line never shows a token
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D401
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _configure_logging(verbose: int, *, quiet: bool) -> None:
-    """WARNING for everyone; -v/-vv raise only hf-selectit's loggers; --quiet: errors only."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        root.addHandler(_StderrHandler())
-    root.setLevel(logging.ERROR if quiet else logging.WARNING)
-    # Only this package's loggers get louder; others (matplotlib's font manager, ...) stay at
-    # WARNING. NOTSET: inherit the root's level.
-    ours = logging.getLogger(PACKAGE_LOGGER)
-    ours.setLevel(logging.NOTSET if quiet or not verbose else logging.WARNING - 10 * min(verbose, 2))
-
-
-# Errors the user fixes by changing the command (exit 2); VersionExistsError: pass --overwrite or
-# another --version.
-USER_ERRORS = (ConfigError, SchemaError, ScoreColumnError, VersionExistsError)
-
-
-def _guarded(command: str, job: Callable[[], int], *, debug: bool) -> int:
-    try:
-        return job()
-    except USER_ERRORS as exc:
-        return _report_error(command, exc, code=2, debug=debug)
-    except (SelectITError, OSError) as exc:
-        # OSError: a file the package did not wrap (a report path in a missing folder, ...): one
-        # line naming the file and the cause, as for the package's own OutputWriteError.
-        return _report_error(command, exc, code=1, debug=debug)
-
-
-def _report_error(command: str, exc: BaseException, *, code: int, debug: bool) -> int:
-    if debug:
-        traceback.print_exception(exc, file=sys.stderr)
-    kind = "error" if code == 2 else type(exc).__name__
-    text = " ".join(redact(cli_terms(str(exc))).split())  # one line, and never a token
-    print(f"hf-selectit {command}: {kind}: {text}", file=sys.stderr)
-    return code
-
-
-_CARD_LICENSE = re.compile(r"card_data=\{\s*'license':\s*'([^']*)'\s*\}")
-# An option name followed by "=", not already labelled (--x=, file.yaml: x=, section.x=).
-_KWARG = re.compile(r"(?<![\w\-.:\[])(?<!: )([a-z_][a-z0-9_]*)=(True|False|\.\.\.)?")
-
-
-def cli_terms(message: str) -> str:
-    """A message written for Python callers, in command-line terms.
-
-    ``overwrite=True`` -> ``--overwrite``; ``card_data={'license': 'x'}`` -> ``--license x``;
-    ``source=...`` -> ``--source``; ``ratio=2`` -> ``--ratio=2`` (for option names only).
-    Values already labelled by the loader (``--ratio=...``, ``run.yaml: select.ratio=...``)
-    are left alone.
-    """
-    from .config import FusionConfig, ScorerConfig
-
-    message = _CARD_LICENSE.sub(lambda m: f"--license {m.group(1)}", message)
-    flags: dict = {}
-    for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, RayConfig, SelectConfig, PublishConfig,
-                ReportOptions, FusionConfig, ScorerConfig):
-        for f in fields(cls):
-            flags.setdefault(f.name, opt.flag_of(cls, f.name))
-
-    def swap(m: "re.Match[str]") -> str:
-        name, literal = m.group(1), m.group(2)
-        if name not in flags:
-            return m.group(0)
-        flag = flags[name]
-        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(literal, flag + "=")
-
-    return _KWARG.sub(swap, message)
+    return guarded(ns.command, lambda: handler(ns), debug=ns.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,16 +1,9 @@
-"""The one loader of options: Python keyword arguments, YAML files and command-line flags.
-
-Every option is a field of a dataclass in :mod:`hf_selectit.config`; this module turns a mapping
-(a YAML file, a script's dict, the parsed command line) into those dataclasses by the same rules:
-
-- unknown keys and flags are refused with the closest valid name ("Did you mean 'ratio'?");
-- text is converted only where the source is text (flags; YAML 1.1's `7e9` for a number), then
-  the dataclass's own ``__post_init__`` checks the value, as for Python keyword arguments;
-- a bad value names where it came from: ``run.yaml: select.ratio=2 is invalid: ...`` for a
-  file, ``--ratio=2.0 is invalid: ...`` for a flag;
-- relative paths the job reads (``input``, a local ``model`` folder, ``publish.scored``) resolve
-  against the YAML file's folder; paths it writes stay relative to the working directory;
-- a run config is checked whole before any model loads.
+"""The one loader of options: YAML files and command-line flags into the dataclasses of
+:mod:`hf_selectit.config`, whose ``__post_init__`` checks every value as for Python keyword
+arguments. Unknown keys are refused with the closest valid name; a bad value names where it came
+from (``run.yaml: select.ratio=2``, ``--ratio=2.0``); relative paths the job reads resolve
+against the YAML file's folder (paths it writes, against the working directory); a run config is
+checked whole before any model loads.
 
 The command line stands on ``transformers.HfArgumentParser``, as TRL's ``TrlParser`` does: the
 flags are generated from the dataclasses (flag = field name, help = ``metadata["help"]``), a
@@ -99,21 +92,12 @@ _NONE = type(None)
 
 
 def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
-    """Check (and, for text, convert) one option value against its annotation.
+    """Check (and, for text, convert) one option value against its field's annotation.
 
-    Ints are whole numbers as written (``4.0`` is refused, as ``RunOptions(batch_size=4.0)`` is);
-    floats also read number text (YAML 1.1 reads ``7e9`` as a string); booleans are real
-    booleans (a flag is ``--x``/``--no-x``, never ``--x yes``); dict and list options read
-    JSON/YAML text (:func:`hf_selectit.config.from_text`).
-
-    Args:
-        name: how to name the value in an error (``--alpha``, ``run.yaml: select.ratio``).
-        value: the value from YAML, Python or the command line.
-        annotation: the field's type (``Optional[int]``, ``Union[int, list]``, ...).
-        from_cli: the value is command-line text ('none' means None; '3' is an int).
-
-    Returns:
-        The value with the annotated type.
+    Ints are whole numbers as written (``4.0`` is refused, as in Python); floats also read number
+    text (YAML 1.1 reads ``7e9`` as a string); booleans are real booleans (flags: ``--x/--no-x``);
+    with ``from_cli`` (command-line text) 'none' is None, '3' an int, and dict and list options
+    read JSON/YAML (:func:`hf_selectit.config.from_text`). ``name`` is how an error names it.
 
     Raises:
         ConfigError: the value does not fit the annotation.
@@ -161,30 +145,12 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
 # ----------------------------------------------------------------------- building
 
 
-def relabel(exc: ConfigError, labels: Mapping[str, str], *, where: str = "",
-            raw: Optional[Mapping[str, Any]] = None) -> ConfigError:
-    """The same error, naming the value's origin (a file and key, or a flag) when known, and
-    showing the value as it was given (``raw``), not as converted."""
-    if exc.option is not None and exc.option in labels:
-        value = (raw or {}).get(exc.option, exc.value)
-        message = f"{labels[exc.option]}={value!r} is invalid: {exc.expected}"
-    elif where and not str(exc).startswith(where):
-        message = f"{where}: {exc}"
-    else:
-        return exc
-    return ConfigError(message, option=exc.option, value=exc.value, expected=exc.expected)
-
-
 def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str, str]] = None,
           where: str = "", from_cli: Sequence[str] = ()) -> Any:
     """One config dataclass from values whose keys are checked, naming each value's origin in errors.
 
-    Args:
-        cls: a config dataclass.
-        values: field name -> value.
-        labels: field name -> how to name it in an error (``--ratio``, ``run.yaml: select.ratio``).
-        where: prefix for errors about values without a label, and for whole-object errors.
-        from_cli: field names whose values are command-line text.
+    ``labels``: field name -> how an error names it (``--ratio``, ``run.yaml: select.ratio``);
+    ``where`` prefixes the others; ``from_cli``: the fields whose values are command-line text.
 
     Raises:
         ConfigError: a value of the wrong type or range, naming where it came from.
@@ -197,9 +163,12 @@ def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str,
               for name, value in values.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
-        raw = {k: v for k, v in values.items() if k not in from_cli}
-        raise relabel(exc, labels, where=where, raw=raw) from None
+    except ConfigError as exc:  # named by origin, showing a file's value as written
+        if exc.option not in labels:
+            raise (ConfigError(f"{where}: {exc}") if where and not str(exc).startswith(where) else exc) from None
+        value = exc.value if exc.option in from_cli else values.get(exc.option, exc.value)
+        raise ConfigError(f"{labels[exc.option]}={value!r} is invalid: {exc.expected}", option=exc.option,
+                          value=exc.value, expected=exc.expected) from None
 
 
 def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, where: str = "",

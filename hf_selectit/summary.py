@@ -1,13 +1,22 @@
-"""What the command line prints and writes around a run: progress, the end-of-run summary, the
-selection report files. Only the CLI (and scripts through it) prints; the library logs.
+"""What the command line prints: the console (--quiet), its log lines, an error as one line in
+command-line terms, progress and the end-of-run summary, the selection report files. Only the
+CLI (and scripts through it) prints; the library logs.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import re
+import sys
+import traceback
+from dataclasses import fields
+from typing import Any, Callable
 
+from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
 from .redaction import redact
+
+PACKAGE_LOGGER = "hf_selectit"
 
 
 class Console:
@@ -116,3 +125,93 @@ def summary_text(summary: Any) -> str:
 def print_summary(summary: Any) -> None:
     """Print :func:`summary_text` (not with --quiet)."""
     console.info(summary_text(summary))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # a log line never shows a token
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(verbose: int, *, quiet: bool) -> None:
+    """WARNING for everyone; -v/-vv raise only hf-selectit's loggers; --quiet: errors only."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    # Only this package's loggers get louder; others (matplotlib's font manager, ...) stay at
+    # WARNING. NOTSET: inherit the root's level.
+    ours = logging.getLogger(PACKAGE_LOGGER)
+    ours.setLevel(logging.NOTSET if quiet or not verbose else logging.WARNING - 10 * min(verbose, 2))
+
+
+# Errors the user fixes by changing the command (exit 2); VersionExistsError: pass --overwrite or
+# another --version.
+USER_ERRORS = (ConfigError, SchemaError, ScoreColumnError, VersionExistsError)
+
+
+def guarded(command: str, job: Callable[[], int], *, debug: bool) -> int:
+    try:
+        return job()
+    except USER_ERRORS as exc:
+        return report_error(command, exc, code=2, debug=debug)
+    except (SelectITError, OSError) as exc:
+        # OSError: a file the package did not wrap (a report path in a missing folder, ...): one
+        # line naming the file and the cause, as for the package's own OutputWriteError.
+        return report_error(command, exc, code=1, debug=debug)
+
+
+def report_error(command: str, exc: BaseException, *, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    kind = "error" if code == 2 else type(exc).__name__
+    text = " ".join(redact(cli_terms(str(exc))).split())  # one line, and never a token
+    print(f"hf-selectit {command}: {kind}: {text}", file=sys.stderr)
+    return code
+
+
+_CARD_LICENSE = re.compile(r"card_data=\{\s*'license':\s*'([^']*)'\s*\}")
+# An option name followed by "=", not already labelled (--x=, file.yaml: x=, section.x=).
+_KWARG = re.compile(r"(?<![\w\-.:\[])(?<!: )([a-z_][a-z0-9_]*)=(True|False|\.\.\.)?")
+
+
+def cli_terms(message: str) -> str:
+    """A message written for Python callers, in command-line terms.
+
+    ``overwrite=True`` -> ``--overwrite``; ``card_data={'license': 'x'}`` -> ``--license x``;
+    ``source=...`` -> ``--source``; ``ratio=2`` -> ``--ratio=2`` (for option names only).
+    Values already labelled by the loader (``--ratio=...``, ``run.yaml: select.ratio=...``)
+    are left alone.
+    """
+    from . import options as opt
+    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions,
+                         RunOptions, ScorerConfig, SelectConfig)
+
+    message = _CARD_LICENSE.sub(lambda m: f"--license {m.group(1)}", message)
+    flags: dict = {}
+    for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, RayConfig, SelectConfig, PublishConfig,
+                ReportOptions, FusionConfig, ScorerConfig):
+        for f in fields(cls):
+            flags.setdefault(f.name, opt.flag_of(cls, f.name))
+
+    def swap(m: "re.Match[str]") -> str:
+        name, literal = m.group(1), m.group(2)
+        if name not in flags:
+            return m.group(0)
+        flag = flags[name]
+        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(literal, flag + "=")
+
+    return _KWARG.sub(swap, message)

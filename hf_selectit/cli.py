@@ -33,19 +33,13 @@ from .config import (
     RunOptions,
     SelectConfig,
     ValidateConfig,
+    method_config_class,
 )
 from .errors import ConfigError
 from .redaction import redact
-from .summary import (  # noqa: F401  (print_summary, cli_terms: importable from here)
-    cli_terms,
-    configure_logging,
-    console,
-    guarded,
-    print_summary,
-    report_error,
-    run_with_progress,
-    write_report,
-)
+# print_summary and cli_terms: importable from here too.
+from .summary import cli_terms, configure_logging, console, guarded, print_summary, report_error  # noqa: F401
+from .summary import run_with_progress, write_report
 
 EXAMPLES_PACKAGE = "hf_selectit.configs"
 _IO_IN = ("input", "output", "output_format")  # a command that writes nothing: no output options
@@ -109,7 +103,8 @@ def parse_command(argv: Sequence[str]) -> argparse.Namespace:
     text, sections, skip = COMMANDS[top.command]
     if "scorer" in sections:  # the scorer's options are those of the flag's, or the file's, method
         method = pre.method or (opt.load_yaml(pre.config).get("method") if pre.config else None)
-        sections = {**sections, "scorer": opt.method_class(method)}
+        where = "--method" if pre.method or not pre.config else f"{pre.config}: method"
+        sections = {**sections, "scorer": method_config_class(method or DEFAULT_METHOD, where=where)}
     parser = opt.option_parser(sections, skip=skip, prog=f"hf-selectit {top.command}", description=text)
     if top.command == "run":
         parser.add_argument("run_config", metavar="CONFIG.yaml", nargs="?", help="The job's YAML file.")

@@ -242,6 +242,8 @@ class ModelConfig:
     """The options every model-using scorer shares: which model, how it loads, how rows are cut
     and read. Each method's config adds its own (``ScorerConfig``, ``IFDConfig``, ...)."""
 
+    _argument_group_name = "scorer"  # its options' title in --help (HfArgumentParser)
+
     model: Optional[str] = field(
         default=None,
         metadata={"help": "Hub model id or local path of a causal LM (the scorer, judge or student). "
@@ -418,6 +420,8 @@ def is_scorer_config(config: Any) -> bool:
 class IOConfig:
     """Where rows come from and where results go (shared by every subcommand)."""
 
+    _argument_group_name = "input/output"  # its options' title in --help (HfArgumentParser)
+
     input: Optional[str] = field(
         default=None,
         metadata={"help": "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk "
@@ -461,6 +465,8 @@ class IOConfig:
 @dataclass
 class RunOptions:
     """How the scoring work is executed and where its side products go."""
+
+    _argument_group_name = "execution"  # its options' title in --help (HfArgumentParser)
 
     batch_size: int = field(
         default=64,
@@ -518,6 +524,8 @@ class RunOptions:
 @dataclass
 class RayConfig:
     """The Ray cluster of ``engine: ray`` and its scoring actors (one model each)."""
+
+    _argument_group_name = "ray cluster (with --engine ray)"  # its options' title in --help (HfArgumentParser)
 
     address: Optional[str] = field(
         default=None,
@@ -642,6 +650,8 @@ def selection_rule(ratio: Any, k: Any, threshold: Any) -> str:
 class SelectConfig:
     """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
+    _argument_group_name = "selection"  # its options' title in --help (HfArgumentParser)
+
     ratio: Optional[float] = field(
         default=DEFAULT_RATIO, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
     )
@@ -694,6 +704,8 @@ class SelectConfig:
 class ReportOptions:
     """Where the selection report goes (besides the terminal)."""
 
+    _argument_group_name = "report"  # its options' title in --help (HfArgumentParser)
+
     report: Optional[str] = field(
         default=None, metadata={"help": "Also write the selection report (Markdown) to this file.",
                                 "path": "write"}
@@ -714,6 +726,8 @@ class ReportOptions:
 @dataclass
 class PublishConfig:
     """Where and how a selected subset is published (Hub repo or local directory)."""
+
+    _argument_group_name = "publish"  # its options' title in --help (HfArgumentParser)
 
     repo_id: Optional[str] = field(
         default=None, metadata={"help": "Hub dataset repo id (user/name) or a local directory.",
@@ -767,6 +781,8 @@ class PublishConfig:
 @dataclass
 class DemoOptions:
     """`hf-selectit demo`: the bundled demo set, scored by the embedded model, top 20% published."""
+
+    _argument_group_name = "demo"  # its options' title in --help (HfArgumentParser)
 
     output: str = field(default="./selective-demo", metadata={"help": "Where to publish.", "path": "write"})
     limit: Optional[int] = field(default=None, metadata={"help": "Use only the first N demo rows."})
@@ -966,6 +982,8 @@ METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "ifd": IFDConfig, "rifd": Reve
 @dataclass
 class ValidateConfig:
     """How scores are checked against labelled data (``hf_selectit.validate``)."""
+
+    _argument_group_name = "validation"  # its options' title in --help (HfArgumentParser)
 
     label: Optional[str] = field(
         default=None,

@@ -587,7 +587,3 @@ def _metavar(annotation: Any) -> str:
     kinds = {int: "INT", float: "FLOAT", str: "TEXT", list: "JSON_LIST", dict: "JSON_DICT"}
     return "|".join(kinds.get(typing.get_origin(a) or a, "VALUE") for a in args)
 
-
-def method_class(method: Optional[str]) -> type:
-    """The scorer config class of ``--method`` (default: selectit)."""
-    return method_config_class(method or DEFAULT_METHOD, where="--method")

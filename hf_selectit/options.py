@@ -512,8 +512,8 @@ def _parser_class() -> type:
             super().__init__(list(self.sections.values()), **kwargs)
 
         def _parse_dataclass_field(self, parser: Any, f: Any) -> None:
-            # HfArgumentParser's own field -> argument step, given the flag name and text values
-            # (see the module docstring for what is kept beyond it, and why).
+            # HfArgumentParser's per-field step (private; it has no public hook), given the flag
+            # name, text values and --x/--no-x (the module docstring says why each is kept).
             name = f.metadata.get("flag", f.name)
             if name in self.skip or (self.only is not None and name not in self.only):
                 return

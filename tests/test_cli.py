@@ -46,11 +46,10 @@ def test_help_imports_no_torch():
     code = (
         "import sys, time\n"
         "t = time.perf_counter()\n"
-        "from hf_selectit.cli import build_parser\n"
-        "p = build_parser()\n"
+        "from hf_selectit.cli import parse_command\n"
         "for c in ('score', 'select', 'publish', 'run', 'demo'):\n"
         "    try:\n"
-        "        p.parse_args([c, '--help'])\n"
+        "        parse_command([c, '--help'])\n"
         "    except SystemExit:\n"
         "        pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'numpy', 'pyarrow') if m in sys.modules]\n"
@@ -88,11 +87,9 @@ def test_every_dataclass_field_is_an_option_with_help_and_default(capsys):
 def test_yaml_values_and_flag_precedence(tmp_path):
     cfg = tmp_path / "score.yaml"
     cfg.write_text("alpha: 0.5\nprompts: 3\nmodel-revision: abc\ncolumns: {instruction: q}\nlimit: 7\n")
-    args = cli.build_parser().parse_args(
+    args = cli.parse_command(
         ["score", "in.json", "--config", str(cfg), "--alpha", "0.3", "--prompts", '["A?", "B?"]'])
-    file = options.read_config_file(args.config, options.flat_names(args.sections) + ["input"])
-    scorer = options.from_args(ScorerConfig, args, file)
-    io = options.from_args(IOConfig, args, file, extra={"input": args.input})
+    scorer, io = args.scorer, args.io
     assert scorer.alpha == 0.3  # the flag beats the file
     assert scorer.prompts == ["A?", "B?"]
     assert scorer.revision == "abc" and scorer.columns == {"instruction": "q"}

@@ -190,8 +190,7 @@ def test_method_dispatch_is_generic(tmp_path, monkeypatch):
     assert isinstance(cfg.models[0], EchoConfig) and cfg.models[0].width == 3
     assert isinstance(cfg.models[1], ScorerConfig)
     # `score --method echo` offers the method's own options.
-    args = cli.build_parser("echo").parse_args(["score", "d.jsonl", "--method", "echo", "--width", "4"])
-    assert options.from_args(args.scorer_cls, args).width == 4
+    assert cli.parse_command(["score", "d.jsonl", "--method", "echo", "--width", "4"]).scorer.width == 4
 
 
 def test_shipped_examples_load_from_anywhere(tmp_path, monkeypatch):
@@ -235,8 +234,7 @@ def test_unknown_flag_suggests_the_closest(capsys):
 
 
 def test_flag_bools_are_real_bools(tmp_path):
-    args = cli.build_parser().parse_args(["score", "x", "--trust-remote-code", "--no-reuse-prompt-prefix"])
-    scorer = options.from_args(ScorerConfig, args)
+    scorer = cli.parse_command(["score", "x", "--trust-remote-code", "--no-reuse-prompt-prefix"]).scorer
     assert scorer.trust_remote_code is True and scorer.reuse_prompt_prefix is False
 
 
@@ -300,3 +298,95 @@ def test_run_example_print_and_help_lists_examples(capsys):
     assert code == 0 and "input: ../data/demo.jsonl" in out
     code, _, err = _main(["run", "--example", "dmeo"], capsys)
     assert code == 2 and "Did you mean 'demo'?" in err
+
+
+# ------------------------------------------------------------------ scorer constructors
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
+def test_scorer_signature_lists_every_config_field_with_its_default(method):
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from hf_selectit.methods import scorer_class
+
+    cls = scorer_class(method)
+    params = inspect.signature(cls).parameters
+    assert list(params)[:2] == ["model", "tokenizer"]
+    for f in fields(cls.config_class):
+        default = f.default_factory() if f.default is MISSING else f.default
+        assert params[f.name].default == default, f.name
+        assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY or f.name == "model"
+    assert "alpha" in str(inspect.signature(scorer_class("selectit")))
+
+
+def test_unknown_scorer_option_suggests_the_closest():
+    from hf_selectit import SelectITScorer
+
+    with pytest.raises(ConfigError, match=r"unknown option 'alpah'\. Did you mean 'alpha'\?"):
+        SelectITScorer(alpah=0.3)
+
+
+def test_shared_model_options_are_declared_once():
+    from dataclasses import fields
+
+    from hf_selectit.config import ModelConfig
+
+    shared = [f.name for f in fields(ModelConfig)]
+    for cls in METHOD_CONFIGS.values():
+        assert issubclass(cls, ModelConfig)
+        assert [f.name for f in fields(cls)][:len(shared)] == shared
+
+
+def test_ifd_model_path_resolves_against_the_yaml_folder(tmp_path, monkeypatch):
+    # Defect: IFD's config re-declared `model` without the read-path mark, so a run YAML's
+    # `./model` for an IFD/r-IFD model was read from the working directory.
+    folder = tmp_path / "job"
+    (folder / "student").mkdir(parents=True)
+    path = _run_yaml(folder, "input: d.jsonl\nmodels: [{method: ifd, model: ./student}, "
+                             "{method: rifd, model: ./student}]\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = options.load_run_config(path)
+    assert [m.model for m in cfg.models] == [str(folder / "student")] * 2
+
+
+# ------------------------------------------------------------- defects of the old loader
+
+
+def test_config_file_method_is_honoured(tmp_path):
+    # Defect: `method:` in a --config file was refused ("give it as --method") instead of used.
+    cfg = _run_yaml(tmp_path, "method: ifd\npreset: cherry\nmax_length: 512\n", "opts.yaml")
+    from hf_selectit.config import IFDConfig
+
+    scorer = cli.parse_command(["score", "d.jsonl", "--config", str(cfg)]).scorer
+    assert isinstance(scorer, IFDConfig) and scorer.preset == "cherry" and scorer.max_length == 512
+    # A flag still wins over the file.
+    assert isinstance(cli.parse_command(["score", "d.jsonl", "--config", str(cfg), "--method", "ifd",
+                                         "--max-length", "256"]).scorer, IFDConfig)
+
+
+def test_yaml_numbers_without_a_dot_read_as_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads `2e-1` and `7e9` as strings; a number option takes them as numbers.
+    cfg = _run_yaml(tmp_path, "alpha: 2e-1\nray_gpus: 5e-1\n", "opts.yaml")
+    args = cli.parse_command(["score", "d.jsonl", "--config", str(cfg)])
+    assert args.scorer.alpha == 0.2 and args.ray.num_gpus == 0.5
+    run = options.load_run_config(_run_yaml(tmp_path, "input: d.jsonl\nscorer: {alpha: 2e-1}\n"
+                                                      "models: [{model: a, params: 7e9}]\n"))
+    assert run.models[0].alpha == 0.2 and run.model_params == [7e9]
+
+
+def test_score_columns_flag_takes_a_yaml_list():
+    # Defect: `--score-columns '[a, b]'` was split at the comma into '[a' and 'b]'.
+    for text in ("[a, b]", '["a", "b"]', "a,b"):
+        assert cli.parse_command(["validate", "d.jsonl", "--score-columns", text]).validate.score_columns == ["a", "b"]
+
+
+def test_int_options_refuse_fractions_and_flags_refuse_values(tmp_path, capsys):
+    code, _, err = _main(["score", "d.jsonl", "--output", str(tmp_path / "o"), "--batch-size", "4.0"], capsys)
+    assert code == 2 and "--batch-size='4.0' is invalid: expected an integer" in err
+    with pytest.raises(ConfigError, match=r"run.yaml: batch_size=4.0 is invalid"):
+        options.load_run_config(_run_yaml(tmp_path, "input: d.jsonl\nbatch_size: 4.0\n"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["score", "d.jsonl", "--trust-remote-code", "yes"])
+    assert exit_.value.code == 2 and "unrecognized arguments: yes" in capsys.readouterr().err
+    assert __import__("hf_selectit.config").config.ValidateConfig(score_columns="[a, b]").score_columns == ["a", "b"]

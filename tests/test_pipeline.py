@@ -45,8 +45,8 @@ def _write_jsonl(path, rows) -> str:
         ("none", Optional[int], True, None),
         ("0.5", Optional[float], True, 0.5),
         ('{"instruction": "q"}', Optional[dict], True, {"instruction": "q"}),
-        (4.0, int, False, 4),
-        ("yes", bool, True, True),
+        (4, int, False, 4),
+        (True, bool, True, True),
     ],
 )
 def test_coerce_value_accepts(value, annotation, from_cli, expected):
@@ -62,6 +62,8 @@ def test_coerce_value_accepts(value, annotation, from_cli, expected):
         ("fast", Optional[float], "a number or null"),
         (5, str, "a string"),
         ("x", Optional[dict], "a mapping"),
+        (4.0, int, "an integer"),  # a whole number is written as one, as in Python
+        ("yes", bool, "true/false"),  # a flag is --x/--no-x
     ],
 )
 def test_coerce_value_rejects_with_expected_type(value, annotation, expected_words):

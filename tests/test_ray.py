@@ -225,15 +225,15 @@ def test_missing_ray_is_a_clear_error_with_the_install_line(tmp_path):
 
 
 def test_engine_and_ray_options_from_flags_and_yaml(tmp_path):
-    from hf_selectit.cli import build_parser
+    from hf_selectit.cli import parse_command
     from hf_selectit.config import RayConfig, RunOptions
     from hf_selectit.errors import ConfigError
-    from hf_selectit.options import from_args, load_run_config
+    from hf_selectit.options import load_run_config
 
-    args = build_parser().parse_args(["score", "x.jsonl", "--engine", "ray", "--ray-address", "auto",
-                                      "--ray-workers", "4", "--ray-gpus", "0.5"])
-    assert from_args(RunOptions, args).engine == "ray"
-    assert from_args(RayConfig, args) == RayConfig(address="auto", num_workers=4, num_gpus=0.5)
+    args = parse_command(["score", "x.jsonl", "--engine", "ray", "--ray-address", "auto",
+                          "--ray-workers", "4", "--ray-gpus", "0.5"])
+    assert args.run.engine == "ray"
+    assert args.ray == RayConfig(address="auto", num_workers=4, num_gpus=0.5)
     cfg = load_run_config({"input": "x.jsonl", "engine": "ray", "ray": {"num_workers": 2, "num_gpus": 1}})
     assert (cfg.run.engine, cfg.ray.num_workers, cfg.ray.num_gpus) == ("ray", 2, 1.0)
     with pytest.raises(ConfigError, match=r"ray\.num_wrokers.*Did you mean 'num_workers'"):

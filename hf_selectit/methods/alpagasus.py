@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import AlpaGasusConfig
 from ..engine import Item, LastTokenProbs
 from ..errors import ConfigError
-from .base import BaseScorer, split_model_argument
+from .base import BaseScorer
 from .columns import SCHEMAS, row_status
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
@@ -129,34 +129,6 @@ class AlpaGasusScorer(BaseScorer):
     method = "alpagasus"
     config_class = AlpaGasusConfig
     schema = SCHEMAS["alpagasus"]
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        tokenizer: Any = None,
-        model_kwargs: Optional[dict] = None,
-        backend: str = "transformers",
-        vllm_kwargs: Optional[dict] = None,
-        revision: Optional[str] = None,
-        dtype: str = "auto",
-        device: Optional[str] = None,
-        max_length: Optional[int] = None,
-        max_batch_tokens: Optional[int] = None,
-        reuse_prompt_prefix: bool = True,
-        columns: Optional[dict] = None,
-        column_prefix: str = "alpagasus_",
-        chat_template: Optional[str] = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        model_name, preloaded = split_model_argument(model, tokenizer)
-        self._setup(AlpaGasusConfig(
-            model=model_name, model_kwargs=model_kwargs, revision=revision, dtype=dtype, device=device,
-            max_length=max_length, max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
-            columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
-            chat_template=chat_template, trust_remote_code=trust_remote_code,
-            backend=backend, vllm_kwargs=vllm_kwargs,
-        ), preloaded)
 
     # --- engine hooks ---
 

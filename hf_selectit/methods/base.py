@@ -6,10 +6,13 @@ values become columns (`_score`); the `Engine` (hf_selectit/engine.py) runs the 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import os
+import typing
 from collections.abc import Mapping as _MappingABC
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from ..engine import Engine, config_state, local_model_stamp, register_hashing
@@ -36,6 +39,42 @@ class BaseScorer:
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
+
+    def __init__(self, model: Any = None, *, tokenizer: Any = None, **options: Any) -> None:
+        # The options are the fields of `config_class`, listed once there; `__init_subclass__`
+        # gives each scorer class a signature generated from them (help(), IDE completion).
+        model_name, preloaded = split_model_argument(model, tokenizer)
+        valid = [f.name for f in fields(self.config_class) if f.name != "model"]
+        for name in options:
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{type(self).__name__} got an unknown option {name!r}.{hint} "
+                                  f"Options: {sorted(valid)}.")
+        if "column_prefix" in options and options["column_prefix"] is None:
+            del options["column_prefix"]  # None: the method's own prefix
+        self._setup(self.config_class(model=model_name, **options), preloaded)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not is_dataclass(cls.config_class):
+            return
+
+        def __init__(self, model: Any = None, *, tokenizer: Any = None, **options: Any) -> None:
+            BaseScorer.__init__(self, model, tokenizer=tokenizer, **options)
+
+        hints = typing.get_type_hints(cls.config_class)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                  inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Any),
+                  inspect.Parameter("tokenizer", keyword, default=None, annotation=Any)]
+        params += [inspect.Parameter(f.name, keyword, annotation=hints[f.name],
+                                     default=f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
+                   for f in fields(cls.config_class) if f.name != "model"]
+        __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        __init__.__doc__ = f"Options: the fields of :class:`{cls.config_class.__name__}` (see the class docstring)."
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     @classmethod
     def from_config(cls, config: Any) -> "BaseScorer":

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
 from ..engine import Item, LastTokenProbs
-from .base import BaseScorer, split_model_argument
+from .base import BaseScorer
 from .columns import SCHEMAS, ScoreColumns, deita_columns, row_status
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
@@ -109,34 +109,6 @@ class DeitaScorer(BaseScorer):
     method = "deita"
     config_class = DeitaConfig
     schema = SCHEMAS["deita"]
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        tokenizer: Any = None,
-        model_kwargs: Optional[dict] = None,
-        backend: str = "transformers",
-        vllm_kwargs: Optional[dict] = None,
-        kind: str = "both",
-        revision: Optional[str] = None,
-        dtype: str = "auto",
-        device: Optional[str] = None,
-        max_length: Optional[int] = None,
-        max_batch_tokens: Optional[int] = None,
-        reuse_prompt_prefix: bool = True,
-        columns: Optional[dict] = None,
-        column_prefix: str = "deita_",
-        trust_remote_code: bool = False,
-    ) -> None:
-        model_name, preloaded = split_model_argument(model, tokenizer)
-        self._setup(DeitaConfig(
-            model=model_name, model_kwargs=model_kwargs, kind=kind, revision=revision, dtype=dtype,
-            device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
-            reuse_prompt_prefix=reuse_prompt_prefix, columns=dict(columns) if columns is not None else None,
-            column_prefix=column_prefix, trust_remote_code=trust_remote_code,
-            backend=backend, vllm_kwargs=vllm_kwargs,
-        ), preloaded)
 
     @property
     def kinds(self) -> tuple:

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
 from ..prompts import Fields as _Row
-from .base import BaseScorer, split_model_argument
+from .base import BaseScorer
 from .columns import SCHEMAS, row_status
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
@@ -96,39 +96,6 @@ class IFDScorer(BaseScorer):
     config_class = IFDConfig
     schema = SCHEMAS["ifd"]
     reverse = False
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        tokenizer: Any = None,
-        template: Optional[str] = None,
-        variant: Optional[str] = None,
-        direct_prefix: Optional[str] = None,
-        preset: Optional[str] = None,
-        revision: Optional[str] = None,
-        dtype: str = "auto",
-        device: Optional[str] = None,
-        max_length: Optional[int] = None,
-        max_batch_tokens: Optional[int] = None,
-        reuse_prompt_prefix: bool = True,
-        columns: Optional[dict] = None,
-        column_prefix: Optional[str] = None,
-        trust_remote_code: bool = False,
-        model_kwargs: Optional[dict] = None,
-        backend: str = "transformers",
-        vllm_kwargs: Optional[dict] = None,
-    ) -> None:
-        model_name, preloaded = split_model_argument(model, tokenizer)
-        kwargs = dict(model_kwargs=model_kwargs, backend=backend, vllm_kwargs=vllm_kwargs,
-            model=model_name, revision=revision, template=template, variant=variant,
-            direct_prefix=direct_prefix, preset=preset, dtype=dtype, device=device, max_length=max_length,
-            max_batch_tokens=max_batch_tokens, reuse_prompt_prefix=reuse_prompt_prefix,
-            columns=dict(columns) if columns is not None else None, trust_remote_code=trust_remote_code,
-        )
-        if column_prefix is not None:
-            kwargs["column_prefix"] = column_prefix
-        self._setup(self.config_class(**kwargs), preloaded)
 
     # --- texts ---
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..config import ScorerConfig
 from ..engine import Item, LastTokenProbs, config_state
 from ..errors import ConfigError
-from .base import BaseScorer, split_model_argument
+from .base import BaseScorer
 from .columns import SCHEMAS, row_status
 
 OUTPUT_NAMES = SCHEMAS["selectit"].outputs
@@ -87,42 +87,6 @@ class SelectITScorer(BaseScorer):
     method = "selectit"
     config_class = ScorerConfig
     schema = SCHEMAS["selectit"]
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        tokenizer: Any = None,
-        model_kwargs: Optional[dict] = None,
-        backend: str = "transformers",
-        vllm_kwargs: Optional[dict] = None,
-        revision: Optional[str] = None,
-        prompts: Any = 5,
-        prompt_set: str = "paper",
-        alpha: float = 0.2,
-        normalization: str = "paper",
-        dtype: str = "auto",
-        device: Optional[str] = None,
-        max_length: Optional[int] = None,
-        max_batch_tokens: Optional[int] = None,
-        reuse_prompt_prefix: bool = True,
-        columns: Optional[dict] = None,
-        column_prefix: str = "selectit_",
-        template: str = "raw",
-        trust_remote_code: bool = False,
-    ) -> None:
-        model_name, preloaded = split_model_argument(model, tokenizer)
-        config = ScorerConfig(
-            model=model_name, revision=revision,
-            prompts=list(prompts) if isinstance(prompts, (list, tuple)) else prompts,
-            prompt_set=prompt_set, alpha=alpha, normalization=normalization, dtype=dtype,
-            device=device, max_length=max_length, max_batch_tokens=max_batch_tokens,
-            reuse_prompt_prefix=reuse_prompt_prefix,
-            columns=dict(columns) if columns is not None else None, column_prefix=column_prefix,
-            template=template, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-            backend=backend, vllm_kwargs=vllm_kwargs,
-        )
-        self._setup(config, preloaded)
 
     def _check_config(self) -> None:
         from ..prompts import resolve_prompts

@@ -40,6 +40,7 @@ _LAZY = {
     "score_on_ray": "ray_runner",
     "RayConfig": "config",
     "ScorerConfig": "config",
+    "ModelConfig": "config",
     "SelectConfig": "config",
     "PublishConfig": "config",
     "IOConfig": "config",
@@ -72,7 +73,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .ray_runner import score_on_ray
     from .config import RayConfig
-    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PipelineConfig, PublishConfig,
+    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, ModelConfig, PipelineConfig, PublishConfig,
                          RunOptions, ScorerConfig, SelectConfig)
     from .options import load_run_config
     from .errors import SelectITError

@@ -172,8 +172,12 @@ def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str,
 
 
 def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, where: str = "",
-                        from_cli: bool = False) -> Any:
+                        from_cli: bool = False, origin: Optional["_Origin"] = None) -> Any:
     """A config dataclass from a mapping, with the key and type checks of the YAML config.
+
+    ``where`` names the mapping in errors ("scorer"); with ``origin`` (a run config), it is the
+    section's name there, its keys are named ``run.yaml: select.ratio`` and read paths resolve
+    against the file's folder.
 
     Raises:
         ConfigError: unknown key, or a value of the wrong type or range.
@@ -184,10 +188,15 @@ def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, wher
     """
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{where or cls.__name__} must be a mapping of options, got {mapping!r}.")
+        shown = origin.key(where) if origin else where or cls.__name__
+        raise ConfigError(f"{shown} must be a mapping of options, got {mapping!r}.")
     values = {_norm(k): v for k, v in mapping.items()}
-    check_keys(values, [f.name for f in fields(cls)], where=where or cls.__name__)
-    return build(cls, values, where=where, from_cli=list(values) if from_cli else ())
+    if origin is None:
+        check_keys(values, [f.name for f in fields(cls)], where=where or cls.__name__)
+        return build(cls, values, where=where, from_cli=list(values) if from_cli else ())
+    check_keys(values, [f.name for f in fields(cls)], where=origin.section(where), label=lambda k: f"{where}.{k}")
+    return build(cls, _resolve_paths(cls, values, origin.base), where=origin.name,
+                 labels={k: origin.key(f"{where}.{k}") for k in values})
 
 
 # ---------------------------------------------------------------------------- YAML
@@ -317,16 +326,20 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     run = build(RunOptions, run_values, labels=labels_top, where=origin.name)
 
     models, params = _load_models(data, origin)
-    fusion = _section(FusionConfig, data, "fusion", origin)
-    ray = _section(RayConfig, data, "ray", origin)
-    select = _section(SelectConfig, data, "select", origin) if data.get("select") is not None else None
-    validate = _section(ValidateConfig, data, "validate", origin) if data.get("validate") is not None else None
+
+    def section(cls: type, name: str) -> Any:
+        return config_from_mapping(cls, data.get(name), where=name, origin=origin)
+
+    fusion = section(FusionConfig, "fusion")
+    ray = section(RayConfig, "ray")
+    select = section(SelectConfig, "select") if data.get("select") is not None else None
+    validate = section(ValidateConfig, "validate") if data.get("validate") is not None else None
     if validate is not None and validate.label is None:
         raise ConfigError(f"{origin.key('validate.label')} is missing: a run validates its selection "
                           "column against a label column (e.g. validate: {label: kind, positive: good}).")
     publish = None
     if data.get("publish"):
-        publish = _section(PublishConfig, data, "publish", origin)
+        publish = section(PublishConfig, "publish")
         if not publish.repo_id:
             raise ConfigError(f"{origin.name}: publish.repo_id is missing: a Hub repo id or a local directory.")
         if publish.scored is not None:
@@ -348,20 +361,6 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     return PipelineConfig(io=io, run=run, ray=ray, models=models, model_params=params, fusion=fusion,
                           select=select, publish=publish, card_data=dict(card_data) if card_data else None,
                           report=report, validate=validate, config_file=None if origin.base is None else str(source))
-
-
-def _section(cls: type, data: Mapping, name: str, origin: _Origin) -> Any:
-    section = data.get(name)
-    if section is None:
-        section = {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{origin.key(name)} must be a mapping of options, got {section!r}.")
-    values = {_norm(k): v for k, v in section.items()}
-    check_keys(values, [f.name for f in fields(cls)], where=origin.section(name),
-               label=lambda k: f"{name}.{k}")
-    values = _resolve_paths(cls, values, origin.base)
-    return build(cls, values, labels={k: origin.key(f"{name}.{k}") for k in values},
-                 where=origin.name)
 
 
 def _load_models(data: Mapping, origin: _Origin) -> tuple[list, list]:

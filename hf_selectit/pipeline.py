@@ -1,9 +1,8 @@
 """score -> fuse -> select -> validate -> publish from one configuration (the engine behind the CLI).
 
-Scoring is checkpointed (a killed run restarts where it stopped) and runs on ``run.engine``:
-``local`` (this machine: one process or ``num_proc`` workers, :mod:`hf_selectit.runner`) or
-``ray`` (a Ray cluster's actors, :mod:`hf_selectit.ray_runner`). Heavy imports (datasets, the
-scorer, torch, ray) happen inside functions.
+Scoring is checkpointed (a killed run restarts where it stopped) and runs on ``run.engine``: ``local``
+(one process or ``num_proc`` workers, :mod:`hf_selectit.runner`) or ``ray`` (a Ray cluster's actors,
+:mod:`hf_selectit.ray_runner`). Heavy imports (datasets, torch, ray) happen inside functions.
 """
 
 from __future__ import annotations
@@ -20,10 +19,12 @@ from typing import Any, Callable, Mapping, Optional, Union
 # Importable from here too: the configs, make_scorer, and the runner's ProgressEvent, ScoreStats, default_work_dir.
 from .config import (DEFAULT_PREFIX, FUSED_COLUMN, FusionConfig, IOConfig, PipelineConfig,  # noqa: F401
                      PublishConfig, RayConfig, RunOptions, ScorerConfig, SelectConfig)
+from .atomic import write_text
 from .errors import ConfigError, OutputWriteError
 from .methods import make_scorer
 from .options import load_run_config
 from .progress import ProgressCallback, ProgressEvent
+from .redaction import redact_mapping
 from .runner import ScoreStats, add_scores, default_work_dir, output_lock, remove_checkpoints, score_shards, score_with
 
 load_pipeline_config = load_run_config  # the former name of the run-config loader
@@ -32,20 +33,17 @@ __all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]
 logger = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------ summaries
-
-
 @dataclass
 class RunSummary:
     """The end-of-run numbers the CLI prints (and writes with ``--summary-json``). ``row_scores``
     is rows x models; ``rows_scored`` those computed by this run, ``rows_resumed`` those taken
-    from checkpoints; ``rows_per_second`` is rows_scored over the models' scoring seconds."""
+    from checkpoints; ``rows_per_second`` is rows_scored over the models' scoring seconds;
+    ``rows_cut`` the rows an IFD cut-off (IFD > 1, or >= 1) dropped before the ratio was taken."""
 
     rows: int = 0
     models: list = field(default_factory=list)
     kept: Optional[int] = None
     select_column: Optional[str] = None
-    # Rows an IFD cut-off (IFD > 1, or >= 1) dropped before the ratio was taken; 0 without one.
     rows_cut: int = 0
     output: Optional[str] = None
     subset_output: Optional[str] = None
@@ -71,13 +69,9 @@ class RunSummary:
             "row_scores", "rows_scored", "rows_resumed", "truncated", "errors", "scoring_seconds", "rows_per_second")}}
 
 
-# -------------------------------------------------------------------------- scoring
-
-
 def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[..., tuple]:
-    """The scoring function of ``run.engine``, ``(ds, scorer, work_dir=..., ...) -> (scores,
-    stats, info)``: :func:`hf_selectit.runner.score_shards` on this machine, or
-    :func:`hf_selectit.ray_runner.score_blocks` on a Ray cluster."""
+    """``run.engine``'s ``(ds, scorer, work_dir=..., ...) -> (scores, stats, info)``: this machine's
+    :func:`hf_selectit.runner.score_shards` or a Ray cluster's :func:`hf_selectit.ray_runner.score_blocks`."""
     kwargs = dict(shard_rows=run.shard_rows, batch_size=run.batch_size)
     if run.engine == "ray":
         from .ray_runner import score_blocks
@@ -89,23 +83,17 @@ def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[...
 def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = None, ray: Optional[RayConfig] = None,
                   work_dir: Union[str, os.PathLike, None] = None, model_index: int = 0, n_models: int = 1,
                   on_progress: Optional[ProgressCallback] = None) -> tuple[Any, ScoreStats]:
-    """Add one scorer's columns to ``ds``, checkpointed, on ``run.engine``: this machine
-    (:mod:`hf_selectit.runner`) or a Ray cluster (:mod:`hf_selectit.ray_runner`).
+    """Add one scorer's columns and provenance to ``ds`` (same rows, same order), checkpointed,
+    on ``run.engine``: this machine (:mod:`hf_selectit.runner`) or Ray (:mod:`hf_selectit.ray_runner`).
 
     Args:
-        ds: the input dataset (not modified).
         scorer_config: the scorer's config (``ScorerConfig`` or another method's), or a scorer.
-        run: engine, batch size, workers, shard size, ``keep_checkpoints``.
-        ray: the cluster and its workers (``run.engine == "ray"``).
-        work_dir: where the checkpoints go (default: :func:`default_work_dir` of no output). It
-            is locked for the call; after success the checkpoints are removed unless
-            ``run.keep_checkpoints``.
-        model_index, n_models: position of this model in a multi-model run (for progress).
-        on_progress: receives :class:`ProgressEvent` s (per micro-batch and per shard).
+        run, ray: engine, batch and shard size, workers, ``keep_checkpoints``; the Ray cluster.
+        work_dir: the checkpoints' folder, locked for the call (None: the user cache).
+        model_index, n_models, on_progress: for :class:`ProgressEvent` s.
 
     Returns:
-        ``(scored, stats)``: ``ds`` with the scorer's columns appended, same rows in the same
-        order, its provenance attached (``hf_selectit.provenance``), and the pass's numbers.
+        ``(scored, stats)``: the scored dataset and the pass's numbers.
 
     Raises:
         ConfigError: an empty dataset, or output columns that already exist in ``ds``.
@@ -118,9 +106,6 @@ def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = No
     return score_with(ds, make_scorer(scorer_config), engine_for(run, ray), work_dir=work_dir,
                       keep_checkpoints=run.keep_checkpoints, model_index=model_index, n_models=n_models,
                       on_progress=on_progress)
-
-
-# ---------------------------------------------------------------------------- run
 
 
 def select_column_for(config: PipelineConfig) -> str:
@@ -146,26 +131,22 @@ def fuse(ds: Any, config: PipelineConfig) -> Any:
     from .select import fuse_models
 
     chosen = _selectit_models(config)
-    params = [config.model_params[i] for i in chosen] if config.model_params else []
-    kwargs: dict = {}
     if config.fusion.weights is not None:
-        kwargs["weights"] = config.fusion.weights
+        kwargs = {"weights": config.fusion.weights}
     elif config.fusion.params is not None:
-        kwargs["params"] = list(config.fusion.params)
-    elif params and all(p is not None for p in params):
-        kwargs["params"] = params
+        kwargs = {"params": list(config.fusion.params)}
+    else:  # the models' own parameter counts, when every one has one
+        params = [config.model_params[i] for i in chosen] if config.model_params else []
+        kwargs = {"params": params} if params and all(p is not None for p in params) else {}
     return fuse_models(ds, columns=[for_config(config.models[i]).score for i in chosen],
                        output=config.fusion.output, **kwargs)
 
 
 def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallback] = None,
                  dataset: Any = None) -> tuple[RunSummary, Any, Any]:
-    """Score with every model, fuse, select, write and publish, as ``config`` says.
-
-    Args:
-        config: from :func:`load_pipeline_config` (or built directly).
-        on_progress: receives :class:`ProgressEvent` s of every model's pass.
-        dataset: use these rows instead of loading ``config.io.input``.
+    """Score with every model, fuse, select, write and publish, as ``config`` (from
+    :func:`load_run_config`) says; ``on_progress`` receives every model's :class:`ProgressEvent`
+    s, ``dataset`` replaces ``config.io.input``.
 
     Returns:
         ``(summary, scored, subset)``; ``subset`` is None when ``config.select`` is None.
@@ -214,17 +195,13 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             remove_checkpoints(work_dir)
     summary.seconds = time.perf_counter() - t0
     if run.summary_json:
-        from .atomic import write_text
-        from .redaction import redact_mapping
-
         write_text(run.summary_json, json.dumps(redact_mapping(summary.to_dict()), indent=2, default=str))
     return summary, scored, subset
 
 
 def pipeline_work_dir(config: PipelineConfig) -> Path:
-    """The work directory (checkpoints and lock) of a run: ``run.work_dir`` if set, else beside
-    the output, else beside a local publish folder, else the user cache (see
-    :func:`hf_selectit.runner.default_work_dir`)."""
+    """A run's checkpoints folder: ``run.work_dir`` if set, else beside the output or a local
+    publish folder, else the user cache (:func:`hf_selectit.runner.default_work_dir`)."""
     return Path(config.run.work_dir) if config.run.work_dir else default_work_dir(_target_name(config))
 
 
@@ -241,20 +218,16 @@ def output_format(config: PipelineConfig) -> str:
     from .io import resolve_output_format
 
     fmt = config.io.output_format
-    if fmt == "auto" and config.run.engine == "ray" and resolve_output_format(config.io.output) == "disk":
-        return "parquet"
-    return fmt
+    ray_folder = fmt == "auto" and config.run.engine == "ray" and resolve_output_format(config.io.output) == "disk"
+    return "parquet" if ray_folder else fmt
 
 
 def _target_name(config: PipelineConfig) -> Optional[str]:
-    if config.io.output:
-        return config.io.output
-    if config.publish is not None and config.publish.repo_id:
-        from .publishing import is_local_target
+    if config.io.output or config.publish is None or not config.publish.repo_id:
+        return config.io.output or None
+    from .publishing import is_local_target
 
-        if is_local_target(config.publish.repo_id):
-            return config.publish.repo_id
-    return None
+    return config.publish.repo_id if is_local_target(config.publish.repo_id) else None
 
 
 def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
@@ -329,24 +302,19 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
 def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None, source: Optional[str] = None,
                    card_data: Optional[Mapping] = None, run_config: Optional[str] = None) -> str:
     """Publish with :func:`hf_selectit.publishing.publish` from a :class:`PublishConfig`;
-    ``run_config`` (the YAML file of an `hf-selectit run`) is uploaded as `selectit_run.yaml`.
-
-    Returns:
-        A one-line description of where it went (the publisher's result, as text).
-    """
+    ``run_config`` (an `hf-selectit run`'s YAML) is uploaded as `selectit_run.yaml`. Returns
+    where it went, as one line."""
     from .publishing import publish as _publish
 
     data = dict(card_data or {})
-    if publish.license:
-        data.setdefault("license", publish.license)
-    if publish.pretty_name:
-        data.setdefault("pretty_name", publish.pretty_name)
-    result = _publish(subset, publish.repo_id, version=publish.version, scored=scored,
-                      source=publish.source if source is None else source, private=publish.private,
-                      branch=publish.branch, overwrite=publish.overwrite, card_data=data or None,
-                      run_config=run_config)
+    data.update({k: v for k, v in (("license", publish.license), ("pretty_name", publish.pretty_name))
+                 if v and k not in data})
+    result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, private=publish.private,
+                      source=publish.source if source is None else source, branch=publish.branch,
+                      overwrite=publish.overwrite, card_data=data or None, run_config=run_config)
     return describe_publish_result(result, publish.repo_id)
 
 
 def describe_publish_result(result: Any, repo_id: str) -> str:
-    return next((str(v) for a in ("url", "path", "local_dir", "repo_id") if (v := getattr(result, a, None))), str(repo_id))
+    found = (getattr(result, attr, None) for attr in ("url", "path", "local_dir", "repo_id"))
+    return str(next((value for value in found if value), repo_id))

@@ -1,9 +1,10 @@
 """Scoring beyond one machine: every scorer as a Ray Data ``map_batches`` actor.
 
-``ds.map(scorer, batched=True)`` becomes ``ray_ds.map_batches(ScorerActor, concurrency=n,
-num_gpus=g)``: ``n`` long-lived actors (one per GPU, or per CPU slot), each rebuilding the
-scorer from its config and loading the model once. Any method works unchanged, and so does any
-backend a scorer config names: the actor only calls the scorer.
+``ds.map(scorer, batched=True)`` becomes ``ray_ds.map_batches(ScorerActor, num_gpus=g,
+compute=ActorPoolStrategy(size=n))``: ``n`` long-lived actors (one per GPU, or per CPU slot), each
+rebuilding the scorer from its config and loading the model once. Any method and any backend a
+scorer config names work unchanged: the actor only calls the scorer. ``ray`` (the optional extra
+``hf-selectit[ray]``) is imported inside functions.
 
 - **Order and exactly once.** The rows go out with their input row index; this process (the
   driver) receives the scored blocks in whatever order they finish, keeps each row once, and
@@ -17,8 +18,6 @@ backend a scorer config names: the actor only calls the scorer.
   sends only the rows no file holds. Only the driver writes, so no filesystem needs to be shared
   between the nodes. (Ray Data's own checkpointing, beta in 2.60, would need storage every node
   can write and works per write sink; see docs/scaling.md.)
-
-``ray`` is imported inside functions; it is the optional extra ``hf-selectit[ray]``.
 """
 
 from __future__ import annotations
@@ -61,28 +60,25 @@ def connect(config: RayConfig) -> Any:
     """Join the cluster of ``config.address`` (or ``RAY_ADDRESS``), or start a local one on this
     machine; nothing when this process is connected already. Returns the ``ray`` module.
 
-    Ray's own output stays out of ours (progress bar and log lines) unless hf-selectit's logger
-    is at DEBUG (``-vv``): no Ray Data progress bars or execution-plan lines, Ray's log lines
-    from WARNING (ERROR for a local cluster started here) up; the actors' warnings and errors
-    still reach this terminal, and a failed task is raised here."""
+    Ray's own output stays out of our progress bar: no Ray Data bars; Ray's log lines from
+    WARNING up (ERROR for a local cluster started here), all of them when hf-selectit's logger is
+    at DEBUG (``-vv``). The actors' warnings still reach this terminal; a failed task is raised."""
     ray = import_ray()
     debug = logger.isEnabledFor(logging.DEBUG)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = debug  # ours counts rows; Ray's would draw over it
+    context.enable_progress_bars = False  # ours counts rows; Ray's would draw over it
     context.print_on_execution_start = debug
+    # Ray Data warns that its bars are off, on its module's logger: no setting turns that off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if not debug:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # execution plans, log folders
-        # The warning that the bars are off (just above) names Ray Data's module logger: no setting
-        # turns it off.
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return ray
     kwargs: dict = {"logging_level": logging.INFO if debug else logging.WARNING}
     if config.address:
         kwargs["address"] = config.address
     elif not os.environ.get("RAY_ADDRESS"):
-        # A local cluster for this run only; its start-up notices (token authentication, ...) are not
-        # the user's business.
+        # A local cluster for this run only; ERROR hides its start-up notice that token auth is on.
         kwargs.update(include_dashboard=False, logging_level=logging.INFO if debug else logging.ERROR)
         if config.object_store_memory:
             kwargs["object_store_memory"] = config.object_store_memory

@@ -1,24 +1,14 @@
 """Checkpointed scoring on one machine, and the checkpoints that every engine shares.
 
-The rows still to score are cut into parts of ``shard_rows`` rows. The local engine (this module)
-scores each with ``Dataset.map`` (one process, or ``num_proc`` workers); the Ray engine
-(:mod:`hf_selectit.ray_runner`) streams them back from its actors. Either way this process alone
-writes each finished part: a parquet file of the scorer's columns plus the input row index, first
-under a temporary name, then renamed, so a file with its final name is complete (a *completion
-file*). A killed run started again scores only the rows no part holds, with either engine. At the
-end the parts are put back in input order and checked: every input row exactly once.
-
-Layout of a work directory (one per output, see :func:`default_work_dir`)::
-
-    <work_dir>/LOCK                          pid, host, start time of the run that holds it
-    <work_dir>/<prefix><fingerprint>/        one per (input rows, scoring config, package version)
-        part-<run id>-00003.parquet          scores of some rows + their row index (written last)
-        scorer_info.json                     the scorer's provenance
-
-A part is used only when it is readable, carries this folder's identity in its metadata (so a
-part copied from another config's folder is refused), and holds row indices of this input that
-no other part holds; any other part is deleted with one warning naming it, and its rows are
-scored again.
+The rows still to score are cut into parts of ``shard_rows`` rows, scored with ``Dataset.map``
+here (one process, or ``num_proc`` workers) or by Ray actors (:mod:`hf_selectit.ray_runner`).
+This process alone writes each finished part (the scorer's columns and the input row index, as
+parquet) under a temporary name and renames it: a *completion file*. A killed run started again,
+with either engine, scores only the rows no part holds; at the end the parts are put back in
+input order, every input row exactly once. ``<work_dir>/LOCK`` names the run holding it;
+``<work_dir>/<prefix><fingerprint of rows, config, version>/`` holds the parts
+(``part-<run id>-00003.parquet``) and ``scorer_info.json``. An unreadable or foreign part, or one
+with rows another holds, is deleted with one warning naming it; its rows are scored again.
 """
 
 from __future__ import annotations
@@ -37,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from . import provenance
+import numpy as np
+
+from . import progress, provenance
 from ._version import __version__
 from .atomic import describe_os_error, pid_alive, replacing
 from .errors import ConfigError, OutputLockedError, OutputWriteError, ShardMergeError
+from .methods.columns import error_mask, for_scorer, truncated_mask
 from .progress import ProgressCallback, ProgressEvent, quiet_third_party_bars
 from .redaction import redact
 
@@ -55,10 +48,8 @@ _META_KEY = b"hf_selectit_checkpoint"
 
 
 def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
-    """Where the checkpoints of a run that writes ``output`` go: ``<output>.selectit-work``
-    beside it (a folder, parquet or jsonl output alike), so two outputs never share one and
-    nothing is written into the current directory. Without an output: hf-selectit's cache dir
-    (``$HF_SELECTIT_CACHE`` or the user cache dir) + ``/work``.
+    """Where the checkpoints of a run that writes ``output`` go: ``<output>.selectit-work`` beside
+    it (never the current directory); without an output, hf-selectit's cache dir + ``/work``.
 
     Example:
         >>> default_work_dir("runs/scored.parquet")
@@ -70,12 +61,6 @@ def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
     from .models import cache_dir
 
     return cache_dir() / "work"
-
-
-# ------------------------------------------------------------------------------ lock
-
-
-_HELD: dict[str, int] = {}  # lock path -> how many times this process holds it
 
 
 def _read_lock(path: Path) -> Optional[dict]:
@@ -95,14 +80,9 @@ def _describe_holder(holder: dict) -> str:
 
 @contextlib.contextmanager
 def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterator[Path]:
-    """Hold ``<work_dir>/LOCK`` for the duration (one writer per output); re-entrant within one
-    process. The lock file (pid, host, start time, command) is created atomically; a lock of a
-    live process fails at once, one left on this host by a process that no longer exists is
-    taken over with a warning.
-
-    Args:
-        work_dir: the output's work directory (created if missing).
-        what: the output's name, for the error message.
+    """Hold ``<work_dir>/LOCK`` (created if missing) for the duration: one writer per output. A
+    lock of a live process fails at once; one left on this host by a process that no longer
+    exists is taken over with a warning. ``what`` names the output in the error.
 
     Raises:
         OutputLockedError: another live run holds the lock (the message names it).
@@ -113,14 +93,6 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
     """
     root = Path(work_dir)
     path = root / LOCK_NAME
-    key = os.fspath(path.absolute())
-    if _HELD.get(key):
-        _HELD[key] += 1
-        try:
-            yield path
-        finally:
-            _HELD[key] -= 1
-        return
     # The recorded command line is shown to whoever finds the lock: never with a token in it.
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
           "command": redact(" ".join([*map(os.path.basename, sys.argv[:1]), *sys.argv[1:]]))[:300]}
@@ -148,20 +120,17 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                     continue
-                target = f" on {what}" if what else ""
                 who = _describe_holder(holder) if holder else "an unreadable lock file"
                 raise OutputLockedError(
-                    f"Another hf-selectit run is writing{target}: {who} holds {path}. Wait for it "
-                    f"to finish or stop it; if no such run exists any more, delete {path}.")
+                    f"Another hf-selectit run is writing{f' on {what}' if what else ''}: {who} holds {path}. "
+                    f"Wait for it to finish or stop it; if no such run exists any more, delete {path}.")
         else:  # pragma: no cover - three races in a row
             raise OutputLockedError(f"Could not take the lock {path}: it changed hands repeatedly.")
     finally:
         tmp.unlink(missing_ok=True)
-    _HELD[key] = 1
     try:
         yield path
     finally:
-        _HELD.pop(key, None)
         if (_read_lock(path) or {}).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -172,9 +141,7 @@ def remove_checkpoints(work_dir: Union[str, os.PathLike]) -> None:
     """Delete a work directory's checkpoints (after a successful run). The lock file, if this
     process holds it, stays until the lock is released; the folder goes once it is empty."""
     root = Path(work_dir)
-    if not root.is_dir():
-        return
-    for child in root.iterdir():
+    for child in root.iterdir() if root.is_dir() else ():
         if child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
         elif child.name != LOCK_NAME:
@@ -185,9 +152,8 @@ def remove_checkpoints(work_dir: Union[str, os.PathLike]) -> None:
 
 @dataclass
 class ScoreStats:
-    """What one model's scoring pass did. ``rows_scored`` (by this run) and ``rows_resumed``
-    (from an earlier run's checkpoints) add up to ``rows``; ``shards`` counts the parts
-    (completion files) the scores were merged from."""
+    """What one model's scoring pass did: ``rows_scored`` (by this run) and ``rows_resumed``
+    (from checkpoints) add up to ``rows``; ``shards`` counts the parts merged."""
 
     column_prefix: str
     model: Optional[str]
@@ -230,30 +196,24 @@ def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
 
 
 def scorer_fingerprint(scorer: Any) -> str:
-    """`datasets`' own hash of the scorer: it covers what changes scores (model, revision,
-    prompts, alpha, ..., a local model folder's files) and leaves out what does not (device,
-    token budget), so a restart on another device resumes."""
+    """`datasets`' own hash of the scorer: what changes scores (model, revision, prompts, a local
+    model's files, ...), not what does not (device, token budget): a restart elsewhere resumes."""
     from datasets.fingerprint import Hasher
 
     return Hasher.hash(scorer)
 
 
-# ------------------------------------------------------------------------- checkpoints
-
-
 class Checkpoints:
     """The completion files of one model's pass over ``ds`` (see the module docstring), and what
-    every engine does around its scoring (:meth:`run`).
-
-    Raises:
-        ConfigError: an empty input, or output columns that already exist in ``ds``.
-    """
+    every engine does around its scoring (:meth:`run`). Raises ConfigError for an empty input or
+    output columns that already exist in ``ds``."""
 
     def __init__(self, ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], shard_rows: int = 256,
                  engine: str = "local", on_progress: Optional[ProgressCallback] = None, model_index: int = 0,
                  n_models: int = 1) -> None:
         self.n, self.columns, self.scorer = len(ds), list(scorer.output_columns), scorer
-        prefix = getattr(getattr(scorer, "config", None), "column_prefix", None)
+        config = getattr(scorer, "config", None)
+        prefix = getattr(config, "column_prefix", None)
         if self.n == 0:
             raise ConfigError("The input has 0 rows: nothing to score.")
         clash = sorted(set(self.columns) & set(ds.column_names))
@@ -265,11 +225,11 @@ class Checkpoints:
         self.identity = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         self.root = Path(work_dir) / f"{prefix or ''}{self.identity}"
         self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.shard_rows, self.on_progress, self.model_index, self.n_models = shard_rows, on_progress, model_index, n_models
-        self.stats = ScoreStats(column_prefix=prefix or "", model=getattr(getattr(scorer, "config", None), "model", None),
-                                rows=self.n, engine=engine, work_dir=str(self.root))
-        self.parts: list[Path] = []
-        self.n_shards = self._seq = 0
+        self.shard_rows, self.on_progress = shard_rows, on_progress
+        self.model_index, self.n_models = model_index, n_models
+        self.stats = ScoreStats(column_prefix=prefix or "", model=getattr(config, "model", None), rows=self.n,
+                                engine=engine, work_dir=str(self.root))
+        self.parts, self.n_shards = [], 0
 
     def emit(self, kind: str, rows: int, *, shard: int = 0, resumed: int = 0) -> None:
         if self.on_progress is not None:
@@ -277,23 +237,12 @@ class Checkpoints:
                                            total_rows=self.n, resumed=resumed))
 
     def run(self, score_parts: Callable[[list], Optional[dict]]) -> tuple[Any, ScoreStats, dict]:
-        """Hold this folder's lock, keep the usable parts an earlier run left, call
-        ``score_parts(rows)`` with the row indices still to score (a list of arrays of up to
-        ``shard_rows`` rows; it calls :meth:`write` per scored part and may return the scorer's
-        provenance), then merge.
-
-        Returns:
-            ``(scores, stats, info)``: the scorer's columns of every input row in input order,
-            the pass's numbers, and the scorer's provenance.
-
-        Raises:
-            ShardMergeError: the parts do not hold every input row exactly once.
-        """
-        import numpy as np
-
+        """Lock this folder, keep an earlier run's usable parts, call ``score_parts(chunks)`` with
+        the row indices left (arrays of up to ``shard_rows``; it calls :meth:`write` per scored
+        part, may return the provenance), merge. Returns ``(scores in input order, stats, info)``;
+        raises ShardMergeError unless the parts hold every input row exactly once."""
         t0 = time.perf_counter()
         with output_lock(self.root):  # one writer of these rows and this config, also in the user cache
-            self.root.mkdir(parents=True, exist_ok=True)
             for stale in self.root.glob(".part-*"):  # a killed run's half-written part: never renamed
                 stale.unlink(missing_ok=True)
             self._done = np.zeros(self.n, dtype=bool)
@@ -321,7 +270,6 @@ class Checkpoints:
         return scores, self.stats, info
 
     def _check(self, path: Path) -> tuple[Optional[str], Any]:
-        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -341,10 +289,8 @@ class Checkpoints:
         return None, rows
 
     def write(self, rows: Any, table: Any) -> int:
-        """Save one scored part: ``table`` holds the scorer's columns of input rows ``rows``
-        (indices, in the table's order). Rows some part already holds (a retried task's second
-        copy) are left out. Returns the number of new rows."""
-        import numpy as np
+        """Save the scorer's columns ``table`` of input rows ``rows``, less rows a part already holds
+        (a retried task's second copy). Returns the number of new rows."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -359,8 +305,7 @@ class Checkpoints:
             return 0
         table = table.select(self.columns).append_column(ROW_INDEX, pa.array(rows, pa.int64()))
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: self.identity.encode()})
-        self._seq += 1
-        final = self.root / f"part-{self.run_id}-{self._seq:05d}.parquet"
+        final = self.root / f"part-{self.run_id}-{self.stats.shards_scored + 1:05d}.parquet"
         # The completion: written under a temporary name and renamed, so a part with its final
         # name is whole; a full disk or read-only folder is an OutputWriteError naming it.
         with replacing(final, what=f"the checkpoint of rows {rows.min()}-{rows.max()}") as tmp, open(tmp, "wb") as fh:
@@ -373,11 +318,8 @@ class Checkpoints:
 
     def _merge(self) -> Any:
         import datasets
-        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from .methods.columns import error_mask, for_scorer, truncated_mask
 
         tables = [pq.read_table(p) for p in self.parts]
         table = pa.concat_tables(tables, promote_options="default") if tables else None
@@ -396,12 +338,9 @@ class Checkpoints:
             stats.errors, stats.truncated = int(errors.sum()), int((truncated_mask(scores, column) & ~errors).sum())
             stats.ok -= stats.errors + stats.truncated
             if stats.errors:
-                logger.warning("%d of %d rows could not be scored (see the %s column).", stats.errors, stats.rows, column)
+                logger.warning("%d of %d rows could not be scored (see the %s column).", stats.errors, self.n, column)
         self.emit("merged", 0)
         return scores
-
-
-# ---------------------------------------------------------------------------- engines
 
 
 def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], shard_rows: int = 256,
@@ -409,21 +348,16 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
                  on_progress: Optional[ProgressCallback] = None, model_index: int = 0,
                  n_models: int = 1) -> tuple[Any, ScoreStats, dict]:
     """Score ``ds`` on this machine in checkpointed shards of ``shard_rows`` rows, each with
-    ``Dataset.map(scorer, batched=True, with_rank=True)`` (one process, or ``num_proc``
-    workers, worker r on ``cuda:r``). Any object of the scorer interface works (a callable with
-    ``.output_columns``, ``.info()`` and ``.config``). The caller holds the output's lock.
-
-    Returns:
-        ``(scores, stats, info)`` of :meth:`Checkpoints.run`.
+    ``Dataset.map(scorer, batched=True, with_rank=True)`` (one process, or ``num_proc`` workers,
+    worker r on ``cuda:r``); any callable with ``.output_columns``, ``.info()`` and ``.config``
+    works. Returns ``(scores, stats, info)`` of :meth:`Checkpoints.run`.
 
     Raises:
         ConfigError: an empty input, clashing columns, a ``device_map`` model with ``num_proc``.
-        ShardMergeError: the parts do not add up to the input rows exactly.
 
     Example:
         >>> scores, stats, info = score_shards(ds, SelectITScorer(), work_dir="out.selectit-work")
     """
-    from . import progress
     from .models import check_processes
 
     # A device_map model spans the machine's devices: one process, before any work.
@@ -464,10 +398,9 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
 
 def score_with(ds: Any, scorer: Any, engine: Callable[..., tuple], *, work_dir: Union[str, os.PathLike, None],
                keep_checkpoints: bool = False, **kwargs: Any) -> tuple[Any, ScoreStats]:
-    """``engine(ds, scorer, work_dir=..., **kwargs)`` (:func:`score_shards`, or the Ray engine),
-    with ``work_dir`` locked for the call (None: the user cache, unlocked: its folders are named
-    after the rows and the config) and the checkpoints removed after success unless
-    ``keep_checkpoints``. Returns ``(ds with the scores and their provenance, stats)``."""
+    """``engine(ds, scorer, work_dir=..., **kwargs)`` (:func:`score_shards`, or the Ray engine) with
+    ``work_dir`` locked (None: the user cache, unlocked: its folders are named after the rows and
+    config), checkpoints removed after success unless kept. Returns ``(ds + scores, stats)``."""
     root = Path(work_dir) if work_dir is not None else default_work_dir(None)
     with output_lock(root) if work_dir is not None else contextlib.nullcontext():
         scores, stats, info = engine(ds, scorer, work_dir=root, **kwargs)

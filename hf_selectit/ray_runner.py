@@ -170,7 +170,7 @@ def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, o
         blocks = [table.slice(i, shard_rows) for i in range(0, table.num_rows, shard_rows)]
         scored = rt.data.from_arrow(blocks).map_batches(
             ScorerActor, fn_constructor_kwargs={"scorer_class": type(scorer), "config": scorer.config},
-            batch_size=batch_size, batch_format="pyarrow", compute=rt.data.ActorPoolStrategy(size=workers),
+            batch_size=batch_size, batch_format="pyarrow", **_actor_pool(rt, workers),
             num_gpus=gpus, num_cpus=ray.num_cpus)
         logger.info("Scoring %d rows in %d blocks on %d Ray actors (%g GPU each)", len(todo), len(blocks),
                     workers, gpus)
@@ -185,6 +185,17 @@ def score_blocks(ds: Any, scorer: Any, *, ray: RayConfig, work_dir: Union[str, o
         return info
 
     return ckpt.run(score_parts)
+
+
+def _actor_pool(rt: Any, workers: int) -> dict:
+    """`map_batches`' fixed pool of `workers` actors, in the keyword this Ray does not warn about:
+    `compute=ActorPoolStrategy(size=n)` from Ray 2.51 (which deprecated `concurrency`), and
+    `concurrency=n` before it (where `compute` was the deprecated one; the floor is 2.40)."""
+    from packaging.version import Version
+
+    if Version(rt.__version__) >= Version("2.51"):
+        return {"compute": rt.data.ActorPoolStrategy(size=workers)}
+    return {"concurrency": workers}
 
 
 def score_on_ray(data: Any, scorer: Any, *, address: Optional[str] = None, num_workers: Optional[int] = None,

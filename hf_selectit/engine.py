@@ -25,6 +25,7 @@ back, and the rows that could not run.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import logging
@@ -554,9 +555,7 @@ class _Progress:
 
     def __init__(self, items: list, n_rows: int) -> None:
         self.rows = [item.row for item in items]
-        self.left: dict = {}
-        for item in items:
-            self.left[item.row] = self.left.get(item.row, 0) + 1
+        self.left = collections.Counter(self.rows)
         self.n_rows, self.n_texts = n_rows, len(items)
         self.rows_done = self.texts_done = 0
         self.start = self.last_log = time.monotonic()

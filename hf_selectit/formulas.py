@@ -13,7 +13,6 @@ import numpy as np
 
 from .errors import ConfigError
 
-K_RATINGS = 5
 # The two ways P' is computed (see normalize_rating_probs); config.py checks the option against it.
 NORMALIZATIONS = ("paper", "selectit-repo")
 # The authors' code (selection.py) hard-codes these for exactly three models 7B/13B/70B, in that

@@ -82,6 +82,8 @@ def load_input(
     """
     import datasets
 
+    from .provenance import attach, read_hub_provenance, read_sidecar
+
     if is_local_path(source):
         path = Path(os.path.expanduser(source))
         if path.is_file():
@@ -94,19 +96,13 @@ def load_input(
             ds = _pick_split(datasets.load_from_disk(str(path)), split, source)
         else:
             ds = _load_folder(path, name=config_name, split=split)
-        from .provenance import read_sidecar
-
         extra = read_sidecar(path)
     else:
         ds = _load_hub(source, name=config_name, split=split, revision=revision)
-        from .provenance import read_hub_provenance
-
         extra = read_hub_provenance(source, revision=revision)
     if len(ds) == 0:
         raise ConfigError(f"{source}: has no rows; nothing to do.")
     if extra:
-        from .provenance import attach
-
         ds = attach(ds, **extra)
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))

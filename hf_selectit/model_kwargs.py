@@ -267,18 +267,16 @@ def quantization_method(config: Any) -> Optional[str]:
 
 def missing_packages(modules: tuple) -> list:
     """The (module, pip name) pairs whose module cannot be found (without importing it)."""
-    missing = []
-    for module, pip_name in modules:
-        top = module.split(".")[0]
-        found = importlib.util.find_spec(top) is not None
-        if found and "." in module:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-        if not found:
-            missing.append((module, pip_name))
-    return missing
+    return [(module, pip_name) for module, pip_name in modules if not _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        return False
+    try:  # a submodule (optimum.quanto): its parent package is imported to find it
+        return "." not in module or importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # --- per-name checks ---------------------------------------------------------------------------

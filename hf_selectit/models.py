@@ -151,9 +151,7 @@ def resolve_device(device: Optional[str] = None, *, rank: Optional[int] = None) 
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n:
-        return f"cuda:{(rank or 0) % n}"
-    return "cpu"
+    return f"cuda:{(rank or 0) % n}" if n else "cpu"
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:

@@ -657,14 +657,11 @@ def load_selective(
                 f"latest version, {prov.get('version')!r}. Pass version=None or {prov.get('version')!r}.")
         return load_dataset(os.fspath(target), config, split=split)
     resolved = _resolve_token(token)
-    from huggingface_hub import HfApi
-
-    tags = _version_tags(HfApi(token=resolved), os.fspath(repo_id), resolved)
-    available = sorted(tags, key=version_key)
+    available = list_versions(repo_id, token=resolved)
     if not available:
         raise ConfigError(f"{repo_id} has no version tags (v1, v1.2, ...): publish a version first.")
     if version is None:
         version = available[-1]
-    elif version not in tags:
+    elif version not in available:
         raise ConfigError(f"Version {version!r} is not published in {repo_id}; versions: {available}.")
     return load_dataset(os.fspath(repo_id), config, revision=version, split=split, token=resolved)

@@ -266,13 +266,13 @@ class BaseScorer:
             items.append(Item(row=row, slot=slot, group=group, ids=list(ids), truncated=truncated))
         return [item for item in items if statuses[item.row] is None]
 
-    def _read(self, items: list, state: Any, readout: Any, out: Any, statuses: list) -> list:
-        """Run ``items``, each value into ``out[row, slot]``; a row that ran out of memory even
-        alone gets that error and NaN. Returns the status column."""
+    def _read(self, items: list, state: Any, readout: Any, out: Any, statuses: list, value_of: Any = None) -> list:
+        """Run ``items``, each value (or ``value_of(value)``) into ``out[row, slot]``; a row that ran
+        out of memory even alone gets that error and NaN. Returns the status column."""
         values, failed = self.engine.run(items, state, readout, n_rows=len(statuses))
         for item, value in zip(items, values):
             if value is not None:
-                out[item.row, item.slot] = value
+                out[item.row, item.slot] = value if value_of is None else value_of(value)
         for row in failed:
             statuses[row] = row_status("out of memory")
             out[row] = float("nan")

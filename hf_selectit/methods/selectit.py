@@ -150,7 +150,7 @@ class SelectITScorer(BaseScorer):
         from ..prompts import extract_pairs
 
         pairs = extract_pairs(batch, columns=self.config.columns)
-        statuses = [None if p.error is None else p.error for p in pairs]
+        statuses = [p.error for p in pairs]
         items = self._tokenize(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
         for item in items:

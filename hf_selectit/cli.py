@@ -1,10 +1,9 @@
 """The `hf-selectit` command: score | select | publish | validate | run | demo.
 
-Thin: the top level is plain argparse (so `hf-selectit --help` imports nothing heavy); each
-command's options are generated from the dataclasses in :mod:`hf_selectit.config` by
-:func:`hf_selectit.options.option_parser` (transformers' HfArgumentParser), the same classes the
-Python API and YAML files use. `--config FILE.yaml` supplies any option of a command (same
-names, its `method:` included); flags given on the command line win over the file.
+Thin: the top level is plain argparse (`hf-selectit --help` imports nothing heavy); a command's
+options are generated from the dataclasses of :mod:`hf_selectit.config` by
+:func:`hf_selectit.options.option_parser` (HfArgumentParser). `--config FILE.yaml` supplies any
+option of a command (its `method:` included); flags win over the file.
 
 Exit status: 0 success; 2 a user error (bad option, bad input file, missing column), printed
 as one short message in command-line terms, no traceback (``--debug`` shows it); 1 another
@@ -21,20 +20,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import options as opt
-from .config import (
-    DEFAULT_METHOD,
-    METHOD_CONFIGS,
-    DemoOptions,
-    IOConfig,
-    PipelineConfig,
-    PublishConfig,
-    RayConfig,
-    ReportOptions,
-    RunOptions,
-    SelectConfig,
-    ValidateConfig,
-    method_config_class,
-)
+from .config import (DEFAULT_METHOD, METHOD_CONFIGS, DemoOptions, IOConfig, PipelineConfig, PublishConfig, RayConfig,
+                     ReportOptions, RunOptions, SelectConfig, ValidateConfig, method_config_class)
 from .errors import ConfigError
 from .redaction import redact
 # print_summary and cli_terms: importable from here too.
@@ -62,8 +49,7 @@ COMMANDS: dict = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level ``hf-selectit`` parser: global flags and the commands (their options are
-    parsed by :func:`parse_command`)."""
+    """The top-level parser: global flags and the command names (:func:`parse_command` parses the rest)."""
     parser = opt.SuggestingParser(
         prog="hf-selectit",
         description="SelectIT instruction-data selection for Hugging Face datasets: score rows "
@@ -81,11 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_command(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse a whole ``hf-selectit`` command line.
-
-    Returns:
-        The namespace: ``command``, the global flags, each option section of the command as its
-        dataclass (``io``, ``scorer``, ``run``, ``select``, ...), ``flags`` (the options given).
+    """A whole ``hf-selectit`` command line: ``command``, the global flags, each option section
+    of the command as its dataclass (``io``, ``scorer``, ...) and ``flags`` (the options given).
 
     Raises:
         ConfigError: an unknown key in ``--config``, or a bad value (naming the flag or file key).
@@ -129,10 +112,12 @@ def parse_command(argv: Sequence[str]) -> argparse.Namespace:
 # ------------------------------------------------------------------------ commands
 
 
-def _input(ns: argparse.Namespace) -> IOConfig:
+def _input(ns: argparse.Namespace, *, output: bool = False) -> IOConfig:
     if ns.io.input is None:
         raise ConfigError("No input: give INPUT (a Hub dataset id, a local file or a folder) "
                           "or `input:` in --config.")
+    if output and not ns.io.output:
+        raise ConfigError(f"{ns.command} needs --output (a folder, FILE.parquet or FILE.jsonl).")
     return ns.io
 
 
@@ -143,9 +128,8 @@ def _load(io: IOConfig) -> Any:
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    if not _input(ns).output:
-        raise ConfigError("score needs --output (a folder, FILE.parquet or FILE.jsonl).")
-    return run_with_progress(PipelineConfig(io=ns.io, run=ns.run, ray=ns.ray, models=[ns.scorer], model_params=[None]))
+    return run_with_progress(PipelineConfig(io=_input(ns, output=True), run=ns.run, ray=ns.ray, models=[ns.scorer],
+                                            model_params=[None]))
 
 
 def cmd_select(ns: argparse.Namespace) -> int:
@@ -153,9 +137,7 @@ def cmd_select(ns: argparse.Namespace) -> int:
     from .report import selection_report
     from .select import select_top
 
-    io, sel = _input(ns), ns.select
-    if not io.output:
-        raise ConfigError("select needs --output (a folder, FILE.parquet or FILE.jsonl).")
+    io, sel = _input(ns, output=True), ns.select
     check_output_path(io.output, output_format=io.output_format)
     scored = _load(io)
     subset = select_top(scored, column=sel.column, **sel.rule())
@@ -230,10 +212,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def run_config_mapping(mapping: dict) -> int:
-    """Run a job given as a `run` mapping (what scripts use); print progress and the summary.
-
-    Returns:
-        The exit status (0 success, 2 a user error, 1 another SelectIT error).
+    """Run a job given as a `run` mapping (what scripts use) as `hf-selectit run` does; returns
+    the exit status.
 
     Example:
         >>> run_config_mapping({"input": "data.json", "output": "scored", "select": {"ratio": 0.2}})
@@ -243,9 +223,8 @@ def run_config_mapping(mapping: dict) -> int:
 
 
 def _drop_example_file(config: Any) -> None:
-    """Publish no copy of a shipped example's YAML: its relative paths point inside the installed
-    package, so a reader's copy would not run; the card's command (`hf-selectit run --example NAME`
-    or `hf-selectit demo`) reproduces it wherever the package is installed."""
+    # A shipped example's relative paths point inside the installed package: no copy of its YAML
+    # is published; the card's command (`run --example NAME`, `demo`) reproduces it anywhere.
     config.config_file = None
 
 
@@ -272,11 +251,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``hf-selectit`` console script; returns the exit status.
-
-    Exit status: 0 success, 2 a user error (message on stderr, no traceback; ``--debug`` shows
-    it), 1 another SelectIT error (model loading, publishing).
-    """
+    """Entry point of the ``hf-selectit`` console script; returns the exit status (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     command = next((a for a in argv if a in COMMANDS), "hf-selectit")

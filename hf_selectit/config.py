@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
@@ -40,6 +40,14 @@ FUSED_COLUMN = "selectit_model_score"
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def suggest(key: Any, valid: Any) -> str:
+    """' Did you mean 'x'?' for the closest valid name, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def invalid(name: str, value: Any, expected: str) -> ConfigError:
@@ -390,27 +398,9 @@ DEFAULT_METHOD = "selectit"
 
 def method_config_class(method: Any, *, where: str = "method") -> type:
     """The scorer config class of a method name; a ConfigError with a suggestion otherwise."""
-    import difflib
-
     if not isinstance(method, str) or method not in METHOD_CONFIGS:
-        close = difflib.get_close_matches(str(method), list(METHOD_CONFIGS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise invalid(where, method, f"expected one of {sorted(METHOD_CONFIGS)}.{hint}")
+        raise invalid(where, method, f"expected one of {sorted(METHOD_CONFIGS)}.{suggest(method, METHOD_CONFIGS)}")
     return METHOD_CONFIGS[method]
-
-
-def method_of(config: Any) -> str:
-    """The method name of a scorer config (an instance or the class)."""
-    cls = config if isinstance(config, type) else type(config)
-    for name, known in METHOD_CONFIGS.items():
-        if cls is known:
-            return name
-    raise ConfigError(f"{cls.__name__} is not the config class of any scoring method "
-                      f"({sorted(METHOD_CONFIGS)}).")
-
-
-def is_scorer_config(config: Any) -> bool:
-    return type(config) in METHOD_CONFIGS.values()
 
 
 # ---------------------------------------------------------------------------- I/O
@@ -823,15 +813,6 @@ class PipelineConfig:
     validate: Optional["ValidateConfig"] = None
     # The YAML file this came from (uploaded beside the data; the card's reproduce section points at it).
     config_file: Optional[str] = None
-
-
-def config_fields(cls: type) -> list:
-    """The dataclass fields of a config class (for the CLI and YAML generators)."""
-    return list(fields(cls))
-
-
-def to_dict(config: Any) -> dict:
-    return asdict(config)
 
 
 # --- rating-style methods: AlpaGasus and DEITA (docs/method.md 7.3-7.5) ---------------------------

@@ -1,24 +1,23 @@
 """The one loader of options: YAML files and command-line flags into the dataclasses of
-:mod:`hf_selectit.config`, whose ``__post_init__`` checks every value as for Python keyword
-arguments. Unknown keys are refused with the closest valid name; a bad value names where it came
-from (``run.yaml: select.ratio=2``, ``--ratio=2.0``); relative paths the job reads resolve
-against the YAML file's folder (paths it writes, against the working directory); a run config is
-checked whole before any model loads.
+:mod:`hf_selectit.config`, whose ``__post_init__`` checks every value. Unknown keys are refused
+with the closest valid name; a bad value names its origin (``run.yaml: select.ratio=2``,
+``--ratio=2.0``); relative paths the job reads resolve against the YAML file's folder; a run
+config is checked whole before any model loads.
 
-The command line stands on ``transformers.HfArgumentParser``, as TRL's ``TrlParser`` does: the
-flags are generated from the dataclasses (flag = field name, help = ``metadata["help"]``), a
-``--config`` YAML file's values become the parser's defaults (``set_defaults``) and flags given
-on the command line win. Kept beyond that parser, and why:
+The command line stands on ``transformers.HfArgumentParser``, as TRL's ``TrlParser`` does: flags
+generated from the dataclasses (help = ``metadata["help"]``), a ``--config`` YAML file's values
+as the parser's defaults (``set_defaults``), flags given on the command line winning. Kept beyond
+that parser, and why:
 
 - "did you mean" for unknown flags and keys: neither argparse (Python 3.11) nor
   HfArgumentParser has it, and a typo is the most common configuration error;
-- a bad value is one line, a ConfigError with exit status 2, naming the flag or file and key: the
-  parser would print its usage and a Python type name (``invalid int value``), so flags are
-  parsed as text and converted here, by the rules YAML values follow;
+- a bad value is one line (ConfigError, exit status 2) naming the flag or file key, not the
+  parser's usage and a Python type name, so flags are parsed as text and converted here by the
+  rules YAML values follow;
 - ``metadata={"flag": ...}``: ``score`` takes the dataset's ``--revision`` and the model's
-  ``--model-revision`` side by side, and HfArgumentParser names a flag after its field only;
-- ``BooleanOptionalAction`` (``--x/--no-x``): HfArgumentParser's booleans take a value
-  (``--trust-remote-code yes``), and ``--no-x`` exists only for fields that default to True.
+  ``--model-revision``; HfArgumentParser names a flag after its field only;
+- ``--x/--no-x`` for every boolean: HfArgumentParser's take a value (``--trust-remote-code yes``)
+  and have ``--no-x`` only when they default to True.
 
 ``hf-selectit --help`` imports no transformers; a command's parser loads only transformers'
 ``hf_argparser`` module (:func:`_hf_argument_parser`), not torch.
@@ -35,22 +34,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from .config import (
-    DEFAULT_METHOD,
-    DEFAULT_PREFIX,
-    METHOD_CONFIGS,
-    FusionConfig,
-    IOConfig,
-    PipelineConfig,
-    PublishConfig,
-    RayConfig,
-    ReportOptions,
-    RunOptions,
-    SelectConfig,
-    ValidateConfig,
-    from_text,
-    method_config_class,
-)
+from .config import (DEFAULT_METHOD, DEFAULT_PREFIX, METHOD_CONFIGS, FusionConfig, IOConfig, PipelineConfig,
+                     PublishConfig, RayConfig, ReportOptions, RunOptions, SelectConfig, ValidateConfig, from_text,
+                     method_config_class, suggest)
 from .errors import ConfigError
 
 # ------------------------------------------------------------------------- names
@@ -67,12 +53,6 @@ def flag_of(cls: type, name: str) -> str:
 
 def _norm(key: Any) -> str:
     return str(key).replace("-", "_")
-
-
-def suggest(key: str, valid: Sequence[str]) -> str:
-    """' Did you mean 'x'?' for the closest valid name, or ''."""
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def check_keys(keys: Any, valid: Any, *, where: str, label: Optional[Callable[[str], str]] = None) -> None:
@@ -92,12 +72,10 @@ _NONE = type(None)
 
 
 def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
-    """Check (and, for text, convert) one option value against its field's annotation.
-
-    Ints are whole numbers as written (``4.0`` is refused, as in Python); floats also read number
-    text (YAML 1.1 reads ``7e9`` as a string); booleans are real booleans (flags: ``--x/--no-x``);
-    with ``from_cli`` (command-line text) 'none' is None, '3' an int, and dict and list options
-    read JSON/YAML (:func:`hf_selectit.config.from_text`). ``name`` is how an error names it.
+    """One option value checked (text converted) against its field's annotation: ints are whole
+    numbers as written (``4.0`` is refused, as in Python), floats also read number text (YAML 1.1
+    reads ``7e9`` as a string), booleans are real booleans; with ``from_cli`` (flag text) 'none'
+    is None, '3' an int, and dict and list options read JSON/YAML. ``name`` names it in errors.
 
     Raises:
         ConfigError: the value does not fit the annotation.
@@ -122,10 +100,9 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
                 return value
             if from_cli and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
                 return int(value)
-        if kind is float and not isinstance(value, bool):
+        if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                if isinstance(value, (int, float, str)):
-                    return float(value)
+                return float(value)
             except ValueError:
                 pass
         if (kind is str and isinstance(value, str)) or kind not in (bool, int, float, str, list, dict):
@@ -147,14 +124,8 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
 
 def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str, str]] = None,
           where: str = "", from_cli: Sequence[str] = ()) -> Any:
-    """One config dataclass from values whose keys are checked, naming each value's origin in errors.
-
-    ``labels``: field name -> how an error names it (``--ratio``, ``run.yaml: select.ratio``);
-    ``where`` prefixes the others; ``from_cli``: the fields whose values are command-line text.
-
-    Raises:
-        ConfigError: a value of the wrong type or range, naming where it came from.
-    """
+    """``cls(**values)``, an error naming the value's origin: ``labels`` (field -> ``--ratio``,
+    ``run.yaml: select.ratio``), else ``where``; ``from_cli``: the fields given as flag text."""
     labels = dict(labels or {})
     for name in values:
         labels.setdefault(name, f"{where}: {name}" if where else name)
@@ -172,12 +143,10 @@ def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str,
 
 
 def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, where: str = "",
-                        from_cli: bool = False, origin: Optional["_Origin"] = None) -> Any:
-    """A config dataclass from a mapping, with the key and type checks of the YAML config.
-
-    ``where`` names the mapping in errors ("scorer"); with ``origin`` (a run config), it is the
-    section's name there, its keys are named ``run.yaml: select.ratio`` and read paths resolve
-    against the file's folder.
+                        origin: Optional["_Origin"] = None) -> Any:
+    """A config dataclass from a mapping, keys and values checked as in a YAML file. ``where``
+    names the mapping in errors; with ``origin`` (a run config) it is the section, keys are named
+    ``run.yaml: select.ratio`` and read paths resolve against the file's folder.
 
     Raises:
         ConfigError: unknown key, or a value of the wrong type or range.
@@ -190,11 +159,11 @@ def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, wher
     if not isinstance(mapping, Mapping):
         shown = origin.key(where) if origin else where or cls.__name__
         raise ConfigError(f"{shown} must be a mapping of options, got {mapping!r}.")
-    values = {_norm(k): v for k, v in mapping.items()}
+    values, names = {_norm(k): v for k, v in mapping.items()}, [f.name for f in fields(cls)]
     if origin is None:
-        check_keys(values, [f.name for f in fields(cls)], where=where or cls.__name__)
-        return build(cls, values, where=where, from_cli=list(values) if from_cli else ())
-    check_keys(values, [f.name for f in fields(cls)], where=origin.section(where), label=lambda k: f"{where}.{k}")
+        check_keys(values, names, where=where or cls.__name__)
+        return build(cls, values, where=where)
+    check_keys(values, names, where=origin.section(where), label=lambda k: f"{where}.{k}")
     return build(cls, _resolve_paths(cls, values, origin.base), where=origin.name,
                  labels={k: origin.key(f"{where}.{k}") for k in values})
 
@@ -203,11 +172,7 @@ def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, wher
 
 
 def load_yaml(path: Union[str, os.PathLike]) -> dict:
-    """Read a YAML mapping from a file.
-
-    Raises:
-        ConfigError: missing file, invalid YAML, or a top level that is not a mapping.
-    """
+    """A YAML file's top-level mapping; ConfigError for a missing file, invalid YAML or another top level."""
     import yaml
 
     p = Path(path)
@@ -222,24 +187,20 @@ def load_yaml(path: Union[str, os.PathLike]) -> dict:
     return data or {}
 
 
-def resolve_read_path(value: Any, base: Optional[Path]) -> Any:
-    """A relative path a config file names, resolved against the file's folder, when it is meant
-    as a local path (it exists there, or looks like a file: :func:`hf_selectit.io.looks_like_path`).
-    A Hub id ("user/name") is left alone."""
-    if base is None or not isinstance(value, str) or not value:
-        return value
+def _resolve_paths(cls: type, values: dict, base: Optional[Path]) -> dict:
+    """Relative read paths (``metadata["path"] == "read"``) resolved against a config file's
+    folder ``base`` when meant as local paths: they exist there or look like a file
+    (:func:`hf_selectit.io.looks_like_path`). A Hub id ("user/name") is left alone."""
     from .io import looks_like_path
 
-    expanded = os.path.expanduser(value)
-    if os.path.isabs(expanded):
-        return value
-    candidate = base / expanded
-    return os.path.normpath(str(candidate)) if candidate.exists() or looks_like_path(value) else value
+    def resolve(value: Any) -> Any:
+        if base is None or not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+            return value
+        candidate = base / os.path.expanduser(value)
+        return os.path.normpath(str(candidate)) if candidate.exists() or looks_like_path(value) else value
 
-
-def _resolve_paths(cls: type, values: dict, base: Optional[Path]) -> dict:
     read = {option_name(cls, f.name) for f in fields(cls) if f.metadata.get("path") == "read"}
-    return {k: resolve_read_path(v, base) if k in read else v for k, v in values.items()}
+    return {k: resolve(v) if k in read else v for k, v in values.items()}
 
 
 # ----------------------------------------------------------------------- run config
@@ -254,7 +215,6 @@ class _Origin:
 
     name: str                       # "configs/run.yaml" or "run config"
     base: Optional[Path] = None     # folder that relative read paths resolve against
-    flag_labels: dict = field(default_factory=dict)  # top-level key -> "--flag" (overrides)
 
     def key(self, dotted: str) -> str:
         return f"{self.name}: {dotted}"
@@ -282,16 +242,10 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
         card_data: {pretty_name: ...}
         report: report.md                  # + report_json
 
-    Every section is checked here, before anything is loaded or scored.
-
     Args:
         source: path of a YAML file, or the parsed mapping.
-        overrides: top-level IO/run options that replace the file's (the CLI's flags), already
-            converted to their types.
+        overrides: top-level IO/run options (typed values) that replace the file's: the flags.
         override_labels: how to name each override in an error (``--limit``).
-
-    Returns:
-        The validated configuration.
 
     Raises:
         ConfigError: unknown keys (with the closest valid one), bad values (naming the file and
@@ -311,19 +265,20 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     labels_top = {k: origin.key(k) for k in data}
     for key in overrides:
         labels_top[key] = (override_labels or {}).get(key, "--" + key.replace("_", "-"))
-    io_keys = [f.name for f in fields(IOConfig)]
-    run_keys = [f.name for f in fields(RunOptions)]
-    check_keys(data, [*io_keys, *run_keys, *_TOP_SECTIONS], where=origin.name)
-    check_keys(overrides, [*io_keys, *run_keys], where="the command line")
+    flat = [f.name for cls in (IOConfig, RunOptions) for f in fields(cls)]
+    check_keys(data, [*flat, *_TOP_SECTIONS], where=origin.name)
+    check_keys(overrides, flat, where="the command line")
 
-    io_values = _resolve_paths(IOConfig, {k: v for k, v in data.items() if k in io_keys}, origin.base)
-    io_values.update({k: v for k, v in overrides.items() if k in io_keys})
-    io = build(IOConfig, io_values, labels=labels_top, where=origin.name)
+    def top_level(cls: type) -> Any:  # the file's keys of `cls`, then the overrides
+        keys = [f.name for f in fields(cls)]
+        values = _resolve_paths(cls, {k: v for k, v in data.items() if k in keys}, origin.base)
+        values.update({k: v for k, v in overrides.items() if k in keys})
+        return build(cls, values, labels=labels_top, where=origin.name)
+
+    io = top_level(IOConfig)
     if io.input is None:
         raise ConfigError(f"{origin.name}: `input` is missing: give a Hub dataset id, a local file or a folder.")
-    run_values = {k: v for k, v in data.items() if k in run_keys}
-    run_values.update({k: v for k, v in overrides.items() if k in run_keys})
-    run = build(RunOptions, run_values, labels=labels_top, where=origin.name)
+    run = top_level(RunOptions)
 
     models, params = _load_models(data, origin)
 
@@ -352,27 +307,20 @@ def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
     card_data = data.get("card_data")
     if card_data is not None and not isinstance(card_data, Mapping):
         raise ConfigError(f"{origin.key('card_data')} must be a mapping of card metadata, got {card_data!r}.")
-    report = build(ReportOptions, {k: data[k] for k in ("report", "report_json") if k in data},
-                   labels=labels_top, where=origin.name)
-    if len(models) > 1 and select is not None and fusion is not None:
-        if fusion.params is not None and len(fusion.params) != len(models):
-            raise ConfigError(f"{origin.key('fusion.params')}: {len(fusion.params)} values for "
-                              f"{len(models)} models.")
+    report = top_level(ReportOptions)
+    if len(models) > 1 and select is not None and fusion.params is not None and len(fusion.params) != len(models):
+        raise ConfigError(f"{origin.key('fusion.params')}: {len(fusion.params)} values for {len(models)} models.")
     return PipelineConfig(io=io, run=run, ray=ray, models=models, model_params=params, fusion=fusion,
                           select=select, publish=publish, card_data=dict(card_data) if card_data else None,
                           report=report, validate=validate, config_file=None if origin.base is None else str(source))
 
 
 def _load_models(data: Mapping, origin: _Origin) -> tuple[list, list]:
-    shared = data.get("scorer")
-    if shared is None:
-        shared = {}
+    shared = {} if data.get("scorer") is None else data["scorer"]
     if not isinstance(shared, Mapping):
         raise ConfigError(f"{origin.key('scorer')} must be a mapping of scorer options, got {shared!r}.")
     shared = {_norm(k): v for k, v in shared.items()}
-    entries = data.get("models")
-    if entries is None:
-        entries = [{}]
+    entries = [{}] if data.get("models") is None else data["models"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{origin.key('models')} must be a non-empty list of scorer configs, got {entries!r}.")
     shared_method = shared.pop("method", None)
@@ -385,20 +333,14 @@ def _load_models(data: Mapping, origin: _Origin) -> tuple[list, list]:
     methods_used = [(e.get("method") if isinstance(e, Mapping) else None) or shared_method or DEFAULT_METHOD
                     for e in entries]
     for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if entry is None:
-            entry = {}
+        entry = {"model": entry} if isinstance(entry, str) else {} if entry is None else entry
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{origin.key(f'models[{i}]')} must be a mapping or a model id, got {entry!r}.")
         entry = {_norm(k): v for k, v in entry.items()}
         method = entry.pop("method", shared_method or DEFAULT_METHOD)
         where_method = origin.key(f"models[{i}].method") if "method" in entry or shared_method is None \
             else origin.key("scorer.method")
-        try:
-            cls = method_config_class(method, where="method")
-        except ConfigError as exc:
-            raise ConfigError(f"{where_method}={method!r} is invalid: {exc.expected}") from None
+        cls = method_config_class(method, where=where_method)
         valid = [f.name for f in fields(cls)]
         for key in shared:
             if key not in valid:
@@ -416,7 +358,7 @@ def _load_models(data: Mapping, origin: _Origin) -> tuple[list, list]:
         models.append(build(cls, values, labels=labels, where=origin.name))
         if param is not None:
             param = coerce_value(origin.key(f"models[{i}].params"), param, float)
-            if not param > 0 or param != param or param == float("inf"):
+            if not 0 < param < float("inf"):  # NaN too
                 raise ConfigError(f"{origin.key(f'models[{i}].params')}={param!r} is invalid: expected a "
                                   "parameter count > 0, e.g. 7e9.")
         params.append(param)
@@ -476,13 +418,9 @@ class _GivenBool(argparse.BooleanOptionalAction):
 
 
 def _hf_argument_parser() -> type:
-    """``transformers.HfArgumentParser``, without importing all of transformers first.
-
-    Its module imports only the standard library and yaml, but ``import transformers`` runs the
-    package's ``__init__`` first, which on transformers 4.x imports torch (3-5 s that
-    ``hf-selectit score --help`` would wait for). So, until transformers is imported anyway,
-    the module is loaded from its own file, under a private name; otherwise the usual import.
-    """
+    """``transformers.HfArgumentParser`` without ``import transformers``, whose ``__init__`` on
+    4.x imports torch (3-5 s for ``hf-selectit score --help``): until transformers is imported
+    anyway, its module (standard library and yaml only) loads from its file, under a private name."""
     import importlib.util
     import sys
 
@@ -526,14 +464,10 @@ def _parser_class() -> type:
             spec.name, spec.type = name, str
             HfArgumentParser._parse_dataclass_field(parser, spec)
 
-        def parse(self, argv: Sequence[str], *, config: Optional[str] = None,
-                  extra_keys: Sequence[str] = ()) -> argparse.Namespace:
-            """Parse ``argv`` over a ``--config`` file's values; build every section.
-
-            Returns:
-                The namespace: each section's dataclass under its name, other arguments as
-                parsed, ``flags`` (field name -> converted value of each flag given) and
-                ``labels`` (option name -> how an error names it).
+        def parse(self, argv: Sequence[str], *, config: Optional[str] = None) -> argparse.Namespace:
+            """Parse ``argv`` over a ``--config`` file's values into a namespace: each section's
+            dataclass under its name, other arguments as parsed, ``flags`` (field -> converted
+            value of each flag given), ``labels`` (option name -> how an error names it).
 
             Raises:
                 ConfigError: an unknown key in the file, or a bad value (naming flag or file key).
@@ -542,9 +476,9 @@ def _parser_class() -> type:
             file: dict = {}
             if config:
                 file = {_norm(k): v for k, v in load_yaml(config).items()}
-                check_keys(file, sorted(dests | set(extra_keys)), where=str(config))
+                check_keys(file, sorted(dests), where=str(config))
                 for cls in self.sections.values():
-                    file.update(_resolve_paths(cls, {k: v for k, v in file.items()}, Path(config).resolve().parent))
+                    file.update(_resolve_paths(cls, file, Path(config).resolve().parent))
                 self.set_defaults(**{k: v for k, v in file.items() if k in dests})
             ns = self.parse_args(argv)
             given = ns.__dict__.pop("given_", set())
@@ -570,8 +504,8 @@ def _parser_class() -> type:
 
 
 def option_parser(sections: Mapping[str, type], **kwargs: Any) -> Any:
-    """The parser of one command: a ``transformers.HfArgumentParser`` over ``sections`` (name ->
-    config dataclass), with ``skip``/``only`` (option names) and argparse's keyword arguments.
+    """A command's ``HfArgumentParser`` over ``sections`` (name -> config dataclass), with
+    ``skip``/``only`` (option names) and argparse's keyword arguments.
 
     Example:
         >>> ns = option_parser({"select": SelectConfig}).parse(["--ratio", "0.1"])

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 from ..config import AlpaGasusConfig
-from ..engine import Item, LastTokenProbs
+from ..engine import LastTokenProbs
 from ..errors import ConfigError
 from .base import BaseScorer
 from .columns import SCHEMAS, row_status
@@ -193,51 +193,25 @@ class AlpaGasusScorer(BaseScorer):
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
         statuses: list = [None if r.error is None else row_status(r.error) for r in rows]
-        texts, spans, keys = [], [], []
-        for row, fields in enumerate(rows):
-            if statuses[row] is None:
-                text, span = self._text(fields, state)
-                texts.append(text)
-                spans.append(span)
-                keys.append(row)
-        encoded = self.engine.encode(texts, state, add_special_tokens=False)
-        items = []
-        for row, text, span, ids in zip(keys, texts, spans, encoded):
-            truncated = False
-            if len(ids) > state.max_length:
-                ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=False)
-                if ids is None:
-                    statuses[row] = row_status(f"max_length={state.max_length} is shorter than the judge's "
-                                     "messages without the row; raise max_length")
-                    continue
-                truncated = True
-            items.append(Item(row=row, slot=0, group="alpagasus", ids=list(ids), truncated=truncated))
-        logprobs = np.full((len(rows), len(RATING_VALUES)), np.nan)
-        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True),
-                                         n_rows=len(rows))
-        for item, value in zip(items, values):
-            if value is not None:
-                logprobs[item.row] = value
-        for row in failed:
-            statuses[row] = row_status("out of memory")
-        truncated = {item.row for item in items if item.truncated}
-        out = expected_ratings(logprobs, RATING_VALUES)
+        entries = [((row, 0, "alpagasus"), *self._text(fields, state)) for row, fields in enumerate(rows)
+                   if statuses[row] is None]
+        items = self._protected_items(
+            entries, statuses, state, add_special_tokens=False,
+            too_long=lambda slot: f"max_length={state.max_length} is shorter than the judge's messages "
+                                  "without the row; raise max_length")
+        logprobs = np.full((len(rows), 1, len(RATING_VALUES)), np.nan)
+        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
+        out = expected_ratings(logprobs[:, 0], RATING_VALUES)
         prefix = self.columns.prefix
         scored = [s is None for s in statuses]
         mass = out["mass"].tolist()
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config), method="AlpaGasus")
+        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="AlpaGasus")
         values = {
             "score": out["score"].tolist(),
             # A float column: NaN for rows not scored (None would make an all-error first batch a
             # null-typed column that later batches cannot be written to).
             "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
             "rating_mass": mass,
-            "status": [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)],
+            "status": status,
         }
         return {prefix + s: values[s] for s in self.columns.outputs}
-
-
-def _model_name(config: Any) -> str:
-    from ..models import EMBEDDED_MODEL_ID
-
-    return EMBEDDED_MODEL_ID if config.model is None else str(config.model)

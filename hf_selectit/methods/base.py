@@ -6,7 +6,6 @@ values become columns (`_score`); the `Engine` (hf_selectit/engine.py) runs the 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import os
@@ -15,9 +14,10 @@ from collections.abc import Mapping as _MappingABC
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from ..engine import Engine, config_state, local_model_stamp, register_hashing
+from ..engine import Engine, Item, config_state, local_model_stamp, register_hashing
+from ..config import suggest
 from ..errors import ConfigError
-from .columns import ScoreColumns
+from .columns import ScoreColumns, row_status
 from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
 
 # Options that do not change the scores (only where/how fast they are computed).
@@ -47,9 +47,7 @@ class BaseScorer:
         valid = [f.name for f in fields(self.config_class) if f.name != "model"]
         for name in options:
             if name not in valid:
-                close = difflib.get_close_matches(name, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"{type(self).__name__} got an unknown option {name!r}.{hint} "
+                raise ConfigError(f"{type(self).__name__} got an unknown option {name!r}.{suggest(name, valid)} "
                                   f"Options: {sorted(valid)}.")
         if "column_prefix" in options and options["column_prefix"] is None:
             del options["column_prefix"]  # None: the method's own prefix
@@ -91,8 +89,6 @@ class BaseScorer:
 
     def _setup(self, config: Any, preloaded: Optional[tuple] = None) -> None:
         self.config = config
-        if not isinstance(config.column_prefix, str):
-            raise ConfigError(f"column_prefix={config.column_prefix!r} is invalid: expected a string.")
         if preloaded is not None:
             check_preloaded_options(config)
         # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
@@ -210,13 +206,13 @@ class BaseScorer:
             A JSON-serialisable dict, suitable for `provenance.attach_scorer_info`.
         """
         from .._version import __version__
-        from ..models import EMBEDDED_MODEL_ID, hub_commit, preloaded_commit
+        from ..models import hub_commit, preloaded_commit
 
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
         info = {
             "method": self.method,
-            "model": EMBEDDED_MODEL_ID if self.config.model is None else self.config.model,
+            "model": self.model_name,
             "revision": self.config.revision,
             "commit": preloaded_commit(state.model) if self._preloaded is not None else hub_commit(
                 self.config.model, revision=self.config.revision,
@@ -242,6 +238,46 @@ class BaseScorer:
             info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
         return info
+
+    @property
+    def model_name(self) -> str:
+        """The model's Hub id or path (the embedded model's id for None)."""
+        from ..models import EMBEDDED_MODEL_ID
+
+        return EMBEDDED_MODEL_ID if self.config.model is None else str(self.config.model)
+
+    # --- shared by the methods ---
+
+    def _protected_items(self, entries: list, statuses: list, state: Any, too_long: Any, *,
+                         add_special_tokens: bool) -> list:
+        """The engine items of ``((row, slot, group), text, spans)`` entries. A text longer than
+        max_length is cut outside its protected spans (and marked truncated); when its fixed parts
+        alone are too long, its row gets the error ``too_long(slot)`` and no items."""
+        encoded = self.engine.encode([text for _, text, _ in entries], state, add_special_tokens=add_special_tokens)
+        items = []
+        for ((row, slot, group), text, span), ids in zip(entries, encoded):
+            truncated = len(ids) > state.max_length
+            if truncated:
+                ids = self.engine.truncate_protected(text, span, state.max_length, state,
+                                                     add_special_tokens=add_special_tokens)
+                if ids is None:
+                    statuses[row] = row_status(too_long(slot))
+                    continue
+            items.append(Item(row=row, slot=slot, group=group, ids=list(ids), truncated=truncated))
+        return [item for item in items if statuses[item.row] is None]
+
+    def _read(self, items: list, state: Any, readout: Any, out: Any, statuses: list, value_of: Any = None) -> list:
+        """Run ``items``, each value (or ``value_of(value)``) into ``out[row, slot]``; a row that ran
+        out of memory even alone gets that error and NaN. Returns the status column."""
+        values, failed = self.engine.run(items, state, readout, n_rows=len(statuses))
+        for item, value in zip(items, values):
+            if value is not None:
+                out[item.row, item.slot] = value if value_of is None else value_of(value)
+        for row in failed:
+            statuses[row] = row_status("out of memory")
+            out[row] = float("nan")
+        truncated = {item.row for item in items if item.truncated}
+        return [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)]
 
     # --- what a method implements ---
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
-from ..engine import Item, LastTokenProbs
+from ..engine import LastTokenProbs
 from .base import BaseScorer
 from .columns import SCHEMAS, ScoreColumns, deita_columns, row_status
 
@@ -157,52 +157,22 @@ class DeitaScorer(BaseScorer):
         state = self.engine.state(rank)
         kinds = self.kinds
         statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
-        texts, spans, keys = [], [], []
-        for row, pair in enumerate(pairs):
-            if statuses[row] is None:
-                for slot, kind in enumerate(kinds):
-                    text, span = join_segments(segments(kind, pair.instruction, pair.response))
-                    texts.append(text)
-                    spans.append(span)
-                    keys.append((row, slot))
-        encoded = self.engine.encode(texts, state, add_special_tokens=True)
-        items = []
-        for (row, slot), text, span, ids in zip(keys, texts, spans, encoded):
-            truncated = False
-            if len(ids) > state.max_length:
-                ids = self.engine.truncate_protected(text, span, state.max_length, state, add_special_tokens=True)
-                if ids is None:
-                    statuses[row] = row_status(f"max_length={state.max_length} is shorter than the DEITA "
-                                     f"{kinds[slot]} prompt alone; raise max_length")
-                    continue
-                truncated = True
-            items.append(Item(row=row, slot=slot, group=kinds[slot], ids=list(ids), truncated=truncated))
-        items = [item for item in items if statuses[item.row] is None]
+        entries = [((row, slot, kind), *join_segments(segments(kind, pair.instruction, pair.response)))
+                   for row, pair in enumerate(pairs) if statuses[row] is None for slot, kind in enumerate(kinds)]
+        items = self._protected_items(
+            entries, statuses, state, add_special_tokens=True,
+            too_long=lambda slot: f"max_length={state.max_length} is shorter than the DEITA {kinds[slot]} "
+                                  "prompt alone; raise max_length")
         logprobs = np.full((len(pairs), len(kinds), len(RATING_VALUES)), np.nan)
-        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True),
-                                         n_rows=len(pairs))
-        for item, value in zip(items, values):
-            if value is not None:
-                logprobs[item.row, item.slot] = value
-        for row in failed:
-            statuses[row] = row_status("out of memory")
-            logprobs[row] = np.nan
-        truncated = {item.row for item in items if item.truncated}
+        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
         out = expected_ratings(logprobs, RATING_VALUES)
         scores = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         mass = out["mass"].mean(axis=1).tolist()
         prefix = self.columns.prefix
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=_model_name(self.config),
-                                method="DEITA")
+        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="DEITA")
         values = {kind: scores[kind].tolist() for kind in kinds}
         if self.config.kind == "both":
             values["score"] = (scores["complexity"] * scores["quality"]).tolist()
         values["rating_mass"] = mass
-        values["status"] = [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)]
+        values["status"] = status
         return {prefix + s: values[s] for s in self.columns.outputs}
-
-
-def _model_name(config: Any) -> str:
-    from ..models import EMBEDDED_MODEL_ID
-
-    return EMBEDDED_MODEL_ID if config.model is None else str(config.model)

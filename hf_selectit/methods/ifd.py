@@ -218,33 +218,26 @@ class IFDScorer(BaseScorer):
     def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
         import math
 
+        import numpy as np
+
         rows = self._rows(batch)
         if not rows:
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
         statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
         items = self._items(rows, statuses, state)
-        values, failed = self.engine.run(items, state, TokenLosses(), n_rows=len(rows))
         nan = float("nan")
-        losses = [[nan, nan] for _ in rows]
-        for item, value in zip(items, values):
-            if value is not None and len(value):
-                losses[item.row][item.slot] = float(value.mean())
-        truncated = {item.row for item in items if item.truncated}
-        for row in failed:
-            statuses[row] = row_status("out of memory")
-        scores, status_col = [], []
-        for r, (cond, direct) in enumerate(losses):
-            if statuses[r] is not None:
-                cond = direct = nan
-            status_col.append(row_status(statuses[r], truncated=r in truncated))
+        out = np.full((len(rows), 2), nan)
+        status_col = self._read(items, state, TokenLosses(), out, statuses,
+                                value_of=lambda value: float(value.mean()) if len(value) else nan)
+        losses, scores = out.tolist(), []  # NaN for every row with an error status: it has no values
+        for cond, direct in losses:
             if math.isnan(cond) or math.isnan(direct):
                 scores.append(nan)
             elif self.config.variant == "ppl":
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-            losses[r] = [cond, direct]
         values = {"score": scores, "conditioned_loss": [c for c, _ in losses],
                   "direct_loss": [d for _, d in losses], "status": status_col}
         return {self.columns.prefix + s: values[s] for s in self.columns.outputs}

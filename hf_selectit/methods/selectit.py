@@ -25,7 +25,7 @@ import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from ..config import ScorerConfig
-from ..engine import Item, LastTokenProbs, config_state
+from ..engine import LastTokenProbs, config_state
 from ..errors import ConfigError
 from .base import BaseScorer
 from .columns import SCHEMAS, row_status
@@ -150,7 +150,7 @@ class SelectITScorer(BaseScorer):
         from ..prompts import extract_pairs
 
         pairs = extract_pairs(batch, columns=self.config.columns)
-        statuses = [None if p.error is None else p.error for p in pairs]
+        statuses = [p.error for p in pairs]
         items = self._tokenize(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
         for item in items:
@@ -162,7 +162,6 @@ class SelectITScorer(BaseScorer):
         import numpy as np
 
         from ..formulas import selectit_scores
-        from ..models import EMBEDDED_MODEL_ID
         from ..prompts import extract_pairs
         from ..rating_tokens import warn_if_low_rating_mass
 
@@ -170,26 +169,17 @@ class SelectITScorer(BaseScorer):
         if not pairs:
             return {name: [] for name in self.output_columns}
         state = self.engine.state(rank)
-        n_rows, n_prompts = len(pairs), len(self._prompt_texts)
         statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
         items = self._tokenize(pairs, statuses, state)
-        probs = np.full((n_rows, n_prompts, 5), np.nan, dtype=np.float64)
-        values, failed = self.engine.run(items, state, LastTokenProbs(tuple(state.method_data.ids)), n_rows=n_rows)
-        for item, value in zip(items, values):
-            if value is not None:
-                probs[item.row, item.slot] = value
-        truncated = {item.row for item in items if item.truncated}
-        for row in failed:
-            statuses[row] = row_status("out of memory")
-            probs[row] = np.nan
+        probs = np.full((len(pairs), len(self._prompt_texts), 5), np.nan, dtype=np.float64)
+        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids)), probs, statuses)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         mass = probs.sum(axis=-1).mean(axis=-1).tolist()
         scores["rating_mass"] = mass
-        scores["status"] = [row_status(s, truncated=row in truncated) for row, s in enumerate(statuses)]
+        scores["status"] = status
         names = self.columns
-        warn_if_low_rating_mass(mass, column=names.prefix + "rating_mass", method="SelectIT",
-                                model_name=EMBEDDED_MODEL_ID if self.config.model is None else self.config.model)
+        warn_if_low_rating_mass(mass, column=names.prefix + "rating_mass", method="SelectIT", model_name=self.model_name)
         return {names.prefix + s: list(scores[s]) if isinstance(scores[s], list) else scores[s].tolist()
                 for s in names.outputs}
 
@@ -225,32 +215,12 @@ class SelectITScorer(BaseScorer):
         return out
 
     def _tokenize(self, pairs: list, statuses: list, state: Any) -> list:
-        max_length = state.max_length
-        texts, spans, keys = [], [], []
-        for row, pair in enumerate(pairs):
-            if statuses[row] is not None:
-                continue
-            for j, (text, span) in enumerate(self._texts(pair, state)):
-                texts.append(text)
-                spans.append(span)
-                keys.append((row, j))
-        encoded = self.engine.encode(texts, state, add_special_tokens=self._add_special)
-        items = []
-        for (row, j), text, span, ids in zip(keys, texts, spans, encoded):
-            truncated = False
-            if len(ids) > max_length:
-                ids = self.engine.truncate_protected(text, span, max_length, state,
-                                                     add_special_tokens=self._add_special)
-                if ids is None:
-                    statuses[row] = row_status(
-                        f"max_length={max_length} is shorter than the rating prompt and "
-                        "question alone; raise max_length"
-                    )
-                    continue
-                truncated = True
-            items.append(Item(row=row, slot=j, group=j, ids=list(ids), truncated=truncated))
-        failed_rows = {row for row, s in enumerate(statuses) if s is not None}
-        return [item for item in items if item.row not in failed_rows]
+        entries = [((row, j, j), text, span) for row, pair in enumerate(pairs) if statuses[row] is None
+                   for j, (text, span) in enumerate(self._texts(pair, state))]
+        return self._protected_items(
+            entries, statuses, state, add_special_tokens=self._add_special,
+            too_long=lambda slot: f"max_length={state.max_length} is shorter than the rating prompt and "
+                                  "question alone; raise max_length")
 
 
 # --- the plain-function face ----------------------------------------------------------------

@@ -685,7 +685,7 @@ class SelectConfig:
 
     def rule(self) -> dict:
         """The keyword arguments of :func:`hf_selectit.select.select_top` (k or threshold win over ratio)."""
-        ratio = None if (self.k is not None or self.threshold is not None) else self.ratio
+        ratio = self.ratio if selection_rule(self.ratio, self.k, self.threshold) == "top_ratio" else None
         return {"ratio": ratio, "k": self.k, "threshold": self.threshold, "by": self.by, "order": self.order,
                 "higher_is_better": self.higher_is_better}
 

@@ -432,8 +432,13 @@ def _hf_argument_parser() -> type:
         return HfArgumentParser
     module_spec = importlib.util.spec_from_file_location("hf_selectit._hf_argparser", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.HfArgumentParser
+    try:
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module.HfArgumentParser
+    except (ImportError, AttributeError):  # a release whose module reaches into the package
+        from transformers import HfArgumentParser
+
+        return HfArgumentParser
 
 
 @functools.lru_cache(maxsize=None)

@@ -468,6 +468,9 @@ def _parser_class() -> type:
             spec = field(default=default, metadata={"help": help_text, "action": Given, "metavar": _metavar(f.type)})
             spec.name, spec.type = name, str
             HfArgumentParser._parse_dataclass_field(parser, spec)
+            # It registers --field_name, then --field-name: usage and help show the first, and our
+            # flags (README, --x/--no-x booleans) are hyphenated, so that one goes first.
+            parser._actions[-1].option_strings.sort(key=lambda option: "_" in option)
 
         def parse(self, argv: Sequence[str], *, config: Optional[str] = None) -> argparse.Namespace:
             """Parse ``argv`` over a ``--config`` file's values into a namespace: each section's

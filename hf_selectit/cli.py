@@ -69,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_command(argv: Sequence[str]) -> argparse.Namespace:
     """A whole ``hf-selectit`` command line: ``command``, the global flags, each option section
     of the command as its dataclass (``io``, ``scorer``, ...) and ``flags`` (the options given).
-
-    Raises:
-        ConfigError: an unknown key in ``--config``, or a bad value (naming the flag or file key).
-        SystemExit: ``--help``, or an unknown flag (argparse's usage message, "did you mean").
+    ConfigError for a bad value or file key; SystemExit for ``--help`` or an unknown flag.
 
     Example:
         >>> parse_command(["score", "data.jsonl", "--alpha", "0.3"]).scorer.alpha
@@ -205,27 +202,18 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return 0
     config = opt.load_run_config(path, overrides=ns.flags, override_labels=ns.labels)
     if ns.example:
-        _drop_example_file(config)
+        # A shipped example's relative paths point inside the installed package: no copy of its
+        # YAML is published; the card's command (`run --example NAME`) reproduces it anywhere.
+        config.config_file = None
     if config.publish is not None:
         config.card_data = {"reproduce_command": _command_line(), **(config.card_data or {})}
     return run_with_progress(config)
 
 
 def run_config_mapping(mapping: dict) -> int:
-    """Run a job given as a `run` mapping (what scripts use) as `hf-selectit run` does; returns
-    the exit status.
-
-    Example:
-        >>> run_config_mapping({"input": "data.json", "output": "scored", "select": {"ratio": 0.2}})
-    """
+    """Run a `run` mapping (what scripts use) as `hf-selectit run` does; returns the exit status."""
     configure_logging(0, quiet=False)
     return guarded("run", lambda: run_with_progress(opt.load_run_config(mapping)), debug=False)
-
-
-def _drop_example_file(config: Any) -> None:
-    # A shipped example's relative paths point inside the installed package: no copy of its YAML
-    # is published; the card's command (`run --example NAME`, `demo`) reproduces it anywhere.
-    config.config_file = None
 
 
 def _command_line() -> str:
@@ -239,7 +227,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
                  "work_dir": demo.work_dir, "summary_json": demo.summary_json}
     config = opt.load_run_config(example_path("demo"), overrides={k: v for k, v in overrides.items() if v is not None})
     config.publish = replace(config.publish, repo_id=demo.output)
-    _drop_example_file(config)
+    config.config_file = None  # the shipped example, as in cmd_run
     config.card_data = {**(config.card_data or {}), "reproduce_command": _command_line()}
     code = run_with_progress(config)
     console.info(f"\nThe selected subset is in {demo.output}/ (card: {demo.output}/README.md). Load it with:\n\n"

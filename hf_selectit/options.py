@@ -1,26 +1,19 @@
-"""The one loader of options: YAML files and command-line flags into the dataclasses of
-:mod:`hf_selectit.config`, whose ``__post_init__`` checks every value. Unknown keys are refused
-with the closest valid name; a bad value names its origin (``run.yaml: select.ratio=2``,
-``--ratio=2.0``); relative paths the job reads resolve against the YAML file's folder; a run
-config is checked whole before any model loads.
+"""YAML files and command-line flags into the dataclasses of :mod:`hf_selectit.config`, whose
+``__post_init__`` checks every value. A bad value or unknown key names its origin
+(``run.yaml: select.ratio=2``, ``--ratio=2.0``); relative read paths resolve against the YAML
+file's folder; a run config is checked whole before any model loads.
 
-The command line stands on ``transformers.HfArgumentParser``, as TRL's ``TrlParser`` does: flags
-generated from the dataclasses (help = ``metadata["help"]``), a ``--config`` YAML file's values
-as the parser's defaults (``set_defaults``), flags given on the command line winning. Kept beyond
-that parser, and why:
+The command line stands on ``transformers.HfArgumentParser`` as TRL's ``TrlParser`` does: flags
+from the dataclasses, a ``--config`` file's values as ``set_defaults``, given flags winning. Kept
+beyond that parser, and why:
 
-- "did you mean" for unknown flags and keys: neither argparse (Python 3.11) nor
-  HfArgumentParser has it, and a typo is the most common configuration error;
-- a bad value is one line (ConfigError, exit status 2) naming the flag or file key, not the
-  parser's usage and a Python type name, so flags are parsed as text and converted here by the
-  rules YAML values follow;
-- ``metadata={"flag": ...}``: ``score`` takes the dataset's ``--revision`` and the model's
-  ``--model-revision``; HfArgumentParser names a flag after its field only;
-- ``--x/--no-x`` for every boolean: HfArgumentParser's take a value (``--trust-remote-code yes``)
-  and have ``--no-x`` only when they default to True.
-
-``hf-selectit --help`` imports no transformers; a command's parser loads only transformers'
-``hf_argparser`` module (:func:`_hf_argument_parser`), not torch.
+- "did you mean" for unknown flags and keys: neither argparse (3.11) nor the parser has it, and
+  a typo is the most common configuration error;
+- a bad value is one line (ConfigError, exit 2) naming the flag or key, not usage and a Python
+  type name: so flags are taken as text and converted by the rules YAML values follow;
+- ``metadata["flag"]``: ``score`` takes the dataset's ``--revision`` and the model's
+  ``--model-revision``; the parser names a flag after its field only;
+- ``--x/--no-x`` for every boolean: the parser's take a value (``--trust-remote-code yes``).
 """
 
 from __future__ import annotations
@@ -72,17 +65,10 @@ _NONE = type(None)
 
 
 def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
-    """One option value checked (text converted) against its field's annotation: ints are whole
-    numbers as written (``4.0`` is refused, as in Python), floats also read number text (YAML 1.1
-    reads ``7e9`` as a string), booleans are real booleans; with ``from_cli`` (flag text) 'none'
-    is None, '3' an int, and dict and list options read JSON/YAML. ``name`` names it in errors.
-
-    Raises:
-        ConfigError: the value does not fit the annotation.
-
-    Example:
-        >>> coerce_value("--prompts", "3", Union[int, list], from_cli=True)
-        3
+    """One value checked against its field's annotation, ``name`` naming it in errors: ints are
+    whole numbers as written (``4.0`` is refused, as in Python), floats also read number text
+    (YAML 1.1 reads ``7e9`` as a string); with ``from_cli`` (flag text) 'none' is None, '3' an
+    int, and dict and list options read JSON/YAML. ConfigError when it does not fit.
     """
     union = typing.get_origin(annotation) is Union
     optional = union and _NONE in typing.get_args(annotation)
@@ -144,17 +130,9 @@ def build(cls: type, values: Mapping[str, Any], *, labels: Optional[Mapping[str,
 
 def config_from_mapping(cls: type, mapping: Optional[Mapping[str, Any]], *, where: str = "",
                         origin: Optional["_Origin"] = None) -> Any:
-    """A config dataclass from a mapping, keys and values checked as in a YAML file. ``where``
-    names the mapping in errors; with ``origin`` (a run config) it is the section, keys are named
-    ``run.yaml: select.ratio`` and read paths resolve against the file's folder.
-
-    Raises:
-        ConfigError: unknown key, or a value of the wrong type or range.
-
-    Example:
-        >>> config_from_mapping(SelectConfig, {"ratio": 0.1}, where="select")
-        SelectConfig(ratio=0.1, ...)
-    """
+    """A config dataclass from a mapping, checked as a YAML file's section. ``where`` names the
+    mapping in errors; with ``origin`` (a run config) it is the section, keys are named
+    ``run.yaml: select.ratio`` and read paths resolve against the file's folder."""
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, Mapping):
         shown = origin.key(where) if origin else where or cls.__name__
@@ -226,30 +204,10 @@ class _Origin:
 def load_run_config(source: Union[str, os.PathLike, Mapping[str, Any]], *,
                     overrides: Optional[Mapping[str, Any]] = None,
                     override_labels: Optional[Mapping[str, str]] = None) -> PipelineConfig:
-    """Read a `run` configuration (YAML file or mapping) into a checked :class:`PipelineConfig`.
-
-    Layout (every key optional except ``input``)::
-
-        input: vicgalle/alpaca-gpt4        # + split, config_name, revision, limit, output, ...
-        batch_size: 64                     # + engine, num_proc, shard_rows, work_dir, subset_output
-        ray: {address: auto, num_workers: 8}   # engine: ray only
-        scorer: {prompts: 5, alpha: 0.2}   # shared by every model
-        models:                            # one entry per model (scorer keys + method + params)
-          - {model: meta-llama/Llama-2-7b-hf, column_prefix: selectit_m0_, params: 7e9}
-        fusion: {weights: null}            # several models only
-        select: {ratio: 0.2}
-        publish: {repo_id: me/Selective-Alpaca, version: v1.0, license: cc-by-nc-4.0}
-        card_data: {pretty_name: ...}
-        report: report.md                  # + report_json
-
-    Args:
-        source: path of a YAML file, or the parsed mapping.
-        overrides: top-level IO/run options (typed values) that replace the file's: the flags.
-        override_labels: how to name each override in an error (``--limit``).
-
-    Raises:
-        ConfigError: unknown keys (with the closest valid one), bad values (naming the file and
-            key, or the flag), duplicate column prefixes, or a missing ``input``.
+    """A `run` configuration (YAML file or mapping; the layout:
+    ``hf-selectit run --example selective_alpaca --print``) as a checked :class:`PipelineConfig`.
+    ``overrides`` (the flags: top-level IO/run options) replace the file's, named in errors by
+    ``override_labels`` (``--limit``).
 
     Example:
         >>> cfg = load_run_config("hf_selectit/configs/demo.yaml", overrides={"limit": 8})
@@ -473,13 +431,9 @@ def _parser_class() -> type:
             parser._actions[-1].option_strings.sort(key=lambda option: "_" in option)
 
         def parse(self, argv: Sequence[str], *, config: Optional[str] = None) -> argparse.Namespace:
-            """Parse ``argv`` over a ``--config`` file's values into a namespace: each section's
-            dataclass under its name, other arguments as parsed, ``flags`` (field -> converted
-            value of each flag given), ``labels`` (option name -> how an error names it).
-
-            Raises:
-                ConfigError: an unknown key in the file, or a bad value (naming flag or file key).
-            """
+            """``argv`` over a ``--config`` file's values: each section's dataclass under its name,
+            ``flags`` (field -> checked value of each flag given), ``labels`` (option -> its name
+            in errors)."""
             dests = {a.dest for a in self._actions if a.dest not in ("help", "config")}
             file: dict = {}
             if config:
@@ -493,7 +447,6 @@ def _parser_class() -> type:
             ns.flags, ns.labels = {}, {}
             for attr, cls in self.sections.items():
                 values, labels, text = {}, {}, []
-                hints = typing.get_type_hints(cls)
                 for f in fields(cls):
                     name = option_name(cls, f.name)
                     if name in given:
@@ -501,11 +454,11 @@ def _parser_class() -> type:
                         labels[f.name] = flag_of(cls, f.name) if flag.option_strings else flag.metavar
                         values[f.name] = getattr(ns, name)
                         text.append(f.name)
-                        ns.flags[f.name] = coerce_value(labels[f.name], values[f.name], hints[f.name], from_cli=True)
                     elif name in file:
                         values[f.name], labels[f.name] = getattr(ns, name, file[name]), f"{config}: {name}"
                     ns.labels[name] = labels.get(f.name, flag_of(cls, f.name))
                 setattr(ns, attr, build(cls, values, labels=labels, from_cli=text))
+                ns.flags.update({name: getattr(getattr(ns, attr), name) for name in text})
             return ns
 
     return OptionParser

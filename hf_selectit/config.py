@@ -922,8 +922,7 @@ class _IFDOptions(ModelConfig):
         check_choice("variant", self.variant, IFD_VARIANTS)
         if self.direct_prefix is None:
             self.direct_prefix = self._default_direct_prefix()
-        if not isinstance(self.direct_prefix, str):
-            raise ConfigError(f"direct_prefix={self.direct_prefix!r} is invalid: expected a string or None.")
+        check_str("direct_prefix", self.direct_prefix, empty=True)
         super().__post_init__()
 
     def _default_direct_prefix(self) -> str:
@@ -1015,27 +1014,25 @@ class ValidateConfig:
     )
 
     def __post_init__(self) -> None:
+        # invalid(): a file's or a flag's bad value is named as such (run.yaml: validate.n_boot=...).
         self.positive = parse_positive(self.positive)
         if not (isinstance(self.top_ratio, (int, float)) and not isinstance(self.top_ratio, bool)
                 and 0 < self.top_ratio <= 1):
-            raise ConfigError(f"top_ratio={self.top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
-        if not isinstance(self.n_boot, int) or isinstance(self.n_boot, bool) or self.n_boot < 0:
-            raise ConfigError(f"n_boot={self.n_boot!r} is invalid: expected an integer >= 0 (0: no intervals).")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} is invalid: expected an integer >= 0.")
+            raise invalid("top_ratio", self.top_ratio, "expected 0 < top_ratio <= 1.")
+        check_int("n_boot", self.n_boot, minimum=0, optional=False, hint=" (0: no intervals)")
+        check_int("seed", self.seed, minimum=0, optional=False)
         if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
-            raise ConfigError(f"confidence={self.confidence!r} is invalid: expected a number in (0, 1), e.g. 0.95.")
+            raise invalid("confidence", self.confidence, "expected a number in (0, 1), e.g. 0.95.")
         for name in ("score_first", "higher_is_better"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True, False or None.")
+                raise invalid(name, getattr(self, name), "expected True, False or None.")
         self.score_columns = from_text("score_columns", self.score_columns)  # '[a, b]'
-        if self.score_columns is not None:
-            if isinstance(self.score_columns, str):
-                self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
-            if not (isinstance(self.score_columns, list) and self.score_columns
-                    and all(isinstance(c, str) for c in self.score_columns)):
-                raise ConfigError(f"score_columns={self.score_columns!r} is invalid: expected a list of "
-                                  "column names (on the command line: a,b or '[a, b]').")
+        if isinstance(self.score_columns, str):
+            self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
+        if self.score_columns is not None and not (isinstance(self.score_columns, list) and self.score_columns
+                                                   and all(isinstance(c, str) for c in self.score_columns)):
+            raise invalid("score_columns", self.score_columns,
+                          "expected a list of column names (on the command line: a,b or '[a, b]').")
 
 
 def parse_positive(value: Any) -> Any:

@@ -1,18 +1,15 @@
 """Does the score separate good answers from bad ones? Checks on labelled data, with baselines.
 
-- **Preference pairs** (:func:`pair_datasets` reads the layouts): both answers are scored and the
-  figure is the pairwise accuracy, the share of pairs whose chosen answer scores better (ties
-  0.5). "Better" is the end each score's method declares (:mod:`hf_selectit.methods.columns`).
-- **A label column** on a scored dataset: ROC-AUC for a binary or categorical label, Spearman's
-  correlation for a numeric rating.
+- **Preference pairs** (layouts: :func:`pair_datasets`): pairwise accuracy, the share of pairs whose
+  chosen answer scores better (ties 0.5), "better" being the end each score's method declares.
+- **A label column**: ROC-AUC for a binary or categorical label, Spearman for a numeric rating.
 - **Agreement between score columns**: the Spearman matrix and the Jaccard overlap of the
   top-``top_ratio`` subsets each column selects (SelectIT's rule).
 
 Baselines are always in the table: random scores (how far chance alone moves at this number of
 items), the response length in characters and in tokens (the SelectIT paper reports that selected
 answers are longer), and every other score column present. Every figure carries a
-percentile-bootstrap interval and its number of items, from the `evaluate` modules shipped in
-:mod:`hf_selectit.metrics` (no network).
+percentile-bootstrap interval and its number of items (:mod:`hf_selectit.metrics`, no network).
 
 Example:
     >>> report = validate(pairs, scorers=SelectITScorer())             # preference pairs
@@ -54,21 +51,14 @@ _TOKEN_BATCH = 1000
 class ValidationReport:
     """How well each score separates good from bad items, beside the baselines.
 
-    Attributes:
-        mode: "pairs" or "labels".
-        metric: "pairwise_accuracy", "roc_auc" or "spearman".
-        n_items: items (pairs or rows) in the input.
-        target: what was predicted: for pairs ``{"layout", "pairs", ...}``; for labels
-            ``{"column", "kind" ("binary"/"numeric"), "positive", "n_positive", "n_negative",
-            "n_unlabelled"}``.
-        results: one dict per score and baseline: ``name``, ``role`` ("score"/"baseline"),
-            ``description``, ``value``, ``ci_low``, ``ci_high``, ``n`` (items used),
-            ``n_missing`` and, for the random baseline, ``expected`` (0.5).
-        agreement: None, or ``{"columns", "top_ratio", "spearman", "jaccard"}`` where the two
-            matrices are ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}`` over the items.
-        settings: ``n_boot``, ``seed``, ``confidence``, ``tokenizer``, ``scorers``.
-        notes: things a reader should know (baselines left out and why, rows dropped).
-        plot: path of the PNG written, or None.
+    `mode` is "pairs" or "labels"; `metric` "pairwise_accuracy", "roc_auc" or "spearman";
+    `n_items` counts pairs or rows. `target`: for pairs ``{"layout", "pairs", "answers"}``, for
+    labels ``{"column", "kind" ("binary"/"numeric"), "positive", "n_positive", "n_negative",
+    "n_unlabelled"}``. `results`: one dict per score and baseline (``name``, ``role``,
+    ``description``, ``value``, ``ci_low``, ``ci_high``, ``n``, ``n_missing``; the random baseline's
+    ``expected``). `agreement`: None or ``{"columns", "top_ratio", "spearman", "jaccard"}``, the two
+    matrices ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}``. `notes`: baselines left out and
+    why, rows dropped. `plot`: the PNG written, or None.
     """
 
     mode: str
@@ -88,8 +78,7 @@ class ValidationReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ValidationReport":
         """Rebuild a report from :meth:`to_dict` output."""
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def result(self, name: str) -> dict:
         """The result row called `name` (a score column, or a baseline name)."""
@@ -99,11 +88,8 @@ class ValidationReport:
         raise KeyError(f"No result {name!r}; results: {[r['name'] for r in self.results]}.")
 
     def headline(self, name: Optional[str] = None) -> str:
-        """One line for a summary, e.g. ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``.
-
-        Args:
-            name: the result to describe; None = the first score.
-        """
+        """One line for a summary of result `name` (None: the first score), e.g.
+        ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``."""
         row = self.result(name) if name else next(r for r in self.results if r["role"] == "score")
         return (f"{METRIC_TITLES[self.metric]} of `{row['name']}` {_fmt(row['value'])} "
                 f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] (n={row['n']})")
@@ -203,13 +189,6 @@ def pair_layout(ds: "Dataset") -> str:
     )
 
 
-def _turn_text(value: Any) -> Any:
-    # A ShareGPT answer: {"from": "gpt", "value": ...}, {"role", "content"}, or a string.
-    if isinstance(value, Mapping):
-        return value.get("value", value.get("content"))
-    return value
-
-
 def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Dataset", "Dataset", str]:
     """Split preference pairs into (chosen, rejected, layout): row i of both datasets is pair i.
 
@@ -243,13 +222,14 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
         def build(batch, side):
             rows = []
             for conv, answer in zip(batch["conversations"], batch[side]):
-                turns = [dict(t) for t in (conv or [])]
-                text = _turn_text(answer)
-                rolekeys = ("role", "content") if turns and turns[0].get("role") is not None else ("from", "value")
-                turns = [{rolekeys[0]: t.get(rolekeys[0]), rolekeys[1]: t.get(rolekeys[1])} for t in turns]
-                role = "assistant" if rolekeys[0] == "role" else "gpt"
-                turns.append({rolekeys[0]: role, rolekeys[1]: text})
-                rows.append(turns)
+                turns = conv or []
+                openai = bool(turns) and turns[0].get("role") is not None
+                role, text, who = ("role", "content", "assistant") if openai else ("from", "value", "gpt")
+                # The answer: {"from": "gpt", "value": ...}, {"role", "content"}, or a string.
+                if isinstance(answer, Mapping):
+                    answer = answer.get("value", answer.get("content"))
+                rows.append([{role: t.get(role), text: t.get(text)} for t in turns]
+                            + [{role: who, text: answer}])
             return {"conversations": rows}
         needed = ["conversations"]
     else:
@@ -259,13 +239,12 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
             rows = []
             prompts = batch[prompt_col] if prompt_col else [None] * len(batch[side])
             for prompt, turns in zip(prompts, batch[side]):
-                turns = [{"role": t.get("role"), "content": t.get("content")} for t in (turns or [])]
-                has_user = any(str(t["role"]).lower() in ("user", "human") for t in turns)
-                if isinstance(prompt, list):
-                    lead = [{"role": t.get("role"), "content": t.get("content")} for t in prompt]
-                    turns = turns if has_user else lead + turns
-                elif isinstance(prompt, str) and not has_user:
-                    turns = [{"role": "user", "content": prompt}] + turns
+                turns = _role_content(turns or [])
+                if not any(str(t["role"]).lower() in ("user", "human") for t in turns):
+                    if isinstance(prompt, list):
+                        turns = _role_content(prompt) + turns
+                    elif isinstance(prompt, str):
+                        turns = [{"role": "user", "content": prompt}] + turns
                 rows.append(turns)
             return {"messages": rows}
         needed = [prompt_col] if prompt_col else []
@@ -276,6 +255,10 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
         out.append(view.map(build, batched=True, fn_kwargs={"side": side},
                             remove_columns=view.column_names, desc=f"Building {side} answers"))
     return out[0], out[1], layout
+
+
+def _role_content(turns: Sequence[Mapping]) -> list[dict]:
+    return [{"role": t.get("role"), "content": t.get("content")} for t in turns]
 
 
 # --------------------------------------------------------------------------- scorers and texts
@@ -442,14 +425,9 @@ def _metric(name: str, *, n_boot: int, seed: int, confidence: float, **inputs: A
 
 def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = "labels",
                      binary: bool = False) -> None:
-    """Refuse a score column no figure can be computed from, saying why and with what counts.
-
-    `other` is what the scores are measured against, one per item (labels, or the rejected
-    answers' scores); with `binary` both 0/1 classes must be left among the scored items.
-
-    Raises:
-        ConfigError: the lengths differ, no item has a score, or one class is left.
-    """
+    """Refuse (ConfigError) a score column no figure can be computed from against `other` (labels,
+    or the rejected answers' scores, one per item), saying why: the lengths differ, no item has a
+    score, or (with `binary`) only one 0/1 class is left among the scored items."""
     s, o = np.asarray(scores, dtype=np.float64), np.asarray(other, dtype=np.float64)
     if len(s) != len(o):
         raise ConfigError(f"Score column {column!r} has {len(s)} values but there are {len(o)} "
@@ -472,7 +450,8 @@ def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = 
 
 
 def _row(name: str, tested: Sequence[str], result: Mapping[str, Any], higher: Mapping[str, bool],
-         expected: float, **extra: Any) -> dict:
+         expected: float) -> dict:
+    """A result row; a pairwise-accuracy result also gives its wins, ties and losses."""
     row = {"name": name, "role": "score" if name in tested else "baseline",
            "description": BASELINE_DESCRIPTIONS.get(name, name),
            "value": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
@@ -481,8 +460,7 @@ def _row(name: str, tested: Sequence[str], result: Mapping[str, Any], higher: Ma
         row["expected"] = expected
     if name in higher:
         row["higher_is_better"] = higher[name]
-    row.update(extra)
-    return row
+    return {**row, **{k: result[k] for k in ("wins", "ties", "losses") if k in result}}
 
 
 def top_mask(values: np.ndarray, ratio: float) -> np.ndarray:
@@ -518,16 +496,12 @@ def score_agreement(columns: Mapping[str, np.ndarray], *, top_ratio: float = 0.2
     rho: dict = {a: {} for a in names}
     jac: dict = {a: {} for a in names}
     for i, a in enumerate(names):
-        for b in names[i:]:
-            if a == b:
-                n = int(np.isfinite(arrays[a]).sum())
-                one = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": n}
-                rho[a][a] = jac[a][a] = one
-                continue
-            r = _metric("spearman", predictions=arrays[a], references=arrays[b], **opts)
-            j = _metric("top_overlap", predictions=masks[a], references=masks[b], **opts)
-            rho[a][b] = rho[b][a] = {k: r[k] for k in ("value", "ci_low", "ci_high", "n")}
-            jac[a][b] = jac[b][a] = {k: j[k] for k in ("value", "ci_low", "ci_high", "n")}
+        rho[a][a] = jac[a][a] = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0,
+                                 "n": int(np.isfinite(arrays[a]).sum())}
+        for b in names[i + 1:]:
+            for matrix, metric, data in ((rho, "spearman", arrays), (jac, "top_overlap", masks)):
+                res = _metric(metric, predictions=data[a], references=data[b], **opts)
+                matrix[a][b] = matrix[b][a] = {k: res[k] for k in ("value", "ci_low", "ci_high", "n")}
     return {"columns": names, "top_ratio": top_ratio, "spearman": rho, "jaccard": jac}
 
 
@@ -555,11 +529,9 @@ def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, top_ratio: 
     better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
     for name in columns:
         check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
-    results = []
-    for name in chosen:
-        res = _metric("pairwise_accuracy", chosen=better_c[name], rejected=better_r[name], **opts)
-        results.append(_row(name, columns, res, higher, 0.5,
-                            wins=res["wins"], ties=res["ties"], losses=res["losses"]))
+    results = [_row(name, columns, _metric("pairwise_accuracy", chosen=better_c[name],
+                                           rejected=better_r[name], **opts), higher, 0.5)
+               for name in chosen]
     missing = max(r["n_missing"] for r in results if r["role"] == "score")
     if missing:
         notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
@@ -660,14 +632,9 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
         check_measurable(name, values[name][labelled], y[labelled], binary=kind == "binary")
     higher = {**_directions(ds, others, None), **_directions(ds, tested, higher_is_better)}
     better = _oriented(values, higher)
-    results = []
-    for name, v in better.items():
-        v = v[labelled]
-        if kind == "binary":
-            res = _metric("roc_auc", predictions=v, references=y[labelled].astype(np.int32), **opts)
-        else:
-            res = _metric("spearman", predictions=v, references=y[labelled], **opts)
-        results.append(_row(name, tested, res, higher, 0.5 if kind == "binary" else 0.0))
+    refs = y[labelled].astype(np.int32) if kind == "binary" else y[labelled]
+    results = [_row(name, tested, _metric(metric, predictions=v[labelled], references=refs, **opts),
+                    higher, 0.5 if kind == "binary" else 0.0) for name, v in better.items()]
     if (~labelled).any():
         notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
     target = {"column": label, "kind": kind, "positive": positives,
@@ -695,8 +662,7 @@ def _numeric(ds: "Dataset", column: str) -> bool:
     from datasets import Value
 
     feature = ds.features[column]
-    return isinstance(feature, Value) and (feature.dtype.startswith(("float", "int", "uint"))
-                                           or feature.dtype == "double")
+    return isinstance(feature, Value) and feature.dtype.startswith(("float", "int", "uint", "double"))
 
 
 def validate(
@@ -720,11 +686,8 @@ def validate(
     binary or categorical label, Spearman for a numeric rating).
 
     Args:
-        ds: preference pairs (see :func:`pair_datasets` for the layouts), or a dataset with a
-            label column and score columns (or `scorers` to add them).
-        scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
-            model ids/paths; each must write distinct columns (``column_prefix``). Pairs need one.
-        label: the label column.
+        scorers: one scorer or a list (any method), ScorerConfigs or model ids/paths, each writing
+            its own columns (``column_prefix``); they add the score columns. Pairs need one.
         positive: for a categorical label: the value (or list of values) that counts as good, or
             a mapping ``{value: 1/0}`` (values left out of it are not counted). None: 0/1 and
             booleans are binary, other numbers a rating (Spearman); text needs `positive`.
@@ -734,15 +697,10 @@ def validate(
             "none") to leave the baseline out; None = the first scorer's, else the model
             recorded on `ds`, else the embedded one.
         top_ratio: share selected by each column for the agreement overlaps.
-        n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
-        batch_size: rows per ``map`` batch when scoring.
         plot: write the score distributions (chosen vs rejected, positive vs the rest, or a
             scatter against the rating) to this PNG.
         higher_is_better: which end of every tested score is better; None = as each column's
             method declares (r-IFD and losses: lower).
-
-    Returns:
-        A :class:`ValidationReport`.
 
     Raises:
         ConfigError: no scorer for pairs, two scorers writing the same columns, a text label
@@ -785,10 +743,9 @@ def validate(
 
 
 def _describe_scorer(scorer: Any) -> dict:
-    config = getattr(scorer, "config", None)
     out = {"class": type(scorer).__name__, "columns": score_columns_of(scorer)}
-    if config is not None and hasattr(config, "model"):
-        out["model"] = config.model
+    if hasattr(getattr(scorer, "config", None), "model"):
+        out["model"] = scorer.config.model
     return out
 
 # --------------------------------------------------------------------------- stored with the data

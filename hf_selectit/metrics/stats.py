@@ -1,15 +1,11 @@
 """The numbers behind the validation metrics, with weights so one code path serves the point
 estimate (every weight 1) and each bootstrap resample (weight = how often an item was drawn).
 
-Pure numpy; no `evaluate`, no `datasets`. The `evaluate` modules next to this file
-(``hf_selectit/metrics/<name>/<name>.py``) and :mod:`hf_selectit.report` call these functions,
-so each formula exists once.
-
-Each ``*_statistic(...)`` sorts or ranks its inputs once and returns a function of the weights,
-so a bootstrap resample costs a few ``bincount`` passes (O(n)) rather than a new sort: 1,000
-resamples of a million items take seconds, not minutes.
-
-Conventions:
+Pure numpy, so each formula exists once: the `evaluate` modules next to this file and
+:mod:`hf_selectit.report` call these functions. Each ``*_statistic(...)`` sorts or ranks its
+inputs once and returns a function of the weights, so a bootstrap resample costs a few
+``bincount`` passes (O(n)) rather than a new sort: 1,000 resamples of a million items take
+seconds, not minutes.
 
 - pairwise accuracy: a pair counts 1 when the chosen answer scores higher, 0.5 on a tie, 0 when
   the rejected one scores higher.
@@ -30,10 +26,6 @@ from typing import Callable, Optional
 import numpy as np
 
 Statistic = Callable[[np.ndarray], float]
-
-DEFAULT_N_BOOT = 1000
-DEFAULT_SEED = 0
-DEFAULT_CONFIDENCE = 0.95
 
 
 def _float(values) -> np.ndarray:
@@ -146,20 +138,12 @@ def jaccard_statistic(a, b) -> Statistic:
     return stat
 
 
-def estimate(
-    statistic: Statistic,
-    n: int,
-    *,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = DEFAULT_SEED,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> dict:
+def estimate(statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0,
+             confidence: float = 0.95) -> dict:
     """`statistic` (a function of per-item weights, one of the ``*_statistic`` builders) on all
-    `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded).
-
-    Returns:
-        ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``;
-        floats are None where undefined (no items, one class only, a constant column).
+    `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded):
+    ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``, floats
+    None where undefined (no items, one class only, a constant column).
 
     Example:
         >>> estimate(mean_statistic([1.0, 0.0, 0.5, 1.0]), 4, seed=0)["value"]
@@ -183,17 +167,14 @@ def estimate(
         if len(ok):
             tail = (1.0 - confidence) / 2.0 * 100.0
             low, high = (float(v) for v in np.percentile(ok, [tail, 100.0 - tail]))
-    return {
-        "value": _none_if_nan(value), "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high),
-        "n": int(n), "n_boot": int(n_boot), "n_boot_undefined": undefined,
-        "confidence": float(confidence),
-    }
+    return {"value": _none_if_nan(value), "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high),
+            "n": int(n), "n_boot": int(n_boot), "n_boot_undefined": undefined,
+            "confidence": float(confidence)}
 
 
 def finite_mask(*arrays) -> np.ndarray:
     """Rows where every array is finite (the items a statistic can use)."""
-    masks = [np.isfinite(_float(arr)) for arr in arrays]
-    return np.logical_and.reduce(masks) if masks else np.zeros(0, dtype=bool)
+    return np.logical_and.reduce([np.isfinite(_float(arr)) for arr in arrays])
 
 
 def _none_if_nan(value: float) -> Optional[float]:

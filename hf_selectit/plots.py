@@ -51,12 +51,7 @@ def score_histogram(
 ) -> str:
     """Draw a histogram of the scores of all rows (an outline; None: unknown) and of the kept rows
     (filled bars) into a PNG file; returns its path. `bins` are shared by both series so their
-    bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line.
-
-    Example:
-        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", column="s", cutoff=3.0)
-        'h.png'
-    """
+    bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line."""
     fig = agg_figure(figsize=(7, 4))
     plot_scores(fig.add_subplot(1, 1, 1), all_scores=all_scores, kept_scores=kept_scores,
                 column=column, bins=bins, cutoff=cutoff)

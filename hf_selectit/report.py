@@ -84,8 +84,7 @@ class SelectionReport:
                   for name in ("mean", *(q for q, _ in QUANTILES))]
         if self.lengths is not None:
             for part in ("instruction", "response"):
-                lines.append(f"| Mean {part} length (chars) | "
-                             f"{_num(self.lengths['all'][part], 1)} | "
+                lines.append(f"| Mean {part} length (chars) | {_num(self.lengths['all'][part], 1)} | "
                              f"{_num(self.lengths['kept'][part], 1)} |")
         ex = self.excluded
         random = bool(self.rule) and str(self.rule.get("method")) == "random"
@@ -145,8 +144,7 @@ def describe_rule(rule: Optional[dict], column: str) -> str:
         return f"rule {kind!r}."
     if rule.get("by"):
         text += f", within each group of {md_code(rule['by'])}"
-    order = ("original row order" if rule.get("order") == "original"
-             else "score order (best first)")
+    order = "original row order" if rule.get("order") == "original" else "score order (best first)"
     return f"{text}; ties go to the higher original index; {order}."
 
 
@@ -168,12 +166,7 @@ def selection_report(
     Raises:
         ConfigError: the subset has more rows than `scored`, or its recorded rule says it came
             from a dataset of another length; a `by` column missing from either dataset.
-        ScoreColumnError: the score column is missing from either dataset.
-
-    Example:
-        >>> subset = select_top(ds, ratio=0.2)
-        >>> print(selection_report(ds, subset).to_markdown())
-    """
+        ScoreColumnError: the score column is missing from either dataset."""
     rule = selection_rule(subset)
     column = schema.resolve(scored, column, rule=rule)
     if by is None:
@@ -213,8 +206,7 @@ def selection_report(
         column=column, rows_in=rows_in, rows_kept=rows_kept, rows_excluded=rows_in - rows_kept,
         excluded=excluded, scores={"all": quantiles(all_scores), "kept": quantiles(kept_scores)},
         lengths=lengths, lengths_note=note, by=by, groups=groups, rule=rule,
-        length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note,
-    )
+        length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note)
 
 
 def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarray, *,
@@ -244,9 +236,8 @@ def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, s
     a, b = (np.isin(np.arange(n_rows), rows) for rows in (kept, other))
     both = int((a & b).sum())
     jac = stats.estimate(stats.jaccard_statistic(a, b), n_rows, n_boot=n_boot, seed=seed)
-    return {"both": both, "share": both / len(kept) if len(kept) else None,
-            "jaccard": jac["value"], "jaccard_ci_low": jac["ci_low"],
-            "jaccard_ci_high": jac["ci_high"]}
+    return {"both": both, "share": both / len(kept) if len(kept) else None, "jaccard": jac["value"],
+            "jaccard_ci_low": jac["ci_low"], "jaccard_ci_high": jac["ci_high"]}
 
 
 def _baseline_overlaps(scored: "Dataset", subset: "Dataset", response_chars: np.ndarray, *, n_boot: int,

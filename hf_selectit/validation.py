@@ -44,12 +44,10 @@ _PROMPT_COLUMNS = ("prompt", "instruction", "question")
 LENGTH_CHARS = "length_chars"
 LENGTH_TOKENS = "length_tokens"
 RANDOM = "random"
-BASELINE_DESCRIPTIONS = {
-    LENGTH_CHARS: "response length (characters)",
-    LENGTH_TOKENS: "response length (tokens)",
-    RANDOM: "random scores (expected 0.5)",
-}
+BASELINE_DESCRIPTIONS = {LENGTH_CHARS: "response length (characters)",
+                         LENGTH_TOKENS: "response length (tokens)", RANDOM: "random scores (expected 0.5)"}
 METRIC_TITLES = {"pairwise_accuracy": "Pairwise accuracy", "roc_auc": "ROC-AUC", "spearman": "Spearman"}
+_FIGURE = ("value", "ci_low", "ci_high", "n")
 _TOKEN_BATCH = 1000
 
 
@@ -294,10 +292,9 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
         if present:
             # The data has the column already, but not as scores it could use (all null, text).
             what = "; ".join(f"{c!r} is {_column_kind(ds, c)}" for c in present)
-            raise ConfigError(
-                f"The data already has the score column(s) {present}, but not as numbers: {what}. "
-                "Drop or fill them to score the rows again, or give the scorer another "
-                "column_prefix to score beside them.")
+            raise ConfigError(f"The data already has the score column(s) {present}, but not as numbers: "
+                              f"{what}. Drop or fill them to score the rows again, or give the scorer "
+                              "another column_prefix to score beside them.")
         clash = [c for c in cols if c in columns]
         if clash:
             raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
@@ -415,20 +412,18 @@ def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = 
         left = o[usable]
         n_pos, n_neg = int((left == 1).sum()), int((left == 0).sum())
         if not n_pos or not n_neg:
-            raise ConfigError(
-                f"Score column {column!r}: after leaving out the {missing} row(s) without a score, "
-                f"only the {'positive' if n_pos else 'negative'} class is left ({n_pos} positive, "
-                f"{n_neg} negative of {int(usable.sum())} rows); an AUC needs both. Score the "
-                "missing rows, or validate more rows.")
+            raise ConfigError(f"Score column {column!r}: after leaving out the {missing} row(s) without a "
+                              f"score, only the {'positive' if n_pos else 'negative'} class is left ({n_pos} "
+                              f"positive, {n_neg} negative of {int(usable.sum())} rows); an AUC needs both. "
+                              "Score the missing rows, or validate more rows.")
 
 
 def _row(name: str, tested: Sequence[str], result: Mapping[str, Any], higher: Mapping[str, bool],
          expected: float) -> dict:
     """A result row; a pairwise-accuracy result also gives its wins, ties and losses."""
     row = {"name": name, "role": "score" if name in tested else "baseline",
-           "description": BASELINE_DESCRIPTIONS.get(name, name),
-           "value": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
-           "n": result["n"], "n_missing": result.get("n_missing", 0)}
+           "description": BASELINE_DESCRIPTIONS.get(name, name), **{k: result[k] for k in _FIGURE},
+           "n_missing": result.get("n_missing", 0)}
     if name == RANDOM:
         row["expected"] = expected
     if name in higher:
@@ -466,7 +461,7 @@ def score_agreement(columns: Mapping[str, np.ndarray], *, top_ratio: float = 0.2
         for b in names[i + 1:]:
             for matrix, metric, data in ((rho, "spearman", arrays), (jac, "top_overlap", masks)):
                 res = _metric(metric, predictions=data[a], references=data[b], **opts)
-                matrix[a][b] = matrix[b][a] = {k: res[k] for k in ("value", "ci_low", "ci_high", "n")}
+                matrix[a][b] = matrix[b][a] = {k: res[k] for k in _FIGURE}
     return {"columns": names, "top_ratio": top_ratio, "spearman": rho, "jaccard": jac}
 
 
@@ -492,9 +487,8 @@ def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, opts: dict,
     better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
     for name in columns:
         check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
-    results = [_row(name, columns, _metric("pairwise_accuracy", chosen=better_c[name],
-                                           rejected=better_r[name], **opts), higher, 0.5)
-               for name in chosen]
+    results = [_row(c, columns, _metric("pairwise_accuracy", chosen=better_c[c], rejected=better_r[c],
+                                        **opts), higher, 0.5) for c in chosen]
     missing = max(r["n_missing"] for r in results if r["role"] == "score")
     if missing:
         notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
@@ -566,10 +560,9 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
                                         ds.features[label])
     labelled, binary = np.isfinite(y), kind == "binary"
     if binary and len({float(v) for v in y[labelled]}) < 2:
-        raise ConfigError(
-            f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
-            f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate more "
-            "rows (no --limit, or a shuffled sample) or check positive=.")
+        raise ConfigError(f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
+                          f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate "
+                          "more rows (no --limit, or a shuffled sample) or check positive=.")
     values = {c: _scores(ds, c) for c in tested + others}
     notes: list[str] = []
     tok_name = None
@@ -591,9 +584,8 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
                     higher, 0.5 if binary else 0.0) for name, v in better.items()]
     if (~labelled).any():
         notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
-    target = {"column": label, "kind": kind, "positive": positives,
-              "n_positive": int((y[labelled] == 1).sum()) if binary else None,
-              "n_negative": int((y[labelled] == 0).sum()) if binary else None,
+    n_pos, n_neg = (int((y[labelled] == v).sum()) if binary else None for v in (1, 0))
+    target = {"column": label, "kind": kind, "positive": positives, "n_positive": n_pos, "n_negative": n_neg,
               "n_unlabelled": int((~labelled).sum())}
     report = ValidationReport(mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
                               settings={"tokenizer": tok_name}, notes=notes)
@@ -657,12 +649,7 @@ def validate(
         ConfigError: no scorer for pairs, two scorers writing the same columns, a text label
             without `positive`, or `positive` values not in the column.
         SchemaError: not a supported pair layout, or `label` is not a column.
-        ScoreColumnError: no score column.
-
-    Example:
-        >>> validate(pairs, scorers=SelectITScorer()).result("selectit_sentence_score")["value"]
-        >>> print(validate(scored, label="kind", positive="good").to_markdown())
-    """
+        ScoreColumnError: no score column."""
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
     common = dict(tokenizer=tokenizer, opts=opts, batch_size=batch_size, higher_is_better=higher_is_better)
     if label is None and not {"chosen", "rejected"} <= set(ds.column_names):
@@ -729,10 +716,10 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         has_scores = any(_numeric(ds, c) for c in score_like(ds) if c != config.label)
         if config.score_first is False or (config.score_first is None and has_scores):
             use = []
-    report = validate(ds, scorers=use or None, label=config.label, positive=config.positive,
+    report = validate(ds, scorers=use or None, label=config.label, positive=config.positive, plot=config.plot,
                       columns=config.score_columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
-                      plot=config.plot, higher_is_better=config.higher_is_better)
+                      higher_is_better=config.higher_is_better)
     if config.json:
         from .atomic import write_text
 

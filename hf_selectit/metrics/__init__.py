@@ -47,11 +47,7 @@ def metric_info(description: str, inputs_description: str, **features: str) -> A
 
 
 def load_metric(name: str) -> Any:
-    """``evaluate.load`` of a shipped metric, once per process (kept in memory, no cache files).
-
-    Example:
-        >>> load_metric("pairwise_accuracy").compute(chosen=[1.0], rejected=[0.0], n_boot=0)
-    """
+    """``evaluate.load`` of a shipped metric, once per process (kept in memory, no cache files)."""
     import evaluate
 
     with _LOCK:

@@ -33,12 +33,7 @@ def _float(values) -> np.ndarray:
 
 
 def pairwise_outcomes(chosen, rejected) -> np.ndarray:
-    """1.0 where chosen > rejected, 0.5 on a tie, 0.0 where chosen < rejected.
-
-    Example:
-        >>> pairwise_outcomes([2.0, 1.0, 1.0], [1.0, 1.0, 3.0]).tolist()
-        [1.0, 0.5, 0.0]
-    """
+    """1.0 where chosen > rejected, 0.5 on a tie, 0.0 where chosen < rejected."""
     c, r = _float(chosen), _float(rejected)
     return np.where(c > r, 1.0, np.where(c == r, 0.5, 0.0))
 
@@ -90,12 +85,7 @@ def _weighted_ranks(inv: np.ndarray, n_u: int, w: np.ndarray) -> np.ndarray:
 
 
 def spearman_statistic(x, y) -> Statistic:
-    """Spearman's rank correlation of `x` and `y` (average ranks for ties) as a function of weights.
-
-    Example:
-        >>> round(spearman_statistic([1, 2, 3, 4], [1, 3, 2, 4])(np.ones(4)), 3)
-        0.8
-    """
+    """Spearman's rank correlation of `x` and `y` (average ranks for ties) as a function of weights."""
     a, b = _float(x), _float(y)
     if len(a) != len(b):
         raise ValueError(f"x has {len(a)} items but y has {len(b)}.")
@@ -119,12 +109,7 @@ def spearman_statistic(x, y) -> Statistic:
 
 
 def jaccard_statistic(a, b) -> Statistic:
-    """Jaccard overlap |A and B| / |A or B| of two boolean membership vectors, weighted.
-
-    Example:
-        >>> jaccard_statistic([1, 1, 0, 0], [0, 1, 1, 0])(np.ones(4))
-        0.3333333333333333
-    """
+    """Jaccard overlap |A and B| / |A or B| of two boolean membership vectors, weighted."""
     sa = np.asarray(a).reshape(-1).astype(bool)
     sb = np.asarray(b).reshape(-1).astype(bool)
     if len(sa) != len(sb):
@@ -143,12 +128,7 @@ def estimate(statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0,
     """`statistic` (a function of per-item weights, one of the ``*_statistic`` builders) on all
     `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded):
     ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``, floats
-    None where undefined (no items, one class only, a constant column).
-
-    Example:
-        >>> estimate(mean_statistic([1.0, 0.0, 0.5, 1.0]), 4, seed=0)["value"]
-        0.625
-    """
+    None where undefined (no items, one class only, a constant column)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} is invalid: expected a number in (0, 1).")
     if n_boot < 0:

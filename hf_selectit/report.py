@@ -213,8 +213,7 @@ def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarr
                         n_boot: int, seed: int) -> dict:
     from .metrics import stats
 
-    scores, errors = scores_and_errors(scored, column)
-    scores = np.where(errors, np.nan, scores)
+    scores = valid_scores(scored, column)
     ok = stats.finite_mask(scores, response_chars)
     return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
                           n_boot=n_boot, seed=seed)
@@ -277,6 +276,12 @@ def _pairs(ds: "Dataset") -> Iterator[Any]:
 def response_lengths(ds: "Dataset") -> np.ndarray:
     """Response length in characters per row (NaN where unreadable)."""
     return np.array([np.nan if t is None else float(len(t)) for t in response_texts(ds)])
+
+
+def valid_scores(ds: "Dataset", column: str) -> np.ndarray:
+    """The score column as float64 with the rows of an error status set to NaN."""
+    scores, errors = scores_and_errors(ds, column)
+    return np.where(errors, np.nan, scores)
 
 
 def _score_stats(ds: "Dataset", column: str) -> tuple[np.ndarray, int, int]:

@@ -31,8 +31,8 @@ from .markdown import md_code, md_text
 from .methods.columns import columns_of, for_scorer, score_like
 from .metrics import load_metric
 from .provenance import attach, scorer_infos
-from .report import response_texts
-from .select import scores_and_errors, selectit_ranking
+from .report import response_texts, valid_scores
+from .select import selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -242,17 +242,14 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
             return {"messages": rows}
         needed = [prompt_col] if prompt_col else []
 
-    out = []
-    for side in ("chosen", "rejected"):
-        view = ds.select_columns([*needed, side])
-        out.append(view.map(build, batched=True, fn_kwargs={"side": side},
-                            remove_columns=view.column_names, desc=f"Building {side} answers"))
-    return out[0], out[1], layout
+    chosen, rejected = (ds.select_columns([*needed, side]).map(
+        build, batched=True, fn_kwargs={"side": side}, remove_columns=[*needed, side],
+        desc=f"Building {side} answers") for side in ("chosen", "rejected"))
+    return chosen, rejected, layout
 
 
 def _role_content(turns: Sequence[Mapping]) -> list[dict]:
     return [{"role": t.get("role"), "content": t.get("content")} for t in turns]
-
 
 
 def _as_scorer(scorer: Any) -> Any:
@@ -312,12 +309,6 @@ def _column_kind(ds: "Dataset", column: str) -> str:
     nulls = sum(v is None for v in ds.with_format("arrow")[column].to_pylist())
     return f"of type {getattr(feature, 'dtype', type(feature).__name__)}" + (
         f" with {nulls} of {len(ds)} values null" if nulls else "")
-
-
-def _scores(ds: "Dataset", column: str) -> np.ndarray:
-    """Score column as float64 with rows of an error status set to NaN."""
-    scores, errors = scores_and_errors(ds, column)
-    return np.where(errors, np.nan, scores)
 
 
 def _directions(ds: Optional["Dataset"], columns: Sequence[str], given: Optional[bool]) -> dict:
@@ -474,8 +465,8 @@ def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, opts: dict,
     chosen_ds, rejected_ds, layout = pair_datasets(ds)
     chosen_ds, columns = _apply_scorers(chosen_ds, scorers, batch_size=batch_size, desc="Scoring chosen")
     rejected_ds, _ = _apply_scorers(rejected_ds, scorers, batch_size=batch_size, desc="Scoring rejected")
-    chosen = {c: _scores(chosen_ds, c) for c in columns}
-    rejected = {c: _scores(rejected_ds, c) for c in columns}
+    chosen = {c: valid_scores(chosen_ds, c) for c in columns}
+    rejected = {c: valid_scores(rejected_ds, c) for c in columns}
     notes: list[str] = []
     texts = [(chosen, response_texts(chosen_ds)), (rejected, response_texts(rejected_ds))]
     tok_name = _add_lengths(tokenizer, scorers, None, texts, notes)
@@ -563,7 +554,7 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
         raise ConfigError(f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
                           f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate "
                           "more rows (no --limit, or a shuffled sample) or check positive=.")
-    values = {c: _scores(ds, c) for c in tested + others}
+    values = {c: valid_scores(ds, c) for c in tested + others}
     notes: list[str] = []
     tok_name = None
     try:

@@ -21,10 +21,6 @@ Args:
 Returns:
     pairwise_accuracy, ci_low, ci_high, n (pairs used), n_missing, wins, ties, losses,
     n_boot, n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("pairwise_accuracy"))
-    >>> metric.compute(chosen=[2.0, 1.0, 0.0], rejected=[1.0, 1.0, 3.0])["pairwise_accuracy"]
-    0.5
 """
 
 

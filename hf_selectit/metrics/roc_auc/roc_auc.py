@@ -23,10 +23,6 @@ Args:
 Returns:
     roc_auc, ci_low, ci_high, n, n_positive, n_negative, n_missing, n_boot, n_boot_undefined,
     confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("roc_auc"))
-    >>> metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[0, 0, 1, 1])["roc_auc"]
-    0.75
 """
 
 

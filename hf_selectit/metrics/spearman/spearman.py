@@ -20,10 +20,6 @@ Args:
         and the interval's coverage (0.95).
 Returns:
     spearman, ci_low, ci_high, n, n_missing, n_boot, n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("spearman"))
-    >>> round(metric.compute(predictions=[1, 2, 3, 4], references=[1, 3, 2, 4])["spearman"], 3)
-    0.8
 """
 
 

@@ -22,10 +22,6 @@ Args:
 Returns:
     jaccard, ci_low, ci_high, n (rows), selected_a, selected_b, both, share_of_a, n_boot,
     n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("top_overlap"))
-    >>> metric.compute(predictions=[1, 1, 0, 0], references=[0, 1, 1, 0])["jaccard"]
-    0.3333333333333333
 """
 
 

@@ -158,7 +158,6 @@ def _short(column: str) -> str:
     return md_code(column, in_table=True)
 
 
-
 def pair_layout(ds: "Dataset") -> str:
     """Which preference-pair layout `ds` has: "text", "sharegpt" or "messages" (a SchemaError
     without chosen/rejected columns, or for a layout this module does not read)."""
@@ -375,7 +374,6 @@ def _add_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]
     for values, texts in targets:
         values[LENGTH_TOKENS] = token_lengths(texts, tok)
     return name
-
 
 
 def _metric(name: str, *, n_boot: int, seed: int, confidence: float, **inputs: Any) -> dict:

@@ -110,8 +110,7 @@ def spearman_statistic(x, y) -> Statistic:
 
 def jaccard_statistic(a, b) -> Statistic:
     """Jaccard overlap |A and B| / |A or B| of two boolean membership vectors, weighted."""
-    sa = np.asarray(a).reshape(-1).astype(bool)
-    sb = np.asarray(b).reshape(-1).astype(bool)
+    sa, sb = (np.asarray(v).reshape(-1).astype(bool) for v in (a, b))
     if len(sa) != len(sb):
         raise ValueError(f"a has {len(sa)} items but b has {len(sb)}.")
     both, either = sa & sb, sa | sb
@@ -134,14 +133,11 @@ def estimate(statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0,
     if n_boot < 0:
         raise ValueError(f"n_boot={n_boot!r} is invalid: expected an integer >= 0.")
     value = statistic(np.ones(n)) if n > 0 else float("nan")
-    low = high = float("nan")
-    undefined = 0
+    low, high, undefined = float("nan"), float("nan"), 0
     if n > 0 and n_boot > 0 and np.isfinite(value):
         rng = np.random.default_rng(seed)
-        draws = np.empty(n_boot)
-        for i in range(n_boot):
-            w = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
-            draws[i] = statistic(w)
+        draws = np.array([statistic(np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64))
+                          for _ in range(n_boot)])
         ok = draws[np.isfinite(draws)]
         undefined = int(n_boot - len(ok))
         if len(ok):

@@ -1,13 +1,9 @@
-"""What a selection did, in the numbers a curator (and the dataset card) needs.
+"""What a selection did, in the numbers a curator (and the dataset card) needs, beside the cheap
+baselines (large studies find that many selectors do no better than these).
 
-:func:`selection_report` compares a scored dataset with a subset chosen from it: rows in, kept and
-excluded (by reason), score quantiles and mean instruction/response lengths of both (the paper
-reports that selected samples are longer), per-group counts; and the cheap baselines beside it:
-the rank correlation of the score with the response length, and the kept set's overlap with a
-length-only and a random selection of the same size (large studies find that many selectors do
-no better than these). The kept rows' statistics come from the subset itself, so any subset of
-the scored rows works (a hand-made ``filter`` too); the baseline overlaps need the rows kept,
-which ``select_top``/``select_random`` return with the subset (``subset.selection``).
+The kept rows' statistics come from the subset itself, so any subset of the scored rows works (a
+hand-made ``filter`` too); the baseline overlaps need the rows kept, which ``select_top`` and
+``select_random`` return with the subset (``subset.selection``).
 """
 
 from __future__ import annotations
@@ -36,7 +32,8 @@ _LENGTH_BATCH = 10_000
 
 @dataclass
 class SelectionReport:
-    """Numbers describing one selection (all plain Python values, JSON-serialisable).
+    """Numbers describing one selection (all plain Python values, JSON-serialisable). The paper
+    reports that selected samples are longer: hence the lengths and the length baselines.
 
     Attributes:
         excluded: reasons, summing to `rows_excluded`: ``error_status`` (status starts with

@@ -6,17 +6,6 @@ Pure numpy, so each formula exists once: the `evaluate` modules next to this fil
 inputs once and returns a function of the weights, so a bootstrap resample costs a few
 ``bincount`` passes (O(n)) rather than a new sort: 1,000 resamples of a million items take
 seconds, not minutes.
-
-- pairwise accuracy: a pair counts 1 when the chosen answer scores higher, 0.5 on a tie, 0 when
-  the rejected one scores higher.
-- ROC-AUC: the probability that a random positive item scores higher than a random negative one,
-  ties 0.5 (the Mann-Whitney form; equals the area under the ROC curve with ties interpolated).
-- Spearman: Pearson correlation of the average ranks (ties get their mean rank), as
-  ``scipy.stats.spearmanr``.
-- Jaccard: |A and B| / |A or B| of two selected sets.
-- Interval: the percentile bootstrap over items (resample n items with replacement, `n_boot`
-  times, seeded ``numpy.random.default_rng(seed)``); resamples where the statistic is undefined
-  (one class only, a constant column) are left out and counted.
 """
 
 from __future__ import annotations
@@ -50,7 +39,9 @@ def mean_statistic(values) -> Statistic:
 
 
 def auc_statistic(scores, labels) -> Statistic:
-    """ROC-AUC (ties 0.5) of `scores` for binary `labels` (true = positive) as a function of weights.
+    """ROC-AUC of `scores` for binary `labels` (true = positive) as a function of weights: the
+    probability that a random positive item scores higher than a random negative one, ties 0.5
+    (the Mann-Whitney form; equals the area under the ROC curve with ties interpolated).
 
     Example:
         >>> auc_statistic([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])(np.ones(4))
@@ -85,7 +76,8 @@ def _weighted_ranks(inv: np.ndarray, n_u: int, w: np.ndarray) -> np.ndarray:
 
 
 def spearman_statistic(x, y) -> Statistic:
-    """Spearman's rank correlation of `x` and `y` (average ranks for ties) as a function of weights."""
+    """Spearman's rank correlation of `x` and `y` as a function of weights: the Pearson correlation
+    of the average ranks (ties get their mean rank), as ``scipy.stats.spearmanr``."""
     a, b = _float(x), _float(y)
     if len(a) != len(b):
         raise ValueError(f"x has {len(a)} items but y has {len(b)}.")
@@ -125,9 +117,11 @@ def jaccard_statistic(a, b) -> Statistic:
 def estimate(statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0,
              confidence: float = 0.95) -> dict:
     """`statistic` (a function of per-item weights, one of the ``*_statistic`` builders) on all
-    `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded):
+    `n` items and its percentile-bootstrap interval: `n_boot` resamples (0: none) of n items with
+    replacement, seeded ``numpy.random.default_rng(seed)``; resamples where the statistic is
+    undefined (one class only, a constant column) are left out and counted. Returns
     ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``, floats
-    None where undefined (no items, one class only, a constant column)."""
+    None where undefined."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} is invalid: expected a number in (0, 1).")
     if n_boot < 0:

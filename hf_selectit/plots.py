@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_FILENAME = "selectit_histogram.png"
@@ -29,15 +31,17 @@ def agg_figure(**kwargs: Any) -> Any:
     return FigureCanvasAgg(Figure(dpi=100, **kwargs)).figure
 
 
-def hist_edges(values: Sequence, bins: int) -> Optional[list[float]]:
-    """`bins` equal bins over the finite `values` (one unit wide if all equal); None: none finite."""
+def hist_edges(values: Sequence, bins: int) -> Optional[np.ndarray]:
+    """`bins` equal bins over the finite `values` (one unit wide if all equal); None: none finite.
+    The last edge is exactly the largest value (``lo + (hi - lo) * i / bins`` can round below it,
+    and a value past the last edge is not drawn)."""
     pool = _finite(values)
     if not pool:
         return None
     lo, hi = min(pool), max(pool)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    return [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    return np.linspace(lo, hi, bins + 1)
 
 
 def score_histogram(

@@ -60,7 +60,7 @@ def validation_plot(
         else:
             a, b = first[np.isfinite(first)], second[np.isfinite(second)]
             edges = hist_edges(np.concatenate([a, b]), bins)
-            if edges:
+            if edges is not None:
                 for values, label, color in ((a, labels[0], _COLORS[0]), (b, labels[1], _COLORS[1])):
                     ax.hist(values, bins=edges, alpha=0.55, color=color, density=True,
                             label=f"{label} ({len(values)})")

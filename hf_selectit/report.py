@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from . import provenance
 from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
 from .methods import columns as schema
-from .select import group_codes, scores_and_errors, selection_rule
+from .metrics import stats
+from .select import group_codes, scores_and_errors, selection_rule, selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -187,7 +188,7 @@ def selection_report(
         note = baselines_note = f"no instruction/response columns recognised: {err}"
         logger.info("Selection report without text lengths: %s", note)
     else:
-        response_chars = response_lengths(scored)
+        response_chars = char_lengths(response_texts(scored))
         length_corr = _length_correlation(scored, column, response_chars, n_boot=n_boot, seed=seed)
         baselines, baselines_note = _baseline_overlaps(scored, subset, response_chars,
                                                        n_boot=n_boot, seed=seed)
@@ -208,8 +209,6 @@ def selection_report(
 
 def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarray, *,
                         n_boot: int, seed: int) -> dict:
-    from .metrics import stats
-
     scores = valid_scores(scored, column)
     ok = stats.finite_mask(scores, response_chars)
     return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
@@ -227,8 +226,6 @@ def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
 
 
 def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, seed: int) -> dict:
-    from .metrics import stats
-
     a, b = (np.isin(np.arange(n_rows), rows) for rows in (kept, other))
     both = int((a & b).sum())
     jac = stats.estimate(stats.jaccard_statistic(a, b), n_rows, n_boot=n_boot, seed=seed)
@@ -238,8 +235,6 @@ def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, s
 
 def _baseline_overlaps(scored: "Dataset", subset: "Dataset", response_chars: np.ndarray, *, n_boot: int,
                        seed: int) -> tuple[Optional[dict], Optional[str]]:
-    from .select import selectit_ranking
-
     kept = kept_rows(scored, subset)
     if kept is None:
         return None, ("the subset has no recorded selection rule with the rows it kept of the scored "
@@ -270,9 +265,9 @@ def _pairs(ds: "Dataset") -> Iterator[Any]:
         yield from extract_pairs(batch, columns=schema)
 
 
-def response_lengths(ds: "Dataset") -> np.ndarray:
-    """Response length in characters per row (NaN where unreadable)."""
-    return np.array([np.nan if t is None else float(len(t)) for t in response_texts(ds)])
+def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:
+    """Length in characters of each text (NaN where it is None)."""
+    return np.array([np.nan if t is None else float(len(t)) for t in texts])
 
 
 def valid_scores(ds: "Dataset", column: str) -> np.ndarray:

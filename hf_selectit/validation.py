@@ -31,7 +31,7 @@ from .markdown import md_code, md_text
 from .methods.columns import columns_of, for_scorer, score_like
 from .metrics import load_metric
 from .provenance import attach, scorer_infos
-from .report import response_texts, valid_scores
+from .report import char_lengths, response_texts, valid_scores
 from .select import selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -336,8 +336,7 @@ def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset
         infos = list(scorer_infos(ds).values()) if ds is not None else []
         model = infos[0].get("model") if infos else None
         config = ScorerConfig(model=None if is_embedded(model) else model)
-    device = resolve_device(getattr(config, "device", None))
-    _, tok = load_model_and_tokenizer(config, device)
+    _, tok = load_model_and_tokenizer(config, resolve_device(getattr(config, "device", None)))
     return tok, EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
 
 
@@ -357,7 +356,7 @@ def _add_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]
     """Add the length baselines (characters, then tokens) to each (values, texts) target; returns
     the tokenizer's name, None when the token baseline was left out (said in `notes`)."""
     for values, texts in targets:
-        values[LENGTH_CHARS] = np.array([np.nan if t is None else float(len(t)) for t in texts])
+        values[LENGTH_CHARS] = char_lengths(texts)
     # "none" as in the CLI and YAML (`tokenizer: none`), so every entry point spells it alike.
     if tokenizer is False or (isinstance(tokenizer, str) and tokenizer.lower() == "none"):
         notes.append("The token-length baseline was left out (tokenizer=False).")

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_FILENAME = "selectit_histogram.png"
@@ -20,6 +22,28 @@ def _finite(values: Sequence) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def agg_figure(**kwargs: Any) -> Any:
+    """A bare Figure on the Agg canvas: no display needed on servers/CI, and pyplot's global
+    backend (a user's notebook) is left untouched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return FigureCanvasAgg(Figure(dpi=100, **kwargs)).figure
+
+
+def hist_edges(values: Sequence, bins: int) -> Optional[np.ndarray]:
+    """`bins` equal bins over the finite `values` (one unit wide if all equal); None: none finite.
+    The last edge is exactly the largest value (``lo + (hi - lo) * i / bins`` can round below it,
+    and a value past the last edge is not drawn)."""
+    pool = _finite(values)
+    if not pool:
+        return None
+    lo, hi = min(pool), max(pool)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
 def score_histogram(
     *,
     all_scores: Optional[Sequence[float]],
@@ -31,21 +55,10 @@ def score_histogram(
 ) -> str:
     """Draw a histogram of the scores of all rows (an outline; None: unknown) and of the kept rows
     (filled bars) into a PNG file; returns its path. `bins` are shared by both series so their
-    bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line.
-
-    Example:
-        >>> score_histogram(all_scores=[1.0, 2.0, 3.0], kept_scores=[3.0], path="h.png", column="s", cutoff=3.0)
-        'h.png'
-    """
-    # A bare Figure on the Agg canvas: no display needed on servers/CI, and pyplot's global
-    # backend (a user's notebook) is left untouched.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    plot_scores(ax, all_scores=all_scores, kept_scores=kept_scores, column=column, bins=bins, cutoff=cutoff)
+    bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line."""
+    fig = agg_figure(figsize=(7, 4))
+    plot_scores(fig.add_subplot(1, 1, 1), all_scores=all_scores, kept_scores=kept_scores,
+                column=column, bins=bins, cutoff=cutoff)
     fig.tight_layout()
     fig.savefig(os.fspath(path), format="png")
     logger.debug("wrote score histogram to %s", path)
@@ -66,20 +79,15 @@ def plot_scores(
 
     kept = _finite(kept_scores)
     everything = _finite(all_scores) if all_scores is not None else None
-    pool = (everything or []) + kept
-    if pool:
-        lo, hi = min(pool), max(pool)
-        if cutoff is not None and math.isfinite(cutoff):
-            lo, hi = min(lo, cutoff), max(hi, cutoff)
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    has_cut = cutoff is not None and math.isfinite(cutoff)
+    if everything or kept:
+        edges = hist_edges((everything or []) + kept + ([cutoff] if has_cut else []), bins)
         ax.hist(kept, bins=edges, color=KEPT_COLOR, label=f"kept rows ({len(kept)})", zorder=2)
         if everything is not None:
             # An outline over the filled bars: where every row of a bin is kept, both still show.
             ax.hist(everything, bins=edges, histtype="step", color=ALL_COLOR, linewidth=1.6,
                     label=f"all rows ({len(everything)})", zorder=3)
-        if cutoff is not None and math.isfinite(cutoff):
+        if has_cut:
             ax.axvline(cutoff, color=CUTOFF_COLOR, linestyle="--", linewidth=1.4, zorder=4,
                        label=f"selection cut-off ({cutoff:.4g})")
         ax.legend()

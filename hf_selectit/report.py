@@ -1,23 +1,16 @@
-"""What a selection did, in the numbers a curator (and the dataset card) needs.
+"""What a selection did, in the numbers a curator (and the dataset card) needs, beside the cheap
+baselines (large studies find that many selectors do no better than these).
 
-:func:`selection_report` compares a scored dataset with a subset chosen from it: rows in, kept and
-excluded (by reason), score quantiles of both, mean instruction and response lengths of both
-(the paper reports that selected samples are longer), and per-group counts; and the cheap
-baselines beside it: the rank correlation of the score with the response length, and how much the
-kept set overlaps a length-only selection and a random selection of the same size (large studies
-find that many selectors do no better than these).
-
-The statistics of the kept rows are computed from the subset itself and the exclusion counts
-from the difference of the two, so any subset of the scored rows works (``select_top``,
-``select_random``, a hand-made ``filter``); the baseline overlaps need to know which rows were
-kept, which ``select_top``/``select_random`` return with the subset (``subset.selection``).
+The kept rows' statistics come from the subset itself, so any subset of the scored rows works (a
+hand-made ``filter`` too); the baseline overlaps need the rows kept, which ``select_top`` and
+``select_random`` return with the subset (``subset.selection``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -25,7 +18,8 @@ from . import provenance
 from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
 from .methods import columns as schema
-from .select import group_codes, scores_and_errors, selection_rule
+from .metrics import stats
+from .select import group_codes, scores_and_errors, selection_rule, selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -39,35 +33,25 @@ _LENGTH_BATCH = 10_000
 
 @dataclass
 class SelectionReport:
-    """Numbers describing one selection (all plain Python values, JSON-serialisable).
+    """Numbers describing one selection (all plain Python values, JSON-serialisable). The paper
+    reports that selected samples are longer: hence the lengths and the length baselines.
 
     Attributes:
-        column: the score column the statistics are about.
-        rows_in: rows of the scored dataset.
-        rows_kept: rows of the subset.
-        rows_excluded: ``rows_in - rows_kept``.
         excluded: reasons, summing to `rows_excluded`: ``error_status`` (status starts with
-            "error"), ``nan_score`` (NaN/null score, status not an error) and ``below_cut``
-            (valid rows the rule did not keep).
-        scores: ``{"all": {...}, "kept": {...}}``: min, p10, p25, p50, p75, p90, max, mean and
-            the count ``n`` of valid scores (error and NaN rows left out); values None when empty.
-        lengths: ``{"all": {...}, "kept": {...}}`` with the mean ``instruction`` and
-            ``response`` length in characters (instruction = the text scored as X, i.e.
-            instruction plus input) and ``rows`` measured; None when the rows have no
-            recognised instruction/response schema (see `lengths_note`).
-        lengths_note: why `lengths` is None, else None.
-        by: the grouping column, or None.
-        groups: per group ``{"value", "rows_in", "kept", "share"}`` when `by` is set.
+            "error"), ``nan_score`` (NaN/null score, status not an error) and ``below_cut``.
+        scores: ``{"all": {...}, "kept": {...}}``, each :func:`quantiles` of the valid scores.
+        lengths: ``{"all": {...}, "kept": {...}}``, each :func:`mean_lengths` (instruction = the
+            text scored as X); None without a recognised instruction/response schema (see
+            `lengths_note`).
+        groups: per group of the column `by`: ``{"value", "rows_in", "kept", "share"}``.
         rule: the rule recorded on the subset (:func:`hf_selectit.select.selection_rule`).
-        length_correlation: Spearman correlation of the score with the response length in
-            characters over the scored rows (``value``, ``ci_low``, ``ci_high`` (bootstrap 95%),
-            ``n``), or None without recognised text columns.
-        baselines: the kept set against two selections of the same size from the scored rows:
-            ``{"size", "rows_in", "length": {...}, "random": {...}}``; each has ``both`` (rows in
-            both), ``share`` (of the kept rows), ``jaccard`` with ``jaccard_ci_low``/
-            ``jaccard_ci_high``; ``random`` also has its ``seed`` and ``expected_share``. None when
-            the subset does not carry the rows it kept (see `baselines_note`).
-        baselines_note: why `baselines` is None, else None.
+        length_correlation: Spearman of the score with the response length in characters
+            (``value``, ``ci_low``, ``ci_high`` (bootstrap 95%), ``n``), or None without text.
+        baselines: ``{"size", "rows_in", "length": {...}, "random": {...}}``: the kept set
+            against a selection of the same size by length, and a random one: ``both`` (rows in
+            both), ``share`` (of the kept rows), ``jaccard``, ``jaccard_ci_low``/``_high``;
+            ``random`` also ``seed`` and ``expected_share``. None when the subset does not carry
+            the rows it kept (see `baselines_note`).
     """
 
     column: str
@@ -94,12 +78,11 @@ class SelectionReport:
         lines = [f"**Selection:** {describe_rule(self.rule, self.column)}", ""]
         lines += ["| | All rows | Selected |", "|---|---:|---:|",
                   f"| Rows | {self.rows_in:,} | {self.rows_kept:,} |"]
-        for name in ("mean", *(q for q, _ in QUANTILES)):
-            lines.append(f"| Score {name} | {_num(self.scores['all'][name])} | {_num(self.scores['kept'][name])} |")
+        lines += [f"| Score {name} | {_num(self.scores['all'][name])} | {_num(self.scores['kept'][name])} |"
+                  for name in ("mean", *(q for q, _ in QUANTILES))]
         if self.lengths is not None:
             for part in ("instruction", "response"):
-                lines.append(f"| Mean {part} length (chars) | "
-                             f"{_num(self.lengths['all'][part], 1)} | "
+                lines.append(f"| Mean {part} length (chars) | {_num(self.lengths['all'][part], 1)} | "
                              f"{_num(self.lengths['kept'][part], 1)} |")
         ex = self.excluded
         random = bool(self.rule) and str(self.rule.get("method")) == "random"
@@ -159,8 +142,7 @@ def describe_rule(rule: Optional[dict], column: str) -> str:
         return f"rule {kind!r}."
     if rule.get("by"):
         text += f", within each group of {md_code(rule['by'])}"
-    order = ("original row order" if rule.get("order") == "original"
-             else "score order (best first)")
+    order = "original row order" if rule.get("order") == "original" else "score order (best first)"
     return f"{text}; ties go to the higher original index; {order}."
 
 
@@ -174,24 +156,15 @@ def selection_report(
     seed: int = 0,
 ) -> SelectionReport:
     """Compare a scored dataset with a subset selected from it (by :func:`~hf_selectit.select.select_top`
-    or any other way).
-
-    Args:
-        column: score column; None: the column recorded by ``select_top`` on the subset, else
-            as :func:`hf_selectit.methods.columns.resolve` finds it.
-        by: grouping column for per-group counts; None: the ``by`` recorded on the subset.
-        n_boot: bootstrap resamples of the intervals (length correlation, overlaps).
-        seed: seed of the bootstrap and of the random baseline selection.
+    or any other way). `column` (None: the one recorded on the subset, else as
+    :func:`hf_selectit.methods.columns.resolve` finds it) and `by` (None: the recorded one) name
+    the score and grouping columns; `n_boot` and `seed` serve the intervals and the random
+    baseline selection.
 
     Raises:
         ConfigError: the subset has more rows than `scored`, or its recorded rule says it came
             from a dataset of another length; a `by` column missing from either dataset.
-        ScoreColumnError: the score column is missing from either dataset.
-
-    Example:
-        >>> subset = select_top(ds, ratio=0.2)
-        >>> print(selection_report(ds, subset).to_markdown())
-    """
+        ScoreColumnError: the score column is missing from either dataset."""
     rule = selection_rule(subset)
     column = schema.resolve(scored, column, rule=rule)
     if by is None:
@@ -206,48 +179,37 @@ def selection_report(
     all_scores, all_err, all_nan = _score_stats(scored, column)
     kept_scores, kept_err, kept_nan = _score_stats(subset, column)
     rows_in, rows_kept = len(scored), len(subset)
-    excluded_error, excluded_nan = all_err - kept_err, all_nan - kept_nan
-    excluded = {"error_status": excluded_error, "nan_score": excluded_nan,
-                "below_cut": rows_in - rows_kept - excluded_error - excluded_nan}
-    lengths, note = None, None
+    excluded = {"error_status": all_err - kept_err, "nan_score": all_nan - kept_nan}
+    excluded["below_cut"] = rows_in - rows_kept - sum(excluded.values())
+    lengths = length_corr = baselines = note = baselines_note = None
     try:
         lengths = {"all": mean_lengths(scored), "kept": mean_lengths(subset)}
     except SchemaError as err:
-        note = f"no instruction/response columns recognised: {err}"
+        note = baselines_note = f"no instruction/response columns recognised: {err}"
         logger.info("Selection report without text lengths: %s", note)
-    length_corr = baselines = baselines_note = None
-    if lengths is not None:
-        response_chars = response_lengths(scored)
-        length_corr = _length_correlation(scored, column, response_chars, n_boot=n_boot, seed=seed)
-        baselines, baselines_note = _baseline_overlaps(scored, subset, rule, response_chars,
-                                                       n_boot=n_boot, seed=seed)
     else:
-        baselines_note = note
-
+        response_chars = char_lengths(response_texts(scored))
+        length_corr = _length_correlation(scored, column, response_chars, n_boot=n_boot, seed=seed)
+        baselines, baselines_note = _baseline_overlaps(scored, subset, response_chars,
+                                                       n_boot=n_boot, seed=seed)
     groups = None
     if by is not None:
         codes_all, labels_all = group_codes(scored, by)
         codes_kept, labels_kept = group_codes(subset, by)
-        kept_count = dict(zip(labels_kept, np.bincount(codes_kept, minlength=len(labels_kept)).tolist()))
-        groups = []
-        for label, n in zip(labels_all, np.bincount(codes_all, minlength=len(labels_all)).tolist()):
-            kept = int(kept_count.get(label, 0))
-            groups.append({"value": label, "rows_in": int(n), "kept": kept,
-                           "share": kept / n if n else None})
+        kept = dict(zip(labels_kept, np.bincount(codes_kept, minlength=len(labels_kept)).tolist()))
+        groups = [{"value": label, "rows_in": n, "kept": kept.get(label, 0),
+                   "share": kept.get(label, 0) / n if n else None}
+                  for label, n in zip(labels_all, np.bincount(codes_all, minlength=len(labels_all)).tolist())]
     return SelectionReport(
         column=column, rows_in=rows_in, rows_kept=rows_kept, rows_excluded=rows_in - rows_kept,
         excluded=excluded, scores={"all": quantiles(all_scores), "kept": quantiles(kept_scores)},
         lengths=lengths, lengths_note=note, by=by, groups=groups, rule=rule,
-        length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note,
-    )
+        length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note)
 
 
 def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarray, *,
                         n_boot: int, seed: int) -> dict:
-    from .metrics import stats
-
-    scores, errors = scores_and_errors(scored, column)
-    scores = np.where(errors, np.nan, scores)
+    scores = valid_scores(scored, column)
     ok = stats.finite_mask(scores, response_chars)
     return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
                           n_boot=n_boot, seed=seed)
@@ -257,30 +219,22 @@ def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
     """Indices into `scored` of the subset's rows, as the select step returned them
     (``subset.selection``); None when the subset does not carry them or came from other rows."""
     chosen = provenance.selection_of(subset)
-    if chosen is None or chosen.indices is None or len(chosen.indices) != len(subset):
-        return None
-    if chosen.rule.get("rows_in") not in (None, len(scored)):
+    if (chosen is None or chosen.indices is None or len(chosen.indices) != len(subset)
+            or chosen.rule.get("rows_in") not in (None, len(scored))):
         return None
     return chosen.indices
 
 
 def _overlap(kept: np.ndarray, other: np.ndarray, n_rows: int, *, n_boot: int, seed: int) -> dict:
-    from .metrics import stats
-
-    a = np.zeros(n_rows, dtype=bool)
-    b = np.zeros(n_rows, dtype=bool)
-    a[kept], b[other] = True, True
+    a, b = (np.isin(np.arange(n_rows), rows) for rows in (kept, other))
     both = int((a & b).sum())
     jac = stats.estimate(stats.jaccard_statistic(a, b), n_rows, n_boot=n_boot, seed=seed)
-    return {"both": both, "share": both / len(kept) if len(kept) else None,
-            "jaccard": jac["value"], "jaccard_ci_low": jac["ci_low"],
-            "jaccard_ci_high": jac["ci_high"]}
+    return {"both": both, "share": both / len(kept) if len(kept) else None, "jaccard": jac["value"],
+            "jaccard_ci_low": jac["ci_low"], "jaccard_ci_high": jac["ci_high"]}
 
 
-def _baseline_overlaps(scored: "Dataset", subset: "Dataset", rule: Optional[dict],
-                       response_chars: np.ndarray, *, n_boot: int, seed: int) -> tuple[Optional[dict], Optional[str]]:
-    from .select import selectit_ranking
-
+def _baseline_overlaps(scored: "Dataset", subset: "Dataset", response_chars: np.ndarray, *, n_boot: int,
+                       seed: int) -> tuple[Optional[dict], Optional[str]]:
     kept = kept_rows(scored, subset)
     if kept is None:
         return None, ("the subset has no recorded selection rule with the rows it kept of the scored "
@@ -296,24 +250,30 @@ def _baseline_overlaps(scored: "Dataset", subset: "Dataset", rule: Optional[dict
             "random": random}, None
 
 
-def response_texts(ds: "Dataset", *, columns: Any = None) -> list[Optional[str]]:
+def response_texts(ds: "Dataset") -> list[Optional[str]]:
     """The response of each row as a scorer reads it (None where the row is unreadable); a
     SchemaError when the columns match no instruction/response schema."""
-    return [p.response if p.error is None else None for p in _pairs(ds, columns)]
+    return [p.response if p.error is None else None for p in _pairs(ds)]
 
 
-def _pairs(ds: "Dataset", columns: Any = None) -> Iterator[Any]:
+def _pairs(ds: "Dataset") -> Iterator[Any]:
     """The (instruction, response) Pair of each row, read in batches of the text columns only."""
     from .prompts import detect_schema, extract_pairs
 
-    schema = detect_schema(ds.column_names, columns=columns)
+    schema = detect_schema(ds.column_names)
     for batch in ds.select_columns(list(schema.columns)).iter(batch_size=_LENGTH_BATCH):
         yield from extract_pairs(batch, columns=schema)
 
 
-def response_lengths(ds: "Dataset") -> np.ndarray:
-    """Response length in characters per row (NaN where unreadable)."""
-    return np.array([np.nan if t is None else float(len(t)) for t in response_texts(ds)])
+def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:
+    """Length in characters of each text (NaN where it is None)."""
+    return np.array([np.nan if t is None else float(len(t)) for t in texts])
+
+
+def valid_scores(ds: "Dataset", column: str) -> np.ndarray:
+    """The score column as float64 with the rows of an error status set to NaN."""
+    scores, errors = scores_and_errors(ds, column)
+    return np.where(errors, np.nan, scores)
 
 
 def _score_stats(ds: "Dataset", column: str) -> tuple[np.ndarray, int, int]:
@@ -335,15 +295,11 @@ def quantiles(values: np.ndarray) -> dict[str, Any]:
 
 def mean_lengths(ds: "Dataset") -> dict[str, Any]:
     """Mean instruction (X as scored) and response length in characters over readable rows."""
-    total_x = total_y = rows = 0
-    for pair in _pairs(ds):
-        if pair.error is None:
-            total_x += len(pair.instruction)
-            total_y += len(pair.response)
-            rows += 1
-    if rows == 0:
+    sizes = [(len(p.instruction), len(p.response)) for p in _pairs(ds) if p.error is None]
+    if not sizes:
         return {"instruction": None, "response": None, "rows": 0}
-    return {"instruction": total_x / rows, "response": total_y / rows, "rows": rows}
+    return {"instruction": sum(x for x, _ in sizes) / len(sizes),
+            "response": sum(y for _, y in sizes) / len(sizes), "rows": len(sizes)}
 
 
 def _num(value: Optional[float], digits: int = 4) -> str:

@@ -1,18 +1,15 @@
 """Does the score separate good answers from bad ones? Checks on labelled data, with baselines.
 
-- **Preference pairs** (:func:`pair_datasets` reads the layouts): both answers are scored and the
-  figure is the pairwise accuracy, the share of pairs whose chosen answer scores better (ties
-  0.5). "Better" is the end each score's method declares (:mod:`hf_selectit.methods.columns`).
-- **A label column** on a scored dataset: ROC-AUC for a binary or categorical label, Spearman's
-  correlation for a numeric rating.
+- **Preference pairs** (layouts: :func:`pair_datasets`): pairwise accuracy, the share of pairs whose
+  chosen answer scores better (ties 0.5), "better" being the end each score's method declares.
+- **A label column**: ROC-AUC for a binary or categorical label, Spearman for a numeric rating.
 - **Agreement between score columns**: the Spearman matrix and the Jaccard overlap of the
   top-``top_ratio`` subsets each column selects (SelectIT's rule).
 
 Baselines are always in the table: random scores (how far chance alone moves at this number of
 items), the response length in characters and in tokens (the SelectIT paper reports that selected
 answers are longer), and every other score column present. Every figure carries a
-percentile-bootstrap interval and its number of items, from the `evaluate` modules shipped in
-:mod:`hf_selectit.metrics` (no network).
+percentile-bootstrap interval and its number of items (:mod:`hf_selectit.metrics`, no network).
 
 Example:
     >>> report = validate(pairs, scorers=SelectITScorer())             # preference pairs
@@ -28,8 +25,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, SchemaError, ScoreColumnError
+from .config import METHOD_CONFIGS, ScorerConfig
+from .errors import ConfigError, ModelLoadError, SchemaError, ScoreColumnError
 from .markdown import md_code, md_text
+from .methods.columns import columns_of, for_scorer, score_like
+from .metrics import load_metric
+from .provenance import attach, scorer_infos
+from .report import char_lengths, response_texts, valid_scores
+from .select import selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -41,12 +44,10 @@ _PROMPT_COLUMNS = ("prompt", "instruction", "question")
 LENGTH_CHARS = "length_chars"
 LENGTH_TOKENS = "length_tokens"
 RANDOM = "random"
-BASELINE_DESCRIPTIONS = {
-    LENGTH_CHARS: "response length (characters)",
-    LENGTH_TOKENS: "response length (tokens)",
-    RANDOM: "random scores (expected 0.5)",
-}
+BASELINE_DESCRIPTIONS = {LENGTH_CHARS: "response length (characters)",
+                         LENGTH_TOKENS: "response length (tokens)", RANDOM: "random scores (expected 0.5)"}
 METRIC_TITLES = {"pairwise_accuracy": "Pairwise accuracy", "roc_auc": "ROC-AUC", "spearman": "Spearman"}
+_FIGURE = ("value", "ci_low", "ci_high", "n")
 _TOKEN_BATCH = 1000
 
 
@@ -54,21 +55,14 @@ _TOKEN_BATCH = 1000
 class ValidationReport:
     """How well each score separates good from bad items, beside the baselines.
 
-    Attributes:
-        mode: "pairs" or "labels".
-        metric: "pairwise_accuracy", "roc_auc" or "spearman".
-        n_items: items (pairs or rows) in the input.
-        target: what was predicted: for pairs ``{"layout", "pairs", ...}``; for labels
-            ``{"column", "kind" ("binary"/"numeric"), "positive", "n_positive", "n_negative",
-            "n_unlabelled"}``.
-        results: one dict per score and baseline: ``name``, ``role`` ("score"/"baseline"),
-            ``description``, ``value``, ``ci_low``, ``ci_high``, ``n`` (items used),
-            ``n_missing`` and, for the random baseline, ``expected`` (0.5).
-        agreement: None, or ``{"columns", "top_ratio", "spearman", "jaccard"}`` where the two
-            matrices are ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}`` over the items.
-        settings: ``n_boot``, ``seed``, ``confidence``, ``tokenizer``, ``scorers``.
-        notes: things a reader should know (baselines left out and why, rows dropped).
-        plot: path of the PNG written, or None.
+    `mode` is "pairs" or "labels"; `metric` "pairwise_accuracy", "roc_auc" or "spearman";
+    `n_items` counts pairs or rows. `target`: for pairs ``{"layout", "pairs", "answers"}``, for
+    labels ``{"column", "kind" ("binary"/"numeric"), "positive", "n_positive", "n_negative",
+    "n_unlabelled"}``. `results`: one dict per score and baseline (``name``, ``role``,
+    ``description``, ``value``, ``ci_low``, ``ci_high``, ``n``, ``n_missing``; the random baseline's
+    ``expected``). `agreement`: None or ``{"columns", "top_ratio", "spearman", "jaccard"}``, the two
+    matrices ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}``. `notes`: baselines left out and
+    why, rows dropped. `plot`: the PNG written, or None.
     """
 
     mode: str
@@ -88,8 +82,7 @@ class ValidationReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ValidationReport":
         """Rebuild a report from :meth:`to_dict` output."""
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def result(self, name: str) -> dict:
         """The result row called `name` (a score column, or a baseline name)."""
@@ -99,14 +92,11 @@ class ValidationReport:
         raise KeyError(f"No result {name!r}; results: {[r['name'] for r in self.results]}.")
 
     def headline(self, name: Optional[str] = None) -> str:
-        """One line for a summary, e.g. ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``.
-
-        Args:
-            name: the result to describe; None = the first score.
-        """
+        """One line for a summary of result `name` (None: the first score), e.g.
+        ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``."""
         row = self.result(name) if name else next(r for r in self.results if r["role"] == "score")
         return (f"{METRIC_TITLES[self.metric]} of `{row['name']}` {_fmt(row['value'])} "
-                f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] (n={row['n']})")
+                f"{_ci(row)} (n={row['n']})")
 
     def to_markdown(self) -> str:
         """The tables: each score and baseline with its interval and items; then agreement."""
@@ -124,8 +114,7 @@ class ValidationReport:
                 name += " (lower is better)"
             if row["role"] == "baseline" and row["name"] not in BASELINE_DESCRIPTIONS:
                 name = f"baseline: {md_code(row['name'], in_table=True)}"
-            lines.append(f"| {name} | {_fmt(row['value'])} | [{_fmt(row['ci_low'])}, "
-                         f"{_fmt(row['ci_high'])}] | {row['n']:,} |")
+            lines.append(f"| {name} | {_fmt(row['value'])} | {_ci(row)} | {row['n']:,} |")
         if self.agreement and len(self.agreement["columns"]) > 1:
             cols = self.agreement["columns"]
             short = [_short(c) for c in cols]
@@ -136,11 +125,8 @@ class ValidationReport:
                               f"{self.agreement[key][cols[0]][cols[1]]['n']:,}):", "",
                           "| | " + " | ".join(short) + " |", "|---|" + "---:|" * len(cols)]
                 for a, sa in zip(cols, short):
-                    cells = []
-                    for b in cols:
-                        cell = self.agreement[key][a][b]
-                        cells.append("1" if a == b else f"{_fmt(cell['value'], 2)} "
-                                     f"[{_fmt(cell['ci_low'], 2)}, {_fmt(cell['ci_high'], 2)}]")
+                    row = self.agreement[key][a]
+                    cells = ["1" if a == b else f"{_fmt(row[b]['value'], 2)} {_ci(row[b], 2)}" for b in cols]
                     lines.append(f"| {sa} | " + " | ".join(cells) + " |")
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
@@ -162,27 +148,23 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _ci(figure: Mapping, digits: int = 3) -> str:
+    return f"[{_fmt(figure['ci_low'], digits)}, {_fmt(figure['ci_high'], digits)}]"
+
+
 def _short(column: str) -> str:
     if column in BASELINE_DESCRIPTIONS:
         return BASELINE_DESCRIPTIONS[column].replace("response length ", "length ")
     return md_code(column, in_table=True)
 
 
-# --------------------------------------------------------------------------- pairs: layouts
-
-
 def pair_layout(ds: "Dataset") -> str:
-    """Which preference-pair layout `ds` has: "text", "sharegpt" or "messages".
-
-    Raises:
-        SchemaError: no chosen/rejected columns, or a layout this module does not read.
-    """
+    """Which preference-pair layout `ds` has: "text", "sharegpt" or "messages" (a SchemaError
+    without chosen/rejected columns, or for a layout this module does not read)."""
     names = ds.column_names
     if "chosen" not in names or "rejected" not in names:
-        raise SchemaError(
-            f"Preference pairs need 'chosen' and 'rejected' columns. Columns: {names}. For a "
-            "scored dataset with a label column pass label=<column> instead."
-        )
+        raise SchemaError(f"Preference pairs need 'chosen' and 'rejected' columns. Columns: {names}. For a "
+                          "scored dataset with a label column pass label=<column> instead.")
     if len(ds) == 0:
         raise ConfigError("The preference-pair dataset has no rows.")
     first = ds[0]["chosen"]
@@ -192,22 +174,12 @@ def pair_layout(ds: "Dataset") -> str:
         return "messages"
     if isinstance(first, str):
         if not any(c in names for c in _PROMPT_COLUMNS):
-            raise SchemaError(
-                f"Plain-text pairs need a prompt column (one of {list(_PROMPT_COLUMNS)}) beside "
-                f"'chosen' and 'rejected'. Columns: {names}."
-            )
+            raise SchemaError(f"Plain-text pairs need a prompt column (one of {list(_PROMPT_COLUMNS)}) "
+                              f"beside 'chosen' and 'rejected'. Columns: {names}.")
         return "text"
-    raise SchemaError(
-        f"'chosen' holds {type(first).__name__} values; expected text (with a 'prompt' column), "
-        "a list of {'role', 'content'} turns, or a ShareGPT turn with a 'conversations' column."
-    )
-
-
-def _turn_text(value: Any) -> Any:
-    # A ShareGPT answer: {"from": "gpt", "value": ...}, {"role", "content"}, or a string.
-    if isinstance(value, Mapping):
-        return value.get("value", value.get("content"))
-    return value
+    raise SchemaError(f"'chosen' holds {type(first).__name__} values; expected text (with a 'prompt' "
+                      "column), a list of {'role', 'content'} turns, or a ShareGPT turn with a "
+                      "'conversations' column.")
 
 
 def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Dataset", "Dataset", str]:
@@ -234,22 +206,22 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
         input_col = "input" if prompt_col == "instruction" and "input" in names else None
 
         def build(batch, side):
-            n = len(batch[side])
-            return {"instruction": batch[prompt_col],
-                    "input": batch[input_col] if input_col else [""] * n,
+            blank = [""] * len(batch[side])
+            return {"instruction": batch[prompt_col], "input": batch[input_col] if input_col else blank,
                     "output": batch[side]}
         needed = [c for c in (prompt_col, input_col) if c]
     elif layout == "sharegpt":
         def build(batch, side):
             rows = []
             for conv, answer in zip(batch["conversations"], batch[side]):
-                turns = [dict(t) for t in (conv or [])]
-                text = _turn_text(answer)
-                rolekeys = ("role", "content") if turns and turns[0].get("role") is not None else ("from", "value")
-                turns = [{rolekeys[0]: t.get(rolekeys[0]), rolekeys[1]: t.get(rolekeys[1])} for t in turns]
-                role = "assistant" if rolekeys[0] == "role" else "gpt"
-                turns.append({rolekeys[0]: role, rolekeys[1]: text})
-                rows.append(turns)
+                turns = conv or []
+                openai = bool(turns) and turns[0].get("role") is not None
+                role, text, who = ("role", "content", "assistant") if openai else ("from", "value", "gpt")
+                # The answer: {"from": "gpt", "value": ...}, {"role", "content"}, or a string.
+                if isinstance(answer, Mapping):
+                    answer = answer.get("value", answer.get("content"))
+                rows.append([{role: t.get(role), text: t.get(text)} for t in turns]
+                            + [{role: who, text: answer}])
             return {"conversations": rows}
         needed = ["conversations"]
     else:
@@ -259,32 +231,29 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
             rows = []
             prompts = batch[prompt_col] if prompt_col else [None] * len(batch[side])
             for prompt, turns in zip(prompts, batch[side]):
-                turns = [{"role": t.get("role"), "content": t.get("content")} for t in (turns or [])]
-                has_user = any(str(t["role"]).lower() in ("user", "human") for t in turns)
-                if isinstance(prompt, list):
-                    lead = [{"role": t.get("role"), "content": t.get("content")} for t in prompt]
-                    turns = turns if has_user else lead + turns
-                elif isinstance(prompt, str) and not has_user:
-                    turns = [{"role": "user", "content": prompt}] + turns
+                turns = _role_content(turns or [])
+                if not any(str(t["role"]).lower() in ("user", "human") for t in turns):
+                    if isinstance(prompt, list):
+                        turns = _role_content(prompt) + turns
+                    elif isinstance(prompt, str):
+                        turns = [{"role": "user", "content": prompt}] + turns
                 rows.append(turns)
             return {"messages": rows}
         needed = [prompt_col] if prompt_col else []
 
-    out = []
-    for side in ("chosen", "rejected"):
-        view = ds.select_columns([*needed, side])
-        out.append(view.map(build, batched=True, fn_kwargs={"side": side},
-                            remove_columns=view.column_names, desc=f"Building {side} answers"))
-    return out[0], out[1], layout
+    chosen, rejected = (ds.select_columns([*needed, side]).map(
+        build, batched=True, fn_kwargs={"side": side}, remove_columns=[*needed, side],
+        desc=f"Building {side} answers") for side in ("chosen", "rejected"))
+    return chosen, rejected, layout
 
 
-# --------------------------------------------------------------------------- scorers and texts
+def _role_content(turns: Sequence[Mapping]) -> list[dict]:
+    return [{"role": t.get("role"), "content": t.get("content")} for t in turns]
 
 
 def _as_scorer(scorer: Any) -> Any:
     """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
     id/path (SelectIT)."""
-    from .config import METHOD_CONFIGS
     from .methods import scorer_class
     from .scorer import SelectITScorer
 
@@ -294,10 +263,8 @@ def _as_scorer(scorer: Any) -> Any:
         if type(scorer) is config_class:
             return scorer_class(method).from_config(scorer)
     if not callable(scorer) or not hasattr(scorer, "output_columns"):
-        raise ConfigError(
-            f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
-            "ScorerConfig, or a model id/path."
-        )
+        raise ConfigError(f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
+                          "ScorerConfig, or a model id/path.")
     config = getattr(scorer, "config", None)
     if getattr(config, "columns", None) and hasattr(type(scorer), "from_config"):
         # The pair datasets built here have standard columns; the user's mapping is for theirs.
@@ -308,13 +275,12 @@ def _as_scorer(scorer: Any) -> Any:
 def score_columns_of(scorer: Any) -> list[str]:
     """The per-row score columns a scorer adds, from its column schema (SelectIT:
     ``selectit_sentence_score``; DEITA: ``deita_score``, ``deita_quality``, ``deita_complexity``)."""
-    from .methods.columns import for_scorer
-
     cols = for_scorer(scorer)
     return cols.score_columns if cols is not None else []
 
 
-def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, desc: str) -> tuple["Dataset", list[str]]:
+def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
+                   desc: str) -> tuple["Dataset", list[str]]:
     columns: list[str] = []
     for scorer in scorers:
         cols = score_columns_of(scorer)
@@ -322,16 +288,13 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int, de
         if present:
             # The data has the column already, but not as scores it could use (all null, text).
             what = "; ".join(f"{c!r} is {_column_kind(ds, c)}" for c in present)
-            raise ConfigError(
-                f"The data already has the score column(s) {present}, but not as numbers: {what}. "
-                "Drop or fill them to score the rows again, or give the scorer another "
-                "column_prefix to score beside them.")
+            raise ConfigError(f"The data already has the score column(s) {present}, but not as numbers: "
+                              f"{what}. Drop or fill them to score the rows again, or give the scorer "
+                              "another column_prefix to score beside them.")
         clash = [c for c in cols if c in columns]
         if clash:
-            raise ConfigError(
-                f"Two scorers write the column(s) {clash}. Give each scorer its own "
-                "column_prefix (e.g. column_prefix='m1_')."
-            )
+            raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
+                              "column_prefix (e.g. column_prefix='m1_').")
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
         columns += [c for c in cols if _numeric(ds, c)]
     return ds, columns
@@ -347,18 +310,8 @@ def _column_kind(ds: "Dataset", column: str) -> str:
         f" with {nulls} of {len(ds)} values null" if nulls else "")
 
 
-def _scores(ds: "Dataset", column: str) -> np.ndarray:
-    """Score column as float64 with rows of an error status set to NaN."""
-    from .select import scores_and_errors
-
-    scores, errors = scores_and_errors(ds, column)
-    return np.where(errors, np.nan, scores)
-
-
 def _directions(ds: Optional["Dataset"], columns: Sequence[str], given: Optional[bool]) -> dict:
     """{column: higher is better}: `given` for every column, else as each column's method declares."""
-    from .methods.columns import columns_of
-
     if given is not None and not isinstance(given, bool):
         raise ConfigError(f"higher_is_better={given!r} is invalid: expected True, False or None.")
     return {c: given if given is not None else columns_of(ds, c).higher_is_better(c) for c in columns}
@@ -371,23 +324,19 @@ def _oriented(values: Mapping[str, np.ndarray], higher: Mapping[str, bool]) -> d
 
 def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]) -> tuple[Any, str]:
     """(tokenizer, description): an object, a model id/path, the first scorer's, or the recorded one."""
-    from .config import ScorerConfig
     from .models import EMBEDDED_MODEL_ID, is_embedded, load_model_and_tokenizer, resolve_device
 
     if tokenizer is not None and not isinstance(tokenizer, str):
         return tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     if isinstance(tokenizer, str):
         config = ScorerConfig(model=None if is_embedded(tokenizer) else tokenizer)
-    elif scorers and getattr(scorers[0], "config", None) is not None and hasattr(scorers[0].config, "model"):
+    elif scorers and hasattr(getattr(scorers[0], "config", None), "model"):
         config = scorers[0].config
     else:
-        from .provenance import scorer_infos
-
         infos = list(scorer_infos(ds).values()) if ds is not None else []
         model = infos[0].get("model") if infos else None
         config = ScorerConfig(model=None if is_embedded(model) else model)
-    device = resolve_device(getattr(config, "device", None))
-    _, tok = load_model_and_tokenizer(config, device)
+    _, tok = load_model_and_tokenizer(config, resolve_device(getattr(config, "device", None)))
     return tok, EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
 
 
@@ -406,10 +355,8 @@ def _add_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]
                  targets: Sequence[tuple[dict, Sequence[Optional[str]]]], notes: list) -> Optional[str]:
     """Add the length baselines (characters, then tokens) to each (values, texts) target; returns
     the tokenizer's name, None when the token baseline was left out (said in `notes`)."""
-    from .errors import ModelLoadError
-
     for values, texts in targets:
-        values[LENGTH_CHARS] = np.array([np.nan if t is None else float(len(t)) for t in texts])
+        values[LENGTH_CHARS] = char_lengths(texts)
     # "none" as in the CLI and YAML (`tokenizer: none`), so every entry point spells it alike.
     if tokenizer is False or (isinstance(tokenizer, str) and tokenizer.lower() == "none"):
         notes.append("The token-length baseline was left out (tokenizer=False).")
@@ -428,28 +375,17 @@ def _add_lengths(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]
     return name
 
 
-# --------------------------------------------------------------------------- the checks
-
-
 def _metric(name: str, *, n_boot: int, seed: int, confidence: float, **inputs: Any) -> dict:
-    from .metrics import load_metric
-
-    result = load_metric(name).compute(**inputs, n_boot=n_boot, seed=seed, confidence=confidence)
-    result = dict(result)
+    result = dict(load_metric(name).compute(**inputs, n_boot=n_boot, seed=seed, confidence=confidence))
     result["value"] = result.pop(name if name != "top_overlap" else "jaccard")
     return result
 
 
 def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = "labels",
                      binary: bool = False) -> None:
-    """Refuse a score column no figure can be computed from, saying why and with what counts.
-
-    `other` is what the scores are measured against, one per item (labels, or the rejected
-    answers' scores); with `binary` both 0/1 classes must be left among the scored items.
-
-    Raises:
-        ConfigError: the lengths differ, no item has a score, or one class is left.
-    """
+    """Refuse (ConfigError) a score column no figure can be computed from against `other` (labels,
+    or the rejected answers' scores, one per item), saying why: the lengths differ, no item has a
+    score, or (with `binary`) only one 0/1 class is left among the scored items."""
     s, o = np.asarray(scores, dtype=np.float64), np.asarray(other, dtype=np.float64)
     if len(s) != len(o):
         raise ConfigError(f"Score column {column!r} has {len(s)} values but there are {len(o)} "
@@ -464,47 +400,37 @@ def check_measurable(column: str, scores: Any, other: Any, *, other_name: str = 
         left = o[usable]
         n_pos, n_neg = int((left == 1).sum()), int((left == 0).sum())
         if not n_pos or not n_neg:
-            raise ConfigError(
-                f"Score column {column!r}: after leaving out the {missing} row(s) without a score, "
-                f"only the {'positive' if n_pos else 'negative'} class is left ({n_pos} positive, "
-                f"{n_neg} negative of {int(usable.sum())} rows); an AUC needs both. Score the "
-                "missing rows, or validate more rows.")
+            raise ConfigError(f"Score column {column!r}: after leaving out the {missing} row(s) without a "
+                              f"score, only the {'positive' if n_pos else 'negative'} class is left ({n_pos} "
+                              f"positive, {n_neg} negative of {int(usable.sum())} rows); an AUC needs both. "
+                              "Score the missing rows, or validate more rows.")
 
 
 def _row(name: str, tested: Sequence[str], result: Mapping[str, Any], higher: Mapping[str, bool],
-         expected: float, **extra: Any) -> dict:
+         expected: float) -> dict:
+    """A result row; a pairwise-accuracy result also gives its wins, ties and losses."""
     row = {"name": name, "role": "score" if name in tested else "baseline",
-           "description": BASELINE_DESCRIPTIONS.get(name, name),
-           "value": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
-           "n": result["n"], "n_missing": result.get("n_missing", 0)}
+           "description": BASELINE_DESCRIPTIONS.get(name, name), **{k: result[k] for k in _FIGURE},
+           "n_missing": result.get("n_missing", 0)}
     if name == RANDOM:
         row["expected"] = expected
     if name in higher:
         row["higher_is_better"] = higher[name]
-    row.update(extra)
-    return row
+    return {**row, **{k: result[k] for k in ("wins", "ties", "losses") if k in result}}
 
 
 def top_mask(values: np.ndarray, ratio: float) -> np.ndarray:
     """Rows SelectIT's rule keeps at `ratio`: the top ``int(N * ratio)`` finite values, ties to
     the higher index (``select.selectit_ranking``), N counting every row."""
-    from .select import selectit_ranking
-
     keep = selectit_ranking(values, np.isfinite(values))[: int(len(values) * ratio)]
-    mask = np.zeros(len(values), dtype=bool)
-    mask[keep] = True
-    return mask
+    return np.isin(np.arange(len(values)), keep)
 
 
 def score_agreement(columns: Mapping[str, np.ndarray], *, top_ratio: float = 0.2, n_boot: int = 1000,
                     seed: int = 0, confidence: float = 0.95) -> dict:
     """Spearman matrix and top-ratio Jaccard overlaps between score columns (name -> per-item
-    values, NaN = missing, all the same length).
-
-    Returns:
-        ``{"columns", "top_ratio", "spearman", "jaccard"}`` with ``{a: {b: figure}}`` matrices;
-        each figure has ``value``, ``ci_low``, ``ci_high``, ``n``.
-    """
+    values, NaN = missing, all the same length): ``{"columns", "top_ratio", "spearman", "jaccard"}``
+    with ``{a: {b: {"value", "ci_low", "ci_high", "n"}}}`` matrices."""
     if not 0 < top_ratio <= 1:
         raise ConfigError(f"top_ratio={top_ratio!r} is invalid: expected 0 < top_ratio <= 1.")
     names = list(columns)
@@ -518,35 +444,29 @@ def score_agreement(columns: Mapping[str, np.ndarray], *, top_ratio: float = 0.2
     rho: dict = {a: {} for a in names}
     jac: dict = {a: {} for a in names}
     for i, a in enumerate(names):
-        for b in names[i:]:
-            if a == b:
-                n = int(np.isfinite(arrays[a]).sum())
-                one = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": n}
-                rho[a][a] = jac[a][a] = one
-                continue
-            r = _metric("spearman", predictions=arrays[a], references=arrays[b], **opts)
-            j = _metric("top_overlap", predictions=masks[a], references=masks[b], **opts)
-            rho[a][b] = rho[b][a] = {k: r[k] for k in ("value", "ci_low", "ci_high", "n")}
-            jac[a][b] = jac[b][a] = {k: j[k] for k in ("value", "ci_low", "ci_high", "n")}
+        rho[a][a] = jac[a][a] = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0,
+                                 "n": int(np.isfinite(arrays[a]).sum())}
+        for b in names[i + 1:]:
+            for matrix, metric, data in ((rho, "spearman", arrays), (jac, "top_overlap", masks)):
+                res = _metric(metric, predictions=data[a], references=data[b], **opts)
+                matrix[a][b] = matrix[b][a] = {k: res[k] for k in _FIGURE}
     return {"columns": names, "top_ratio": top_ratio, "spearman": rho, "jaccard": jac}
 
 
-def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, top_ratio: float, opts: dict,
-                    batch_size: int, higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict]:
-    """The pairwise-accuracy report (settings: the tokenizer only) and the plot's arguments."""
+def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, opts: dict, batch_size: int,
+                    higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict, dict]:
+    """The pairwise-accuracy report (settings: the tokenizer only), the columns to compare for
+    agreement, and the plot's arguments."""
     if not scorers:
         raise ConfigError("Preference pairs need a scorer: pass scorers=SelectITScorer() (or a list).")
     chosen_ds, rejected_ds, layout = pair_datasets(ds)
     chosen_ds, columns = _apply_scorers(chosen_ds, scorers, batch_size=batch_size, desc="Scoring chosen")
     rejected_ds, _ = _apply_scorers(rejected_ds, scorers, batch_size=batch_size, desc="Scoring rejected")
-    chosen = {c: _scores(chosen_ds, c) for c in columns}
-    rejected = {c: _scores(rejected_ds, c) for c in columns}
-
+    chosen = {c: valid_scores(chosen_ds, c) for c in columns}
+    rejected = {c: valid_scores(rejected_ds, c) for c in columns}
     notes: list[str] = []
-    from .report import response_texts
-
-    texts_c, texts_r = response_texts(chosen_ds), response_texts(rejected_ds)
-    tok_name = _add_lengths(tokenizer, scorers, None, [(chosen, texts_c), (rejected, texts_r)], notes)
+    texts = [(chosen, response_texts(chosen_ds)), (rejected, response_texts(rejected_ds))]
+    tok_name = _add_lengths(tokenizer, scorers, None, texts, notes)
     n = len(ds)
     chosen[RANDOM] = np.random.default_rng(opts["seed"]).random(n)
     rejected[RANDOM] = np.random.default_rng(opts["seed"] + 1).random(n)
@@ -555,24 +475,19 @@ def _validate_pairs(ds: "Dataset", scorers: list, *, tokenizer: Any, top_ratio: 
     better_c, better_r = _oriented(chosen, higher), _oriented(rejected, higher)
     for name in columns:
         check_measurable(name, chosen[name], rejected[name], other_name="rejected answers' scores")
-    results = []
-    for name in chosen:
-        res = _metric("pairwise_accuracy", chosen=better_c[name], rejected=better_r[name], **opts)
-        results.append(_row(name, columns, res, higher, 0.5,
-                            wins=res["wins"], ties=res["ties"], losses=res["losses"]))
+    results = [_row(c, columns, _metric("pairwise_accuracy", chosen=better_c[c], rejected=better_r[c],
+                                        **opts), higher, 0.5) for c in chosen]
     missing = max(r["n_missing"] for r in results if r["role"] == "score")
     if missing:
         notes.append(f"{missing} pair(s) without a score on one side (error status or unreadable "
                      "answer) are left out of the score rows.")
-    agree_cols = {c: np.concatenate([better_c[c], better_r[c]]) for c in chosen if c != RANDOM}
-    report = ValidationReport(
-        mode="pairs", metric="pairwise_accuracy", n_items=n,
-        target={"layout": layout, "pairs": n, "answers": 2 * n}, results=results,
-        agreement=score_agreement(agree_cols, top_ratio=top_ratio, **opts),
-        settings={"tokenizer": tok_name}, notes=notes)
+    report = ValidationReport(mode="pairs", metric="pairwise_accuracy", n_items=n,
+                              target={"layout": layout, "pairs": n, "answers": 2 * n}, results=results,
+                              settings={"tokenizer": tok_name}, notes=notes)
+    agree = {c: np.concatenate([better_c[c], better_r[c]]) for c in chosen if c != RANDOM}
     plot = {"series": {c: (chosen[c], rejected[c]) for c in columns},
             "labels": ("chosen", "rejected"), "title": f"{n:,} preference pairs"}
-    return report, plot
+    return report, agree, plot
 
 
 def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarray, list, str]:
@@ -582,14 +497,17 @@ def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarra
     if isinstance(feature, ClassLabel):
         values = [None if v is None else feature.int2str(int(v)) for v in values]
     present = sorted({v for v in values if v is not None}, key=str)
+
+    def y(code: Any) -> np.ndarray:
+        return np.array([np.nan if v is None else code(v) for v in values])
+
     if isinstance(positive, Mapping):
         mapping = {k: float(bool(v)) for k, v in positive.items()}
         unknown = [k for k in mapping if k not in present]
         if unknown:
             raise ConfigError(f"positive mapping has value(s) {unknown} that the label column "
                               f"does not hold. Values present: {present[:20]}.")
-        y = np.array([mapping.get(v, np.nan) if v is not None else np.nan for v in values])
-        return y, [k for k, v in mapping.items() if v], "binary"
+        return y(lambda v: mapping.get(v, np.nan)), [k for k, v in mapping.items() if v], "binary"
     if positive is not None:
         pos = list(positive) if isinstance(positive, (list, tuple, set)) else [positive]
         # A CLI value arrives as text: match it against the values' text too.
@@ -599,28 +517,22 @@ def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarra
         if absent:
             raise ConfigError(f"positive={positive!r}: {absent} not found in the label column. "
                               f"Values present: {present[:20]}.")
-        y = np.array([np.nan if v is None else float(v in pos) for v in values])
-        return y, pos, "binary"
+        return y(lambda v: float(v in pos)), pos, "binary"
     if set(present) <= {0, 1, True, False} and len(present) == 2:
-        y = np.array([np.nan if v is None else float(bool(v)) for v in values])
-        return y, [True if True in present else 1], "binary"
+        return y(lambda v: float(bool(v))), [True if True in present else 1], "binary"
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric and len(present) > 2:
-        y = np.array([np.nan if v is None else float(v) for v in values])
-        return y, [], "numeric"
-    raise ConfigError(
-        f"The label column holds {len(present)} distinct non-numeric value(s) {present[:20]}; "
-        "say which count as good: positive='good' (or a list), or a mapping "
-        "{'good': 1, 'wrong': 0, ...}."
-    )
+        return y(float), [], "numeric"
+    raise ConfigError(f"The label column holds {len(present)} distinct non-numeric value(s) {present[:20]}; "
+                      "say which count as good: positive='good' (or a list), or a mapping "
+                      "{'good': 1, 'wrong': 0, ...}.")
 
 
 def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optional[Sequence[str]],
-                     scorers: list, tokenizer: Any, top_ratio: float, opts: dict, batch_size: int,
-                     higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict]:
-    """The ROC-AUC or Spearman report (settings: the tokenizer only) and the plot's arguments."""
-    from .methods.columns import score_like
-
+                     scorers: list, tokenizer: Any, opts: dict, batch_size: int,
+                     higher_is_better: Optional[bool]) -> tuple[ValidationReport, dict, dict]:
+    """The ROC-AUC or Spearman report (settings: the tokenizer only), the columns to compare for
+    agreement, and the plot's arguments."""
     ds, added = _apply_scorers(ds, scorers, batch_size=batch_size, desc="Scoring")
     detected = [c for c in score_like(ds) if c != label and _numeric(ds, c)]
     if columns is None and not added:
@@ -629,24 +541,19 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
         tested = added + [c for c in (columns or []) if c not in added]
     others = [c for c in detected if c not in tested]
     if not tested:
-        raise ScoreColumnError(
-            f"No score column in the dataset (columns: {ds.column_names}). Score it first "
-            "(ds.map(SelectITScorer(), batched=True)), pass scorers=..., or columns=[...]."
-        )
+        raise ScoreColumnError(f"No score column in the dataset (columns: {ds.column_names}). Score it "
+                               "first (ds.map(SelectITScorer(), batched=True)), pass scorers=..., or "
+                               "columns=[...].")
     y, positives, kind = _binary_labels(ds.with_format("arrow")[label].to_pylist(), positive,
                                         ds.features[label])
-    labelled = np.isfinite(y)
-    if kind == "binary" and len({float(v) for v in y[labelled]}) < 2:
-        raise ConfigError(
-            f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
-            f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate more "
-            "rows (no --limit, or a shuffled sample) or check positive=."
-        )
-    values = {c: _scores(ds, c) for c in tested + others}
+    labelled, binary = np.isfinite(y), kind == "binary"
+    if binary and len({float(v) for v in y[labelled]}) < 2:
+        raise ConfigError(f"Every labelled row is {'positive' if (y[labelled] == 1).all() else 'negative'} "
+                          f"({int(labelled.sum())} rows of {label!r}): an AUC needs both classes. Validate "
+                          "more rows (no --limit, or a shuffled sample) or check positive=.")
+    values = {c: valid_scores(ds, c) for c in tested + others}
     notes: list[str] = []
     tok_name = None
-    from .report import response_texts
-
     try:
         texts = response_texts(ds)
     except SchemaError as err:
@@ -655,32 +562,23 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
         tok_name = _add_lengths(tokenizer, scorers, ds, [(values, texts)], notes)
     values[RANDOM] = np.random.default_rng(opts["seed"]).random(len(ds))
 
-    metric = "roc_auc" if kind == "binary" else "spearman"
+    metric = "roc_auc" if binary else "spearman"
     for name in tested:
-        check_measurable(name, values[name][labelled], y[labelled], binary=kind == "binary")
+        check_measurable(name, values[name][labelled], y[labelled], binary=binary)
     higher = {**_directions(ds, others, None), **_directions(ds, tested, higher_is_better)}
     better = _oriented(values, higher)
-    results = []
-    for name, v in better.items():
-        v = v[labelled]
-        if kind == "binary":
-            res = _metric("roc_auc", predictions=v, references=y[labelled].astype(np.int32), **opts)
-        else:
-            res = _metric("spearman", predictions=v, references=y[labelled], **opts)
-        results.append(_row(name, tested, res, higher, 0.5 if kind == "binary" else 0.0))
+    refs = y[labelled].astype(np.int32) if binary else y[labelled]
+    results = [_row(name, tested, _metric(metric, predictions=v[labelled], references=refs, **opts),
+                    higher, 0.5 if binary else 0.0) for name, v in better.items()]
     if (~labelled).any():
         notes.append(f"{int((~labelled).sum())} row(s) without a usable label are left out.")
-    target = {"column": label, "kind": kind, "positive": positives,
-              "n_positive": int((y[labelled] == 1).sum()) if kind == "binary" else None,
-              "n_negative": int((y[labelled] == 0).sum()) if kind == "binary" else None,
+    n_pos, n_neg = (int((y[labelled] == v).sum()) if binary else None for v in (1, 0))
+    target = {"column": label, "kind": kind, "positive": positives, "n_positive": n_pos, "n_negative": n_neg,
               "n_unlabelled": int((~labelled).sum())}
-    report = ValidationReport(
-        mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
-        agreement=score_agreement({c: v for c, v in better.items() if c != RANDOM},
-                                  top_ratio=top_ratio, **opts),
-        settings={"tokenizer": tok_name}, notes=notes)
+    report = ValidationReport(mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
+                              settings={"tokenizer": tok_name}, notes=notes)
     shown = [r["name"] for r in results if r["role"] == "score"]
-    if kind == "binary":
+    if binary:
         pos_mask, neg_mask = labelled & (y == 1), labelled & (y == 0)
         plot = {"series": {c: (values[c][pos_mask], values[c][neg_mask]) for c in shown},
                 "labels": (" / ".join(str(p) for p in positives) or "positive", "the rest"),
@@ -688,15 +586,14 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
     else:
         plot = {"series": {c: (values[c][labelled], y[labelled]) for c in shown}, "labels": (label,),
                 "scatter": True, "title": f"{len(ds):,} rows, rating `{label}`"}
-    return report, plot
+    return report, {c: v for c, v in better.items() if c != RANDOM}, plot
 
 
 def _numeric(ds: "Dataset", column: str) -> bool:
     from datasets import Value
 
     feature = ds.features[column]
-    return isinstance(feature, Value) and (feature.dtype.startswith(("float", "int", "uint"))
-                                           or feature.dtype == "double")
+    return isinstance(feature, Value) and feature.dtype.startswith(("float", "int", "uint", "double"))
 
 
 def validate(
@@ -720,11 +617,8 @@ def validate(
     binary or categorical label, Spearman for a numeric rating).
 
     Args:
-        ds: preference pairs (see :func:`pair_datasets` for the layouts), or a dataset with a
-            label column and score columns (or `scorers` to add them).
-        scorers: one scorer or a list (any method: ``SelectITScorer``, ...), ScorerConfigs or
-            model ids/paths; each must write distinct columns (``column_prefix``). Pairs need one.
-        label: the label column.
+        scorers: one scorer or a list (any method), ScorerConfigs or model ids/paths, each writing
+            its own columns (``column_prefix``); they add the score columns. Pairs need one.
         positive: for a categorical label: the value (or list of values) that counts as good, or
             a mapping ``{value: 1/0}`` (values left out of it are not counted). None: 0/1 and
             booleans are binary, other numbers a rating (Spearman); text needs `positive`.
@@ -734,46 +628,35 @@ def validate(
             "none") to leave the baseline out; None = the first scorer's, else the model
             recorded on `ds`, else the embedded one.
         top_ratio: share selected by each column for the agreement overlaps.
-        n_boot, seed, confidence: bootstrap resamples, their seed, the interval's coverage.
-        batch_size: rows per ``map`` batch when scoring.
         plot: write the score distributions (chosen vs rejected, positive vs the rest, or a
             scatter against the rating) to this PNG.
         higher_is_better: which end of every tested score is better; None = as each column's
             method declares (r-IFD and losses: lower).
 
-    Returns:
-        A :class:`ValidationReport`.
-
     Raises:
         ConfigError: no scorer for pairs, two scorers writing the same columns, a text label
             without `positive`, or `positive` values not in the column.
         SchemaError: not a supported pair layout, or `label` is not a column.
-        ScoreColumnError: no score column.
-
-    Example:
-        >>> validate(pairs, scorers=SelectITScorer()).result("selectit_sentence_score")["value"]
-        >>> print(validate(scored, label="kind", positive="good").to_markdown())
-    """
+        ScoreColumnError: no score column."""
     opts = {"n_boot": n_boot, "seed": seed, "confidence": confidence}
-    common = dict(tokenizer=tokenizer, top_ratio=top_ratio, opts=opts, batch_size=batch_size,
-                  higher_is_better=higher_is_better)
+    common = dict(tokenizer=tokenizer, opts=opts, batch_size=batch_size, higher_is_better=higher_is_better)
     if label is None and not {"chosen", "rejected"} <= set(ds.column_names):
-        raise ConfigError(
-            f"Nothing to validate against: pass label=<column> (columns: {ds.column_names}), or "
-            "preference pairs with 'chosen' and 'rejected' columns."
-        )
+        raise ConfigError(f"Nothing to validate against: pass label=<column> (columns: {ds.column_names}), "
+                          "or preference pairs with 'chosen' and 'rejected' columns.")
     if label is None and (columns is not None or positive is not None):
         raise ConfigError("columns= and positive= apply to a label column; preference pairs "
                           "are scored with scorers=.")
     if label is not None and label not in ds.column_names:
-        raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. Pass label=<column>.")
+        raise SchemaError(f"Label column {label!r} not found. Columns: {ds.column_names}. "
+                          "Pass label=<column>.")
     given = scorers if isinstance(scorers, (list, tuple)) else [] if scorers is None else [scorers]
     scorer_list = [_as_scorer(s) for s in given]
     if label is None:
-        report, figure = _validate_pairs(ds, scorer_list, **common)
+        report, agree, figure = _validate_pairs(ds, scorer_list, **common)
     else:
-        report, figure = _validate_labels(ds, label, positive=positive, columns=columns,
-                                          scorers=scorer_list, **common)
+        report, agree, figure = _validate_labels(ds, label, positive=positive, columns=columns,
+                                                 scorers=scorer_list, **common)
+    report.agreement = score_agreement(agree, top_ratio=top_ratio, **opts)
     report.settings = {**opts, **report.settings, "top_ratio": top_ratio,
                        "scorers": [_describe_scorer(s) for s in scorer_list]}
     if plot:
@@ -785,24 +668,16 @@ def validate(
 
 
 def _describe_scorer(scorer: Any) -> dict:
-    config = getattr(scorer, "config", None)
     out = {"class": type(scorer).__name__, "columns": score_columns_of(scorer)}
-    if config is not None and hasattr(config, "model"):
-        out["model"] = config.model
+    if hasattr(getattr(scorer, "config", None), "model"):
+        out["model"] = scorer.config.model
     return out
-
-# --------------------------------------------------------------------------- stored with the data
 
 
 def attach_validation(ds: "Dataset", report: ValidationReport) -> "Dataset":
     """`ds` with a label-column report recorded in its metadata, so a publish of it (or of a
-    subset selected from it) writes the report to ``selectit.json`` and the card shows it.
-
-    Raises:
-        ConfigError: a "pairs" report (about other data), or one computed on a different number of rows.
-    """
-    from .provenance import attach
-
+    subset selected from it) writes the report to ``selectit.json`` and the card shows it. A
+    "pairs" report (about other data), or one on a different number of rows, is a ConfigError."""
     if report.mode != "labels":
         raise ConfigError("Only a label-column validation describes the scored rows; a "
                           "preference-pair validation is about other data (keep its --json).")
@@ -819,8 +694,6 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
     no score column."""
     import json
 
-    from .methods.columns import score_like
-
     tokenizer: Any = config.tokenizer
     if tokenizer is None or tokenizer.lower() in ("none", "null", "false"):
         tokenizer = False
@@ -831,10 +704,10 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         has_scores = any(_numeric(ds, c) for c in score_like(ds) if c != config.label)
         if config.score_first is False or (config.score_first is None and has_scores):
             use = []
-    report = validate(ds, scorers=use or None, label=config.label, positive=config.positive,
+    report = validate(ds, scorers=use or None, label=config.label, positive=config.positive, plot=config.plot,
                       columns=config.score_columns, tokenizer=tokenizer, top_ratio=config.top_ratio,
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
-                      plot=config.plot, higher_is_better=config.higher_is_better)
+                      higher_is_better=config.higher_is_better)
     if config.json:
         from .atomic import write_text
 

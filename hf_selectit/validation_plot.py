@@ -12,6 +12,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .plots import agg_figure, hist_edges
+
 logger = logging.getLogger(__name__)
 
 VALIDATION_PLOT_FILENAME = "selectit_validation.png"
@@ -32,31 +34,21 @@ def validation_plot(
 ) -> str:
     """Draw, for each score column, the distributions of two groups (or a scatter against a rating).
 
-    Args:
-        series: column -> (values of the good items, values of the bad items); with
-            ``scatter=True`` column -> (scores, ratings).
-        labels: names of the two groups (one name, the rating's, with `scatter`).
-        figures: column -> result row (``value``, ``ci_low``, ``ci_high``, ``n``) shown in each
-            panel's title, named `metric` (e.g. "ROC-AUC").
-
-    Returns:
-        The path written, as a string.
+    `series` maps a column to (values of the good items, values of the bad items), or with
+    `scatter` to (scores, ratings); `labels` names the two groups (the rating alone with
+    `scatter`); `figures` maps a column to its result row (``value``, ``ci_low``, ``ci_high``,
+    ``n``), shown in its panel's title named `metric` (e.g. "ROC-AUC"). Returns the path written.
 
     Example:
         >>> validation_plot({"s": ([3.0, 4.0], [1.0, 2.0])}, path="v.png", labels=("chosen", "rejected"))
         'v.png'
     """
-    # A bare Figure on the Agg canvas: no display needed, pyplot's global state left alone.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = list(series)[:_MAX_PANELS]
     if len(series) > _MAX_PANELS:
         logger.warning("Validation plot shows the first %d of %d score columns.", _MAX_PANELS, len(series))
     cols = min(len(names), 3) or 1
     rows = max(1, math.ceil(len(names) / cols))
-    fig = Figure(figsize=(5.2 * cols, 3.8 * rows + 0.6), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure(figsize=(5.2 * cols, 3.8 * rows + 0.6))
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
         first, second = (np.asarray(v, dtype=np.float64) for v in series[name])
@@ -67,15 +59,11 @@ def validation_plot(
             ax.set_ylabel(name)
         else:
             a, b = first[np.isfinite(first)], second[np.isfinite(second)]
-            pool = np.concatenate([a, b])
-            if pool.size:
-                lo, hi = float(pool.min()), float(pool.max())
-                if hi <= lo:
-                    lo, hi = lo - 0.5, hi + 0.5
-                edges = np.linspace(lo, hi, bins + 1)
+            edges = hist_edges(np.concatenate([a, b]), bins)
+            if edges is not None:
                 for values, label, color in ((a, labels[0], _COLORS[0]), (b, labels[1], _COLORS[1])):
-                    ax.hist(values, bins=edges, alpha=0.55, color=color, label=f"{label} ({len(values)})",
-                            density=True)
+                    ax.hist(values, bins=edges, alpha=0.55, color=color, density=True,
+                            label=f"{label} ({len(values)})")
                     if len(values):
                         ax.axvline(float(np.median(values)), color=color, linestyle="--", linewidth=1.2)
                 ax.legend(fontsize=8)

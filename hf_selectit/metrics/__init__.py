@@ -1,16 +1,11 @@
 """The validation metrics as `evaluate` modules shipped inside the package.
 
-Each metric is a folder ``hf_selectit/metrics/<name>/<name>.py`` holding an ``evaluate.Metric``;
-``evaluate.load(metric_path(name))`` loads it from the installed package, so it works with no
-network (``HF_HUB_OFFLINE=1``). The formulas themselves live once, in :mod:`.stats`.
-
-- ``pairwise_accuracy``: chosen vs rejected scores of preference pairs (ties 0.5).
-- ``roc_auc``: a score against a binary label (ties 0.5).
-- ``spearman``: a score against a numeric rating, or two scores against each other.
-- ``top_overlap``: Jaccard overlap of two selections of the same rows.
-
-Every module returns the figure, its percentile-bootstrap interval (``ci_low``, ``ci_high``)
-and the number of items ``n``.
+Each metric is a folder ``hf_selectit/metrics/<name>/<name>.py`` holding an ``evaluate.Metric``
+(pairwise accuracy of preference pairs, ROC-AUC, Spearman, the Jaccard overlap of two
+selections); ``evaluate.load(metric_path(name))`` loads it from the installed package, so it
+works with no network (``HF_HUB_OFFLINE=1``). The formulas live once, in :mod:`.stats`. Every
+module returns the figure, its percentile-bootstrap interval (``ci_low``, ``ci_high``) and the
+number of items ``n``.
 
 Example:
     >>> import evaluate
@@ -34,11 +29,8 @@ _LOCK = threading.Lock()
 
 
 def metric_path(name: str) -> str:
-    """Folder of the shipped `evaluate` module `name` (what ``evaluate.load`` takes).
-
-    Raises:
-        ConfigError: `name` is not one of :data:`METRIC_NAMES`.
-    """
+    """Folder of the shipped `evaluate` module `name` (what ``evaluate.load`` takes); a
+    ConfigError when `name` is not one of :data:`METRIC_NAMES`."""
     if name not in METRIC_NAMES:
         raise ConfigError(f"Unknown metric {name!r}: expected one of {list(METRIC_NAMES)}.")
     return str(Path(__file__).resolve().parent / name)
@@ -49,21 +41,16 @@ def metric_info(description: str, inputs_description: str, **features: str) -> A
     import datasets
     import evaluate
 
+    features = datasets.Features({k: datasets.Value(v) for k, v in features.items()})
     return evaluate.MetricInfo(description=description, citation="", inputs_description=inputs_description,
-                               features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))
+                               features=features)
 
 
 def load_metric(name: str) -> Any:
-    """``evaluate.load`` of a shipped metric, once per process (kept in memory, no cache files).
-
-    Example:
-        >>> load_metric("pairwise_accuracy").compute(chosen=[1.0], rejected=[0.0], n_boot=0)
-    """
+    """``evaluate.load`` of a shipped metric, once per process (kept in memory, no cache files)."""
     import evaluate
 
     with _LOCK:
-        module = _LOADED.get(name)
-        if module is None:
-            module = evaluate.load(metric_path(name), keep_in_memory=True)
-            _LOADED[name] = module
-        return module
+        if name not in _LOADED:
+            _LOADED[name] = evaluate.load(metric_path(name), keep_in_memory=True)
+        return _LOADED[name]

@@ -1,26 +1,11 @@
 """The numbers behind the validation metrics, with weights so one code path serves the point
 estimate (every weight 1) and each bootstrap resample (weight = how often an item was drawn).
 
-Pure numpy; no `evaluate`, no `datasets`. The `evaluate` modules next to this file
-(``hf_selectit/metrics/<name>/<name>.py``) and :mod:`hf_selectit.report` call these functions,
-so each formula exists once.
-
-Each ``*_statistic(...)`` sorts or ranks its inputs once and returns a function of the weights,
-so a bootstrap resample costs a few ``bincount`` passes (O(n)) rather than a new sort: 1,000
-resamples of a million items take seconds, not minutes.
-
-Conventions:
-
-- pairwise accuracy: a pair counts 1 when the chosen answer scores higher, 0.5 on a tie, 0 when
-  the rejected one scores higher.
-- ROC-AUC: the probability that a random positive item scores higher than a random negative one,
-  ties 0.5 (the Mann-Whitney form; equals the area under the ROC curve with ties interpolated).
-- Spearman: Pearson correlation of the average ranks (ties get their mean rank), as
-  ``scipy.stats.spearmanr``.
-- Jaccard: |A and B| / |A or B| of two selected sets.
-- Interval: the percentile bootstrap over items (resample n items with replacement, `n_boot`
-  times, seeded ``numpy.random.default_rng(seed)``); resamples where the statistic is undefined
-  (one class only, a constant column) are left out and counted.
+Pure numpy, so each formula exists once: the `evaluate` modules next to this file and
+:mod:`hf_selectit.report` call these functions. Each ``*_statistic(...)`` sorts or ranks its
+inputs once and returns a function of the weights, so a bootstrap resample costs a few
+``bincount`` passes (O(n)) rather than a new sort: 1,000 resamples of a million items take
+seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -31,22 +16,13 @@ import numpy as np
 
 Statistic = Callable[[np.ndarray], float]
 
-DEFAULT_N_BOOT = 1000
-DEFAULT_SEED = 0
-DEFAULT_CONFIDENCE = 0.95
-
 
 def _float(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 def pairwise_outcomes(chosen, rejected) -> np.ndarray:
-    """1.0 where chosen > rejected, 0.5 on a tie, 0.0 where chosen < rejected.
-
-    Example:
-        >>> pairwise_outcomes([2.0, 1.0, 1.0], [1.0, 1.0, 3.0]).tolist()
-        [1.0, 0.5, 0.0]
-    """
+    """1.0 where chosen > rejected, 0.5 on a tie, 0.0 where chosen < rejected."""
     c, r = _float(chosen), _float(rejected)
     return np.where(c > r, 1.0, np.where(c == r, 0.5, 0.0))
 
@@ -63,7 +39,9 @@ def mean_statistic(values) -> Statistic:
 
 
 def auc_statistic(scores, labels) -> Statistic:
-    """ROC-AUC (ties 0.5) of `scores` for binary `labels` (true = positive) as a function of weights.
+    """ROC-AUC of `scores` for binary `labels` (true = positive) as a function of weights: the
+    probability that a random positive item scores higher than a random negative one, ties 0.5
+    (the Mann-Whitney form; equals the area under the ROC curve with ties interpolated).
 
     Example:
         >>> auc_statistic([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])(np.ones(4))
@@ -98,12 +76,8 @@ def _weighted_ranks(inv: np.ndarray, n_u: int, w: np.ndarray) -> np.ndarray:
 
 
 def spearman_statistic(x, y) -> Statistic:
-    """Spearman's rank correlation of `x` and `y` (average ranks for ties) as a function of weights.
-
-    Example:
-        >>> round(spearman_statistic([1, 2, 3, 4], [1, 3, 2, 4])(np.ones(4)), 3)
-        0.8
-    """
+    """Spearman's rank correlation of `x` and `y` as a function of weights: the Pearson correlation
+    of the average ranks (ties get their mean rank), as ``scipy.stats.spearmanr``."""
     a, b = _float(x), _float(y)
     if len(a) != len(b):
         raise ValueError(f"x has {len(a)} items but y has {len(b)}.")
@@ -127,14 +101,8 @@ def spearman_statistic(x, y) -> Statistic:
 
 
 def jaccard_statistic(a, b) -> Statistic:
-    """Jaccard overlap |A and B| / |A or B| of two boolean membership vectors, weighted.
-
-    Example:
-        >>> jaccard_statistic([1, 1, 0, 0], [0, 1, 1, 0])(np.ones(4))
-        0.3333333333333333
-    """
-    sa = np.asarray(a).reshape(-1).astype(bool)
-    sb = np.asarray(b).reshape(-1).astype(bool)
+    """Jaccard overlap |A and B| / |A or B| of two boolean membership vectors, weighted."""
+    sa, sb = (np.asarray(v).reshape(-1).astype(bool) for v in (a, b))
     if len(sa) != len(sb):
         raise ValueError(f"a has {len(sa)} items but b has {len(sb)}.")
     both, either = sa & sb, sa | sb
@@ -146,54 +114,37 @@ def jaccard_statistic(a, b) -> Statistic:
     return stat
 
 
-def estimate(
-    statistic: Statistic,
-    n: int,
-    *,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = DEFAULT_SEED,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> dict:
+def estimate(statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0,
+             confidence: float = 0.95) -> dict:
     """`statistic` (a function of per-item weights, one of the ``*_statistic`` builders) on all
-    `n` items and its percentile-bootstrap interval (`n_boot` resamples, 0: none, seeded).
-
-    Returns:
-        ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``;
-        floats are None where undefined (no items, one class only, a constant column).
-
-    Example:
-        >>> estimate(mean_statistic([1.0, 0.0, 0.5, 1.0]), 4, seed=0)["value"]
-        0.625
-    """
+    `n` items and its percentile-bootstrap interval: `n_boot` resamples (0: none) of n items with
+    replacement, seeded ``numpy.random.default_rng(seed)``; resamples where the statistic is
+    undefined (one class only, a constant column) are left out and counted. Returns
+    ``{"value", "ci_low", "ci_high", "n", "n_boot", "n_boot_undefined", "confidence"}``, floats
+    None where undefined."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} is invalid: expected a number in (0, 1).")
     if n_boot < 0:
         raise ValueError(f"n_boot={n_boot!r} is invalid: expected an integer >= 0.")
     value = statistic(np.ones(n)) if n > 0 else float("nan")
-    low = high = float("nan")
-    undefined = 0
+    low, high, undefined = float("nan"), float("nan"), 0
     if n > 0 and n_boot > 0 and np.isfinite(value):
         rng = np.random.default_rng(seed)
-        draws = np.empty(n_boot)
-        for i in range(n_boot):
-            w = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
-            draws[i] = statistic(w)
+        draws = np.array([statistic(np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64))
+                          for _ in range(n_boot)])
         ok = draws[np.isfinite(draws)]
         undefined = int(n_boot - len(ok))
         if len(ok):
             tail = (1.0 - confidence) / 2.0 * 100.0
             low, high = (float(v) for v in np.percentile(ok, [tail, 100.0 - tail]))
-    return {
-        "value": _none_if_nan(value), "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high),
-        "n": int(n), "n_boot": int(n_boot), "n_boot_undefined": undefined,
-        "confidence": float(confidence),
-    }
+    return {"value": _none_if_nan(value), "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high),
+            "n": int(n), "n_boot": int(n_boot), "n_boot_undefined": undefined,
+            "confidence": float(confidence)}
 
 
 def finite_mask(*arrays) -> np.ndarray:
     """Rows where every array is finite (the items a statistic can use)."""
-    masks = [np.isfinite(_float(arr)) for arr in arrays]
-    return np.logical_and.reduce(masks) if masks else np.zeros(0, dtype=bool)
+    return np.logical_and.reduce([np.isfinite(_float(arr)) for arr in arrays])
 
 
 def _none_if_nan(value: float) -> Optional[float]:

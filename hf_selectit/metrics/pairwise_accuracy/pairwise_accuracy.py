@@ -16,16 +16,11 @@ _KWARGS_DESCRIPTION = """
 Args:
     chosen (list of float): score of the chosen (preferred) answer of each pair.
     rejected (list of float): score of the rejected answer of the same pair.
-    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
-    seed (int): seed of the resampling, default 0.
-    confidence (float): interval coverage, default 0.95.
+    n_boot, seed, confidence: bootstrap resamples (default 1000; 0: no interval), their seed (0)
+        and the interval's coverage (0.95).
 Returns:
     pairwise_accuracy, ci_low, ci_high, n (pairs used), n_missing, wins, ties, losses,
     n_boot, n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("pairwise_accuracy"))
-    >>> metric.compute(chosen=[2.0, 1.0, 0.0], rejected=[1.0, 1.0, 3.0])["pairwise_accuracy"]
-    0.5
 """
 
 
@@ -34,18 +29,11 @@ class PairwiseAccuracy(evaluate.Metric):
     def _info(self):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, chosen="float64", rejected="float64")
 
-    def _compute(self, chosen, rejected, n_boot=stats.DEFAULT_N_BOOT, seed=stats.DEFAULT_SEED,
-                 confidence=stats.DEFAULT_CONFIDENCE):
+    def _compute(self, chosen, rejected, **boot):
         c = np.asarray(chosen, dtype=np.float64)
         r = np.asarray(rejected, dtype=np.float64)
         ok = stats.finite_mask(c, r)
         outcomes = stats.pairwise_outcomes(c[ok], r[ok])
-        result = stats.estimate(stats.mean_statistic(outcomes), len(outcomes), n_boot=n_boot,
-                                seed=seed, confidence=confidence)
-        return {
-            "pairwise_accuracy": result.pop("value"), **result,
-            "n_missing": int((~ok).sum()),
-            "wins": int((outcomes == 1.0).sum()),
-            "ties": int((outcomes == 0.5).sum()),
-            "losses": int((outcomes == 0.0).sum()),
-        }
+        result = stats.estimate(stats.mean_statistic(outcomes), len(outcomes), **boot)
+        counts = {k: int((outcomes == v).sum()) for k, v in (("wins", 1.0), ("ties", 0.5), ("losses", 0.0))}
+        return {"pairwise_accuracy": result.pop("value"), **result, "n_missing": int((~ok).sum()), **counts}

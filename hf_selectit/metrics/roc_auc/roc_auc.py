@@ -18,16 +18,11 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of float): the score of each item.
     references (list of int): 1 for a positive item, 0 for a negative one.
-    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
-    seed (int): seed of the resampling, default 0.
-    confidence (float): interval coverage, default 0.95.
+    n_boot, seed, confidence: bootstrap resamples (default 1000; 0: no interval), their seed (0)
+        and the interval's coverage (0.95).
 Returns:
     roc_auc, ci_low, ci_high, n, n_positive, n_negative, n_missing, n_boot, n_boot_undefined,
     confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("roc_auc"))
-    >>> metric.compute(predictions=[0.1, 0.4, 0.35, 0.8], references=[0, 0, 1, 1])["roc_auc"]
-    0.75
 """
 
 
@@ -36,8 +31,7 @@ class RocAuc(evaluate.Metric):
     def _info(self):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="int32")
 
-    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
-                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+    def _compute(self, predictions, references, **boot):
         scores = np.asarray(predictions, dtype=np.float64)
         labels = np.asarray(references)
         bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
@@ -45,10 +39,6 @@ class RocAuc(evaluate.Metric):
             raise ValueError(f"references must be 0 or 1; got {bad[:5]}.")
         ok = stats.finite_mask(scores)
         scores, labels = scores[ok], labels[ok].astype(bool)
-        result = stats.estimate(stats.auc_statistic(scores, labels), len(scores), n_boot=n_boot,
-                                seed=seed, confidence=confidence)
-        return {
-            "roc_auc": result.pop("value"), **result,
-            "n_positive": int(labels.sum()), "n_negative": int((~labels).sum()),
-            "n_missing": int((~ok).sum()),
-        }
+        result = stats.estimate(stats.auc_statistic(scores, labels), len(scores), **boot)
+        return {"roc_auc": result.pop("value"), **result, "n_positive": int(labels.sum()),
+                "n_negative": int((~labels).sum()), "n_missing": int((~ok).sum())}

@@ -16,15 +16,10 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of float): the first column (a score).
     references (list of float): the second column (a rating or another score).
-    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
-    seed (int): seed of the resampling, default 0.
-    confidence (float): interval coverage, default 0.95.
+    n_boot, seed, confidence: bootstrap resamples (default 1000; 0: no interval), their seed (0)
+        and the interval's coverage (0.95).
 Returns:
     spearman, ci_low, ci_high, n, n_missing, n_boot, n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("spearman"))
-    >>> round(metric.compute(predictions=[1, 2, 3, 4], references=[1, 3, 2, 4])["spearman"], 3)
-    0.8
 """
 
 
@@ -33,11 +28,9 @@ class Spearman(evaluate.Metric):
     def _info(self):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="float64")
 
-    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
-                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+    def _compute(self, predictions, references, **boot):
         x = np.asarray(predictions, dtype=np.float64)
         y = np.asarray(references, dtype=np.float64)
         ok = stats.finite_mask(x, y)
-        result = stats.estimate(stats.spearman_statistic(x[ok], y[ok]), int(ok.sum()),
-                                n_boot=n_boot, seed=seed, confidence=confidence)
+        result = stats.estimate(stats.spearman_statistic(x[ok], y[ok]), int(ok.sum()), **boot)
         return {"spearman": result.pop("value"), **result, "n_missing": int((~ok).sum())}

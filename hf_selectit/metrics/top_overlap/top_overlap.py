@@ -17,16 +17,11 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of bool): whether each row is in selection A.
     references (list of bool): whether each row is in selection B.
-    n_boot (int): bootstrap resamples, default 1000 (0: no interval).
-    seed (int): seed of the resampling, default 0.
-    confidence (float): interval coverage, default 0.95.
+    n_boot, seed, confidence: bootstrap resamples (default 1000; 0: no interval), their seed (0)
+        and the interval's coverage (0.95).
 Returns:
     jaccard, ci_low, ci_high, n (rows), selected_a, selected_b, both, share_of_a, n_boot,
     n_boot_undefined, confidence.
-Examples:
-    >>> metric = evaluate.load(hf_selectit.metrics.metric_path("top_overlap"))
-    >>> metric.compute(predictions=[1, 1, 0, 0], references=[0, 1, 1, 0])["jaccard"]
-    0.3333333333333333
 """
 
 
@@ -35,15 +30,10 @@ class TopOverlap(evaluate.Metric):
     def _info(self):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="bool", references="bool")
 
-    def _compute(self, predictions, references, n_boot=stats.DEFAULT_N_BOOT,
-                 seed=stats.DEFAULT_SEED, confidence=stats.DEFAULT_CONFIDENCE):
+    def _compute(self, predictions, references, **boot):
         a = np.asarray(predictions, dtype=bool)
         b = np.asarray(references, dtype=bool)
-        result = stats.estimate(stats.jaccard_statistic(a, b), len(a), n_boot=n_boot, seed=seed,
-                                confidence=confidence)
+        result = stats.estimate(stats.jaccard_statistic(a, b), len(a), **boot)
         both = int((a & b).sum())
-        return {
-            "jaccard": result.pop("value"), **result,
-            "selected_a": int(a.sum()), "selected_b": int(b.sum()), "both": both,
-            "share_of_a": both / int(a.sum()) if a.any() else None,
-        }
+        return {"jaccard": result.pop("value"), **result, "selected_a": int(a.sum()),
+                "selected_b": int(b.sum()), "both": both, "share_of_a": both / int(a.sum()) if a.any() else None}

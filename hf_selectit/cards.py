@@ -120,14 +120,13 @@ def split_info(config_name: str, ds: "Dataset", *, download_size: int) -> dict:
     version replaces its files in place (the key hashes the card, not the file times).
     """
     from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
+    from datasets.splits import SplitDict
     from huggingface_hub import DatasetCardData
 
     num_bytes = int(ds.data.nbytes * ds.num_rows / max(1, ds.data.num_rows))
-    splits = SplitDict()
-    splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=ds.num_rows))
-    info = DatasetInfo(features=ds.features, splits=splits, download_size=int(download_size),
-                       dataset_size=num_bytes, config_name=config_name)
+    split = {"name": "train", "num_bytes": num_bytes, "num_examples": ds.num_rows}
+    info = DatasetInfo(features=ds.features, splits=SplitDict.from_split_dict([split]),
+                       download_size=int(download_size), dataset_size=num_bytes, config_name=config_name)
     holder = DatasetCardData()
     DatasetInfosDict({config_name: info}).to_dataset_card_data(holder)
     entry = holder.to_dict()["dataset_info"]
@@ -467,16 +466,6 @@ def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local:
             f"--revision {shlex.quote(version)} --local-dir .\nhf-selectit run {shlex.quote(filename)}")
 
 
-def _validation_markdown(provenance: Mapping) -> Optional[str]:
-    """The validation table recorded in `selectit.json` (a label validation of the same rows)."""
-    data = provenance.get("validation")
-    if not isinstance(data, Mapping):
-        return None
-    from .validation import ValidationReport
-
-    return ValidationReport.from_dict(data).to_markdown()
-
-
 def _added(base: list, user: Any) -> list:
     """`base` and then the user's values (a string or a list) that it lacks."""
     user = user or []
@@ -508,17 +497,15 @@ def build_card(
             line shown under "Reproduce"). The computed fields (`COMPUTED_FIELDS`) cannot be
             replaced (a warning says so); `tags` and `source_datasets` add to the computed ones.
         changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
-        histogram: File name of the histogram PNG in the repo, or None.
         defaults: `card_defaults` (license, language), plus ``source_is_local`` (then the source
             is shown, not linked).
-        report_markdown: The selection report of `subset` against `scored`, or None.
-        is_local: `repo_id` is a local directory (the usage snippet has no revision).
-        dataset_info: The YAML `dataset_info` entries, see `split_info`.
-        run_config: File name of the uploaded run config, when `hf-selectit run` made the version.
+        histogram, run_config: File names in the repo of the histogram and the uploaded run config.
     """
     from urllib.parse import quote
 
     from huggingface_hub import DatasetCard, DatasetCardData, constants
+
+    from .validation import ValidationReport
 
     extra = _as_dict(card_data)
     command = extra.pop("reproduce_command", None)
@@ -547,6 +534,11 @@ def build_card(
     rule = provenance.get("selection")
     scorers = provenance.get("scorers") or {}
     prompts, prompt_set = provenance.get("prompts"), provenance.get("prompt_set")
+    # The label validation of the same rows recorded in `selectit.json`, and its figure: set by the
+    # publisher only when it uploaded it (a repo file name, never a local path).
+    validation = provenance.get("validation")
+    validation_md = (ValidationReport.from_dict(validation).to_markdown()
+                     if isinstance(validation, Mapping) else None)
     n_scored = scored.num_rows if scored is not None else None
     entries = [{"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
                 "commit": "this version"}] + [e for e in changelog or [] if e.get("version") != version]
@@ -587,9 +579,8 @@ def build_card(
         selection_items=[(_cell(k), _cell(v)) for k, v in sorted((rule or {}).items())
                          if v is not None and not isinstance(v, (list, dict))],
         report_markdown=report_markdown,
-        validation_markdown=_validation_markdown(provenance),
-        # Set by the publisher only when it uploaded the figure (a repo file name, never a local path).
-        validation_plot=(provenance.get("validation") or {}).get("plot"),
+        validation_markdown=validation_md,
+        validation_plot=(validation or {}).get("plot"),
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,

@@ -1,15 +1,13 @@
 """Publish a selected subset as a versioned dataset (Hub repo or local directory), and load it back.
 
 One version = one commit holding `data/` (the subset, `default` config), `scores/` (the full
-scored dataset, `scores` config, when given), `README.md` (the card), `selectit.json`
-(provenance) and `selectit_histogram.png`, plus the tag `version` on that commit. The tag is
-created last: a version without its tag does not exist, and any failure before the tag raises
-`PublishError` saying what was left behind.
+scored dataset, `scores` config), `README.md` (the card), `selectit.json` (provenance) and
+`selectit_histogram.png`, plus the tag `version`, created last: a version without its tag does not
+exist, and a failure before the tag raises `PublishError` saying what was left behind.
 
-`repo_id` names a local directory instead of a Hub repo by `hf_selectit.io.is_local_path`'s rule
-(to publish into a new directory called like a repo id, write it as `./user/name`). A local
-directory holds the latest version in place; earlier versions are recorded in its `selectit.json`
-and changelog.
+`repo_id` is a local directory by `hf_selectit.io.is_local_path`'s rule (write a new one named like
+a repo id as `./user/name`); it holds the latest version in place, earlier ones are recorded in its
+`selectit.json` and changelog.
 """
 
 from __future__ import annotations
@@ -98,12 +96,6 @@ def _resolve_token(token: Optional[str]) -> Optional[str]:
     return token or get_token()  # HF_TOKEN first, then the stored `hf auth login` token
 
 
-def _scrub(text: str, token: Optional[str]) -> str:
-    if token and len(token) >= 4:
-        text = text.replace(token, "<hidden>")
-    return redact(text)
-
-
 def _hub_errors() -> tuple:
     """Exceptions that mean "the Hub request failed" (HTTP status, connection, timeout)."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -184,8 +176,9 @@ def _size(root: Path, files: list[str]) -> int:
 
 
 def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str], changelog: list,
-           history: list, is_local: bool) -> list[str]:
-    """Write every file of one version into `workdir`; return their repo-relative paths."""
+           is_local: bool) -> list[str]:
+    """Write every file of one version into `workdir`; return their repo-relative paths. A local
+    directory's provenance carries the earlier versions (a Hub repo keeps them as tags)."""
     subset, scored, version = job.subset, job.scored, job.version
     files = _write_parquet(subset, workdir / "data")
     run_config = job.defaults.get("run_config")
@@ -199,7 +192,7 @@ def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str],
         files += score_files
     prov = provenance.build_provenance(
         subset, version=version, scored=scored, source=job.source, repo_id=repo_id, branch=branch,
-        history=history)
+        history=changelog if is_local else [])
     _stage_validation_plot(prov, workdir, files)
     rule = prov.get("selection")
     column = schema.resolve(scored if scored is not None else subset, rule=rule, required=False)
@@ -279,7 +272,7 @@ def _publish_local(job: _Version, target: Path, *, display: str, overwrite: bool
     target.parent.mkdir(parents=True, exist_ok=True)
     files = _swap_in_local(target, version=version, previous=names[0] if names else None,
                            build=lambda stage: _stage(stage, job, repo_id=display, branch=None,
-                                                      changelog=history, history=history, is_local=True))
+                                                      changelog=history, is_local=True))
     logger.info("Published %s (%d rows) to %s", version, job.subset.num_rows, target)
     return job.result(os.fspath(target), local=True, commit=None, branch=None, url=target.as_uri(),
                       files=tuple(files), replaced=version in names)
@@ -342,30 +335,26 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
 # ----------------------------------------------------------------------------- Hub
 
 
-def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
-    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+def _version_tags(api: "HfApi", repo_id: str) -> dict[str, str]:
+    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
     return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
-def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
+def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str]) -> list[dict]:
     """Earlier versions, newest first, from each tag's selectit.json (date and row count)."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     entries = []
     for name in sorted(tags, key=version_key, reverse=True):
-        commit = tags[name]
-        entry = {"version": name, "date": "", "rows": "", "commit": f"`{commit[:8]}`"}
+        prov: dict = {}
         try:
-            path = hf_hub_download(repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE,
-                                   revision=commit, token=token)
-            prov = provenance.read_published(path) or {}
-            entry["date"] = prov.get("created_at", "")
-            entry["rows"] = (prov.get("rows") or {}).get("subset", "")
+            prov = provenance.read_published(api.hf_hub_download(
+                repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE, revision=tags[name])) or {}
         except (EntryNotFoundError, HfHubHTTPError, ValueError) as exc:
             # A tag made by hand (no selectit.json) still belongs in the changelog.
             logger.info("No provenance at tag %s of %s (%s).", name, repo_id, type(exc).__name__)
-        entries.append(entry)
+        entries.append({"version": name, "date": prov.get("created_at", ""),
+                        "rows": (prov.get("rows") or {}).get("subset", ""), "commit": f"`{tags[name][:8]}`"})
     return entries
 
 
@@ -380,29 +369,27 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
     old_tag_deleted = False
     tags: dict = {}
     try:
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True, token=token)
+        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if branch:
             stage = f"creating branch {branch!r}"
-            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True, token=token)
+            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
         stage = "reading the repo's tags"
-        tags = _version_tags(api, repo_id, token)
+        tags = _version_tags(api, repo_id)
         if version in tags and not overwrite:
             raise VersionExistsError(
                 f"Version {version!r} already exists in {repo_id} (versions: "
                 f"{sorted(tags, key=version_key)}). Pass overwrite=True to replace it, or choose a "
                 "new version.")
         stage = "reading earlier versions"
-        changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version}, token)
+        changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version})
         stage = "listing the repo's files"
-        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         head = {b.name: b.target_commit for b in refs.branches}.get(branch or "main")
-        existing = (set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch, token=token))
-                    if head else set())
+        existing = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch)) if head else set()
         with tempfile.TemporaryDirectory(prefix="selectit-stage-") as tmp:
             workdir = Path(tmp)
             stage = "writing the files of the version"
-            files = _stage(workdir, job, repo_id=repo_id, branch=branch, changelog=changelog, history=[],
-                           is_local=False)
+            files = _stage(workdir, job, repo_id=repo_id, branch=branch, changelog=changelog, is_local=False)
             ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f))
                          for f in files]
             # Files of the previous version that this one does not overwrite (shards, figures):
@@ -411,16 +398,16 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(
-                repo_id, ops, repo_type=REPO_TYPE, revision=branch, token=token, parent_commit=head,
+                repo_id, ops, repo_type=REPO_TYPE, revision=branch, parent_commit=head,
                 commit_message=f"Publish {version}: {job.subset.num_rows} rows selected with SelectIT",
                 commit_description=f"hf-selectit {version}; provenance in {provenance.PROVENANCE_FILENAME}.")
         commit = info.oid
         if version in tags:
             stage = f"deleting the old tag {version}"
-            api.delete_tag(repo_id, tag=version, repo_type=REPO_TYPE, token=token)
+            api.delete_tag(repo_id, tag=version, repo_type=REPO_TYPE)
             old_tag_deleted = True
         stage = f"creating the tag {version}"
-        api.create_tag(repo_id, tag=version, revision=commit, repo_type=REPO_TYPE, token=token,
+        api.create_tag(repo_id, tag=version, revision=commit, repo_type=REPO_TYPE,
                        tag_message=f"hf-selectit {version}")
     except _hub_errors() as exc:
         raise _publish_failure(exc, repo_id=repo_id, version=version, stage=stage, commit=commit,
@@ -433,7 +420,8 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
 
 def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, branch, endpoint, token,
                      old_tag_deleted, had_tag) -> PublishError:
-    cause = _scrub(f"{type(exc).__name__}: {exc}", token)
+    cause = f"{type(exc).__name__}: {exc}"
+    cause = redact(cause.replace(token, "<hidden>") if token and len(token) >= 4 else cause)
     where = f"Publishing {version} to {repo_id} (Hub at {endpoint}) failed while {stage}: {cause}."
     if commit is None:
         left = f"Nothing was committed and no tag {version} was created"
@@ -510,9 +498,8 @@ def publish(
                 for p in sorted(set(schema.selectit_prefixes(names)))}
     infos = provenance.scorers_of(subset, scored, scorers, expected=expected)
     if infos:
-        subset = provenance.attach(subset, scorers=infos)
-        if scored is not None:
-            scored = provenance.attach(scored, scorers=infos)
+        subset, scored = (provenance.attach(ds, scorers=infos) if ds is not None else None
+                          for ds in (subset, scored))
     _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
@@ -578,8 +565,7 @@ def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str
         return sorted(names, key=version_key)
     from huggingface_hub import HfApi
 
-    resolved = _resolve_token(token)
-    return sorted(_version_tags(HfApi(token=resolved), os.fspath(repo_id), resolved), key=version_key)
+    return sorted(_version_tags(HfApi(token=_resolve_token(token)), os.fspath(repo_id)), key=version_key)
 
 
 def load_selective(

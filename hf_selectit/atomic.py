@@ -1,11 +1,10 @@
 """All-or-nothing writes: every output is built under a temporary name beside its target and
-renamed into place only when complete.
+renamed into place only when complete, so a failure (full disk, Ctrl-C, a kill) leaves the previous
+content or nothing, never a partial file or folder.
 
-A failure (full disk, read-only folder, Ctrl-C, a kill) leaves the previous content or nothing at
-the target, never a partial file or folder. The temporary names carry the writer's pid
-(``.NAME.selectit-new-<pid>``, and ``.NAME.selectit-old-<pid>`` for a folder moved aside during
-the swap), so :func:`recover` can tell the leftovers of a dead process from a live writer's: it
-puts a moved-aside folder back when the target is missing and removes the rest.
+The temporary names carry the writer's pid (``.NAME.selectit-new-<pid>``, and
+``.NAME.selectit-old-<pid>`` for a folder moved aside during a swap), so :func:`recover` can tell a
+dead writer's leftovers from a live one's.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 
@@ -51,20 +50,16 @@ def _remove(path: Path) -> None:
 
 
 def recover(target: PathLike) -> None:
-    """Clean up after writers of ``target`` that died mid-write (on this host).
-
-    A folder a dead writer moved aside (``.NAME.selectit-old-<pid>``) goes back to ``target``
-    when ``target`` is missing (the kill came between the two renames of a swap), so the previous
-    version is not lost; otherwise it, and any half-built ``.NAME.selectit-new-<pid>``, is
-    removed. Leftovers of live processes are not touched.
-    """
+    """Clean up after writers of ``target`` that died mid-write (on this host): a folder a dead
+    writer moved aside goes back to ``target`` when ``target`` is missing (the kill came between
+    the two renames of a swap); otherwise it, and any half-built new one, is removed. Leftovers of
+    live processes are not touched."""
     target = Path(os.path.expanduser(os.fspath(target)))
-    parent = target.parent
-    if not parent.is_dir():
+    if not target.parent.is_dir():
         return
     pattern = re.compile(rf"\.{re.escape(target.name)}\.selectit-(new|old)-(\d+)")
     leftovers = []
-    for entry in parent.iterdir():
+    for entry in target.parent.iterdir():
         match = pattern.fullmatch(entry.name)
         if match and int(match.group(2)) != os.getpid() and not pid_alive(int(match.group(2))):
             leftovers.append((match.group(1), entry))
@@ -80,12 +75,9 @@ def recover(target: PathLike) -> None:
 
 def swap_into_place(new: Path, target: Path) -> None:
     """Put ``new`` at ``target``: one rename for a file; a folder moves the old one aside first
-    (a folder cannot be renamed over a non-empty one), then removes it. If the second rename
-    fails the old folder goes back; a kill between the two is undone by :func:`recover`.
-
-    Raises:
-        OSError: a rename failed; ``target`` is as it was.
-    """
+    (a folder cannot be renamed over a non-empty one), then removes it. If the second rename fails
+    the old folder goes back (OSError, ``target`` as it was); a kill between the two is undone by
+    :func:`recover`."""
     if not (new.is_dir() and target.is_dir()):
         os.replace(new, target)
         return
@@ -109,15 +101,9 @@ def describe_os_error(exc: OSError) -> str:
 
 @contextlib.contextmanager
 def replacing(target: PathLike, *, what: str = "") -> Iterator[Path]:
-    """Write ``target`` all-or-nothing: yields a temporary path beside it to write (a file or a
-    folder); when the block ends without an error the temporary is renamed onto ``target``.
-
-    Args:
-        target: the final path.
-        what: what is written, for the error message ("the scored dataset").
-
-    Yields:
-        The temporary path (does not exist yet).
+    """Write ``target`` all-or-nothing: yields a temporary path beside it (not yet existing) to
+    write a file or folder to; when the block ends without an error it is renamed onto ``target``.
+    ``what`` names the content in the error message ("the scored dataset").
 
     Raises:
         OutputWriteError: writing or renaming failed with an OSError (full disk, read-only
@@ -135,18 +121,15 @@ def replacing(target: PathLike, *, what: str = "") -> Iterator[Path]:
         _remove(new)
         yield new
         swap_into_place(new, target)
-    except OutputWriteError:  # from a nested write: already says what and where
+    except BaseException as exc:
         _remove(new)
-        raise
-    except OSError as exc:
-        _remove(new)
+        # A nested write's OutputWriteError already says what and where.
+        if not isinstance(exc, OSError) or isinstance(exc, OutputWriteError):
+            raise
         state = ("the previous content is unchanged" if os.path.lexists(target)
                  else "nothing was written there")
         label = f"{what} " if what else ""
         raise OutputWriteError(f"Could not write {label}{target}: {describe_os_error(exc)}; {state}.") from exc
-    except BaseException:
-        _remove(new)
-        raise
 
 
 def write_text(path: PathLike, text: str) -> None:

@@ -1,14 +1,10 @@
 """Dataset cards of published SelectIT subsets.
 
 This module only renders: it receives the facts (provenance, the source card's license and
-language, the selection report, the histogram's file name) and fetches and computes nothing;
-`hf_selectit.publishing` gathers them before it is called.
-
-The card is rendered with `huggingface_hub.DatasetCard.from_template` from the Jinja template
-`selective_dataset.md` shipped in `hf_selectit.dataset_cards`. Its YAML header carries license,
-language, task categories, size category, source datasets, tags, pretty name and the `configs`
-that make `load_dataset(repo)` read `data/` (default) and `load_dataset(repo, "scores")` read
-`scores/`.
+language, the selection report, the histogram's file name) that `hf_selectit.publishing` gathers.
+The card is `huggingface_hub.DatasetCard.from_template` of the Jinja template
+`selective_dataset.md` (shipped in `hf_selectit.dataset_cards`); its YAML header's `configs` make
+`load_dataset(repo)` read `data/` (default) and `load_dataset(repo, "scores")` read `scores/`.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ import logging
 import math
 import os
 import shlex
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
@@ -35,28 +32,11 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "selective_dataset.md"
 TAGS = ("selectit", "data-selection", "instruction-tuning")
-DEFAULT_TASK_CATEGORIES = ("text-generation",)
-
-SELECTIT_BIBTEX = """@inproceedings{liu2024selectit,
-  title     = {SelectIT: Selective Instruction Tuning for LLMs via Uncertainty-Aware Self-Reflection},
-  author    = {Liu, Liangxin and Liu, Xuebo and Wong, Derek F. and Li, Dongfang and Wang, Ziyi and Hu, Baotian and Zhang, Min},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2024},
-  eprint    = {2402.16705},
-  archivePrefix = {arXiv}
-}"""
-
-# Keys of `card_data` that steer the body rather than the YAML header.
-_BODY_KEYS = ("reproduce_command",)
 # Header fields computed from the published files; `card_data` cannot replace them.
 COMPUTED_FIELDS = ("configs", "dataset_info", "size_categories")
 RUN_CONFIG_FILENAME = "selectit_run.yaml"
-
-_SIZE_BOUNDS = (
-    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
-    (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"),
-)
+_SIZES = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
+_cell = partial(md_code, in_table=True)
 
 
 def template_path() -> str:
@@ -82,46 +62,20 @@ def size_category(n_rows: int) -> str:
         >>> size_category(10400)
         '10K<n<100K'
     """
-    for bound, label in _SIZE_BOUNDS:
-        if n_rows < bound:
-            return label
+    for i, label in enumerate(_SIZES):
+        if n_rows < 10 ** (i + 3):
+            return f"{_SIZES[i - 1]}<n<{label}" if i else f"n<{label}"
     return "n>1T"
 
 
 def _card_field(card: Optional["DatasetCard"], key: str) -> Any:
-    if card is None or card.data is None:
-        return None
-    return card.data.to_dict().get(key)
-
-
-def resolve_license(
-    *, user_license: Optional[str], source_card: Optional["DatasetCard"], source_id: Optional[str]
-) -> tuple[str, str]:
-    """(license of the subset, where it came from): the user's when given, else the source card's;
-    a ConfigError when neither gives one."""
-    source_license = _card_field(source_card, "license")
-    if user_license:
-        if source_license and source_license != user_license:
-            logger.warning("license=%r differs from the source card's license %r; using %r.",
-                           user_license, source_license, user_license)
-        return user_license, "given by the publisher"
-    if source_license:
-        return source_license, f"taken from the card of {source_id}"
-    where = (f"No license could be read from the card of the source dataset {source_id!r} (it has "
-             "none, or the card could not be reached)") if source_id else (
-        "No source dataset was given (source=...), so no license could be read from its card")
-    raise ConfigError(
-        f"{where}. Pass the license of the subset, e.g. card_data={{'license': 'cc-by-nc-4.0'}} "
-        "(or --license on the CLI); it must be compatible with the source's terms."
-    )
+    return None if card is None or card.data is None else card.data.to_dict().get(key)
 
 
 def _as_dict(card_data: Any) -> dict:
     from huggingface_hub import DatasetCardData
 
-    if isinstance(card_data, DatasetCardData):
-        return dict(card_data.to_dict())
-    return dict(card_data or {})
+    return dict(card_data.to_dict() if isinstance(card_data, DatasetCardData) else card_data or {})
 
 
 def card_defaults(*, source_id: Optional[str], card_data: Any = None,
@@ -135,35 +89,44 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None,
     language of the rows.
     """
     extra = _as_dict(card_data)
-    license_, origin = resolve_license(
-        user_license=extra.get("license"), source_card=source_card, source_id=source_id)
+    user_license, source_license = extra.get("license"), _card_field(source_card, "license")
+    if user_license:
+        if source_license and source_license != user_license:
+            logger.warning("license=%r differs from the source card's license %r; using %r.",
+                           user_license, source_license, user_license)
+        license_, origin = user_license, "given by the publisher"
+    elif source_license:
+        license_, origin = source_license, f"taken from the card of {source_id}"
+    else:
+        where = (f"No license could be read from the card of the source dataset {source_id!r} (it "
+                 "has none, or the card could not be reached)") if source_id else (
+            "No source dataset was given (source=...), so no license could be read from its card")
+        raise ConfigError(
+            f"{where}. Pass the license of the subset, e.g. card_data={{'license': 'cc-by-nc-4.0'}} "
+            "(or --license on the CLI); it must be compatible with the source's terms.")
     language = extra.get("language") or _card_field(source_card, "language")
     if not language:
         logger.info("The card gets no `language`: %s. Set it with card_data={'language': ['en']} "
                     "(YAML run config: card_data: {language: [en]}).",
                     "the source card has none" if source_card is not None else "there is no source card")
-    elif isinstance(language, str):
-        language = [language]
-    return {"license": license_, "license_origin": origin, "language": language or None}
+    return {"license": license_, "license_origin": origin,
+            "language": ([language] if isinstance(language, str) else language) or None}
 
 
 def split_info(config_name: str, ds: "Dataset", *, download_size: int) -> dict:
-    """The YAML `dataset_info` entry of one config: features, row count and sizes of its `train` split.
-
-    Written through `datasets`' own `DatasetInfosDict.to_dataset_card_data`, so the features
-    read exactly as a `push_to_hub` card would. Besides informing the Hub viewer, the sizes make
-    `datasets`' cache key of a local directory change when a new version replaces the files in
-    place (its key hashes the card, not the file times).
+    """The YAML `dataset_info` entry of one config: features, row count and sizes of its `train`
+    split, written by `datasets`' own `DatasetInfosDict.to_dataset_card_data` (as `push_to_hub`
+    writes it). The sizes also make `datasets`' cache key of a local directory change when a new
+    version replaces its files in place (the key hashes the card, not the file times).
     """
     from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
+    from datasets.splits import SplitDict
     from huggingface_hub import DatasetCardData
 
     num_bytes = int(ds.data.nbytes * ds.num_rows / max(1, ds.data.num_rows))
-    splits = SplitDict()
-    splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=ds.num_rows))
-    info = DatasetInfo(features=ds.features, splits=splits, download_size=int(download_size),
-                       dataset_size=num_bytes, config_name=config_name)
+    split = {"name": "train", "num_bytes": num_bytes, "num_examples": ds.num_rows}
+    info = DatasetInfo(features=ds.features, splits=SplitDict.from_split_dict([split]),
+                       download_size=int(download_size), dataset_size=num_bytes, config_name=config_name)
     holder = DatasetCardData()
     DatasetInfosDict({config_name: info}).to_dataset_card_data(holder)
     entry = holder.to_dict()["dataset_info"]
@@ -184,10 +147,9 @@ def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
     for prefix, info in sorted(scorers.items()):
         params = info.get("parameter_count")
         rows.append({
-            "prefix": md_code(prefix, in_table=True),
-            "method": md_text(_method_name(info)),
-            "model": md_code(_short_model(info), in_table=True),
-            "revision": md_code(info["revision"], in_table=True) if info.get("revision") else "-",
+            "prefix": _cell(prefix), "method": md_text(_method_name(info)),
+            "model": _cell(_short_model(info)),
+            "revision": _cell(info["revision"]) if info.get("revision") else "-",
             "parameters": f"{params:,}" if isinstance(params, int) else md_text(params or "-"),
         })
     return rows
@@ -220,14 +182,11 @@ def _prompt_groups(scorers: Mapping[str, Mapping], prompts: Any) -> list[dict]:
             groups.setdefault(tuple(str(t) for t in texts), []).append(prefix)
     if not groups and isinstance(prompts, (list, tuple)) and prompts:
         groups[tuple(str(t) for t in prompts)] = []
-    out = []
-    for texts, prefixes in groups.items():
-        title = ("Rating prompts" if len(groups) == 1 else
-                 "Rating prompts of " + ", ".join(md_code(p) for p in prefixes))
-        # A prompt's own line breaks are kept visible in the one-line list item.
-        items = [md_text(t.replace("\n", " \u23ce ")) for t in texts]
-        out.append({"title": title, "items": items})
-    return out
+    # A prompt's own line breaks are kept visible in the one-line list item.
+    return [{"title": "Rating prompts" if len(groups) == 1 else
+             "Rating prompts of " + ", ".join(md_code(p) for p in prefixes),
+             "items": [md_text(t.replace("\n", " \u23ce ")) for t in texts]}
+            for texts, prefixes in groups.items()]
 
 
 def _n_prompts(scorers: Mapping[str, Mapping], prompts: Any) -> str:
@@ -250,17 +209,12 @@ def _fusion_rows(fusion: Optional[Mapping]) -> list[dict]:
     for output, spec in sorted((fusion or {}).items()):
         if not isinstance(spec, Mapping):
             continue
-        columns = list(spec.get("columns") or [])
-        weights = list(spec.get("weights") or [])
-        params = list(spec.get("params") or [])
-        rows = []
-        for i, column in enumerate(columns):
-            p = params[i] if i < len(params) else None
-            rows.append({
-                "column": md_code(column, in_table=True),
-                "params": f"{p:,.0f}" if isinstance(p, (int, float)) else "-",
-                "weight": f"{weights[i]:.6g}" if i < len(weights) else "-",
-            })
+        columns, weights = list(spec.get("columns") or []), list(spec.get("weights") or [])
+        params = list(spec.get("params") or []) + [None] * len(columns)
+        rows = [{"column": _cell(column),
+                 "params": f"{params[i]:,.0f}" if isinstance(params[i], (int, float)) else "-",
+                 "weight": f"{weights[i]:.6g}" if i < len(weights) else "-"}
+                for i, column in enumerate(columns)]
         out.append({"output": md_code(output), "scheme": md_text(spec.get("scheme") or "not recorded"),
                     "rows": rows})
     return out
@@ -344,12 +298,16 @@ def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[d
     data order: every scorer's columns (its method's column schema, or its own recorded
     `column_descriptions`) and the fused columns of the provenance."""
     features: dict = {}
-    for ds in datasets:
-        if ds is not None:
-            for name, feature in ds.features.items():
-                features.setdefault(name, feature)
+    for ds in filter(None, datasets):
+        for name, feature in ds.features.items():
+            features.setdefault(name, feature)
+    scorers = sorted((provenance.get("scorers") or {}).items())
+    fusion = provenance.get("fusion") or {}
+    if not scorers and not fusion:
+        # Scores without recorded provenance: recognise SelectIT's default columns.
+        scorers = [(schema.SCHEMAS["selectit"].prefix, {})]
     described: dict[str, str] = {}
-    for prefix, info in sorted((provenance.get("scorers") or {}).items()):
+    for prefix, info in scorers:
         own = info.get("column_descriptions") or {}
         cols = schema.for_info(info, prefix)
         for suffix in cols.outputs:
@@ -358,18 +316,12 @@ def added_columns(provenance: Mapping, *datasets: Optional["Dataset"]) -> list[d
                     or _SHARED_DESCRIPTIONS.get(suffix))
             described[name] = text or (f"Added by the {_method_name(info)} scorer ({_short_model(info)}); "
                                        "see docs/method.md of hf-selectit.")
-    for output, spec in (provenance.get("fusion") or {}).items():
+    for output, spec in fusion.items():
         described[output] = _FUSED_DESCRIPTIONS["score"]
         status = (spec or {}).get("status_column") if isinstance(spec, Mapping) else None
         if status:
             described[status] = _FUSED_DESCRIPTIONS["status"]
-    if not described:
-        # Scores without recorded provenance: recognise SelectIT's default columns.
-        default = schema.SCHEMAS["selectit"]
-        for suffix in default.outputs:
-            text = METHOD_COLUMN_DESCRIPTIONS.get(("selectit", suffix)) or _SHARED_DESCRIPTIONS[suffix]
-            described[default.prefix + suffix] = text
-    return [{"name": md_code(name, in_table=True), "type": md_code(_type_name(features[name]), in_table=True),
+    return [{"name": _cell(name), "type": _cell(_type_name(features[name])),
              # Descriptions are the package's own Markdown; only the table syntax is escaped.
              "description": " ".join(described[name].split()).replace("|", "\\|")}
             for name in features if name in described]
@@ -412,23 +364,15 @@ def _selection_summary(rule: Optional[Mapping], n_subset: int, n_scored: Optiona
         kept = f"{n_subset} of {n_scored} rows" if n_scored is not None else f"{n_subset} rows"
         return f"{kept} (chosen outside hf-selectit's select step: the rows carry no selection rule)"
     parts = [md_code(rule.get("rule") or rule.get("method") or "top")]
-    for key in ("ratio", "k", "threshold", "seed", "column", "by"):
-        if rule.get(key) is not None:
-            parts.append(f"{key}={md_code(rule[key])}")
-    text = ", ".join(parts)
-    if n_scored is not None:
-        text += f"; kept {n_subset} of {n_scored} rows"
-    return text
+    parts += [f"{key}={md_code(rule[key])}" for key in ("ratio", "k", "threshold", "seed", "column", "by")
+              if rule.get(key) is not None]
+    kept = f"; kept {n_subset} of {n_scored} rows" if n_scored is not None else ""
+    return ", ".join(parts) + kept
 
 
-def row_order_text(rule: Optional[Mapping]) -> str:
-    """How the published rows are ordered, in words (docs/method.md: the card says which order)."""
-    order = (rule or {}).get("order")
-    if order == "original":
-        return "original order of the source dataset (not sorted by score)"
-    if order == "score":
-        return "by score, best first (ties: higher original index first), as the SelectIT authors"
-    return "as given (the rows carry no selection rule)"
+# How the published rows are ordered, in words (docs/method.md: the card says which order).
+_ROW_ORDER = {"original": "original order of the source dataset (not sorted by score)",
+              "score": "by score, best first (ties: higher original index first), as the SelectIT authors"}
 
 
 def usage_python(repo_id: str, version: str, *, has_scores: bool, is_local: bool) -> str:
@@ -449,80 +393,69 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     src = provenance.get("source") or {}
     scorers = provenance.get("scorers") or {}
     rule = provenance.get("selection") or {}
-    fusion = provenance.get("fusion") or {}
-    lines = ["from datasets import load_dataset",
-             "from hf_selectit import SelectITScorer, fuse_models, publish, select_top", ""]
-    load_args = [repr(src.get("id") or "<source dataset>")]
-    if src.get("revision"):
-        load_args.append(f"revision={repr(src['revision'])}")
-    lines.append(f"ds = load_dataset({', '.join(load_args)}, split='train')")
+    revision = f", revision={repr(src['revision'])}" if src.get("revision") else ""
+    lines = [f"ds = load_dataset({repr(src.get('id') or '<source dataset>')}{revision}, split='train')"]
     classes = {"SelectITScorer"}
     for prefix, info in sorted(scorers.items()):
         model = info.get("model_id") or info.get("model")
         # The embedded model is the scorer's default: no argument reproduces it.
         args = [] if is_embedded(model) else [repr(model)]
         method = str(info.get("method") or "selectit")
-        if not method.lower().startswith("selectit"):
-            cls, extra = _other_method_call(method, info, prefix)
-            classes.add(cls)
-            lines.append(f"ds = ds.map({cls}({', '.join(args + extra)}), batched=True)")
-            continue
-        for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
-            if info.get(key) is not None:
-                value = info[key]
+        if method.lower().startswith("selectit"):
+            cls = "SelectITScorer"
+            for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
+                value = info.get(key)
                 if key == "prompts" and isinstance(value, (list, tuple)):
                     value = len(value)
-                args.append(f"{key}={repr(value)}")
+                if value is not None:
+                    args.append(f"{key}={repr(value)}")
+        else:
+            cls, options = _other_method_call(method, info)
+            args += options
+        classes.add(cls)
         args.append(f"column_prefix={repr(prefix)}")
-        lines.append(f"ds = ds.map(SelectITScorer({', '.join(args)}), batched=True)")
+        lines.append(f"ds = ds.map({cls}({', '.join(args)}), batched=True)")
     column = rule.get("column")
-    if column and column in fusion and isinstance(fusion[column], Mapping):
-        spec = fusion[column]
+    spec = (provenance.get("fusion") or {}).get(column) if column else None
+    if isinstance(spec, Mapping):
         cols = [c.split("@", 1)[0] for c in spec.get("columns") or []]
         weight_arg = (f"params={repr(spec['params'])}" if spec.get("params")
                       else f"weights={repr(spec.get('weights'))}")
         lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, {weight_arg}, output={repr(column)})")
-    elif column and len(scorers) > 1 and column not in {schema.for_info(i, p).score for p, i in scorers.items()}:
+    elif column and len(scorers) > 1 and column not in (
+            cols := [schema.for_info(scorers[p], p).score for p in sorted(scorers)]):
         # A fused column without its recorded weights: the scorers' own scores, fused again.
-        cols = [schema.for_info(scorers[p], p).score for p in sorted(scorers)]
         lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, output={repr(column)})")
-    if rule.get("method") == "random":
-        sel_args = [f"{k}={repr(rule[k])}" for k in ("ratio", "k", "seed") if rule.get(k) is not None]
-        lines[1] = lines[1].replace("select_top", "select_random")
-        lines.append(f"subset = select_random(ds, {', '.join(sel_args)})")
-    else:
-        sel_args = [f"{k}={repr(rule[k])}" for k in ("ratio", "k", "threshold", "column", "by", "order",
-                                                     "cutoff", "also_below_one")
-                    if rule.get(k) is not None]
-        lines.append(f"subset = select_top(ds, {', '.join(sel_args)})")
+    select = "select_random" if rule.get("method") == "random" else "select_top"
+    keys = (("ratio", "k", "seed") if select == "select_random" else
+            ("ratio", "k", "threshold", "column", "by", "order", "cutoff", "also_below_one"))
+    sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in keys if rule.get(k) is not None)
+    lines.append(f"subset = {select}(ds, {sel_args})")
     lines.append(f"publish(subset, {repr(repo_id)}, version={repr(version)}, scored=ds)")
-    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer"]
-    lines[1] = lines[1].replace("SelectITScorer", ", ".join(names))
-    return "\n".join(lines)
+    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select]
+    return "\n".join(["from datasets import load_dataset", f"from hf_selectit import {', '.join(names)}", ""]
+                     + lines)
 
 
 # Options that do not change scores; a reproduce snippet leaves them at their defaults.
 _RUNTIME_OPTIONS = ("model", "device", "max_batch_tokens", "reuse_prompt_prefix", "column_prefix")
 
 
-def _other_method_call(method: str, info: Mapping, prefix: str) -> tuple[str, list]:
+def _other_method_call(method: str, info: Mapping) -> tuple[str, list]:
     """(scorer class name, keyword arguments) re-creating a non-SelectIT scorer from its provenance:
-    the options that differ from the method's defaults, and the column prefix."""
+    the options that differ from the method's defaults."""
     from dataclasses import MISSING, fields
 
     from .config import METHOD_CONFIGS
     from .methods import METHODS
 
-    cls = METHODS.get(method, f"x:{method}").split(":")[1]
-    options = info.get("options") or {}
     config_cls = METHOD_CONFIGS.get(method)
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
                 for f in (fields(config_cls) if config_cls is not None else ())
                 if f.default is not MISSING or f.default_factory is not MISSING}  # type: ignore[misc]
-    args = [f"{k}={repr(v)}" for k, v in sorted(options.items())
-            if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
-    args.append(f"column_prefix={repr(prefix)}")
-    return cls, args
+    return METHODS.get(method, f"x:{method}").split(":")[1], [
+        f"{k}={repr(v)}" for k, v in sorted((info.get("options") or {}).items())
+        if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
 
 
 def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local: bool) -> str:
@@ -533,14 +466,10 @@ def reproduce_run_config(repo_id: str, version: str, *, filename: str, is_local:
             f"--revision {shlex.quote(version)} --local-dir .\nhf-selectit run {shlex.quote(filename)}")
 
 
-def _validation_markdown(provenance: Mapping) -> Optional[str]:
-    """The validation table recorded in `selectit.json` (a label validation of the same rows)."""
-    data = provenance.get("validation")
-    if not isinstance(data, Mapping):
-        return None
-    from .validation import ValidationReport
-
-    return ValidationReport.from_dict(data).to_markdown()
+def _added(base: list, user: Any) -> list:
+    """`base` and then the user's values (a string or a list) that it lacks."""
+    user = user or []
+    return base + [v for v in ([user] if isinstance(user, str) else user) if v not in base]
 
 
 def build_card(
@@ -568,122 +497,103 @@ def build_card(
             line shown under "Reproduce"). The computed fields (`COMPUTED_FIELDS`) cannot be
             replaced (a warning says so); `tags` and `source_datasets` add to the computed ones.
         changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
-        histogram: File name of the histogram PNG in the repo, or None.
         defaults: `card_defaults` (license, language), plus ``source_is_local`` (then the source
             is shown, not linked).
-        report_markdown: The selection report of `subset` against `scored`, or None.
-        is_local: `repo_id` is a local directory (the usage snippet has no revision).
-        dataset_info: The YAML `dataset_info` entries, see `split_info`.
-        run_config: File name of the uploaded run config, when `hf-selectit run` made the version.
+        histogram, run_config: File names in the repo of the histogram and the uploaded run config.
     """
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from urllib.parse import quote
+
+    from huggingface_hub import DatasetCard, DatasetCardData, constants
+
+    from .validation import ValidationReport
 
     extra = _as_dict(card_data)
-    body = {k: extra.pop(k) for k in _BODY_KEYS if k in extra}
+    command = extra.pop("reproduce_command", None)
+    for key in ("license", "language"):
+        extra.pop(key, None)
+    for key in [k for k in COMPUTED_FIELDS if k in extra]:
+        # They must match the files this publisher writes, or load_dataset and the viewer break.
+        logger.warning("card_data[%r] is ignored: the card computes %s from the published files.", key, key)
+        del extra[key]
     source = provenance.get("source") or {}
     source_id = source.get("id")
-    extra.pop("license", None)
-    extra.pop("language", None)
-    license_, license_origin, language = defaults["license"], defaults["license_origin"], defaults["language"]
-    user_tags = extra.pop("tags", None) or []
-    tags = list(TAGS) + [t for t in ([user_tags] if isinstance(user_tags, str) else user_tags) if t not in TAGS]
-    user_sources = extra.pop("source_datasets", None) or []
-    sources = ([source_id] if source_id else []) + [
-        s for s in ([user_sources] if isinstance(user_sources, str) else user_sources) if s != source_id]
     name = repo_id.rstrip("/").replace("\\", "/").split("/")[-1]
     pretty_name = extra.pop("pretty_name", None) or name.replace("_", " ").replace("-", " ").strip() or name
-    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
-    if scored is not None:
-        configs.append({"config_name": "scores", "data_files": [{"split": "train", "path": "scores/train-*"}]})
-    for key in COMPUTED_FIELDS:
-        if key in extra:
-            # They must match the files this publisher writes, or load_dataset and the viewer break.
-            logger.warning("card_data[%r] is ignored: the card computes %s from the published files.",
-                           key, key)
-            extra.pop(key)
-    fields = {"license": license_, "language": language, "task_categories": list(DEFAULT_TASK_CATEGORIES),
-              "size_categories": [size_category(subset.num_rows)], "source_datasets": sources or None,
-              "pretty_name": str(pretty_name), "tags": tags, "configs": configs}
+    configs = [{"config_name": config, "data_files": [{"split": "train", "path": f"{folder}/train-*"}]}
+               for config, folder in (("default", "data"), ("scores", "scores"))
+               if config == "default" or scored is not None]
+    sources = _added([source_id] if source_id else [], extra.pop("source_datasets", None))
+    fields = {"license": defaults["license"], "language": defaults["language"],
+              "task_categories": ["text-generation"], "size_categories": [size_category(subset.num_rows)],
+              "source_datasets": sources or None, "pretty_name": str(pretty_name),
+              "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs}
     if dataset_info:
         fields["dataset_info"] = list(dataset_info)
     data = DatasetCardData(**{**fields, **extra})  # the user's task_categories etc. win
 
     rule = provenance.get("selection")
     scorers = provenance.get("scorers") or {}
-    prompts = provenance.get("prompts")
+    prompts, prompt_set = provenance.get("prompts"), provenance.get("prompt_set")
+    # The label validation of the same rows recorded in `selectit.json`, and its figure: set by the
+    # publisher only when it uploaded it (a repo file name, never a local path).
+    validation = provenance.get("validation")
+    validation_md = (ValidationReport.from_dict(validation).to_markdown()
+                     if isinstance(validation, Mapping) else None)
     n_scored = scored.num_rows if scored is not None else None
     entries = [{"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
-                "commit": "this version"}]
-    entries += [e for e in (changelog or []) if e.get("version") != version]
-    changelog_rows = [{"version": md_code(e.get("version", ""), in_table=True),
-                       "date": md_text(e.get("date", "")), "rows": md_text(e.get("rows", "")),
-                       # Commit cells are the publisher's own: "this version" or `abc123`.
-                       "commit": str(e.get("commit", "")).replace("|", "\\|")} for e in entries]
-    source_url = None
+                "commit": "this version"}] + [e for e in changelog or [] if e.get("version") != version]
     if source_id and not defaults.get("source_is_local"):
-        from urllib.parse import quote
-
-        from huggingface_hub import constants
-
-        source_url = f"{constants.ENDPOINT}/datasets/{quote(source_id, safe='/')}"
-    samples = [(name, sample_record(ds)) for name, ds in (("default", subset), ("scores", scored))]
-    samples = [{"config": name, "json": text, "fence": code_fence(text)} for name, text in samples if text]
-    usage = usage_python(repo_id, version, has_scores=scored is not None, is_local=is_local)
-    reproduce = reproduce_python(provenance, repo_id=repo_id, version=version)
-    command = body.get("reproduce_command")
-    run_lines = (reproduce_run_config(repo_id, version, filename=run_config, is_local=is_local)
-                 if run_config else None)
-    selection_items = [(md_code(k, in_table=True), md_code(v, in_table=True)) for k, v in sorted((rule or {}).items())
-                       if v is not None and not isinstance(v, (list, dict))]
-    fusion_tables = _fusion_rows(provenance.get("fusion"))
+        source_link = f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
+    else:
+        source_link = md_code(source_id) if source_id else None
+    samples = [("default", sample_record(subset)), ("scores", sample_record(scored))]
+    license_origin, language = defaults["license_origin"], defaults["language"]
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
+        code_fence=code_fence,
         title=md_text(pretty_name),
         version=md_code(version),
         created_at=md_text(provenance.get("created_at", "")),  # ISO time: nothing to escape
         source_id=md_code(source_id) if source_id else None,
-        source_link=(f"[{md_text(source_id)}]({source_url})" if source_url
-                     else (md_code(source_id) if source_id else None)),
+        source_link=source_link,
         source_revision=md_code(source["revision"]) if source.get("revision") else None,
         source_fingerprint=md_code(source.get("fingerprint")),
         n_subset=subset.num_rows,
         n_scored=n_scored,
-        row_order=row_order_text(rule),
-        license=md_text(license_),
+        row_order=_ROW_ORDER.get((rule or {}).get("order"), "as given (the rows carry no selection rule)"),
+        license=md_text(defaults["license"]),
         license_origin=md_text(license_origin) if license_origin else None,
         language=", ".join(md_code(x) for x in language) if language else None,
         scorers=_scorer_rows(scorers),
         n_prompts=_n_prompts(scorers, prompts),
         prompt_groups=_prompt_groups(scorers, prompts),
-        prompt_set=_per_scorer(provenance.get("prompt_set"), scorers) if provenance.get("prompt_set") else None,
+        prompt_set=_per_scorer(prompt_set, scorers) if prompt_set else None,
         alpha=_per_scorer(provenance.get("alpha"), scorers),
         normalization=_per_scorer(provenance.get("normalization"), scorers),
-        fusion_tables=fusion_tables,
+        fusion_tables=_fusion_rows(provenance.get("fusion")),
         has_selectit=not scorers or any(_method_name(i) == "SelectIT" for i in scorers.values()),
         columns=added_columns(provenance, subset, scored),
-        samples=samples,
+        samples=[{"config": config, "json": text} for config, text in samples if text],
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
-        selection_items=selection_items,
+        selection_items=[(_cell(k), _cell(v)) for k, v in sorted((rule or {}).items())
+                         if v is not None and not isinstance(v, (list, dict))],
         report_markdown=report_markdown,
-        validation_markdown=_validation_markdown(provenance),
-        # Set by the publisher only when it uploaded the figure (a repo file name, never a local path).
-        validation_plot=(provenance.get("validation") or {}).get("plot"),
+        validation_markdown=validation_md,
+        validation_plot=(validation or {}).get("plot"),
         histogram=histogram,
         has_scores=scored is not None,
         is_local=is_local,
-        changelog=changelog_rows,
+        changelog=[{"version": _cell(e.get("version", "")), "date": md_text(e.get("date", "")),
+                    "rows": md_text(e.get("rows", "")),
+                    # Commit cells are the publisher's own: "this version" or `abc123`.
+                    "commit": str(e.get("commit", "")).replace("|", "\\|")} for e in entries],
         run_config=md_code(run_config) if run_config else None,
-        run_config_lines=run_lines,
-        run_config_fence=code_fence(run_lines or ""),
+        run_config_lines=(reproduce_run_config(repo_id, version, filename=run_config, is_local=is_local)
+                          if run_config else None),
         reproduce_command=command,
-        reproduce_command_fence=code_fence(command or ""),
-        usage_python=usage,
-        usage_fence=code_fence(usage),
+        usage_python=usage_python(repo_id, version, has_scores=scored is not None, is_local=is_local),
         latest_python=md_code(f"hf_selectit.load_selective({repr(repo_id)})"),
-        reproduce_python=reproduce,
-        reproduce_fence=code_fence(reproduce),
-        version_text=md_code(version),
-        bibtex=SELECTIT_BIBTEX,
+        reproduce_python=reproduce_python(provenance, repo_id=repo_id, version=version),
         package_version=md_text((provenance.get("package") or {}).get("version", "")),
     )

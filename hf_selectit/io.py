@@ -29,22 +29,19 @@ DATA_SUFFIXES = (*FILE_BUILDERS, ".arrow", ".tsv", ".txt", ".gz", ".zst", ".yaml
 
 
 def looks_like_path(name: str) -> bool:
-    """Whether ``name`` can only mean a local path: it starts with ``./``, ``../``, ``/``, ``~``
-    or ``.``, is absolute, holds a backslash or more than one ``/``, or ends in a data-file
-    suffix (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, ...). A Hub id is ``name`` or
-    ``namespace/name`` and never looks like this."""
+    """Whether ``name`` can only mean a local path (a Hub id is ``name`` or ``namespace/name``):
+    it starts with ``.`` or ``~``, is absolute, holds a backslash or more than one ``/``, or ends in
+    a data-file suffix (``.jsonl``, ``.parquet``, ...)."""
     if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
         return True
     return Path(name).suffix.lower() in DATA_SUFFIXES
 
 
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
-    """THE decision "local path or Hub id?", used by every entry point.
-
-    A name that exists here, or an ``os.PathLike``, is local. A name that does not exist but
-    looks like a path (:func:`looks_like_path`) is local too: an output to create
-    (`for_output`), or for an input an error raised without any network call. Anything else is
-    a Hub id.
+    """THE decision "local path or Hub id?", used by every entry point: an ``os.PathLike`` or a
+    name that exists here is local; so is one that looks like a path (:func:`looks_like_path`): an
+    output to create (`for_output`), or for an input an error raised without any network call.
+    Anything else is a Hub id.
 
     Raises:
         ConfigError: an input that looks like a file but does not exist, or an empty name.
@@ -53,11 +50,9 @@ def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = Fa
         return True
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{name!r} is not a path or a Hub id.")
-    if Path(os.path.expanduser(name)).exists():
+    if Path(os.path.expanduser(name)).exists() or (for_output and looks_like_path(name)):
         return True
     if looks_like_path(name):
-        if for_output:
-            return True
         raise ConfigError(f"No such file or Hub dataset: {name!r}. Give an existing local file "
                           "(.json, .jsonl, .parquet, .csv) or folder, or a Hub dataset id 'user/name'.")
     return False
@@ -93,7 +88,12 @@ def load_input(
                                   f"one of {sorted(FILE_BUILDERS)} or a save_to_disk folder.")
             ds = _load_file(path, builder)
         elif (path / "state.json").exists() or (path / "dataset_dict.json").exists():
-            ds = _pick_split(datasets.load_from_disk(str(path)), split, source)
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise ConfigError(f"split={split!r} not found in {source!r}. Splits: {sorted(ds)}. "
+                                      "Pass --split.")
+                ds = ds[split]
         else:
             ds = _load_folder(path, name=config_name, split=split)
         extra = read_sidecar(path)
@@ -153,9 +153,9 @@ def _load_file(path: Path, builder: str) -> Any:
 
 @contextlib.contextmanager
 def _datasets_logs_quiet() -> Iterator[None]:
-    """`datasets`' logs at CRITICAL only while a local file loads: its json builder logs "Failed to
-    load JSON ..." with a traceback before raising, which the ConfigError raised here says in
-    file-and-line terms. The public verbosity setting is its only switch (none per message)."""
+    """`datasets`' logs at CRITICAL while a local file loads: its json builder logs a traceback
+    before raising, which our ConfigError says in file-and-line terms. The public verbosity setting
+    is its only switch (none per message)."""
     from datasets.utils import logging as datasets_logging
 
     level = datasets_logging.get_verbosity()
@@ -186,14 +186,11 @@ def _diagnose(path: Path, builder: str) -> Optional[str]:
     if path.suffix.lower() == ".jsonl":
         with path.open(encoding="utf-8", errors="replace") as fh:
             for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
                 try:
-                    value = json.loads(line)
+                    if line.strip() and not isinstance(json.loads(line), dict):
+                        return f"line {number} is not a JSON object (one row per line is expected)."
                 except json.JSONDecodeError as exc:
                     return f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})."
-                if not isinstance(value, dict):
-                    return f"line {number} is not a JSON object (one row per line is expected)."
         return None
     try:
         json.loads(path.read_text(encoding="utf-8", errors="replace"))
@@ -209,19 +206,9 @@ def _root_message(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-def _pick_split(loaded: Any, split: str, source: str) -> Any:
-    import datasets
-
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ConfigError(f"split={split!r} not found in {source!r}. Splits: {sorted(loaded)}. Pass --split.")
-        return loaded[split]
-    return loaded
-
-
 def resolve_output_format(output: str, output_format: str = "auto") -> str:
-    """The concrete format ('disk', 'parquet' or 'jsonl') of an output path: `output_format`, or
-    for 'auto' the one its suffix names."""
+    """The concrete format ('disk', 'parquet' or 'jsonl'): `output_format`, or for 'auto' the one the
+    path's suffix names."""
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output_format={output_format!r} is invalid: expected one of {list(OUTPUT_FORMATS)}.")
     if output_format != "auto":
@@ -230,20 +217,16 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
 
 
 def is_folder_output(output: str, fmt: str) -> bool:
-    """Whether an output of concrete format ``fmt`` is a folder: a save_to_disk folder, or a
-    parquet folder (format 'parquet' and a path without the .parquet suffix)."""
+    """Whether an output of concrete format ``fmt`` is a folder (save_to_disk, or 'parquet' without
+    the .parquet suffix)."""
     return fmt == "disk" or (fmt == "parquet" and Path(output).suffix.lower() != ".parquet")
 
 
 def check_output_path(output: str, *, output_format: str = "auto", option: str = "output") -> str:
     """Refuse, before any work, an output path that cannot be written as asked (`option` names it
-    in the message); returns the concrete format.
-
-    Raises:
-        ConfigError: a folder output where a file is, a file output where a folder is, a path
-            under a file, or an existing folder that is not a dataset (replacing it would delete
-            the user's files).
-    """
+    in the message): a folder output where a file is or the reverse, a path under a file, or an
+    existing folder that is not a dataset (replacing it would delete the user's files). Returns
+    the concrete format."""
     fmt = resolve_output_format(output, output_format)
     path = Path(os.path.expanduser(output))
     folder = is_folder_output(output, fmt)
@@ -268,12 +251,10 @@ def check_output_path(output: str, *, output_format: str = "auto", option: str =
 
 def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
     """Write a dataset as a ``save_to_disk`` folder, a Parquet file (or a folder of them: format
-    'parquet' and a path without the suffix) or a JSONL file; returns the concrete format.
+    'parquet' without the suffix) or a JSONL file, all-or-nothing; returns the concrete format.
 
     The provenance goes with the data in every format (``selectit.json`` inside a folder,
-    ``FILE.parquet.selectit.json`` beside a file); :func:`load_input` reads it back. The output is
-    written under a temporary name and renamed into place when complete: a failure leaves the
-    previous output or nothing.
+    ``FILE.parquet.selectit.json`` beside a file); :func:`load_input` reads it back.
 
     Raises:
         ConfigError: unknown format, or a path that cannot hold it (:func:`check_output_path`).

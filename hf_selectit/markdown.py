@@ -1,6 +1,7 @@
 """Escaping for Markdown, the one home: every user-supplied string that lands in a card body or
 a Markdown report (group values, column names, repo and source ids, pretty names, prompts) passes
-through one of these functions.
+through one of these functions. (The card's YAML header is written by huggingface_hub's
+DatasetCardData; Python and shell snippets quote with `repr` / `shlex.quote`.)
 """
 
 from __future__ import annotations
@@ -8,12 +9,6 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
-
-# Every user-supplied string (repo id, pretty name, source id, model id, prompts, column values)
-# is escaped for the place it lands in: the YAML header is written by huggingface_hub's
-# DatasetCardData; Markdown text goes through `md_text`, inline code through `md_code`, fenced
-# blocks get a fence longer than any backtick run inside, and Python/shell snippets quote with
-# `repr` / `shlex.quote`.
 
 # `<`, `>` and `&` become HTML entities; these are the characters that start Markdown syntax
 # anywhere in a line (a value is never placed at the start of a line, where `-`, `+` or `1.`
@@ -28,9 +23,7 @@ def md_text(value: Any) -> str:
         >>> md_text("<script>*x*</script>")
         '&lt;script&gt;\\*x\\*&lt;/script&gt;'
     """
-    text = " ".join(str(value).split())
-    text = html.escape(text, quote=False)
-    return _MD_PUNCT.sub(r"\\\1", text)
+    return _MD_PUNCT.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
 
 
 def md_code(value: Any, *, in_table: bool = False) -> str:
@@ -41,8 +34,7 @@ def md_code(value: Any, *, in_table: bool = False) -> str:
         '``a`b``'
     """
     text = " ".join(str(value).splitlines())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     span = f"{fence}{pad}{text}{pad}{fence}"
     # Inside a table a pipe ends the cell even in a code span (GFM); `\|` keeps it literal.
@@ -51,7 +43,4 @@ def md_code(value: Any, *, in_table: bool = False) -> str:
 
 def code_fence(content: str) -> str:
     """A backtick fence longer than any backtick run in `content` (at least three)."""
-    longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
-    return "`" * max(3, longest + 1)
-
-
+    return "`" * max(3, max((len(run) for run in re.findall(r"`+", content)), default=0) + 1)

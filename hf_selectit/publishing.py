@@ -1,19 +1,18 @@
 """Publish a selected subset as a versioned dataset (Hub repo or local directory), and load it back.
 
 One version = one commit holding `data/` (the subset, `default` config), `scores/` (the full
-scored dataset, `scores` config, when given), `README.md` (the card), `selectit.json`
-(provenance) and `selectit_histogram.png`, plus the tag `version` on that commit. The tag is
-created last: a version without its tag does not exist, and any failure before the tag raises
-`PublishError` saying what was left behind.
+scored dataset, `scores` config), `README.md` (the card), `selectit.json` (provenance) and
+`selectit_histogram.png`, plus the tag `version`, created last: a version without its tag does not
+exist, and a failure before the tag raises `PublishError` saying what was left behind.
 
-`repo_id` names a local directory instead of a Hub repo by `hf_selectit.io.is_local_path`'s rule
-(to publish into a new directory called like a repo id, write it as `./user/name`). A local
-directory holds the latest version in place; earlier versions are recorded in its `selectit.json`
-and changelog.
+`repo_id` is a local directory by `hf_selectit.io.is_local_path`'s rule (write a new one named like
+a repo id as `./user/name`); it holds the latest version in place, earlier ones are recorded in its
+`selectit.json` and changelog.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -51,38 +50,41 @@ PathOrId = Union[str, os.PathLike]
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What a publish created.
+    """What a publish created."""
 
-    Attributes:
-        repo_id: The Hub repo id, or the local directory (absolute path).
-        version: The version tag.
-        local: True when published to a local directory.
-        commit: The commit id the tag points to (None for a local directory).
-        branch: The branch committed to (None: the default branch / local).
-        url: Where to see it (Hub URL at the tag, or the directory).
-        files: Paths of the files of this version, relative to the repo root.
-        rows: Rows in the `default` config.
-        scored_rows: Rows in the `scores` config (None when not published).
-        replaced: True when an existing version was overwritten.
-    """
-
-    repo_id: str
+    repo_id: str  # the Hub repo id, or the local directory (absolute path)
     version: str
     local: bool
-    commit: Optional[str]
-    branch: Optional[str]
-    url: str
-    files: tuple = field(default_factory=tuple)
-    rows: int = 0
-    scored_rows: Optional[int] = None
-    replaced: bool = False
+    commit: Optional[str]  # the commit the tag points to (None for a local directory)
+    branch: Optional[str]  # None: the default branch / local
+    url: str  # the Hub URL at the tag, or the directory
+    files: tuple = field(default_factory=tuple)  # this version's files, relative to the repo root
+    rows: int = 0  # rows in the `default` config
+    scored_rows: Optional[int] = None  # rows in the `scores` config (None when not published)
+    replaced: bool = False  # an existing version was overwritten
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One version to publish, checked and prepared by `publish`."""
+
+    subset: "Dataset"
+    scored: Optional["Dataset"]
+    version: str
+    source: Any
+    card_data: Any
+    defaults: dict  # `card_facts`, plus the run config's text under "run_config"
+
+    def result(self, repo_id: str, **kwargs: Any) -> PublishResult:
+        return PublishResult(repo_id=repo_id, version=self.version, rows=self.subset.num_rows,
+                             scored_rows=self.scored.num_rows if self.scored is not None else None, **kwargs)
 
 
 # ----------------------------------------------------------------------------- small helpers
 
 
 def is_local_target(repo_id: PathOrId) -> bool:
-    """Whether `repo_id` names a local directory rather than a Hub repo (:func:`hf_selectit.io.is_local_path`)."""
+    """Whether `repo_id` names a local directory rather than a Hub repo (`io.is_local_path`)."""
     if not isinstance(repo_id, (str, os.PathLike)) or not os.fspath(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is invalid: expected 'user/name' or a local directory.")
     return is_local_path(repo_id, for_output=True)
@@ -94,12 +96,6 @@ def _resolve_token(token: Optional[str]) -> Optional[str]:
     return token or get_token()  # HF_TOKEN first, then the stored `hf auth login` token
 
 
-def _scrub(text: str, token: Optional[str]) -> str:
-    if token and len(token) >= 4:
-        text = text.replace(token, "<hidden>")
-    return redact(text)
-
-
 def _hub_errors() -> tuple:
     """Exceptions that mean "the Hub request failed" (HTTP status, connection, timeout)."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -108,10 +104,9 @@ def _hub_errors() -> tuple:
     # huggingface_hub 1.x uses httpx, 2.x its fork httpx2; transport errors derive from either.
     for name in ("httpx2", "httpx"):
         try:
-            module = __import__(name)
+            errors.append(importlib.import_module(name).HTTPError)
         except ImportError:
-            continue
-        errors.append(module.HTTPError)
+            pass
     return tuple(errors)
 
 
@@ -131,14 +126,15 @@ def _run_config_text(run_config: Any) -> Optional[str]:
         import yaml
 
         return yaml.safe_dump(redact_mapping(dict(run_config)), sort_keys=False, allow_unicode=True)
-    if isinstance(run_config, (str, os.PathLike)):
-        path = Path(os.fspath(run_config)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
-                              "the run was made with, a mapping, or None.")
-        # Uploaded for readers: a token in it (model_kwargs: {token: ...}) must not be.
-        return redact_yaml(path.read_text(encoding="utf-8"))
-    raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping or None.")
+    if not isinstance(run_config, (str, os.PathLike)):
+        raise ConfigError(f"run_config={run_config!r} is invalid: expected a YAML file path, a mapping "
+                          "or None.")
+    path = Path(os.fspath(run_config)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"run_config={os.fspath(run_config)!r} is not a file: pass the YAML file "
+                          "the run was made with, a mapping, or None.")
+    # Uploaded for readers: a token in it (model_kwargs: {token: ...}) must not be.
+    return redact_yaml(path.read_text(encoding="utf-8"))
 
 
 def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
@@ -164,10 +160,8 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
     """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
     folder.mkdir(parents=True, exist_ok=True)
-    table_rows = max(1, ds.data.num_rows)
     # A selected subset shares its parent's table; estimate its own size from its share of rows.
-    nbytes = ds.data.nbytes * ds.num_rows / table_rows
-    n = max(1, math.ceil(nbytes / SHARD_BYTES))
+    n = max(1, math.ceil(ds.data.nbytes * ds.num_rows / max(1, ds.data.num_rows) / SHARD_BYTES))
     names = []
     for i in range(n):
         name = f"{SPLIT}-{i:05d}-of-{n:05d}.parquet"
@@ -181,25 +175,13 @@ def _size(root: Path, files: list[str]) -> int:
     return sum((root / f).stat().st_size for f in files)
 
 
-def _stage(
-    workdir: Path,
-    subset: "Dataset",
-    *,
-    scored: Optional["Dataset"],
-    repo_id: str,
-    version: str,
-    source: Any,
-    branch: Optional[str],
-    card_data: Any,
-    defaults: Mapping,
-    changelog: list,
-    history: list,
-    is_local: bool,
-) -> list[str]:
-    """Write every file of one version into `workdir`; return their repo-relative paths."""
+def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str], changelog: list,
+           is_local: bool) -> list[str]:
+    """Write every file of one version into `workdir`; return their repo-relative paths. A local
+    directory's provenance carries the earlier versions (a Hub repo keeps them as tags)."""
+    subset, scored, version = job.subset, job.scored, job.version
     files = _write_parquet(subset, workdir / "data")
-    # The run config's text travels with the other prepared inputs of the card (`defaults`).
-    run_config = defaults.get("run_config")
+    run_config = job.defaults.get("run_config")
     if run_config is not None:
         (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
         files.append(cards.RUN_CONFIG_FILENAME)
@@ -209,8 +191,8 @@ def _stage(
         info.append(cards.split_info("scores", scored, download_size=_size(workdir, score_files)))
         files += score_files
     prov = provenance.build_provenance(
-        subset, version=version, scored=scored, source=source, repo_id=repo_id, branch=branch,
-        history=history)
+        subset, version=version, scored=scored, source=job.source, repo_id=repo_id, branch=branch,
+        history=changelog if is_local else [])
     _stage_validation_plot(prov, workdir, files)
     rule = prov.get("selection")
     column = schema.resolve(scored if scored is not None else subset, rule=rule, required=False)
@@ -233,8 +215,8 @@ def _stage(
     prov["files"] = sorted(files)
     card = cards.build_card(
         subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
-        card_data=card_data, changelog=changelog, histogram=histogram, report_markdown=report,
-        defaults=defaults, is_local=is_local, dataset_info=info,
+        card_data=job.card_data, changelog=changelog, histogram=histogram, report_markdown=report,
+        defaults=job.defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
     provenance.write_published(prov, workdir)
@@ -244,18 +226,13 @@ def _stage(
 def _stage_validation_plot(prov: dict, workdir: Path, files: list) -> None:
     """Publish the recorded validation's figure beside the card: the published provenance names the
     file in the repo, not where it was written here (that says nothing to a reader and is not theirs)."""
-    validation = prov.get("validation")
-    if not validation:
-        return
-    local = validation.pop("plot", None)
+    local = (prov.get("validation") or {}).pop("plot", None)
     if local and os.path.isfile(local):
         shutil.copyfile(local, workdir / VALIDATION_PLOT_FILENAME)
         files.append(VALIDATION_PLOT_FILENAME)
-        validation["plot"] = VALIDATION_PLOT_FILENAME
+        prov["validation"]["plot"] = VALIDATION_PLOT_FILENAME
     elif local:
         logger.warning("The validation figure %s is gone; the card shows the table only.", local)
-
-
 # ----------------------------------------------------------------------------- local directory
 
 
@@ -272,14 +249,14 @@ def _local_versions(prov: Optional[dict]) -> list[dict]:
     return [current] + list(prov.get("history") or [])
 
 
-def _publish_local(subset, target: Path, *, display: str, version, scored, source, overwrite, card_data,
-                   defaults) -> PublishResult:
-    target = target.expanduser().resolve()
+def _publish_local(job: _Version, target: Path, *, display: str, overwrite: bool) -> PublishResult:
+    target, version = target.expanduser().resolve(), job.version
     # A publish killed between its two renames left the previous version moved aside: put it
     # back (with its history) before reading what the folder holds; drop dead publishes' leftovers.
     recover(target)
     if target.exists() and not target.is_dir():
-        raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub repo id).")
+        raise ConfigError(f"repo_id={os.fspath(target)!r} is a file; expected a directory (or a Hub "
+                          "repo id).")
     existing = _read_local_provenance(target)
     if target.is_dir() and existing is None and any(target.iterdir()):
         raise ConfigError(
@@ -294,15 +271,11 @@ def _publish_local(subset, target: Path, *, display: str, version, scored, sourc
     history = [v for v in versions if v["version"] != version]
     target.parent.mkdir(parents=True, exist_ok=True)
     files = _swap_in_local(target, version=version, previous=names[0] if names else None,
-                           build=lambda stage: _stage(
-                               stage, subset, scored=scored, repo_id=display, version=version,
-                               source=source, branch=None, card_data=card_data, defaults=defaults,
-                               changelog=history, history=history, is_local=True))
-    logger.info("Published %s (%d rows) to %s", version, subset.num_rows, target)
-    return PublishResult(
-        repo_id=os.fspath(target), version=version, local=True, commit=None, branch=None,
-        url=target.as_uri(), files=tuple(files), rows=subset.num_rows,
-        scored_rows=scored.num_rows if scored is not None else None, replaced=version in names)
+                           build=lambda stage: _stage(stage, job, repo_id=display, branch=None,
+                                                      changelog=history, is_local=True))
+    logger.info("Published %s (%d rows) to %s", version, job.subset.num_rows, target)
+    return job.result(os.fspath(target), local=True, commit=None, branch=None, url=target.as_uri(),
+                      files=tuple(files), replaced=version in names)
 
 
 def _carry_over(source: Path, dest: Path) -> None:
@@ -327,10 +300,9 @@ def _link_or_copy(src: str, dst: str) -> str:
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
     """All-or-nothing local publish: build the whole new version in a temporary sibling folder
     (the new files, plus the folder's other files carried over), then swap the folders. A failure
-    at any step leaves the previous version complete at `target` (or no folder at all for a first
-    publish) and raises PublishError saying so; a kill between the swap's two renames is undone by
-    the next publish or load (:func:`hf_selectit.atomic.recover`). Returns the new version's files.
-    """
+    leaves the previous version complete at `target` (or no folder for a first publish) and raises
+    PublishError saying so; a kill between the swap's two renames is undone by the next publish or
+    load (:func:`hf_selectit.atomic.recover`). Returns the new version's files."""
     new = temp_name(target, "new")
     step = "writing the files of the version"
     try:
@@ -363,99 +335,93 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
 # ----------------------------------------------------------------------------- Hub
 
 
-def _version_tags(api: "HfApi", repo_id: str, token: Optional[str]) -> dict[str, str]:
-    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+def _version_tags(api: "HfApi", repo_id: str) -> dict[str, str]:
+    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
     return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
-def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str], token: Optional[str]) -> list[dict]:
+def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str]) -> list[dict]:
     """Earlier versions, newest first, from each tag's selectit.json (date and row count)."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     entries = []
     for name in sorted(tags, key=version_key, reverse=True):
-        commit = tags[name]
-        entry = {"version": name, "date": "", "rows": "", "commit": f"`{commit[:8]}`"}
+        prov: dict = {}
         try:
-            path = hf_hub_download(repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE,
-                                   revision=commit, token=token)
-            prov = provenance.read_published(path) or {}
-            entry["date"] = prov.get("created_at", "")
-            entry["rows"] = (prov.get("rows") or {}).get("subset", "")
+            prov = provenance.read_published(api.hf_hub_download(
+                repo_id, provenance.PROVENANCE_FILENAME, repo_type=REPO_TYPE, revision=tags[name])) or {}
         except (EntryNotFoundError, HfHubHTTPError, ValueError) as exc:
             # A tag made by hand (no selectit.json) still belongs in the changelog.
             logger.info("No provenance at tag %s of %s (%s).", name, repo_id, type(exc).__name__)
-        entries.append(entry)
+        entries.append({"version": name, "date": prov.get("created_at", ""),
+                        "rows": (prov.get("rows") or {}).get("subset", ""), "commit": f"`{tags[name][:8]}`"})
     return entries
 
 
-def _publish_hub(subset, repo_id: str, *, version, scored, source, private, token, branch, overwrite,
-                 card_data, defaults) -> PublishResult:
+def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[str], branch: Optional[str],
+                 overwrite: bool) -> PublishResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 
-    api = HfApi(token=token)
+    api, version = HfApi(token=token), job.version
     endpoint = constants.ENDPOINT
     stage = "creating the repo"
     commit: Optional[str] = None
     old_tag_deleted = False
     tags: dict = {}
     try:
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True, token=token)
+        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if branch:
             stage = f"creating branch {branch!r}"
-            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True, token=token)
+            api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
         stage = "reading the repo's tags"
-        tags = _version_tags(api, repo_id, token)
+        tags = _version_tags(api, repo_id)
         if version in tags and not overwrite:
             raise VersionExistsError(
                 f"Version {version!r} already exists in {repo_id} (versions: "
                 f"{sorted(tags, key=version_key)}). Pass overwrite=True to replace it, or choose a "
                 "new version.")
         stage = "reading earlier versions"
-        changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version}, token)
+        changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version})
         stage = "listing the repo's files"
-        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE, token=token)
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         head = {b.name: b.target_commit for b in refs.branches}.get(branch or "main")
-        existing = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch, token=token)) if head else set()
+        existing = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch)) if head else set()
         with tempfile.TemporaryDirectory(prefix="selectit-stage-") as tmp:
             workdir = Path(tmp)
             stage = "writing the files of the version"
-            files = _stage(workdir, subset, scored=scored, repo_id=repo_id, version=version,
-                           source=source, branch=branch, card_data=card_data, defaults=defaults,
-                           changelog=changelog, history=[], is_local=False)
-            ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f)) for f in files]
+            files = _stage(workdir, job, repo_id=repo_id, branch=branch, changelog=changelog, is_local=False)
+            ops: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.fspath(workdir / f))
+                         for f in files]
             # Files of the previous version that this one does not overwrite (shards, figures):
             # the same MANAGED list as a local folder, so both forms of a publish own alike.
             stale = sorted(f for f in existing if f not in files and f.split("/", 1)[0] in MANAGED)
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
             stage = "committing"
             info = api.create_commit(
-                repo_id, ops, repo_type=REPO_TYPE, revision=branch, token=token, parent_commit=head,
-                commit_message=f"Publish {version}: {subset.num_rows} rows selected with SelectIT",
+                repo_id, ops, repo_type=REPO_TYPE, revision=branch, parent_commit=head,
+                commit_message=f"Publish {version}: {job.subset.num_rows} rows selected with SelectIT",
                 commit_description=f"hf-selectit {version}; provenance in {provenance.PROVENANCE_FILENAME}.")
         commit = info.oid
         if version in tags:
             stage = f"deleting the old tag {version}"
-            api.delete_tag(repo_id, tag=version, repo_type=REPO_TYPE, token=token)
+            api.delete_tag(repo_id, tag=version, repo_type=REPO_TYPE)
             old_tag_deleted = True
         stage = f"creating the tag {version}"
-        api.create_tag(repo_id, tag=version, revision=commit, repo_type=REPO_TYPE, token=token,
+        api.create_tag(repo_id, tag=version, revision=commit, repo_type=REPO_TYPE,
                        tag_message=f"hf-selectit {version}")
     except _hub_errors() as exc:
         raise _publish_failure(exc, repo_id=repo_id, version=version, stage=stage, commit=commit,
                                branch=branch, endpoint=endpoint, token=token,
                                old_tag_deleted=old_tag_deleted, had_tag=version in tags) from None
-    logger.info("Published %s (%d rows) to %s at commit %s", version, subset.num_rows, repo_id, commit)
-    return PublishResult(
-        repo_id=repo_id, version=version, local=False, commit=commit, branch=branch,
-        url=f"{endpoint}/datasets/{repo_id}/tree/{version}", files=tuple(files), rows=subset.num_rows,
-        scored_rows=scored.num_rows if scored is not None else None, replaced=version in tags)
+    logger.info("Published %s (%d rows) to %s at commit %s", version, job.subset.num_rows, repo_id, commit)
+    return job.result(repo_id, local=False, commit=commit, branch=branch, files=tuple(files),
+                      url=f"{endpoint}/datasets/{repo_id}/tree/{version}", replaced=version in tags)
 
 
 def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, branch, endpoint, token,
                      old_tag_deleted, had_tag) -> PublishError:
-    cause = _scrub(f"{type(exc).__name__}: {exc}", token)
+    cause = f"{type(exc).__name__}: {exc}"
+    cause = redact(cause.replace(token, "<hidden>") if token and len(token) >= 4 else cause)
     where = f"Publishing {version} to {repo_id} (Hub at {endpoint}) failed while {stage}: {cause}."
     if commit is None:
         left = f"Nothing was committed and no tag {version} was created"
@@ -491,8 +457,7 @@ def publish(
 
     Args:
         subset: The selected rows (`default` config, split `train`).
-        repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc for
-            the rule that tells them apart).
+        repo_id: Hub dataset repo id (`user/name`) or a local directory (see the module doc).
         version: Version tag: `v1`, `v1.2` or `v1.2.3` (ASCII digits; `1.2` means `v1.2`).
         scored: The full scored dataset, published as the `scores` config and used for the
             selection report and histogram.
@@ -501,7 +466,6 @@ def publish(
         private: Create the Hub repo as private (when it does not exist yet).
         token: Hub token; default `HF_TOKEN`, then the stored login. Never written anywhere.
         branch: Commit to this branch (created when missing) instead of the default branch.
-        overwrite: Replace an existing version instead of refusing.
         card_data: Extra card fields (dict or `DatasetCardData`): `license` (required when the
             source card has none), `language`, `pretty_name`, `task_categories`, `tags`, and
             `reproduce_command` (the CLI line shown under "Reproduce").
@@ -512,9 +476,6 @@ def publish(
             path (uploaded verbatim) or a mapping (written as YAML). It is committed as
             `selectit_run.yaml` and the card's Reproduce section runs it. `hf-selectit run`
             passes its config file.
-
-    Returns:
-        A `PublishResult`.
 
     Raises:
         ConfigError: bad version, repo_id, dataset type, an empty subset, a missing license, or
@@ -537,32 +498,27 @@ def publish(
                 for p in sorted(set(schema.selectit_prefixes(names)))}
     infos = provenance.scorers_of(subset, scored, scorers, expected=expected)
     if infos:
-        subset = provenance.attach(subset, scorers=infos)
-        if scored is not None:
-            scored = provenance.attach(scored, scorers=infos)
+        subset, scored = (provenance.attach(ds, scorers=infos) if ds is not None else None
+                          for ds in (subset, scored))
     _check_not_empty(subset, scored)
     local = is_local_target(repo_id)
     if local and branch:
-        raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local directory.")
+        raise ConfigError(f"branch={branch!r} applies to Hub repos only; {os.fspath(repo_id)!r} is a local "
+                          "directory.")
     resolved = _resolve_token(token)
     src = provenance.parse_source(source)
     # License first: a missing one must fail before anything is created or committed.
     defaults = card_facts(source_id=src["id"], card_data=card_data, token=resolved)
     defaults["run_config"] = _run_config_text(run_config)
+    job = _Version(subset, scored, version, source, card_data, defaults)
     if local:
-        return _publish_local(subset, Path(os.fspath(repo_id)), display=os.fspath(repo_id),
-                              version=version, scored=scored,
-                              source=source, overwrite=overwrite, card_data=card_data, defaults=defaults)
-    return _publish_hub(subset, repo_id, version=version, scored=scored, source=source, private=private,
-                        token=resolved, branch=branch, overwrite=overwrite, card_data=card_data,
-                        defaults=defaults)
+        return _publish_local(job, Path(os.fspath(repo_id)), display=os.fspath(repo_id), overwrite=overwrite)
+    return _publish_hub(job, repo_id, private=private, token=resolved, branch=branch, overwrite=overwrite)
 
 
 def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -> Optional["DatasetCard"]:
-    """The dataset card of the source dataset, or None when it has none or cannot be reached.
-
-    `source_id` may be a Hub dataset id or a local directory holding a README.md.
-    """
+    """The dataset card of the source dataset (a Hub dataset id, or a local directory holding a
+    README.md), or None when it has none or cannot be reached."""
     if not source_id:
         return None
     import yaml
@@ -609,8 +565,7 @@ def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str
         return sorted(names, key=version_key)
     from huggingface_hub import HfApi
 
-    resolved = _resolve_token(token)
-    return sorted(_version_tags(HfApi(token=resolved), os.fspath(repo_id), resolved), key=version_key)
+    return sorted(_version_tags(HfApi(token=_resolve_token(token)), os.fspath(repo_id)), key=version_key)
 
 
 def load_selective(
@@ -623,15 +578,8 @@ def load_selective(
 ) -> Union["Dataset", "DatasetDict"]:
     """Load a published version with `datasets.load_dataset` (the latest version when None).
 
-    Args:
-        repo_id: Hub dataset repo id or local directory.
-        version: Version tag; None picks the highest (`v1.10` > `v1.9`).
-        config: `default` (the subset) or `scores` (every scored row).
-        split: Split to return (`train`); None returns the DatasetDict.
-        token: Hub token (default: `HF_TOKEN`, then the stored login).
-
-    Returns:
-        A `Dataset` (or `DatasetDict` when split is None).
+    `version` None picks the highest (`v1.10` > `v1.9`); `config` is `default` (the subset) or
+    `scores` (every scored row); `split` None returns the DatasetDict.
 
     Raises:
         ConfigError: the version is malformed or not published (the message lists those that are).

@@ -1,10 +1,9 @@
 """The one place that hides Hub tokens: every file the package writes and every line it prints.
 
-A token can reach the package three ways: the ``HF_TOKEN`` environment variable (or the stored
-login), a ``token`` key in a mapping option (``model_kwargs``, ``vllm_kwargs``, a run YAML), and
-free text (a command line, an error message). :func:`redact` hides all three in text,
-:func:`redact_mapping` in a mapping; writers of files (LOCK, checkpoints, the uploaded run config,
-``selectit.json``, the card, summaries) and the CLI's error and log output pass through them.
+A token arrives by ``HF_TOKEN`` (or the stored login), a ``token`` key in a mapping option
+(``model_kwargs``, ``vllm_kwargs``, a run YAML), or free text (a command line, an error message).
+Writers of files (LOCK, checkpoints, the uploaded run config, ``selectit.json``, the card,
+summaries) and the CLI's error and log output pass through :func:`redact` / :func:`redact_mapping`.
 """
 
 from __future__ import annotations
@@ -26,34 +25,27 @@ _KEY = r"(?:hf_|hub_|api_|auth_|access_|use_auth_)?token"
 _TOKEN_VALUE = re.compile(
     rf"""((?<![A-Za-z0-9_-])(?:--{_KEY}(?:=|\s+)|{_KEY}["']?\s*[:=]\s*)["']?)(?!<hidden>)[^"',;}}\]\s]+""",
     re.IGNORECASE)
-# Environment variables huggingface_hub reads a token from.
-_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def _known_tokens() -> list[str]:
     """Token values this process knows of (environment, stored login), longest first."""
-    values = {os.environ.get(name, "") for name in _TOKEN_ENV}
-    try:
-        from huggingface_hub import get_token
+    from huggingface_hub import get_token
 
-        values.add(get_token() or "")
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        pass
+    values = {os.environ.get("HF_TOKEN", ""), os.environ.get("HUGGING_FACE_HUB_TOKEN", ""),
+              get_token() or ""}
     # A token of a few characters would blank out ordinary words; real ones are long.
     return sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
 
 
 def is_secret_key(key: Any) -> bool:
-    """Whether a mapping key names a secret (``token``, ``hub_token``, ``hf_token``, ...; not
-    ``pad_token``, whose value is a tokenizer's special token)."""
+    """Whether a mapping key names a secret (``token``, ``hub_token``, ...; not ``pad_token``)."""
     return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
 
 
 def redact(text: str) -> str:
-    """``text`` with every Hub token replaced by ``<hidden>``.
-
-    Hides the values of ``HF_TOKEN`` and the stored login wherever they occur, anything shaped
-    like a Hub token (``hf_...``), and the value after a ``token:`` / ``token=`` key.
+    """``text`` with every Hub token replaced by ``<hidden>``: the values of ``HF_TOKEN`` and the
+    stored login, anything shaped like a Hub token (``hf_...``), and the value after a ``token:`` /
+    ``token=`` key.
 
     Example:
         >>> redact('--model-kwargs {"token": "abc123"}')
@@ -71,10 +63,6 @@ def redact_mapping(value: Any) -> Any:
 
     A key named like a token keeps ``True``/``False``/``None`` (they say "use the stored login"
     and hold no secret); any other value becomes ``<hidden>``. Strings go through :func:`redact`.
-
-    Example:
-        >>> redact_mapping({"model_kwargs": {"token": "hf_x", "attn_implementation": "sdpa"}})
-        {'model_kwargs': {'token': '<hidden>', 'attn_implementation': 'sdpa'}}
     """
     if isinstance(value, Mapping):
         return {k: (v if v is None or isinstance(v, bool) else HIDDEN) if is_secret_key(k)
@@ -89,15 +77,11 @@ def redact_mapping(value: Any) -> Any:
 
 
 def redact_yaml(text: str) -> str:
-    """A YAML document with every secret hidden (a run config about to be uploaded).
+    """A YAML document (a run config about to be uploaded) with every secret hidden.
 
-    A document that parses to a mapping is written back from :func:`redact_mapping` (comments
-    are lost only when a secret was found, so a clean file stays byte-for-byte as it was); text
-    that does not parse is redacted as text.
-
-    Example:
-        >>> redact_yaml("models: [{model_kwargs: {token: abc}}]\\n")
-        "models:\\n- model_kwargs:\\n    token: <hidden>\\n"
+    A mapping is written back from :func:`redact_mapping` only when a secret was found, so a clean
+    file stays byte-for-byte as it was (comments included); text that does not parse is redacted
+    as text.
     """
     import yaml
 

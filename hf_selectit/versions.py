@@ -19,13 +19,9 @@ VERSION_EXPECTED = ("expected 'v' followed by one to three dot-separated numbers
 
 
 def check_version(version: Any) -> str:
-    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers.
-
-    The leading `v` may be omitted (`"1.2"` is published as the tag `"v1.2"`), so that a version
-    has exactly one tag name. Whitespace, other characters and non-ASCII digits are refused.
-
-    Raises:
-        ConfigError: anything else (nothing has been written yet when publish raises it).
+    """Validate a version and return its tag: `v` + one to three dot-separated ASCII numbers. The
+    `v` may be omitted (`"1.2"` is published as `"v1.2"`), so a version has exactly one tag name;
+    anything else raises ConfigError (before publish writes anything).
 
     Example:
         >>> check_version("v1.2"), check_version("1.2")

@@ -1,26 +1,14 @@
 """The scoring engine: the only place that runs a model. Methods (hf_selectit/methods/) say what to read.
 
-Everything every method shares lives here:
-
-- a per-process model cache and the device by rank (`Engine.state`), loaded through `models`;
-- tokenising, and truncation that protects a method's fixed parts (`truncate_protected`);
-- length-sorted micro-batches under a token budget (rows x padded length), left padding with
-  explicit position ids (transformers' Llama does not derive them from the attention mask in a
-  plain forward; without them results would depend on padding);
-- exact reuse of the KV cache of leading tokens shared by all texts of a group (a rating prompt,
-  an IFD template head): computed once per process, every micro-batch feeds only its suffixes;
-- two read-outs: full-vocabulary fp32 probabilities of a few tokens at the LAST position
-  (`LastTokenProbs`, rating methods), or fp32 token losses of a span (`TokenLosses`, IFD: loss of
-  token t from the logits at t-1, the output head applied in chunks of positions so that a long
-  row never materialises full-vocabulary fp32 logits for all its positions at once);
-- out-of-memory halving of a micro-batch down to one text, then a per-row failure;
-- one torch thread in forked `num_proc` workers;
-- the fingerprint contract: a scorer pickles to its config only (`config_state`), and `datasets`
-  hashes it in microseconds, leaving out options that do not change scores (`register_hashing`).
-
-A method builds `Item`s (token ids of one text of one row, which group it shares a prefix
-with, where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item
-back, and the rows that could not run.
+A method builds `Item`s (token ids of one text of one row, the group it shares a prefix with,
+where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item back,
+and the rows that could not run. Shared by every method: the per-process model cache, truncation
+that protects a method's fixed parts, length-sorted micro-batches under a token budget with left
+padding and explicit position ids (transformers' Llama does not derive them from the attention
+mask in a plain forward; without them results would depend on padding), exact reuse of the KV
+cache of leading tokens shared by a group, the two read-outs (`LastTokenProbs`, `TokenLosses`),
+out-of-memory halving down to one text, and the fingerprint contract (`config_state`,
+`register_hashing`).
 """
 
 from __future__ import annotations
@@ -67,23 +55,14 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass
 class Item:
-    """One text to run: its token ids, the row it belongs to, and what to read from it.
-
-    Attributes:
-        row: index of the row in the batch.
-        slot: which of the row's texts this is (rating prompt j, conditioned/direct, ...).
-        group: texts of one group share their leading template tokens (prefix KV reuse).
-        ids: token ids, special tokens included.
-        truncated: the text was cut to fit `max_length`.
-        loss_from: for `TokenLosses`: index of the first token whose loss is read (>= 1).
-    """
+    """One text to run: its token ids (special tokens included), its row, and what to read from it."""
 
     row: int
-    slot: int
-    group: Hashable
+    slot: int  # which of the row's texts this is (rating prompt j, conditioned/direct, ...)
+    group: Hashable  # texts of one group share their leading template tokens (prefix KV reuse)
     ids: list
-    truncated: bool = False
-    loss_from: Optional[int] = None
+    truncated: bool = False  # cut to fit `max_length`
+    loss_from: Optional[int] = None  # for `TokenLosses`: the first token whose loss is read (>= 1)
 
 
 @dataclass(frozen=True)
@@ -118,25 +97,15 @@ class MicroBatch:
 
 @dataclass
 class DeviceState:
-    """Everything loaded for one device in one process (typed, never pickled).
-
-    Attributes:
-        model, tokenizer: from `models.load_model_and_tokenizer` (shared per process).
-        device: where inputs go: the device of the model's input embeddings (the rank's device,
-            or with a device_map / a model in memory, where its first layer was placed).
-        max_length: longest text in tokens (option or the model's context).
-        method_data: what the method prepared once per device (e.g. its rating tokens).
-        prefix_kv: shared-prefix token ids -> per-layer (keys, values), or None if not reusable.
-        template_prefix: group -> number of leading tokens any two texts of the group share.
-    """
+    """Everything loaded for one device in one process (typed, never pickled)."""
 
     model: Any
     tokenizer: Any
-    device: str
-    max_length: int
-    method_data: Any = None
-    prefix_kv: dict = field(default_factory=dict)
-    template_prefix: dict = field(default_factory=dict)
+    device: str  # where inputs go: the device of the model's input embeddings
+    max_length: int  # longest text in tokens (option or the model's context)
+    method_data: Any = None  # what the method prepared once per device (e.g. its rating tokens)
+    prefix_kv: dict = field(default_factory=dict)  # prefix ids -> per-layer (keys, values) or None
+    template_prefix: dict = field(default_factory=dict)  # group -> leading tokens its texts share
 
 
 @dataclass
@@ -158,12 +127,9 @@ class EngineStats:
 class Engine:
     """Runs a method's texts through its model. One per scorer object; models are shared per process.
 
-    Args:
-        config: the scorer's config (model, revision, dtype, device, max_length,
-            max_batch_tokens, reuse_prompt_prefix, trust_remote_code are read).
-        method: the scorer; the engine calls `method.prepare(model, tokenizer, name)` once per
-            device and `method.probe_token_ids(group, state)` once per group (two texts whose
-            variable parts share no character, to find the template's own prefix).
+    The engine calls `method.prepare(model, tokenizer, name)` once per device and
+    `method.probe_token_ids(group, state)` once per group (two texts whose variable parts share
+    no character, to find the template's own prefix).
     """
 
     def __init__(self, config: Any, method: Any) -> None:
@@ -213,10 +179,9 @@ class Engine:
         # (or a model in memory) wherever its first layer was placed. The model is never moved.
         device = input_device(model)
         name = EMBEDDED_MODEL_ID if self.config.model is None else repr(self.config.model)
-        method_data = self.method.prepare(model, tokenizer, name)
         max_length = self.config.max_length or model_context(model, tokenizer)
         return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
-                           method_data=method_data)
+                           method_data=self.method.prepare(model, tokenizer, name))
 
     def model_facts(self, state: DeviceState) -> dict:
         """Provenance of the loaded model: parameter counts, dtype, and this backend with its version."""
@@ -224,12 +189,11 @@ class Engine:
 
         from .models import parameter_counts
 
-        model = state.model
-        total, non_embedding = parameter_counts(model)
+        total, non_embedding = parameter_counts(state.model)
         return {
             "parameter_count": int(total),
             "non_embedding_parameter_count": int(non_embedding),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "dtype": str(next(state.model.parameters()).dtype).replace("torch.", ""),
             "backend": {"name": "transformers", "version": transformers.__version__},
         }
 
@@ -261,34 +225,26 @@ class Engine:
             >>> ids = engine.truncate_protected(text, spans, 512, state)
         """
         if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
-            x0, x1, r0, r1 = spans
-            spans = [("x", x0, x1), ("y", r0, r1)]
+            spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
         regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
-        fixed = sum(len(ids) for kind, ids in regions if kind == "fixed")
-        n_x = sum(len(ids) for kind, ids in regions if kind == "x")
-        n_y = sum(len(ids) for kind, ids in regions if kind == "y")
-        avail = max_length - fixed
+        size = collections.Counter()
+        for kind, ids in regions:
+            size[kind] += len(ids)
+        avail, n_y = max_length - size["fixed"], size["y"]
         if avail < 0:
             return None
-        if n_x + min(n_y, avail // 2) <= avail:
-            x_keep = n_x
-        else:
-            x_keep = avail - min(n_y, avail // 2)
+        x_keep = min(size["x"], avail - min(n_y, avail // 2))
         y_keep = min(n_y, avail - x_keep)
         head_n = (y_keep + 1) // 2
         tail_n = y_keep - head_n
         out: list = []
-        seen = {"x": 0, "y": 0}
+        seen = collections.Counter()
         for kind, ids in regions:
-            if kind == "fixed":
-                out.extend(ids)
-                continue
             for token in ids:
                 k = seen[kind]
                 seen[kind] += 1
-                if kind == "x" and k < x_keep:
-                    out.append(token)
-                elif kind == "y" and (k < head_n or k >= n_y - tail_n):
+                if (kind == "fixed" or (kind == "x" and k < x_keep)
+                        or (kind == "y" and (k < head_n or k >= n_y - tail_n))):
                     out.append(token)
         return out
 
@@ -311,49 +267,48 @@ class Engine:
         auto_cpu = self.config.max_batch_tokens is None and str(state.device).startswith("cpu")
         max_padding = CPU_MAX_PADDING if auto_cpu else None
         results: list = [None] * len(items)
-        plain: list = []
-        prefixed: list = []
-        # Also for a group with one text: its prefix is computed once per process and reused,
-        # and a row then scores the same whether or not it was alone in its call.
-        if self.config.reuse_prompt_prefix and items:
-            by_group: dict = {}
-            for index, item in enumerate(items):
-                by_group.setdefault(item.group, []).append(index)
-            for group, indices in by_group.items():
-                group_ids = [items[i].ids for i in indices]
-                # Every item keeps at least one token of its own (the last shared token at least).
-                n = common_prefix_length(group_ids) - 1
-                # Capped at the template's own prefix, so that batches whose texts happen to
-                # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
-                # cache is then computed once, and every batch and process rounds alike.
-                n = min(n, self._template_prefix_length(group, state))
-                starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
-                if starts:  # the logits before the first read token must come from the suffix
-                    n = min(n, min(starts) - 1)
-                prefix_ids = tuple(items[indices[0]].ids[:n])
-                if n < 2 or self._prefix_kv(prefix_ids, state) is None:
-                    plain.extend(indices)
-                else:
-                    prefixed.append((prefix_ids, indices))
-        else:
-            plain = list(range(len(items)))
         tracker = _Progress(items, n_rows)
         failed: set = set()
-        for prefix_ids, indices in prefixed:
+        for prefix_ids, indices in self._prefix_groups(items, state):
             p = len(prefix_ids)
             for batch in micro_batches([len(items[i].ids) - p for i in indices], budget, extra=p,
                                        max_padding=max_padding):
-                self._run_with_retry(items, [indices[i] for i in batch], state, readout, results, failed,
-                                     prefix_ids)
-                tracker.done([indices[i] for i in batch])
-        for batch in micro_batches([len(items[i].ids) for i in plain], budget, max_padding=max_padding):
-            self._run_with_retry(items, [plain[i] for i in batch], state, readout, results, failed)
-            tracker.done([plain[i] for i in batch])
+                chosen = [indices[i] for i in batch]
+                self._run_with_retry(items, chosen, state, readout, results, failed, prefix_ids)
+                tracker.done(chosen)
         tracker.finish()
         for index, item in enumerate(items):
             if item.row in failed:
                 results[index] = None
         return results, failed
+
+    def _prefix_groups(self, items: list, state: DeviceState) -> list:
+        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then
+        `((), the other items)`."""
+        if not self.config.reuse_prompt_prefix:
+            return [((), list(range(len(items))))]
+        by_group: dict = {}
+        for index, item in enumerate(items):
+            by_group.setdefault(item.group, []).append(index)
+        prefixed, plain = [], []
+        # Also for a group with one text: its prefix is computed once per process and reused,
+        # and a row then scores the same whether or not it was alone in its call.
+        for group, indices in by_group.items():
+            # Every item keeps at least one token of its own (the last shared token at least).
+            n = common_prefix_length([items[i].ids for i in indices]) - 1
+            # Capped at the template's own prefix, so that batches whose texts happen to
+            # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
+            # cache is then computed once, and every batch and process rounds alike.
+            n = min(n, self._template_prefix_length(group, state))
+            starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
+            if starts:  # the logits before the first read token must come from the suffix
+                n = min(n, min(starts) - 1)
+            prefix_ids = tuple(items[indices[0]].ids[:n])
+            if n < 2 or self._prefix_kv(prefix_ids, state) is None:
+                plain.extend(indices)
+            else:
+                prefixed.append((prefix_ids, indices))
+        return prefixed + [((), plain)]
 
     def _template_prefix_length(self, group: Hashable, state: DeviceState) -> int:
         if group not in state.template_prefix:
@@ -365,8 +320,8 @@ class Engine:
         """Per-layer (keys, values) [1, heads, len, dim] of `prefix_ids`, cached per process and device.
 
         A cached longer prefix that starts with `prefix_ids` is sliced (keys of a causal model at
-        a position do not depend on later tokens). Returns None when the model's cache is not a
-        plain per-layer key/value cache (sliding or linear-attention layers): plain path then.
+        a position do not depend on later tokens). None when the model's cache is not a plain
+        per-layer key/value cache (sliding or linear-attention layers): plain path then.
         """
         import torch
 
@@ -374,9 +329,7 @@ class Engine:
         p = len(prefix_ids)
         for key, kv in cache.items():
             if len(key) >= p and key[:p] == prefix_ids:
-                if kv is None:
-                    return None
-                return [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
+                return None if kv is None else [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
@@ -409,11 +362,11 @@ class Engine:
         return kv
 
     def _run_with_retry(self, items: list, indices: list, state: DeviceState, readout: Any, results: list,
-                        failed: set, prefix_ids: Optional[tuple] = None) -> None:
+                        failed: set, prefix_ids: tuple = ()) -> None:
         """Forward one micro-batch; on out-of-memory halve it and retry, down to single texts."""
         import torch
 
-        p = len(prefix_ids) if prefix_ids else 0
+        p = len(prefix_ids)
         batch_items = [items[i] for i in indices]
         input_ids, attention_mask, position_ids = pad_left(
             [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
@@ -522,11 +475,7 @@ class Engine:
             logp = torch.log_softmax(logits, dim=-1)
             losses.append(-logp.gather(1, target[start:start + LOSS_CHUNK_POSITIONS, None])[:, 0])
         flat = torch.cat(losses).to(torch.float64).cpu().numpy()
-        out, offset = [], 0
-        for n in counts:
-            out.append(flat[offset:offset + n])
-            offset += n
-        return out
+        return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def cache_keyword(model: Any) -> str:

@@ -344,7 +344,7 @@ class Engine:
                     use_cache=True, logits_to_keep=1,
                 )
             self.stats.head_positions += 1
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
             logger.info("Out of memory on a shared prefix (%d tokens); running full texts.", p)
@@ -386,7 +386,7 @@ class Engine:
             self.stats.tokens += sum(len(item.ids) - p for item in batch_items)
             self.stats.padded_tokens += int(input_ids.numel())
             values = self.forward(batch, state)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
             del batch, input_ids, attention_mask, position_ids, kv
@@ -419,33 +419,28 @@ class Engine:
             # A fresh cache per micro-batch (the forward appends to it); `expand` is a view, the
             # layer's first update copies it once.
             past = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv])
+        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids, use_cache=past is not None)
         with torch.inference_mode():
             if isinstance(batch.readout, LastTokenProbs):
-                out = state.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, logits_to_keep=1, use_cache=past is not None,
-                    **{cache_keyword(state.model): past},
-                )
+                out = state.model(**inputs, logits_to_keep=1, **{cache_keyword(state.model): past})
                 logits = out.logits[:, -1, :].float()
                 self.stats.head_positions += int(logits.shape[0])
                 probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
                 ids = torch.tensor(batch.readout.token_ids, device=probs.device)
                 return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
             if isinstance(batch.readout, TokenLosses):
-                return self._token_losses(batch, past, state)
+                return self._token_losses(batch, inputs, past, state)
         raise TypeError(f"Unknown read-out {batch.readout!r}: expected LastTokenProbs or TokenLosses.")
 
-    def _token_losses(self, batch: MicroBatch, past: Any, state: DeviceState) -> list:
+    def _token_losses(self, batch: MicroBatch, inputs: dict, past: Any, state: DeviceState) -> list:
         import numpy as np
         import torch
 
         model = state.model
         # The decoder's last hidden states, then the output head on the read positions only, in
         # chunks: logits at every position of a long row are never materialised at once.
-        hidden = model.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            use_cache=past is not None, **{cache_keyword(model.base_model): past},
-        ).last_hidden_state
+        hidden = model.base_model(**inputs, **{cache_keyword(model.base_model): past}).last_hidden_state
         width = batch.input_ids.shape[1]
         p = batch.prefix_len
         rows, cols, targets, counts = [], [], [], []
@@ -481,15 +476,10 @@ class Engine:
 def cache_keyword(model: Any) -> str:
     """The name under which `model`'s forward takes, and its output returns, the KV cache.
 
-    transformers 5.24 renamed `past_key_values` to `cache`: the old keyword and output field
-    still work there but warn (removal announced for 5.40), while releases before 5.24, which
-    the floor in pyproject.toml allows (vLLM pins transformers < 5.20), know only the old
-    name. Read from the forward's signature (decorators keep it via `__wrapped__`), so a
-    remote-code model that kept the old name is served too.
-
-    Example:
-        >>> cache_keyword(model)  # transformers 5.24 or later
-        'cache'
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns there); releases
+    before 5.24, which the floor in pyproject.toml allows, know only the old name. Read from the
+    forward's signature (decorators keep it via `__wrapped__`), so a remote-code model that kept
+    the old name is served too.
     """
     return _cache_keyword_of(type(model))
 

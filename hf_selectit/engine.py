@@ -162,19 +162,14 @@ class Engine:
         else:
             device = resolve_device(self.config.device, rank=rank)
         with self._lock:
-            state = self._loaded.get(device)
-            if state is None:
-                state = self._load(device)
-                self._loaded[device] = state
-        return state
+            if device not in self._loaded:
+                self._loaded[device] = self._load(device)
+            return self._loaded[device]
 
     def _load(self, device: str) -> DeviceState:
         from .models import EMBEDDED_MODEL_ID, input_device, load_model_and_tokenizer
 
-        if self.preloaded is not None:
-            model, tokenizer = self.preloaded
-        else:
-            model, tokenizer = load_model_and_tokenizer(self.config, device)
+        model, tokenizer = self.preloaded or load_model_and_tokenizer(self.config, device)
         # Inputs go where the input embeddings are: the model's device, or with a device_map
         # (or a model in memory) wherever its first layer was placed. The model is never moved.
         device = input_device(model)
@@ -333,23 +328,20 @@ class Engine:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=state.device)
+        ids, mask, positions = pad_left([list(prefix_ids)], state.tokenizer.pad_token_id, state.device)
         try:
             self.stats.forward_calls += 1
             self.stats.prefix_forwards += 1
             with torch.inference_mode():
-                out = state.model(
-                    input_ids=ids, attention_mask=torch.ones_like(ids),
-                    position_ids=torch.arange(p, device=ids.device).unsqueeze(0),
-                    use_cache=True, logits_to_keep=1,
-                )
+                out = state.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                  logits_to_keep=1)
             self.stats.head_positions += 1
         except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
             logger.info("Out of memory on a shared prefix (%d tokens); running full texts.", p)
             return None
-        past = getattr(out, cache_keyword(state.model))
+        past = getattr(out, cache_keyword(type(state.model)))
         kv = None
         if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
             kv = [(layer.keys, layer.values) for layer in past.layers]
@@ -423,7 +415,7 @@ class Engine:
                       position_ids=batch.position_ids, use_cache=past is not None)
         with torch.inference_mode():
             if isinstance(batch.readout, LastTokenProbs):
-                out = state.model(**inputs, logits_to_keep=1, **{cache_keyword(state.model): past})
+                out = state.model(**inputs, logits_to_keep=1, **{cache_keyword(type(state.model)): past})
                 logits = out.logits[:, -1, :].float()
                 self.stats.head_positions += int(logits.shape[0])
                 probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
@@ -440,7 +432,7 @@ class Engine:
         model = state.model
         # The decoder's last hidden states, then the output head on the read positions only, in
         # chunks: logits at every position of a long row are never materialised at once.
-        hidden = model.base_model(**inputs, **{cache_keyword(model.base_model): past}).last_hidden_state
+        hidden = model.base_model(**inputs, **{cache_keyword(type(model.base_model)): past}).last_hidden_state
         width = batch.input_ids.shape[1]
         p = batch.prefix_len
         rows, cols, targets, counts = [], [], [], []
@@ -473,19 +465,15 @@ class Engine:
         return np.split(flat, np.cumsum(counts)[:-1])
 
 
-def cache_keyword(model: Any) -> str:
-    """The name under which `model`'s forward takes, and its output returns, the KV cache.
+@functools.lru_cache(maxsize=None)
+def cache_keyword(cls: type) -> str:
+    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache.
 
     transformers 5.24 renamed `past_key_values` to `cache` (the old name warns there); releases
     before 5.24, which the floor in pyproject.toml allows, know only the old name. Read from the
     forward's signature (decorators keep it via `__wrapped__`), so a remote-code model that kept
     the old name is served too.
     """
-    return _cache_keyword_of(type(model))
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_keyword_of(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
@@ -500,11 +488,8 @@ class _Progress:
         self.start = self.last_log = time.monotonic()
 
     def done(self, indices: list) -> None:
-        finished = 0
-        for row in (self.rows[i] for i in indices):
-            self.left[row] -= 1
-            if self.left[row] == 0:
-                finished += 1
+        self.left.subtract(self.rows[i] for i in indices)
+        finished = sum(self.left[row] == 0 for row in {self.rows[i] for i in indices})
         self.texts_done += len(indices)
         self.rows_done += finished
         progress.advance(finished)

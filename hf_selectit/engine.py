@@ -246,16 +246,11 @@ class Engine:
     # --- running ---
 
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
-        """Forward every item in length-sorted micro-batches under the token budget.
+        """(one numpy array per item, None where its row failed; the rows that ran out of memory even
+        alone): every item forwarded in length-sorted micro-batches under the token budget.
 
-        Items of one group share their leading tokens (capped at the group's template prefix,
-        and before every item's read-out span); with `reuse_prompt_prefix` that prefix runs once
-        per process and every micro-batch of the group feeds only its suffixes. `n_rows` counts
-        the batch's rows for progress.
-
-        Returns:
-            (one numpy array per item, None where its row failed; rows that ran out of memory
-            even alone).
+        With `reuse_prompt_prefix`, the leading tokens of a group run once per process and every
+        micro-batch of the group feeds only its suffixes. `n_rows` counts the rows for progress.
         """
         budget = self.config.max_batch_tokens or default_batch_tokens(state.device)
         # The automatic plan caps padding on CPU; a budget the user set is their plan, kept as given.
@@ -272,14 +267,13 @@ class Engine:
                 self._run_with_retry(items, chosen, state, readout, results, failed, prefix_ids)
                 tracker.done(chosen)
         tracker.finish()
-        for index, item in enumerate(items):
-            if item.row in failed:
-                results[index] = None
-        return results, failed
+        return [None if item.row in failed else value for item, value in zip(items, results)], failed
 
     def _prefix_groups(self, items: list, state: DeviceState) -> list:
-        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then
-        `((), the other items)`."""
+        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then ((), the rest).
+
+        A group's prefix is capped at its template's prefix and before every item's read-out span.
+        """
         if not self.config.reuse_prompt_prefix:
             return [((), list(range(len(items))))]
         by_group: dict = {}

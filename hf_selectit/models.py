@@ -21,13 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError, ModelLoadError
-from .model_kwargs import (
-    DEVICE_MAP_STRATEGIES,
-    HubToken,
-    has_device_map,
-    numeric_model_kwargs,
-    quantization_dict,
-)
+from .model_kwargs import DEVICE_MAP_STRATEGIES, HubToken, has_device_map, numeric_model_kwargs, quantization_dict
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +73,14 @@ def embedded_model_path() -> str:
     Several processes may call this at once (`num_proc` workers, Ray actors): each converts into its own
     temporary folder and renames it into place atomically; a loser of the race discards its copy.
     """
-    gguf = embedded_gguf_path()
-    stat = gguf.stat()
     import transformers
+
+    gguf = embedded_gguf_path()
 
     # One copy per transformers major version: a tokenizer saved by 5.x names a class
     # (TokenizersBackend) that 4.x cannot read, and the floor environment shares this cache.
     major = transformers.__version__.split(".")[0]
-    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{stat.st_size}-v{_CONVERSION_VERSION}-tf{major}"
+    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{gguf.stat().st_size}-v{_CONVERSION_VERSION}-tf{major}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +95,7 @@ def embedded_model_path() -> str:
             if not (target / "config.json").is_file():
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed
     return str(target)
 
 
@@ -111,9 +104,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(
-            f"Reading {gguf.name} needs the package 'gguf'. Install it with `{_INSTALL_HINT}`."
-        )
+        raise ModelLoadError(f"Reading {gguf.name} needs the package 'gguf'. Install it with `{_INSTALL_HINT}`.")
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

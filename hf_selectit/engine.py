@@ -90,7 +90,6 @@ class MicroBatch:
     input_ids: Any
     attention_mask: Any
     position_ids: Any
-    prefix_len: int = 0
     prefix_kv: Optional[list] = None
     readout: Any = None
 
@@ -357,15 +356,13 @@ class Engine:
         input_ids, attention_mask, position_ids = pad_left(
             [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
         )
-        kv = None
-        if prefix_ids:
-            ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
-            # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
-            # continue from the prefix so each text sees exactly the positions it has alone.
-            attention_mask = torch.cat([ones, attention_mask], dim=1)
-            position_ids = position_ids + p
-            kv = self._prefix_kv(prefix_ids, state)
-        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, p, kv, readout)
+        ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
+        # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
+        # continue from the prefix so each text sees exactly the positions it has alone.
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+        position_ids = position_ids + p
+        kv = self._prefix_kv(prefix_ids, state) if prefix_ids else None
+        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, kv, readout)
         try:
             self.stats.forward_calls += 1
             self.stats.micro_batches += 1
@@ -428,15 +425,14 @@ class Engine:
         # chunks: logits at every position of a long row are never materialised at once.
         hidden = model.base_model(**inputs, **{cache_keyword(type(model.base_model)): past}).last_hidden_state
         width = batch.input_ids.shape[1]
-        p = batch.prefix_len
         rows, cols, targets, counts = [], [], [], []
         for i, item in enumerate(batch.items):
-            suffix = len(item.ids) - p
             start = max(int(item.loss_from), 1)
             n = max(len(item.ids) - start, 0)
             counts.append(n)
-            # Token t (global) sits in column width - suffix + (t - p); its logits are one left.
-            first_col = width - suffix + (start - p) - 1
+            # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the
+            # cache, left of column 0); its logits are one left.
+            first_col = width - len(item.ids) + start - 1
             rows.extend([i] * n)
             cols.extend(range(first_col, first_col + n))
             targets.extend(item.ids[start:])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import itertools
 import logging
 import os
 import threading
@@ -583,34 +584,24 @@ def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) ->
     spans = [(kind, a, b) for kind, a, b in spans if a < b]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-        regions: list = []
-        kind_prev = "fixed"
-        for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
-            if start == end:
-                kind = kind_prev  # special tokens carry no text: keep with their neighbour
-            else:
+        kinds, kind = [], "fixed"
+        for start, end in enc["offset_mapping"]:
+            if start != end:  # special tokens carry no text: they stay with their neighbour
                 # outside every span, or straddling a boundary: kept whole
                 kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
-            if regions and regions[-1][0] == kind:
-                regions[-1][1].append(token_id)
-            else:
-                regions.append((kind, [token_id]))
-            kind_prev = kind
-        return regions
+            kinds.append(kind)
+        pairs = itertools.groupby(zip(kinds, enc["input_ids"]), key=lambda pair: pair[0])
+        return [(kind, [token_id for _, token_id in run]) for kind, run in pairs]
     bounds, pos = [], 0
     for kind, a, b in sorted(spans, key=lambda s: s[1]):
         bounds += [(pos, a, "fixed"), (a, b, kind)]
         pos = b
     bounds.append((pos, len(text), "fixed"))
-    regions = []
-    first = True
+    regions: list = []
     for start, end, kind in bounds:
-        piece = text[start:end]
-        if not piece:
-            continue
-        ids = tokenizer(piece, add_special_tokens=add_special and first)["input_ids"]
-        first = False
-        regions.append((kind, list(ids)))
+        if text[start:end]:  # special tokens with the first region only
+            ids = tokenizer(text[start:end], add_special_tokens=add_special and not regions)["input_ids"]
+            regions.append((kind, list(ids)))
     return regions
 
 
@@ -653,9 +644,7 @@ def warn_once(key: str, message: str) -> None:
 
 def config_state(config: Any) -> dict:
     """A config's fields plus the package version: what a scorer pickles to."""
-    state = {f.name: getattr(config, f.name) for f in fields(config)}
-    state["version"] = __version__
-    return state
+    return {**{f.name: getattr(config, f.name) for f in fields(config)}, "version": __version__}
 
 
 def local_model_stamp(model: Optional[str]) -> tuple:
@@ -674,9 +663,7 @@ def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing
     raise RuntimeError("This pickle only fingerprints a scorer; it cannot be loaded.")
 
 
-_REGISTERED: set = set()
-
-
+@functools.lru_cache(maxsize=None)  # once per class
 def register_hashing(cls: type) -> None:
     """Teach `datasets`' fingerprint pickler to hash a scorer class by `obj._hash_state()` only.
 
@@ -685,8 +672,6 @@ def register_hashing(cls: type) -> None:
     runtime options such as `device`. Without `datasets` importable this is a no-op and the
     ordinary `__reduce__` (config only) is hashed instead.
     """
-    if cls in _REGISTERED:
-        return
     try:
         # Private module of `datasets`: the only way to register a reducer with its Hasher.
         from datasets.utils._dill import pklregister
@@ -697,4 +682,3 @@ def register_hashing(cls: type) -> None:
         pickler.save_reduce(_rebuild_from_hash_state, obj._hash_state(), obj=obj)
 
     pklregister(cls)(_save)
-    _REGISTERED.add(cls)

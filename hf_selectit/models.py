@@ -362,11 +362,8 @@ def preloaded_name(model: Any) -> str:
 
 
 def model_identity(model: Any, tokenizer: Any = None) -> dict:
-    """The identity of a model (and tokenizer) in memory, without reading a single weight: a JSON dict
-    of name, Hub commit, dtype, attention implementation, config digest and the tokenizer's name,
-    size and chat template. It is what the scorers' `datasets` fingerprint holds for a preloaded
-    model, so weights changed in memory (a training step) are not seen.
-    """
+    """The identity of a model (and tokenizer) in memory as a JSON dict, without reading a single weight:
+    what the scorers' `datasets` fingerprint holds for it, so weights changed in memory are not seen."""
     config = model.config
     # `_attn_implementation` has no public accessor (transformers' own docs read it from the
     # config); it changes the numbers, so it is part of the identity.
@@ -411,11 +408,9 @@ def hub_commit(model_id: Optional[str], *, revision: Optional[str] = None,
 
 
 def preloaded_commit(model: Any) -> Optional[str]:
-    """The Hub commit of a model loaded by the caller (its revision is unknown here), or None.
-
-    Private on purpose: transformers before 5.x records it only in `config._commit_hash`, later
-    releases not at all (None then: the identity rests on the name and the config digest).
-    """
+    """The Hub commit of a model loaded by the caller, or None. Private on purpose: transformers before
+    5.x records it only in `config._commit_hash`, later releases not at all (then the identity rests
+    on the name and the config digest)."""
     return getattr(model.config, "_commit_hash", None)
 
 

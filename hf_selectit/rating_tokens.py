@@ -58,10 +58,7 @@ def find_rating_tokens(
 ) -> RatingTokens:
     """The rating tokens (by default SelectIT's "1".."5") in a tokenizer's vocabulary: the bare digits
     if all of them are distinct single tokens, else the leading-space variant if all of those are.
-    `model_name` and `method` are named in messages only.
-
-    Raises:
-        RatingTokenError: neither variant gives one distinct single token per rating.
+    `model_name` and `method` are named in messages only; RatingTokenError when neither variant works.
 
     Example:
         >>> find_rating_tokens(AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")).pieces
@@ -112,11 +109,6 @@ def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method
     digits still yields confident-looking scores (docs/method.md 7.5). `masses` are one batch's
     per-row `*_rating_mass` values (NaN for unscored rows, ignored). Returns True when the median
     is below the threshold (whether or not a warning was logged now).
-
-    Example:
-        >>> warn_if_low_rating_mass([0.02, 0.03], column="alpagasus_rating_mass", model_name="gpt2",
-        ...                         method="AlpaGasus")
-        True
     """
     import math
     import statistics

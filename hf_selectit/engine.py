@@ -492,7 +492,6 @@ class _Progress:
 
     def finish(self) -> None:
         progress.advance(self.n_rows - self.rows_done)
-        self.rows_done = self.n_rows
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -41,15 +41,12 @@ class RatingTokens:
 
 def _single_token(tokenizer: Any, vocab: dict, text: str, pieces: tuple[str, ...]) -> Optional[int]:
     """The id of `text` if the tokenizer has it as one token, else None."""
-    for piece in pieces:
-        token_id = vocab.get(piece)
-        if token_id is not None and tokenizer.decode([token_id]) in (text, text.strip()):
-            return token_id
+    candidates = [vocab.get(piece) for piece in pieces]
     # Tokenizers with unusual piece spellings: trust encode() when it gives one token.
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) == 1 and tokenizer.decode(ids) in (text, text.strip()) and ids[0] != tokenizer.unk_token_id:
-        return ids[0]
-    return None
+    encoded = tokenizer.encode(text, add_special_tokens=False)
+    if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
+        candidates.append(encoded[0])
+    return next((i for i in candidates if i is not None and tokenizer.decode([i]) in (text, text.strip())), None)
 
 
 def find_rating_tokens(

@@ -2,13 +2,9 @@
 
 A method builds `Item`s (token ids of one text of one row, the group it shares a prefix with,
 where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item back,
-and the rows that could not run. Shared by every method: the per-process model cache, truncation
-that protects a method's fixed parts, length-sorted micro-batches under a token budget with left
-padding and explicit position ids (transformers' Llama does not derive them from the attention
-mask in a plain forward; without them results would depend on padding), exact reuse of the KV
-cache of leading tokens shared by a group, the two read-outs (`LastTokenProbs`, `TokenLosses`),
-out-of-memory halving down to one text, and the fingerprint contract (`config_state`,
-`register_hashing`).
+and the rows that could not run. Micro-batches are left-padded with explicit position ids:
+transformers' Llama does not derive them from the attention mask in a plain forward, and without
+them results would depend on padding.
 """
 
 from __future__ import annotations
@@ -520,8 +516,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
         [[0, 1], [2]]
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    batches, current = [], []
-    padding = 0
+    batches, current, padding = [], [], 0
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
         rows = len(current) + 1
@@ -534,9 +529,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
             longest = lengths[i]
         padding += longest - lengths[i]
         current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return batches + [current] if current else batches
 
 
 def pad_left(sequences: list, pad_id: int, device: Any):

@@ -157,11 +157,9 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
     """
     out = _checked("model_kwargs", value, ACCEPTED, REDIRECTED, "`from_pretrained`",
                    {"attn_implementation": "sdpa"})
-    if out and "max_memory" in out and "device_map" not in out:
-        raise ConfigError("model_kwargs['max_memory'] only applies with a device_map; add "
-                          "'device_map': 'auto' (or 'balanced') next to it.")
-    if out and "offload_folder" in out and "device_map" not in out:
-        raise ConfigError("model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'.")
+    for name, tail in (("max_memory", " (or 'balanced') next to it"), ("offload_folder", "")):
+        if out and name in out and "device_map" not in out:
+            raise ConfigError(f"model_kwargs[{name!r}] only applies with a device_map; add 'device_map': 'auto'{tail}.")
     return out
 
 

@@ -1,26 +1,10 @@
 """The scoring engine: the only place that runs a model. Methods (hf_selectit/methods/) say what to read.
 
-Everything every method shares lives here:
-
-- a per-process model cache and the device by rank (`Engine.state`), loaded through `models`;
-- tokenising, and truncation that protects a method's fixed parts (`truncate_protected`);
-- length-sorted micro-batches under a token budget (rows x padded length), left padding with
-  explicit position ids (transformers' Llama does not derive them from the attention mask in a
-  plain forward; without them results would depend on padding);
-- exact reuse of the KV cache of leading tokens shared by all texts of a group (a rating prompt,
-  an IFD template head): computed once per process, every micro-batch feeds only its suffixes;
-- two read-outs: full-vocabulary fp32 probabilities of a few tokens at the LAST position
-  (`LastTokenProbs`, rating methods), or fp32 token losses of a span (`TokenLosses`, IFD: loss of
-  token t from the logits at t-1, the output head applied in chunks of positions so that a long
-  row never materialises full-vocabulary fp32 logits for all its positions at once);
-- out-of-memory halving of a micro-batch down to one text, then a per-row failure;
-- one torch thread in forked `num_proc` workers;
-- the fingerprint contract: a scorer pickles to its config only (`config_state`), and `datasets`
-  hashes it in microseconds, leaving out options that do not change scores (`register_hashing`).
-
-A method builds `Item`s (token ids of one text of one row, which group it shares a prefix
-with, where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item
-back, and the rows that could not run.
+A method builds `Item`s (token ids of one text of one row, the group it shares a prefix with,
+where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item back,
+and the rows that could not run. Micro-batches are left-padded with explicit position ids:
+transformers' Llama does not derive them from the attention mask in a plain forward, and without
+them results would depend on padding.
 """
 
 from __future__ import annotations
@@ -28,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import itertools
 import logging
 import os
 import threading
@@ -67,23 +52,14 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass
 class Item:
-    """One text to run: its token ids, the row it belongs to, and what to read from it.
-
-    Attributes:
-        row: index of the row in the batch.
-        slot: which of the row's texts this is (rating prompt j, conditioned/direct, ...).
-        group: texts of one group share their leading template tokens (prefix KV reuse).
-        ids: token ids, special tokens included.
-        truncated: the text was cut to fit `max_length`.
-        loss_from: for `TokenLosses`: index of the first token whose loss is read (>= 1).
-    """
+    """One text to run: its token ids (special tokens included), its row, and what to read from it."""
 
     row: int
-    slot: int
-    group: Hashable
+    slot: int  # which of the row's texts this is (rating prompt j, conditioned/direct, ...)
+    group: Hashable  # texts of one group share their leading template tokens (prefix KV reuse)
     ids: list
-    truncated: bool = False
-    loss_from: Optional[int] = None
+    truncated: bool = False  # cut to fit `max_length`
+    loss_from: Optional[int] = None  # for `TokenLosses`: the first token whose loss is read (>= 1)
 
 
 @dataclass(frozen=True)
@@ -111,32 +87,21 @@ class MicroBatch:
     input_ids: Any
     attention_mask: Any
     position_ids: Any
-    prefix_len: int = 0
     prefix_kv: Optional[list] = None
     readout: Any = None
 
 
 @dataclass
 class DeviceState:
-    """Everything loaded for one device in one process (typed, never pickled).
-
-    Attributes:
-        model, tokenizer: from `models.load_model_and_tokenizer` (shared per process).
-        device: where inputs go: the device of the model's input embeddings (the rank's device,
-            or with a device_map / a model in memory, where its first layer was placed).
-        max_length: longest text in tokens (option or the model's context).
-        method_data: what the method prepared once per device (e.g. its rating tokens).
-        prefix_kv: shared-prefix token ids -> per-layer (keys, values), or None if not reusable.
-        template_prefix: group -> number of leading tokens any two texts of the group share.
-    """
+    """Everything loaded for one device in one process (typed, never pickled)."""
 
     model: Any
     tokenizer: Any
-    device: str
-    max_length: int
-    method_data: Any = None
-    prefix_kv: dict = field(default_factory=dict)
-    template_prefix: dict = field(default_factory=dict)
+    device: str  # where inputs go: the device of the model's input embeddings
+    max_length: int  # longest text in tokens (option or the model's context)
+    method_data: Any = None  # what the method prepared once per device (e.g. its rating tokens)
+    prefix_kv: dict = field(default_factory=dict)  # prefix ids -> per-layer (keys, values) or None
+    template_prefix: dict = field(default_factory=dict)  # group -> leading tokens its texts share
 
 
 @dataclass
@@ -158,12 +123,9 @@ class EngineStats:
 class Engine:
     """Runs a method's texts through its model. One per scorer object; models are shared per process.
 
-    Args:
-        config: the scorer's config (model, revision, dtype, device, max_length,
-            max_batch_tokens, reuse_prompt_prefix, trust_remote_code are read).
-        method: the scorer; the engine calls `method.prepare(model, tokenizer, name)` once per
-            device and `method.probe_token_ids(group, state)` once per group (two texts whose
-            variable parts share no character, to find the template's own prefix).
+    The engine calls `method.prepare(model, tokenizer, name)` once per device and
+    `method.probe_token_ids(group, state)` once per group (two texts whose variable parts share
+    no character, to find the template's own prefix).
     """
 
     def __init__(self, config: Any, method: Any) -> None:
@@ -196,27 +158,21 @@ class Engine:
         else:
             device = resolve_device(self.config.device, rank=rank)
         with self._lock:
-            state = self._loaded.get(device)
-            if state is None:
-                state = self._load(device)
-                self._loaded[device] = state
-        return state
+            if device not in self._loaded:
+                self._loaded[device] = self._load(device)
+            return self._loaded[device]
 
     def _load(self, device: str) -> DeviceState:
         from .models import EMBEDDED_MODEL_ID, input_device, load_model_and_tokenizer
 
-        if self.preloaded is not None:
-            model, tokenizer = self.preloaded
-        else:
-            model, tokenizer = load_model_and_tokenizer(self.config, device)
+        model, tokenizer = self.preloaded or load_model_and_tokenizer(self.config, device)
         # Inputs go where the input embeddings are: the model's device, or with a device_map
         # (or a model in memory) wherever its first layer was placed. The model is never moved.
         device = input_device(model)
         name = EMBEDDED_MODEL_ID if self.config.model is None else repr(self.config.model)
-        method_data = self.method.prepare(model, tokenizer, name)
         max_length = self.config.max_length or model_context(model, tokenizer)
         return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
-                           method_data=method_data)
+                           method_data=self.method.prepare(model, tokenizer, name))
 
     def model_facts(self, state: DeviceState) -> dict:
         """Provenance of the loaded model: parameter counts, dtype, and this backend with its version."""
@@ -224,12 +180,11 @@ class Engine:
 
         from .models import parameter_counts
 
-        model = state.model
-        total, non_embedding = parameter_counts(model)
+        total, non_embedding = parameter_counts(state.model)
         return {
             "parameter_count": int(total),
             "non_embedding_parameter_count": int(non_embedding),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "dtype": str(next(state.model.parameters()).dtype).replace("torch.", ""),
             "backend": {"name": "transformers", "version": transformers.__version__},
         }
 
@@ -261,99 +216,84 @@ class Engine:
             >>> ids = engine.truncate_protected(text, spans, 512, state)
         """
         if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
-            x0, x1, r0, r1 = spans
-            spans = [("x", x0, x1), ("y", r0, r1)]
+            spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
         regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
-        fixed = sum(len(ids) for kind, ids in regions if kind == "fixed")
-        n_x = sum(len(ids) for kind, ids in regions if kind == "x")
-        n_y = sum(len(ids) for kind, ids in regions if kind == "y")
-        avail = max_length - fixed
+        size = collections.Counter()
+        for kind, ids in regions:
+            size[kind] += len(ids)
+        avail, n_y = max_length - size["fixed"], size["y"]
         if avail < 0:
             return None
-        if n_x + min(n_y, avail // 2) <= avail:
-            x_keep = n_x
-        else:
-            x_keep = avail - min(n_y, avail // 2)
+        x_keep = min(size["x"], avail - min(n_y, avail // 2))
         y_keep = min(n_y, avail - x_keep)
         head_n = (y_keep + 1) // 2
         tail_n = y_keep - head_n
         out: list = []
-        seen = {"x": 0, "y": 0}
+        seen = collections.Counter()
         for kind, ids in regions:
-            if kind == "fixed":
-                out.extend(ids)
-                continue
             for token in ids:
                 k = seen[kind]
                 seen[kind] += 1
-                if kind == "x" and k < x_keep:
-                    out.append(token)
-                elif kind == "y" and (k < head_n or k >= n_y - tail_n):
+                if (kind == "fixed" or (kind == "x" and k < x_keep)
+                        or (kind == "y" and (k < head_n or k >= n_y - tail_n))):
                     out.append(token)
         return out
 
     # --- running ---
 
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
-        """Forward every item in length-sorted micro-batches under the token budget.
+        """(one numpy array per item, None where its row failed; the rows that ran out of memory even
+        alone): every item forwarded in length-sorted micro-batches under the token budget.
 
-        Items of one group share their leading tokens (capped at the group's template prefix,
-        and before every item's read-out span); with `reuse_prompt_prefix` that prefix runs once
-        per process and every micro-batch of the group feeds only its suffixes. `n_rows` counts
-        the batch's rows for progress.
-
-        Returns:
-            (one numpy array per item, None where its row failed; rows that ran out of memory
-            even alone).
+        With `reuse_prompt_prefix`, the leading tokens of a group run once per process and every
+        micro-batch of the group feeds only its suffixes. `n_rows` counts the rows for progress.
         """
         budget = self.config.max_batch_tokens or default_batch_tokens(state.device)
         # The automatic plan caps padding on CPU; a budget the user set is their plan, kept as given.
         auto_cpu = self.config.max_batch_tokens is None and str(state.device).startswith("cpu")
         max_padding = CPU_MAX_PADDING if auto_cpu else None
         results: list = [None] * len(items)
-        plain: list = []
-        prefixed: list = []
-        # Also for a group with one text: its prefix is computed once per process and reused,
-        # and a row then scores the same whether or not it was alone in its call.
-        if self.config.reuse_prompt_prefix and items:
-            by_group: dict = {}
-            for index, item in enumerate(items):
-                by_group.setdefault(item.group, []).append(index)
-            for group, indices in by_group.items():
-                group_ids = [items[i].ids for i in indices]
-                # Every item keeps at least one token of its own (the last shared token at least).
-                n = common_prefix_length(group_ids) - 1
-                # Capped at the template's own prefix, so that batches whose texts happen to
-                # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
-                # cache is then computed once, and every batch and process rounds alike.
-                n = min(n, self._template_prefix_length(group, state))
-                starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
-                if starts:  # the logits before the first read token must come from the suffix
-                    n = min(n, min(starts) - 1)
-                prefix_ids = tuple(items[indices[0]].ids[:n])
-                if n < 2 or self._prefix_kv(prefix_ids, state) is None:
-                    plain.extend(indices)
-                else:
-                    prefixed.append((prefix_ids, indices))
-        else:
-            plain = list(range(len(items)))
         tracker = _Progress(items, n_rows)
         failed: set = set()
-        for prefix_ids, indices in prefixed:
+        for prefix_ids, indices in self._prefix_groups(items, state):
             p = len(prefix_ids)
             for batch in micro_batches([len(items[i].ids) - p for i in indices], budget, extra=p,
                                        max_padding=max_padding):
-                self._run_with_retry(items, [indices[i] for i in batch], state, readout, results, failed,
-                                     prefix_ids)
-                tracker.done([indices[i] for i in batch])
-        for batch in micro_batches([len(items[i].ids) for i in plain], budget, max_padding=max_padding):
-            self._run_with_retry(items, [plain[i] for i in batch], state, readout, results, failed)
-            tracker.done([plain[i] for i in batch])
+                chosen = [indices[i] for i in batch]
+                self._run_with_retry(items, chosen, state, readout, results, failed, prefix_ids)
+                tracker.done(chosen)
         tracker.finish()
+        return [None if item.row in failed else value for item, value in zip(items, results)], failed
+
+    def _prefix_groups(self, items: list, state: DeviceState) -> list:
+        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then ((), the rest).
+
+        A group's prefix is capped at its template's prefix and before every item's read-out span.
+        """
+        if not self.config.reuse_prompt_prefix:
+            return [((), list(range(len(items))))]
+        by_group: dict = {}
         for index, item in enumerate(items):
-            if item.row in failed:
-                results[index] = None
-        return results, failed
+            by_group.setdefault(item.group, []).append(index)
+        prefixed, plain = [], []
+        # Also for a group with one text: its prefix is computed once per process and reused,
+        # and a row then scores the same whether or not it was alone in its call.
+        for group, indices in by_group.items():
+            # Every item keeps at least one token of its own (the last shared token at least).
+            n = common_prefix_length([items[i].ids for i in indices]) - 1
+            # Capped at the template's own prefix, so that batches whose texts happen to
+            # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
+            # cache is then computed once, and every batch and process rounds alike.
+            n = min(n, self._template_prefix_length(group, state))
+            starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
+            if starts:  # the logits before the first read token must come from the suffix
+                n = min(n, min(starts) - 1)
+            prefix_ids = tuple(items[indices[0]].ids[:n])
+            if n < 2 or self._prefix_kv(prefix_ids, state) is None:
+                plain.extend(indices)
+            else:
+                prefixed.append((prefix_ids, indices))
+        return prefixed + [((), plain)]
 
     def _template_prefix_length(self, group: Hashable, state: DeviceState) -> int:
         if group not in state.template_prefix:
@@ -365,8 +305,8 @@ class Engine:
         """Per-layer (keys, values) [1, heads, len, dim] of `prefix_ids`, cached per process and device.
 
         A cached longer prefix that starts with `prefix_ids` is sliced (keys of a causal model at
-        a position do not depend on later tokens). Returns None when the model's cache is not a
-        plain per-layer key/value cache (sliding or linear-attention layers): plain path then.
+        a position do not depend on later tokens). None when the model's cache is not a plain
+        per-layer key/value cache (sliding or linear-attention layers): plain path then.
         """
         import torch
 
@@ -374,29 +314,24 @@ class Engine:
         p = len(prefix_ids)
         for key, kv in cache.items():
             if len(key) >= p and key[:p] == prefix_ids:
-                if kv is None:
-                    return None
-                return [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
+                return None if kv is None else [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=state.device)
+        ids, mask, positions = pad_left([list(prefix_ids)], state.tokenizer.pad_token_id, state.device)
         try:
             self.stats.forward_calls += 1
             self.stats.prefix_forwards += 1
             with torch.inference_mode():
-                out = state.model(
-                    input_ids=ids, attention_mask=torch.ones_like(ids),
-                    position_ids=torch.arange(p, device=ids.device).unsqueeze(0),
-                    use_cache=True, logits_to_keep=1,
-                )
+                out = state.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                  logits_to_keep=1)
             self.stats.head_positions += 1
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
             logger.info("Out of memory on a shared prefix (%d tokens); running full texts.", p)
             return None
-        past = getattr(out, cache_keyword(state.model))
+        past = getattr(out, cache_keyword(type(state.model)))
         kv = None
         if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
             kv = [(layer.keys, layer.values) for layer in past.layers]
@@ -409,31 +344,29 @@ class Engine:
         return kv
 
     def _run_with_retry(self, items: list, indices: list, state: DeviceState, readout: Any, results: list,
-                        failed: set, prefix_ids: Optional[tuple] = None) -> None:
+                        failed: set, prefix_ids: tuple = ()) -> None:
         """Forward one micro-batch; on out-of-memory halve it and retry, down to single texts."""
         import torch
 
-        p = len(prefix_ids) if prefix_ids else 0
+        p = len(prefix_ids)
         batch_items = [items[i] for i in indices]
         input_ids, attention_mask, position_ids = pad_left(
             [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
         )
-        kv = None
-        if prefix_ids:
-            ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
-            # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
-            # continue from the prefix so each text sees exactly the positions it has alone.
-            attention_mask = torch.cat([ones, attention_mask], dim=1)
-            position_ids = position_ids + p
-            kv = self._prefix_kv(prefix_ids, state)
-        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, p, kv, readout)
+        ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
+        # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
+        # continue from the prefix so each text sees exactly the positions it has alone.
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+        position_ids = position_ids + p
+        kv = self._prefix_kv(prefix_ids, state) if prefix_ids else None
+        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, kv, readout)
         try:
             self.stats.forward_calls += 1
             self.stats.micro_batches += 1
             self.stats.tokens += sum(len(item.ids) - p for item in batch_items)
             self.stats.padded_tokens += int(input_ids.numel())
             values = self.forward(batch, state)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
             del batch, input_ids, attention_mask, position_ids, kv
@@ -466,43 +399,37 @@ class Engine:
             # A fresh cache per micro-batch (the forward appends to it); `expand` is a view, the
             # layer's first update copies it once.
             past = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv])
+        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids, use_cache=past is not None)
         with torch.inference_mode():
             if isinstance(batch.readout, LastTokenProbs):
-                out = state.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, logits_to_keep=1, use_cache=past is not None,
-                    **{cache_keyword(state.model): past},
-                )
+                out = state.model(**inputs, logits_to_keep=1, **{cache_keyword(type(state.model)): past})
                 logits = out.logits[:, -1, :].float()
                 self.stats.head_positions += int(logits.shape[0])
                 probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
                 ids = torch.tensor(batch.readout.token_ids, device=probs.device)
                 return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
             if isinstance(batch.readout, TokenLosses):
-                return self._token_losses(batch, past, state)
+                return self._token_losses(batch, inputs, past, state)
         raise TypeError(f"Unknown read-out {batch.readout!r}: expected LastTokenProbs or TokenLosses.")
 
-    def _token_losses(self, batch: MicroBatch, past: Any, state: DeviceState) -> list:
+    def _token_losses(self, batch: MicroBatch, inputs: dict, past: Any, state: DeviceState) -> list:
         import numpy as np
         import torch
 
         model = state.model
         # The decoder's last hidden states, then the output head on the read positions only, in
         # chunks: logits at every position of a long row are never materialised at once.
-        hidden = model.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            use_cache=past is not None, **{cache_keyword(model.base_model): past},
-        ).last_hidden_state
+        hidden = model.base_model(**inputs, **{cache_keyword(type(model.base_model)): past}).last_hidden_state
         width = batch.input_ids.shape[1]
-        p = batch.prefix_len
         rows, cols, targets, counts = [], [], [], []
         for i, item in enumerate(batch.items):
-            suffix = len(item.ids) - p
             start = max(int(item.loss_from), 1)
             n = max(len(item.ids) - start, 0)
             counts.append(n)
-            # Token t (global) sits in column width - suffix + (t - p); its logits are one left.
-            first_col = width - suffix + (start - p) - 1
+            # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the
+            # cache, left of column 0); its logits are one left.
+            first_col = width - len(item.ids) + start - 1
             rows.extend([i] * n)
             cols.extend(range(first_col, first_col + n))
             targets.extend(item.ids[start:])
@@ -522,31 +449,18 @@ class Engine:
             logp = torch.log_softmax(logits, dim=-1)
             losses.append(-logp.gather(1, target[start:start + LOSS_CHUNK_POSITIONS, None])[:, 0])
         flat = torch.cat(losses).to(torch.float64).cpu().numpy()
-        out, offset = [], 0
-        for n in counts:
-            out.append(flat[offset:offset + n])
-            offset += n
-        return out
-
-
-def cache_keyword(model: Any) -> str:
-    """The name under which `model`'s forward takes, and its output returns, the KV cache.
-
-    transformers 5.24 renamed `past_key_values` to `cache`: the old keyword and output field
-    still work there but warn (removal announced for 5.40), while releases before 5.24, which
-    the floor in pyproject.toml allows (vLLM pins transformers < 5.20), know only the old
-    name. Read from the forward's signature (decorators keep it via `__wrapped__`), so a
-    remote-code model that kept the old name is served too.
-
-    Example:
-        >>> cache_keyword(model)  # transformers 5.24 or later
-        'cache'
-    """
-    return _cache_keyword_of(type(model))
+        return np.split(flat, np.cumsum(counts)[:-1])
 
 
 @functools.lru_cache(maxsize=None)
-def _cache_keyword_of(cls: type) -> str:
+def cache_keyword(cls: type) -> str:
+    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache.
+
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns there); releases
+    before 5.24, which the floor in pyproject.toml allows, know only the old name. Read from the
+    forward's signature (decorators keep it via `__wrapped__`), so a remote-code model that kept
+    the old name is served too.
+    """
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
@@ -561,11 +475,8 @@ class _Progress:
         self.start = self.last_log = time.monotonic()
 
     def done(self, indices: list) -> None:
-        finished = 0
-        for row in (self.rows[i] for i in indices):
-            self.left[row] -= 1
-            if self.left[row] == 0:
-                finished += 1
+        self.left.subtract(self.rows[i] for i in indices)
+        finished = sum(self.left[row] == 0 for row in {self.rows[i] for i in indices})
         self.texts_done += len(indices)
         self.rows_done += finished
         progress.advance(finished)
@@ -577,7 +488,6 @@ class _Progress:
 
     def finish(self) -> None:
         progress.advance(self.n_rows - self.rows_done)
-        self.rows_done = self.n_rows
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -606,8 +516,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
         [[0, 1], [2]]
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    batches, current = [], []
-    padding = 0
+    batches, current, padding = [], [], 0
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
         rows = len(current) + 1
@@ -620,9 +529,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
             longest = lengths[i]
         padding += longest - lengths[i]
         current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return batches + [current] if current else batches
 
 
 def pad_left(sequences: list, pad_id: int, device: Any):
@@ -669,34 +576,24 @@ def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) ->
     spans = [(kind, a, b) for kind, a, b in spans if a < b]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-        regions: list = []
-        kind_prev = "fixed"
-        for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
-            if start == end:
-                kind = kind_prev  # special tokens carry no text: keep with their neighbour
-            else:
+        kinds, kind = [], "fixed"
+        for start, end in enc["offset_mapping"]:
+            if start != end:  # special tokens carry no text: they stay with their neighbour
                 # outside every span, or straddling a boundary: kept whole
                 kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
-            if regions and regions[-1][0] == kind:
-                regions[-1][1].append(token_id)
-            else:
-                regions.append((kind, [token_id]))
-            kind_prev = kind
-        return regions
+            kinds.append(kind)
+        pairs = itertools.groupby(zip(kinds, enc["input_ids"]), key=lambda pair: pair[0])
+        return [(kind, [token_id for _, token_id in run]) for kind, run in pairs]
     bounds, pos = [], 0
     for kind, a, b in sorted(spans, key=lambda s: s[1]):
         bounds += [(pos, a, "fixed"), (a, b, kind)]
         pos = b
     bounds.append((pos, len(text), "fixed"))
-    regions = []
-    first = True
+    regions: list = []
     for start, end, kind in bounds:
-        piece = text[start:end]
-        if not piece:
-            continue
-        ids = tokenizer(piece, add_special_tokens=add_special and first)["input_ids"]
-        first = False
-        regions.append((kind, list(ids)))
+        if text[start:end]:  # special tokens with the first region only
+            ids = tokenizer(text[start:end], add_special_tokens=add_special and not regions)["input_ids"]
+            regions.append((kind, list(ids)))
     return regions
 
 
@@ -739,9 +636,7 @@ def warn_once(key: str, message: str) -> None:
 
 def config_state(config: Any) -> dict:
     """A config's fields plus the package version: what a scorer pickles to."""
-    state = {f.name: getattr(config, f.name) for f in fields(config)}
-    state["version"] = __version__
-    return state
+    return {**{f.name: getattr(config, f.name) for f in fields(config)}, "version": __version__}
 
 
 def local_model_stamp(model: Optional[str]) -> tuple:
@@ -760,9 +655,7 @@ def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing
     raise RuntimeError("This pickle only fingerprints a scorer; it cannot be loaded.")
 
 
-_REGISTERED: set = set()
-
-
+@functools.lru_cache(maxsize=None)  # once per class
 def register_hashing(cls: type) -> None:
     """Teach `datasets`' fingerprint pickler to hash a scorer class by `obj._hash_state()` only.
 
@@ -771,8 +664,6 @@ def register_hashing(cls: type) -> None:
     runtime options such as `device`. Without `datasets` importable this is a no-op and the
     ordinary `__reduce__` (config only) is hashed instead.
     """
-    if cls in _REGISTERED:
-        return
     try:
         # Private module of `datasets`: the only way to register a reducer with its Hasher.
         from datasets.utils._dill import pklregister
@@ -783,4 +674,3 @@ def register_hashing(cls: type) -> None:
         pickler.save_reduce(_rebuild_from_hash_state, obj._hash_state(), obj=obj)
 
     pklregister(cls)(_save)
-    _REGISTERED.add(cls)

@@ -21,19 +21,9 @@ SELECTIT_REPO_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)
 
 
 def normalize_rating_probs(rating_probs: np.ndarray, normalization: str = "paper") -> np.ndarray:
-    """Turn raw full-vocabulary probabilities of the K rating tokens into P'.
-
-    Args:
-        rating_probs: [..., K] softmax probabilities (over the full vocabulary) read at the
-            rating tokens.
-        normalization: "paper" (P'_k = p_k / sum_j p_j) or "selectit-repo" (the authors' code
-            after 2024-03-02: q = p / sum p, then P' = softmax(q)).
-
-    Returns:
-        [..., K] float64 array of P', each row summing to 1.
-
-    Raises:
-        ConfigError: unknown normalisation.
+    """P' [..., K] (float64, rows summing to 1) from the full-vocabulary probabilities of the K
+    rating tokens: "paper" is P'_k = p_k / sum_j p_j; "selectit-repo" (the authors' code after
+    2024-03-02) is q = p / sum p, then P' = softmax(q).
     """
     p = np.asarray(rating_probs, dtype=np.float64)
     if normalization not in NORMALIZATIONS:
@@ -50,42 +40,28 @@ def token_level_scores(normalized_probs: np.ndarray) -> np.ndarray:
 
     Ties in the argmax go to the lower rating (numpy's argmax returns the first maximum).
     Equals S_base * (K * P'_max - 1) / (K - 1): 0 for a uniform P', k for a one-hot at rating k.
-
-    Args:
-        normalized_probs: [..., K] P' from :func:`normalize_rating_probs`.
-
-    Returns:
-        [...] float64 scores; NaN where the input row has a NaN.
+    [..., K] P' in, [...] float64 scores out; NaN where the input row has a NaN.
     """
     p = np.asarray(normalized_probs, dtype=np.float64)
     k = p.shape[-1]
-    nan_rows = np.isnan(p).any(axis=-1)
     filled = np.where(np.isnan(p), -np.inf, p)
     base = np.argmax(filled, axis=-1) + 1
     p_max = np.take_along_axis(filled, (base - 1)[..., None], axis=-1)[..., 0]
     spread = (k * p_max - p.sum(axis=-1)) / (k - 1)  # sum_i (P'_max - P'_i) / (K - 1)
-    scores = base * spread
-    return np.where(nan_rows, np.nan, scores)
+    return np.where(np.isnan(p).any(axis=-1), np.nan, base * spread)
 
 
 def sentence_level_scores(token_scores: np.ndarray, alpha: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """S_sent = mean(S_token) / (1 + alpha * std(S_token)) over the prompts (last axis).
+    """(S_sent, std): S_sent = mean(S_token) / (1 + alpha * std(S_token)) over the prompts (last axis).
 
-    The std is the population std (ddof=0), as in the authors' code (numpy default).
-
-    Args:
-        token_scores: [..., n_prompts] token-level scores of one row under each rating prompt.
-        alpha: weight of the uncertainty term (paper: 0.2); alpha=0 gives the plain mean.
-
-    Returns:
-        (sentence_scores, uncertainty): two [...] arrays; uncertainty is the std across prompts.
+    The std is the population std (ddof=0), as in the authors' code (numpy default); alpha=0
+    gives the plain mean (paper: 0.2).
     """
     if alpha < 0:
         raise ConfigError(f"alpha={alpha!r} is invalid: expected a number >= 0 (paper: 0.2).")
     s = np.asarray(token_scores, dtype=np.float64)
-    mean = s.mean(axis=-1)
     std = s.std(axis=-1, ddof=0)
-    return mean / (1.0 + alpha * std), std
+    return s.mean(axis=-1) / (1.0 + alpha * std), std
 
 
 def model_weights(
@@ -94,19 +70,11 @@ def model_weights(
     params: Optional[Sequence[float]] = None,
     weights: Union[Sequence[float], str, None] = None,
 ) -> np.ndarray:
-    """The weight of each scoring model in the model level.
+    """The weight of each scoring model in the model level ([n_models] float64).
 
-    Args:
-        n_models: how many models are fused.
-        params: parameter counts theta_m; weights theta_m / sum_j theta_j (the paper).
-        weights: explicit weights used as given, or "selectit-repo" for the authors' code's
-            fixed (7/20, 13/20, 70/90) for exactly three models 7B, 13B, 70B in that order.
-
-    Returns:
-        [n_models] float64 weights.
-
-    Raises:
-        ConfigError: both or neither of params/weights, wrong count, non-positive params.
+    Exactly one of `params` (parameter counts theta_m: weights theta_m / sum_j theta_j, the
+    paper) or `weights` (used as given, or "selectit-repo" for the authors' code's fixed
+    (7/20, 13/20, 70/90) for exactly three models 7B, 13B, 70B in that order).
     """
     if (params is None) == (weights is None):
         raise ConfigError("Give exactly one of params=[...] (the paper's parameter-count weights) or "
@@ -124,39 +92,27 @@ def model_weights(
         raise ConfigError(f"{name}={list(values)!r} has {values.size} entries for {n_models} score columns.")
     if not np.all(np.isfinite(values)):
         raise ConfigError(f"{name}={list(values)!r} must be finite numbers.")
-    if params is not None:
-        if np.any(values <= 0):
-            raise ConfigError(f"params={list(values)!r} is invalid: parameter counts must be > 0.")
-        return values / values.sum()
-    return values
+    if params is None:
+        return values
+    if np.any(values <= 0):
+        raise ConfigError(f"params={list(values)!r} is invalid: parameter counts must be > 0.")
+    return values / values.sum()
 
 
 def model_level_scores(sentence_scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """S_model = sum_m w_m * S_sent_m.
-
-    Args:
-        sentence_scores: [n_models, rows] sentence-level scores, one row per model.
-        weights: [n_models] from :func:`model_weights`.
-
-    Returns:
-        [rows] fused scores (NaN when any model's score for that row is NaN).
-    """
-    s = np.asarray(sentence_scores, dtype=np.float64)
+    """S_model = sum_m w_m * S_sent_m: [n_models, rows] scores and [n_models] weights in, [rows] out
+    (NaN when any model's score for that row is NaN)."""
     w = np.asarray(weights, dtype=np.float64)
-    return np.tensordot(w, s, axes=(0, 0))
+    return np.tensordot(w, np.asarray(sentence_scores, dtype=np.float64), axes=(0, 0))
 
 
 def selectit_scores(
     rating_probs: np.ndarray, *, alpha: float = 0.2, normalization: str = "paper"
 ) -> dict[str, np.ndarray]:
-    """Token and sentence level for a batch, from raw rating-token probabilities.
+    """Token and sentence level for a batch, from [rows, prompts, K] raw rating-token probabilities.
 
-    Args:
-        rating_probs: [rows, prompts, K] full-vocabulary probabilities at the rating tokens.
-
-    Returns:
-        dict with "rating_probs" (P', [rows, prompts, K]), "token_scores" ([rows, prompts]),
-        "sentence_score" ([rows]) and "uncertainty" ([rows]).
+    Returns "rating_probs" (P', [rows, prompts, K]), "token_scores" ([rows, prompts]),
+    "sentence_score" ([rows]) and "uncertainty" ([rows]).
     """
     normalized = normalize_rating_probs(rating_probs, normalization)
     token = token_level_scores(normalized)
@@ -171,26 +127,20 @@ def expected_ratings(rating_logprobs: np.ndarray, values: Sequence[float]) -> di
     judge) and DEITA's softmax over the K rating logits; working from log-probabilities keeps it
     exact when every p_k is tiny. This is NOT SelectIT's S_token and must never be called SelectIT.
 
-    Args:
-        rating_logprobs: [..., K] full-vocabulary log-probabilities at the rating tokens.
-        values: the K rating values, e.g. (0, 1, 2, 3, 4, 5).
-
-    Returns:
-        dict with "probs" ([..., K] renormalised), "score" ([...] sum_k value_k * P_k),
-        "argmax" ([...] the value of the most probable rating, ties to the lower; NaN where the
-        input has a NaN) and "mass" ([...] sum_k p_k, the full-vocabulary probability on the K).
+    From [..., K] full-vocabulary log-probabilities and the K rating `values` (e.g. 0..5), returns
+    "probs" ([..., K] renormalised), "score" ([...] sum_k value_k * P_k), "argmax" ([...] the value
+    of the most probable rating, ties to the lower; NaN where the input has a NaN) and "mass"
+    ([...] sum_k p_k, the full-vocabulary probability on the K).
     """
     lp = np.asarray(rating_logprobs, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    nan_rows = np.isnan(lp).any(axis=-1)
     top = np.max(np.where(np.isnan(lp), -np.inf, lp), axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    e = np.exp(lp - top)
+    e = np.exp(lp - np.where(np.isfinite(top), top, 0.0))
     probs = e / e.sum(axis=-1, keepdims=True)
     argmax = v[np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=-1)]
     return {
         "probs": probs,
         "score": (probs * v).sum(axis=-1),
-        "argmax": np.where(nan_rows, np.nan, argmax),
+        "argmax": np.where(np.isnan(lp).any(axis=-1), np.nan, argmax),
         "mass": np.exp(lp).sum(axis=-1),
     }

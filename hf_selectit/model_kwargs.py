@@ -1,25 +1,18 @@
 """`model_kwargs` and `vllm_kwargs`: keyword arguments passed through to `from_pretrained` or to
 `vllm.LLM`, checked once.
 
-A bottom-layer module (no torch, no transformers at import): `config.ScorerConfig` validates its
-`model_kwargs` field here, `models.py` turns the checked dict into `from_pretrained` arguments,
-and the scorers take their fingerprint and provenance views from here.
-
-Each accepted name has a kind:
+A bottom-layer module (no torch, no transformers at import). Each accepted name has a kind:
 
 - ``numeric``: changes the scores (`attn_implementation`, `quantization_config`, `subfolder`,
-  `variant`): part of the `datasets` fingerprint and of the provenance.
-- ``placement``: where the weights live (`device_map`, `max_memory`, `offload_folder`,
-  `offload_buffers`, `low_cpu_mem_usage`): never part of either, so moving a run from one GPU
-  to a sharded 8-GPU placement still hits the cache.
+  `variant`; vLLM's `quantization`, `kv_cache_dtype`): part of the `datasets` fingerprint and of
+  the provenance.
+- ``placement``: where the weights live or how work is batched (`device_map`, `max_memory`,
+  `tensor_parallel_size`, ...): never part of either, so moving a run from one GPU to a sharded
+  8-GPU placement still hits the cache.
 - ``source``: where files are read from (`cache_dir`, `local_files_only`): neither.
-- ``secret``: `token`. Wrapped in :class:`HubToken` when checked, whose `str`/`repr` is
-  ``'<hidden>'``, so it cannot reach a log, an error message, a JSON dump or a fingerprint by
-  accident; `models.py` reveals it to `from_pretrained` only.
-
-`vllm_kwargs` (the vLLM backend, `backends/vllm.py`) has its own list, :data:`VLLM_ACCEPTED`, with
-the same kinds: `quantization` and `kv_cache_dtype` change the numbers; parallelism, memory and
-batching (`tensor_parallel_size`, `gpu_memory_utilization`, `max_model_len`, ...) do not.
+- ``secret``: `token`. Wrapped in :class:`HubToken`, whose `str`/`repr` is ``'<hidden>'``, so it
+  cannot reach a log, an error message, a JSON dump or a fingerprint by accident; `models.py`
+  reveals it to `from_pretrained` only.
 """
 
 from __future__ import annotations
@@ -99,8 +92,7 @@ ATTENTION_PACKAGES = {"flash_attention_2": ("flash_attn", "flash-attn")}
 class HubToken:
     """A Hub token that prints as '<hidden>' everywhere (str, repr, JSON with default=str).
 
-    Pickling keeps the value (a `num_proc` worker needs it to download a gated model); the
-    scorers' fingerprints never include it (see `numeric_model_kwargs`).
+    Pickling keeps the value: a `num_proc` worker needs it to download a gated model.
     """
 
     __slots__ = ("_value",)
@@ -153,17 +145,11 @@ VLLM_ACCEPTED: dict[str, tuple[str, str, str]] = {
 
 
 def check_model_kwargs(value: Any) -> Optional[dict]:
-    """Validate `model_kwargs` and return a checked copy (None stays None).
+    """Validate `model_kwargs` (:data:`ACCEPTED`) and return a checked copy (None stays None).
 
-    Checks every name against :data:`ACCEPTED`, the type of every value, that a quantisation
-    method's package (and `accelerate` for a `device_map`) is installed, and wraps a string
-    `token` in :class:`HubToken`. String keys of `max_memory` that are GPU indices ("0", as JSON
-    and YAML give them) become ints, as accelerate expects.
-
-    Raises:
-        ConfigError: an unknown name (the message lists the accepted ones), a name that is an
-            option of its own (dtype, revision, ...), a value of the wrong type, or a missing package
-            (the message names it and the `pip install` line).
+    Besides names and value types, checks that a quantisation method's package (and `accelerate`
+    for a `device_map`) is installed. A string `token` becomes a :class:`HubToken`; string keys of
+    `max_memory` that are GPU indices ("0", as JSON and YAML give them) become ints.
 
     Example:
         >>> check_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto"})
@@ -171,22 +157,14 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
     """
     out = _checked("model_kwargs", value, ACCEPTED, REDIRECTED, "`from_pretrained`",
                    {"attn_implementation": "sdpa"})
-    if out and "max_memory" in out and "device_map" not in out:
-        raise ConfigError("model_kwargs['max_memory'] only applies with a device_map; add "
-                          "'device_map': 'auto' (or 'balanced') next to it.")
-    if out and "offload_folder" in out and "device_map" not in out:
-        raise ConfigError("model_kwargs['offload_folder'] only applies with a device_map; add 'device_map': 'auto'.")
+    for name, tail in (("max_memory", " (or 'balanced') next to it"), ("offload_folder", "")):
+        if out and name in out and "device_map" not in out:
+            raise ConfigError(f"model_kwargs[{name!r}] only applies with a device_map; add 'device_map': 'auto'{tail}.")
     return out
 
 
 def check_vllm_kwargs(value: Any) -> Optional[dict]:
-    """Validate `vllm_kwargs` (keyword arguments of `vllm.LLM`, :data:`VLLM_ACCEPTED`) and return a
-    checked copy, a string `token` wrapped in :class:`HubToken` (None stays None).
-
-    Example:
-        >>> check_vllm_kwargs({"tensor_parallel_size": 2, "gpu_memory_utilization": 0.9})
-        {'tensor_parallel_size': 2, 'gpu_memory_utilization': 0.9}
-    """
+    """Validate `vllm_kwargs` (:data:`VLLM_ACCEPTED`) and return a checked copy (None stays None)."""
     own = {**REDIRECTED, "model": "model", "tokenizer": "model", "tokenizer_revision": "model"}
     return _checked("vllm_kwargs", value, VLLM_ACCEPTED, own, "`vllm.LLM`", {"tensor_parallel_size": 2})
 
@@ -210,14 +188,13 @@ def _checked(option: str, value: Any, accepted: Mapping, own: Mapping, target: s
     return out
 
 
-def numeric_vllm_kwargs(kwargs: Optional[Mapping]) -> dict:
-    """The part of `vllm_kwargs` that changes the scores (quantisation, KV-cache dtype).
+def _numeric(kwargs: Optional[Mapping], accepted: Mapping) -> dict:
+    return {k: v for k, v in (kwargs or {}).items() if accepted.get(k, (None,))[0] == NUMERIC}
 
-    Example:
-        >>> numeric_vllm_kwargs({"quantization": "awq", "tensor_parallel_size": 4, "token": "hf_x"})
-        {'quantization': 'awq'}
-    """
-    return {k: v for k, v in (kwargs or {}).items() if VLLM_ACCEPTED.get(k, (None,))[0] == NUMERIC}
+
+def numeric_vllm_kwargs(kwargs: Optional[Mapping]) -> dict:
+    """The part of `vllm_kwargs` that changes the scores (quantisation, KV-cache dtype)."""
+    return _numeric(kwargs, VLLM_ACCEPTED)
 
 
 def numeric_model_kwargs(kwargs: Optional[Mapping]) -> dict:
@@ -229,7 +206,7 @@ def numeric_model_kwargs(kwargs: Optional[Mapping]) -> dict:
         {'attn_implementation': 'sdpa'}
     """
     return {name: quantization_dict(item) if name == "quantization_config" else item
-            for name, item in (kwargs or {}).items() if ACCEPTED.get(name, (None,))[0] == NUMERIC}
+            for name, item in _numeric(kwargs, ACCEPTED).items()}
 
 
 def has_device_map(kwargs: Optional[Mapping]) -> bool:
@@ -260,9 +237,7 @@ def quantization_method(config: Any) -> Optional[str]:
         method = config.get("quant_method")
     else:
         method = getattr(config, "quant_method", None)
-    if method is None:
-        return None
-    return str(getattr(method, "value", method))
+    return None if method is None else str(getattr(method, "value", method))
 
 
 def missing_packages(modules: tuple) -> list:
@@ -286,16 +261,20 @@ def _safe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _check_str(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a non-empty string.")
-    return value
+def _simple_check(test: Any, expected: str) -> Any:
+    """A check that returns the value when `test(value)` holds, else says what was expected."""
+    def check(name: str, value: Any) -> Any:
+        if not test(value):
+            raise ConfigError(f"{name}={_safe(value)} is invalid: expected {expected}.")
+        return value
+    return check
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}={_safe(value)} is invalid: expected true or false.")
-    return value
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_check_str = _simple_check(lambda v: isinstance(v, str) and v, "a non-empty string")
 
 
 def _check_attn(name: str, value: Any) -> str:
@@ -403,26 +382,11 @@ def _check_token(name: str, value: Any) -> Any:
                       f"`hf auth login`), got a {type(value).__name__}.")
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a whole number >= 1.")
-    return value
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a number >= 0.")
-    return value
-
-
-def _check_share(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"{name}={_safe(value)} is invalid: expected a share of memory in (0, 1], e.g. 0.9.")
-    return value
-
-
 _CHECKS = {
     "attn": _check_attn, "quantization": _check_quantization, "device_map": _check_device_map,
-    "max_memory": _check_max_memory, "int": _check_positive_int, "number": _check_number,
-    "share": _check_share, "str": _check_str, "bool": _check_bool, "token": _check_token,
+    "max_memory": _check_max_memory, "token": _check_token, "str": _check_str,
+    "bool": _simple_check(lambda v: isinstance(v, bool), "true or false"),
+    "int": _simple_check(lambda v: _real(v) and isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "number": _simple_check(lambda v: _real(v) and v >= 0, "a number >= 0"),
+    "share": _simple_check(lambda v: _real(v) and 0 < v <= 1, "a share of memory in (0, 1], e.g. 0.9"),
 }

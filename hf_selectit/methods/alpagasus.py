@@ -20,13 +20,13 @@ template stay whole, and the row's status says "truncated".
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from ..config import AlpaGasusConfig
 from ..engine import LastTokenProbs
 from ..errors import ConfigError
 from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from .columns import SCHEMAS
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
@@ -101,19 +101,9 @@ class AlpaGasusScorer(BaseScorer):
     to the lower; NaN for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
     digits) and `alpagasus_status` ("ok", "truncated" or "error: ...").
 
-    Args:
-        model: Hub id or local folder of an instruction-tuned causal LM with a chat template
-            (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
-            for trying things out).
-            Or a transformers model already in memory, with `tokenizer` (used as it is).
-        tokenizer: the tokenizer of a model passed in memory.
-        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
-            see `ScorerConfig.model_kwargs`).
-        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
-        column_prefix: prefix of the output columns (default "alpagasus_").
-        chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
-            whose tokenizer has none); None = the tokenizer's own.
+    The judge is an instruction-tuned causal LM with a chat template (the embedded SmolLM2 is far
+    too small to judge well: for trying things out). The options are the fields of
+    `AlpaGasusConfig` (listed by ``help(AlpaGasusScorer)``).
 
     Raises:
         ConfigError: an option is invalid (here), or the judge has no chat template (first call).
@@ -127,8 +117,10 @@ class AlpaGasusScorer(BaseScorer):
     """
 
     method = "alpagasus"
+    title = "AlpaGasus"
     config_class = AlpaGasusConfig
     schema = SCHEMAS["alpagasus"]
+    keeps_input = True
 
     # --- engine hooks ---
 
@@ -142,7 +134,7 @@ class AlpaGasusScorer(BaseScorer):
                 "Use an instruction-tuned judge that has one (e.g. a '-Instruct' or '-chat' model), "
                 "or pass chat_template='<Jinja template>' to AlpaGasusScorer."
             )
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_0_5, method="AlpaGasus")
+        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_0_5, method=self.title)
 
     def probe_token_ids(self, group: Any, state: Any) -> list:
         from ..prompts import Fields
@@ -181,18 +173,11 @@ class AlpaGasusScorer(BaseScorer):
 
     # --- scoring ---
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
         import numpy as np
 
         from ..formulas import expected_ratings
-        from ..prompts import extract_fields
-        from ..rating_tokens import warn_if_low_rating_mass
 
-        rows = extract_fields(batch, columns=self.config.columns)
-        if not rows:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if r.error is None else row_status(r.error) for r in rows]
         entries = [((row, 0, "alpagasus"), *self._text(fields, state)) for row, fields in enumerate(rows)
                    if statuses[row] is None]
         items = self._protected_items(
@@ -202,16 +187,11 @@ class AlpaGasusScorer(BaseScorer):
         logprobs = np.full((len(rows), 1, len(RATING_VALUES)), np.nan)
         status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
-        prefix = self.columns.prefix
-        scored = [s is None for s in statuses]
-        mass = out["mass"].tolist()
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="AlpaGasus")
-        values = {
-            "score": out["score"].tolist(),
+        return {
+            "score": out["score"],
             # A float column: NaN for rows not scored (None would make an all-error first batch a
             # null-typed column that later batches cannot be written to).
-            "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
-            "rating_mass": mass,
+            "argmax": [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)],
+            "rating_mass": out["mass"],
             "status": status,
         }
-        return {prefix + s: values[s] for s in self.columns.outputs}

@@ -33,9 +33,13 @@ class BaseScorer:
     """
 
     method: str = ""
+    #: The method as messages name it ("SelectIT", "DEITA", ...).
+    title: str = ""
     config_class: type = object
     #: The method's columns with its default prefix (hf_selectit/methods/columns.py).
     schema: ScoreColumns = ScoreColumns(None, "")
+    #: Rows read with their input kept apart (`prompts.extract_fields`), else as (X, Y) pairs.
+    keeps_input: bool = False
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
@@ -70,17 +74,17 @@ class BaseScorer:
                                      default=f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
                    for f in fields(cls.config_class) if f.name != "model"]
         __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        __init__.__doc__ = f"Options: the fields of :class:`{cls.config_class.__name__}` (see the class docstring)."
+        # help(scorer class) lists each option with its help text, written once in the config.
+        __init__.__doc__ = (f"Options: the fields of :class:`{cls.config_class.__name__}`; `model` may also be a "
+                            "model object in memory, with its `tokenizer`.\n\n") + "\n".join(
+            f"{f.name}: {f.metadata['help'].replace('%%', '%')}" for f in fields(cls.config_class)
+            if "help" in f.metadata)
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
         cls.__init__ = __init__  # type: ignore[method-assign]
 
     @classmethod
     def from_config(cls, config: Any) -> "BaseScorer":
-        """Build a scorer from its config dataclass (the YAML/CLI path).
-
-        Example:
-            >>> SelectITScorer.from_config(ScorerConfig(prompts=3))
-        """
+        """Build a scorer from its config dataclass (the YAML/CLI path)."""
         if not isinstance(config, cls.config_class):
             raise ConfigError(f"config={config!r} is invalid: expected a {cls.config_class.__name__}.")
         scorer = cls.__new__(cls)
@@ -94,8 +98,12 @@ class BaseScorer:
         # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
         self._preloaded = preloaded
         self._check_config()
-        # Process-local runtime state; never pickled (see __reduce__).
-        self.engine = self._engine_class()(config, self)
+        # Process-local runtime state; never pickled (see __getstate__).
+        if config.backend == "vllm":
+            from ..backends.vllm import VllmEngine as engine_class
+        else:
+            engine_class = self.engine_class
+        self.engine = engine_class(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
@@ -104,22 +112,10 @@ class BaseScorer:
 
         register_scorer(self)
 
-    def _engine_class(self) -> type:
-        """The backend's engine: `engine_class` (transformers), or the vLLM engine."""
-        if self.config.backend == "vllm":
-            from ..backends.vllm import VllmEngine
-
-            return VllmEngine
-        return self.engine_class
-
     def _check_config(self) -> None:
         """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
 
     # --- pickling and fingerprinting ---
-
-    def __reduce__(self):
-        self._check_sendable()
-        return (_rebuild_scorer, (type(self), config_state(self.config)))
 
     def __getstate__(self) -> dict:
         self._check_sendable()
@@ -147,7 +143,8 @@ class BaseScorer:
         for name in self.runtime_options:
             state.pop(name, None)
         # Only the from_pretrained options that change the numbers; placement and token never.
-        state["model_kwargs"] = numeric_model_kwargs_text(self.config.model_kwargs)
+        numeric = numeric_model_kwargs(self.config.model_kwargs)
+        state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
         if getattr(self, "_preloaded", None) is not None:
             from ..models import model_identity
@@ -179,14 +176,8 @@ class BaseScorer:
         return self.engine.stats.forward_calls
 
     def __call__(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> dict:
-        """Score one batch (the `map(batched=True[, with_rank=True])` contract).
-
-        Args:
-            batch: column name -> list of values.
-            rank: worker rank from `with_rank=True`; picks `cuda:{rank % n}`.
-
-        Returns:
-            The output columns, each with exactly as many entries as the batch has rows.
+        """Score one batch (the `map(batched=True[, with_rank=True])` contract): the output columns,
+        each with as many entries as the batch has rows; `rank` picks `cuda:{rank % n}`.
 
         Raises:
             ConfigError: the batch is one row (`map` without `batched=True`).
@@ -197,14 +188,23 @@ class BaseScorer:
         from ..provenance import register_scorer
 
         register_scorer(self, called=True)
-        return self._score(batch, rank)
+        rows = self._rows(batch)
+        cols = self.columns
+        if not rows:
+            return {name: [] for name in cols.columns}
+        statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
+        values = self._score(rows, statuses, self.engine.state(rank))
+        if "rating_mass" in values:
+            from ..rating_tokens import warn_if_low_rating_mass
+
+            warn_if_low_rating_mass(values["rating_mass"], column=cols.prefix + "rating_mass",
+                                    method=self.title, model_name=self.model_name)
+        return {cols.prefix + s: values[s] if isinstance(values[s], list) else values[s].tolist()
+                for s in cols.outputs}
 
     def info(self, *, rank: Optional[int] = None) -> dict:
-        """Provenance of this scorer (loads the model): method, options, model, sizes, prompts, ...
-
-        Returns:
-            A JSON-serialisable dict, suitable for `provenance.attach_scorer_info`.
-        """
+        """Provenance of this scorer (loads the model), JSON-serialisable: method, options, model,
+        sizes, prompts, ... (for `provenance.attach_scorer_info`)."""
         from .._version import __version__
         from ..models import hub_commit, preloaded_commit
 
@@ -281,6 +281,11 @@ class BaseScorer:
 
     # --- what a method implements ---
 
+    def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
+        from ..prompts import extract_fields, extract_pairs
+
+        return (extract_fields if self.keeps_input else extract_pairs)(batch, columns=self.config.columns)
+
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         """Checked once per device after loading: returns the method's per-device data."""
         return None
@@ -289,7 +294,9 @@ class BaseScorer:
         """Token ids of two texts of `group` whose variable parts share no character."""
         raise NotImplementedError
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
+        """The output columns by suffix (lists or arrays) of a non-empty batch's rows; ``statuses``
+        holds each row's error status or None, and is filled in by the method."""
         raise NotImplementedError
 
     def _method_info(self, state: Any) -> dict:
@@ -320,10 +327,8 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
 
 
 def split_model_argument(model: Any, tokenizer: Any) -> tuple:
-    """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments.
-
-    `model` is a Hub id, a local path, None (the embedded model), or a transformers model object
-    already in memory, which then needs `tokenizer` too.
+    """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments:
+    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`.
 
     Raises:
         ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
@@ -361,16 +366,3 @@ def check_preloaded_options(config: Any) -> None:
             "used as it is (its dtype, device and attention as you loaded it). Drop them, or pass a "
             "Hub id or path as model= to have them applied."
         )
-
-
-def numeric_model_kwargs_text(model_kwargs: Any) -> Optional[str]:
-    """The numeric part of `model_kwargs` as canonical JSON (None when empty), for fingerprints."""
-    numeric = numeric_model_kwargs(model_kwargs)
-    return json.dumps(numeric, sort_keys=True) if numeric else None
-
-
-def _rebuild_scorer(cls: type, state: dict) -> BaseScorer:
-    scorer = cls.__new__(cls)
-    scorer.__setstate__(dict(state))
-    return scorer
-

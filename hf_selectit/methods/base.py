@@ -14,15 +14,21 @@ from collections.abc import Mapping as _MappingABC
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from ..engine import Engine, Item, config_state, local_model_stamp, register_hashing
+import numpy as np
+
 from ..config import suggest
+from ..engine import Engine, Item, LastTokenProbs, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
-from .columns import ScoreColumns, row_status
 from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
+from ..prompts import Fields, extract_fields, extract_pairs
+from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
+from .columns import ScoreColumns, row_status
 
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
 _CHAT_COLUMNS = ("messages", "conversations")
+# Two rows whose texts share no character: where the texts of a group stop sharing tokens.
+_PROBES = (Fields("A", "", "B"), Fields("z", "", "y"))
 
 
 class BaseScorer:
@@ -40,6 +46,12 @@ class BaseScorer:
     schema: ScoreColumns = ScoreColumns(None, "")
     #: Rows read with their input kept apart (`prompts.extract_fields`), else as (X, Y) pairs.
     keeps_input: bool = False
+    #: A rating method's digits (`rating_tokens.RATINGS`, ...), read at the last position.
+    ratings: tuple = ()
+    #: Whether the texts get the tokenizer's special tokens (BOS).
+    add_special_tokens: bool = True
+    #: The error of a row whose fixed parts alone are longer than max_length ({group}: its text's group).
+    too_long: str = ""
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
@@ -75,8 +87,8 @@ class BaseScorer:
                    for f in fields(cls.config_class) if f.name != "model"]
         __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
         # help(scorer class) lists each option with its help text, written once in the config.
-        __init__.__doc__ = (f"Options: the fields of :class:`{cls.config_class.__name__}`; `model` may also be a "
-                            "model object in memory, with its `tokenizer`.\n\n") + "\n".join(
+        __init__.__doc__ = (f"Options: the fields of :class:`{cls.config_class.__name__}`; `model` may "
+                            "also be a model object in memory, with its `tokenizer`.\n\n") + "\n".join(
             f"{f.name}: {f.metadata['help'].replace('%%', '%')}" for f in fields(cls.config_class)
             if "help" in f.metadata)
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
@@ -195,8 +207,6 @@ class BaseScorer:
         statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
         values = self._score(rows, statuses, self.engine.state(rank))
         if "rating_mass" in values:
-            from ..rating_tokens import warn_if_low_rating_mass
-
             warn_if_low_rating_mass(values["rating_mass"], column=cols.prefix + "rating_mass",
                                     method=self.title, model_name=self.model_name)
         return {cols.prefix + s: values[s] if isinstance(values[s], list) else values[s].tolist()
@@ -248,23 +258,32 @@ class BaseScorer:
 
     # --- shared by the methods ---
 
-    def _protected_items(self, entries: list, statuses: list, state: Any, too_long: Any, *,
-                         add_special_tokens: bool) -> list:
-        """The engine items of ``((row, slot, group), text, spans)`` entries. A text longer than
-        max_length is cut outside its protected spans (and marked truncated); when its fixed parts
-        alone are too long, its row gets the error ``too_long(slot)`` and no items."""
-        encoded = self.engine.encode([text for _, text, _ in entries], state, add_special_tokens=add_special_tokens)
+    def _items(self, rows: list, statuses: list, state: Any) -> list:
+        """The engine items of every scorable row's `_texts`. A text longer than max_length is cut
+        outside its protected spans (and marked truncated); when its fixed parts alone are too
+        long, its row gets the error `too_long` and no items."""
+        entries = [(row, slot, group, text, spans) for row, fields in enumerate(rows) if statuses[row] is None
+                   for slot, (group, text, spans) in enumerate(self._texts(fields, state))]
+        special = self.add_special_tokens
+        encoded = self.engine.encode([entry[3] for entry in entries], state, add_special_tokens=special)
         items = []
-        for ((row, slot, group), text, span), ids in zip(entries, encoded):
+        for (row, slot, group, text, spans), ids in zip(entries, encoded):
             truncated = len(ids) > state.max_length
             if truncated:
-                ids = self.engine.truncate_protected(text, span, state.max_length, state,
-                                                     add_special_tokens=add_special_tokens)
+                ids = self.engine.truncate_protected(text, spans, state.max_length, state,
+                                                     add_special_tokens=special)
                 if ids is None:
-                    statuses[row] = row_status(too_long(slot))
+                    statuses[row] = row_status(self.too_long.format(max_length=state.max_length, group=group))
                     continue
             items.append(Item(row=row, slot=slot, group=group, ids=list(ids), truncated=truncated))
         return [item for item in items if statuses[item.row] is None]
+
+    def _read_ratings(self, items: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
+        """The rating tokens' log-probabilities (probabilities without `log`) at the last position of
+        each text, ``[rows, slots, ratings]`` (NaN where none), and the status column."""
+        out = np.full((len(statuses), slots, len(state.method_data.ids)), np.nan)
+        readout = LastTokenProbs(tuple(state.method_data.ids), log=log)
+        return out, self._read(items, state, readout, out, statuses)
 
     def _read(self, items: list, state: Any, readout: Any, out: Any, statuses: list, value_of: Any = None) -> list:
         """Run ``items``, each value (or ``value_of(value)``) into ``out[row, slot]``; a row that ran
@@ -282,16 +301,21 @@ class BaseScorer:
     # --- what a method implements ---
 
     def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
-        from ..prompts import extract_fields, extract_pairs
-
         return (extract_fields if self.keeps_input else extract_pairs)(batch, columns=self.config.columns)
 
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        """Checked once per device after loading: returns the method's per-device data."""
-        return None
+        """Checked once per device after loading: the method's per-device data (its rating tokens)."""
+        if not self.ratings:
+            return None
+        return find_rating_tokens(tokenizer, model_name=name, ratings=self.ratings, method=self.title)
 
     def probe_token_ids(self, group: Any, state: Any) -> list:
         """Token ids of two texts of `group` whose variable parts share no character."""
+        texts = [next(text for g, text, _ in self._texts(row, state) if g == group) for row in _PROBES]
+        return self.engine.encode(texts, state, add_special_tokens=self.add_special_tokens)
+
+    def _texts(self, row: Any, state: Any) -> list:
+        """``(group, text, cuttable spans)`` of each text scored for one row (`Engine.truncate_protected`)."""
         raise NotImplementedError
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:

@@ -21,7 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import DeitaConfig
-from ..engine import LastTokenProbs
+from ..engine import join_segments
+from ..formulas import expected_ratings
+from ..rating_tokens import RATINGS_1_6
 from .base import BaseScorer
 from .columns import SCHEMAS, ScoreColumns, deita_columns
 
@@ -100,6 +102,8 @@ class DeitaScorer(BaseScorer):
     title = "DEITA"
     config_class = DeitaConfig
     schema = SCHEMAS["deita"]
+    ratings = RATINGS_1_6
+    too_long = "max_length={max_length} is shorter than the DEITA {group} prompt alone; raise max_length"
 
     @property
     def kinds(self) -> tuple:
@@ -113,14 +117,8 @@ class DeitaScorer(BaseScorer):
 
     # --- engine hooks ---
 
-    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import RATINGS_1_6, find_rating_tokens
-
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_1_6, method=self.title)
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        texts = ["".join(t for _, t in segments(group, "A", "B")), "".join(t for _, t in segments(group, "z", "y"))]
-        return self.engine.encode(texts, state, add_special_tokens=True)
+    def _texts(self, pair: Any, state: Any) -> list:
+        return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]
 
     def _method_info(self, state: Any) -> dict:
         templates = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
@@ -135,20 +133,9 @@ class DeitaScorer(BaseScorer):
     # --- scoring ---
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
-        import numpy as np
-
-        from ..engine import join_segments
-        from ..formulas import expected_ratings
-
         kinds = self.kinds
-        entries = [((row, slot, kind), *join_segments(segments(kind, pair.instruction, pair.response)))
-                   for row, pair in enumerate(pairs) if statuses[row] is None for slot, kind in enumerate(kinds)]
-        items = self._protected_items(
-            entries, statuses, state, add_special_tokens=True,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the DEITA {kinds[slot]} "
-                                  "prompt alone; raise max_length")
-        logprobs = np.full((len(pairs), len(kinds), len(RATING_VALUES)), np.nan)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
+        items = self._items(pairs, statuses, state)
+        logprobs, status = self._read_ratings(items, statuses, state, len(kinds))
         out = expected_ratings(logprobs, RATING_VALUES)
         values = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         if self.config.kind == "both":

@@ -25,8 +25,11 @@ import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from ..config import ScorerConfig
-from ..engine import LastTokenProbs, config_state
+from ..engine import config_state
 from ..errors import ConfigError
+from ..formulas import selectit_scores
+from ..prompts import prompt_parts, resolve_prompts
+from ..rating_tokens import RATINGS
 from .base import BaseScorer
 from .columns import SCHEMAS
 
@@ -60,9 +63,11 @@ class SelectITScorer(BaseScorer):
     config_class = ScorerConfig
     schema = SCHEMAS["selectit"]
 
-    def _check_config(self) -> None:
-        from ..prompts import resolve_prompts
+    ratings = RATINGS
+    too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
+                "raise max_length")
 
+    def _check_config(self) -> None:
         # Resolved here so that a bad `prompts` fails at construction, not inside map.
         self._prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
 
@@ -72,29 +77,20 @@ class SelectITScorer(BaseScorer):
         return self._prompt_texts
 
     @property
-    def _add_special(self) -> bool:
+    def add_special_tokens(self) -> bool:  # type: ignore[override]
         # The chat template writes its own special tokens.
         return self.config.template == "raw"
 
     # --- engine hooks ---
 
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import find_rating_tokens
-
-        rating = find_rating_tokens(tokenizer, model_name=name)
+        rating = super().prepare(model, tokenizer, name)
         if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
                 "Use template='raw' (the paper's prompt) or a model with a chat template."
             )
         return rating
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        from ..prompts import Pair
-
-        probes = [Pair("A", "B", None), Pair("z", "y", None)]
-        texts = [self._texts(pair, state)[group][0] for pair in probes]
-        return self.engine.encode(texts, state, add_special_tokens=self._add_special)
 
     def _method_info(self, state: Any) -> dict:
         return {
@@ -121,7 +117,7 @@ class SelectITScorer(BaseScorer):
         """
         pairs = self._rows(batch)
         statuses = [p.error for p in pairs]
-        items = self._tokenize(pairs, statuses, self.engine.state(rank))
+        items = self._items(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
         for item in items:
             if out[item.row] is not None:
@@ -129,28 +125,18 @@ class SelectITScorer(BaseScorer):
         return out
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
-        import numpy as np
-
-        from ..formulas import selectit_scores
-
-        items = self._tokenize(pairs, statuses, state)
-        probs = np.full((len(pairs), len(self._prompt_texts), 5), np.nan, dtype=np.float64)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids)), probs, statuses)
+        items = self._items(pairs, statuses, state)
+        probs, status = self._read_ratings(items, statuses, state, len(self._prompt_texts), log=False)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
 
     def _texts(self, pair: Any, state: Any) -> list:
-        """(full text, char spans) per prompt; spans mark where the cuttable parts are.
-
-        Spans are (instruction start, instruction end, response start, response end) in the
-        full text; everything outside them (rating prompt, markers, rating question, chat
-        template) is kept whole when a row is truncated.
-        """
-        from ..prompts import prompt_parts
-
+        """One text per rating prompt; its spans (instruction start, instruction end, response
+        start, response end) leave the rating prompt, markers, rating question and chat template
+        whole when a row is truncated."""
         out = []
-        for rp in self._prompt_texts:
+        for j, rp in enumerate(self._prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
             prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
             offset = 0
@@ -161,23 +147,15 @@ class SelectITScorer(BaseScorer):
                 )
                 offset = text.find(prompt)
                 if offset < 0:  # the template rewrote the text: no safe cut points
-                    out.append((text, (0, 0, 0, 0)))
+                    out.append((j, text, (0, 0, 0, 0)))
                     continue
             x_start = len(rp) + len(_INSTRUCTION_MARKER)
             x_end = len(head) - len(_RESPONSE_MARKER)
             if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
                 x_start = x_end = len(head)
             r_start, r_end = len(head), len(head) + len(response)
-            out.append((text, (offset + x_start, offset + x_end, offset + r_start, offset + r_end)))
+            out.append((j, text, (offset + x_start, offset + x_end, offset + r_start, offset + r_end)))
         return out
-
-    def _tokenize(self, pairs: list, statuses: list, state: Any) -> list:
-        entries = [((row, j, j), text, span) for row, pair in enumerate(pairs) if statuses[row] is None
-                   for j, (text, span) in enumerate(self._texts(pair, state))]
-        return self._protected_items(
-            entries, statuses, state, add_special_tokens=self._add_special,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the rating prompt and "
-                                  "question alone; raise max_length")
 
 
 # --- the plain-function face ----------------------------------------------------------------

@@ -147,7 +147,6 @@ class AlpaGasusScorer(BaseScorer):
             "system_prompt": SYSTEM_PROMPT,
             "user_template": USER_TEMPLATE,
             "chat_template": self.config.chat_template or "the tokenizer's",
-            "rating_tokens": state.method_data.to_dict(),
         }
 
     # --- texts ---
@@ -170,7 +169,7 @@ class AlpaGasusScorer(BaseScorer):
     # --- scoring ---
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
-        logprobs, status = self._read_ratings(self._items(rows, statuses, state), statuses, state, 1)
+        logprobs, status = self._read_ratings(rows, statuses, state, 1)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
         return {
             "score": out["score"],

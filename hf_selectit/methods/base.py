@@ -16,11 +16,15 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .._version import __version__
 from ..config import suggest
 from ..engine import Engine, Item, LastTokenProbs, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
-from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
+from ..model_kwargs import has_device_map, numeric_model_kwargs, numeric_vllm_kwargs
+from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_commit, preloaded_name,
+                      preloaded_pickle_error, prepare_preloaded, sharded_with_rank_error)
 from ..prompts import Fields, extract_fields, extract_pairs
+from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
 from .columns import ScoreColumns, row_status
 
@@ -35,7 +39,7 @@ class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
     Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
-    `prepare`, `probe_token_ids` and `_score`.
+    `_texts` and `_score` (IFD: its own `_items` and `probe_token_ids`).
     """
 
     method: str = ""
@@ -120,8 +124,6 @@ class BaseScorer:
         register_hashing(type(self))
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
         # source of its columns (the process registry in hf_selectit.provenance).
-        from ..provenance import register_scorer
-
         register_scorer(self)
 
     def _check_config(self) -> None:
@@ -130,22 +132,14 @@ class BaseScorer:
     # --- pickling and fingerprinting ---
 
     def __getstate__(self) -> dict:
-        self._check_sendable()
-        return config_state(self.config)
-
-    def _check_sendable(self) -> None:
-        """Refuse to be sent to another process (`num_proc` workers) when that cannot work.
-
-        A model object in memory cannot follow the config; a `device_map` (one model sharded over
-        this process's devices) and one process per device are two placements that exclude each other.
-        """
-        from ..model_kwargs import has_device_map
-        from ..models import preloaded_pickle_error, sharded_with_rank_error
-
+        # Refuse to be sent to another process (`num_proc` workers) when that cannot work: a model
+        # object in memory cannot follow the config; a `device_map` (one model sharded over this
+        # process's devices) and one process per device are two placements that exclude each other.
         if getattr(self, "_preloaded", None) is not None:
             raise preloaded_pickle_error(self._preloaded[0])
         if has_device_map(self.config.model_kwargs):
             raise sharded_with_rank_error(self.config.model)
+        return config_state(self.config)
 
     def __setstate__(self, state: dict) -> None:
         self._setup(self.config_class(**{k: v for k, v in state.items() if k != "version"}))
@@ -159,8 +153,6 @@ class BaseScorer:
         state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
         if getattr(self, "_preloaded", None) is not None:
-            from ..models import model_identity
-
             model_stamp: Any = repr(sorted(model_identity(*self._preloaded).items()))
         else:
             model_stamp = local_model_stamp(self.config.model)
@@ -197,8 +189,6 @@ class BaseScorer:
             ModelLoadError, RatingTokenError: the model cannot be loaded or used for this method.
         """
         require_batched(batch, type(self).__name__, self.config.columns)
-        from ..provenance import register_scorer
-
         register_scorer(self, called=True)
         rows = self._rows(batch)
         cols = self.columns
@@ -215,9 +205,6 @@ class BaseScorer:
     def info(self, *, rank: Optional[int] = None) -> dict:
         """Provenance of this scorer (loads the model), JSON-serialisable: method, options, model,
         sizes, prompts, ... (for `provenance.attach_scorer_info`)."""
-        from .._version import __version__
-        from ..models import hub_commit, preloaded_commit
-
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
         info = {
@@ -227,10 +214,7 @@ class BaseScorer:
             "commit": preloaded_commit(state.model) if self._preloaded is not None else hub_commit(
                 self.config.model, revision=self.config.revision,
                 cache_dir=(self.config.model_kwargs or {}).get("cache_dir")),
-            "parameter_count": facts["parameter_count"],
-            "non_embedding_parameter_count": facts["non_embedding_parameter_count"],
-            "dtype": facts["dtype"],
-            "backend": facts["backend"],
+            **{k: facts[k] for k in ("parameter_count", "non_embedding_parameter_count", "dtype", "backend")},
             "max_length": state.max_length,
             "column_prefix": self.config.column_prefix,
             "columns": self.config.columns,
@@ -243,17 +227,15 @@ class BaseScorer:
         info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
         info["options"]["vllm_kwargs"] = numeric_vllm_kwargs(self.config.vllm_kwargs) or None
         if self._preloaded is not None:
-            from ..models import model_identity
-
             info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
+        if self.ratings:
+            info["rating_tokens"] = state.method_data.to_dict()
         return info
 
     @property
     def model_name(self) -> str:
         """The model's Hub id or path (the embedded model's id for None)."""
-        from ..models import EMBEDDED_MODEL_ID
-
         return EMBEDDED_MODEL_ID if self.config.model is None else str(self.config.model)
 
     # --- shared by the methods ---
@@ -278,9 +260,11 @@ class BaseScorer:
             items.append(Item(row=row, slot=slot, group=group, ids=list(ids), truncated=truncated))
         return [item for item in items if statuses[item.row] is None]
 
-    def _read_ratings(self, items: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
+    def _read_ratings(self, rows: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
         """The rating tokens' log-probabilities (probabilities without `log`) at the last position of
-        each text, ``[rows, slots, ratings]`` (NaN where none), and the status column."""
+        each of the `slots` texts of a row, ``[rows, slots, ratings]`` (NaN where none), and the
+        status column."""
+        items = self._items(rows, statuses, state)
         out = np.full((len(statuses), slots, len(state.method_data.ids)), np.nan)
         readout = LastTokenProbs(tuple(state.method_data.ids), log=log)
         return out, self._read(items, state, readout, out, statuses)
@@ -328,11 +312,8 @@ class BaseScorer:
 
 
 def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
-    """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists.
-
-    Raises:
-        ConfigError: naming the column that holds a single value and the fix.
-    """
+    """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists:
+    a ConfigError naming the column that holds a single value and the fix."""
     chat_columns = set(_CHAT_COLUMNS)
     if columns:
         chat_columns |= {str(v) for k, v in columns.items() if k in _CHAT_COLUMNS}
@@ -356,10 +337,6 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
 
     Raises:
         ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
-
-    Example:
-        >>> split_model_argument("HuggingFaceTB/SmolLM2-135M", None)
-        ('HuggingFaceTB/SmolLM2-135M', None)
     """
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
@@ -368,8 +345,6 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
                 f"with model={None if model is None else str(model)!r} the tokenizer loads from the same place."
             )
         return (None if model is None else str(model)), None
-    from ..models import preloaded_name, prepare_preloaded
-
     model, tokenizer = prepare_preloaded(model, tokenizer)
     return preloaded_name(model), (model, tokenizer)
 

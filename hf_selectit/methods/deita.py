@@ -127,15 +127,13 @@ class DeitaScorer(BaseScorer):
                                   "token's digits 1..6 (softmax of their logits)",
             "kind": self.config.kind,
             "templates": {k: templates[k] for k in self.kinds},
-            "rating_tokens": state.method_data.to_dict(),
         }
 
     # --- scoring ---
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         kinds = self.kinds
-        items = self._items(pairs, statuses, state)
-        logprobs, status = self._read_ratings(items, statuses, state, len(kinds))
+        logprobs, status = self._read_ratings(pairs, statuses, state, len(kinds))
         out = expected_ratings(logprobs, RATING_VALUES)
         values = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         if self.config.kind == "both":

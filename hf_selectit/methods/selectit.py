@@ -101,7 +101,6 @@ class SelectITScorer(BaseScorer):
             "alpha": self.config.alpha,
             "normalization": self.config.normalization,
             "template": self.config.template,
-            "rating_tokens": state.method_data.to_dict(),
         }
 
     # --- scoring ---
@@ -125,8 +124,7 @@ class SelectITScorer(BaseScorer):
         return out
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
-        items = self._items(pairs, statuses, state)
-        probs, status = self._read_ratings(items, statuses, state, len(self._prompt_texts), log=False)
+        probs, status = self._read_ratings(pairs, statuses, state, len(self._prompt_texts), log=False)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}

@@ -1,21 +1,15 @@
 """AlpaGasus rating with a local judge (Chen et al. 2023; docs/method.md 7.3).
 
 The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
-rating/chatgpt_rating.py) and parsed the first line of the answer. With a local judge the same
-two messages go through the judge's chat template with the generation prompt, and the
-distribution of the first reply token is read instead of sampling: P over the tokens "0".."5"
-(found from the tokenizer), renormalised over those six; `alpagasus_score = sum_k k * P_k`, with
-the argmax and the probability mass on the six digits beside it (docs/method.md 7.5: a mass far below
-1 means the judge does not answer with a digit, and the renormalised score means little).
+rating/chatgpt_rating.py) and parsed the first line of the answer. Here the same two messages go
+through the judge's chat template with the generation prompt and, instead of sampling, the first
+reply token's probabilities of "0".."5" are read and renormalised over those six:
+`alpagasus_score = sum_k k * P_k`, beside the argmax and the probability mass on the six digits
+(docs/method.md 7.5: a mass far below 1 means the judge does not answer with a digit).
 
-    >>> ds = ds.map(AlpaGasusScorer("Qwen/Qwen2.5-7B-Instruct"), batched=True)
-    >>> kept = select_top(ds, column="alpagasus_score", threshold=4.5)       # the paper's cut
-
-`{instruction}` and `{input}` are the Alpaca columns; for schemas without an input (pairs, chats)
-`{input}` is empty and `{instruction}` is X of docs/method.md section 1 (`prompts.extract_fields`).
-A row too long for `max_length` loses the middle of its response first, then the tail of its
-instruction and input; the system message, the markers, the rating request and the chat
-template stay whole, and the row's status says "truncated".
+For schemas without an input (pairs, chats) `{input}` is empty and `{instruction}` is X of
+docs/method.md section 1. A row too long for `max_length` loses the middle of its response, then
+the tail of its instruction and input; the rest of the messages and the chat template stay whole.
 """
 
 from __future__ import annotations
@@ -53,14 +47,8 @@ USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Re
 
 def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
     """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (instruction, input) may lose its tail, "y" (response) its middle.
-
-    The input block is there even when the input is empty.
-
-    Example:
-        >>> "".join(t for _, t in user_segments("Say hi", "", "hi"))[:40]
-        '###Instruction:\\nSay hi\\n\\n### Input:\\n\\n\\n### Resp'
-    """
+    "x" (instruction, input) may lose its tail, "y" (response) its middle. The input block is
+    there even when the input is empty."""
     return [
         ("fixed", "###Instruction:\n"),
         ("x", instruction),
@@ -73,22 +61,12 @@ def user_segments(instruction: str, input_text: str, response: str) -> list[tupl
 
 
 def user_message(instruction: str, input_text: str, response: str) -> str:
-    """The user message for one row (the authors' format string).
-
-    Example:
-        >>> user_message("Add 2+2", "", "4").startswith("###Instruction:\\nAdd 2+2\\n\\n### Input:\\n\\n")
-        True
-    """
+    """The user message for one row (the authors' format string)."""
     return "".join(text for _, text in user_segments(instruction, input_text, response))
 
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
-    """The two chat messages (system, user) sent to the judge for one row.
-
-    Example:
-        >>> [m["role"] for m in messages("Add 2+2", "", "4")]
-        ['system', 'user']
-    """
+    """The two chat messages (system, user) sent to the judge for one row."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(instruction, input_text, response)},
@@ -98,22 +76,18 @@ def messages(instruction: str, input_text: str, response: str) -> list[dict]:
 class AlpaGasusScorer(BaseScorer):
     """Adds the AlpaGasus rating of a local judge; made for `Dataset.map(scorer, batched=True)`.
 
-    Columns (with the default prefix): `alpagasus_score` (expected rating 0..5 over the six
-    digit tokens, renormalised), `alpagasus_argmax` (the most probable digit as a float, ties
-    to the lower; NaN for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
-    digits) and `alpagasus_status` ("ok", "truncated" or "error: ...").
-
-    The judge is an instruction-tuned causal LM with a chat template (the embedded SmolLM2 is far
-    too small to judge well: for trying things out). The options are the fields of
-    `AlpaGasusConfig` (listed by ``help(AlpaGasusScorer)``).
+    Columns (default prefix): `alpagasus_score` (expected rating 0..5, renormalised over the six
+    digits), `alpagasus_argmax` (the most probable digit as a float, ties to the lower; NaN for
+    rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six digits) and
+    `alpagasus_status`. The judge is an instruction-tuned LM with a chat template (the embedded
+    SmolLM2 is far too small to judge well). Options: the fields of `AlpaGasusConfig`.
 
     Raises:
         ConfigError: an option is invalid (here), or the judge has no chat template (first call).
         RatingTokenError: the tokenizer has no distinct single tokens for "0".."5" (first call).
 
     Example:
-        >>> scorer = AlpaGasusScorer("HuggingFaceTB/SmolLM2-1.7B-Instruct")
-        >>> ds = ds.map(scorer, batched=True)
+        >>> ds = ds.map(AlpaGasusScorer("HuggingFaceTB/SmolLM2-1.7B-Instruct"), batched=True)
         >>> ds[0]["alpagasus_score"], ds[0]["alpagasus_status"]
         (4.62, 'ok')
     """
@@ -149,10 +123,7 @@ class AlpaGasusScorer(BaseScorer):
             "chat_template": self.config.chat_template or "the tokenizer's",
         }
 
-    # --- texts ---
-
     def _texts(self, fields: Any, state: Any) -> list:
-        """The judge's input text for one row and the character spans of its cuttable parts."""
         user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
@@ -165,8 +136,6 @@ class AlpaGasusScorer(BaseScorer):
         if offset < 0:  # the template rewrote the message: no safe cut points
             return [("alpagasus", text, [])]
         return [("alpagasus", text, [(kind, start + offset, end + offset) for kind, start, end in spans])]
-
-    # --- scoring ---
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)

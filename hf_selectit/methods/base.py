@@ -31,8 +31,6 @@ from .columns import ScoreColumns, row_status
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
 _CHAT_COLUMNS = ("messages", "conversations")
-# Two rows whose texts share no character: where the texts of a group stop sharing tokens.
-_PROBES = (Fields("A", "", "B"), Fields("z", "", "y"))
 
 
 class BaseScorer:
@@ -56,6 +54,8 @@ class BaseScorer:
     add_special_tokens: bool = True
     #: The error of a row whose fixed parts alone are longer than max_length ({group}: its text's group).
     too_long: str = ""
+    #: Rows whose texts' variable parts share no character: where a group's texts stop sharing tokens.
+    probes: tuple = (Fields("A", "", "B"), Fields("z", "", "y"))
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
@@ -295,7 +295,7 @@ class BaseScorer:
 
     def probe_token_ids(self, group: Any, state: Any) -> list:
         """Token ids of two texts of `group` whose variable parts share no character."""
-        texts = [next(text for g, text, _ in self._texts(row, state) if g == group) for row in _PROBES]
+        texts = [text for row in self.probes for g, text, _ in self._texts(row, state) if g == group][:2]
         return self.engine.encode(texts, state, add_special_tokens=self.add_special_tokens)
 
     def _texts(self, row: Any, state: Any) -> list:

@@ -4,16 +4,11 @@ src/deita/selection/scorer/; docs/method.md 7.4).
 Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
 `tokenizer.encode`; one forward per prompt, and at the next position
 `score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`. DEITA's own scorers are fine-tuned
-Llama models (hkust-nlp/deita-quality-scorer, -complexity-scorer); with any other model this is
-only their prompt. DEITA returns 3.0 when a rating token is missing; here a tokenizer without
-distinct single tokens for "1".."6" is refused instead, and an unscored row stays NaN with an
-"error: ..." status. `deita_score = complexity * quality` (the paper's evol score for one turn).
-
-    >>> ds = ds.map(DeitaScorer("hkust-nlp/deita-quality-scorer", kind="quality"), batched=True)
-
-`{instruction}` is X of docs/method.md section 1 (instruction, newline, input; for chats the
-conversation before the last answer). A row too long for `max_length` loses the middle of its
-response first, then the tail of its instruction; the prompt text stays whole.
+Llama models; with any other model this is only their prompt. DEITA returns 3.0 when a rating
+token is missing; here a tokenizer without distinct single tokens for "1".."6" is refused
+instead, and an unscored row stays NaN with an error status. `deita_score = complexity * quality`
+(the paper's evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row
+too long for `max_length` loses the middle of its response, then the tail of its instruction.
 """
 
 from __future__ import annotations
@@ -41,33 +36,18 @@ COMPLEXITY_TEMPLATE = (
 
 
 def quality_prompt(instruction: str, response: str) -> str:
-    """DEITA's quality prompt for one row.
-
-    Example:
-        >>> quality_prompt("Q", "A").endswith("#Question#:\\nQ\\n#Response#:\\nA \\n##Quality: ")
-        True
-    """
+    """DEITA's quality prompt for one row."""
     return QUALITY_TEMPLATE.format(instruction=instruction, output=response)
 
 
 def complexity_prompt(instruction: str) -> str:
-    """DEITA's complexity prompt for one row.
-
-    Example:
-        >>> complexity_prompt("Q").endswith("##Query: Q  \\n##Complexity: ")
-        True
-    """
+    """DEITA's complexity prompt for one row."""
     return COMPLEXITY_TEMPLATE.format(instruction=instruction)
 
 
 def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
     """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (the instruction) may lose its tail, "y" (the response) its middle.
-
-    Example:
-        >>> "".join(t for _, t in segments("complexity", "Q", "A")) == complexity_prompt("Q")
-        True
-    """
+    "x" (the instruction) may lose its tail, "y" (the response) its middle."""
     if kind == "quality":
         head, rest = QUALITY_TEMPLATE.split("{instruction}")
         middle, tail = rest.split("{output}")
@@ -82,11 +62,8 @@ class DeitaScorer(BaseScorer):
     Columns (default prefix "deita_"): kind="both": `deita_quality`, `deita_complexity`,
     `deita_score` (complexity x quality); kind="quality" or "complexity": that one column. Always
     `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
-    `deita_status` ("ok", "truncated" or "error: ...").
-
-    DEITA's own scorers are hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer;
-    one model scores both kinds here. The options are the fields of `DeitaConfig` (listed by
-    ``help(DeitaScorer)``).
+    `deita_status`. DEITA's own scorers are hkust-nlp/deita-quality-scorer and
+    -complexity-scorer; one model scores both kinds here. Options: the fields of `DeitaConfig`.
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).

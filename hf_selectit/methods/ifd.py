@@ -26,7 +26,10 @@ the template head shared by the conditioned texts runs once per process (prefix 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
@@ -60,7 +63,6 @@ TEMPLATES = {
 REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
                        "for the given response.\n{response}\nGenerate the instruction for the above response.")
 
-_PROBES = (("A", "C", "B"), ("z", "x", "y"))
 
 
 class IFDScorer(BaseScorer):
@@ -82,6 +84,8 @@ class IFDScorer(BaseScorer):
     config_class = IFDConfig
     schema = SCHEMAS["ifd"]
     keeps_input = True
+    # The probes of the conditioned texts of rows with an input come after those without one.
+    probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
     reverse = False
 
     # --- texts ---
@@ -101,24 +105,15 @@ class IFDScorer(BaseScorer):
             return row.instruction + (row.input or "")
         return row.response
 
-    def _texts(self, row: _Row) -> list:
-        """[(conditioned text, offset of the read span), (direct text, offset)]."""
+    def _texts(self, row: _Row, state: Any = None) -> list:
+        """(group, text, offset of the read span) of the conditioned and the direct text; the
+        conditioned texts of rows with and without an input start with different template heads."""
         target = self._target(row)
-        head = self._conditioned_prefix(row)
-        direct = self.config.direct_prefix
-        return [(head + target, len(head)), (direct + target, len(direct))]
-
-    def _group(self, row: _Row, slot: int) -> tuple:
-        # The conditioned texts of rows with and without an input start with different template heads.
-        return ("conditioned", bool(row.input) and not self.reverse) if slot == 0 else ("direct",)
+        head, direct = self._conditioned_prefix(row), self.config.direct_prefix
+        return [(("conditioned", bool(row.input) and not self.reverse), head + target, len(head)),
+                (("direct",), direct + target, len(direct))]
 
     # --- engine hooks ---
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        with_input = len(group) > 1 and group[1]
-        slot = 0 if group[0] == "conditioned" else 1
-        texts = [self._texts(_Row(x, c if with_input else "", y))[slot][0] for x, c, y in _PROBES]
-        return self.engine.encode(texts, state)
 
     def _method_info(self, state: Any) -> dict:
         templates = TEMPLATES[self.config.template]
@@ -144,24 +139,16 @@ class IFDScorer(BaseScorer):
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""
         max_length = state.max_length
-        keys, texts, heads = [], [], []
-        for r, row in enumerate(rows):
-            if statuses[r] is not None:
-                continue
-            for slot, (text, offset) in enumerate(self._texts(row)):
-                keys.append((r, slot))
-                texts.append(text)
-                heads.append(text[:offset])
-        full = self.engine.encode(texts, state)
+        scored = [r for r, status in enumerate(statuses) if status is None]
+        texts = [entry for r in scored for entry in self._texts(rows[r], state)]
+        groups = [group for group, _, _ in texts]
+        full = self.engine.encode([text for _, text, _ in texts], state)
         # The authors' rule: the read span starts at len(encode(text[:offset])), BOS counted.
-        starts = [len(ids) for ids in self.engine.encode(heads, state)] if heads else []
-        by_row: dict = {}
-        for key, ids, start in zip(keys, full, starts):
-            by_row.setdefault(key[0], {})[key[1]] = (ids, start)
+        starts = [len(ids) for ids in self.engine.encode([text[:offset] for _, text, offset in texts], state)]
         items = []
         what = "instruction" if self.reverse else "response"
-        for r, texts_of_row in by_row.items():
-            (c_ids, c_start), (d_ids, d_start) = texts_of_row[0], texts_of_row[1]
+        for r, c_group, d_group, c_ids, d_ids, c_start, d_start in zip(
+                scored, groups[::2], groups[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
             n_cond, n_direct = len(c_ids) - c_start, len(d_ids) - d_start
             # Tokens of the read span each text keeps after the right cut; the same count in both.
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
@@ -174,10 +161,9 @@ class IFDScorer(BaseScorer):
             if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
                 statuses[r] = row_status(f"the {what} has no token with context in the direct text (no BOS token)")
                 continue
-            row = rows[r]
-            items.append(Item(row=r, slot=0, group=self._group(row, 0), ids=list(c_ids), truncated=truncated,
+            items.append(Item(row=r, slot=0, group=c_group, ids=list(c_ids), truncated=truncated,
                               loss_from=max(c_start, 1)))
-            items.append(Item(row=r, slot=1, group=self._group(row, 1), ids=list(d_ids), truncated=truncated,
+            items.append(Item(row=r, slot=1, group=d_group, ids=list(d_ids), truncated=truncated,
                               loss_from=max(d_start, 1)))
         return items
 
@@ -198,10 +184,6 @@ class IFDScorer(BaseScorer):
         return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
-        import math
-
-        import numpy as np
-
         items = self._items(rows, statuses, state)
         nan = float("nan")
         out = np.full((len(rows), 2), nan)

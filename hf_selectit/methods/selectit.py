@@ -4,18 +4,15 @@
     >>> ds = ds.map(selectit_score, batched=True, fn_kwargs={"model": "path/or/hub-id"})
 
 For each row and each of the n rating prompts, the scored text is the paper's template (raw text,
-BOS where the tokenizer adds one; docs/method.md). The method builds those texts (one group per
-rating prompt: BOS, the rating prompt and "Instruction:" are shared and their KV cache reused by
-the engine), protects the rating prompt, markers and rating question when a row is too long (the
-response loses its middle, then the instruction its tail), reads the fp32 full-vocabulary
-probabilities of the five rating tokens at the last position, and turns them into columns with
-`formulas.selectit_scores`.
+BOS where the tokenizer adds one; docs/method.md): one group per rating prompt, whose shared head
+(BOS, the rating prompt, "Instruction:") the engine runs once. A row too long keeps the rating
+prompt, markers and rating question whole (the response loses its middle, then the instruction
+its tail). The fp32 full-vocabulary probabilities of the five rating tokens at the last position
+become columns with `formulas.selectit_scores`.
 
-Fingerprint: `datasets` hashes the scorer by pickling it. The pickled state is the config and the
-package version only, so hashing takes microseconds and `num_proc` workers get a few bytes. For
-hashing, `device`, `max_batch_tokens` and `reuse_prompt_prefix` are left out (they do not change
-scores beyond float noise), so moving a run to another device still hits the cache. For a local
-model folder the sizes and modification times of its files are part of the hash.
+Fingerprint: `datasets` hashes the scorer by its config, without `device`, `max_batch_tokens` and
+`reuse_prompt_prefix` (they do not change scores beyond float noise), so moving a run to another
+device still hits the cache; for a local model folder its files' sizes and times count too.
 """
 
 from __future__ import annotations
@@ -106,14 +103,8 @@ class SelectITScorer(BaseScorer):
     # --- scoring ---
 
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
-        """The token ids this scorer would run, per row and rating prompt (None for rows it cannot score).
-
-        For looking at what is scored, e.g. where a long row was cut.
-
-        Example:
-            >>> scorer.token_ids({"instruction": ["Say hi"], "output": ["hi"]})[0][0][:3]
-            [1, 49, 82]
-        """
+        """The token ids this scorer would run, per row and rating prompt (None for rows it cannot
+        score): what is scored, e.g. where a long row was cut."""
         pairs = self._rows(batch)
         statuses = [p.error for p in pairs]
         items = self._items(pairs, statuses, self.engine.state(rank))
@@ -137,22 +128,19 @@ class SelectITScorer(BaseScorer):
         for j, rp in enumerate(self._prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
             prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
-            offset = 0
-            text = prompt
+            text, offset = prompt, 0
             if self.config.template == "chat":
                 text = state.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-                )
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
                 offset = text.find(prompt)
                 if offset < 0:  # the template rewrote the text: no safe cut points
                     out.append((j, text, (0, 0, 0, 0)))
                     continue
-            x_start = len(rp) + len(_INSTRUCTION_MARKER)
-            x_end = len(head) - len(_RESPONSE_MARKER)
+            x_start, x_end = len(rp) + len(_INSTRUCTION_MARKER), len(head) - len(_RESPONSE_MARKER)
             if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
                 x_start = x_end = len(head)
-            r_start, r_end = len(head), len(head) + len(response)
-            out.append((j, text, (offset + x_start, offset + x_end, offset + r_start, offset + r_end)))
+            spans = (x_start, x_end, len(head), len(head) + len(response))
+            out.append((j, text, tuple(offset + position for position in spans)))
         return out
 
 

@@ -102,8 +102,6 @@ class AlpaGasusScorer(BaseScorer):
     too_long = ("max_length={max_length} is shorter than the judge's messages without the row; "
                 "raise max_length")
 
-    # --- engine hooks ---
-
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(

@@ -152,12 +152,10 @@ class BaseScorer:
         numeric = numeric_model_kwargs(self.config.model_kwargs)
         state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
-        if getattr(self, "_preloaded", None) is not None:
-            model_stamp: Any = repr(sorted(model_identity(*self._preloaded).items()))
-        else:
-            model_stamp = local_model_stamp(self.config.model)
-        return (type(self).__module__, type(self).__qualname__, tuple(sorted(state.items(), key=lambda kv: kv[0])),
-                model_stamp)
+        preloaded = getattr(self, "_preloaded", None)
+        stamp = (local_model_stamp(self.config.model) if preloaded is None
+                 else repr(sorted(model_identity(*preloaded).items())))
+        return type(self).__module__, type(self).__qualname__, tuple(sorted(state.items())), stamp
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -351,14 +349,11 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
 
 def check_preloaded_options(config: Any) -> None:
     """Refuse loading options next to a model object: it is used as it is, nothing loads."""
-    given = {name: getattr(config, name, None) for name in ("revision", "model_kwargs", "device", "vllm_kwargs")}
-    given = {k: v for k, v in given.items() if v}
-    if getattr(config, "dtype", "auto") != "auto":
-        given["dtype"] = config.dtype
-    if getattr(config, "trust_remote_code", False):
-        given["trust_remote_code"] = True
-    if getattr(config, "backend", "transformers") != "transformers":
-        given["backend"] = config.backend  # vLLM loads its own copy from a path or Hub id
+    # backend: vLLM loads its own copy from a path or Hub id.
+    given = [name for name in ("revision", "model_kwargs", "device", "vllm_kwargs", "trust_remote_code")
+             if getattr(config, name, None)]
+    given += [name for name, default in (("dtype", "auto"), ("backend", "transformers"))
+              if getattr(config, name, default) != default]
     if given:
         raise ConfigError(
             f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "

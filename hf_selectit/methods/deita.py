@@ -92,8 +92,6 @@ class DeitaScorer(BaseScorer):
         """kind="both": quality, complexity and their product (ranked by); else that one rating."""
         return deita_columns(self.config.column_prefix, self.config.kind)
 
-    # --- engine hooks ---
-
     def _texts(self, pair: Any, state: Any) -> list:
         return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]
 
@@ -105,8 +103,6 @@ class DeitaScorer(BaseScorer):
             "kind": self.config.kind,
             "templates": {k: templates[k] for k in self.kinds},
         }
-
-    # --- scoring ---
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         kinds = self.kinds

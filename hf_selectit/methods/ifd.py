@@ -88,8 +88,6 @@ class IFDScorer(BaseScorer):
     probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
     reverse = False
 
-    # --- texts ---
-
     def _conditioned_prefix(self, row: _Row) -> str:
         """The text before the read span in the conditioned text."""
         templates = TEMPLATES[self.config.template]
@@ -113,8 +111,6 @@ class IFDScorer(BaseScorer):
         return [(("conditioned", bool(row.input) and not self.reverse), head + target, len(head)),
                 (("direct",), direct + target, len(direct))]
 
-    # --- engine hooks ---
-
     def _method_info(self, state: Any) -> dict:
         templates = TEMPLATES[self.config.template]
         info = {
@@ -133,8 +129,6 @@ class IFDScorer(BaseScorer):
         if self.reverse:
             info["reverse_instruction"] = REVERSE_INSTRUCTION
         return info
-
-    # --- scoring ---
 
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""

@@ -78,8 +78,6 @@ class SelectITScorer(BaseScorer):
         # The chat template writes its own special tokens.
         return self.config.template == "raw"
 
-    # --- engine hooks ---
-
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         rating = super().prepare(model, tokenizer, name)
         if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -99,8 +97,6 @@ class SelectITScorer(BaseScorer):
             "normalization": self.config.normalization,
             "template": self.config.template,
         }
-
-    # --- scoring ---
 
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
         """The token ids this scorer would run, per row and rating prompt (None for rows it cannot

@@ -21,7 +21,7 @@ from ..engine import join_segments
 from ..errors import ConfigError
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_0_5
-from .base import BaseScorer
+from .base import BaseScorer, template_segments
 from .columns import SCHEMAS
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
@@ -49,15 +49,8 @@ def user_segments(instruction: str, input_text: str, response: str) -> list[tupl
     """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
     "x" (instruction, input) may lose its tail, "y" (response) its middle. The input block is
     there even when the input is empty."""
-    return [
-        ("fixed", "###Instruction:\n"),
-        ("x", instruction),
-        ("fixed", "\n\n### Input:\n"),
-        ("x", input_text),
-        ("fixed", "\n\n### Response:\n"),
-        ("y", response),
-        ("fixed", "\n\n" + RATING_REQUEST),
-    ]
+    return template_segments(USER_TEMPLATE, instruction=("x", instruction), input=("x", input_text),
+                             output=("y", response))
 
 
 def user_message(instruction: str, input_text: str, response: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import string
 import typing
 from collections.abc import Mapping as _MappingABC
 from dataclasses import MISSING, asdict, fields, is_dataclass
@@ -327,6 +328,17 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
                 f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass batched=True: "
                 f"ds.map(scorer, batched=True)."
             )
+
+
+def template_segments(template: str, **parts: tuple) -> list:
+    """`template` as ``(kind, text)`` pieces (`engine.join_segments`): its own text "fixed", each
+    ``{name}`` the ``(kind, text)`` of ``parts[name]``."""
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out.append(("fixed", literal))
+        if name is not None:
+            out.append(parts[name])
+    return out
 
 
 def split_model_argument(model: Any, tokenizer: Any) -> tuple:

@@ -11,6 +11,7 @@ provenance the rows carry (or the scorer that ran in this process), a fusion rec
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
@@ -120,11 +121,8 @@ class ScoreColumns:
         return [self.prefix + s for s, _ in self.ranked]
 
     def higher_is_better(self, column: Optional[str] = None) -> bool:
-        """Which end of `column` (default: the main score) is better.
-
-        Raises:
-            KeyError: `column` is not one of this schema's score columns.
-        """
+        """Which end of `column` (default: the main score) is better; KeyError for a column that is
+        not one of this schema's score columns."""
         column = self.score if column is None else column
         for suffix, higher in self.ranked:
             if self.prefix + suffix == column:
@@ -243,11 +241,8 @@ def known(ds: "Dataset") -> list:
     recorded = {s.prefix for s in out}
     for prefix, scorer in provenance.registered_scorers().items():
         if prefix not in recorded:
-            config = getattr(scorer, "config", None)
-            try:
-                out.append(for_config(config))
-            except TypeError:
-                continue
+            with contextlib.suppress(TypeError):  # not a scoring method's config
+                out.append(for_config(getattr(scorer, "config", None)))
     return out
 
 

@@ -19,7 +19,7 @@ from ..config import DeitaConfig
 from ..engine import join_segments
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_1_6
-from .base import BaseScorer
+from .base import BaseScorer, template_segments
 from .columns import SCHEMAS, ScoreColumns, deita_columns
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
@@ -48,12 +48,8 @@ def complexity_prompt(instruction: str) -> str:
 def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
     """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
     "x" (the instruction) may lose its tail, "y" (the response) its middle."""
-    if kind == "quality":
-        head, rest = QUALITY_TEMPLATE.split("{instruction}")
-        middle, tail = rest.split("{output}")
-        return [("fixed", head), ("x", instruction), ("fixed", middle), ("y", response), ("fixed", tail)]
-    head, tail = COMPLEXITY_TEMPLATE.split("{instruction}")
-    return [("fixed", head), ("x", instruction), ("fixed", tail)]
+    template = QUALITY_TEMPLATE if kind == "quality" else COMPLEXITY_TEMPLATE
+    return template_segments(template, instruction=("x", instruction), output=("y", response))
 
 
 class DeitaScorer(BaseScorer):

@@ -162,11 +162,7 @@ class IFDScorer(BaseScorer):
         return items
 
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
-        """Per row: (conditioned ids, direct ids, first read token of each), or None for rows it cannot score.
-
-        Example:
-            >>> cond, direct, (c0, d0) = IFDScorer().token_ids({"instruction": ["Hi"], "output": ["Hey"]})[0]
-        """
+        """Per row: (conditioned ids, direct ids, first read token of each), or None when unscorable."""
         rows = self._rows(batch)
         statuses = [row.error for row in rows]
         out: list = [None] * len(rows)
@@ -198,10 +194,9 @@ class IFDScorer(BaseScorer):
 class ReverseIFDScorer(IFDScorer):
     """Adds reversed-IFD columns (`rifd_score`, `rifd_conditioned_loss`, `rifd_direct_loss`, `rifd_status`).
 
-    The conditioned text is `template(reverse prompt with Y) + X`, the direct text is X alone
-    (X = instruction and input joined with no separator, as the authors do); the read span is X.
-    Defaults follow Selective Reflection-Tuning: template "vicuna", variant "ppl", empty direct
-    prefix. Options as for `IFDScorer`.
+    X (instruction and input joined with no separator, as the authors do) is read after
+    `template(reverse prompt with Y)` and alone. Options: the fields of `ReverseIFDConfig`, whose
+    defaults follow Selective Reflection-Tuning.
 
     Example:
         >>> ds = ds.map(ReverseIFDScorer(), batched=True)

@@ -88,26 +88,18 @@ class IFDScorer(BaseScorer):
     probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
     reverse = False
 
-    def _conditioned_prefix(self, row: _Row) -> str:
-        """The text before the read span in the conditioned text."""
-        templates = TEMPLATES[self.config.template]
-        if self.reverse:
-            return templates["plain"].format(instruction=REVERSE_INSTRUCTION.format(response=row.response))
-        if row.input:
-            return templates["input"].format(instruction=row.instruction, input=row.input)
-        return templates["plain"].format(instruction=row.instruction)
-
-    def _target(self, row: _Row) -> str:
-        """The read span: Y for IFD; X (instruction and input joined with no separator) for r-IFD."""
-        if self.reverse:
-            return row.instruction + (row.input or "")
-        return row.response
-
     def _texts(self, row: _Row, state: Any = None) -> list:
         """(group, text, offset of the read span) of the conditioned and the direct text; the
         conditioned texts of rows with and without an input start with different template heads."""
-        target = self._target(row)
-        head, direct = self._conditioned_prefix(row), self.config.direct_prefix
+        templates = TEMPLATES[self.config.template]
+        if self.reverse:  # the read span is X: instruction and input joined with no separator
+            head = templates["plain"].format(instruction=REVERSE_INSTRUCTION.format(response=row.response))
+            target = row.instruction + (row.input or "")
+        else:
+            head = (templates["input"].format(instruction=row.instruction, input=row.input) if row.input
+                    else templates["plain"].format(instruction=row.instruction))
+            target = row.response
+        direct = self.config.direct_prefix
         return [(("conditioned", bool(row.input) and not self.reverse), head + target, len(head)),
                 (("direct",), direct + target, len(direct))]
 
@@ -155,10 +147,9 @@ class IFDScorer(BaseScorer):
             if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
                 statuses[r] = row_status(f"the {what} has no token with context in the direct text (no BOS token)")
                 continue
-            items.append(Item(row=r, slot=0, group=c_group, ids=list(c_ids), truncated=truncated,
-                              loss_from=max(c_start, 1)))
-            items.append(Item(row=r, slot=1, group=d_group, ids=list(d_ids), truncated=truncated,
-                              loss_from=max(d_start, 1)))
+            for slot, group, ids, start in ((0, c_group, c_ids, c_start), (1, d_group, d_ids, d_start)):
+                items.append(Item(row=r, slot=slot, group=group, ids=list(ids), truncated=truncated,
+                                  loss_from=max(start, 1)))
         return items
 
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:

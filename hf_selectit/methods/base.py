@@ -24,14 +24,13 @@ from ..errors import ConfigError
 from ..model_kwargs import has_device_map, numeric_model_kwargs, numeric_vllm_kwargs
 from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_commit, preloaded_name,
                       preloaded_pickle_error, prepare_preloaded, sharded_with_rank_error)
-from ..prompts import Fields, extract_fields, extract_pairs
+from ..prompts import _CHAT_COLUMNS, Fields, extract_fields, extract_pairs
 from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
 from .columns import ScoreColumns, row_status
 
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
-_CHAT_COLUMNS = ("messages", "conversations")
 
 
 class BaseScorer:

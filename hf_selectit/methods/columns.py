@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 import numpy as np
 
 # The fused model-level column `fuse_models` writes by default: the fusion option's default.
-from ..config import DEFAULT_PREFIX, FUSED_COLUMN  # noqa: F401  (FUSED_COLUMN: re-exported)
+from ..config import DEFAULT_PREFIX, FUSED_COLUMN, METHOD_CONFIGS  # noqa: F401  (FUSED_COLUMN: re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -161,8 +161,6 @@ def deita_columns(prefix: str, kind: str) -> ScoreColumns:
 def for_config(config: Any) -> ScoreColumns:
     """The columns a scorer config writes (``for_config(IFDConfig(column_prefix="m1_")).score``
     is ``'m1_score'``)."""
-    from ..config import METHOD_CONFIGS
-
     method = next((m for m, cls in METHOD_CONFIGS.items() if type(config) is cls), None)
     if method is None:
         raise TypeError(f"{config!r} is not the config of a scoring method ({sorted(METHOD_CONFIGS)}).")

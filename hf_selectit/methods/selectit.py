@@ -151,9 +151,6 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
 
     For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of
     :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
-
-    Example:
-        >>> ds.map(selectit_score, batched=True, fn_kwargs={"model": "HuggingFaceTB/SmolLM2-135M", "prompts": 3})
     """
     if not (scorer_kwargs.get("model") is None or isinstance(scorer_kwargs["model"], (str, os.PathLike))):
         raise ConfigError(

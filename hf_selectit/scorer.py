@@ -1,7 +1,4 @@
-"""The SelectIT scorer's historical import path: `from hf_selectit.scorer import SelectITScorer`.
-
-The method lives in `hf_selectit.methods.selectit`, the model loop in `hf_selectit.engine`.
-"""
+"""The SelectIT scorer's historical import path (the method lives in `hf_selectit.methods.selectit`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Scoring methods on one engine: each module says which texts to build, what to read, and the columns.
+"""Scoring methods on one engine (`hf_selectit.engine`): each module says which texts to build,
+what to read, and the columns (declared in `hf_selectit.methods.columns`).
 
-The columns of every method (names, score, which end is better, status) are declared in
-`hf_selectit.methods.columns`.
-
-`METHODS` maps a method name (`--method`, YAML `method:`) to "module:Class"; `scorer_class(name)`
-imports it. The engine that runs the model is `hf_selectit.engine`.
+`METHODS` maps a method name (`--method`, YAML `method:`) to "module:Class".
 """
 
 from __future__ import annotations
@@ -23,14 +20,10 @@ METHODS = {
 
 
 def scorer_class(method: str) -> type:
-    """The scorer class of a method name.
+    """The scorer class of a method name (``scorer_class("ifd")`` is ``IFDScorer``).
 
     Raises:
         ConfigError: unknown method (lists the known ones).
-
-    Example:
-        >>> scorer_class("selectit").__name__
-        'SelectITScorer'
     """
     target = METHODS.get(method)
     if target is None:
@@ -40,15 +33,11 @@ def scorer_class(method: str) -> type:
 
 
 def make_scorer(config: object) -> object:
-    """The scorer object of a method's config (``ScorerConfig`` for SelectIT, or any config class
-    of :data:`METHODS`), or the scorer itself when given one.
+    """The scorer of a method's config (``ScorerConfig``, ``IFDConfig``, ...), or the scorer itself
+    when given one.
 
     Raises:
         ConfigError: ``config`` is neither a scorer nor the config of a method.
-
-    Example:
-        >>> make_scorer(IFDConfig()).method
-        'ifd'
     """
     if callable(config) and hasattr(config, "output_columns"):
         return config
@@ -57,4 +46,3 @@ def make_scorer(config: object) -> object:
         if isinstance(config, cls.config_class):
             return cls.from_config(config)
     raise ConfigError(f"{config!r} is not a scorer nor the config of any scoring method ({sorted(METHODS)}).")
-

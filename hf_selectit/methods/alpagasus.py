@@ -1,32 +1,28 @@
 """AlpaGasus rating with a local judge (Chen et al. 2023; docs/method.md 7.3).
 
 The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
-rating/chatgpt_rating.py) and parsed the first line of the answer. With a local judge the same
-two messages go through the judge's chat template with the generation prompt, and the
-distribution of the first reply token is read instead of sampling: P over the tokens "0".."5"
-(found from the tokenizer), renormalised over those six; `alpagasus_score = sum_k k * P_k`, with
-the argmax and the probability mass on the six digits beside it (docs/method.md 7.5: a mass far below
-1 means the judge does not answer with a digit, and the renormalised score means little).
+rating/chatgpt_rating.py) and parsed the first line of the answer. Here the same two messages go
+through the judge's chat template with the generation prompt and, instead of sampling, the first
+reply token's probabilities of "0".."5" are read and renormalised over those six:
+`alpagasus_score = sum_k k * P_k`, beside the argmax and the probability mass on the six digits
+(docs/method.md 7.5: a mass far below 1 means the judge does not answer with a digit).
 
-    >>> ds = ds.map(AlpaGasusScorer("Qwen/Qwen2.5-7B-Instruct"), batched=True)
-    >>> kept = select_top(ds, column="alpagasus_score", threshold=4.5)       # the paper's cut
-
-`{instruction}` and `{input}` are the Alpaca columns; for schemas without an input (pairs, chats)
-`{input}` is empty and `{instruction}` is X of docs/method.md section 1 (`prompts.extract_fields`).
-A row too long for `max_length` loses the middle of its response first, then the tail of its
-instruction and input; the system message, the markers, the rating request and the chat
-template stay whole, and the row's status says "truncated".
+For schemas without an input (pairs, chats) `{input}` is empty and `{instruction}` is X of
+docs/method.md section 1. A row too long for `max_length` loses the middle of its response, then
+the tail of its instruction and input; the rest of the messages and the chat template stay whole.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from ..config import AlpaGasusConfig
-from ..engine import LastTokenProbs
+from ..engine import join_segments
 from ..errors import ConfigError
-from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from ..formulas import expected_ratings
+from ..rating_tokens import RATINGS_0_5
+from .base import BaseScorer, template_segments
+from .columns import SCHEMAS
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
@@ -51,42 +47,19 @@ USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Re
 
 def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
     """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (instruction, input) may lose its tail, "y" (response) its middle.
-
-    The input block is there even when the input is empty.
-
-    Example:
-        >>> "".join(t for _, t in user_segments("Say hi", "", "hi"))[:40]
-        '###Instruction:\\nSay hi\\n\\n### Input:\\n\\n\\n### Resp'
-    """
-    return [
-        ("fixed", "###Instruction:\n"),
-        ("x", instruction),
-        ("fixed", "\n\n### Input:\n"),
-        ("x", input_text),
-        ("fixed", "\n\n### Response:\n"),
-        ("y", response),
-        ("fixed", "\n\n" + RATING_REQUEST),
-    ]
+    "x" (instruction, input) may lose its tail, "y" (response) its middle. The input block is
+    there even when the input is empty."""
+    return template_segments(USER_TEMPLATE, instruction=("x", instruction), input=("x", input_text),
+                             output=("y", response))
 
 
 def user_message(instruction: str, input_text: str, response: str) -> str:
-    """The user message for one row (the authors' format string).
-
-    Example:
-        >>> user_message("Add 2+2", "", "4").startswith("###Instruction:\\nAdd 2+2\\n\\n### Input:\\n\\n")
-        True
-    """
+    """The user message for one row (the authors' format string)."""
     return "".join(text for _, text in user_segments(instruction, input_text, response))
 
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
-    """The two chat messages (system, user) sent to the judge for one row.
-
-    Example:
-        >>> [m["role"] for m in messages("Add 2+2", "", "4")]
-        ['system', 'user']
-    """
+    """The two chat messages (system, user) sent to the judge for one row."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(instruction, input_text, response)},
@@ -96,45 +69,33 @@ def messages(instruction: str, input_text: str, response: str) -> list[dict]:
 class AlpaGasusScorer(BaseScorer):
     """Adds the AlpaGasus rating of a local judge; made for `Dataset.map(scorer, batched=True)`.
 
-    Columns (with the default prefix): `alpagasus_score` (expected rating 0..5 over the six
-    digit tokens, renormalised), `alpagasus_argmax` (the most probable digit as a float, ties
-    to the lower; NaN for rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six
-    digits) and `alpagasus_status` ("ok", "truncated" or "error: ...").
-
-    Args:
-        model: Hub id or local folder of an instruction-tuned causal LM with a chat template
-            (the judge); None = the embedded SmolLM2-135M-Instruct (far too small to judge well:
-            for trying things out).
-            Or a transformers model already in memory, with `tokenizer` (used as it is).
-        tokenizer: the tokenizer of a model passed in memory.
-        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
-            see `ScorerConfig.model_kwargs`).
-        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
-        column_prefix: prefix of the output columns (default "alpagasus_").
-        chat_template: a Jinja chat template to use instead of the tokenizer's (for a judge
-            whose tokenizer has none); None = the tokenizer's own.
+    Columns (default prefix): `alpagasus_score` (expected rating 0..5, renormalised over the six
+    digits), `alpagasus_argmax` (the most probable digit as a float, ties to the lower; NaN for
+    rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six digits) and
+    `alpagasus_status`. The judge is an instruction-tuned LM with a chat template (the embedded
+    SmolLM2 is far too small to judge well). Options: the fields of `AlpaGasusConfig`.
 
     Raises:
         ConfigError: an option is invalid (here), or the judge has no chat template (first call).
         RatingTokenError: the tokenizer has no distinct single tokens for "0".."5" (first call).
 
     Example:
-        >>> scorer = AlpaGasusScorer("HuggingFaceTB/SmolLM2-1.7B-Instruct")
-        >>> ds = ds.map(scorer, batched=True)
+        >>> ds = ds.map(AlpaGasusScorer("HuggingFaceTB/SmolLM2-1.7B-Instruct"), batched=True)
         >>> ds[0]["alpagasus_score"], ds[0]["alpagasus_status"]
         (4.62, 'ok')
     """
 
     method = "alpagasus"
+    title = "AlpaGasus"
     config_class = AlpaGasusConfig
     schema = SCHEMAS["alpagasus"]
-
-    # --- engine hooks ---
+    keeps_input = True
+    ratings = RATINGS_0_5
+    add_special_tokens = False  # the chat template writes its own
+    too_long = ("max_length={max_length} is shorter than the judge's messages without the row; "
+                "raise max_length")
 
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import RATINGS_0_5, find_rating_tokens
-
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"AlpaGasus asks the judge through its chat template (a system and a user message, "
@@ -142,13 +103,7 @@ class AlpaGasusScorer(BaseScorer):
                 "Use an instruction-tuned judge that has one (e.g. a '-Instruct' or '-chat' model), "
                 "or pass chat_template='<Jinja template>' to AlpaGasusScorer."
             )
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_0_5, method="AlpaGasus")
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        from ..prompts import Fields
-
-        texts = [self._text(Fields("A", "", "B"), state)[0], self._text(Fields("z", "", "y"), state)[0]]
-        return self.engine.encode(texts, state, add_special_tokens=False)
+        return super().prepare(model, tokenizer, name)
 
     def _method_info(self, state: Any) -> dict:
         return {
@@ -157,15 +112,9 @@ class AlpaGasusScorer(BaseScorer):
             "system_prompt": SYSTEM_PROMPT,
             "user_template": USER_TEMPLATE,
             "chat_template": self.config.chat_template or "the tokenizer's",
-            "rating_tokens": state.method_data.to_dict(),
         }
 
-    # --- texts ---
-
-    def _text(self, fields: Any, state: Any) -> tuple[str, list]:
-        """The judge's input text for one row and the character spans of its cuttable parts."""
-        from ..engine import join_segments
-
+    def _texts(self, fields: Any, state: Any) -> list:
         user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
@@ -176,42 +125,17 @@ class AlpaGasusScorer(BaseScorer):
         if offset < 0:
             offset = text.find(user.rstrip())
         if offset < 0:  # the template rewrote the message: no safe cut points
-            return text, []
-        return text, [(kind, start + offset, end + offset) for kind, start, end in spans]
+            return [("alpagasus", text, [])]
+        return [("alpagasus", text, [(kind, start + offset, end + offset) for kind, start, end in spans])]
 
-    # --- scoring ---
-
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
-        import numpy as np
-
-        from ..formulas import expected_ratings
-        from ..prompts import extract_fields
-        from ..rating_tokens import warn_if_low_rating_mass
-
-        rows = extract_fields(batch, columns=self.config.columns)
-        if not rows:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if r.error is None else row_status(r.error) for r in rows]
-        entries = [((row, 0, "alpagasus"), *self._text(fields, state)) for row, fields in enumerate(rows)
-                   if statuses[row] is None]
-        items = self._protected_items(
-            entries, statuses, state, add_special_tokens=False,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the judge's messages "
-                                  "without the row; raise max_length")
-        logprobs = np.full((len(rows), 1, len(RATING_VALUES)), np.nan)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
+        logprobs, status = self._read_ratings(rows, statuses, state, 1)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
-        prefix = self.columns.prefix
-        scored = [s is None for s in statuses]
-        mass = out["mass"].tolist()
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="AlpaGasus")
-        values = {
-            "score": out["score"].tolist(),
+        return {
+            "score": out["score"],
             # A float column: NaN for rows not scored (None would make an all-error first batch a
             # null-typed column that later batches cannot be written to).
-            "argmax": [float(a) if ok else float("nan") for a, ok in zip(out["argmax"], scored)],
-            "rating_mass": mass,
+            "argmax": [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)],
+            "rating_mass": out["mass"],
             "status": status,
         }
-        return {prefix + s: values[s] for s in self.columns.outputs}

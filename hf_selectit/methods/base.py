@@ -9,33 +9,53 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import string
 import typing
 from collections.abc import Mapping as _MappingABC
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from ..engine import Engine, Item, config_state, local_model_stamp, register_hashing
+import numpy as np
+
+from .._version import __version__
 from ..config import suggest
+from ..engine import Engine, Item, LastTokenProbs, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
+from ..model_kwargs import has_device_map, numeric_model_kwargs, numeric_vllm_kwargs
+from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_commit, preloaded_name,
+                      preloaded_pickle_error, prepare_preloaded, sharded_with_rank_error)
+from ..prompts import _CHAT_COLUMNS, Fields, extract_fields, extract_pairs
+from ..provenance import register_scorer
+from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
 from .columns import ScoreColumns, row_status
-from ..model_kwargs import numeric_model_kwargs, numeric_vllm_kwargs
 
 # Options that do not change the scores (only where/how fast they are computed).
 RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
-_CHAT_COLUMNS = ("messages", "conversations")
 
 
 class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
     Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
-    `prepare`, `probe_token_ids` and `_score`.
+    `_texts` and `_score` (IFD: its own `_items` and `probe_token_ids`).
     """
 
     method: str = ""
+    #: The method as messages name it ("SelectIT", "DEITA", ...).
+    title: str = ""
     config_class: type = object
     #: The method's columns with its default prefix (hf_selectit/methods/columns.py).
     schema: ScoreColumns = ScoreColumns(None, "")
+    #: Rows read with their input kept apart (`prompts.extract_fields`), else as (X, Y) pairs.
+    keeps_input: bool = False
+    #: A rating method's digits (`rating_tokens.RATINGS`, ...), read at the last position.
+    ratings: tuple = ()
+    #: Whether the texts get the tokenizer's special tokens (BOS).
+    add_special_tokens: bool = True
+    #: The error of a row whose fixed parts alone are longer than max_length ({group}: its text's group).
+    too_long: str = ""
+    #: Rows whose texts' variable parts share no character: where a group's texts stop sharing tokens.
+    probes: tuple = (Fields("A", "", "B"), Fields("z", "", "y"))
     engine_class: type = Engine
     # Options that do not change scores, left out of the `datasets` fingerprint.
     runtime_options: tuple = RUNTIME_OPTIONS
@@ -70,17 +90,17 @@ class BaseScorer:
                                      default=f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
                    for f in fields(cls.config_class) if f.name != "model"]
         __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        __init__.__doc__ = f"Options: the fields of :class:`{cls.config_class.__name__}` (see the class docstring)."
+        # help(scorer class) lists each option with its help text, written once in the config.
+        __init__.__doc__ = (f"Options: the fields of :class:`{cls.config_class.__name__}`; `model` may "
+                            "also be a model object in memory, with its `tokenizer`.\n\n") + "\n".join(
+            f"{f.name}: {f.metadata['help'].replace('%%', '%')}" for f in fields(cls.config_class)
+            if "help" in f.metadata)
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
         cls.__init__ = __init__  # type: ignore[method-assign]
 
     @classmethod
     def from_config(cls, config: Any) -> "BaseScorer":
-        """Build a scorer from its config dataclass (the YAML/CLI path).
-
-        Example:
-            >>> SelectITScorer.from_config(ScorerConfig(prompts=3))
-        """
+        """Build a scorer from its config dataclass (the YAML/CLI path)."""
         if not isinstance(config, cls.config_class):
             raise ConfigError(f"config={config!r} is invalid: expected a {cls.config_class.__name__}.")
         scorer = cls.__new__(cls)
@@ -94,50 +114,32 @@ class BaseScorer:
         # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
         self._preloaded = preloaded
         self._check_config()
-        # Process-local runtime state; never pickled (see __reduce__).
-        self.engine = self._engine_class()(config, self)
+        # Process-local runtime state; never pickled (see __getstate__).
+        if config.backend == "vllm":
+            from ..backends.vllm import VllmEngine as engine_class
+        else:
+            engine_class = self.engine_class
+        self.engine = engine_class(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
         # source of its columns (the process registry in hf_selectit.provenance).
-        from ..provenance import register_scorer
-
         register_scorer(self)
-
-    def _engine_class(self) -> type:
-        """The backend's engine: `engine_class` (transformers), or the vLLM engine."""
-        if self.config.backend == "vllm":
-            from ..backends.vllm import VllmEngine
-
-            return VllmEngine
-        return self.engine_class
 
     def _check_config(self) -> None:
         """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
 
     # --- pickling and fingerprinting ---
 
-    def __reduce__(self):
-        self._check_sendable()
-        return (_rebuild_scorer, (type(self), config_state(self.config)))
-
     def __getstate__(self) -> dict:
-        self._check_sendable()
-        return config_state(self.config)
-
-    def _check_sendable(self) -> None:
-        """Refuse to be sent to another process (`num_proc` workers) when that cannot work.
-
-        A model object in memory cannot follow the config; a `device_map` (one model sharded over
-        this process's devices) and one process per device are two placements that exclude each other.
-        """
-        from ..model_kwargs import has_device_map
-        from ..models import preloaded_pickle_error, sharded_with_rank_error
-
+        # Refuse to be sent to another process (`num_proc` workers) when that cannot work: a model
+        # object in memory cannot follow the config; a `device_map` (one model sharded over this
+        # process's devices) and one process per device are two placements that exclude each other.
         if getattr(self, "_preloaded", None) is not None:
             raise preloaded_pickle_error(self._preloaded[0])
         if has_device_map(self.config.model_kwargs):
             raise sharded_with_rank_error(self.config.model)
+        return config_state(self.config)
 
     def __setstate__(self, state: dict) -> None:
         self._setup(self.config_class(**{k: v for k, v in state.items() if k != "version"}))
@@ -147,16 +149,13 @@ class BaseScorer:
         for name in self.runtime_options:
             state.pop(name, None)
         # Only the from_pretrained options that change the numbers; placement and token never.
-        state["model_kwargs"] = numeric_model_kwargs_text(self.config.model_kwargs)
+        numeric = numeric_model_kwargs(self.config.model_kwargs)
+        state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
-        if getattr(self, "_preloaded", None) is not None:
-            from ..models import model_identity
-
-            model_stamp: Any = repr(sorted(model_identity(*self._preloaded).items()))
-        else:
-            model_stamp = local_model_stamp(self.config.model)
-        return (type(self).__module__, type(self).__qualname__, tuple(sorted(state.items(), key=lambda kv: kv[0])),
-                model_stamp)
+        preloaded = getattr(self, "_preloaded", None)
+        stamp = (local_model_stamp(self.config.model) if preloaded is None
+                 else repr(sorted(model_identity(*preloaded).items())))
+        return type(self).__module__, type(self).__qualname__, tuple(sorted(state.items())), stamp
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -179,14 +178,8 @@ class BaseScorer:
         return self.engine.stats.forward_calls
 
     def __call__(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> dict:
-        """Score one batch (the `map(batched=True[, with_rank=True])` contract).
-
-        Args:
-            batch: column name -> list of values.
-            rank: worker rank from `with_rank=True`; picks `cuda:{rank % n}`.
-
-        Returns:
-            The output columns, each with exactly as many entries as the batch has rows.
+        """Score one batch (the `map(batched=True[, with_rank=True])` contract): the output columns,
+        each with as many entries as the batch has rows; `rank` picks `cuda:{rank % n}`.
 
         Raises:
             ConfigError: the batch is one row (`map` without `batched=True`).
@@ -194,20 +187,22 @@ class BaseScorer:
             ModelLoadError, RatingTokenError: the model cannot be loaded or used for this method.
         """
         require_batched(batch, type(self).__name__, self.config.columns)
-        from ..provenance import register_scorer
-
         register_scorer(self, called=True)
-        return self._score(batch, rank)
+        rows = self._rows(batch)
+        cols = self.columns
+        if not rows:
+            return {name: [] for name in cols.columns}
+        statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
+        values = self._score(rows, statuses, self.engine.state(rank))
+        if "rating_mass" in values:
+            warn_if_low_rating_mass(values["rating_mass"], column=cols.prefix + "rating_mass",
+                                    method=self.title, model_name=self.model_name)
+        return {cols.prefix + s: values[s] if isinstance(values[s], list) else values[s].tolist()
+                for s in cols.outputs}
 
     def info(self, *, rank: Optional[int] = None) -> dict:
-        """Provenance of this scorer (loads the model): method, options, model, sizes, prompts, ...
-
-        Returns:
-            A JSON-serialisable dict, suitable for `provenance.attach_scorer_info`.
-        """
-        from .._version import __version__
-        from ..models import hub_commit, preloaded_commit
-
+        """Provenance of this scorer (loads the model), JSON-serialisable: method, options, model,
+        sizes, prompts, ... (for `provenance.attach_scorer_info`)."""
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
         info = {
@@ -217,10 +212,7 @@ class BaseScorer:
             "commit": preloaded_commit(state.model) if self._preloaded is not None else hub_commit(
                 self.config.model, revision=self.config.revision,
                 cache_dir=(self.config.model_kwargs or {}).get("cache_dir")),
-            "parameter_count": facts["parameter_count"],
-            "non_embedding_parameter_count": facts["non_embedding_parameter_count"],
-            "dtype": facts["dtype"],
-            "backend": facts["backend"],
+            **{k: facts[k] for k in ("parameter_count", "non_embedding_parameter_count", "dtype", "backend")},
             "max_length": state.max_length,
             "column_prefix": self.config.column_prefix,
             "columns": self.config.columns,
@@ -233,38 +225,47 @@ class BaseScorer:
         info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
         info["options"]["vllm_kwargs"] = numeric_vllm_kwargs(self.config.vllm_kwargs) or None
         if self._preloaded is not None:
-            from ..models import model_identity
-
             info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
+        if self.ratings:
+            info["rating_tokens"] = state.method_data.to_dict()
         return info
 
     @property
     def model_name(self) -> str:
         """The model's Hub id or path (the embedded model's id for None)."""
-        from ..models import EMBEDDED_MODEL_ID
-
         return EMBEDDED_MODEL_ID if self.config.model is None else str(self.config.model)
 
     # --- shared by the methods ---
 
-    def _protected_items(self, entries: list, statuses: list, state: Any, too_long: Any, *,
-                         add_special_tokens: bool) -> list:
-        """The engine items of ``((row, slot, group), text, spans)`` entries. A text longer than
-        max_length is cut outside its protected spans (and marked truncated); when its fixed parts
-        alone are too long, its row gets the error ``too_long(slot)`` and no items."""
-        encoded = self.engine.encode([text for _, text, _ in entries], state, add_special_tokens=add_special_tokens)
+    def _items(self, rows: list, statuses: list, state: Any) -> list:
+        """The engine items of every scorable row's `_texts`. A text longer than max_length is cut
+        outside its protected spans (and marked truncated); when its fixed parts alone are too
+        long, its row gets the error `too_long` and no items."""
+        entries = [(row, slot, group, text, spans) for row, fields in enumerate(rows) if statuses[row] is None
+                   for slot, (group, text, spans) in enumerate(self._texts(fields, state))]
+        special = self.add_special_tokens
+        encoded = self.engine.encode([entry[3] for entry in entries], state, add_special_tokens=special)
         items = []
-        for ((row, slot, group), text, span), ids in zip(entries, encoded):
+        for (row, slot, group, text, spans), ids in zip(entries, encoded):
             truncated = len(ids) > state.max_length
             if truncated:
-                ids = self.engine.truncate_protected(text, span, state.max_length, state,
-                                                     add_special_tokens=add_special_tokens)
+                ids = self.engine.truncate_protected(text, spans, state.max_length, state,
+                                                     add_special_tokens=special)
                 if ids is None:
-                    statuses[row] = row_status(too_long(slot))
+                    statuses[row] = row_status(self.too_long.format(max_length=state.max_length, group=group))
                     continue
             items.append(Item(row=row, slot=slot, group=group, ids=list(ids), truncated=truncated))
         return [item for item in items if statuses[item.row] is None]
+
+    def _read_ratings(self, rows: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
+        """The rating tokens' log-probabilities (probabilities without `log`) at the last position of
+        each of the `slots` texts of a row, ``[rows, slots, ratings]`` (NaN where none), and the
+        status column."""
+        items = self._items(rows, statuses, state)
+        out = np.full((len(statuses), slots, len(state.method_data.ids)), np.nan)
+        readout = LastTokenProbs(tuple(state.method_data.ids), log=log)
+        return out, self._read(items, state, readout, out, statuses)
 
     def _read(self, items: list, state: Any, readout: Any, out: Any, statuses: list, value_of: Any = None) -> list:
         """Run ``items``, each value (or ``value_of(value)``) into ``out[row, slot]``; a row that ran
@@ -281,15 +282,27 @@ class BaseScorer:
 
     # --- what a method implements ---
 
+    def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
+        return (extract_fields if self.keeps_input else extract_pairs)(batch, columns=self.config.columns)
+
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        """Checked once per device after loading: returns the method's per-device data."""
-        return None
+        """Checked once per device after loading: the method's per-device data (its rating tokens)."""
+        if not self.ratings:
+            return None
+        return find_rating_tokens(tokenizer, model_name=name, ratings=self.ratings, method=self.title)
 
     def probe_token_ids(self, group: Any, state: Any) -> list:
         """Token ids of two texts of `group` whose variable parts share no character."""
+        texts = [text for row in self.probes for g, text, _ in self._texts(row, state) if g == group][:2]
+        return self.engine.encode(texts, state, add_special_tokens=self.add_special_tokens)
+
+    def _texts(self, row: Any, state: Any) -> list:
+        """``(group, text, cuttable spans)`` of each text scored for one row (`Engine.truncate_protected`)."""
         raise NotImplementedError
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
+        """The output columns by suffix (lists or arrays) of a non-empty batch's rows; ``statuses``
+        holds each row's error status or None, and is filled in by the method."""
         raise NotImplementedError
 
     def _method_info(self, state: Any) -> dict:
@@ -297,11 +310,8 @@ class BaseScorer:
 
 
 def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
-    """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists.
-
-    Raises:
-        ConfigError: naming the column that holds a single value and the fix.
-    """
+    """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists:
+    a ConfigError naming the column that holds a single value and the fix."""
     chat_columns = set(_CHAT_COLUMNS)
     if columns:
         chat_columns |= {str(v) for k, v in columns.items() if k in _CHAT_COLUMNS}
@@ -319,18 +329,23 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
             )
 
 
-def split_model_argument(model: Any, tokenizer: Any) -> tuple:
-    """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments.
+def template_segments(template: str, **parts: tuple) -> list:
+    """`template` as ``(kind, text)`` pieces (`engine.join_segments`): its own text "fixed", each
+    ``{name}`` the ``(kind, text)`` of ``parts[name]``."""
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out.append(("fixed", literal))
+        if name is not None:
+            out.append(parts[name])
+    return out
 
-    `model` is a Hub id, a local path, None (the embedded model), or a transformers model object
-    already in memory, which then needs `tokenizer` too.
+
+def split_model_argument(model: Any, tokenizer: Any) -> tuple:
+    """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments:
+    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`.
 
     Raises:
         ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
-
-    Example:
-        >>> split_model_argument("HuggingFaceTB/SmolLM2-135M", None)
-        ('HuggingFaceTB/SmolLM2-135M', None)
     """
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
@@ -339,38 +354,20 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
                 f"with model={None if model is None else str(model)!r} the tokenizer loads from the same place."
             )
         return (None if model is None else str(model)), None
-    from ..models import preloaded_name, prepare_preloaded
-
     model, tokenizer = prepare_preloaded(model, tokenizer)
     return preloaded_name(model), (model, tokenizer)
 
 
 def check_preloaded_options(config: Any) -> None:
     """Refuse loading options next to a model object: it is used as it is, nothing loads."""
-    given = {name: getattr(config, name, None) for name in ("revision", "model_kwargs", "device", "vllm_kwargs")}
-    given = {k: v for k, v in given.items() if v}
-    if getattr(config, "dtype", "auto") != "auto":
-        given["dtype"] = config.dtype
-    if getattr(config, "trust_remote_code", False):
-        given["trust_remote_code"] = True
-    if getattr(config, "backend", "transformers") != "transformers":
-        given["backend"] = config.backend  # vLLM loads its own copy from a path or Hub id
+    # backend: vLLM loads its own copy from a path or Hub id.
+    given = [name for name in ("revision", "model_kwargs", "device", "vllm_kwargs", "trust_remote_code")
+             if getattr(config, name, None)]
+    given += [name for name, default in (("dtype", "auto"), ("backend", "transformers"))
+              if getattr(config, name, default) != default]
     if given:
         raise ConfigError(
             f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "
             "used as it is (its dtype, device and attention as you loaded it). Drop them, or pass a "
             "Hub id or path as model= to have them applied."
         )
-
-
-def numeric_model_kwargs_text(model_kwargs: Any) -> Optional[str]:
-    """The numeric part of `model_kwargs` as canonical JSON (None when empty), for fingerprints."""
-    numeric = numeric_model_kwargs(model_kwargs)
-    return json.dumps(numeric, sort_keys=True) if numeric else None
-
-
-def _rebuild_scorer(cls: type, state: dict) -> BaseScorer:
-    scorer = cls.__new__(cls)
-    scorer.__setstate__(dict(state))
-    return scorer
-

@@ -1,27 +1,24 @@
 """The column schema: which columns a method writes, which one is its score, which end of each
-score is better, and how its row status reads. Every other module asks here; no other module
-spells a score column's name or parses a column suffix.
+score is better, and how its row status reads. No other module spells a score column's name or
+parses a column suffix.
 
-Each method declares one :class:`ScoreColumns` (``SelectITScorer.schema``, ``IFDScorer.schema``,
-...) with its default prefix; a scorer's own columns are ``schema.with_prefix(column_prefix)``.
-A score column of a dataset is traced to its schema by :func:`columns_of`: the scorer
+Each method declares one :class:`ScoreColumns` (``IFDScorer.schema``, ...) with its default
+prefix. A score column of a dataset is traced to its schema by :func:`columns_of`: the scorer
 provenance the rows carry (or the scorer that ran in this process), a fusion recorded by
-``fuse_models``, else the column's name.
-
-Row status, one per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut to fit) or
-``"error: <reason>"`` (no score; the row is never selected). Built by :func:`row_status`,
-read by :func:`is_error` / :func:`error_mask`.
+``fuse_models``, else the column's name. Row status, one per scorer and row: ``"ok"``,
+``"truncated"`` (scored, text cut to fit) or ``"error: <reason>"`` (no score; never selected).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import numpy as np
 
 # The fused model-level column `fuse_models` writes by default: the fusion option's default.
-from ..config import DEFAULT_PREFIX, FUSED_COLUMN  # noqa: F401  (FUSED_COLUMN: re-exported)
+from ..config import DEFAULT_PREFIX, FUSED_COLUMN, METHOD_CONFIGS  # noqa: F401  (FUSED_COLUMN: re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -32,23 +29,13 @@ _ERROR = "error"
 
 
 def error_status(reason: str) -> str:
-    """The status of a row that could not be scored.
-
-    Example:
-        >>> error_status("out of memory")
-        'error: out of memory'
-    """
+    """The status of a row that could not be scored: ``"error: <reason>"``."""
     return f"{_ERROR}: {reason}"
 
 
 def row_status(error: Optional[str] = None, *, truncated: bool = False) -> str:
     """The status of one row: its error status when `error` is set (a reason, or an
-    already-built error status), else "truncated" or "ok".
-
-    Example:
-        >>> row_status(None, truncated=True), row_status("empty response")
-        ('truncated', 'error: empty response')
-    """
+    already-built error status), else "truncated" or "ok"."""
     if error is not None:
         return error if is_error(error) else error_status(error)
     return TRUNCATED if truncated else OK
@@ -90,18 +77,12 @@ def truncated_mask(ds: "Dataset", status_column: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ScoreColumns:
-    """The columns of one scorer (or one fused score) and how to read them.
-
-    Attributes:
-        method: "selectit", "ifd", "rifd", "alpagasus", "deita", "fusion", or None (a column
-            known by its name only).
-        prefix: the column prefix; every name is ``prefix + suffix``.
-        outputs: suffixes of every column written, in order.
-        ranked: ``(suffix, higher_is_better)`` of each per-row score column; the first is the
-            score a selection ranks by.
-        cutoff: the cut-off applied before ranking the main score by default ("ifd": drop
-            values > 1, Cherry's rule), or None.
-        status_suffix: suffix of the status column.
+    """The columns of one scorer (or one fused score) and how to read them: every name is
+    ``prefix + suffix``; `outputs` are the suffixes written, in order; `ranked` holds
+    ``(suffix, higher_is_better)`` of each per-row score column, the first being the score a
+    selection ranks by; `cutoff` is the cut-off applied before ranking the main score by default
+    ("ifd": drop values > 1, Cherry's rule) or None; `method` is None for a column known by its
+    name only.
 
     Example:
         >>> cols = SCHEMAS["rifd"].with_prefix("m1_")
@@ -140,19 +121,14 @@ class ScoreColumns:
         return [self.prefix + s for s, _ in self.ranked]
 
     def higher_is_better(self, column: Optional[str] = None) -> bool:
-        """Which end of `column` (default: the main score) is better.
-
-        Raises:
-            KeyError: `column` is not one of this schema's score columns.
-        """
+        """Which end of `column` (default: the main score) is better; KeyError for a column that is
+        not one of this schema's score columns."""
         column = self.score if column is None else column
         for suffix, higher in self.ranked:
             if self.prefix + suffix == column:
                 return higher
         raise KeyError(f"{column!r} is not a score column of {self.method or 'this'} scorer "
                        f"(score columns: {self.score_columns}).")
-
-    is_error = staticmethod(is_error)
 
 
 _LOSSES = (("conditioned_loss", False), ("direct_loss", False))
@@ -183,14 +159,8 @@ def deita_columns(prefix: str, kind: str) -> ScoreColumns:
 
 
 def for_config(config: Any) -> ScoreColumns:
-    """The columns a scorer config writes.
-
-    Example:
-        >>> for_config(IFDConfig(column_prefix="m1_")).score
-        'm1_score'
-    """
-    from ..config import METHOD_CONFIGS
-
+    """The columns a scorer config writes (``for_config(IFDConfig(column_prefix="m1_")).score``
+    is ``'m1_score'``)."""
     method = next((m for m, cls in METHOD_CONFIGS.items() if type(config) is cls), None)
     if method is None:
         raise TypeError(f"{config!r} is not the config of a scoring method ({sorted(METHOD_CONFIGS)}).")
@@ -239,16 +209,13 @@ def guess(column: str) -> ScoreColumns:
     """The schema of a score column known by its name only (no provenance): a method's own
     ending (``..rifd_score``, ``..ifd_score``, ``..sentence_score``, ...) gives that method's
     schema, anything else a plain higher-is-better score whose status is ``..status``."""
-    # Longest endings first: "rifd_score" before "ifd_score".
-    endings = sorted(((s.prefix + suffix, s) for s in SCHEMAS.values() for suffix, _ in s.ranked),
-                     key=lambda e: -len(e[0]))
-    for ending, schema in endings:
+    # Longest endings first: "rifd_score" before "ifd_score". SelectIT's own ending
+    # ("sentence_score") is unambiguous under any prefix.
+    endings = [(("" if s.method == "selectit" else s.prefix) + suffix, suffix, s)
+               for s in SCHEMAS.values() for suffix, _ in s.ranked]
+    for ending, suffix, schema in sorted(endings, key=lambda e: -len(e[0])):
         if column.endswith(ending):
-            suffix = ending[len(schema.prefix):]
             return schema.with_prefix(column[: -len(suffix)])
-    sentence = SCHEMAS["selectit"].ranked[0][0]
-    if column.endswith(sentence):  # any prefix: SelectIT's own ending is unambiguous
-        return SCHEMAS["selectit"].with_prefix(column[: -len(sentence)])
     return _by_name(column)
 
 
@@ -272,21 +239,13 @@ def known(ds: "Dataset") -> list:
     recorded = {s.prefix for s in out}
     for prefix, scorer in provenance.registered_scorers().items():
         if prefix not in recorded:
-            config = getattr(scorer, "config", None)
-            try:
-                out.append(for_config(config))
-            except TypeError:
-                continue
+            with contextlib.suppress(TypeError):  # not a scoring method's config
+                out.append(for_config(getattr(scorer, "config", None)))
     return out
 
 
 def columns_of(ds: Optional["Dataset"], column: str) -> ScoreColumns:
-    """The schema whose score `column` is (from what the rows carry, else the name).
-
-    Example:
-        >>> columns_of(ds, "rifd_score").higher_is_better()
-        False
-    """
+    """The schema whose score `column` is (from what the rows carry, else the name)."""
     if ds is not None:
         for schema in known(ds):
             if column in schema.score_columns:
@@ -301,23 +260,13 @@ def score_like(ds: "Dataset") -> list:
 
 def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mapping] = None,
             required: bool = True) -> Optional[str]:
-    """The score column to rank by: `column` when given; else the one a recorded selection
-    `rule` used; else SelectIT's ``selectit_sentence_score`` when present; else the only
-    numeric column named like a score.
-
-    Args:
-        ds: the scored rows.
-        column: an explicit column, returned as given (a missing one is reported by whoever
-            reads it), except the default name when it is absent.
-        rule: a recorded selection rule.
-        required: raise when nothing fits (else return None, or the first of several).
+    """The score column to rank by: `column` when given (a missing one is reported by whoever
+    reads it), except the default name when it is absent; else the one a recorded selection
+    `rule` used; else SelectIT's ``selectit_sentence_score`` when present; else the only numeric
+    column named like a score. Not `required`: None when nothing fits, the first (sorted) of several.
 
     Raises:
         ScoreColumnError: no candidate, or several (the message lists them).
-
-    Example:
-        >>> resolve(ds)            # ds scored with column_prefix="selectit_7b_"
-        'selectit_7b_sentence_score'
     """
     from ..errors import ScoreColumnError
 
@@ -331,7 +280,7 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
         return default
     candidates = [name for name in score_like(ds) if _numeric(ds, name)]
     if len(candidates) == 1 or (candidates and not required):
-        return sorted(candidates)[0] if not required else candidates[0]
+        return sorted(candidates)[0]
     if not required:
         return None
     if candidates:

@@ -4,27 +4,23 @@ src/deita/selection/scorer/; docs/method.md 7.4).
 Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
 `tokenizer.encode`; one forward per prompt, and at the next position
 `score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`. DEITA's own scorers are fine-tuned
-Llama models (hkust-nlp/deita-quality-scorer, -complexity-scorer); with any other model this is
-only their prompt. DEITA returns 3.0 when a rating token is missing; here a tokenizer without
-distinct single tokens for "1".."6" is refused instead, and an unscored row stays NaN with an
-"error: ..." status. `deita_score = complexity * quality` (the paper's evol score for one turn).
-
-    >>> ds = ds.map(DeitaScorer("hkust-nlp/deita-quality-scorer", kind="quality"), batched=True)
-
-`{instruction}` is X of docs/method.md section 1 (instruction, newline, input; for chats the
-conversation before the last answer). A row too long for `max_length` loses the middle of its
-response first, then the tail of its instruction; the prompt text stays whole.
+Llama models; with any other model this is only their prompt. DEITA returns 3.0 when a rating
+token is missing; here a tokenizer without distinct single tokens for "1".."6" is refused
+instead, and an unscored row stays NaN with an error status. `deita_score = complexity * quality`
+(the paper's evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row
+too long for `max_length` loses the middle of its response, then the tail of its instruction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
-from ..config import DEITA_KINDS as KINDS
 from ..config import DeitaConfig
-from ..engine import LastTokenProbs
-from .base import BaseScorer
-from .columns import SCHEMAS, ScoreColumns, deita_columns, row_status
+from ..engine import join_segments
+from ..formulas import expected_ratings
+from ..rating_tokens import RATINGS_1_6
+from .base import BaseScorer, template_segments
+from .columns import SCHEMAS, ScoreColumns, deita_columns
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -40,39 +36,20 @@ COMPLEXITY_TEMPLATE = (
 
 
 def quality_prompt(instruction: str, response: str) -> str:
-    """DEITA's quality prompt for one row.
-
-    Example:
-        >>> quality_prompt("Q", "A").endswith("#Question#:\\nQ\\n#Response#:\\nA \\n##Quality: ")
-        True
-    """
+    """DEITA's quality prompt for one row."""
     return QUALITY_TEMPLATE.format(instruction=instruction, output=response)
 
 
 def complexity_prompt(instruction: str) -> str:
-    """DEITA's complexity prompt for one row.
-
-    Example:
-        >>> complexity_prompt("Q").endswith("##Query: Q  \\n##Complexity: ")
-        True
-    """
+    """DEITA's complexity prompt for one row."""
     return COMPLEXITY_TEMPLATE.format(instruction=instruction)
 
 
 def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
     """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (the instruction) may lose its tail, "y" (the response) its middle.
-
-    Example:
-        >>> "".join(t for _, t in segments("complexity", "Q", "A")) == complexity_prompt("Q")
-        True
-    """
-    if kind == "quality":
-        head, rest = QUALITY_TEMPLATE.split("{instruction}")
-        middle, tail = rest.split("{output}")
-        return [("fixed", head), ("x", instruction), ("fixed", middle), ("y", response), ("fixed", tail)]
-    head, tail = COMPLEXITY_TEMPLATE.split("{instruction}")
-    return [("fixed", head), ("x", instruction), ("fixed", tail)]
+    "x" (the instruction) may lose its tail, "y" (the response) its middle."""
+    template = QUALITY_TEMPLATE if kind == "quality" else COMPLEXITY_TEMPLATE
+    return template_segments(template, instruction=("x", instruction), output=("y", response))
 
 
 class DeitaScorer(BaseScorer):
@@ -81,20 +58,8 @@ class DeitaScorer(BaseScorer):
     Columns (default prefix "deita_"): kind="both": `deita_quality`, `deita_complexity`,
     `deita_score` (complexity x quality); kind="quality" or "complexity": that one column. Always
     `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
-    `deita_status` ("ok", "truncated" or "error: ...").
-
-    Args:
-        model: Hub id or local folder of a causal LM (DEITA's own scorers are
-            hkust-nlp/deita-quality-scorer and hkust-nlp/deita-complexity-scorer; one model scores
-            both kinds here); None = the embedded SmolLM2-135M-Instruct.
-            Or a transformers model already in memory, with `tokenizer` (used as it is).
-        tokenizer: the tokenizer of a model passed in memory.
-        model_kwargs: extra `from_pretrained` options (attn_implementation, device_map, ...;
-            see `ScorerConfig.model_kwargs`).
-        kind: "quality", "complexity" or "both" (default).
-        revision, dtype, device, max_length, max_batch_tokens, reuse_prompt_prefix, columns,
-            trust_remote_code, backend, vllm_kwargs: as for :class:`~hf_selectit.SelectITScorer`.
-        column_prefix: prefix of the output columns (default "deita_").
+    `deita_status`. DEITA's own scorers are hkust-nlp/deita-quality-scorer and
+    -complexity-scorer; one model scores both kinds here. Options: the fields of `DeitaConfig`.
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -107,8 +72,11 @@ class DeitaScorer(BaseScorer):
     """
 
     method = "deita"
+    title = "DEITA"
     config_class = DeitaConfig
     schema = SCHEMAS["deita"]
+    ratings = RATINGS_1_6
+    too_long = "max_length={max_length} is shorter than the DEITA {group} prompt alone; raise max_length"
 
     @property
     def kinds(self) -> tuple:
@@ -120,16 +88,8 @@ class DeitaScorer(BaseScorer):
         """kind="both": quality, complexity and their product (ranked by); else that one rating."""
         return deita_columns(self.config.column_prefix, self.config.kind)
 
-    # --- engine hooks ---
-
-    def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import RATINGS_1_6, find_rating_tokens
-
-        return find_rating_tokens(tokenizer, model_name=name, ratings=RATINGS_1_6, method="DEITA")
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        texts = ["".join(t for _, t in segments(group, "A", "B")), "".join(t for _, t in segments(group, "z", "y"))]
-        return self.engine.encode(texts, state, add_special_tokens=True)
+    def _texts(self, pair: Any, state: Any) -> list:
+        return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]
 
     def _method_info(self, state: Any) -> dict:
         templates = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
@@ -138,41 +98,13 @@ class DeitaScorer(BaseScorer):
                                   "token's digits 1..6 (softmax of their logits)",
             "kind": self.config.kind,
             "templates": {k: templates[k] for k in self.kinds},
-            "rating_tokens": state.method_data.to_dict(),
         }
 
-    # --- scoring ---
-
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
-        import numpy as np
-
-        from ..engine import join_segments
-        from ..formulas import expected_ratings
-        from ..prompts import extract_pairs
-        from ..rating_tokens import warn_if_low_rating_mass
-
-        pairs = extract_pairs(batch, columns=self.config.columns)
-        if not pairs:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
+    def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         kinds = self.kinds
-        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
-        entries = [((row, slot, kind), *join_segments(segments(kind, pair.instruction, pair.response)))
-                   for row, pair in enumerate(pairs) if statuses[row] is None for slot, kind in enumerate(kinds)]
-        items = self._protected_items(
-            entries, statuses, state, add_special_tokens=True,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the DEITA {kinds[slot]} "
-                                  "prompt alone; raise max_length")
-        logprobs = np.full((len(pairs), len(kinds), len(RATING_VALUES)), np.nan)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids), log=True), logprobs, statuses)
+        logprobs, status = self._read_ratings(pairs, statuses, state, len(kinds))
         out = expected_ratings(logprobs, RATING_VALUES)
-        scores = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
-        mass = out["mass"].mean(axis=1).tolist()
-        prefix = self.columns.prefix
-        warn_if_low_rating_mass(mass, column=prefix + "rating_mass", model_name=self.model_name, method="DEITA")
-        values = {kind: scores[kind].tolist() for kind in kinds}
+        values = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         if self.config.kind == "both":
-            values["score"] = (scores["complexity"] * scores["quality"]).tolist()
-        values["rating_mass"] = mass
-        values["status"] = status
-        return {prefix + s: values[s] for s in self.columns.outputs}
+            values["score"] = values["complexity"] * values["quality"]
+        return {**values, "rating_mass": out["mass"].mean(axis=1), "status": status}

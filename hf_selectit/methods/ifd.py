@@ -7,26 +7,25 @@ IFD compares how hard the response Y is for the model with and without the instr
     IFD    = s(Y|X) / s(Y)                 variant="loss" (Cherry, the default)
     IFD    = exp(s(Y|X)) / exp(s(Y))       variant="ppl"  (Superfiltering, Reflection-Tuning)
 
-Y's tokens are the tokens of the full text from the first token of Y on, found as the authors do:
-the character offset of Y, then `len(tokenizer.encode(text[:offset]))` (BOS counted). The loss of
+Y's tokens are those of the full text from the first token of Y on, found as the authors do: the
+character offset of Y, then `len(tokenizer.encode(text[:offset]))` (BOS counted). The loss of
 token t is the cross-entropy of the logits at t - 1 (full-vocabulary fp32 log-softmax). Without a
 BOS token (GPT-2) the first token of the direct text has no context, so, as in the authors' code,
 it is scored only in the conditioned text. Over-long texts are cut on the right at `max_length`
-(the authors' truncation) and the same number of Y's tokens is counted in both texts; such rows
-are marked `truncated`.
+(the authors' truncation), the same number of Y's tokens counted in both texts ("truncated").
 
 Reversed IFD swaps the roles: the conditioned text asks the model to guess the instruction of
 the response, then appends X (`template(reverse prompt with Y) + X`); the direct text is X alone;
 `r-IFD = exp(s(X|Y)) / exp(s(X))` by default. A low r-IFD means the response lets the model
 recover the instruction. Reflection-Tuning keeps pairs with IFD < 1 and r-IFD < 1.
-
-Every text of a batch (conditioned and direct) goes through the engine's one micro-batch plan;
-the template head shared by the conditioned texts runs once per process (prefix KV reuse).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
@@ -60,28 +59,13 @@ TEMPLATES = {
 REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
                        "for the given response.\n{response}\nGenerate the instruction for the above response.")
 
-_PROBES = (("A", "C", "B"), ("z", "x", "y"))
 
 
 class IFDScorer(BaseScorer):
     """Adds IFD columns (`ifd_score`, `ifd_conditioned_loss`, `ifd_direct_loss`, `ifd_status`).
 
-    For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`.
-
-    Args:
-        model: Hub model id or local folder of a causal LM, or a model already in memory (then
-            `tokenizer` too); None = the embedded SmolLM2.
-        template: "alpaca" (Cherry), "vicuna" (Cherry's Llama-2 runs, Reflection-Tuning) or
-            "none" (Superfiltering).
-        variant: "loss" (s(Y|X) / s(Y), Cherry) or "ppl" (exp s(Y|X) / exp s(Y)).
-        direct_prefix: text before Y in the direct text; None = the template's own
-            ("### Response:", "ASSISTANT:", "").
-        preset: "cherry", "superfiltering" or "reflection": each paper's exact combination of
-            the three options above (an explicit option that disagrees is an error).
-        max_length: right cut of each text in tokens (Cherry 512, Superfiltering 1024,
-            Reflection 2048); None = the model's context.
-        revision, dtype, device, max_batch_tokens, reuse_prompt_prefix, columns, column_prefix,
-        trust_remote_code, model_kwargs, backend, vllm_kwargs: as for `SelectITScorer`.
+    For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`; the
+    options are the fields of `IFDConfig` (listed by ``help(IFDScorer)``).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -95,43 +79,25 @@ class IFDScorer(BaseScorer):
     method = "ifd"
     config_class = IFDConfig
     schema = SCHEMAS["ifd"]
+    keeps_input = True
+    # The probes of the conditioned texts of rows with an input come after those without one.
+    probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
     reverse = False
 
-    # --- texts ---
-
-    def _conditioned_prefix(self, row: _Row) -> str:
-        """The text before the read span in the conditioned text."""
+    def _texts(self, row: _Row, state: Any = None) -> list:
+        """(group, text, offset of the read span) of the conditioned and the direct text; the
+        conditioned texts of rows with and without an input start with different template heads."""
         templates = TEMPLATES[self.config.template]
-        if self.reverse:
-            return templates["plain"].format(instruction=REVERSE_INSTRUCTION.format(response=row.response))
-        if row.input:
-            return templates["input"].format(instruction=row.instruction, input=row.input)
-        return templates["plain"].format(instruction=row.instruction)
-
-    def _target(self, row: _Row) -> str:
-        """The read span: Y for IFD; X (instruction and input joined with no separator) for r-IFD."""
-        if self.reverse:
-            return row.instruction + (row.input or "")
-        return row.response
-
-    def _texts(self, row: _Row) -> list:
-        """[(conditioned text, offset of the read span), (direct text, offset)]."""
-        target = self._target(row)
-        head = self._conditioned_prefix(row)
+        if self.reverse:  # the read span is X: instruction and input joined with no separator
+            head = templates["plain"].format(instruction=REVERSE_INSTRUCTION.format(response=row.response))
+            target = row.instruction + (row.input or "")
+        else:
+            head = (templates["input"].format(instruction=row.instruction, input=row.input) if row.input
+                    else templates["plain"].format(instruction=row.instruction))
+            target = row.response
         direct = self.config.direct_prefix
-        return [(head + target, len(head)), (direct + target, len(direct))]
-
-    def _group(self, row: _Row, slot: int) -> tuple:
-        # The conditioned texts of rows with and without an input start with different template heads.
-        return ("conditioned", bool(row.input) and not self.reverse) if slot == 0 else ("direct",)
-
-    # --- engine hooks ---
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        with_input = len(group) > 1 and group[1]
-        slot = 0 if group[0] == "conditioned" else 1
-        texts = [self._texts(_Row(x, c if with_input else "", y))[slot][0] for x, c, y in _PROBES]
-        return self.engine.encode(texts, state)
+        return [(("conditioned", bool(row.input) and not self.reverse), head + target, len(head)),
+                (("direct",), direct + target, len(direct))]
 
     def _method_info(self, state: Any) -> dict:
         templates = TEMPLATES[self.config.template]
@@ -152,34 +118,19 @@ class IFDScorer(BaseScorer):
             info["reverse_instruction"] = REVERSE_INSTRUCTION
         return info
 
-    # --- scoring ---
-
-    def _rows(self, batch: Mapping[str, Sequence[Any]]) -> list:
-        from ..prompts import extract_fields
-
-        return extract_fields(batch, columns=self.config.columns)
-
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""
         max_length = state.max_length
-        keys, texts, heads = [], [], []
-        for r, row in enumerate(rows):
-            if statuses[r] is not None:
-                continue
-            for slot, (text, offset) in enumerate(self._texts(row)):
-                keys.append((r, slot))
-                texts.append(text)
-                heads.append(text[:offset])
-        full = self.engine.encode(texts, state)
+        scored = [r for r, status in enumerate(statuses) if status is None]
+        texts = [entry for r in scored for entry in self._texts(rows[r], state)]
+        groups = [group for group, _, _ in texts]
+        full = self.engine.encode([text for _, text, _ in texts], state)
         # The authors' rule: the read span starts at len(encode(text[:offset])), BOS counted.
-        starts = [len(ids) for ids in self.engine.encode(heads, state)] if heads else []
-        by_row: dict = {}
-        for key, ids, start in zip(keys, full, starts):
-            by_row.setdefault(key[0], {})[key[1]] = (ids, start)
+        starts = [len(ids) for ids in self.engine.encode([text[:offset] for _, text, offset in texts], state)]
         items = []
         what = "instruction" if self.reverse else "response"
-        for r, texts_of_row in by_row.items():
-            (c_ids, c_start), (d_ids, d_start) = texts_of_row[0], texts_of_row[1]
+        for r, c_group, d_group, c_ids, d_ids, c_start, d_start in zip(
+                scored, groups[::2], groups[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
             n_cond, n_direct = len(c_ids) - c_start, len(d_ids) - d_start
             # Tokens of the read span each text keeps after the right cut; the same count in both.
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
@@ -192,19 +143,13 @@ class IFDScorer(BaseScorer):
             if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
                 statuses[r] = row_status(f"the {what} has no token with context in the direct text (no BOS token)")
                 continue
-            row = rows[r]
-            items.append(Item(row=r, slot=0, group=self._group(row, 0), ids=list(c_ids), truncated=truncated,
-                              loss_from=max(c_start, 1)))
-            items.append(Item(row=r, slot=1, group=self._group(row, 1), ids=list(d_ids), truncated=truncated,
-                              loss_from=max(d_start, 1)))
+            for slot, group, ids, start in ((0, c_group, c_ids, c_start), (1, d_group, d_ids, d_start)):
+                items.append(Item(row=r, slot=slot, group=group, ids=list(ids), truncated=truncated,
+                                  loss_from=max(start, 1)))
         return items
 
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
-        """Per row: (conditioned ids, direct ids, first read token of each), or None for rows it cannot score.
-
-        Example:
-            >>> cond, direct, (c0, d0) = IFDScorer().token_ids({"instruction": ["Hi"], "output": ["Hey"]})[0]
-        """
+        """Per row: (conditioned ids, direct ids, first read token of each), or None when unscorable."""
         rows = self._rows(batch)
         statuses = [row.error for row in rows]
         out: list = [None] * len(rows)
@@ -215,16 +160,7 @@ class IFDScorer(BaseScorer):
             out[item.row] = entry
         return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
-        import math
-
-        import numpy as np
-
-        rows = self._rows(batch)
-        if not rows:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if row.error is None else row_status(row.error) for row in rows]
+    def _score(self, rows: list, statuses: list, state: Any) -> dict:
         items = self._items(rows, statuses, state)
         nan = float("nan")
         out = np.full((len(rows), 2), nan)
@@ -238,18 +174,16 @@ class IFDScorer(BaseScorer):
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        values = {"score": scores, "conditioned_loss": [c for c, _ in losses],
-                  "direct_loss": [d for _, d in losses], "status": status_col}
-        return {self.columns.prefix + s: values[s] for s in self.columns.outputs}
+        return {"score": scores, "conditioned_loss": [c for c, _ in losses],
+                "direct_loss": [d for _, d in losses], "status": status_col}
 
 
 class ReverseIFDScorer(IFDScorer):
     """Adds reversed-IFD columns (`rifd_score`, `rifd_conditioned_loss`, `rifd_direct_loss`, `rifd_status`).
 
-    The conditioned text is `template(reverse prompt with Y) + X`, the direct text is X alone
-    (X = instruction and input joined with no separator, as the authors do); the read span is X.
-    Defaults follow Selective Reflection-Tuning: template "vicuna", variant "ppl", empty direct
-    prefix. Options as for `IFDScorer`.
+    X (instruction and input joined with no separator, as the authors do) is read after
+    `template(reverse prompt with Y)` and alone. Options: the fields of `ReverseIFDConfig`, whose
+    defaults follow Selective Reflection-Tuning.
 
     Example:
         >>> ds = ds.map(ReverseIFDScorer(), batched=True)

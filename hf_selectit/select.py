@@ -230,16 +230,11 @@ def select_top(
         sizes = np.bincount(codes[eligible] if (cut or below) else codes, minlength=n_groups)
         quota = (np.full(n_groups, k, np.int64) if rule == "top_k"
                  else np.trunc(sizes * ratio).astype(np.int64))  # int(N_g * ratio), as the authors
-        # Stable sort by group keeps the SelectIT order inside each group.
-        by_group = ranking[np.argsort(codes[ranking], kind="stable")]
-        group_of = codes[by_group]
-        starts = np.searchsorted(group_of, np.arange(n_groups))
-        position = np.arange(len(by_group)) - starts[group_of]
-        chosen = by_group[position < quota[group_of]]
-        # Back to the global ranking order (needed for order="score").
-        rank_of = np.empty(n_rows, np.int64)
-        rank_of[ranking] = np.arange(len(ranking))
-        keep = chosen[np.argsort(rank_of[chosen], kind="stable")]
+        # Each ranked row's place within its group: a stable sort by group keeps the SelectIT order.
+        group_of, by_group = codes[ranking], np.argsort(codes[ranking], kind="stable")
+        position = np.empty(len(ranking), np.int64)
+        position[by_group] = np.arange(len(ranking)) - np.searchsorted(group_of[by_group], group_of[by_group])
+        keep = ranking[position < quota[group_of]]  # in the global ranking order (order="score")
         short = np.flatnonzero(np.bincount(codes[eligible], minlength=n_groups) < quota)
         if len(short):
             what = "the dataset" if by is None else f"{len(short)} group(s) of {by!r}"
@@ -316,11 +311,8 @@ def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: l
         elif cut == "ifd-strict":
             drop |= scores >= 1
         for other in below:
-            values = score_array(ds, other)
-            drop |= ~(values < 1)  # NaN fails too
-            errors = schema.error_mask(ds, schema.columns_of(ds, other).status)
-            if errors is not None:
-                drop |= errors
+            values, errors = scores_and_errors(ds, other)
+            drop |= ~(values < 1) | errors  # NaN fails too
     return drop
 
 

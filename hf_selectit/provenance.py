@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from ._version import __version__
+from .atomic import write_text
 from .errors import ConfigError
+from .redaction import redact_mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -93,8 +95,6 @@ def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset"
     # tables copy no buffers on deepcopy), and no private attribute is touched.
     out = copy.deepcopy(ds)
     head = (out.info.description or "").partition(MARKER)[0]
-    from .redaction import redact_mapping
-
     # The description is written into every saved copy (dataset_info.json, parquet metadata).
     out.info.description = head + MARKER + json.dumps(redact_mapping(data), sort_keys=True, default=str)
     if kept_rows is not None and isinstance(data.get("selection"), dict):
@@ -225,9 +225,6 @@ def cached_info(describe: Callable[[], dict], folder: Union[str, "os.PathLike[st
             return json.loads(path.read_text())
         except ValueError:
             logger.warning("Unreadable %s: describing the scorer again.", path)
-    from .atomic import write_text
-    from .redaction import redact_mapping
-
     write_text(path, json.dumps(redact_mapping(describe()), indent=2, sort_keys=True, default=str))
     return json.loads(path.read_text())
 
@@ -257,8 +254,6 @@ def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: st
         if path.is_file():
             path.unlink()  # an older file's provenance must not describe these rows
         return None
-    from .atomic import write_text
-
     write_text(path, dumps(content))
     return path
 
@@ -266,11 +261,7 @@ def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: st
 def _provenance_entries(data: Any, *, published: bool) -> dict:
     if not isinstance(data, dict):
         return {}
-    out = {}
-    if isinstance(data.get("scorers"), dict) and data["scorers"]:
-        out["scorers"] = data["scorers"]
-    if isinstance(data.get("fusion"), dict) and data["fusion"]:
-        out["fusion"] = data["fusion"]
+    out = {key: data[key] for key in ("scorers", "fusion") if isinstance(data.get(key), dict) and data[key]}
     # A published version's selection describes its `default` config, not the `scores` config
     # one may be loading; a data file's own sidecar describes exactly its rows.
     if not published and isinstance(data.get("selection"), dict):
@@ -344,19 +335,10 @@ def _common(infos: Mapping[str, Mapping], key: str) -> Any:
     return next(iter(values.values())) if len(distinct) == 1 else values
 
 
-def build_provenance(
-    subset: "Dataset",
-    *,
-    version: str,
-    scored: Optional["Dataset"] = None,
-    source: SourceLike = None,
-    repo_id: Optional[str] = None,
-    branch: Optional[str] = None,
-    files: Optional[list] = None,
-    history: Optional[list] = None,
-    now: Optional[_dt.datetime] = None,
-    scorers: Optional[Mapping] = None,
-) -> dict:
+def build_provenance(subset: "Dataset", *, version: str, scored: Optional["Dataset"] = None,
+                     source: SourceLike = None, repo_id: Optional[str] = None, branch: Optional[str] = None,
+                     files: Optional[list] = None, history: Optional[list] = None,
+                     now: Optional[_dt.datetime] = None, scorers: Optional[Mapping] = None) -> dict:
     """The `selectit.json` content of one published version: `subset` and `scored` (the full
     scored rows, when published alongside); `source` (:func:`parse_source`; else the fingerprint
     of the rows identifies it); `history` (earlier versions, local publishing); `scorers`
@@ -368,36 +350,23 @@ def build_provenance(
         {'subset': 10400, 'scored': 52002}
     """
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    meta = read(scored) or read(subset)
-    sub_meta = read(subset)
+    meta, sub_meta = read(scored) or read(subset), read(subset)
     if scorers is None:
         scorers = scorers_of(subset, scored)
     chosen = selection_of(subset) or selection_of(scored)
     selection = chosen.rule if chosen is not None else None
-    fusion = {**meta.get("fusion", {}), **sub_meta.get("fusion", {})} or None
     src = parse_source(source)
-    base = scored if scored is not None else subset
-    src["fingerprint"] = dataset_fingerprint(base)
+    src["fingerprint"] = dataset_fingerprint(scored if scored is not None else subset)
     return {
-        "format": FORMAT,
-        "version": version,
+        "format": FORMAT, "version": version,
         "created_at": now.astimezone(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package": {"name": "hf-selectit", "version": __version__},
-        "repo_id": repo_id,
-        "branch": branch,
-        "source": src,
-        "scorers": scorers,
-        "prompts": _common(scorers, "prompts"),
-        "prompt_set": _common(scorers, "prompt_set"),
-        "alpha": _common(scorers, "alpha"),
-        "normalization": _common(scorers, "normalization"),
-        "selection": selection,
-        "fusion": fusion,
+        "repo_id": repo_id, "branch": branch, "source": src, "scorers": scorers,
+        **{key: _common(scorers, key) for key in ("prompts", "prompt_set", "alpha", "normalization")},
+        "selection": selection, "fusion": {**meta.get("fusion", {}), **sub_meta.get("fusion", {})} or None,
         "rows": {"subset": subset.num_rows, "scored": scored.num_rows if scored is not None else None},
-        "validation": _validation(meta, scored, selection),
-        "columns": list(subset.column_names),
-        "files": sorted(files or []),
-        "history": list(history or []),
+        "validation": _validation(meta, scored, selection), "columns": list(subset.column_names),
+        "files": sorted(files or []), "history": list(history or []),
     }
 
 
@@ -414,8 +383,6 @@ def _validation(meta: Mapping, scored: Optional["Dataset"], selection: Optional[
 def dumps(provenance: Mapping) -> str:
     """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline;
     any token hidden)."""
-    from .redaction import redact_mapping
-
     return json.dumps(redact_mapping(provenance), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 

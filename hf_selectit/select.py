@@ -263,19 +263,15 @@ def select_top(
         counts = [np.bincount(codes[rows], minlength=len(labels)) for rows in (slice(None), keep, errors, nan_rows)]
         groups = [{"value": label, "rows_in": int(size), "kept": int(kept), "rows_error": int(e), "rows_nan": int(nn)}
                   for label, size, kept, e, nn in zip(labels, *counts)]
-    record = {
-        "method": "selectit", "rule": rule, "ratio": ratio if rule == "top_ratio" else None,
-        "k": k if rule == "top_k" else None, "threshold": float(threshold) if rule == "threshold" else None,
-        "seed": None, "column": column, "status_column": status_column, "by": by, "order": order,
-        "higher_is_better": higher, "tie_break": TIE_BREAK if higher else TIE_BREAK_LOWER,
-        "quota_base": ("rows left after the cut-off at 1 (valid rows); quota per group when by is set"
-                       if (cut or below) else
-                       "all rows, error and NaN rows included; quota per group when by is set"),
-        "cutoff": cut, "also_below_one": below or None, "rows_cut": n_cut, "rows_in": n_rows,
-        "rows_kept": int(len(keep)), "rows_error": n_errors, "rows_nan": n_nan,
-        "rows_valid": int(eligible.sum()), "groups": groups, "hf_selectit_version": __version__,
-    }
-    return _select_and_record(ds, keep, record)
+    return _select_and_record(
+        ds, keep, method="selectit", rule=rule, ratio=ratio if rule == "top_ratio" else None,
+        k=k if rule == "top_k" else None, threshold=float(threshold) if rule == "threshold" else None,
+        column=column, status_column=status_column, by=by, order=order, higher_is_better=higher,
+        tie_break=TIE_BREAK if higher else TIE_BREAK_LOWER,
+        quota_base=("rows left after the cut-off at 1 (valid rows)" if (cut or below) else
+                    "all rows, error and NaN rows included") + "; quota per group when by is set",
+        cutoff=cut, also_below_one=below or None, rows_cut=n_cut, rows_in=n_rows, rows_kept=int(len(keep)),
+        rows_error=n_errors, rows_nan=n_nan, rows_valid=int(eligible.sum()), groups=groups)
 
 
 CUTOFFS = ("ifd", "ifd-strict")
@@ -336,23 +332,22 @@ def select_random(
     if not _is_count(seed, 0):
         raise ConfigError(f"seed={seed!r} is invalid: expected a whole number >= 0, e.g. seed=0 (CLI: --seed 0).")
     keep = np.sort(np.random.default_rng(int(seed)).choice(n_rows, size=size, replace=False))
-    record = {
-        "method": "random", "rule": rule,
-        "ratio": ratio if rule == "random_ratio" else None,
-        "k": size if rule == "random_k" else None,
-        "threshold": None, "seed": int(seed), "column": None, "status_column": None, "by": None,
-        "order": "original", "tie_break": None, "quota_base": "all rows",
-        "rows_in": n_rows, "rows_kept": int(size), "rows_error": None, "rows_nan": None,
-        "rows_valid": None, "groups": None, "hf_selectit_version": __version__,
-    }
-    return _select_and_record(ds, keep, record)
+    return _select_and_record(ds, keep, method="random", rule=rule, ratio=ratio,
+                              k=size if k is not None else None, seed=int(seed), order="original",
+                              quota_base="all rows", rows_in=n_rows, rows_kept=int(size))
 
 
-def _select_and_record(ds: "Dataset", keep: np.ndarray, record: dict) -> "Dataset":
+_RULE_KEYS = ("method", "rule", "ratio", "k", "threshold", "seed", "column", "status_column", "by",
+              "order", "higher_is_better", "tie_break", "quota_base", "cutoff", "also_below_one", "rows_cut",
+              "rows_in", "rows_kept", "rows_error", "rows_nan", "rows_valid", "groups")
+
+
+def _select_and_record(ds: "Dataset", keep: np.ndarray, **fields: Any) -> "Dataset":
     keep = keep.astype(np.int64)
-    # Every key is always written: provenance merges dicts one level deep, and no key of an
-    # earlier selection may survive into this one.
-    return provenance.record_selection(ds.select(keep), record, keep)
+    # Every key is always written (None when it does not apply): provenance merges dicts one level
+    # deep, and no key of an earlier selection may survive into this one.
+    record = dict.fromkeys(_RULE_KEYS) | fields
+    return provenance.record_selection(ds.select(keep), {**record, "hf_selectit_version": __version__}, keep)
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:

@@ -300,9 +300,5 @@ def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None, s
     result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, private=publish.private,
                       source=publish.source if source is None else source, branch=publish.branch,
                       overwrite=publish.overwrite, card_data=data or None, run_config=run_config)
-    return describe_publish_result(result, publish.repo_id)
-
-
-def describe_publish_result(result: Any, repo_id: str) -> str:
     found = (getattr(result, attr, None) for attr in ("url", "path", "local_dir", "repo_id"))
-    return str(next((value for value in found if value), repo_id))
+    return str(next((value for value in found if value), publish.repo_id))

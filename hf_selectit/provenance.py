@@ -111,11 +111,6 @@ class Selection:
     indices: np.ndarray
 
 
-def record_selection(subset: "Dataset", rule: dict, indices: np.ndarray) -> "Dataset":
-    """`subset` with its selection recorded (block and :class:`Selection` attribute)."""
-    return attach(subset, selection=rule, kept_rows=indices)
-
-
 def selection_of(ds: Optional["Dataset"]) -> Optional[Selection]:
     """The selection that made `ds`: with the kept indices when `ds` is the value the select step
     returned (or was loaded from its file), else the recorded rule alone (indices None)."""

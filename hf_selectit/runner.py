@@ -1,14 +1,12 @@
 """Checkpointed scoring on one machine, and the checkpoints that every engine shares.
 
-The rows still to score are cut into parts of ``shard_rows`` rows, scored with ``Dataset.map``
-here (one process, or ``num_proc`` workers) or by Ray actors (:mod:`hf_selectit.ray_runner`).
-This process alone writes each finished part (the scorer's columns and the input row index, as
-parquet) under a temporary name and renames it: a *completion file*. A killed run started again,
-with either engine, scores only the rows no part holds; at the end the parts are put back in
-input order, every input row exactly once. ``<work_dir>/LOCK`` names the run holding it;
-``<work_dir>/<prefix><fingerprint of rows, config, version>/`` holds the parts
-(``part-<run id>-00003.parquet``) and ``scorer_info.json``. An unreadable or foreign part, or one
-with rows another holds, is deleted with one warning naming it; its rows are scored again.
+The rows left to score are cut into parts of ``shard_rows`` rows, scored by ``Dataset.map`` here
+or by Ray actors (:mod:`hf_selectit.ray_runner`). This process alone writes each finished part
+(the scorer's columns and the input row index, parquet), under a temporary name then renamed: a
+*completion file* in ``<work_dir>/<prefix><fingerprint of rows, config, version>/``, beside
+``scorer_info.json``; ``<work_dir>/LOCK`` names the run holding it. A restarted run (either
+engine) scores only the rows no part holds; an unreadable or foreign part, or one with rows
+another holds, is deleted with a warning naming it. The merge puts every input row back once.
 """
 
 from __future__ import annotations

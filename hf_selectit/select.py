@@ -141,20 +141,13 @@ def _check_k(k: Any, n_rows: int) -> int:
     return int(k)
 
 
-def select_top(
-    ds: "Dataset",
-    *,
-    ratio: Optional[float] = DEFAULT_RATIO,
-    k: Optional[int] = None,
-    threshold: Optional[float] = None,
-    column: Optional[str] = None,
-    by: Optional[str] = None,
-    order: str = "original",
-    cutoff: Optional[str] = "auto",
-    also_below_one: Optional[Sequence[str]] = None,
-    higher_is_better: Optional[bool] = None,
-) -> "Dataset":
-    """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
+def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Optional[int] = None,
+               threshold: Optional[float] = None, column: Optional[str] = None, by: Optional[str] = None,
+               order: str = "original", cutoff: Optional[str] = "auto",
+               also_below_one: Optional[Sequence[str]] = None,
+               higher_is_better: Optional[bool] = None) -> "Dataset":
+    """SelectIT's selection (docs/method.md section 5): ``ds.select(indices)`` of the best-scored
+    rows, with ``.selection`` (:class:`hf_selectit.provenance.Selection`) set and the rule recorded.
 
     Rows are ranked best score first, ties to the higher original index; the best end is the
     column's (lower for r-IFD and losses) unless `higher_is_better` says otherwise. Rows with an
@@ -175,15 +168,9 @@ def select_top(
         also_below_one: more score columns that must be < 1 (Selective Reflection-Tuning:
             ``column="ifd_score", cutoff="ifd-strict", also_below_one=["rifd_score"]``).
 
-    Returns:
-        ``ds.select(indices)`` with ``.selection`` (:class:`hf_selectit.provenance.Selection`)
-        set and the rule recorded with the rows.
-
     Raises:
-        ConfigError: ratio outside (0, 1], k < 1 or larger than the dataset, more than one of
-            ratio/k/threshold, a non-finite threshold, a bad `order`, a missing `by` column.
-        ScoreColumnError: `column` is missing or not numeric (the message lists score-like
-            columns present).
+        ConfigError: an invalid or conflicting ratio/k/threshold, order or `by` column.
+        ScoreColumnError: `column` is missing or not numeric (the message lists score-like ones).
 
     Example:
         >>> subset = select_top(ds, ratio=0.2)                      # the paper
@@ -312,9 +299,8 @@ def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: l
     return drop
 
 
-def select_random(
-    ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None, seed: int = 0
-) -> "Dataset":
+def select_random(ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None,
+                  seed: int = 0) -> "Dataset":
     """The random baseline: a uniform sample of ``int(N * ratio)`` (default 0.2) or `k` rows, in
     the original order, with the rule recorded; the same `seed` and length give the same rows.
 
@@ -346,8 +332,8 @@ def _select_and_record(ds: "Dataset", keep: np.ndarray, **fields: Any) -> "Datas
     keep = keep.astype(np.int64)
     # Every key is always written (None when it does not apply): provenance merges dicts one level
     # deep, and no key of an earlier selection may survive into this one.
-    record = dict.fromkeys(_RULE_KEYS) | fields
-    return provenance.record_selection(ds.select(keep), {**record, "hf_selectit_version": __version__}, keep)
+    record = dict.fromkeys(_RULE_KEYS) | fields | {"hf_selectit_version": __version__}
+    return provenance.attach(ds.select(keep), selection=record, kept_rows=keep)
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:
@@ -364,14 +350,9 @@ def selection_rule(ds: "Dataset") -> Optional[dict]:
 ColumnSpec = Union[str, tuple]
 
 
-def fuse_models(
-    ds: "Dataset",
-    *,
-    columns: Sequence[ColumnSpec],
-    params: Optional[Sequence[float]] = None,
-    weights: Union[Sequence[float], str, None] = None,
-    output: str = schema.FUSED_COLUMN,
-) -> "Dataset":
+def fuse_models(ds: "Dataset", *, columns: Sequence[ColumnSpec], params: Optional[Sequence[float]] = None,
+                weights: Union[Sequence[float], str, None] = None,
+                output: str = schema.FUSED_COLUMN) -> "Dataset":
     """SelectIT's model level: ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4).
 
     A NaN in any model gives NaN. Adds (or replaces) `output` and its status column
@@ -390,9 +371,8 @@ def fuse_models(
             70/90 for exactly three columns 7B, 13B, 70B (they do not sum to 1).
 
     Raises:
-        ConfigError: no columns, a dataset of another length, both params and weights,
-            non-positive params, no recorded parameter count when params is omitted, columns
-            whose better ends differ.
+        ConfigError: no columns, a dataset of another length, invalid or conflicting params and
+            weights, no recorded parameter count, columns whose better ends differ.
         ScoreColumnError: a column is missing or not numeric.
 
     Example:
@@ -450,10 +430,8 @@ def fuse_models(
 
     n_rows = len(ds)
     status = np.full(n_rows, schema.OK, dtype=object)
-    truncated = np.zeros(n_rows, dtype=bool)
-    for (src, _, _), cols in zip(sources, schemas):
-        truncated |= schema.truncated_mask(src, cols.status)
-    status[truncated] = schema.TRUNCATED
+    status[np.any([schema.truncated_mask(src, cols.status) for (src, _, _), cols in zip(sources, schemas)],
+                  axis=0)] = schema.TRUNCATED
     # Reverse order so that the first model's reason wins.
     for (src, name, label), cols, row_scores in reversed(list(zip(sources, schemas, scores))):
         status[np.isnan(row_scores)] = schema.error_status(f"no score in {label}")

@@ -34,8 +34,8 @@ class ProgressEvent:
 
     ``kind`` is one of:
 
-    - ``"plan"``: a model's pass starts; ``rows`` rows will be scored, ``resumed`` rows come
-      from the checkpoints of an earlier run (``n_shards`` counts all parts);
+    - ``"plan"``: a model's pass starts; ``rows`` rows will be scored, ``resumed`` come from
+      checkpoints (``n_shards`` counts all parts);
     - ``"start"``: shard ``shard`` starts (``rows`` = 0; the local engine);
     - ``"rows"``: ``rows`` more rows were scored (per micro-batch locally, per block on Ray);
     - ``"shard"``: shard ``shard`` is finished and saved; ``rows`` = its rows not yet reported;
@@ -60,12 +60,10 @@ class TqdmProgress:
     Ray); rows from checkpoints are taken off the total and shown as such, so the rate describes
     real scoring."""
 
-    def __init__(self, *, file: Any = None, disable: bool = False) -> None:
-        self.bar, self.file, self.disable, self.resumed = None, file, disable, 0
+    def __init__(self, *, file: Any = None) -> None:
+        self.bar, self.file, self.resumed = None, file, 0
 
     def __call__(self, event: ProgressEvent) -> None:
-        if self.disable:
-            return
         import sys
 
         from tqdm.auto import tqdm

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import progress, provenance
 from ._version import __version__
@@ -161,8 +163,6 @@ class ScoreStats:
 def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
     """sha256 of rows ``start:end`` of ``ds`` (their Arrow data and features), independent of
     how the dataset was built or where its cache files are; hashed 10,000 rows at a time."""
-    import pyarrow as pa
-
     end = len(ds) if end is None else end
     arrow = ds.with_format("arrow")
     digest = hashlib.sha256()
@@ -250,9 +250,6 @@ class Checkpoints:
         return scores, self.stats, info
 
     def _check(self, path: Path) -> tuple[Optional[str], Any]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
@@ -271,9 +268,6 @@ class Checkpoints:
     def write(self, rows: Any, table: Any) -> int:
         """Save the scorer's columns ``table`` of input rows ``rows``, less rows a part already holds
         (a retried task's second copy). Returns the number of new rows."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) != table.num_rows:
             raise ShardMergeError(f"The scorer returned {table.num_rows} rows for {len(rows)} input rows.")
@@ -298,8 +292,6 @@ class Checkpoints:
 
     def _merge(self) -> Any:
         import datasets
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         tables = [pq.read_table(p) for p in self.parts]
         table = pa.concat_tables(tables, promote_options="default") if tables else None

@@ -24,6 +24,8 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import provenance
 from ._version import __version__
@@ -79,9 +81,6 @@ def scores_and_errors(ds: "Dataset", column: str) -> tuple[np.ndarray, np.ndarra
 
 def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     """(code per row, label per code) of a grouping column; a null value is its own group."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if not isinstance(by, str):
         raise ConfigError(f"by={by!r} is invalid: expected the name of one column.")
     if by not in ds.column_names:

@@ -86,11 +86,8 @@ def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = No
     """``(ds + one scorer's columns and provenance, stats)``, checkpointed in ``work_dir`` (locked
     for the call; None: the user cache), on ``run.engine``: this machine (:mod:`hf_selectit.runner`)
     or Ray (:mod:`hf_selectit.ray_runner`). ``scorer_config`` may be a scorer; ``model_index``,
-    ``n_models`` and ``on_progress`` are for :class:`ProgressEvent` s.
-
-    Raises:
-        ConfigError: an empty dataset, or output columns that already exist in ``ds``.
-        OutputLockedError: another live run holds ``work_dir``.
+    ``n_models`` and ``on_progress`` are for :class:`ProgressEvent` s. A ConfigError for an empty
+    dataset or existing output columns, OutputLockedError when another live run holds ``work_dir``.
 
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))

@@ -47,12 +47,7 @@ SourceLike = Union[str, Mapping[str, Any], None]
 
 def parse_source(source: SourceLike) -> dict:
     """`publish`'s `source=` (None, "user/name", "user/name@revision" or {"id", "revision"}) as
-    {"id": ..., "revision": ...}.
-
-    Example:
-        >>> parse_source("vicgalle/alpaca-gpt4@main")
-        {'id': 'vicgalle/alpaca-gpt4', 'revision': 'main'}
-    """
+    {"id": ..., "revision": ...}: ``"vicgalle/alpaca-gpt4@main"`` -> revision ``"main"``."""
     if source is None:
         return {"id": None, "revision": None}
     if isinstance(source, str):
@@ -62,10 +57,8 @@ def parse_source(source: SourceLike) -> dict:
         return {"id": ident, "revision": revision if sep else None}
     if isinstance(source, Mapping) and source.get("id"):
         return {"id": str(source["id"]), "revision": source.get("revision")}
-    raise ConfigError(
-        f"source={source!r} is invalid: expected None, 'user/name', 'user/name@revision' or "
-        "{'id': 'user/name', 'revision': '...'}."
-    )
+    raise ConfigError(f"source={source!r} is invalid: expected None, 'user/name', 'user/name@revision' or "
+                      "{'id': 'user/name', 'revision': '...'}.")
 
 
 MARKER = "\n\nselectit-metadata: "
@@ -316,8 +309,7 @@ def scorers_of(subset: "Dataset", scored: Optional["Dataset"] = None,
             "(it was not saved with hf-selectit, or the selectit.json beside it is gone) and no "
             "scorer with that column prefix ran in this process. Python: pass scorers=[scorer] "
             "to publish. CLI: score with `hf-selectit score` and keep the selectit.json it writes "
-            "beside the data."
-        )
+            "beside the data.")
     return infos
 
 

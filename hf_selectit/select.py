@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from . import provenance
 from ._version import __version__
-from .config import DEFAULT_RATIO
+from .config import DEFAULT_RATIO, ORDERS
 from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
 from .methods import columns as schema
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-ORDERS = ("original", "score")
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
 TIE_BREAK_LOWER = "score ascending (lower is better), then original index descending (ties go to the higher index)"
 _NUMERIC_DTYPES = {
@@ -346,19 +345,14 @@ def selection_rule(ds: "Dataset") -> Optional[dict]:
     return dict(chosen.rule) if chosen is not None else None
 
 
-ColumnSpec = Union[str, tuple]
-
-
-def fuse_models(ds: "Dataset", *, columns: Sequence[ColumnSpec], params: Optional[Sequence[float]] = None,
-                weights: Union[Sequence[float], str, None] = None,
+def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
+                params: Optional[Sequence[float]] = None, weights: Union[Sequence[float], str, None] = None,
                 output: str = schema.FUSED_COLUMN) -> "Dataset":
-    """SelectIT's model level: ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4).
-
-    A NaN in any model gives NaN. Adds (or replaces) `output` and its status column
-    (``methods.columns.fused``): ``"error: <column>: <reason>"`` from the first model with an
-    error status, ``"error: no score in <column>"`` for a NaN, ``"truncated"`` when any model
-    truncated the row, else ``"ok"``. The weights and the fused score's better end (that of its
-    inputs, which must agree) are recorded under ``fusion`` in the provenance.
+    """SelectIT's model level: adds (or replaces) `output`, ``S_model = sum_m w_m * S_sent_m``
+    (docs/method.md section 4; NaN when any model has none), and its status column: the first
+    model's ``"error: <column>: <reason>"``, ``"error: no score in <column>"``, ``"truncated"``
+    when any model truncated the row, else ``"ok"``. The weights and the better end (the inputs',
+    which must agree) are recorded under ``fusion`` in the provenance.
 
     Args:
         columns: one score column per model: a column of `ds`, or ``(other_dataset, column)``

@@ -77,7 +77,6 @@ class TqdmProgress:
             self.resumed += event.resumed
             if self.resumed:
                 bar.set_postfix_str(f"{self.resumed} rows resumed from checkpoints", refresh=False)
-            bar.refresh()
         elif event.kind in ("rows", "shard") and event.rows:
             bar.update(event.rows)
         if event.kind in ("plan", "start"):

@@ -11,9 +11,6 @@ paper is silent:
   ``order="score"`` then gives the kept rows of all groups in one global order.
 - The rule and the kept rows are the subset's ``selection``; the rule also travels with the rows
   (:func:`selection_rule`).
-
-Score columns are read through Arrow: the numpy formatter of ``datasets`` 5 builds a Python
-object per value (about 40 s for a million rows).
 """
 
 from __future__ import annotations
@@ -68,6 +65,7 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
                                f"Score-like columns present: {schema.score_like(ds)}.")
     if feature.dtype == "null":
         return np.full(len(ds), np.nan)
+    # Through Arrow: the numpy formatter of datasets 5 builds a Python object per value (~40 s/1M rows).
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -194,14 +192,9 @@ def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Opti
         k = _check_k(k, n_rows)
     elif not _is_real(threshold) or not math.isfinite(threshold):
         raise ConfigError(f"threshold={threshold!r} is invalid: expected a finite number.")
-    scores = score_array(ds, column)
+    scores, errors = scores_and_errors(ds, column)
     codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
-
-    status_column = cols.status
-    errors = schema.error_mask(ds, status_column)
-    if errors is None:
-        status_column = None
-        errors = np.zeros(n_rows, dtype=bool)
+    status_column = cols.status if cols.status in ds.column_names else None
     nan_rows = np.isnan(scores) & ~errors
     cut_rows = _cutoff_mask(ds, scores, cut, below) & ~errors & ~nan_rows
     eligible = ~errors & ~nan_rows & ~cut_rows

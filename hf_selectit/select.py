@@ -266,10 +266,7 @@ def _resolve_cutoff(cutoff: Any, column: str, cols: Any) -> Optional[str]:
 
 
 def _check_below_one(columns: Any) -> list:
-    if columns is None:
-        return []
-    if isinstance(columns, str):
-        columns = [columns]
+    columns = [] if columns is None else [columns] if isinstance(columns, str) else columns
     if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
         raise ConfigError(f"also_below_one={columns!r} is invalid: expected a list of score column names, "
                           "e.g. ['rifd_score'].")

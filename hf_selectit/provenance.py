@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -129,7 +130,7 @@ _LOCK = threading.Lock()
 # column prefix -> {config key: entry}; an entry is {"scorer": obj, "info": dict | None,
 # "called": bool, "seq": int}. Later seq = more recent use.
 _REGISTRY: dict = {}
-_SEQ = [0]
+_SEQ = itertools.count(1)
 _WARNED: set = set()
 
 
@@ -151,11 +152,9 @@ def register_scorer(scorer: Any, *, called: bool = False) -> None:
         return
     key = _config_key(scorer)
     with _LOCK:
-        _SEQ[0] += 1
         entries = _REGISTRY.setdefault(prefix, {})
-        entry = entries.setdefault(key, {"scorer": scorer, "info": None, "called": False, "seq": 0})
-        entry["seq"] = _SEQ[0]
-        entry["called"] = entry["called"] or called
+        entry = entries.setdefault(key, {"scorer": scorer, "info": None, "called": False})
+        entry.update(seq=next(_SEQ), called=entry["called"] or called)
 
 
 def _chosen(prefix: str) -> tuple[Optional[dict], int]:

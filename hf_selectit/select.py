@@ -83,9 +83,7 @@ def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     if by not in ds.column_names:
         raise ConfigError(f"by={by!r} is not a column of the dataset. Columns: {ds.column_names}.")
     values = ds.with_format("arrow")[by]
-    kind = values.type
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
+    kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
     scalar = ("string", "large_string", "integer", "floating", "boolean", "null", "temporal", "binary",
               "large_binary", "decimal")
     if not any(getattr(pa.types, f"is_{name}")(kind) for name in scalar):

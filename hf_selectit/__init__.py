@@ -18,41 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-# name -> submodule that defines it
-_LAZY = {
-    "SelectITScorer": "scorer",
-    "selectit_score": "scorer",
-    "IFDScorer": "methods.ifd",
-    "ReverseIFDScorer": "methods.ifd",
-    "IFDConfig": "config",
-    "ReverseIFDConfig": "config",
-    "AlpaGasusScorer": "methods.alpagasus",
-    "DeitaScorer": "methods.deita",
-    "AlpaGasusConfig": "config",
-    "DeitaConfig": "config",
-    "select_top": "select",
-    "select_random": "select",
-    "fuse_models": "select",
-    "selection_report": "report",
-    "SelectionReport": "report",
-    "publish": "publishing",
-    "load_selective": "publishing",
-    "score_on_ray": "ray_runner",
-    "RayConfig": "config",
-    "ScorerConfig": "config",
-    "ModelConfig": "config",
-    "SelectConfig": "config",
-    "PublishConfig": "config",
-    "IOConfig": "config",
-    "RunOptions": "config",
-    "FusionConfig": "config",
-    "PipelineConfig": "config",
-    "METHOD_CONFIGS": "config",
-    "load_run_config": "options",
-    "SelectITError": "errors",
-    "validate": "validation",
-    "ValidationReport": "validation",
-}
+# submodule -> the public names it defines
+_LAZY = {name: module for module, names in {
+    "scorer": "SelectITScorer selectit_score",
+    "methods.ifd": "IFDScorer ReverseIFDScorer",
+    "methods.alpagasus": "AlpaGasusScorer",
+    "methods.deita": "DeitaScorer",
+    "select": "select_top select_random fuse_models",
+    "report": "selection_report SelectionReport",
+    "publishing": "publish load_selective",
+    "ray_runner": "score_on_ray",
+    "config": "IFDConfig ReverseIFDConfig AlpaGasusConfig DeitaConfig RayConfig ScorerConfig ModelConfig "
+              "SelectConfig PublishConfig IOConfig RunOptions FusionConfig PipelineConfig METHOD_CONFIGS",
+    "options": "load_run_config",
+    "errors": "SelectITError",
+    "validation": "validate ValidationReport",
+}.items() for name in names.split()}
 
 __all__ = ["__version__", *_LAZY]
 
@@ -71,19 +52,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ray_runner import score_on_ray
-    from .config import RayConfig
-    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, ModelConfig, PipelineConfig, PublishConfig,
-                         RunOptions, ScorerConfig, SelectConfig)
-    from .options import load_run_config
+    from .config import (METHOD_CONFIGS, AlpaGasusConfig, DeitaConfig, FusionConfig, IFDConfig, IOConfig,
+                         ModelConfig, PipelineConfig, PublishConfig, RayConfig, ReverseIFDConfig, RunOptions,
+                         ScorerConfig, SelectConfig)
     from .errors import SelectITError
-    from .publishing import load_selective, publish
-    from .scorer import SelectITScorer, selectit_score
-    from .methods.ifd import IFDScorer, ReverseIFDScorer
-    from .config import IFDConfig, ReverseIFDConfig
-    from .config import AlpaGasusConfig, DeitaConfig
     from .methods.alpagasus import AlpaGasusScorer
     from .methods.deita import DeitaScorer
+    from .methods.ifd import IFDScorer, ReverseIFDScorer
+    from .options import load_run_config
+    from .publishing import load_selective, publish
+    from .ray_runner import score_on_ray
     from .report import SelectionReport, selection_report
+    from .scorer import SelectITScorer, selectit_score
     from .select import fuse_models, select_random, select_top
     from .validation import ValidationReport, validate

@@ -23,17 +23,17 @@ class ConfigError(SelectITError, ValueError):
     def __init__(self, message: str = "", *, option: "str | None" = None, value: object = None,
                  expected: "str | None" = None) -> None:
         super().__init__(message)
-        self.option = option
-        self.value = value
-        self.expected = expected
+        self.option, self.value, self.expected = option, value, expected
 
 
-class SchemaError(SelectITError, KeyError):
-    """The dataset's columns do not match any supported schema, or a mapped column is missing."""
-
+class _ReadableKeyError(SelectITError, KeyError):
     # KeyError's str() wraps the message in quotes; keep it readable.
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""
+
+
+class SchemaError(_ReadableKeyError):
+    """The dataset's columns do not match any supported schema, or a mapped column is missing."""
 
 
 class RatingTokenError(SelectITError, ValueError):
@@ -44,11 +44,8 @@ class ModelLoadError(SelectITError, RuntimeError):
     """The scoring model or its tokenizer could not be loaded."""
 
 
-class ScoreColumnError(SelectITError, KeyError):
+class ScoreColumnError(_ReadableKeyError):
     """A score column needed by the selection step is missing."""
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return str(self.args[0]) if self.args else ""
 
 
 class PublishError(SelectITError, RuntimeError):

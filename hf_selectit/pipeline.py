@@ -83,21 +83,11 @@ def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[...
 def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = None, ray: Optional[RayConfig] = None,
                   work_dir: Union[str, os.PathLike, None] = None, model_index: int = 0, n_models: int = 1,
                   on_progress: Optional[ProgressCallback] = None) -> tuple[Any, ScoreStats]:
-    """Add one scorer's columns and provenance to ``ds`` (same rows, same order), checkpointed,
-    on ``run.engine``: this machine (:mod:`hf_selectit.runner`) or Ray (:mod:`hf_selectit.ray_runner`).
-
-    Args:
-        scorer_config: the scorer's config (``ScorerConfig`` or another method's), or a scorer.
-        run, ray: engine, batch and shard size, workers, ``keep_checkpoints``; the Ray cluster.
-        work_dir: the checkpoints' folder, locked for the call (None: the user cache).
-        model_index, n_models, on_progress: for :class:`ProgressEvent` s.
-
-    Returns:
-        ``(scored, stats)``: the scored dataset and the pass's numbers.
-
-    Raises:
-        ConfigError: an empty dataset, or output columns that already exist in ``ds``.
-        OutputLockedError: another live run holds ``work_dir``.
+    """``(ds + one scorer's columns and provenance, stats)``, checkpointed in ``work_dir`` (locked
+    for the call; None: the user cache), on ``run.engine``: this machine (:mod:`hf_selectit.runner`)
+    or Ray (:mod:`hf_selectit.ray_runner`). ``scorer_config`` may be a scorer; ``model_index``,
+    ``n_models`` and ``on_progress`` are for :class:`ProgressEvent` s. A ConfigError for an empty
+    dataset or existing output columns, OutputLockedError when another live run holds ``work_dir``.
 
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
@@ -145,14 +135,9 @@ def fuse(ds: Any, config: PipelineConfig) -> Any:
 def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallback] = None,
                  dataset: Any = None) -> tuple[RunSummary, Any, Any]:
     """Score with every model, fuse, select, write and publish, as ``config`` (from
-    :func:`load_run_config`) says; ``on_progress`` receives every model's :class:`ProgressEvent`
-    s, ``dataset`` replaces ``config.io.input``.
-
-    Returns:
-        ``(summary, scored, subset)``; ``subset`` is None when ``config.select`` is None.
-
-    Raises:
-        ConfigError, SchemaError, ModelLoadError, PublishError: from the steps.
+    :func:`load_run_config`) says; ``on_progress`` receives every :class:`ProgressEvent`,
+    ``dataset`` replaces ``config.io.input``. Returns ``(summary, scored, subset)``; ``subset``
+    is None without ``config.select``.
 
     Example:
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
@@ -312,9 +297,5 @@ def publish_subset(subset: Any, publish: PublishConfig, *, scored: Any = None, s
     result = _publish(subset, publish.repo_id, version=publish.version, scored=scored, private=publish.private,
                       source=publish.source if source is None else source, branch=publish.branch,
                       overwrite=publish.overwrite, card_data=data or None, run_config=run_config)
-    return describe_publish_result(result, publish.repo_id)
-
-
-def describe_publish_result(result: Any, repo_id: str) -> str:
     found = (getattr(result, attr, None) for attr in ("url", "path", "local_dir", "repo_id"))
-    return str(next((value for value in found if value), repo_id))
+    return str(next((value for value in found if value), publish.repo_id))

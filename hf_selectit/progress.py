@@ -1,13 +1,6 @@
-"""Row progress of scoring work: the engine reports finished rows, the runners turn them into
-:class:`ProgressEvent` s, and the CLI draws them (:class:`TqdmProgress`).
-
-The sink is a no-op unless one is installed, so `ds.map(scorer)` costs nothing extra.
-
-Example:
-    >>> previous = install(lambda n: bar.update(n))
-    >>> ...                                   # scoring calls advance(n_rows) per micro-batch
-    >>> install(previous)
-"""
+"""Row progress of scoring work: the engine reports finished rows (:func:`advance`, a no-op
+unless a sink is installed, so `ds.map(scorer)` costs nothing extra), the runners turn them into
+:class:`ProgressEvent` s, and the CLI draws them (:class:`TqdmProgress`)."""
 
 from __future__ import annotations
 
@@ -18,11 +11,15 @@ from typing import Any, Callable, Iterator, Optional
 _SINK: Optional[Callable[[int], None]] = None
 
 
-def install(sink: Optional[Callable[[int], None]]) -> Optional[Callable[[int], None]]:
-    """Install `sink(n_rows)` (None removes it); returns the previous sink."""
+@contextlib.contextmanager
+def install(sink: Callable[[int], None]) -> Iterator[None]:
+    """Send :func:`advance`'s rows to `sink(n_rows)` for the duration."""
     global _SINK
     previous, _SINK = _SINK, sink
-    return previous
+    try:
+        yield
+    finally:
+        _SINK = previous
 
 
 def advance(n_rows: int) -> None:
@@ -37,8 +34,8 @@ class ProgressEvent:
 
     ``kind`` is one of:
 
-    - ``"plan"``: a model's pass starts; ``rows`` rows will be scored, ``resumed`` rows come
-      from the checkpoints of an earlier run (``n_shards`` counts all parts);
+    - ``"plan"``: a model's pass starts; ``rows`` rows will be scored, ``resumed`` come from
+      checkpoints (``n_shards`` counts all parts);
     - ``"start"``: shard ``shard`` starts (``rows`` = 0; the local engine);
     - ``"rows"``: ``rows`` more rows were scored (per micro-batch locally, per block on Ray);
     - ``"shard"``: shard ``shard`` is finished and saved; ``rows`` = its rows not yet reported;
@@ -63,15 +60,10 @@ class TqdmProgress:
     Ray); rows from checkpoints are taken off the total and shown as such, so the rate describes
     real scoring."""
 
-    def __init__(self, *, file: Any = None, disable: bool = False) -> None:
-        self.bar = None
-        self.file = file
-        self.disable = disable
-        self.resumed = 0
+    def __init__(self, *, file: Any = None) -> None:
+        self.bar, self.file, self.resumed = None, file, 0
 
     def __call__(self, event: ProgressEvent) -> None:
-        if self.disable:
-            return
         import sys
 
         from tqdm.auto import tqdm
@@ -85,7 +77,6 @@ class TqdmProgress:
             self.resumed += event.resumed
             if self.resumed:
                 bar.set_postfix_str(f"{self.resumed} rows resumed from checkpoints", refresh=False)
-            bar.refresh()
         elif event.kind in ("rows", "shard") and event.rows:
             bar.update(event.rows)
         if event.kind in ("plan", "start"):

@@ -1,26 +1,15 @@
 """Provenance: the identity of a score (model, commit, prompts, options) and what was done with
-it (selection rule, fusion, validation). This module is its one home: the only reader and writer of
-`selectit.json` and of whatever travels with a Dataset in memory.
+it (selection rule, fusion, validation). The only reader and writer of `selectit.json` and of what
+travels with a Dataset in memory:
 
-Routes, and why each exists:
-
-- **In memory, through `datasets` transforms**: one JSON block after a marker line in
-  ``ds.info.description`` (any description the dataset had stays intact). `datasets` copies the
-  info through ``map``/``select``/``filter``/``concatenate`` and ``save_to_disk`` keeps it:
-  ``{"scorers": {column_prefix: info}, "selection": rule, "fusion": ..., "validation": ...}``.
-  :func:`attach` returns a copy of the dataset (``copy.deepcopy``: Arrow buffers are shared, not
-  copied) with the block updated; the caller's object is never changed.
-- **Which rows a selection kept**: ``select_top``/``select_random`` return the subset with a
-  :class:`Selection` (rule and kept indices into the scored rows) as its ``selection``
-  attribute; :func:`selection_of` reads it. An attribute, not the description block: it must
-  not survive a later transform that changes the rows.
-- **The process registry**: ``ds.map(scorer, batched=True)`` cannot attach anything to its
-  result, so every scorer registers itself here when built or called
-  (:func:`register_scorer`); score columns without recorded provenance are described by the
-  scorer registered for their column prefix. It lives only here.
-- **Files**: ``selectit.json`` beside written data (:func:`write_sidecar`, read back by
-  :func:`read_sidecar`), inside a published version (:func:`build_provenance`,
-  :func:`write_published`) and on the Hub (:func:`read_hub_provenance`). It never holds a token.
+- a JSON block after a marker line in ``ds.info.description``, which `datasets` carries through
+  ``map``/``select``/``filter``/``concatenate``/``save_to_disk`` (:func:`attach`, :func:`read`);
+- the :class:`Selection` attribute of a selected subset: an attribute, so that it does not
+  survive a later transform that changes the rows;
+- the process registry: ``ds.map(scorer)`` cannot attach anything to its result, so every
+  scorer registers itself when built or called (:func:`register_scorer`);
+- ``selectit.json`` files beside written data, inside a published version and on the Hub. They
+  never hold a token.
 
 Nothing here imports `datasets` at module level, nor any module above it (select, methods).
 """
@@ -30,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -41,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from ._version import __version__
+from .atomic import write_text
 from .errors import ConfigError
+from .redaction import redact_mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -55,22 +47,8 @@ SourceLike = Union[str, Mapping[str, Any], None]
 
 
 def parse_source(source: SourceLike) -> dict:
-    """Normalise the `source=` argument of `publish` to {"id": ..., "revision": ...}.
-
-    Args:
-        source: None, a Hub dataset id ("user/name"), "user/name@revision", or a mapping with
-            "id" and optionally "revision".
-
-    Returns:
-        A dict with keys "id" and "revision" (either may be None).
-
-    Raises:
-        ConfigError: the value is none of the accepted forms.
-
-    Example:
-        >>> parse_source("vicgalle/alpaca-gpt4@main")
-        {'id': 'vicgalle/alpaca-gpt4', 'revision': 'main'}
-    """
+    """`publish`'s `source=` (None, "user/name", "user/name@revision" or {"id", "revision"}) as
+    {"id": ..., "revision": ...}: ``"vicgalle/alpaca-gpt4@main"`` -> revision ``"main"``."""
     if source is None:
         return {"id": None, "revision": None}
     if isinstance(source, str):
@@ -80,44 +58,27 @@ def parse_source(source: SourceLike) -> dict:
         return {"id": ident, "revision": revision if sep else None}
     if isinstance(source, Mapping) and source.get("id"):
         return {"id": str(source["id"]), "revision": source.get("revision")}
-    raise ConfigError(
-        f"source={source!r} is invalid: expected None, 'user/name', 'user/name@revision' or "
-        "{'id': 'user/name', 'revision': '...'}."
-    )
+    raise ConfigError(f"source={source!r} is invalid: expected None, 'user/name', 'user/name@revision' or "
+                      "{'id': 'user/name', 'revision': '...'}.")
 
 
 MARKER = "\n\nselectit-metadata: "
 
 
-# ----------------------------------------------------------------------- in memory
-
-
 def read(ds: Optional["Dataset"]) -> dict:
     """The provenance block `ds` carries ({} when there is none)."""
-    if ds is None:
-        return {}
-    description = ds.info.description or ""
-    _, sep, block = description.partition(MARKER)
-    if not sep:
-        return {}
+    _, sep, block = (ds.info.description or "").partition(MARKER) if ds is not None else ("", "", "")
     try:
-        data = json.loads(block)
-    except json.JSONDecodeError:
-        # A hand-edited description: report nothing rather than guess.
+        data = json.loads(block) if sep else {}
+    except json.JSONDecodeError:  # a hand-edited description: report nothing rather than guess
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset":
-    """A copy of `ds` (same rows, same fingerprint) whose provenance block has `entries` merged in.
-
-    Dict-valued entries are merged one level deep (so scorers of several models accumulate);
-    other values replace what was there. `ds` itself is not changed. `kept_rows` (with a
-    `selection` entry) records which rows of the scored dataset the subset holds.
-
-    Example:
-        >>> ds = attach(ds, selection={"rule": "top_ratio", "ratio": 0.2})
-    """
+    """A copy of `ds` (same rows, same fingerprint) with `entries` merged into its provenance
+    block: dicts one level deep (scorers of several models accumulate), other values replaced.
+    `kept_rows` (with a `selection` entry) sets the :class:`Selection` attribute."""
     data = read(ds)
     for key, value in entries.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -128,8 +89,6 @@ def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset"
     # tables copy no buffers on deepcopy), and no private attribute is touched.
     out = copy.deepcopy(ds)
     head = (out.info.description or "").partition(MARKER)[0]
-    from .redaction import redact_mapping
-
     # The description is written into every saved copy (dataset_info.json, parquet metadata).
     out.info.description = head + MARKER + json.dumps(redact_mapping(data), sort_keys=True, default=str)
     if kept_rows is not None and isinstance(data.get("selection"), dict):
@@ -139,29 +98,16 @@ def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset"
 
 @dataclass(frozen=True)
 class Selection:
-    """What a selection kept: the recorded rule and the kept rows' indices into the scored
-    dataset, in the subset's row order. ``select_top(...).selection``.
-
-    Example:
-        >>> subset = select_top(ds, ratio=0.2)
-        >>> subset.selection.indices[:3], subset.selection.rule["rule"]
-        (array([ 4, 17, 20]), 'top_ratio')
-    """
+    """``select_top(...).selection``: the recorded rule and the kept rows' indices into the
+    scored dataset, in the subset's row order."""
 
     rule: dict
     indices: np.ndarray
 
 
-def record_selection(subset: "Dataset", rule: dict, indices: np.ndarray) -> "Dataset":
-    """`subset` with its selection recorded (block and :class:`Selection` attribute)."""
-    return attach(subset, selection=rule, kept_rows=indices)
-
-
 def selection_of(ds: Optional["Dataset"]) -> Optional[Selection]:
     """The selection that made `ds`: with the kept indices when `ds` is the value the select step
     returned (or was loaded from its file), else the recorded rule alone (indices None)."""
-    if ds is None:
-        return None
     value = getattr(ds, "selection", None)
     if isinstance(value, Selection):
         return value
@@ -170,30 +116,21 @@ def selection_of(ds: Optional["Dataset"]) -> Optional[Selection]:
 
 
 def dataset_fingerprint(ds: Any) -> Optional[str]:
-    """The `datasets` fingerprint of `ds`, recorded in selectit.json to identify unnamed sources.
-
-    `datasets` exposes the fingerprint only as the private ``_fingerprint`` attribute (read here,
-    never written).
-    """
+    """The `datasets` fingerprint of `ds` (identifies unnamed sources in selectit.json): only the
+    private ``_fingerprint`` exposes it; read here, never written."""
     return getattr(ds, "_fingerprint", None)
 
 
 def attach_scorer_info(ds: "Dataset", info: dict) -> "Dataset":
-    """Record one scorer's provenance (from ``scorer.info()``) under its column prefix.
-
-    Raises:
-        KeyError: `info` has no "column_prefix".
-    """
+    """Record one scorer's provenance (``scorer.info()``) under its "column_prefix"."""
     return attach(ds, scorers={info["column_prefix"]: info})
 
-
-# -------------------------------------------------------------------- the registry
 
 _LOCK = threading.Lock()
 # column prefix -> {config key: entry}; an entry is {"scorer": obj, "info": dict | None,
 # "called": bool, "seq": int}. Later seq = more recent use.
 _REGISTRY: dict = {}
-_SEQ = [0]
+_SEQ = itertools.count(1)
 _WARNED: set = set()
 
 
@@ -208,71 +145,52 @@ def _config_key(scorer: Any) -> str:
 
 
 def register_scorer(scorer: Any, *, called: bool = False) -> None:
-    """Remember `scorer` (built or called in this process) as the source of its columns.
-
-    Scorers call this from their constructor and from ``__call__``; it is cheap (a dict update,
-    no model load). When several scorers with different configs used the same prefix, the one
-    called last wins and a warning says so (pass ``scorers=`` to ``publish`` to choose).
-    """
+    """Remember `scorer` (built or called in this process; no model load) as the source of its
+    columns. Of several configs with one prefix, the one called last wins (with a warning)."""
     prefix = getattr(getattr(scorer, "config", None), "column_prefix", None)
     if not isinstance(prefix, str):
         return
     key = _config_key(scorer)
     with _LOCK:
-        _SEQ[0] += 1
         entries = _REGISTRY.setdefault(prefix, {})
-        entry = entries.setdefault(key, {"scorer": scorer, "info": None, "called": False, "seq": 0})
-        entry["seq"] = _SEQ[0]
-        entry["called"] = entry["called"] or called
+        entry = entries.setdefault(key, {"scorer": scorer, "info": None, "called": False})
+        entry.update(seq=next(_SEQ), called=entry["called"] or called)
 
 
-def _chosen(prefix: str) -> Optional[dict]:
+def _chosen(prefix: str) -> tuple[Optional[dict], int]:
+    """(the entry used last for `prefix`, or None; how many configs used it)."""
     with _LOCK:
         entries = list(_REGISTRY.get(prefix, {}).values())
-    if not entries:
-        return None
-    entries.sort(key=lambda e: (e["called"], e["seq"]))
-    return entries[-1] | {"count": len(entries)}
+    return max(entries, key=lambda e: (e["called"], e["seq"]), default=None), len(entries)
 
 
 def registered_scorers() -> dict:
     """{column prefix: the scorer registered for it in this process} (no model is loaded)."""
     with _LOCK:
         prefixes = list(_REGISTRY)
-    return {p: c["scorer"] for p in prefixes if (c := _chosen(p)) is not None}
+    return {p: entry["scorer"] for p in prefixes if (entry := _chosen(p)[0]) is not None}
 
 
 def registered_info(prefix: str) -> Optional[dict]:
-    """The provenance of the scorer registered for `prefix` in this process, or None.
-
-    Loads the scorer's model in this process if it never ran here (e.g. it scored only in
-    ``num_proc`` workers); the result is cached.
-    """
-    chosen = _chosen(prefix)
-    if chosen is None:
+    """The provenance of the scorer registered for `prefix`, or None; loads its model if it
+    never ran in this process (e.g. it scored only in ``num_proc`` workers), then cached."""
+    entry, count = _chosen(prefix)
+    if entry is None:
         return None
-    if chosen["count"] > 1 and (prefix, chosen["count"]) not in _WARNED:
-        _WARNED.add((prefix, chosen["count"]))
+    if count > 1 and (prefix, count) not in _WARNED:
+        _WARNED.add((prefix, count))
         logger.warning(
             "%d scorers with column prefix %r were used in this process; recording the one "
             "used last (%r). Pass scorers=[...] to publish to choose, or give each scorer its "
-            "own column_prefix.", chosen["count"], prefix, getattr(chosen["scorer"], "config", None))
-    with _LOCK:
-        entry = _REGISTRY[prefix][_config_key(chosen["scorer"])]
+            "own column_prefix.", count, prefix, getattr(entry["scorer"], "config", None))
     if entry["info"] is None:
-        entry["info"] = chosen["scorer"].info()
+        entry["info"] = entry["scorer"].info()
     return entry["info"]
 
 
 def scorer_infos(ds: "Dataset", *, registry: bool = True) -> dict:
-    """Provenance of every scorer behind `ds`'s score columns, keyed by column prefix.
-
-    Recorded provenance first; then, for a scorer registered in this process whose columns are
-    all in `ds` and that has no recorded provenance, that scorer's.
-
-    Returns:
-        {column_prefix: info}; a score column with no known scorer is simply absent.
-    """
+    """{column prefix: provenance} of the scorers behind `ds`'s columns: the recorded one, else
+    that of a scorer registered in this process whose columns are all in `ds`."""
     infos = dict(read(ds).get("scorers", {}))
     if registry:
         names = set(ds.column_names)
@@ -294,56 +212,35 @@ def cached_info(describe: Callable[[], dict], folder: Union[str, "os.PathLike[st
             return json.loads(path.read_text())
         except ValueError:
             logger.warning("Unreadable %s: describing the scorer again.", path)
-    from .atomic import write_text
-    from .redaction import redact_mapping
-
     write_text(path, json.dumps(redact_mapping(describe()), indent=2, sort_keys=True, default=str))
     return json.loads(path.read_text())
 
 
-# ------------------------------------------------------------- beside the data files
-
 SIDECAR_FORMAT = "hf-selectit-data/1"
 
 
-def sidecar_path(output: Union[str, "os.PathLike[str]"], fmt: str) -> Path:
-    """Where the provenance of a written dataset goes: ``FOLDER/selectit.json`` for a
-    ``save_to_disk`` folder, ``FILE.parquet.selectit.json`` beside a parquet/jsonl file."""
+def sidecar_path(output: Union[str, "os.PathLike[str]"], fmt: str = "") -> Path:
+    """``FOLDER/selectit.json`` for a ``save_to_disk`` folder, ``FILE.parquet.selectit.json``
+    beside a parquet/jsonl file."""
     out = Path(output)
     if fmt == "disk" or out.is_dir():
         return out / PROVENANCE_FILENAME
     return out.with_name(out.name + "." + PROVENANCE_FILENAME)
 
 
-def sidecar_content(ds: "Dataset") -> dict:
-    """What a data file's ``selectit.json`` holds: its scorers, selection rule (with the kept
-    rows' indices into the scored rows, when known) and fusion."""
-    meta = read(ds)
-    selection = selection_of(ds)
-    content = {
-        "format": SIDECAR_FORMAT,
-        "package": {"name": "hf-selectit", "version": __version__},
-        "scorers": scorer_infos(ds),
-        "selection": meta.get("selection"),
-        "fusion": meta.get("fusion"),
-        "rows": ds.num_rows,
-        "columns": list(ds.column_names),
-    }
+def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: str) -> Optional[Path]:
+    """Write the provenance of `ds` (scorers, selection rule with the kept rows' indices when
+    known, fusion) beside (or inside) `output`; nothing when there is none."""
+    meta, selection, path = read(ds), selection_of(ds), sidecar_path(output, fmt)
+    content = {"format": SIDECAR_FORMAT, "package": {"name": "hf-selectit", "version": __version__},
+               "scorers": scorer_infos(ds), "selection": meta.get("selection"), "fusion": meta.get("fusion"),
+               "rows": ds.num_rows, "columns": list(ds.column_names)}
     if selection is not None and selection.indices is not None:
         content["kept_rows"] = selection.indices.tolist()
-    return content
-
-
-def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: str) -> Optional[Path]:
-    """Write the provenance of `ds` beside (or inside) `output`; nothing when there is none."""
-    content = sidecar_content(ds)
-    path = sidecar_path(output, fmt)
     if not content["scorers"] and not content["selection"] and not content["fusion"]:
         if path.is_file():
             path.unlink()  # an older file's provenance must not describe these rows
         return None
-    from .atomic import write_text
-
     write_text(path, dumps(content))
     return path
 
@@ -351,11 +248,7 @@ def write_sidecar(ds: "Dataset", output: Union[str, "os.PathLike[str]"], fmt: st
 def _provenance_entries(data: Any, *, published: bool) -> dict:
     if not isinstance(data, dict):
         return {}
-    out = {}
-    if isinstance(data.get("scorers"), dict) and data["scorers"]:
-        out["scorers"] = data["scorers"]
-    if isinstance(data.get("fusion"), dict) and data["fusion"]:
-        out["fusion"] = data["fusion"]
+    out = {key: data[key] for key in ("scorers", "fusion") if isinstance(data.get(key), dict) and data[key]}
     # A published version's selection describes its `default` config, not the `scores` config
     # one may be loading; a data file's own sidecar describes exactly its rows.
     if not published and isinstance(data.get("selection"), dict):
@@ -366,13 +259,9 @@ def _provenance_entries(data: Any, *, published: bool) -> dict:
 
 
 def read_sidecar(path: Union[str, "os.PathLike[str]"]) -> dict:
-    """Metadata entries (scorers, fusion, selection) stored with a local dataset, or {}.
-
-    Reads ``FOLDER/selectit.json`` (a save_to_disk folder, or a published local directory) or
-    ``FILE.selectit.json`` beside a data file.
-    """
-    p = Path(path)
-    candidate = p / PROVENANCE_FILENAME if p.is_dir() else p.with_name(p.name + "." + PROVENANCE_FILENAME)
+    """Metadata entries (scorers, fusion, selection) in the :func:`sidecar_path` of a local
+    dataset (or a published local directory), or {}."""
+    candidate = sidecar_path(path)
     if not candidate.is_file():
         return {}
     try:
@@ -402,19 +291,9 @@ def read_hub_provenance(repo_id: str, *, revision: Optional[str] = None) -> dict
 
 def scorers_of(subset: "Dataset", scored: Optional["Dataset"] = None,
                scorers: Optional[Any] = None, *, expected: Any = ()) -> dict:
-    """The provenance of every score column of `subset`/`scored`, or a ConfigError naming the
-    columns without any (never a card that cannot name the model).
-
-    Args:
-        subset, scored: the published rows and the full scored dataset.
-        scorers: scorer objects (or their ``info()`` dicts) given explicitly; they win.
-        expected: {column prefix: score column} whose scorer must be known (from the column
-            schema, ``methods.columns``).
-
-    Raises:
-        ConfigError: a score column whose scorer is known neither from the data nor from this
-            process, with the fix.
-    """
+    """The provenance of every score column of `subset`/`scored`; explicit `scorers` (objects or
+    their ``info()``) win. ``expected`` ({column prefix: score column}) must all be known: else a
+    ConfigError naming them and the fix (never a card that cannot name the model)."""
     infos: dict = {}
     for ds in (scored, subset):
         if ds is not None:
@@ -429,8 +308,7 @@ def scorers_of(subset: "Dataset", scored: Optional["Dataset"] = None,
             "(it was not saved with hf-selectit, or the selectit.json beside it is gone) and no "
             "scorer with that column prefix ran in this process. Python: pass scorers=[scorer] "
             "to publish. CLI: score with `hf-selectit score` and keep the selectit.json it writes "
-            "beside the data."
-        )
+            "beside the data.")
     return infos
 
 
@@ -443,37 +321,14 @@ def _common(infos: Mapping[str, Mapping], key: str) -> Any:
     return next(iter(values.values())) if len(distinct) == 1 else values
 
 
-def build_provenance(
-    subset: "Dataset",
-    *,
-    version: str,
-    scored: Optional["Dataset"] = None,
-    source: SourceLike = None,
-    repo_id: Optional[str] = None,
-    branch: Optional[str] = None,
-    files: Optional[list] = None,
-    history: Optional[list] = None,
-    now: Optional[_dt.datetime] = None,
-    scorers: Optional[Mapping] = None,
-) -> dict:
-    """Assemble the `selectit.json` content of one published version.
-
-    Args:
-        subset: The published (selected) rows.
-        version: The version tag, e.g. "v1.0".
-        scored: The full scored dataset, when published alongside.
-        source: The dataset the rows came from (see `parse_source`); when None, the fingerprint
-            of `scored` (or `subset`) identifies it instead.
-        repo_id: Where it is published (Hub repo id or local directory).
-        branch: The branch committed to, if not the default one.
-        files: Paths of the files of this version, relative to the repo root.
-        history: Earlier versions (local-directory publishing keeps them here).
-        now: The publication time (default: the current UTC time).
-        scorers: {column prefix: scorer info} (from :func:`scorers_of`); None = what the data
-            carries or this process registered.
-
-    Returns:
-        A JSON-serialisable dict.
+def build_provenance(subset: "Dataset", *, version: str, scored: Optional["Dataset"] = None,
+                     source: SourceLike = None, repo_id: Optional[str] = None, branch: Optional[str] = None,
+                     files: Optional[list] = None, history: Optional[list] = None,
+                     now: Optional[_dt.datetime] = None, scorers: Optional[Mapping] = None) -> dict:
+    """The `selectit.json` content of one published version: `subset` and `scored` (the full
+    scored rows, when published alongside); `source` (:func:`parse_source`; else the fingerprint
+    of the rows identifies it); `history` (earlier versions, local publishing); `scorers`
+    (:func:`scorers_of`; None: what the data carries or this process registered).
 
     Example:
         >>> prov = build_provenance(subset, version="v1.0", scored=ds, source="tatsu-lab/alpaca")
@@ -481,36 +336,23 @@ def build_provenance(
         {'subset': 10400, 'scored': 52002}
     """
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    meta = read(scored) or read(subset)
-    sub_meta = read(subset)
+    meta, sub_meta = read(scored) or read(subset), read(subset)
     if scorers is None:
         scorers = scorers_of(subset, scored)
     chosen = selection_of(subset) or selection_of(scored)
     selection = chosen.rule if chosen is not None else None
-    fusion = {**meta.get("fusion", {}), **sub_meta.get("fusion", {})} or None
     src = parse_source(source)
-    base = scored if scored is not None else subset
-    src["fingerprint"] = dataset_fingerprint(base)
+    src["fingerprint"] = dataset_fingerprint(scored if scored is not None else subset)
     return {
-        "format": FORMAT,
-        "version": version,
+        "format": FORMAT, "version": version,
         "created_at": now.astimezone(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package": {"name": "hf-selectit", "version": __version__},
-        "repo_id": repo_id,
-        "branch": branch,
-        "source": src,
-        "scorers": scorers,
-        "prompts": _common(scorers, "prompts"),
-        "prompt_set": _common(scorers, "prompt_set"),
-        "alpha": _common(scorers, "alpha"),
-        "normalization": _common(scorers, "normalization"),
-        "selection": selection,
-        "fusion": fusion,
+        "repo_id": repo_id, "branch": branch, "source": src, "scorers": scorers,
+        **{key: _common(scorers, key) for key in ("prompts", "prompt_set", "alpha", "normalization")},
+        "selection": selection, "fusion": {**meta.get("fusion", {}), **sub_meta.get("fusion", {})} or None,
         "rows": {"subset": subset.num_rows, "scored": scored.num_rows if scored is not None else None},
-        "validation": _validation(meta, scored, selection),
-        "columns": list(subset.column_names),
-        "files": sorted(files or []),
-        "history": list(history or []),
+        "validation": _validation(meta, scored, selection), "columns": list(subset.column_names),
+        "files": sorted(files or []), "history": list(history or []),
     }
 
 
@@ -527,8 +369,6 @@ def _validation(meta: Mapping, scored: Optional["Dataset"], selection: Optional[
 def dumps(provenance: Mapping) -> str:
     """Serialise provenance the way it is committed (stable key order, UTF-8, trailing newline;
     any token hidden)."""
-    from .redaction import redact_mapping
-
     return json.dumps(redact_mapping(provenance), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
@@ -538,11 +378,8 @@ def write_published(provenance: Mapping, folder: Union[str, "os.PathLike[str]"])
 
 
 def read_published(path: Union[str, "os.PathLike[str]"]) -> Optional[dict]:
-    """A published version's ``selectit.json`` (a folder holding it, or the file), or None.
-
-    Raises:
-        ValueError: the file is not valid JSON.
-    """
+    """A published version's ``selectit.json`` (a folder holding it, or the file), or None; a
+    ValueError when it is not valid JSON."""
     p = Path(path)
     p = p / PROVENANCE_FILENAME if p.is_dir() else p
     if not p.is_file():

@@ -1,14 +1,12 @@
 """Checkpointed scoring on one machine, and the checkpoints that every engine shares.
 
-The rows still to score are cut into parts of ``shard_rows`` rows, scored with ``Dataset.map``
-here (one process, or ``num_proc`` workers) or by Ray actors (:mod:`hf_selectit.ray_runner`).
-This process alone writes each finished part (the scorer's columns and the input row index, as
-parquet) under a temporary name and renames it: a *completion file*. A killed run started again,
-with either engine, scores only the rows no part holds; at the end the parts are put back in
-input order, every input row exactly once. ``<work_dir>/LOCK`` names the run holding it;
-``<work_dir>/<prefix><fingerprint of rows, config, version>/`` holds the parts
-(``part-<run id>-00003.parquet``) and ``scorer_info.json``. An unreadable or foreign part, or one
-with rows another holds, is deleted with one warning naming it; its rows are scored again.
+The rows left to score are cut into parts of ``shard_rows`` rows, scored by ``Dataset.map`` here
+or by Ray actors (:mod:`hf_selectit.ray_runner`). This process alone writes each finished part
+(the scorer's columns and the input row index, parquet), under a temporary name then renamed: a
+*completion file* in ``<work_dir>/<prefix><fingerprint of rows, config, version>/``, beside
+``scorer_info.json``; ``<work_dir>/LOCK`` names the run holding it. A restarted run (either
+engine) scores only the rows no part holds; an unreadable or foreign part, or one with rows
+another holds, is deleted with a warning naming it. The merge puts every input row back once.
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import progress, provenance
 from ._version import __version__
@@ -48,13 +48,8 @@ _META_KEY = b"hf_selectit_checkpoint"
 
 
 def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
-    """Where the checkpoints of a run that writes ``output`` go: ``<output>.selectit-work`` beside
-    it (never the current directory); without an output, hf-selectit's cache dir + ``/work``.
-
-    Example:
-        >>> default_work_dir("runs/scored.parquet")
-        PosixPath('runs/scored.parquet.selectit-work')
-    """
+    """The checkpoints of a run that writes ``output``: ``<output>.selectit-work`` beside it
+    (never the current directory); without an output, hf-selectit's cache dir + ``/work``."""
     if output:
         out = Path(os.path.expanduser(os.fspath(output)))
         return out.with_name(out.name + WORK_SUFFIX)
@@ -80,17 +75,9 @@ def _describe_holder(holder: dict) -> str:
 
 @contextlib.contextmanager
 def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterator[Path]:
-    """Hold ``<work_dir>/LOCK`` (created if missing) for the duration: one writer per output. A
-    lock of a live process fails at once; one left on this host by a process that no longer
-    exists is taken over with a warning. ``what`` names the output in the error.
-
-    Raises:
-        OutputLockedError: another live run holds the lock (the message names it).
-
-    Example:
-        >>> with output_lock(default_work_dir("scored")):
-        ...     ...
-    """
+    """Hold ``<work_dir>/LOCK`` for the duration: one writer per output. The lock of a live
+    process is an OutputLockedError naming it (and ``what``, the output); one left on this host
+    by a process that no longer exists is taken over with a warning."""
     root = Path(work_dir)
     path = root / LOCK_NAME
     # The recorded command line is shown to whoever finds the lock: never with a token in it.
@@ -175,14 +162,7 @@ class ScoreStats:
 
 def rows_fingerprint(ds: Any, start: int = 0, end: Optional[int] = None) -> str:
     """sha256 of rows ``start:end`` of ``ds`` (their Arrow data and features), independent of
-    how the dataset was built or where its cache files are; hashed 10,000 rows at a time.
-
-    Example:
-        >>> rows_fingerprint(ds, 0, 256)
-        '3f1c...'
-    """
-    import pyarrow as pa
-
+    how the dataset was built or where its cache files are; hashed 10,000 rows at a time."""
     end = len(ds) if end is None else end
     arrow = ds.with_format("arrow")
     digest = hashlib.sha256()
@@ -270,9 +250,6 @@ class Checkpoints:
         return scores, self.stats, info
 
     def _check(self, path: Path) -> tuple[Optional[str], Any]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
@@ -291,9 +268,6 @@ class Checkpoints:
     def write(self, rows: Any, table: Any) -> int:
         """Save the scorer's columns ``table`` of input rows ``rows``, less rows a part already holds
         (a retried task's second copy). Returns the number of new rows."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) != table.num_rows:
             raise ShardMergeError(f"The scorer returned {table.num_rows} rows for {len(rows)} input rows.")
@@ -318,8 +292,6 @@ class Checkpoints:
 
     def _merge(self) -> Any:
         import datasets
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         tables = [pq.read_table(p) for p in self.parts]
         table = pa.concat_tables(tables, promote_options="default") if tables else None
@@ -350,14 +322,8 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
     """Score ``ds`` on this machine in checkpointed shards of ``shard_rows`` rows, each with
     ``Dataset.map(scorer, batched=True, with_rank=True)`` (one process, or ``num_proc`` workers,
     worker r on ``cuda:r``); any callable with ``.output_columns``, ``.info()`` and ``.config``
-    works. Returns ``(scores, stats, info)`` of :meth:`Checkpoints.run`.
-
-    Raises:
-        ConfigError: an empty input, clashing columns, a ``device_map`` model with ``num_proc``.
-
-    Example:
-        >>> scores, stats, info = score_shards(ds, SelectITScorer(), work_dir="out.selectit-work")
-    """
+    works. Returns :meth:`Checkpoints.run`'s ``(scores, stats, info)``; a ConfigError for an
+    empty input, clashing columns or a ``device_map`` model with ``num_proc``."""
     from .models import check_processes
 
     # A device_map model spans the machine's devices: one process, before any work.
@@ -379,16 +345,13 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
                     reported[0] += k
                     ckpt.emit("rows", k, shard=shard)
 
-            previous = progress.install(sink)
-            try:
+            with progress.install(sink):
                 part = ds.select(rows).map(
                     scorer, batched=True, batch_size=batch_size, with_rank=True, num_proc=num_proc,
                     remove_columns=ds.column_names, desc=f"shard {shard + 1}/{ckpt.n_shards}",
                     # The parts are the cache: nothing goes to the datasets cache, so a rerun is
                     # never a silent cache hit and no file is written outside the work directory.
                     keep_in_memory=True, load_from_cache_file=False)
-            finally:
-                progress.install(previous)
             ckpt.write(rows, part.with_format("arrow")[:])
             ckpt.emit("shard", len(rows) - reported[0], shard=shard)
 

@@ -1,27 +1,16 @@
 """The selection step: subsets of a scored dataset (docs/method.md sections 4-5).
 
-Pure ``Dataset -> Dataset`` functions; nothing here loads a model. Rows are never modified or
-dropped from the input: a subset is ``ds.select(indices)`` of the input, so every kept row is
-byte-for-byte the scored row.
+Pure ``Dataset -> Dataset`` functions; nothing here loads a model. A subset is
+``ds.select(indices)`` of the input: every kept row is byte-for-byte the scored row. Where the
+paper is silent:
 
-SelectIT's rule is :func:`select_top`'s. Decisions where the paper is silent:
-
-- ``N`` counts every row of the dataset, including rows whose status is an error or whose score
-  is NaN (the paper's ``int(N * ratio)`` of the dataset; Selective Alpaca: 52,002 -> 10,400).
-  Such rows are never selected; if fewer valid rows than the quota exist, all valid rows are
-  kept and a warning says so.
-- The status column is the one the score column's schema names (:mod:`hf_selectit.methods.columns`).
-  A row whose status is an error is never selected; ``"truncated"`` rows are selectable. No
-  status column: only NaN scores are excluded.
-- ``by=<column>`` applies the rule within each group: quota ``int(N_g * ratio)`` (or the top
-  ``k``) per group, ``threshold`` per row as without groups. ``order="score"`` then gives the
-  kept rows of all groups in one global (score, index) descending order.
-- What was done (rule, parameters, counts, which end was better) and which rows were kept is
-  the returned subset's ``selection``; the rule also travels with the rows and reads back with
-  :func:`selection_rule`.
-
-Score columns are read through Arrow (``ds.with_format("arrow")[column].to_numpy()``): the numpy
-formatter of ``datasets`` 5 builds a Python object per value (about 40 s for a million rows).
+- ``N`` counts every row, error and NaN rows included (the paper's ``int(N * ratio)``: Selective
+  Alpaca 52,002 -> 10,400). Those rows are never selected; with fewer valid rows than the quota,
+  all valid rows are kept and a warning says so. ``"truncated"`` rows are selectable.
+- ``by=<column>`` applies the rule within each group (``int(N_g * ratio)`` or the top ``k``);
+  ``order="score"`` then gives the kept rows of all groups in one global order.
+- The rule and the kept rows are the subset's ``selection``; the rule also travels with the rows
+  (:func:`selection_rule`).
 """
 
 from __future__ import annotations
@@ -32,10 +21,12 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import provenance
 from ._version import __version__
-from .config import DEFAULT_RATIO
+from .config import DEFAULT_RATIO, ORDERS
 from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
 from .methods import columns as schema
@@ -45,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-ORDERS = ("original", "score")
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
 TIE_BREAK_LOWER = "score ascending (lower is better), then original index descending (ties go to the higher index)"
 _NUMERIC_DTYPES = {
@@ -55,9 +45,6 @@ _NUMERIC_DTYPES = {
     # which stores NaN as null) loads with dtype "null": read as all-NaN, never selected.
     "null",
 }
-
-
-# --- column helpers ---------------------------------------------------------------------------
 
 
 def score_array(ds: "Dataset", column: str) -> np.ndarray:
@@ -78,6 +65,7 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
                                f"Score-like columns present: {schema.score_like(ds)}.")
     if feature.dtype == "null":
         return np.full(len(ds), np.nan)
+    # Through Arrow: the numpy formatter of datasets 5 builds a Python object per value (~40 s/1M rows).
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -90,17 +78,12 @@ def scores_and_errors(ds: "Dataset", column: str) -> tuple[np.ndarray, np.ndarra
 
 def group_codes(ds: "Dataset", by: str) -> tuple[np.ndarray, list]:
     """(code per row, label per code) of a grouping column; a null value is its own group."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if not isinstance(by, str):
         raise ConfigError(f"by={by!r} is invalid: expected the name of one column.")
     if by not in ds.column_names:
         raise ConfigError(f"by={by!r} is not a column of the dataset. Columns: {ds.column_names}.")
     values = ds.with_format("arrow")[by]
-    kind = values.type
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
+    kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
     scalar = ("string", "large_string", "integer", "floating", "boolean", "null", "temporal", "binary",
               "large_binary", "decimal")
     if not any(getattr(pa.types, f"is_{name}")(kind) for name in scalar):
@@ -126,11 +109,7 @@ def selectit_ranking(scores: np.ndarray, eligible: np.ndarray, *, higher_is_bett
     candidates = np.flatnonzero(eligible)[::-1]  # highest index first ...
     # ... so a stable sort on the best-first key keeps the higher index ahead among ties.
     key = -scores[candidates] if higher_is_better else scores[candidates]
-    order = np.argsort(key, kind="stable")
-    return candidates[order]
-
-
-# --- argument checks --------------------------------------------------------------------------
+    return candidates[np.argsort(key, kind="stable")]
 
 
 def _is_real(value: Any) -> bool:
@@ -143,8 +122,12 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= least
+
+
 def _check_k(k: Any, n_rows: int) -> int:
-    if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
+    if not _is_count(k, 1):
         raise ConfigError(f"k={k!r} is invalid: expected an integer >= 1.")
     if k > n_rows:
         raise ConfigError(f"k={k} is larger than the dataset ({n_rows} rows). Pass k <= {n_rows} or "
@@ -152,66 +135,36 @@ def _check_k(k: Any, n_rows: int) -> int:
     return int(k)
 
 
-# --- selection --------------------------------------------------------------------------------
+def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Optional[int] = None,
+               threshold: Optional[float] = None, column: Optional[str] = None, by: Optional[str] = None,
+               order: str = "original", cutoff: Optional[str] = "auto",
+               also_below_one: Optional[Sequence[str]] = None,
+               higher_is_better: Optional[bool] = None) -> "Dataset":
+    """SelectIT's selection (docs/method.md section 5): ``ds.select(indices)`` of the best-scored
+    rows, with ``.selection`` (:class:`hf_selectit.provenance.Selection`) set and the rule recorded.
 
-
-def select_top(
-    ds: "Dataset",
-    *,
-    ratio: Optional[float] = DEFAULT_RATIO,
-    k: Optional[int] = None,
-    threshold: Optional[float] = None,
-    column: Optional[str] = None,
-    by: Optional[str] = None,
-    order: str = "original",
-    cutoff: Optional[str] = "auto",
-    also_below_one: Optional[Sequence[str]] = None,
-    higher_is_better: Optional[bool] = None,
-) -> "Dataset":
-    """SelectIT's selection: the best-scored rows of `ds` (docs/method.md section 5).
-
-    Rows are ranked best score first, ties to the higher original index: (score, original index)
-    descending, or score ascending when the column's lower end is better (reversed IFD; the
-    method's column schema says). Rows whose status is an error or whose score is NaN/null are
-    never kept; their counts are logged and recorded. The result's ``selection`` attribute holds
-    the rule and the kept rows' indices (:class:`hf_selectit.provenance.Selection`).
+    Rows are ranked best score first, ties to the higher original index; the best end is the
+    column's (lower for r-IFD and losses) unless `higher_is_better` says otherwise. Rows with an
+    error status or a NaN/null score are never kept; their counts are logged and recorded.
 
     Args:
-        ds: a scored dataset.
-        ratio: keep ``int(N * ratio)`` rows, N = all rows of `ds` (per group with `by`). The
-            default 0.2 gives way when `k` or `threshold` is given; any other ratio together
-            with them is an error.
+        ratio: keep ``int(N * ratio)`` rows, N = all rows (per group with `by`). The default 0.2
+            gives way to `k` or `threshold`; any other ratio together with them is an error.
         k: keep the top `k` rows (per group with `by`).
-        threshold: keep every row whose score is ``>= threshold`` (``<= threshold`` when lower
-            is better).
-        column: score column; ``selectit_model_score`` after :func:`fuse_models`. None:
-            ``selectit_sentence_score`` when present, else the only score column there is
+        threshold: keep every row scoring ``>= threshold`` (``<=`` when lower is better).
+        column: None: ``selectit_sentence_score`` when present, else the only score column
             (:func:`hf_selectit.methods.columns.resolve`); several candidates are an error.
-        by: select within each group of this column (e.g. a source or category column).
-        order: "original" keeps the dataset's row order; "score" gives the authors' order
-            (best first, ties to the higher index).
-        cutoff: the IFD cut-off at 1 before ranking: "ifd" drops rows whose score is > 1
-            (Cherry's data_by_IFD.py), "ifd-strict" drops >= 1 (Superfiltering); None: no
-            cut-off. "auto" (default) is what the column's method declares: "ifd" for the IFD and
-            r-IFD scores, None otherwise. With a cut-off (or `also_below_one`), the ratio
-            quota counts the rows left after it: ``int(N_valid * ratio)``, as Cherry does.
-        also_below_one: more score columns that must be < 1 for a row to be kept (Selective
-            Reflection-Tuning's pair rule: ``column="ifd_score", cutoff="ifd-strict",
-            also_below_one=["rifd_score"]`` keeps pairs with IFD < 1 and r-IFD < 1). Rows with an
-            error status or NaN there are dropped.
-        higher_is_better: which end of the score is better; None = as the column's method
-            declares it (r-IFD and losses: lower; other scores: higher). An explicit value is
-            recorded in the rule.
-
-    Returns:
-        ``ds.select(indices)``: the kept rows, unchanged, with ``.selection`` (rule and kept
-        indices) set and the rule recorded with the rows.
+        order: "original" keeps the row order; "score" gives the authors' (best first).
+        cutoff: "ifd" drops scores > 1 before ranking (Cherry's data_by_IFD.py), "ifd-strict"
+            drops >= 1 (Superfiltering), None none; "auto" is the column's method's ("ifd" for
+            IFD and r-IFD). With a cut-off (or `also_below_one`) the quota is
+            ``int(N_valid * ratio)``, as Cherry does.
+        also_below_one: more score columns that must be < 1 (Selective Reflection-Tuning:
+            ``column="ifd_score", cutoff="ifd-strict", also_below_one=["rifd_score"]``).
 
     Raises:
-        ConfigError: ratio outside (0, 1], k < 1 or larger than the dataset, more than one of
-            ratio/k/threshold, a non-finite threshold, a bad `order`, a missing `by` column.
-        ScoreColumnError: `column` is missing or not numeric (the message lists score-like
-            columns present).
+        ConfigError: an invalid or conflicting ratio/k/threshold, order or `by` column.
+        ScoreColumnError: `column` is missing or not numeric (the message lists score-like ones).
 
     Example:
         >>> subset = select_top(ds, ratio=0.2)                      # the paper
@@ -224,13 +177,10 @@ def select_top(
     # Before the cut-off: "auto" depends on the column actually ranked by.
     column = schema.resolve(ds, column)
     cols = schema.columns_of(ds, column)
-    if higher_is_better is None:
-        higher = cols.higher_is_better(column)
-    elif isinstance(higher_is_better, bool):
-        higher = higher_is_better
-    else:
+    if higher_is_better is not None and not isinstance(higher_is_better, bool):
         raise ConfigError(f"higher_is_better={higher_is_better!r} is invalid: expected True, False or None "
                           "(the column's own direction).")
+    higher = cols.higher_is_better(column) if higher_is_better is None else higher_is_better
     cut = _resolve_cutoff(cutoff, column, cols)
     below = _check_below_one(also_below_one)
     n_rows = len(ds)
@@ -240,14 +190,9 @@ def select_top(
         k = _check_k(k, n_rows)
     elif not _is_real(threshold) or not math.isfinite(threshold):
         raise ConfigError(f"threshold={threshold!r} is invalid: expected a finite number.")
-    scores = score_array(ds, column)
+    scores, errors = scores_and_errors(ds, column)
     codes, labels = group_codes(ds, by) if by is not None else (np.zeros(n_rows, np.int64), [None])
-
-    status_column = cols.status
-    errors = schema.error_mask(ds, status_column)
-    if errors is None:
-        status_column = None
-        errors = np.zeros(n_rows, dtype=bool)
+    status_column = cols.status if cols.status in ds.column_names else None
     nan_rows = np.isnan(scores) & ~errors
     cut_rows = _cutoff_mask(ds, scores, cut, below) & ~errors & ~nan_rows
     eligible = ~errors & ~nan_rows & ~cut_rows
@@ -261,16 +206,11 @@ def select_top(
         sizes = np.bincount(codes[eligible] if (cut or below) else codes, minlength=n_groups)
         quota = (np.full(n_groups, k, np.int64) if rule == "top_k"
                  else np.trunc(sizes * ratio).astype(np.int64))  # int(N_g * ratio), as the authors
-        # Stable sort by group keeps the SelectIT order inside each group.
-        by_group = ranking[np.argsort(codes[ranking], kind="stable")]
-        group_of = codes[by_group]
-        starts = np.searchsorted(group_of, np.arange(n_groups))
-        position = np.arange(len(by_group)) - starts[group_of]
-        chosen = by_group[position < quota[group_of]]
-        # Back to the global ranking order (needed for order="score").
-        rank_of = np.empty(n_rows, np.int64)
-        rank_of[ranking] = np.arange(len(ranking))
-        keep = chosen[np.argsort(rank_of[chosen], kind="stable")]
+        # Each ranked row's place within its group: a stable sort by group keeps the SelectIT order.
+        group_of, by_group = codes[ranking], np.argsort(codes[ranking], kind="stable")
+        position = np.empty(len(ranking), np.int64)
+        position[by_group] = np.arange(len(ranking)) - np.searchsorted(group_of[by_group], group_of[by_group])
+        keep = ranking[position < quota[group_of]]  # in the global ranking order (order="score")
         short = np.flatnonzero(np.bincount(codes[eligible], minlength=n_groups) < quota)
         if len(short):
             what = "the dataset" if by is None else f"{len(short)} group(s) of {by!r}"
@@ -299,34 +239,15 @@ def select_top(
         counts = [np.bincount(codes[rows], minlength=len(labels)) for rows in (slice(None), keep, errors, nan_rows)]
         groups = [{"value": label, "rows_in": int(size), "kept": int(kept), "rows_error": int(e), "rows_nan": int(nn)}
                   for label, size, kept, e, nn in zip(labels, *counts)]
-    record = {
-        "method": "selectit",
-        "rule": rule,
-        "ratio": ratio if rule == "top_ratio" else None,
-        "k": k if rule == "top_k" else None,
-        "threshold": float(threshold) if rule == "threshold" else None,
-        "seed": None,
-        "column": column,
-        "status_column": status_column,
-        "by": by,
-        "order": order,
-        "higher_is_better": higher,
-        "tie_break": TIE_BREAK if higher else TIE_BREAK_LOWER,
-        "quota_base": ("rows left after the cut-off at 1 (valid rows); quota per group when by is set"
-                       if (cut or below) else
-                       "all rows, error and NaN rows included; quota per group when by is set"),
-        "cutoff": cut,
-        "also_below_one": below or None,
-        "rows_cut": n_cut,
-        "rows_in": n_rows,
-        "rows_kept": int(len(keep)),
-        "rows_error": n_errors,
-        "rows_nan": n_nan,
-        "rows_valid": int(eligible.sum()),
-        "groups": groups,
-        "hf_selectit_version": __version__,
-    }
-    return _select_and_record(ds, keep, record)
+    return _select_and_record(
+        ds, keep, method="selectit", rule=rule, ratio=ratio if rule == "top_ratio" else None,
+        k=k if rule == "top_k" else None, threshold=float(threshold) if rule == "threshold" else None,
+        column=column, status_column=status_column, by=by, order=order, higher_is_better=higher,
+        tie_break=TIE_BREAK if higher else TIE_BREAK_LOWER,
+        quota_base=("rows left after the cut-off at 1 (valid rows)" if (cut or below) else
+                    "all rows, error and NaN rows included") + "; quota per group when by is set",
+        cutoff=cut, also_below_one=below or None, rows_cut=n_cut, rows_in=n_rows, rows_kept=int(len(keep)),
+        rows_error=n_errors, rows_nan=n_nan, rows_valid=int(eligible.sum()), groups=groups)
 
 
 CUTOFFS = ("ifd", "ifd-strict")
@@ -343,10 +264,7 @@ def _resolve_cutoff(cutoff: Any, column: str, cols: Any) -> Optional[str]:
 
 
 def _check_below_one(columns: Any) -> list:
-    if columns is None:
-        return []
-    if isinstance(columns, str):
-        columns = [columns]
+    columns = [] if columns is None else [columns] if isinstance(columns, str) else columns
     if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
         raise ConfigError(f"also_below_one={columns!r} is invalid: expected a list of score column names, "
                           "e.g. ['rifd_score'].")
@@ -362,23 +280,15 @@ def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: l
         elif cut == "ifd-strict":
             drop |= scores >= 1
         for other in below:
-            values = score_array(ds, other)
-            drop |= ~(values < 1)  # NaN fails too
-            errors = schema.error_mask(ds, schema.columns_of(ds, other).status)
-            if errors is not None:
-                drop |= errors
+            values, errors = scores_and_errors(ds, other)
+            drop |= ~(values < 1) | errors  # NaN fails too
     return drop
 
 
-def select_random(
-    ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None, seed: int = 0
-) -> "Dataset":
-    """The random baseline: a uniform sample of ``int(N * ratio)`` (default 0.2) or `k` rows, scored
-    or not, in the dataset's original order, with the rule recorded. The same `seed` on the same
-    dataset length gives the same rows.
-
-    Raises:
-        ConfigError: both ratio and k, ratio outside (0, 1], k < 1 or larger than the dataset.
+def select_random(ds: "Dataset", *, ratio: Optional[float] = None, k: Optional[int] = None,
+                  seed: int = 0) -> "Dataset":
+    """The random baseline: a uniform sample of ``int(N * ratio)`` (default 0.2) or `k` rows, in
+    the original order, with the rule recorded; the same `seed` and length give the same rows.
 
     Example:
         >>> baseline = select_random(ds, k=len(select_top(ds)), seed=0)
@@ -391,26 +301,25 @@ def select_random(
     else:
         ratio = _check_ratio(DEFAULT_RATIO if ratio is None else ratio)
         size, rule = int(n_rows * ratio), "random_ratio"
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
+    if not _is_count(seed, 0):
         raise ConfigError(f"seed={seed!r} is invalid: expected a whole number >= 0, e.g. seed=0 (CLI: --seed 0).")
     keep = np.sort(np.random.default_rng(int(seed)).choice(n_rows, size=size, replace=False))
-    record = {
-        "method": "random", "rule": rule,
-        "ratio": ratio if rule == "random_ratio" else None,
-        "k": size if rule == "random_k" else None,
-        "threshold": None, "seed": int(seed), "column": None, "status_column": None, "by": None,
-        "order": "original", "tie_break": None, "quota_base": "all rows",
-        "rows_in": n_rows, "rows_kept": int(size), "rows_error": None, "rows_nan": None,
-        "rows_valid": None, "groups": None, "hf_selectit_version": __version__,
-    }
-    return _select_and_record(ds, keep, record)
+    return _select_and_record(ds, keep, method="random", rule=rule, ratio=ratio,
+                              k=size if k is not None else None, seed=int(seed), order="original",
+                              quota_base="all rows", rows_in=n_rows, rows_kept=int(size))
 
 
-def _select_and_record(ds: "Dataset", keep: np.ndarray, record: dict) -> "Dataset":
+_RULE_KEYS = ("method", "rule", "ratio", "k", "threshold", "seed", "column", "status_column", "by",
+              "order", "higher_is_better", "tie_break", "quota_base", "cutoff", "also_below_one", "rows_cut",
+              "rows_in", "rows_kept", "rows_error", "rows_nan", "rows_valid", "groups")
+
+
+def _select_and_record(ds: "Dataset", keep: np.ndarray, **fields: Any) -> "Dataset":
     keep = keep.astype(np.int64)
-    # Every key is always written: provenance merges dicts one level deep, and no key of an
-    # earlier selection may survive into this one.
-    return provenance.record_selection(ds.select(keep), record, keep)
+    # Every key is always written (None when it does not apply): provenance merges dicts one level
+    # deep, and no key of an earlier selection may survive into this one.
+    record = dict.fromkeys(_RULE_KEYS) | fields | {"hf_selectit_version": __version__}
+    return provenance.attach(ds.select(keep), selection=record, kept_rows=keep)
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:
@@ -424,51 +333,27 @@ def selection_rule(ds: "Dataset") -> Optional[dict]:
     return dict(chosen.rule) if chosen is not None else None
 
 
-# --- model level ------------------------------------------------------------------------------
-
-ColumnSpec = Union[str, tuple]
-
-
-def fuse_models(
-    ds: "Dataset",
-    *,
-    columns: Sequence[ColumnSpec],
-    params: Optional[Sequence[float]] = None,
-    weights: Union[Sequence[float], str, None] = None,
-    output: str = schema.FUSED_COLUMN,
-) -> "Dataset":
-    """SelectIT's model level: a weighted sum of several models' sentence-level scores.
-
-    ``S_model = sum_m w_m * S_sent_m`` (docs/method.md section 4). A NaN in any model gives NaN.
-    Adds `output` and its status column (``methods.columns.fused``, default
-    ``selectit_model_status``): ``"error: <column>: <reason>"`` when a model's status is an
-    error (the first such model), ``"error: no score in <column>"`` for a NaN score,
-    ``"truncated"`` when any model truncated the row, else ``"ok"``. Existing columns of those
-    names are replaced. The weights used, and which end of the fused score is better (that of its
-    inputs, which must agree), are recorded under ``fusion`` in the provenance.
+def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
+                params: Optional[Sequence[float]] = None, weights: Union[Sequence[float], str, None] = None,
+                output: str = schema.FUSED_COLUMN) -> "Dataset":
+    """SelectIT's model level: adds (or replaces) `output`, ``S_model = sum_m w_m * S_sent_m``
+    (docs/method.md section 4; NaN when any model has none), and its status column: the first
+    model's ``"error: <column>: <reason>"``, ``"error: no score in <column>"``, ``"truncated"``
+    when any model truncated the row, else ``"ok"``. The weights and the better end (the inputs',
+    which must agree) are recorded under ``fusion`` in the provenance.
 
     Args:
-        ds: the dataset to add the fused column to.
-        columns: score columns, one per model. Each is a column name of `ds`, or a pair
-            ``(other_dataset, column_name)`` for a model scored into a separate dataset of the
-            SAME rows in the SAME order (same length required).
-        params: parameter counts, weights ``theta_m / sum theta`` (the paper), e.g.
-            ``[7e9, 13e9, 70e9]``.
-        weights: explicit weights used as given, or ``"selectit-repo"``: the authors' code's
-            fixed 7/20, 13/20, 70/90 for exactly three columns 7B, 13B, 70B in that order
-            (they differ from the paper's weighting and do not sum to 1).
-        output: name of the fused score column.
-
-    With neither `params` nor `weights`, each model's ``parameter_count`` is read from the
-    provenance its scorer recorded (:func:`hf_selectit.provenance.scorer_infos`).
-
-    Returns:
-        `ds` with `output` and its status column added.
+        columns: one score column per model: a column of `ds`, or ``(other_dataset, column)``
+            for a model scored into a separate dataset of the SAME rows in the SAME order.
+        params: parameter counts; weights ``theta_m / sum theta`` (the paper), e.g.
+            ``[7e9, 13e9, 70e9]``. With neither params nor weights, each model's recorded
+            ``parameter_count`` (:func:`hf_selectit.provenance.scorer_infos`).
+        weights: used as given, or ``"selectit-repo"``: the authors' code's fixed 7/20, 13/20,
+            70/90 for exactly three columns 7B, 13B, 70B (they do not sum to 1).
 
     Raises:
-        ConfigError: no columns, a dataset of another length, both params and weights,
-            non-positive params, no recorded parameter count when params is omitted, columns
-            whose better ends differ.
+        ConfigError: no columns, a dataset of another length, invalid or conflicting params and
+            weights, no recorded parameter count, columns whose better ends differ.
         ScoreColumnError: a column is missing or not numeric.
 
     Example:
@@ -526,10 +411,8 @@ def fuse_models(
 
     n_rows = len(ds)
     status = np.full(n_rows, schema.OK, dtype=object)
-    truncated = np.zeros(n_rows, dtype=bool)
-    for (src, _, _), cols in zip(sources, schemas):
-        truncated |= schema.truncated_mask(src, cols.status)
-    status[truncated] = schema.TRUNCATED
+    status[np.any([schema.truncated_mask(src, cols.status) for (src, _, _), cols in zip(sources, schemas)],
+                  axis=0)] = schema.TRUNCATED
     # Reverse order so that the first model's reason wins.
     for (src, name, label), cols, row_scores in reversed(list(zip(sources, schemas, scores))):
         status[np.isnan(row_scores)] = schema.error_status(f"no score in {label}")

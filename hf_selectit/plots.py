@@ -44,15 +44,9 @@ def hist_edges(values: Sequence, bins: int) -> Optional[np.ndarray]:
     return np.linspace(lo, hi, bins + 1)
 
 
-def score_histogram(
-    *,
-    all_scores: Optional[Sequence[float]],
-    kept_scores: Sequence[float],
-    path: str | os.PathLike,
-    column: str = "score",
-    bins: int = 40,
-    cutoff: Optional[float] = None,
-) -> str:
+def score_histogram(*, all_scores: Optional[Sequence[float]], kept_scores: Sequence[float],
+                    path: str | os.PathLike, column: str = "score", bins: int = 40,
+                    cutoff: Optional[float] = None) -> str:
     """Draw a histogram of the scores of all rows (an outline; None: unknown) and of the kept rows
     (filled bars) into a PNG file; returns its path. `bins` are shared by both series so their
     bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line."""
@@ -65,15 +59,8 @@ def score_histogram(
     return os.fspath(path)
 
 
-def plot_scores(
-    ax: Any,
-    *,
-    all_scores: Optional[Sequence[float]],
-    kept_scores: Sequence[float],
-    column: str = "score",
-    bins: int = 40,
-    cutoff: Optional[float] = None,
-) -> None:
+def plot_scores(ax: Any, *, all_scores: Optional[Sequence[float]], kept_scores: Sequence[float],
+                column: str = "score", bins: int = 40, cutoff: Optional[float] = None) -> None:
     """Draw the histogram of :func:`score_histogram` on a matplotlib `Axes` (same arguments)."""
     from matplotlib.ticker import MaxNLocator
 

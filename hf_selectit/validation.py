@@ -599,22 +599,10 @@ def _numeric(ds: "Dataset", column: str) -> bool:
     return isinstance(feature, Value) and feature.dtype.startswith(("float", "int", "uint", "double"))
 
 
-def validate(
-    ds: "Dataset",
-    *,
-    scorers: Any = None,
-    label: Optional[str] = None,
-    positive: Any = None,
-    columns: Optional[Sequence[str]] = None,
-    tokenizer: Any = None,
-    top_ratio: float = 0.2,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    batch_size: int = 64,
-    plot: Optional[str] = None,
-    higher_is_better: Optional[bool] = None,
-) -> ValidationReport:
+def validate(ds: "Dataset", *, scorers: Any = None, label: Optional[str] = None, positive: Any = None,
+             columns: Optional[Sequence[str]] = None, tokenizer: Any = None, top_ratio: float = 0.2,
+             n_boot: int = 1000, seed: int = 0, confidence: float = 0.95, batch_size: int = 64,
+             plot: Optional[str] = None, higher_is_better: Optional[bool] = None) -> ValidationReport:
     """Validate scores on labelled data: preference pairs (pairwise accuracy) when `ds` has
     chosen/rejected columns and no `label` is given, otherwise a label column (ROC-AUC for a
     binary or categorical label, Spearman for a numeric rating).

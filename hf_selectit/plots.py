@@ -32,27 +32,15 @@ def agg_figure(**kwargs: Any) -> Any:
 
 
 def hist_edges(values: Sequence, bins: int) -> Optional[np.ndarray]:
-    """`bins` equal bins over the finite `values` (one unit wide if all equal); None: none finite.
-    The last edge is exactly the largest value (``lo + (hi - lo) * i / bins`` can round below it,
-    and a value past the last edge is not drawn)."""
+    """`bins` equal bins from the least to the greatest finite value (one unit wide if all are equal;
+    the last edge exactly the greatest, so it is drawn); None when no value is finite."""
     pool = _finite(values)
-    if not pool:
-        return None
-    lo, hi = min(pool), max(pool)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.linspace(lo, hi, bins + 1)
+    return np.histogram_bin_edges(pool, bins) if pool else None
 
 
-def score_histogram(
-    *,
-    all_scores: Optional[Sequence[float]],
-    kept_scores: Sequence[float],
-    path: str | os.PathLike,
-    column: str = "score",
-    bins: int = 40,
-    cutoff: Optional[float] = None,
-) -> str:
+def score_histogram(*, all_scores: Optional[Sequence[float]], kept_scores: Sequence[float],
+                    path: str | os.PathLike, column: str = "score", bins: int = 40,
+                    cutoff: Optional[float] = None) -> str:
     """Draw a histogram of the scores of all rows (an outline; None: unknown) and of the kept rows
     (filled bars) into a PNG file; returns its path. `bins` are shared by both series so their
     bars line up; `cutoff` (the worst kept score, or the threshold) is drawn as a dashed line."""
@@ -65,15 +53,8 @@ def score_histogram(
     return os.fspath(path)
 
 
-def plot_scores(
-    ax: Any,
-    *,
-    all_scores: Optional[Sequence[float]],
-    kept_scores: Sequence[float],
-    column: str = "score",
-    bins: int = 40,
-    cutoff: Optional[float] = None,
-) -> None:
+def plot_scores(ax: Any, *, all_scores: Optional[Sequence[float]], kept_scores: Sequence[float],
+                column: str = "score", bins: int = 40, cutoff: Optional[float] = None) -> None:
     """Draw the histogram of :func:`score_histogram` on a matplotlib `Axes` (same arguments)."""
     from matplotlib.ticker import MaxNLocator
 

@@ -146,15 +146,8 @@ def describe_rule(rule: Optional[dict], column: str) -> str:
     return f"{text}; ties go to the higher original index; {order}."
 
 
-def selection_report(
-    scored: "Dataset",
-    subset: "Dataset",
-    *,
-    column: Optional[str] = None,
-    by: Optional[str] = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> SelectionReport:
+def selection_report(scored: "Dataset", subset: "Dataset", *, column: Optional[str] = None,
+                     by: Optional[str] = None, n_boot: int = 1000, seed: int = 0) -> SelectionReport:
     """Compare a scored dataset with a subset selected from it (by :func:`~hf_selectit.select.select_top`
     or any other way). `column` (None: the one recorded on the subset, else as
     :func:`hf_selectit.methods.columns.resolve` finds it) and `by` (None: the recorded one) name

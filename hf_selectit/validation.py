@@ -19,20 +19,24 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .atomic import write_text
 from .config import METHOD_CONFIGS, ScorerConfig
 from .errors import ConfigError, ModelLoadError, SchemaError, ScoreColumnError
 from .markdown import md_code, md_text
+from .methods import scorer_class
 from .methods.columns import columns_of, for_scorer, score_like
 from .metrics import load_metric
 from .provenance import attach, scorer_infos
 from .report import char_lengths, response_texts, valid_scores
 from .select import selectit_ranking
+from .validation_plot import validation_plot
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -254,7 +258,6 @@ def _role_content(turns: Sequence[Mapping]) -> list[dict]:
 def _as_scorer(scorer: Any) -> Any:
     """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
     id/path (SelectIT)."""
-    from .methods import scorer_class
     from .scorer import SelectITScorer
 
     if isinstance(scorer, str):
@@ -596,22 +599,10 @@ def _numeric(ds: "Dataset", column: str) -> bool:
     return isinstance(feature, Value) and feature.dtype.startswith(("float", "int", "uint", "double"))
 
 
-def validate(
-    ds: "Dataset",
-    *,
-    scorers: Any = None,
-    label: Optional[str] = None,
-    positive: Any = None,
-    columns: Optional[Sequence[str]] = None,
-    tokenizer: Any = None,
-    top_ratio: float = 0.2,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    batch_size: int = 64,
-    plot: Optional[str] = None,
-    higher_is_better: Optional[bool] = None,
-) -> ValidationReport:
+def validate(ds: "Dataset", *, scorers: Any = None, label: Optional[str] = None, positive: Any = None,
+             columns: Optional[Sequence[str]] = None, tokenizer: Any = None, top_ratio: float = 0.2,
+             n_boot: int = 1000, seed: int = 0, confidence: float = 0.95, batch_size: int = 64,
+             plot: Optional[str] = None, higher_is_better: Optional[bool] = None) -> ValidationReport:
     """Validate scores on labelled data: preference pairs (pairwise accuracy) when `ds` has
     chosen/rejected columns and no `label` is given, otherwise a label column (ROC-AUC for a
     binary or categorical label, Spearman for a numeric rating).
@@ -660,8 +651,6 @@ def validate(
     report.settings = {**opts, **report.settings, "top_ratio": top_ratio,
                        "scorers": [_describe_scorer(s) for s in scorer_list]}
     if plot:
-        from .validation_plot import validation_plot
-
         report.plot = validation_plot(path=plot, figures={r["name"]: r for r in report.results},
                                       metric=METRIC_TITLES[report.metric], **figure)
     return report
@@ -692,8 +681,6 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
     ``validate:`` section); writes ``config.json`` and ``config.plot`` when set. `scorers` are
     always used for pairs, for labels when ``config.score_first`` is True, or is None and `ds` has
     no score column."""
-    import json
-
     tokenizer: Any = config.tokenizer
     if tokenizer is None or tokenizer.lower() in ("none", "null", "false"):
         tokenizer = False
@@ -709,7 +696,5 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
                       n_boot=config.n_boot, seed=config.seed, confidence=config.confidence,
                       higher_is_better=config.higher_is_better)
     if config.json:
-        from .atomic import write_text
-
         write_text(config.json, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     return report

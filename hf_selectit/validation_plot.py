@@ -21,17 +21,10 @@ _COLORS = ("#2b8a3e", "#c92a2a")
 _MAX_PANELS = 6
 
 
-def validation_plot(
-    series: Mapping[str, tuple],
-    *,
-    path: "str | os.PathLike",
-    labels: Sequence[str] = ("good", "the rest"),
-    title: str = "",
-    figures: Optional[Mapping[str, Mapping]] = None,
-    metric: str = "",
-    scatter: bool = False,
-    bins: int = 30,
-) -> str:
+def validation_plot(series: Mapping[str, tuple], *, path: "str | os.PathLike",
+                    labels: Sequence[str] = ("good", "the rest"), title: str = "",
+                    figures: Optional[Mapping[str, Mapping]] = None, metric: str = "", scatter: bool = False,
+                    bins: int = 30) -> str:
     """Draw, for each score column, the distributions of two groups (or a scatter against a rating).
 
     `series` maps a column to (values of the good items, values of the bad items), or with

@@ -34,6 +34,6 @@ class TopOverlap(evaluate.Metric):
         a = np.asarray(predictions, dtype=bool)
         b = np.asarray(references, dtype=bool)
         result = stats.estimate(stats.jaccard_statistic(a, b), len(a), **boot)
-        both = int((a & b).sum())
-        return {"jaccard": result.pop("value"), **result, "selected_a": int(a.sum()),
-                "selected_b": int(b.sum()), "both": both, "share_of_a": both / int(a.sum()) if a.any() else None}
+        both, n_a = int((a & b).sum()), int(a.sum())
+        return {"jaccard": result.pop("value"), **result, "selected_a": n_a, "selected_b": int(b.sum()),
+                "both": both, "share_of_a": both / n_a if n_a else None}

@@ -143,11 +143,9 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
     if subset.num_rows == 0:
         chosen = provenance.selection_of(subset)
         rule = chosen.rule if chosen is not None else {}
-        how = ""
-        if rule:
-            how = " (selected by " + ", ".join(
-                f"{k}={rule[k]!r}" for k in ("rule", "ratio", "k", "threshold", "column")
-                if rule.get(k) is not None) + f" from {rule.get('rows_in')} rows)"
+        keys = ("rule", "ratio", "k", "threshold", "column")
+        how = (" (selected by " + ", ".join(f"{k}={rule[k]!r}" for k in keys if rule.get(k) is not None)
+               + f" from {rule.get('rows_in')} rows)") if rule else ""
         raise ConfigError(
             f"The subset to publish has no rows{how}; nothing was written. Select with a lower "
             "threshold or a larger ratio/k, and check the status column: rows whose scoring "

@@ -32,9 +32,8 @@ def looks_like_path(name: str) -> bool:
     """Whether ``name`` can only mean a local path (a Hub id is ``name`` or ``namespace/name``):
     it starts with ``.`` or ``~``, is absolute, holds a backslash or more than one ``/``, or ends in
     a data-file suffix (``.jsonl``, ``.parquet``, ...)."""
-    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    return Path(name).suffix.lower() in DATA_SUFFIXES
+    return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
+            or Path(name).suffix.lower() in DATA_SUFFIXES)
 
 
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:

@@ -129,7 +129,8 @@ def replacing(target: PathLike, *, what: str = "") -> Iterator[Path]:
         state = ("the previous content is unchanged" if os.path.lexists(target)
                  else "nothing was written there")
         label = f"{what} " if what else ""
-        raise OutputWriteError(f"Could not write {label}{target}: {describe_os_error(exc)}; {state}.") from exc
+        raise OutputWriteError(
+            f"Could not write {label}{target}: {describe_os_error(exc)}; {state}.") from exc
 
 
 def write_text(path: PathLike, text: str) -> None:

@@ -145,13 +145,11 @@ def _short_model(info: Mapping) -> str:
 def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
     rows = []
     for prefix, info in sorted(scorers.items()):
-        params = info.get("parameter_count")
-        rows.append({
-            "prefix": _cell(prefix), "method": md_text(_method_name(info)),
-            "model": _cell(_short_model(info)),
-            "revision": _cell(info["revision"]) if info.get("revision") else "-",
-            "parameters": f"{params:,}" if isinstance(params, int) else md_text(params or "-"),
-        })
+        n = info.get("parameter_count")
+        rows.append({"prefix": _cell(prefix), "method": md_text(_method_name(info)),
+                     "model": _cell(_short_model(info)),
+                     "revision": _cell(info["revision"]) if info.get("revision") else "-",
+                     "parameters": f"{n:,}" if isinstance(n, int) else md_text(n or "-")})
     return rows
 
 
@@ -190,12 +188,9 @@ def _prompt_groups(scorers: Mapping[str, Mapping], prompts: Any) -> list[dict]:
 
 
 def _n_prompts(scorers: Mapping[str, Mapping], prompts: Any) -> str:
-    counts = {}
-    for prefix, info in sorted(scorers.items()):
-        texts = info.get("prompts")
-        n = len(texts) if isinstance(texts, (list, tuple)) else info.get("n_prompts")
-        if n is not None:
-            counts[prefix] = n
+    counts = {prefix: len(info["prompts"]) if isinstance(info.get("prompts"), (list, tuple))
+              else info.get("n_prompts") for prefix, info in sorted(scorers.items())}
+    counts = {prefix: n for prefix, n in counts.items() if n is not None}
     if not counts:
         return str(len(prompts)) if isinstance(prompts, (list, tuple)) else "not recorded"
     if len(set(counts.values())) == 1:

@@ -32,9 +32,8 @@ def looks_like_path(name: str) -> bool:
     """Whether ``name`` can only mean a local path (a Hub id is ``name`` or ``namespace/name``):
     it starts with ``.`` or ``~``, is absolute, holds a backslash or more than one ``/``, or ends in
     a data-file suffix (``.jsonl``, ``.parquet``, ...)."""
-    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    return Path(name).suffix.lower() in DATA_SUFFIXES
+    return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
+            or Path(name).suffix.lower() in DATA_SUFFIXES)
 
 
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
@@ -210,7 +209,8 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
     """The concrete format ('disk', 'parquet' or 'jsonl'): `output_format`, or for 'auto' the one the
     path's suffix names."""
     if output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"output_format={output_format!r} is invalid: expected one of {list(OUTPUT_FORMATS)}.")
+        raise ConfigError(f"output_format={output_format!r} is invalid: expected one of "
+                          f"{list(OUTPUT_FORMATS)}.")
     if output_format != "auto":
         return output_format
     return {".parquet": "parquet", ".jsonl": "jsonl"}.get(Path(output).suffix.lower(), "disk")
@@ -230,12 +230,10 @@ def check_output_path(output: str, *, output_format: str = "auto", option: str =
     fmt = resolve_output_format(output, output_format)
     path = Path(os.path.expanduser(output))
     folder = is_folder_output(output, fmt)
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{option}={output!r} is invalid: {os.fspath(parent)!r} is a file, so "
-                                  "nothing can be written under it. Choose another path.")
-            break
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{option}={output!r} is invalid: {os.fspath(parent)!r} is a file, so "
+                          "nothing can be written under it. Choose another path.")
     if folder and path.exists() and not path.is_dir():
         raise ConfigError(f"{option}={output!r} is an existing file, but a folder (save_to_disk) output "
                           "needs a folder path. Give a new path, or end it in .parquet or .jsonl.")

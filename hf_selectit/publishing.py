@@ -12,7 +12,7 @@ a repo id as `./user/name`); it holds the latest version in place, earlier ones 
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -100,14 +100,10 @@ def _hub_errors() -> tuple:
     """Exceptions that mean "the Hub request failed" (HTTP status, connection, timeout)."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    errors: list = [HfHubHTTPError, OSError]
     # huggingface_hub 1.x uses httpx, 2.x its fork httpx2; transport errors derive from either.
-    for name in ("httpx2", "httpx"):
-        try:
-            errors.append(importlib.import_module(name).HTTPError)
-        except ImportError:
-            pass
-    return tuple(errors)
+    transport = [importlib.import_module(name).HTTPError for name in ("httpx2", "httpx")
+                 if importlib.util.find_spec(name)]
+    return (HfHubHTTPError, OSError, *transport)
 
 
 def _check_dataset(value: Any, name: str) -> None:
@@ -143,11 +139,9 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
     if subset.num_rows == 0:
         chosen = provenance.selection_of(subset)
         rule = chosen.rule if chosen is not None else {}
-        how = ""
-        if rule:
-            how = " (selected by " + ", ".join(
-                f"{k}={rule[k]!r}" for k in ("rule", "ratio", "k", "threshold", "column")
-                if rule.get(k) is not None) + f" from {rule.get('rows_in')} rows)"
+        keys = ("rule", "ratio", "k", "threshold", "column")
+        how = (" (selected by " + ", ".join(f"{k}={rule[k]!r}" for k in keys if rule.get(k) is not None)
+               + f" from {rule.get('rows_in')} rows)") if rule else ""
         raise ConfigError(
             f"The subset to publish has no rows{how}; nothing was written. Select with a lower "
             "threshold or a larger ratio/k, and check the status column: rows whose scoring "
@@ -240,13 +234,16 @@ def _read_local_provenance(target: Path) -> Optional[dict]:
     return provenance.read_published(target) if target.is_dir() else None
 
 
+def _changelog_entry(version: Any, prov: Mapping, commit: str) -> dict:
+    return {"version": version, "date": prov.get("created_at", ""),
+            "rows": (prov.get("rows") or {}).get("subset", ""), "commit": commit}
+
+
 def _local_versions(prov: Optional[dict]) -> list[dict]:
     """Versions recorded in a directory: the current one first, then its history."""
     if not prov:
         return []
-    current = {"version": prov.get("version"), "date": prov.get("created_at", ""),
-               "rows": (prov.get("rows") or {}).get("subset", ""), "commit": "-"}
-    return [current] + list(prov.get("history") or [])
+    return [_changelog_entry(prov.get("version"), prov, "-")] + list(prov.get("history") or [])
 
 
 def _publish_local(job: _Version, target: Path, *, display: str, overwrite: bool) -> PublishResult:
@@ -353,8 +350,7 @@ def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str]) -> list[
         except (EntryNotFoundError, HfHubHTTPError, ValueError) as exc:
             # A tag made by hand (no selectit.json) still belongs in the changelog.
             logger.info("No provenance at tag %s of %s (%s).", name, repo_id, type(exc).__name__)
-        entries.append({"version": name, "date": prov.get("created_at", ""),
-                        "rows": (prov.get("rows") or {}).get("subset", ""), "commit": f"`{tags[name][:8]}`"})
+        entries.append(_changelog_entry(name, prov, f"`{tags[name][:8]}`"))
     return entries
 
 

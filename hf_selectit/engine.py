@@ -266,7 +266,7 @@ class Engine:
         return [None if item.row in failed else value for item, value in zip(items, results)], failed
 
     def _prefix_groups(self, items: list, state: DeviceState) -> list:
-        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then ((), the rest).
+        """[(shared prefix ids, item indices), ...]: groups whose prefix KV is reused, then ((), the rest).
 
         A group's prefix is capped at its template's prefix and before every item's read-out span.
         """
@@ -350,9 +350,8 @@ class Engine:
 
         p = len(prefix_ids)
         batch_items = [items[i] for i in indices]
-        input_ids, attention_mask, position_ids = pad_left(
-            [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
-        )
+        input_ids, attention_mask, position_ids = pad_left([item.ids[p:] for item in batch_items],
+                                                           state.tokenizer.pad_token_id, state.device)
         ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
         # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
         # continue from the prefix so each text sees exactly the positions it has alone.

@@ -117,9 +117,6 @@ class EngineStats:
     head_positions: int = 0  # positions the output head (vocabulary projection) ran on
 
 
-# --- the engine -----------------------------------------------------------------------------
-
-
 class Engine:
     """Runs a method's texts through its model. One per scorer object; models are shared per process.
 
@@ -136,8 +133,6 @@ class Engine:
         self.preloaded: Optional[tuple] = None
         self._loaded: dict[str, DeviceState] = {}
         self._lock = threading.Lock()
-
-    # --- model state ---
 
     def state(self, rank: Optional[int] = None) -> DeviceState:
         """The loaded model, tokenizer and caches for `rank`'s device (loads on first use)."""
@@ -192,8 +187,6 @@ class Engine:
         """Token ids of the shared prefixes whose KV cache this process holds for `rank`'s device."""
         return [ids for ids, kv in self.state(rank).prefix_kv.items() if kv is not None]
 
-    # --- tokenising ---
-
     def encode(self, texts: Sequence[str], state: DeviceState, *, add_special_tokens: bool = True) -> list:
         """Token ids of each text (one tokenizer call for all)."""
         if not texts:
@@ -238,8 +231,6 @@ class Engine:
                         or (kind == "y" and (k < head_n or k >= n_y - tail_n))):
                     out.append(token)
         return out
-
-    # --- running ---
 
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
         """(one numpy array per item, None where its row failed; the rows that ran out of memory even

@@ -117,9 +117,6 @@ class EngineStats:
     head_positions: int = 0  # positions the output head (vocabulary projection) ran on
 
 
-# --- the engine -----------------------------------------------------------------------------
-
-
 class Engine:
     """Runs a method's texts through its model. One per scorer object; models are shared per process.
 
@@ -136,8 +133,6 @@ class Engine:
         self.preloaded: Optional[tuple] = None
         self._loaded: dict[str, DeviceState] = {}
         self._lock = threading.Lock()
-
-    # --- model state ---
 
     def state(self, rank: Optional[int] = None) -> DeviceState:
         """The loaded model, tokenizer and caches for `rank`'s device (loads on first use)."""
@@ -192,8 +187,6 @@ class Engine:
         """Token ids of the shared prefixes whose KV cache this process holds for `rank`'s device."""
         return [ids for ids, kv in self.state(rank).prefix_kv.items() if kv is not None]
 
-    # --- tokenising ---
-
     def encode(self, texts: Sequence[str], state: DeviceState, *, add_special_tokens: bool = True) -> list:
         """Token ids of each text (one tokenizer call for all)."""
         if not texts:
@@ -239,8 +232,6 @@ class Engine:
                     out.append(token)
         return out
 
-    # --- running ---
-
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
         """(one numpy array per item, None where its row failed; the rows that ran out of memory even
         alone): every item forwarded in length-sorted micro-batches under the token budget.
@@ -266,7 +257,7 @@ class Engine:
         return [None if item.row in failed else value for item, value in zip(items, results)], failed
 
     def _prefix_groups(self, items: list, state: DeviceState) -> list:
-        """[(shared prefix ids, item indices), ...]: the groups whose prefix KV is reused, then ((), the rest).
+        """[(shared prefix ids, item indices), ...]: groups whose prefix KV is reused, then ((), the rest).
 
         A group's prefix is capped at its template's prefix and before every item's read-out span.
         """
@@ -350,9 +341,8 @@ class Engine:
 
         p = len(prefix_ids)
         batch_items = [items[i] for i in indices]
-        input_ids, attention_mask, position_ids = pad_left(
-            [item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device
-        )
+        input_ids, attention_mask, position_ids = pad_left([item.ids[p:] for item in batch_items],
+                                                           state.tokenizer.pad_token_id, state.device)
         ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
         # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
         # continue from the prefix so each text sees exactly the positions it has alone.

@@ -64,12 +64,8 @@ def sentence_level_scores(token_scores: np.ndarray, alpha: float = 0.2) -> tuple
     return s.mean(axis=-1) / (1.0 + alpha * std), std
 
 
-def model_weights(
-    *,
-    n_models: int,
-    params: Optional[Sequence[float]] = None,
-    weights: Union[Sequence[float], str, None] = None,
-) -> np.ndarray:
+def model_weights(*, n_models: int, params: Optional[Sequence[float]] = None,
+                  weights: Union[Sequence[float], str, None] = None) -> np.ndarray:
     """The weight of each scoring model in the model level ([n_models] float64).
 
     Exactly one of `params` (parameter counts theta_m: weights theta_m / sum_j theta_j, the
@@ -106,9 +102,8 @@ def model_level_scores(sentence_scores: np.ndarray, weights: np.ndarray) -> np.n
     return np.tensordot(w, np.asarray(sentence_scores, dtype=np.float64), axes=(0, 0))
 
 
-def selectit_scores(
-    rating_probs: np.ndarray, *, alpha: float = 0.2, normalization: str = "paper"
-) -> dict[str, np.ndarray]:
+def selectit_scores(rating_probs: np.ndarray, *, alpha: float = 0.2,
+                    normalization: str = "paper") -> dict[str, np.ndarray]:
     """Token and sentence level for a batch, from [rows, prompts, K] raw rating-token probabilities.
 
     Returns "rating_probs" (P', [rows, prompts, K]), "token_scores" ([rows, prompts]),

@@ -159,7 +159,8 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
                    {"attn_implementation": "sdpa"})
     for name, tail in (("max_memory", " (or 'balanced') next to it"), ("offload_folder", "")):
         if out and name in out and "device_map" not in out:
-            raise ConfigError(f"model_kwargs[{name!r}] only applies with a device_map; add 'device_map': 'auto'{tail}.")
+            raise ConfigError(f"model_kwargs[{name!r}] only applies with a device_map; add "
+                              f"'device_map': 'auto'{tail}.")
     return out
 
 
@@ -220,9 +221,8 @@ def quantization_dict(config: Any) -> dict:
         data = dict(config)
     else:
         data = config.to_dict()
-        method = getattr(config, "quant_method", None)
-        if method is not None and "quant_method" not in data:
-            data["quant_method"] = method
+        if getattr(config, "quant_method", None) is not None:
+            data.setdefault("quant_method", config.quant_method)
     if "quant_method" in data:
         data["quant_method"] = str(getattr(data["quant_method"], "value", data["quant_method"]))
     return json.loads(json.dumps(data, sort_keys=True, default=str))

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError, ModelLoadError
-from .model_kwargs import DEVICE_MAP_STRATEGIES, HubToken, has_device_map, numeric_model_kwargs, quantization_dict
+from .model_kwargs import (DEVICE_MAP_STRATEGIES, HubToken, has_device_map, numeric_model_kwargs,
+                           quantization_dict)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def embedded_model_path() -> str:
     # One copy per transformers major version: a tokenizer saved by 5.x names a class
     # (TokenizersBackend) that 4.x cannot read, and the floor environment shares this cache.
     major = transformers.__version__.split(".")[0]
-    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{gguf.stat().st_size}-v{_CONVERSION_VERSION}-tf{major}"
+    size = gguf.stat().st_size
+    target = cache_dir() / f"SmolLM2-135M-Instruct-Q4_1-{size}-v{_CONVERSION_VERSION}-tf{major}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(f"Reading {gguf.name} needs the package 'gguf'. Install it with `{_INSTALL_HINT}`.")
+        raise ModelLoadError(f"Reading {gguf.name} needs the package 'gguf'. "
+                             f"Install it with `{_INSTALL_HINT}`.")
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -118,10 +121,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     # Tied output embeddings are absent from a state dict of tied models by design.
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise ModelLoadError(
-            f"Converting {gguf} failed: missing weights {missing[:5]}, unexpected {unexpected[:5]}. "
-            "Please report this with your transformers version."
-        )
+        raise ModelLoadError(f"Converting {gguf} failed: missing weights {missing[:5]}, unexpected "
+                             f"{unexpected[:5]}. Please report this with your transformers version.")
     model.tie_weights()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -225,10 +226,8 @@ def load_tokenizer(source: str, name: str, hub: dict) -> Any:
 def _with_pad_token(tokenizer: Any, name: str) -> Any:
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(
-                f"The tokenizer of {name!r} has neither a pad nor an eos token; batched scoring "
-                "needs one for padding. Add a pad token to the tokenizer."
-            )
+            raise ModelLoadError(f"The tokenizer of {name!r} has neither a pad nor an eos token; batched "
+                                 "scoring needs one for padding. Add a pad token to the tokenizer.")
         # Padded positions are masked out, so which token fills them does not matter.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -281,9 +280,8 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
             hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} "
                     "to shard it over this process's GPUs (with num_proc=None), or a "
                     "quantization_config such as {'load_in_4bit': true}.")
-        raise ModelLoadError(
-            f"Could not load model {name!r} (revision={config.revision!r}): {err}. {hint}"
-        ) from err
+        raise ModelLoadError(f"Could not load model {name!r} (revision={config.revision!r}): "
+                             f"{err}. {hint}") from err
     if not sharded and quantization is None:
         model.to(device)
     model.eval()
@@ -302,10 +300,8 @@ def _quantization_object(config: Any) -> Any:
     try:
         return AutoQuantizationConfig.from_dict(dict(config))
     except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(
-            f"model_kwargs['quantization_config']={config!r} is not a quantization config this "
-            f"transformers can build: {err}"
-        ) from err
+        raise ConfigError(f"model_kwargs['quantization_config']={config!r} is not a quantization config "
+                          f"this transformers can build: {err}") from err
 
 
 def is_oom(err: BaseException) -> bool:

@@ -46,13 +46,12 @@ def _single_token(tokenizer: Any, vocab: dict, text: str, pieces: tuple[str, ...
     encoded = tokenizer.encode(text, add_special_tokens=False)
     if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
         candidates.append(encoded[0])
-    return next((i for i in candidates if i is not None and tokenizer.decode([i]) in (text, text.strip())), None)
+    spelled = (text, text.strip())
+    return next((i for i in candidates if i is not None and tokenizer.decode([i]) in spelled), None)
 
 
-def find_rating_tokens(
-    tokenizer: Any, *, model_name: str = "the model", ratings: tuple[str, ...] = RATINGS,
-    method: str = "SelectIT",
-) -> RatingTokens:
+def find_rating_tokens(tokenizer: Any, *, model_name: str = "the model", ratings: tuple[str, ...] = RATINGS,
+                       method: str = "SelectIT") -> RatingTokens:
     """The rating tokens (by default SelectIT's "1".."5") in a tokenizer's vocabulary: the bare digits
     if all of them are distinct single tokens, else the leading-space variant if all of those are.
     `model_name` and `method` are named in messages only; RatingTokenError when neither variant works.
@@ -66,7 +65,8 @@ def find_rating_tokens(
     ids, variant = [_single_token(tokenizer, vocab, k, (k,)) for k in ratings], "bare"
     if None in ids or len(set(ids)) < len(ratings):
         bare, variant = ids, "space"
-        ids = [_single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS)) for k in ratings]
+        ids = [_single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS))
+               for k in ratings]
         if None in ids or len(set(ids)) < len(ratings):
             missing_bare = [k for k, i in zip(ratings, bare) if i is None]
             missing_space = [" " + k for k, i in zip(ratings, ids) if i is None]

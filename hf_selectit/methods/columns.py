@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from .. import provenance
 # The fused model-level column `fuse_models` writes by default: the fusion option's default.
 from ..config import DEFAULT_PREFIX, FUSED_COLUMN, METHOD_CONFIGS  # noqa: F401  (FUSED_COLUMN: re-exported)
+from ..errors import ScoreColumnError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -229,8 +231,6 @@ def selectit_prefixes(column_names: Iterable[str]) -> list:
 def known(ds: "Dataset") -> list:
     """Every schema the rows carry: recorded scorers and fusions, then scorers that ran in this
     process (``ds.map(scorer)`` cannot record anything on its result)."""
-    from .. import provenance
-
     meta = provenance.read(ds)
     out = [for_info(info, prefix) for prefix, info in (meta.get("scorers") or {}).items() if isinstance(info, Mapping)]
     for output, spec in (meta.get("fusion") or {}).items():
@@ -268,8 +268,6 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
     Raises:
         ScoreColumnError: no candidate, or several (the message lists them).
     """
-    from ..errors import ScoreColumnError
-
     default = SCHEMAS["selectit"].score
     # The CLI passes the default name explicitly; when it is absent it means "the score column".
     if column is not None and not (column == default and default not in ds.column_names):

@@ -174,8 +174,7 @@ class IFDScorer(BaseScorer):
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        return {"score": scores, "conditioned_loss": [c for c, _ in losses],
-                "direct_loss": [d for _, d in losses], "status": status_col}
+        return {"score": scores, "conditioned_loss": out[:, 0], "direct_loss": out[:, 1], "status": status_col}
 
 
 class ReverseIFDScorer(IFDScorer):

@@ -29,36 +29,29 @@ from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
 from .columns import ScoreColumns, row_status
 
-# Options that do not change the scores (only where/how fast they are computed).
-RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
-
 
 class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
     Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
-    `_texts` and `_score` (IFD: its own `_items` and `probe_token_ids`).
+    `_texts` and `_score` (IFD: its own `_items`).
     """
 
     method: str = ""
-    #: The method as messages name it ("SelectIT", "DEITA", ...).
-    title: str = ""
+    title: str = ""  #: the method as messages name it ("SelectIT", "DEITA", ...)
     config_class: type = object
-    #: The method's columns with its default prefix (hf_selectit/methods/columns.py).
-    schema: ScoreColumns = ScoreColumns(None, "")
-    #: Rows read with their input kept apart (`prompts.extract_fields`), else as (X, Y) pairs.
-    keeps_input: bool = False
-    #: A rating method's digits (`rating_tokens.RATINGS`, ...), read at the last position.
-    ratings: tuple = ()
-    #: Whether the texts get the tokenizer's special tokens (BOS).
-    add_special_tokens: bool = True
+    schema: ScoreColumns = ScoreColumns(None, "")  #: the method's columns with its default prefix
+    keeps_input: bool = False  #: rows read by `prompts.extract_fields` (input apart), else `extract_pairs`
+    ratings: tuple = ()  #: a rating method's digits (`rating_tokens.RATINGS`, ...)
+    add_special_tokens: bool = True  #: whether the texts get the tokenizer's special tokens (BOS)
     #: The error of a row whose fixed parts alone are longer than max_length ({group}: its text's group).
     too_long: str = ""
     #: Rows whose texts' variable parts share no character: where a group's texts stop sharing tokens.
     probes: tuple = (Fields("A", "", "B"), Fields("z", "", "y"))
     engine_class: type = Engine
-    # Options that do not change scores, left out of the `datasets` fingerprint.
-    runtime_options: tuple = RUNTIME_OPTIONS
+    # Options that do not change the scores (only where or how fast they are computed), left out
+    # of the `datasets` fingerprint.
+    runtime_options: tuple = ("device", "max_batch_tokens", "reuse_prompt_prefix")
 
     def __init__(self, model: Any = None, *, tokenizer: Any = None, **options: Any) -> None:
         # The options are the fields of `config_class`, listed once there; `__init_subclass__`

@@ -154,10 +154,7 @@ SCHEMAS = {
 
 def deita_columns(prefix: str, kind: str) -> ScoreColumns:
     """DEITA's columns for one `kind` ("both", "quality" or "complexity")."""
-    base = SCHEMAS["deita"].with_prefix(prefix)
-    if kind == "both":
-        return base
-    return replace(base, outputs=(kind, "rating_mass", "status"), ranked=((kind, True),))
+    return _of("deita", prefix, kind)
 
 
 def for_config(config: Any) -> ScoreColumns:
@@ -189,9 +186,10 @@ def for_scorer(scorer: Any) -> Optional[ScoreColumns]:
 
 
 def _of(method: str, prefix: str, kind: Optional[str]) -> ScoreColumns:
-    if method == "deita":
-        return deita_columns(prefix, kind or "both")
-    return SCHEMAS[method].with_prefix(prefix)
+    cols = SCHEMAS[method].with_prefix(prefix)
+    if method != "deita" or kind in (None, "both"):
+        return cols
+    return replace(cols, outputs=(kind, "rating_mass", "status"), ranked=((kind, True),))
 
 
 def fused(output: str, *, higher_is_better: bool = True) -> ScoreColumns:

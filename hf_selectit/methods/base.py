@@ -210,13 +210,13 @@ class BaseScorer:
             "column_prefix": self.config.column_prefix,
             "columns": self.config.columns,
             "output_columns": self.output_columns,
-            "options": {k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
+            # Of the from_pretrained options only those that change the numbers (attention,
+            # quantisation), never placement or the token.
+            "options": {**{k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
+                        "model_kwargs": numeric_model_kwargs(self.config.model_kwargs) or None,
+                        "vllm_kwargs": numeric_vllm_kwargs(self.config.vllm_kwargs) or None},
             "package_version": __version__,
         }
-        # Provenance keeps the from_pretrained options that change the numbers (attention,
-        # quantisation), never placement or the token.
-        info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
-        info["options"]["vllm_kwargs"] = numeric_vllm_kwargs(self.config.vllm_kwargs) or None
         if self._preloaded is not None:
             info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
@@ -335,11 +335,8 @@ def template_segments(template: str, **parts: tuple) -> list:
 
 def split_model_argument(model: Any, tokenizer: Any) -> tuple:
     """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments:
-    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`.
-
-    Raises:
-        ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
-    """
+    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`
+    (a ConfigError for a tokenizer without a model object, or a model object without its tokenizer)."""
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
             raise ConfigError(

@@ -151,14 +151,11 @@ class IFDScorer(BaseScorer):
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
         """Per row: (conditioned ids, direct ids, first read token of each), or None when unscorable."""
         rows = self._rows(batch)
-        statuses = [row.error for row in rows]
+        items = self._items(rows, [row.error for row in rows], self.engine.state(rank))
         out: list = [None] * len(rows)
-        for item in self._items(rows, statuses, self.engine.state(rank)):
-            entry = out[item.row] or [None, None, [None, None]]
-            entry[item.slot] = list(item.ids)
-            entry[2][item.slot] = item.loss_from
-            out[item.row] = entry
-        return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
+        for cond, direct in zip(items[::2], items[1::2]):  # each row's two items, in slot order
+            out[cond.row] = (list(cond.ids), list(direct.ids), (cond.loss_from, direct.loss_from))
+        return out
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         items = self._items(rows, statuses, state)

@@ -108,10 +108,9 @@ class BaseScorer:
         self._preloaded = preloaded
         self._check_config()
         # Process-local runtime state; never pickled (see __getstate__).
+        engine_class = self.engine_class
         if config.backend == "vllm":
             from ..backends.vllm import VllmEngine as engine_class
-        else:
-            engine_class = self.engine_class
         self.engine = engine_class(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))

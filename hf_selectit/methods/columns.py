@@ -275,10 +275,8 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
     if default in ds.column_names:
         return default
     candidates = [name for name in score_like(ds) if _numeric(ds, name)]
-    if len(candidates) == 1 or (candidates and not required):
-        return sorted(candidates)[0]
-    if not required:
-        return None
+    if len(candidates) == 1 or not required:
+        return sorted(candidates)[0] if candidates else None
     if candidates:
         raise ScoreColumnError(
             f"Score column {default!r} not found and the dataset has several score "

@@ -101,7 +101,7 @@ class IFDScorer(BaseScorer):
 
     def _method_info(self, state: Any) -> dict:
         templates = TEMPLATES[self.config.template]
-        info = {
+        return {
             "method_description": ("Reversed IFD (Selective Reflection-Tuning, Li et al. 2024): r-IFD = "
                                    if self.reverse else "IFD (Cherry LLM, Li et al. 2023): IFD = ")
             + ("exp s(.|cond) / exp s(.)" if self.config.variant == "ppl" else "s(.|cond) / s(.)"),
@@ -113,10 +113,8 @@ class IFDScorer(BaseScorer):
             "token_rule": "read tokens from len(encode(text[:offset])) (BOS counted); loss of t from logits at "
                           "t-1, fp32 log-softmax; right truncation with the same number of read tokens in both texts",
             "bos_token": getattr(state.tokenizer, "bos_token", None),
+            **({"reverse_instruction": REVERSE_INSTRUCTION} if self.reverse else {}),
         }
-        if self.reverse:
-            info["reverse_instruction"] = REVERSE_INSTRUCTION
-        return info
 
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""

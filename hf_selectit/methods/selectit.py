@@ -59,7 +59,6 @@ class SelectITScorer(BaseScorer):
     title = "SelectIT"
     config_class = ScorerConfig
     schema = SCHEMAS["selectit"]
-
     ratings = RATINGS
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
@@ -101,9 +100,8 @@ class SelectITScorer(BaseScorer):
         statuses = [p.error for p in pairs]
         items = self._items(pairs, statuses, self.engine.state(rank))
         out: list = [None if s is not None else [None] * len(self.prompt_texts) for s in statuses]
-        for item in items:
-            if out[item.row] is not None:
-                out[item.row][item.slot] = list(item.ids)
+        for item in items:  # only rows still without an error status have items
+            out[item.row][item.slot] = list(item.ids)
         return out
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:

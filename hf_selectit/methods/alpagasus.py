@@ -22,7 +22,6 @@ from ..errors import ConfigError
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer, template_segments
-from .columns import SCHEMAS
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
@@ -88,7 +87,6 @@ class AlpaGasusScorer(BaseScorer):
     method = "alpagasus"
     title = "AlpaGasus"
     config_class = AlpaGasusConfig
-    schema = SCHEMAS["alpagasus"]
     keeps_input = True
     ratings = RATINGS_0_5
     add_special_tokens = False  # the chat template writes its own

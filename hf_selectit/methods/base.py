@@ -27,20 +27,19 @@ from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_c
 from ..prompts import _CHAT_COLUMNS, Fields, extract_fields, extract_pairs
 from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
-from .columns import ScoreColumns, row_status
+from .columns import ScoreColumns, for_method, row_status
 
 
 class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
-    Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
-    `_texts` and `_score` (IFD: its own `_items`).
+    Subclasses set `method` (registry name and key of their columns in `columns.SCHEMAS`) and
+    `config_class`, and implement `_texts` and `_score` (IFD: its own `_items`).
     """
 
     method: str = ""
     title: str = ""  #: the method as messages name it ("SelectIT", "DEITA", ...)
     config_class: type = object
-    schema: ScoreColumns = ScoreColumns(None, "")  #: the method's columns with its default prefix
     keeps_input: bool = False  #: rows read by `prompts.extract_fields` (input apart), else `extract_pairs`
     ratings: tuple = ()  #: a rating method's digits (`rating_tokens.RATINGS`, ...)
     add_special_tokens: bool = True  #: whether the texts get the tokenizer's special tokens (BOS)
@@ -157,7 +156,7 @@ class BaseScorer:
     @property
     def columns(self) -> ScoreColumns:
         """This scorer's columns: names, the score to rank by, which end is better, the status."""
-        return self.schema.with_prefix(self.config.column_prefix)
+        return for_method(self.method, self.config.column_prefix, getattr(self.config, "kind", None))
 
     @property
     def output_columns(self) -> list:

@@ -2,11 +2,11 @@
 score is better, and how its row status reads. No other module spells a score column's name or
 parses a column suffix.
 
-Each method declares one :class:`ScoreColumns` (``IFDScorer.schema``, ...) with its default
-prefix. A score column of a dataset is traced to its schema by :func:`columns_of`: the scorer
-provenance the rows carry (or the scorer that ran in this process), a fusion recorded by
-``fuse_models``, else the column's name. Row status, one per scorer and row: ``"ok"``,
-``"truncated"`` (scored, text cut to fit) or ``"error: <reason>"`` (no score; never selected).
+Each method has one :class:`ScoreColumns` in :data:`SCHEMAS`, with its default prefix. A score
+column of a dataset is traced to its schema by :func:`columns_of`: the scorer provenance the rows
+carry (or the scorer that ran in this process), a fusion recorded by ``fuse_models``, else the
+column's name. Row status, one per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut
+to fit) or ``"error: <reason>"`` (no score; never selected).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class ScoreColumns:
 
 
 _LOSSES = (("conditioned_loss", False), ("direct_loss", False))
-#: Each method's columns with its default prefix (the method modules declare them as `schema`).
+#: Each method's columns with its default prefix (a scorer's are under its own prefix, `for_method`).
 #: IFD: higher is better within the cut-off at 1 (Cherry data_by_IFD.py, Superfiltering);
 #: r-IFD: lower is better (a response that lets the model recover its instruction, Selective
 #: Reflection-Tuning); losses lower; ratings higher.
@@ -154,7 +154,7 @@ SCHEMAS = {
 
 def deita_columns(prefix: str, kind: str) -> ScoreColumns:
     """DEITA's columns for one `kind` ("both", "quality" or "complexity")."""
-    return _of("deita", prefix, kind)
+    return for_method("deita", prefix, kind)
 
 
 def for_config(config: Any) -> ScoreColumns:
@@ -163,7 +163,7 @@ def for_config(config: Any) -> ScoreColumns:
     method = next((m for m, cls in METHOD_CONFIGS.items() if type(config) is cls), None)
     if method is None:
         raise TypeError(f"{config!r} is not the config of a scoring method ({sorted(METHOD_CONFIGS)}).")
-    return _of(method, config.column_prefix, getattr(config, "kind", None))
+    return for_method(method, config.column_prefix, getattr(config, "kind", None))
 
 
 def for_info(info: Mapping, prefix: Optional[str] = None) -> ScoreColumns:
@@ -172,7 +172,7 @@ def for_info(info: Mapping, prefix: Optional[str] = None) -> ScoreColumns:
     method = str(info.get("method") or "selectit")
     kind = (info.get("options") or {}).get("kind") or info.get("kind")
     prefix = str(info.get("column_prefix", "")) if prefix is None else prefix
-    return _of(method if method in SCHEMAS else "selectit", prefix, kind)
+    return for_method(method if method in SCHEMAS else "selectit", prefix, kind)
 
 
 def for_scorer(scorer: Any) -> Optional[ScoreColumns]:
@@ -185,7 +185,8 @@ def for_scorer(scorer: Any) -> Optional[ScoreColumns]:
     return guess(names[0]) if names else None
 
 
-def _of(method: str, prefix: str, kind: Optional[str]) -> ScoreColumns:
+def for_method(method: str, prefix: str, kind: Optional[str] = None) -> ScoreColumns:
+    """The columns of a method's scorer under `prefix` (DEITA: of its `kind`)."""
     cols = SCHEMAS[method].with_prefix(prefix)
     if method != "deita" or kind in (None, "both"):
         return cols

@@ -20,7 +20,6 @@ from ..engine import join_segments
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_1_6
 from .base import BaseScorer, template_segments
-from .columns import SCHEMAS, ScoreColumns, deita_columns
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -74,7 +73,6 @@ class DeitaScorer(BaseScorer):
     method = "deita"
     title = "DEITA"
     config_class = DeitaConfig
-    schema = SCHEMAS["deita"]
     ratings = RATINGS_1_6
     too_long = "max_length={max_length} is shorter than the DEITA {group} prompt alone; raise max_length"
 
@@ -82,11 +80,6 @@ class DeitaScorer(BaseScorer):
     def kinds(self) -> tuple:
         """The prompts run per row: ("quality", "complexity"), ("quality",) or ("complexity",)."""
         return ("quality", "complexity") if self.config.kind == "both" else (self.config.kind,)
-
-    @property
-    def columns(self) -> ScoreColumns:  # type: ignore[override]
-        """kind="both": quality, complexity and their product (ranked by); else that one rating."""
-        return deita_columns(self.config.column_prefix, self.config.kind)
 
     def _texts(self, pair: Any, state: Any) -> list:
         return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]

@@ -31,7 +31,7 @@ from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
 from ..prompts import Fields as _Row
 from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from .columns import row_status
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
 #: "input" (rows with an input) and "plain" (rows without).
@@ -78,7 +78,6 @@ class IFDScorer(BaseScorer):
 
     method = "ifd"
     config_class = IFDConfig
-    schema = SCHEMAS["ifd"]
     keeps_input = True
     # The probes of the conditioned texts of rows with an input come after those without one.
     probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
@@ -186,5 +185,4 @@ class ReverseIFDScorer(IFDScorer):
 
     method = "rifd"
     config_class = ReverseIFDConfig
-    schema = SCHEMAS["rifd"]
     reverse = True

@@ -58,7 +58,6 @@ class SelectITScorer(BaseScorer):
     method = "selectit"
     title = "SelectIT"
     config_class = ScorerConfig
-    schema = SCHEMAS["selectit"]
     ratings = RATINGS
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")

@@ -158,8 +158,8 @@ class IFDScorer(BaseScorer):
         items = self._items(rows, statuses, state)
         nan = float("nan")
         out = np.full((len(rows), 2), nan)
-        status_col = self._read(items, state, TokenLosses(), out, statuses,
-                                value_of=lambda value: float(value.mean()) if len(value) else nan)
+        status = self._read(items, state, TokenLosses(), out, statuses,
+                            value_of=lambda value: float(value.mean()) if len(value) else nan)
         losses, scores = out.tolist(), []  # NaN for every row with an error status: it has no values
         for cond, direct in losses:
             if math.isnan(cond) or math.isnan(direct):
@@ -168,7 +168,7 @@ class IFDScorer(BaseScorer):
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        return {"score": scores, "conditioned_loss": out[:, 0], "direct_loss": out[:, 1], "status": status_col}
+        return {"score": scores, "conditioned_loss": out[:, 0], "direct_loss": out[:, 1], "status": status}
 
 
 class ReverseIFDScorer(IFDScorer):

@@ -129,11 +129,7 @@ class AlpaGasusScorer(BaseScorer):
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
-        return {
-            "score": out["score"],
-            # A float column: NaN for rows not scored (None would make an all-error first batch a
-            # null-typed column that later batches cannot be written to).
-            "argmax": [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)],
-            "rating_mass": out["mass"],
-            "status": status,
-        }
+        # argmax is a float column: NaN for rows not scored (None would make an all-error first
+        # batch a null-typed column that later batches cannot be written to).
+        argmax = [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)]
+        return {"score": out["score"], "argmax": argmax, "rating_mass": out["mass"], "status": status}

@@ -303,9 +303,7 @@ class BaseScorer:
 def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
     """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists:
     a ConfigError naming the column that holds a single value and the fix."""
-    chat_columns = set(_CHAT_COLUMNS)
-    if columns:
-        chat_columns |= {str(v) for k, v in columns.items() if k in _CHAT_COLUMNS}
+    chat_columns = {*_CHAT_COLUMNS, *(str(v) for k, v in (columns or {}).items() if k in _CHAT_COLUMNS)}
     for name, value in batch.items():
         single = isinstance(value, (str, bytes, int, float, bool, _MappingABC)) or value is None
         if not single and name in chat_columns and isinstance(value, (list, tuple)):

@@ -120,14 +120,13 @@ class IFDScorer(BaseScorer):
         max_length = state.max_length
         scored = [r for r, status in enumerate(statuses) if status is None]
         texts = [entry for r in scored for entry in self._texts(rows[r], state)]
-        groups = [group for group, _, _ in texts]
         full = self.engine.encode([text for _, text, _ in texts], state)
         # The authors' rule: the read span starts at len(encode(text[:offset])), BOS counted.
         starts = [len(ids) for ids in self.engine.encode([text[:offset] for _, text, offset in texts], state)]
         items = []
         what = "instruction" if self.reverse else "response"
-        for r, c_group, d_group, c_ids, d_ids, c_start, d_start in zip(
-                scored, groups[::2], groups[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
+        for r, (c_group, _, _), (d_group, _, _), c_ids, d_ids, c_start, d_start in zip(
+                scored, texts[::2], texts[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
             n_cond, n_direct = len(c_ids) - c_start, len(d_ids) - d_start
             # Tokens of the read span each text keeps after the right cut; the same count in both.
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)

@@ -38,12 +38,10 @@ _INSTRUCTION_MARKER = "\n\nInstruction:"
 class SelectITScorer(BaseScorer):
     """Adds SelectIT scores to a batch of rows; made for `Dataset.map(scorer, batched=True)`.
 
-    The model loads lazily on the first call and is cached per process, on
-    `cuda:{(rank or 0) % n}` when CUDA exists (pass `with_rank=True` to `map`), else on CPU.
-    The options are the fields of `ScorerConfig` (listed by ``help(SelectITScorer)``); `model`
-    may also be a transformers model already in memory, with its `tokenizer`: used as it is (not
-    moved, not reloaded), fingerprinted by its name, commit and config (not its weights), and
-    refused by `num_proc` > 1 (pass a path there).
+    The model loads lazily on the first call, once per process (device: see `device`). Options:
+    the fields of `ScorerConfig`; a transformers model already in memory (with its `tokenizer`) is
+    used as it is: not moved, not reloaded, fingerprinted by its name, commit and config (not its
+    weights), and refused by `num_proc` > 1 (pass a path there).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).

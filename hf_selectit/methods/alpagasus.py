@@ -7,9 +7,9 @@ reply token's probabilities of "0".."5" are read and renormalised over those six
 `alpagasus_score = sum_k k * P_k`, beside the argmax and the probability mass on the six digits
 (docs/method.md 7.5: a mass far below 1 means the judge does not answer with a digit).
 
-For schemas without an input (pairs, chats) `{input}` is empty and `{instruction}` is X of
-docs/method.md section 1. A row too long for `max_length` loses the middle of its response, then
-the tail of its instruction and input; the rest of the messages and the chat template stay whole.
+Without an input column (pairs, chats) `{input}` is empty and `{instruction}` is X of
+docs/method.md section 1. A row too long loses the middle of its response, then the tail of its
+instruction and input; the rest of the messages and the chat template stay whole.
 """
 
 from __future__ import annotations

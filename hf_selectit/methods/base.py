@@ -251,8 +251,7 @@ class BaseScorer:
 
     def _read_ratings(self, rows: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
         """The rating tokens' log-probabilities (probabilities without `log`) at the last position of
-        each of the `slots` texts of a row, ``[rows, slots, ratings]`` (NaN where none), and the
-        status column."""
+        the `slots` texts of each row, ``[rows, slots, ratings]`` (NaN where none); the status column."""
         items = self._items(rows, statuses, state)
         out = np.full((len(statuses), slots, len(state.method_data.ids)), np.nan)
         readout = LastTokenProbs(tuple(state.method_data.ids), log=log)

@@ -1,14 +1,13 @@
 """DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
 src/deita/selection/scorer/; docs/method.md 7.4).
 
-Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
-`tokenizer.encode`; one forward per prompt, and at the next position
-`score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`. DEITA's own scorers are fine-tuned
-Llama models; with any other model this is only their prompt. DEITA returns 3.0 when a rating
-token is missing; here a tokenizer without distinct single tokens for "1".."6" is refused
-instead, and an unscored row stays NaN with an error status. `deita_score = complexity * quality`
-(the paper's evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row
-too long for `max_length` loses the middle of its response, then the tail of its instruction.
+Raw text with the tokenizer's default special tokens, as DEITA's `tokenizer.encode`; one forward
+per prompt, and at the next position `score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`.
+DEITA's own scorers are fine-tuned Llama models; with any other model this is only their prompt.
+DEITA returns 3.0 when a rating token is missing; here such a tokenizer is refused instead, and an
+unscored row stays NaN with an error status. `deita_score = complexity * quality` (the paper's
+evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row too long loses
+the middle of its response, then the tail of its instruction.
 """
 
 from __future__ import annotations

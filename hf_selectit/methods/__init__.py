@@ -20,11 +20,8 @@ METHODS = {
 
 
 def scorer_class(method: str) -> type:
-    """The scorer class of a method name (``scorer_class("ifd")`` is ``IFDScorer``).
-
-    Raises:
-        ConfigError: unknown method (lists the known ones).
-    """
+    """The scorer class of a method name (``scorer_class("ifd")`` is ``IFDScorer``); a ConfigError
+    listing the known ones for an unknown method."""
     target = METHODS.get(method)
     if target is None:
         raise ConfigError(f"method={method!r} is invalid: expected one of {sorted(METHODS)}.")
@@ -34,11 +31,7 @@ def scorer_class(method: str) -> type:
 
 def make_scorer(config: object) -> object:
     """The scorer of a method's config (``ScorerConfig``, ``IFDConfig``, ...), or the scorer itself
-    when given one.
-
-    Raises:
-        ConfigError: ``config`` is neither a scorer nor the config of a method.
-    """
+    when given one; a ConfigError for anything else."""
     if callable(config) and hasattr(config, "output_columns"):
         return config
     for method in METHODS:

@@ -7,9 +7,9 @@ reply token's probabilities of "0".."5" are read and renormalised over those six
 `alpagasus_score = sum_k k * P_k`, beside the argmax and the probability mass on the six digits
 (docs/method.md 7.5: a mass far below 1 means the judge does not answer with a digit).
 
-For schemas without an input (pairs, chats) `{input}` is empty and `{instruction}` is X of
-docs/method.md section 1. A row too long for `max_length` loses the middle of its response, then
-the tail of its instruction and input; the rest of the messages and the chat template stay whole.
+Without an input column (pairs, chats) `{input}` is empty and `{instruction}` is X of
+docs/method.md section 1. A row too long loses the middle of its response, then the tail of its
+instruction and input; the rest of the messages and the chat template stay whole.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from ..errors import ConfigError
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer, template_segments
-from .columns import SCHEMAS
 
 RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
@@ -88,7 +87,6 @@ class AlpaGasusScorer(BaseScorer):
     method = "alpagasus"
     title = "AlpaGasus"
     config_class = AlpaGasusConfig
-    schema = SCHEMAS["alpagasus"]
     keeps_input = True
     ratings = RATINGS_0_5
     add_special_tokens = False  # the chat template writes its own
@@ -131,11 +129,7 @@ class AlpaGasusScorer(BaseScorer):
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)
         out = expected_ratings(logprobs[:, 0], RATING_VALUES)
-        return {
-            "score": out["score"],
-            # A float column: NaN for rows not scored (None would make an all-error first batch a
-            # null-typed column that later batches cannot be written to).
-            "argmax": [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)],
-            "rating_mass": out["mass"],
-            "status": status,
-        }
+        # argmax is a float column: NaN for rows not scored (None would make an all-error first
+        # batch a null-typed column that later batches cannot be written to).
+        argmax = [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)]
+        return {"score": out["score"], "argmax": argmax, "rating_mass": out["mass"], "status": status}

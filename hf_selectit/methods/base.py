@@ -27,38 +27,30 @@ from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_c
 from ..prompts import _CHAT_COLUMNS, Fields, extract_fields, extract_pairs
 from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
-from .columns import ScoreColumns, row_status
-
-# Options that do not change the scores (only where/how fast they are computed).
-RUNTIME_OPTIONS = ("device", "max_batch_tokens", "reuse_prompt_prefix")
+from .columns import ScoreColumns, for_method, row_status
 
 
 class BaseScorer:
     """A plain callable for `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`.
 
-    Subclasses set `method` (registry name), `config_class`, `schema` (their columns), and implement
-    `_texts` and `_score` (IFD: its own `_items` and `probe_token_ids`).
+    Subclasses set `method` (registry name and key of their columns in `columns.SCHEMAS`) and
+    `config_class`, and implement `_texts` and `_score` (IFD: its own `_items`).
     """
 
     method: str = ""
-    #: The method as messages name it ("SelectIT", "DEITA", ...).
-    title: str = ""
+    title: str = ""  #: the method as messages name it ("SelectIT", "DEITA", ...)
     config_class: type = object
-    #: The method's columns with its default prefix (hf_selectit/methods/columns.py).
-    schema: ScoreColumns = ScoreColumns(None, "")
-    #: Rows read with their input kept apart (`prompts.extract_fields`), else as (X, Y) pairs.
-    keeps_input: bool = False
-    #: A rating method's digits (`rating_tokens.RATINGS`, ...), read at the last position.
-    ratings: tuple = ()
-    #: Whether the texts get the tokenizer's special tokens (BOS).
-    add_special_tokens: bool = True
+    keeps_input: bool = False  #: rows read by `prompts.extract_fields` (input apart), else `extract_pairs`
+    ratings: tuple = ()  #: a rating method's digits (`rating_tokens.RATINGS`, ...)
+    add_special_tokens: bool = True  #: whether the texts get the tokenizer's special tokens (BOS)
     #: The error of a row whose fixed parts alone are longer than max_length ({group}: its text's group).
     too_long: str = ""
     #: Rows whose texts' variable parts share no character: where a group's texts stop sharing tokens.
     probes: tuple = (Fields("A", "", "B"), Fields("z", "", "y"))
     engine_class: type = Engine
-    # Options that do not change scores, left out of the `datasets` fingerprint.
-    runtime_options: tuple = RUNTIME_OPTIONS
+    # Options that do not change the scores (only where or how fast they are computed), left out
+    # of the `datasets` fingerprint.
+    runtime_options: tuple = ("device", "max_batch_tokens", "reuse_prompt_prefix")
 
     def __init__(self, model: Any = None, *, tokenizer: Any = None, **options: Any) -> None:
         # The options are the fields of `config_class`, listed once there; `__init_subclass__`
@@ -115,10 +107,9 @@ class BaseScorer:
         self._preloaded = preloaded
         self._check_config()
         # Process-local runtime state; never pickled (see __getstate__).
+        engine_class = self.engine_class
         if config.backend == "vllm":
             from ..backends.vllm import VllmEngine as engine_class
-        else:
-            engine_class = self.engine_class
         self.engine = engine_class(config, self)
         self.engine.preloaded = preloaded
         register_hashing(type(self))
@@ -165,7 +156,7 @@ class BaseScorer:
     @property
     def columns(self) -> ScoreColumns:
         """This scorer's columns: names, the score to rank by, which end is better, the status."""
-        return self.schema.with_prefix(self.config.column_prefix)
+        return for_method(self.method, self.config.column_prefix, getattr(self.config, "kind", None))
 
     @property
     def output_columns(self) -> list:
@@ -217,13 +208,13 @@ class BaseScorer:
             "column_prefix": self.config.column_prefix,
             "columns": self.config.columns,
             "output_columns": self.output_columns,
-            "options": {k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
+            # Of the from_pretrained options only those that change the numbers (attention,
+            # quantisation), never placement or the token.
+            "options": {**{k: v for k, v in asdict(self.config).items() if k not in self.runtime_options},
+                        "model_kwargs": numeric_model_kwargs(self.config.model_kwargs) or None,
+                        "vllm_kwargs": numeric_vllm_kwargs(self.config.vllm_kwargs) or None},
             "package_version": __version__,
         }
-        # Provenance keeps the from_pretrained options that change the numbers (attention,
-        # quantisation), never placement or the token.
-        info["options"]["model_kwargs"] = numeric_model_kwargs(self.config.model_kwargs) or None
-        info["options"]["vllm_kwargs"] = numeric_vllm_kwargs(self.config.vllm_kwargs) or None
         if self._preloaded is not None:
             info["model_in_memory"] = model_identity(*self._preloaded)
         info.update(self._method_info(state))
@@ -260,8 +251,7 @@ class BaseScorer:
 
     def _read_ratings(self, rows: list, statuses: list, state: Any, slots: int, log: bool = True) -> tuple:
         """The rating tokens' log-probabilities (probabilities without `log`) at the last position of
-        each of the `slots` texts of a row, ``[rows, slots, ratings]`` (NaN where none), and the
-        status column."""
+        the `slots` texts of each row, ``[rows, slots, ratings]`` (NaN where none); the status column."""
         items = self._items(rows, statuses, state)
         out = np.full((len(statuses), slots, len(state.method_data.ids)), np.nan)
         readout = LastTokenProbs(tuple(state.method_data.ids), log=log)
@@ -312,9 +302,7 @@ class BaseScorer:
 def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
     """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists:
     a ConfigError naming the column that holds a single value and the fix."""
-    chat_columns = set(_CHAT_COLUMNS)
-    if columns:
-        chat_columns |= {str(v) for k, v in columns.items() if k in _CHAT_COLUMNS}
+    chat_columns = {*_CHAT_COLUMNS, *(str(v) for k, v in (columns or {}).items() if k in _CHAT_COLUMNS)}
     for name, value in batch.items():
         single = isinstance(value, (str, bytes, int, float, bool, _MappingABC)) or value is None
         if not single and name in chat_columns and isinstance(value, (list, tuple)):
@@ -342,11 +330,8 @@ def template_segments(template: str, **parts: tuple) -> list:
 
 def split_model_argument(model: Any, tokenizer: Any) -> tuple:
     """(model id or path for the config, (model, tokenizer) in memory or None) of a scorer's arguments:
-    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`.
-
-    Raises:
-        ConfigError: a tokenizer without a model object, or a model object without its tokenizer.
-    """
+    a Hub id, a local path, None (the embedded model), or a model object in memory with `tokenizer`
+    (a ConfigError for a tokenizer without a model object, or a model object without its tokenizer)."""
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
             raise ConfigError(

@@ -2,11 +2,11 @@
 score is better, and how its row status reads. No other module spells a score column's name or
 parses a column suffix.
 
-Each method declares one :class:`ScoreColumns` (``IFDScorer.schema``, ...) with its default
-prefix. A score column of a dataset is traced to its schema by :func:`columns_of`: the scorer
-provenance the rows carry (or the scorer that ran in this process), a fusion recorded by
-``fuse_models``, else the column's name. Row status, one per scorer and row: ``"ok"``,
-``"truncated"`` (scored, text cut to fit) or ``"error: <reason>"`` (no score; never selected).
+Each method has one :class:`ScoreColumns` in :data:`SCHEMAS`, with its default prefix. A score
+column of a dataset is traced to its schema by :func:`columns_of`: the scorer provenance the rows
+carry (or the scorer that ran in this process), a fusion recorded by ``fuse_models``, else the
+column's name. Row status, one per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut
+to fit) or ``"error: <reason>"`` (no score; never selected).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from .. import provenance
 # The fused model-level column `fuse_models` writes by default: the fusion option's default.
 from ..config import DEFAULT_PREFIX, FUSED_COLUMN, METHOD_CONFIGS  # noqa: F401  (FUSED_COLUMN: re-exported)
+from ..errors import ScoreColumnError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -132,7 +134,7 @@ class ScoreColumns:
 
 
 _LOSSES = (("conditioned_loss", False), ("direct_loss", False))
-#: Each method's columns with its default prefix (the method modules declare them as `schema`).
+#: Each method's columns with its default prefix (a scorer's are under its own prefix, `for_method`).
 #: IFD: higher is better within the cut-off at 1 (Cherry data_by_IFD.py, Superfiltering);
 #: r-IFD: lower is better (a response that lets the model recover its instruction, Selective
 #: Reflection-Tuning); losses lower; ratings higher.
@@ -152,10 +154,7 @@ SCHEMAS = {
 
 def deita_columns(prefix: str, kind: str) -> ScoreColumns:
     """DEITA's columns for one `kind` ("both", "quality" or "complexity")."""
-    base = SCHEMAS["deita"].with_prefix(prefix)
-    if kind == "both":
-        return base
-    return replace(base, outputs=(kind, "rating_mass", "status"), ranked=((kind, True),))
+    return for_method("deita", prefix, kind)
 
 
 def for_config(config: Any) -> ScoreColumns:
@@ -164,7 +163,7 @@ def for_config(config: Any) -> ScoreColumns:
     method = next((m for m, cls in METHOD_CONFIGS.items() if type(config) is cls), None)
     if method is None:
         raise TypeError(f"{config!r} is not the config of a scoring method ({sorted(METHOD_CONFIGS)}).")
-    return _of(method, config.column_prefix, getattr(config, "kind", None))
+    return for_method(method, config.column_prefix, getattr(config, "kind", None))
 
 
 def for_info(info: Mapping, prefix: Optional[str] = None) -> ScoreColumns:
@@ -173,7 +172,7 @@ def for_info(info: Mapping, prefix: Optional[str] = None) -> ScoreColumns:
     method = str(info.get("method") or "selectit")
     kind = (info.get("options") or {}).get("kind") or info.get("kind")
     prefix = str(info.get("column_prefix", "")) if prefix is None else prefix
-    return _of(method if method in SCHEMAS else "selectit", prefix, kind)
+    return for_method(method if method in SCHEMAS else "selectit", prefix, kind)
 
 
 def for_scorer(scorer: Any) -> Optional[ScoreColumns]:
@@ -186,10 +185,12 @@ def for_scorer(scorer: Any) -> Optional[ScoreColumns]:
     return guess(names[0]) if names else None
 
 
-def _of(method: str, prefix: str, kind: Optional[str]) -> ScoreColumns:
-    if method == "deita":
-        return deita_columns(prefix, kind or "both")
-    return SCHEMAS[method].with_prefix(prefix)
+def for_method(method: str, prefix: str, kind: Optional[str] = None) -> ScoreColumns:
+    """The columns of a method's scorer under `prefix` (DEITA: of its `kind`)."""
+    cols = SCHEMAS[method].with_prefix(prefix)
+    if method != "deita" or kind in (None, "both"):
+        return cols
+    return replace(cols, outputs=(kind, "rating_mass", "status"), ranked=((kind, True),))
 
 
 def fused(output: str, *, higher_is_better: bool = True) -> ScoreColumns:
@@ -229,8 +230,6 @@ def selectit_prefixes(column_names: Iterable[str]) -> list:
 def known(ds: "Dataset") -> list:
     """Every schema the rows carry: recorded scorers and fusions, then scorers that ran in this
     process (``ds.map(scorer)`` cannot record anything on its result)."""
-    from .. import provenance
-
     meta = provenance.read(ds)
     out = [for_info(info, prefix) for prefix, info in (meta.get("scorers") or {}).items() if isinstance(info, Mapping)]
     for output, spec in (meta.get("fusion") or {}).items():
@@ -268,8 +267,6 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
     Raises:
         ScoreColumnError: no candidate, or several (the message lists them).
     """
-    from ..errors import ScoreColumnError
-
     default = SCHEMAS["selectit"].score
     # The CLI passes the default name explicitly; when it is absent it means "the score column".
     if column is not None and not (column == default and default not in ds.column_names):
@@ -279,10 +276,8 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
     if default in ds.column_names:
         return default
     candidates = [name for name in score_like(ds) if _numeric(ds, name)]
-    if len(candidates) == 1 or (candidates and not required):
-        return sorted(candidates)[0]
-    if not required:
-        return None
+    if len(candidates) == 1 or not required:
+        return sorted(candidates)[0] if candidates else None
     if candidates:
         raise ScoreColumnError(
             f"Score column {default!r} not found and the dataset has several score "

@@ -1,14 +1,13 @@
 """DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
 src/deita/selection/scorer/; docs/method.md 7.4).
 
-Raw text with the tokenizer's default special tokens (BOS where it adds one), as DEITA's
-`tokenizer.encode`; one forward per prompt, and at the next position
-`score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`. DEITA's own scorers are fine-tuned
-Llama models; with any other model this is only their prompt. DEITA returns 3.0 when a rating
-token is missing; here a tokenizer without distinct single tokens for "1".."6" is refused
-instead, and an unscored row stays NaN with an error status. `deita_score = complexity * quality`
-(the paper's evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row
-too long for `max_length` loses the middle of its response, then the tail of its instruction.
+Raw text with the tokenizer's default special tokens, as DEITA's `tokenizer.encode`; one forward
+per prompt, and at the next position `score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`.
+DEITA's own scorers are fine-tuned Llama models; with any other model this is only their prompt.
+DEITA returns 3.0 when a rating token is missing; here such a tokenizer is refused instead, and an
+unscored row stays NaN with an error status. `deita_score = complexity * quality` (the paper's
+evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row too long loses
+the middle of its response, then the tail of its instruction.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from ..engine import join_segments
 from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_1_6
 from .base import BaseScorer, template_segments
-from .columns import SCHEMAS, ScoreColumns, deita_columns
 
 RATING_VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -74,7 +72,6 @@ class DeitaScorer(BaseScorer):
     method = "deita"
     title = "DEITA"
     config_class = DeitaConfig
-    schema = SCHEMAS["deita"]
     ratings = RATINGS_1_6
     too_long = "max_length={max_length} is shorter than the DEITA {group} prompt alone; raise max_length"
 
@@ -82,11 +79,6 @@ class DeitaScorer(BaseScorer):
     def kinds(self) -> tuple:
         """The prompts run per row: ("quality", "complexity"), ("quality",) or ("complexity",)."""
         return ("quality", "complexity") if self.config.kind == "both" else (self.config.kind,)
-
-    @property
-    def columns(self) -> ScoreColumns:  # type: ignore[override]
-        """kind="both": quality, complexity and their product (ranked by); else that one rating."""
-        return deita_columns(self.config.column_prefix, self.config.kind)
 
     def _texts(self, pair: Any, state: Any) -> list:
         return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]

@@ -31,7 +31,7 @@ from ..config import IFDConfig, ReverseIFDConfig
 from ..engine import Item, TokenLosses
 from ..prompts import Fields as _Row
 from .base import BaseScorer
-from .columns import SCHEMAS, row_status
+from .columns import row_status
 
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
 #: "input" (rows with an input) and "plain" (rows without).
@@ -78,7 +78,6 @@ class IFDScorer(BaseScorer):
 
     method = "ifd"
     config_class = IFDConfig
-    schema = SCHEMAS["ifd"]
     keeps_input = True
     # The probes of the conditioned texts of rows with an input come after those without one.
     probes = BaseScorer.probes + (_Row("A", "C", "B"), _Row("z", "x", "y"))
@@ -101,7 +100,7 @@ class IFDScorer(BaseScorer):
 
     def _method_info(self, state: Any) -> dict:
         templates = TEMPLATES[self.config.template]
-        info = {
+        return {
             "method_description": ("Reversed IFD (Selective Reflection-Tuning, Li et al. 2024): r-IFD = "
                                    if self.reverse else "IFD (Cherry LLM, Li et al. 2023): IFD = ")
             + ("exp s(.|cond) / exp s(.)" if self.config.variant == "ppl" else "s(.|cond) / s(.)"),
@@ -113,24 +112,21 @@ class IFDScorer(BaseScorer):
             "token_rule": "read tokens from len(encode(text[:offset])) (BOS counted); loss of t from logits at "
                           "t-1, fp32 log-softmax; right truncation with the same number of read tokens in both texts",
             "bos_token": getattr(state.tokenizer, "bos_token", None),
+            **({"reverse_instruction": REVERSE_INSTRUCTION} if self.reverse else {}),
         }
-        if self.reverse:
-            info["reverse_instruction"] = REVERSE_INSTRUCTION
-        return info
 
     def _items(self, rows: list, statuses: list, state: Any) -> list:
         """Conditioned and direct items of every scorable row, cut to max_length on the right."""
         max_length = state.max_length
         scored = [r for r, status in enumerate(statuses) if status is None]
         texts = [entry for r in scored for entry in self._texts(rows[r], state)]
-        groups = [group for group, _, _ in texts]
         full = self.engine.encode([text for _, text, _ in texts], state)
         # The authors' rule: the read span starts at len(encode(text[:offset])), BOS counted.
         starts = [len(ids) for ids in self.engine.encode([text[:offset] for _, text, offset in texts], state)]
         items = []
         what = "instruction" if self.reverse else "response"
-        for r, c_group, d_group, c_ids, d_ids, c_start, d_start in zip(
-                scored, groups[::2], groups[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
+        for r, (c_group, _, _), (d_group, _, _), c_ids, d_ids, c_start, d_start in zip(
+                scored, texts[::2], texts[1::2], full[::2], full[1::2], starts[::2], starts[1::2]):
             n_cond, n_direct = len(c_ids) - c_start, len(d_ids) - d_start
             # Tokens of the read span each text keeps after the right cut; the same count in both.
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
@@ -151,21 +147,18 @@ class IFDScorer(BaseScorer):
     def token_ids(self, batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None) -> list:
         """Per row: (conditioned ids, direct ids, first read token of each), or None when unscorable."""
         rows = self._rows(batch)
-        statuses = [row.error for row in rows]
+        items = self._items(rows, [row.error for row in rows], self.engine.state(rank))
         out: list = [None] * len(rows)
-        for item in self._items(rows, statuses, self.engine.state(rank)):
-            entry = out[item.row] or [None, None, [None, None]]
-            entry[item.slot] = list(item.ids)
-            entry[2][item.slot] = item.loss_from
-            out[item.row] = entry
-        return [None if e is None else (e[0], e[1], tuple(e[2])) for e in out]
+        for cond, direct in zip(items[::2], items[1::2]):  # each row's two items, in slot order
+            out[cond.row] = (list(cond.ids), list(direct.ids), (cond.loss_from, direct.loss_from))
+        return out
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         items = self._items(rows, statuses, state)
         nan = float("nan")
         out = np.full((len(rows), 2), nan)
-        status_col = self._read(items, state, TokenLosses(), out, statuses,
-                                value_of=lambda value: float(value.mean()) if len(value) else nan)
+        status = self._read(items, state, TokenLosses(), out, statuses,
+                            value_of=lambda value: float(value.mean()) if len(value) else nan)
         losses, scores = out.tolist(), []  # NaN for every row with an error status: it has no values
         for cond, direct in losses:
             if math.isnan(cond) or math.isnan(direct):
@@ -174,8 +167,7 @@ class IFDScorer(BaseScorer):
                 scores.append(math.exp(cond - direct))
             else:
                 scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        return {"score": scores, "conditioned_loss": [c for c, _ in losses],
-                "direct_loss": [d for _, d in losses], "status": status_col}
+        return {"score": scores, "conditioned_loss": out[:, 0], "direct_loss": out[:, 1], "status": status}
 
 
 class ReverseIFDScorer(IFDScorer):
@@ -192,5 +184,4 @@ class ReverseIFDScorer(IFDScorer):
 
     method = "rifd"
     config_class = ReverseIFDConfig
-    schema = SCHEMAS["rifd"]
     reverse = True

@@ -38,12 +38,10 @@ _INSTRUCTION_MARKER = "\n\nInstruction:"
 class SelectITScorer(BaseScorer):
     """Adds SelectIT scores to a batch of rows; made for `Dataset.map(scorer, batched=True)`.
 
-    The model loads lazily on the first call and is cached per process, on
-    `cuda:{(rank or 0) % n}` when CUDA exists (pass `with_rank=True` to `map`), else on CPU.
-    The options are the fields of `ScorerConfig` (listed by ``help(SelectITScorer)``); `model`
-    may also be a transformers model already in memory, with its `tokenizer`: used as it is (not
-    moved, not reloaded), fingerprinted by its name, commit and config (not its weights), and
-    refused by `num_proc` > 1 (pass a path there).
+    The model loads lazily on the first call, once per process (device: see `device`). Options:
+    the fields of `ScorerConfig`; a transformers model already in memory (with its `tokenizer`) is
+    used as it is: not moved, not reloaded, fingerprinted by its name, commit and config (not its
+    weights), and refused by `num_proc` > 1 (pass a path there).
 
     Raises:
         ConfigError: an option is invalid (raised here, before any model loads).
@@ -58,20 +56,14 @@ class SelectITScorer(BaseScorer):
     method = "selectit"
     title = "SelectIT"
     config_class = ScorerConfig
-    schema = SCHEMAS["selectit"]
-
     ratings = RATINGS
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
 
     def _check_config(self) -> None:
-        # Resolved here so that a bad `prompts` fails at construction, not inside map.
-        self._prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
-
-    @property
-    def prompt_texts(self) -> tuple:
-        """The rating prompt texts in use (no model needed)."""
-        return self._prompt_texts
+        # The rating prompt texts in use, resolved here so that a bad `prompts` fails at
+        # construction, not inside map.
+        self.prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
 
     @property
     def add_special_tokens(self) -> bool:  # type: ignore[override]
@@ -90,9 +82,9 @@ class SelectITScorer(BaseScorer):
     def _method_info(self, state: Any) -> dict:
         return {
             "method_description": "SelectIT (Liu et al., 2024): token and sentence level",
-            "prompts": list(self._prompt_texts),
+            "prompts": list(self.prompt_texts),
             "prompt_set": self.config.prompt_set,
-            "n_prompts": len(self._prompt_texts),
+            "n_prompts": len(self.prompt_texts),
             "alpha": self.config.alpha,
             "normalization": self.config.normalization,
             "template": self.config.template,
@@ -104,14 +96,13 @@ class SelectITScorer(BaseScorer):
         pairs = self._rows(batch)
         statuses = [p.error for p in pairs]
         items = self._items(pairs, statuses, self.engine.state(rank))
-        out: list = [None if s is not None else [None] * len(self._prompt_texts) for s in statuses]
-        for item in items:
-            if out[item.row] is not None:
-                out[item.row][item.slot] = list(item.ids)
+        out: list = [None if s is not None else [None] * len(self.prompt_texts) for s in statuses]
+        for item in items:  # only rows still without an error status have items
+            out[item.row][item.slot] = list(item.ids)
         return out
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
-        probs, status = self._read_ratings(pairs, statuses, state, len(self._prompt_texts), log=False)
+        probs, status = self._read_ratings(pairs, statuses, state, len(self.prompt_texts), log=False)
         scores = selectit_scores(probs, alpha=self.config.alpha, normalization=self.config.normalization)
         # docs/method.md 7.5: the full-vocabulary probability on the five ratings, mean over prompts.
         return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
@@ -121,7 +112,7 @@ class SelectITScorer(BaseScorer):
         start, response end) leave the rating prompt, markers, rating question and chat template
         whole when a row is truncated."""
         out = []
-        for j, rp in enumerate(self._prompt_texts):
+        for j, rp in enumerate(self.prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
             prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
             text, offset = prompt, 0

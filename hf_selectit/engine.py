@@ -652,7 +652,7 @@ def register_hashing(cls: type) -> None:
     `datasets.fingerprint.Hasher` pickles with its own dill Pickler; a reducer registered there
     affects fingerprints only, so the ordinary pickle (sent to `num_proc` workers) still carries
     runtime options such as `device`. Without `datasets` importable this is a no-op and the
-    ordinary `__reduce__` (config only) is hashed instead.
+    ordinary pickle (`__getstate__`: config only) is hashed instead.
     """
     try:
         # Private module of `datasets`: the only way to register a reducer with its Hasher.

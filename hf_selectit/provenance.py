@@ -269,6 +269,9 @@ def read_sidecar(path: Union[str, "os.PathLike[str]"]) -> dict:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{candidate}: not valid JSON ({exc.msg}, line {exc.lineno}); fix or delete "
                           "it (it holds the scorers' provenance of the data beside it).") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{candidate}: expected a JSON object, got {type(data).__name__}; fix or delete "
+                          "it (it holds the scorers' provenance of the data beside it).")
     return _provenance_entries(data, published=data.get("format") == FORMAT)
 
 

@@ -176,3 +176,16 @@ def test_provenance_read_back_from_a_hub_repo(tmp_path, scored, local_hub, monke
     # A Hub id that does not exist: a clear error, no traceback from the client.
     with pytest.raises(ConfigError, match="No such file or Hub dataset: 'tester/does-not-exist'"):
         load_input("tester/does-not-exist")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"scores"'])
+def test_a_sidecar_that_is_not_a_json_object_is_named_with_the_fix(tmp_path, content):
+    from datasets import Dataset
+
+    from hf_selectit.io import load_input
+
+    data = tmp_path / "scored.parquet"
+    Dataset.from_dict({"instruction": ["a"], "output": ["b"]}).to_parquet(str(data))
+    Path(str(data) + ".selectit.json").write_text(content)
+    with pytest.raises(ConfigError, match=r"scored\.parquet\.selectit\.json: expected a JSON object.*fix or delete"):
+        load_input(str(data))

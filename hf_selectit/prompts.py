@@ -226,7 +226,7 @@ _PAIR_SCHEMAS: tuple[tuple[str, str, Optional[str]], ...] = (
     ("input", "output", None),
     ("input", "response", None),
 )
-_CHAT_COLUMNS = ("messages", "conversations")
+CHAT_COLUMNS = ("messages", "conversations")  # the chat columns detected by name (methods.base reads it too)
 _PAIR_KEYS = ("instruction", "input", "response")
 
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
@@ -249,16 +249,16 @@ def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) ->
     if not isinstance(columns, Mapping):
         raise ConfigError(f"columns={columns!r} is invalid: expected a dict such as {_FIX_HINT}.")
     mapping = {k: v for k, v in columns.items() if v is not None}
-    unknown = sorted(set(mapping) - set(_PAIR_KEYS) - set(_CHAT_COLUMNS), key=str)
+    unknown = sorted(set(mapping) - set(_PAIR_KEYS) - set(CHAT_COLUMNS), key=str)
     if unknown:
         raise ConfigError(
             f"columns={dict(columns)!r} has unknown key(s) {unknown}: expected keys "
-            f"{list(_PAIR_KEYS)} or one of {list(_CHAT_COLUMNS)}, e.g. {_FIX_HINT}."
+            f"{list(_PAIR_KEYS)} or one of {list(CHAT_COLUMNS)}, e.g. {_FIX_HINT}."
         )
     for key, value in mapping.items():
         if not isinstance(value, str):
             raise ConfigError(f"columns[{key!r}]={value!r} is invalid: expected a column name (str).")
-    chat_keys = [k for k in _CHAT_COLUMNS if k in mapping]
+    chat_keys = [k for k in CHAT_COLUMNS if k in mapping]
     if chat_keys:
         if len(mapping) != 1:
             raise ConfigError(
@@ -310,7 +310,7 @@ def detect_schema(
             name = "alpaca" if (instruction, response) == ("instruction", "output") else "pair"
             return Schema(name, instruction=instruction, response=response,
                           input=input_col if input_col in present else None)
-    for chat in _CHAT_COLUMNS:
+    for chat in CHAT_COLUMNS:
         if chat in present:
             return Schema(chat, chat=chat)
     raise _columns_error(names)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..model_kwargs import has_device_map, numeric_model_kwargs, numeric_vllm_kwargs
 from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_commit, preloaded_name,
                       preloaded_pickle_error, prepare_preloaded, sharded_with_rank_error)
-from ..prompts import _CHAT_COLUMNS, Fields, extract_fields, extract_pairs
+from ..prompts import CHAT_COLUMNS, Fields, extract_fields, extract_pairs
 from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
 from .columns import ScoreColumns, for_method, row_status
@@ -302,7 +302,7 @@ class BaseScorer:
 def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optional[Mapping] = None) -> None:
     """Refuse a single row (`ds.map(scorer)` without `batched=True`), whose values are not lists:
     a ConfigError naming the column that holds a single value and the fix."""
-    chat_columns = {*_CHAT_COLUMNS, *(str(v) for k, v in (columns or {}).items() if k in _CHAT_COLUMNS)}
+    chat_columns = {*CHAT_COLUMNS, *(str(v) for k, v in (columns or {}).items() if k in CHAT_COLUMNS)}
     for name, value in batch.items():
         single = isinstance(value, (str, bytes, int, float, bool, _MappingABC)) or value is None
         if not single and name in chat_columns and isinstance(value, (list, tuple)):

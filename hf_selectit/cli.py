@@ -247,10 +247,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ns = parse_command(argv)
     except ConfigError as exc:
         return report_error(command, exc, code=2, debug=debug)
-    console.quiet = ns.quiet
     configure_logging(ns.verbose, quiet=ns.quiet)
     handler = globals()[f"cmd_{ns.command}"]
-    return guarded(ns.command, lambda: handler(ns), debug=ns.debug)
+    # --quiet holds for this command only: a caller in the same process (a script, a notebook,
+    # the tests) that runs another command or prints a summary afterwards is not silenced.
+    previous, console.quiet = console.quiet, ns.quiet
+    try:
+        return guarded(ns.command, lambda: handler(ns), debug=ns.debug)
+    finally:
+        console.quiet = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,6 +142,15 @@ def test_missing_input_and_output(tmp_path, capsys):
     assert "score needs --output" in capsys.readouterr().err
 
 
+def test_quiet_holds_for_its_command_only(tmp_path, capsys):
+    # A script or notebook that runs `main(["-q", ...])` and then prints a summary still sees it.
+    data = _write_jsonl(tmp_path / "d.jsonl", _rows(2))
+    assert cli.main(["-q", "select", data, "--output", str(tmp_path / "o.jsonl"), "--column", "nope"]) == 2
+    capsys.readouterr()
+    cli.console.info("still printed")
+    assert capsys.readouterr().out == "still printed\n"
+
+
 # ----------------------------------------------------------------------- end to end
 
 

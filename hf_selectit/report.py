@@ -182,7 +182,10 @@ def selection_report(scored: "Dataset", subset: "Dataset", *, column: Optional[s
         logger.info("Selection report without text lengths: %s", note)
     else:
         response_chars = char_lengths(response_texts(scored))
-        length_corr = _length_correlation(scored, column, response_chars, n_boot=n_boot, seed=seed)
+        scores = valid_scores(scored, column)
+        ok = stats.finite_mask(scores, response_chars)
+        length_corr = stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
+                                     n_boot=n_boot, seed=seed)
         baselines, baselines_note = _baseline_overlaps(scored, subset, response_chars,
                                                        n_boot=n_boot, seed=seed)
     groups = None
@@ -198,14 +201,6 @@ def selection_report(scored: "Dataset", subset: "Dataset", *, column: Optional[s
         excluded=excluded, scores={"all": quantiles(all_scores), "kept": quantiles(kept_scores)},
         lengths=lengths, lengths_note=note, by=by, groups=groups, rule=rule,
         length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note)
-
-
-def _length_correlation(scored: "Dataset", column: str, response_chars: np.ndarray, *,
-                        n_boot: int, seed: int) -> dict:
-    scores = valid_scores(scored, column)
-    ok = stats.finite_mask(scores, response_chars)
-    return stats.estimate(stats.spearman_statistic(scores[ok], response_chars[ok]), int(ok.sum()),
-                          n_boot=n_boot, seed=seed)
 
 
 def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
@@ -236,11 +231,10 @@ def _baseline_overlaps(scored: "Dataset", subset: "Dataset", response_chars: np.
     # Same size, same tie rule as select_top, ranked by response length alone.
     by_length = selectit_ranking(response_chars, np.isfinite(response_chars))[:size]
     drawn = np.random.default_rng(seed).choice(n_rows, size=size, replace=False)
-    random = _overlap(kept, drawn, n_rows, n_boot=n_boot, seed=seed)
-    random.update(seed=seed, expected_share=size / n_rows if n_rows else None)
     return {"size": size, "rows_in": n_rows,
             "length": _overlap(kept, by_length, n_rows, n_boot=n_boot, seed=seed),
-            "random": random}, None
+            "random": {**_overlap(kept, drawn, n_rows, n_boot=n_boot, seed=seed), "seed": seed,
+                       "expected_share": size / n_rows if n_rows else None}}, None
 
 
 def response_texts(ds: "Dataset") -> list[Optional[str]]:

@@ -1,20 +1,9 @@
-"""Does the score separate good answers from bad ones? Checks on labelled data, with baselines.
-
-- **Preference pairs** (layouts: :func:`pair_datasets`): pairwise accuracy, the share of pairs whose
-  chosen answer scores better (ties 0.5), "better" being the end each score's method declares.
-- **A label column**: ROC-AUC for a binary or categorical label, Spearman for a numeric rating.
-- **Agreement between score columns**: the Spearman matrix and the Jaccard overlap of the
-  top-``top_ratio`` subsets each column selects (SelectIT's rule).
-
-Baselines are always in the table: random scores (how far chance alone moves at this number of
-items), the response length in characters and in tokens (the SelectIT paper reports that selected
-answers are longer), and every other score column present. Every figure carries a
-percentile-bootstrap interval and its number of items (:mod:`hf_selectit.metrics`, no network).
-
-Example:
-    >>> report = validate(pairs, scorers=SelectITScorer())             # preference pairs
-    >>> report = validate(scored, label="kind", positive="good")       # a label column
-    >>> print(report.to_markdown())
+"""Does the score separate good answers from bad ones? Checks on labelled data, with baselines:
+pairwise accuracy on preference pairs (:func:`pair_datasets`), ROC-AUC or Spearman against a label
+column, and the agreement between score columns; every figure with a bootstrap interval and its
+number of items (:mod:`hf_selectit.metrics`), beside random scores, the response length (the
+SelectIT paper reports that selected answers are longer) and the other score columns. Usage:
+README.md, "Does the score work on your data?".
 """
 
 from __future__ import annotations
@@ -95,10 +84,9 @@ class ValidationReport:
                 return row
         raise KeyError(f"No result {name!r}; results: {[r['name'] for r in self.results]}.")
 
-    def headline(self, name: Optional[str] = None) -> str:
-        """One line for a summary of result `name` (None: the first score), e.g.
-        ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``."""
-        row = self.result(name) if name else next(r for r in self.results if r["role"] == "score")
+    def headline(self) -> str:
+        """One line for a summary of the first score, e.g. ``ROC-AUC of `s` 0.612 [0.471, 0.748] (n=61)``."""
+        row = next(r for r in self.results if r["role"] == "score")
         return (f"{METRIC_TITLES[self.metric]} of `{row['name']}` {_fmt(row['value'])} "
                 f"{_ci(row)} (n={row['n']})")
 
@@ -580,14 +568,13 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
               "n_unlabelled": int((~labelled).sum())}
     report = ValidationReport(mode="labels", metric=metric, n_items=len(ds), target=target, results=results,
                               settings={"tokenizer": tok_name}, notes=notes)
-    shown = [r["name"] for r in results if r["role"] == "score"]
     if binary:
         pos_mask, neg_mask = labelled & (y == 1), labelled & (y == 0)
-        plot = {"series": {c: (values[c][pos_mask], values[c][neg_mask]) for c in shown},
+        plot = {"series": {c: (values[c][pos_mask], values[c][neg_mask]) for c in tested},
                 "labels": (" / ".join(str(p) for p in positives) or "positive", "the rest"),
                 "title": f"{len(ds):,} rows by `{label}`"}
     else:
-        plot = {"series": {c: (values[c][labelled], y[labelled]) for c in shown}, "labels": (label,),
+        plot = {"series": {c: (values[c][labelled], y[labelled]) for c in tested}, "labels": (label,),
                 "scatter": True, "title": f"{len(ds):,} rows, rating `{label}`"}
     return report, {c: v for c, v in better.items() if c != RANDOM}, plot
 

@@ -30,12 +30,7 @@ def validation_plot(series: Mapping[str, tuple], *, path: "str | os.PathLike",
     `series` maps a column to (values of the good items, values of the bad items), or with
     `scatter` to (scores, ratings); `labels` names the two groups (the rating alone with
     `scatter`); `figures` maps a column to its result row (``value``, ``ci_low``, ``ci_high``,
-    ``n``), shown in its panel's title named `metric` (e.g. "ROC-AUC"). Returns the path written.
-
-    Example:
-        >>> validation_plot({"s": ([3.0, 4.0], [1.0, 2.0])}, path="v.png", labels=("chosen", "rejected"))
-        'v.png'
-    """
+    ``n``), shown in its panel's title named `metric` (e.g. "ROC-AUC"). Returns the path written."""
     names = list(series)[:_MAX_PANELS]
     if len(series) > _MAX_PANELS:
         logger.warning("Validation plot shows the first %d of %d score columns.", _MAX_PANELS, len(series))

@@ -100,12 +100,14 @@ class ValidationReport:
         lines += [f"| Score | {title} | {conf}% interval | Items |", "|---|---:|---|---:|"]
         for row in self.results:
             # Column names are the user's: a code span that escapes `|` (a table cell).
-            name = (md_code(row["name"], in_table=True) if row["role"] == "score"
-                    else f"baseline: {md_text(row['description'])}")
+            if row["role"] == "score":
+                name = md_code(row["name"], in_table=True)
+            elif row["name"] in BASELINE_DESCRIPTIONS:
+                name = f"baseline: {md_text(row['description'])}"
+            else:  # another score column of the data, shown beside the validated ones
+                name = f"baseline: {md_code(row['name'], in_table=True)}"
             if row.get("higher_is_better") is False:
                 name += " (lower is better)"
-            if row["role"] == "baseline" and row["name"] not in BASELINE_DESCRIPTIONS:
-                name = f"baseline: {md_code(row['name'], in_table=True)}"
             lines.append(f"| {name} | {_fmt(row['value'])} | {_ci(row)} | {row['n']:,} |")
         if self.agreement and len(self.agreement["columns"]) > 1:
             cols = self.agreement["columns"]

@@ -149,6 +149,20 @@ def test_other_score_columns_are_baselines_and_numeric_labels_use_spearman(score
     assert report.agreement["columns"] == ["selectit_sentence_score", "judge_score", "length_chars"]
 
 
+def test_a_lower_is_better_baseline_column_says_so_in_the_table():
+    # r-IFD shown beside the validated column: its row must say which end is better, as the
+    # same column does when it is the one validated.
+    n = 40
+    ds = Dataset.from_dict({"selectit_sentence_score": [float(i % 7) for i in range(n)],
+                            "rifd_score": [float(i % 5) for i in range(n)],
+                            "rating": [float(i % 3) for i in range(n)]})
+    report = validate(ds, label="rating", columns=["selectit_sentence_score"], tokenizer=False, n_boot=0)
+    assert report.result("rifd_score")["role"] == "baseline"
+    assert "| baseline: `rifd_score` (lower is better) |" in report.to_markdown()
+    alone = validate(ds, label="rating", columns=["rifd_score"], tokenizer=False, n_boot=0)
+    assert "| `rifd_score` (lower is better) |" in alone.to_markdown()
+
+
 def test_errors_name_the_fix(scorer):
     ds = _demo(8)
     with pytest.raises(ConfigError, match="positive='good'"):

@@ -151,6 +151,12 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
                           "dataset the subset was selected from, or leave scored out.")
 
 
+def _refuse_existing(version: str, names: list, where: str, *, overwrite: bool) -> None:
+    if version in names and not overwrite:
+        raise VersionExistsError(f"Version {version!r} already exists in {where} (versions: {names}). "
+                                 "Pass overwrite=True to replace it, or choose a new version.")
+
+
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
     """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,10 +267,7 @@ def _publish_local(job: _Version, target: Path, *, display: str, overwrite: bool
             "refusing to write into it. Choose a new or empty directory.")
     versions = _local_versions(existing)
     names = [v["version"] for v in versions]
-    if version in names and not overwrite:
-        raise VersionExistsError(
-            f"Version {version!r} already exists in {os.fspath(target)!r} (versions: {names}). "
-            "Pass overwrite=True to replace it, or choose a new version.")
+    _refuse_existing(version, names, f"{os.fspath(target)!r}", overwrite=overwrite)
     history = [v for v in versions if v["version"] != version]
     target.parent.mkdir(parents=True, exist_ok=True)
     files = _swap_in_local(target, version=version, previous=names[0] if names else None,
@@ -374,11 +377,7 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
         # before the commit, whose parent_commit check catches a concurrent writer.
         refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         tags = _version_tags(refs)
-        if version in tags and not overwrite:
-            raise VersionExistsError(
-                f"Version {version!r} already exists in {repo_id} (versions: "
-                f"{sorted(tags, key=version_key)}). Pass overwrite=True to replace it, or choose a "
-                "new version.")
+        _refuse_existing(version, sorted(tags, key=version_key), repo_id, overwrite=overwrite)
         stage = "reading earlier versions"
         changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version})
         stage = "listing the repo's files"

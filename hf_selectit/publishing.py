@@ -298,11 +298,9 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
-    """All-or-nothing local publish: build the whole new version in a temporary sibling folder
-    (the new files, plus the folder's other files carried over), then swap the folders. A failure
-    leaves the previous version complete at `target` (or no folder for a first publish) and raises
-    PublishError saying so; a kill between the swap's two renames is undone by the next publish or
-    load (:func:`hf_selectit.atomic.recover`). Returns the new version's files."""
+    """All-or-nothing local publish: build the new version (and carry over the folder's other
+    files) in a temporary sibling folder, then swap the folders (:mod:`hf_selectit.atomic`). A
+    failure leaves the previous version complete and raises PublishError saying so."""
     new = temp_name(target, "new")
     step = "writing the files of the version"
     try:

@@ -142,15 +142,12 @@ def _short_model(info: Mapping) -> str:
     return str(info.get("model_id") or info.get("model") or "embedded SmolLM2-135M-Instruct")
 
 
-def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
-    rows = []
-    for prefix, info in sorted(scorers.items()):
-        n = info.get("parameter_count")
-        rows.append({"prefix": _cell(prefix), "method": md_text(_method_name(info)),
-                     "model": _cell(_short_model(info)),
-                     "revision": _cell(info["revision"]) if info.get("revision") else "-",
-                     "parameters": f"{n:,}" if isinstance(n, int) else md_text(n or "-")})
-    return rows
+def _scorer_row(prefix: str, info: Mapping) -> dict:
+    n = info.get("parameter_count")
+    return {"prefix": _cell(prefix), "method": md_text(_method_name(info)),
+            "model": _cell(_short_model(info)),
+            "revision": _cell(info["revision"]) if info.get("revision") else "-",
+            "parameters": f"{n:,}" if isinstance(n, int) else md_text(n or "-")}
 
 
 def _method_name(info: Mapping) -> str:
@@ -525,7 +522,6 @@ def build_card(
         source_link = f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
     else:
         source_link = md_code(source_id) if source_id else None
-    license_origin, language = defaults["license_origin"], defaults["language"]
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
@@ -541,9 +537,9 @@ def build_card(
         n_scored=n_scored,
         row_order=_ROW_ORDER.get((rule or {}).get("order"), "as given (the rows carry no selection rule)"),
         license=md_text(defaults["license"]),
-        license_origin=md_text(license_origin) if license_origin else None,
-        language=", ".join(md_code(x) for x in language) if language else None,
-        scorers=_scorer_rows(scorers),
+        license_origin=md_text(defaults["license_origin"]) if defaults["license_origin"] else None,
+        language=", ".join(md_code(x) for x in defaults["language"] or ()),  # "": not stated
+        scorers=[_scorer_row(prefix, info) for prefix, info in sorted(scorers.items())],
         n_prompts=_n_prompts(scorers, prompts),
         prompt_groups=_prompt_groups(scorers, prompts),
         prompt_set=_per_scorer(prompt_set, scorers) if prompt_set else None,

@@ -58,11 +58,9 @@ def recover(target: PathLike) -> None:
     if not target.parent.is_dir():
         return
     pattern = re.compile(rf"\.{re.escape(target.name)}\.selectit-(new|old)-(\d+)")
-    leftovers = []
-    for entry in target.parent.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if match and int(match.group(2)) != os.getpid() and not pid_alive(int(match.group(2))):
-            leftovers.append((match.group(1), entry))
+    leftovers = [(match.group(1), entry) for entry in target.parent.iterdir()
+                 if (match := pattern.fullmatch(entry.name))
+                 and int(match.group(2)) != os.getpid() and not pid_alive(int(match.group(2)))]
     for kind, entry in sorted(leftovers, key=lambda item: item[0] != "old"):
         if kind == "old" and not os.path.lexists(target):
             os.replace(entry, target)

@@ -142,15 +142,12 @@ def _short_model(info: Mapping) -> str:
     return str(info.get("model_id") or info.get("model") or "embedded SmolLM2-135M-Instruct")
 
 
-def _scorer_rows(scorers: Mapping[str, Mapping]) -> list[dict]:
-    rows = []
-    for prefix, info in sorted(scorers.items()):
-        n = info.get("parameter_count")
-        rows.append({"prefix": _cell(prefix), "method": md_text(_method_name(info)),
-                     "model": _cell(_short_model(info)),
-                     "revision": _cell(info["revision"]) if info.get("revision") else "-",
-                     "parameters": f"{n:,}" if isinstance(n, int) else md_text(n or "-")})
-    return rows
+def _scorer_row(prefix: str, info: Mapping) -> dict:
+    n = info.get("parameter_count")
+    return {"prefix": _cell(prefix), "method": md_text(_method_name(info)),
+            "model": _cell(_short_model(info)),
+            "revision": _cell(info["revision"]) if info.get("revision") else "-",
+            "parameters": f"{n:,}" if isinstance(n, int) else md_text(n or "-")}
 
 
 def _method_name(info: Mapping) -> str:
@@ -370,16 +367,6 @@ _ROW_ORDER = {"original": "original order of the source dataset (not sorted by s
               "score": "by score, best first (ties: higher original index first), as the SelectIT authors"}
 
 
-def usage_python(repo_id: str, version: str, *, has_scores: bool, is_local: bool) -> str:
-    """The `load_dataset` lines of the card's Usage section (valid Python for any repo id)."""
-    revision = "" if is_local else f", revision={repr(version)}"
-    lines = ["from datasets import load_dataset", "",
-             f"subset = load_dataset({repr(repo_id)}{revision}, split='train')"]
-    if has_scores:
-        lines.append(f"scores = load_dataset({repr(repo_id)}, 'scores'{revision}, split='train')")
-    return "\n".join(lines)
-
-
 def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     """A Python snippet that re-creates the version from its provenance with the public API.
 
@@ -485,16 +472,10 @@ def build_card(
 ) -> "DatasetCard":
     """Render the `DatasetCard` of one published version from the facts the publisher gathered.
 
-    Args:
-        provenance: The `selectit.json` content of this version (`provenance.build_provenance`).
-        scored: The full scored dataset, when it is published as the `scores` config.
-        card_data: Extra card fields (a dict or `DatasetCardData`) and `reproduce_command` (the CLI
-            line shown under "Reproduce"). The computed fields (`COMPUTED_FIELDS`) cannot be
-            replaced (a warning says so); `tags` and `source_datasets` add to the computed ones.
-        changelog: Earlier versions, newest first: dicts with version, date, rows, commit.
-        defaults: `card_defaults` (license, language), plus ``source_is_local`` (then the source
-            is shown, not linked).
-        histogram, run_config: File names in the repo of the histogram and the uploaded run config.
+    `provenance` is this version's `selectit.json`; `card_data` as for `publish` (the computed
+    fields, `COMPUTED_FIELDS`, cannot be replaced; `tags` and `source_datasets` add to the computed
+    ones); `changelog` lists earlier versions, newest first; `defaults` is `publishing.card_facts`;
+    `histogram` and `run_config` are file names in the repo.
     """
     from urllib.parse import quote
 
@@ -535,14 +516,12 @@ def build_card(
     validation_md = (ValidationReport.from_dict(validation).to_markdown()
                      if isinstance(validation, Mapping) else None)
     n_scored = scored.num_rows if scored is not None else None
-    entries = [{"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
-                "commit": "this version"}] + [e for e in changelog or [] if e.get("version") != version]
+    this = {"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
+            "commit": "this version"}
     if source_id and not defaults.get("source_is_local"):
         source_link = f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
     else:
         source_link = md_code(source_id) if source_id else None
-    samples = [("default", sample_record(subset)), ("scores", sample_record(scored))]
-    license_origin, language = defaults["license_origin"], defaults["language"]
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
@@ -558,9 +537,9 @@ def build_card(
         n_scored=n_scored,
         row_order=_ROW_ORDER.get((rule or {}).get("order"), "as given (the rows carry no selection rule)"),
         license=md_text(defaults["license"]),
-        license_origin=md_text(license_origin) if license_origin else None,
-        language=", ".join(md_code(x) for x in language) if language else None,
-        scorers=_scorer_rows(scorers),
+        license_origin=md_text(defaults["license_origin"]) if defaults["license_origin"] else None,
+        language=", ".join(md_code(x) for x in defaults["language"] or ()),  # "": not stated
+        scorers=[_scorer_row(prefix, info) for prefix, info in sorted(scorers.items())],
         n_prompts=_n_prompts(scorers, prompts),
         prompt_groups=_prompt_groups(scorers, prompts),
         prompt_set=_per_scorer(prompt_set, scorers) if prompt_set else None,
@@ -569,7 +548,8 @@ def build_card(
         fusion_tables=_fusion_rows(provenance.get("fusion")),
         has_selectit=not scorers or any(_method_name(i) == "SelectIT" for i in scorers.values()),
         columns=added_columns(provenance, subset, scored),
-        samples=[{"config": config, "json": text} for config, text in samples if text],
+        samples=[{"config": config, "json": text} for config, ds in (("default", subset), ("scores", scored))
+                 if (text := sample_record(ds))],
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
         selection_items=[(_cell(k), _cell(v)) for k, v in sorted((rule or {}).items())
                          if v is not None and not isinstance(v, (list, dict))],
@@ -582,12 +562,15 @@ def build_card(
         changelog=[{"version": _cell(e.get("version", "")), "date": md_text(e.get("date", "")),
                     "rows": md_text(e.get("rows", "")),
                     # Commit cells are the publisher's own: "this version" or `abc123`.
-                    "commit": str(e.get("commit", "")).replace("|", "\\|")} for e in entries],
+                    "commit": str(e.get("commit", "")).replace("|", "\\|")}
+                   for e in [this] + [e for e in changelog or [] if e.get("version") != version]],
         run_config=md_code(run_config) if run_config else None,
         run_config_lines=(reproduce_run_config(repo_id, version, filename=run_config, is_local=is_local)
                           if run_config else None),
         reproduce_command=command,
-        usage_python=usage_python(repo_id, version, has_scores=scored is not None, is_local=is_local),
+        # Python literals (valid for any repo id) for the Usage section's load_dataset lines.
+        repo_literal=repr(repo_id),
+        revision_arg="" if is_local else f", revision={repr(version)}",
         latest_python=md_code(f"hf_selectit.load_selective({repr(repo_id)})"),
         reproduce_python=reproduce_python(provenance, repo_id=repo_id, version=version),
         package_version=md_text((provenance.get("package") or {}).get("version", "")),

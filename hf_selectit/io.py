@@ -29,9 +29,7 @@ DATA_SUFFIXES = (*FILE_BUILDERS, ".arrow", ".tsv", ".txt", ".gz", ".zst", ".yaml
 
 
 def looks_like_path(name: str) -> bool:
-    """Whether ``name`` can only mean a local path (a Hub id is ``name`` or ``namespace/name``):
-    it starts with ``.`` or ``~``, is absolute, holds a backslash or more than one ``/``, or ends in
-    a data-file suffix (``.jsonl``, ``.parquet``, ...)."""
+    """Whether ``name`` can only mean a local path (a Hub id is ``name`` or ``namespace/name``)."""
     return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
             or Path(name).suffix.lower() in DATA_SUFFIXES)
 
@@ -206,8 +204,7 @@ def _root_message(exc: BaseException) -> str:
 
 
 def resolve_output_format(output: str, output_format: str = "auto") -> str:
-    """The concrete format ('disk', 'parquet' or 'jsonl'): `output_format`, or for 'auto' the one the
-    path's suffix names."""
+    """The concrete format ('disk', 'parquet' or 'jsonl') of an output."""
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output_format={output_format!r} is invalid: expected one of "
                           f"{list(OUTPUT_FORMATS)}.")
@@ -217,16 +214,13 @@ def resolve_output_format(output: str, output_format: str = "auto") -> str:
 
 
 def is_folder_output(output: str, fmt: str) -> bool:
-    """Whether an output of concrete format ``fmt`` is a folder (save_to_disk, or 'parquet' without
-    the .parquet suffix)."""
+    """Whether an output of concrete format ``fmt`` is a folder."""
     return fmt == "disk" or (fmt == "parquet" and Path(output).suffix.lower() != ".parquet")
 
 
 def check_output_path(output: str, *, output_format: str = "auto", option: str = "output") -> str:
     """Refuse, before any work, an output path that cannot be written as asked (`option` names it
-    in the message): a folder output where a file is or the reverse, a path under a file, or an
-    existing folder that is not a dataset (replacing it would delete the user's files). Returns
-    the concrete format."""
+    in the message); return the concrete format."""
     fmt = resolve_output_format(output, output_format)
     path = Path(os.path.expanduser(output))
     folder = is_folder_output(output, fmt)

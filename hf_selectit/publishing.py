@@ -151,6 +151,12 @@ def _check_not_empty(subset: "Dataset", scored: Optional["Dataset"]) -> None:
                           "dataset the subset was selected from, or leave scored out.")
 
 
+def _refuse_existing(version: str, names: list, where: str, *, overwrite: bool) -> None:
+    if version in names and not overwrite:
+        raise VersionExistsError(f"Version {version!r} already exists in {where} (versions: {names}). "
+                                 "Pass overwrite=True to replace it, or choose a new version.")
+
+
 def _write_parquet(ds: "Dataset", folder: Path) -> list[str]:
     """Write `ds` as `train-0000i-of-0000n.parquet` shards of about SHARD_BYTES, in row order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,10 +267,7 @@ def _publish_local(job: _Version, target: Path, *, display: str, overwrite: bool
             "refusing to write into it. Choose a new or empty directory.")
     versions = _local_versions(existing)
     names = [v["version"] for v in versions]
-    if version in names and not overwrite:
-        raise VersionExistsError(
-            f"Version {version!r} already exists in {os.fspath(target)!r} (versions: {names}). "
-            "Pass overwrite=True to replace it, or choose a new version.")
+    _refuse_existing(version, names, f"{os.fspath(target)!r}", overwrite=overwrite)
     history = [v for v in versions if v["version"] != version]
     target.parent.mkdir(parents=True, exist_ok=True)
     files = _swap_in_local(target, version=version, previous=names[0] if names else None,
@@ -295,11 +298,9 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def _swap_in_local(target: Path, *, version: str, previous: Optional[str], build: Any) -> list[str]:
-    """All-or-nothing local publish: build the whole new version in a temporary sibling folder
-    (the new files, plus the folder's other files carried over), then swap the folders. A failure
-    leaves the previous version complete at `target` (or no folder for a first publish) and raises
-    PublishError saying so; a kill between the swap's two renames is undone by the next publish or
-    load (:func:`hf_selectit.atomic.recover`). Returns the new version's files."""
+    """All-or-nothing local publish: build the new version (and carry over the folder's other
+    files) in a temporary sibling folder, then swap the folders (:mod:`hf_selectit.atomic`). A
+    failure leaves the previous version complete and raises PublishError saying so."""
     new = temp_name(target, "new")
     step = "writing the files of the version"
     try:
@@ -374,11 +375,7 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
         # before the commit, whose parent_commit check catches a concurrent writer.
         refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
         tags = _version_tags(refs)
-        if version in tags and not overwrite:
-            raise VersionExistsError(
-                f"Version {version!r} already exists in {repo_id} (versions: "
-                f"{sorted(tags, key=version_key)}). Pass overwrite=True to replace it, or choose a "
-                "new version.")
+        _refuse_existing(version, sorted(tags, key=version_key), repo_id, overwrite=overwrite)
         stage = "reading earlier versions"
         changelog = _hub_changelog(api, repo_id, {k: v for k, v in tags.items() if k != version})
         stage = "listing the repo's files"

@@ -13,7 +13,6 @@ from .errors import ConfigError
 
 # ASCII digits only (`\d` would accept "v１") and matched with fullmatch (`$` would accept "v1.0\n").
 VERSION_RE = re.compile(r"v[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
-_VERSION_INPUT_RE = re.compile(r"v?[0-9]+(?:\.[0-9]+){0,2}", re.ASCII)
 VERSION_EXPECTED = ("expected 'v' followed by one to three dot-separated numbers in ASCII digits, "
                     "e.g. 'v1', 'v1.2' or 'v1.2.3' (no spaces or other characters).")
 
@@ -27,10 +26,11 @@ def check_version(version: Any) -> str:
         >>> check_version("v1.2"), check_version("1.2")
         ('v1.2', 'v1.2')
     """
-    if not isinstance(version, str) or not _VERSION_INPUT_RE.fullmatch(version):
+    tag = "v" + version if isinstance(version, str) and not version.startswith("v") else version
+    if not isinstance(tag, str) or not VERSION_RE.fullmatch(tag):
         raise ConfigError(f"version={version!r} is invalid: {VERSION_EXPECTED}", option="version",
                           value=version, expected=VERSION_EXPECTED)
-    return version if version.startswith("v") else "v" + version
+    return tag
 
 
 def version_key(version: str) -> tuple:

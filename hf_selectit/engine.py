@@ -2,9 +2,7 @@
 
 A method builds `Item`s (token ids of one text of one row, the group it shares a prefix with,
 where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item back,
-and the rows that could not run. Micro-batches are left-padded with explicit position ids:
-transformers' Llama does not derive them from the attention mask in a plain forward, and without
-them results would depend on padding.
+and the rows that could not run.
 """
 
 from __future__ import annotations
@@ -261,9 +259,8 @@ class Engine:
             # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
             # cache is then computed once, and every batch and process rounds alike.
             n = min(n, self._template_prefix_length(group, state))
-            starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
-            if starts:  # the logits before the first read token must come from the suffix
-                n = min(n, min(starts) - 1)
+            # The logits before the first read token must come from the suffix.
+            n = min([n] + [items[i].loss_from - 1 for i in indices if items[i].loss_from is not None])
             prefix_ids = tuple(items[indices[0]].ids[:n])
             if n < 2 or self._prefix_kv(prefix_ids, state) is None:
                 plain.extend(indices)
@@ -424,13 +421,9 @@ class Engine:
 
 @functools.lru_cache(maxsize=None)
 def cache_keyword(cls: type) -> str:
-    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache.
-
-    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns there); releases
-    before 5.24, which the floor in pyproject.toml allows, know only the old name. Read from the
-    forward's signature (decorators keep it via `__wrapped__`), so a remote-code model that kept
-    the old name is served too.
-    """
+    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache:
+    `cache` since transformers 5.24 (the old name warns there), `past_key_values` before (the floor
+    allows those) and in remote-code models that kept it, read from the forward's signature."""
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
@@ -505,8 +498,9 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
 def pad_left(sequences: list, pad_id: int, device: Any, *, prefix: int = 0):
     """(input_ids, attention_mask, position_ids) of left-padded sequences behind `prefix` cached tokens.
 
-    The mask is [prefix | left-padded suffix] (the pads in the middle are masked out). Positions
-    count real tokens only and continue from the prefix, so a text sees the positions it has alone.
+    The mask is [prefix | left-padded suffix]. Positions count real tokens only and continue from the
+    prefix, so a text sees the positions it has alone: transformers' Llama does not derive them from
+    the attention mask in a plain forward, and without them results would depend on padding.
     """
     import torch
 

@@ -42,7 +42,7 @@ def token_level_scores(normalized_probs: np.ndarray) -> np.ndarray:
     k = p.shape[-1]
     filled = np.where(np.isnan(p), -np.inf, p)
     base = np.argmax(filled, axis=-1) + 1
-    p_max = np.take_along_axis(filled, (base - 1)[..., None], axis=-1)[..., 0]
+    p_max = filled.max(axis=-1)
     spread = (k * p_max - p.sum(axis=-1)) / (k - 1)  # sum_i (P'_max - P'_i) / (K - 1)
     return np.where(np.isnan(p).any(axis=-1), np.nan, base * spread)
 

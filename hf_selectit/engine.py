@@ -389,22 +389,15 @@ class Engine:
         # chunks: logits at every position of a long row are never materialised at once.
         hidden = model.base_model(**inputs, **{cache_keyword(type(model.base_model)): past}).last_hidden_state
         width = batch.input_ids.shape[1]
-        rows, cols, targets, counts = [], [], [], []
-        for i, item in enumerate(batch.items):
-            start = max(int(item.loss_from), 1)
-            n = max(len(item.ids) - start, 0)
-            counts.append(n)
-            # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the
-            # cache, left of column 0); its logits are one left.
-            first_col = width - len(item.ids) + start - 1
-            rows.extend([i] * n)
-            cols.extend(range(first_col, first_col + n))
-            targets.extend(item.ids[start:])
-        if not targets:
+        starts = [max(int(item.loss_from), 1) for item in batch.items]
+        targets = [item.ids[start:] for item, start in zip(batch.items, starts)]
+        if not any(targets):
             return [np.zeros(0, dtype=np.float64) for _ in batch.items]
-        device = hidden.device
-        picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-        target = torch.tensor(targets, device=device)
+        # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the cache,
+        # left of column 0); its logits are one left, so a text's read columns end at width - 1.
+        picked = torch.cat([hidden[i, width - len(item.ids) + start - 1:width - 1]
+                            for i, (item, start) in enumerate(zip(batch.items, starts))])
+        target = torch.tensor([token for ids in targets for token in ids], device=hidden.device)
         head = model.get_output_embeddings()
         self.stats.head_positions += int(picked.shape[0])
         softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -416,7 +409,7 @@ class Engine:
             logp = torch.log_softmax(logits, dim=-1)
             losses.append(-logp.gather(1, target[start:start + LOSS_CHUNK_POSITIONS, None])[:, 0])
         flat = torch.cat(losses).to(torch.float64).cpu().numpy()
-        return np.split(flat, np.cumsum(counts)[:-1])
+        return np.split(flat, np.cumsum([len(ids) for ids in targets])[:-1])
 
 
 @functools.lru_cache(maxsize=None)

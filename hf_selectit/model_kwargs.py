@@ -361,7 +361,7 @@ def _check_quantization(name: str, value: Any) -> Any:
 
 
 def _check_token(name: str, value: Any) -> Any:
-    if isinstance(value, HubToken) or isinstance(value, bool):
+    if isinstance(value, (HubToken, bool)):
         return value
     if isinstance(value, str) and value:
         return HubToken(value)

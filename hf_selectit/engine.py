@@ -30,10 +30,9 @@ logger = logging.getLogger(__name__)
 # SmolLM2-135M (larger micro-batches pad more and spill the caches; see docs/scaling.md).
 CPU_BATCH_TOKENS = 512
 CUDA_BATCH_TOKENS = 32768
-# On a CPU a micro-batch computes no faster per token than one text alone, so padding is pure
-# loss there: with the automatic budget, a micro-batch closes before its padding would pass this
-# share of its tokens (IFD on SmolLM2: 8% padding under the 512 budget alone cost 6% of the
-# throughput). An explicit `max_batch_tokens` is used as given.
+# On a CPU padding is pure loss (a micro-batch computes no faster per token than one text): with
+# the automatic budget, a micro-batch closes before its padding would pass this share of its tokens
+# (docs/scaling.md: IFD on SmolLM2). An explicit `max_batch_tokens` is used as given.
 CPU_MAX_PADDING = 0.02
 # Positions per chunk when token losses are read: the output head and an fp32 log-softmax run on
 # at most this many positions at a time (256 x 128k vocabulary x 4 bytes = 128 MiB).
@@ -618,10 +617,9 @@ def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing
 def register_hashing(cls: type) -> None:
     """Teach `datasets`' fingerprint pickler to hash a scorer class by `obj._hash_state()` only.
 
-    `datasets.fingerprint.Hasher` pickles with its own dill Pickler; a reducer registered there
-    affects fingerprints only, so the ordinary pickle (sent to `num_proc` workers) still carries
-    runtime options such as `device`. Without `datasets` importable this is a no-op and the
-    ordinary pickle (`__getstate__`: config only) is hashed instead.
+    A reducer registered with the Hasher's own dill Pickler affects fingerprints only, so the ordinary
+    pickle (to `num_proc` workers) still carries runtime options such as `device`. Without `datasets`
+    this is a no-op and the ordinary pickle (`__getstate__`: config only) is hashed instead.
     """
     try:
         # Private module of `datasets`: the only way to register a reducer with its Hasher.

@@ -2,9 +2,7 @@
 
 A method builds `Item`s (token ids of one text of one row, the group it shares a prefix with,
 where its read-out span starts) and calls `Engine.run`; it gets one numpy array per item back,
-and the rows that could not run. Micro-batches are left-padded with explicit position ids:
-transformers' Llama does not derive them from the attention mask in a plain forward, and without
-them results would depend on padding.
+and the rows that could not run.
 """
 
 from __future__ import annotations
@@ -22,7 +20,9 @@ from typing import Any, Hashable, Optional, Sequence
 
 from . import progress
 from ._version import __version__
-from .models import is_oom
+from .model_kwargs import has_device_map
+from .models import (EMBEDDED_MODEL_ID, input_device, is_oom, load_model_and_tokenizer, parameter_counts,
+                     resolve_device, sharded_with_rank_error)
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,9 @@ logger = logging.getLogger(__name__)
 # SmolLM2-135M (larger micro-batches pad more and spill the caches; see docs/scaling.md).
 CPU_BATCH_TOKENS = 512
 CUDA_BATCH_TOKENS = 32768
-# On a CPU a micro-batch computes no faster per token than one text alone, so padding is pure
-# loss there: with the automatic budget, a micro-batch closes before its padding would pass this
-# share of its tokens (IFD on SmolLM2: 8% padding under the 512 budget alone cost 6% of the
-# throughput). An explicit `max_batch_tokens` is used as given.
+# On a CPU padding is pure loss (a micro-batch computes no faster per token than one text): with
+# the automatic budget, a micro-batch closes before its padding would pass this share of its tokens
+# (docs/scaling.md: IFD on SmolLM2). An explicit `max_batch_tokens` is used as given.
 CPU_MAX_PADDING = 0.02
 # Positions per chunk when token losses are read: the output head and an fp32 log-softmax run on
 # at most this many positions at a time (256 x 128k vocabulary x 4 bytes = 128 MiB).
@@ -136,9 +135,6 @@ class Engine:
 
     def state(self, rank: Optional[int] = None) -> DeviceState:
         """The loaded model, tokenizer and caches for `rank`'s device (loads on first use)."""
-        from .model_kwargs import has_device_map
-        from .models import resolve_device, sharded_with_rank_error
-
         if _FORKED["child"] and not _FORKED["threads_set"]:
             _limit_threads_after_fork()
         sharded = has_device_map(getattr(self.config, "model_kwargs", None))
@@ -158,8 +154,6 @@ class Engine:
             return self._loaded[device]
 
     def _load(self, device: str) -> DeviceState:
-        from .models import EMBEDDED_MODEL_ID, input_device, load_model_and_tokenizer
-
         model, tokenizer = self.preloaded or load_model_and_tokenizer(self.config, device)
         # Inputs go where the input embeddings are: the model's device, or with a device_map
         # (or a model in memory) wherever its first layer was placed. The model is never moved.
@@ -172,8 +166,6 @@ class Engine:
     def model_facts(self, state: DeviceState) -> dict:
         """Provenance of the loaded model: parameter counts, dtype, and this backend with its version."""
         import transformers
-
-        from .models import parameter_counts
 
         total, non_embedding = parameter_counts(state.model)
         return {
@@ -195,41 +187,32 @@ class Engine:
 
     def truncate_protected(self, text: str, spans: Any, max_length: int, state: DeviceState,
                            *, add_special_tokens: bool = True) -> Optional[list]:
-        """Token ids of `text` cut to `max_length` (special tokens included), or None when its fixed
-        parts alone are longer.
+        """Token ids of `text` cut to `max_length` (special tokens included) as docs/method.md 1 "Long
+        rows" says, or None when its fixed parts alone are longer.
 
-        `spans` are the cuttable character spans, `[(kind, start, end), ...]` in text order, kind
-        "x" (instruction and input: together they lose their tail) or "y" (the response: loses its
-        middle); or the 4-tuple (x start, x end, y start, y end). Everything outside them is kept
-        whole. y loses its middle first; if x alone leaves less than half of the budget for y, x
-        loses its tail and y keeps half.
-
-        Example:
-            >>> text, spans = join_segments([("fixed", "Q: "), ("x", question), ("fixed", "A: "), ("y", answer)])
-            >>> ids = engine.truncate_protected(text, spans, 512, state)
+        `spans` are the cuttable character spans (`join_segments`), `[(kind, start, end), ...]` in text
+        order, kind "x" (instruction and input: lose their tail) or "y" (the response: loses its
+        middle); or the 4-tuple (x start, x end, y start, y end). Everything outside them is kept whole.
         """
         if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
             spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
         regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
-        size = collections.Counter()
-        for kind, ids in regions:
-            size[kind] += len(ids)
+        tokens = [(kind, token) for kind, ids in regions for token in ids]
+        size = collections.Counter(kind for kind, _ in tokens)
         avail, n_y = max_length - size["fixed"], size["y"]
         if avail < 0:
             return None
         x_keep = min(size["x"], avail - min(n_y, avail // 2))
         y_keep = min(n_y, avail - x_keep)
         head_n = (y_keep + 1) // 2
-        tail_n = y_keep - head_n
-        out: list = []
-        seen = collections.Counter()
-        for kind, ids in regions:
-            for token in ids:
-                k = seen[kind]
-                seen[kind] += 1
-                if (kind == "fixed" or (kind == "x" and k < x_keep)
-                        or (kind == "y" and (k < head_n or k >= n_y - tail_n))):
-                    out.append(token)
+        tail_from = n_y - (y_keep - head_n)
+        out, seen = [], collections.Counter()
+        for kind, token in tokens:
+            k = seen[kind]
+            seen[kind] += 1
+            if (kind == "fixed" or (kind == "x" and k < x_keep)
+                    or (kind == "y" and (k < head_n or k >= tail_from))):
+                out.append(token)
         return out
 
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
@@ -242,14 +225,13 @@ class Engine:
         budget = self.config.max_batch_tokens or default_batch_tokens(state.device)
         # The automatic plan caps padding on CPU; a budget the user set is their plan, kept as given.
         auto_cpu = self.config.max_batch_tokens is None and str(state.device).startswith("cpu")
-        max_padding = CPU_MAX_PADDING if auto_cpu else None
         results: list = [None] * len(items)
         tracker = _Progress(items, n_rows)
         failed: set = set()
         for prefix_ids, indices in self._prefix_groups(items, state):
             p = len(prefix_ids)
             for batch in micro_batches([len(items[i].ids) - p for i in indices], budget, extra=p,
-                                       max_padding=max_padding):
+                                       max_padding=CPU_MAX_PADDING if auto_cpu else None):
                 chosen = [indices[i] for i in batch]
                 self._run_with_retry(items, chosen, state, readout, results, failed, prefix_ids)
                 tracker.done(chosen)
@@ -276,9 +258,8 @@ class Engine:
             # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
             # cache is then computed once, and every batch and process rounds alike.
             n = min(n, self._template_prefix_length(group, state))
-            starts = [items[i].loss_from for i in indices if items[i].loss_from is not None]
-            if starts:  # the logits before the first read token must come from the suffix
-                n = min(n, min(starts) - 1)
+            # The logits before the first read token must come from the suffix.
+            n = min([n] + [items[i].loss_from - 1 for i in indices if items[i].loss_from is not None])
             prefix_ids = tuple(items[indices[0]].ids[:n])
             if n < 2 or self._prefix_kv(prefix_ids, state) is None:
                 plain.extend(indices)
@@ -341,25 +322,20 @@ class Engine:
 
         p = len(prefix_ids)
         batch_items = [items[i] for i in indices]
-        input_ids, attention_mask, position_ids = pad_left([item.ids[p:] for item in batch_items],
-                                                           state.tokenizer.pad_token_id, state.device)
-        ones = torch.ones((len(batch_items), p), dtype=attention_mask.dtype, device=attention_mask.device)
-        # [prefix | left-padded suffix]: the pads in the middle are masked out; positions
-        # continue from the prefix so each text sees exactly the positions it has alone.
-        attention_mask = torch.cat([ones, attention_mask], dim=1)
-        position_ids = position_ids + p
-        kv = self._prefix_kv(prefix_ids, state) if prefix_ids else None
-        batch = MicroBatch(batch_items, input_ids, attention_mask, position_ids, kv, readout)
+        padded = pad_left([item.ids[p:] for item in batch_items], state.tokenizer.pad_token_id, state.device,
+                          prefix=p)
+        batch = MicroBatch(batch_items, *padded, self._prefix_kv(prefix_ids, state) if p else None, readout)
+        del padded
         try:
             self.stats.forward_calls += 1
             self.stats.micro_batches += 1
             self.stats.tokens += sum(len(item.ids) - p for item in batch_items)
-            self.stats.padded_tokens += int(input_ids.numel())
+            self.stats.padded_tokens += int(batch.input_ids.numel())
             values = self.forward(batch, state)
         except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
             if not is_oom(err):
                 raise
-            del batch, input_ids, attention_mask, position_ids, kv
+            del batch
             if str(state.device).startswith("cuda"):
                 torch.cuda.empty_cache()
             if len(indices) == 1:
@@ -371,8 +347,8 @@ class Engine:
             self.stats.oom_splits += 1
             logger.info("Out of memory on a micro-batch of %d texts; retrying as %d + %d.",
                         len(indices), half, len(indices) - half)
-            self._run_with_retry(items, indices[:half], state, readout, results, failed, prefix_ids)
-            self._run_with_retry(items, indices[half:], state, readout, results, failed, prefix_ids)
+            for part in (indices[:half], indices[half:]):
+                self._run_with_retry(items, part, state, readout, results, failed, prefix_ids)
             return
         for index, value in zip(indices, values):
             results[index] = value
@@ -412,22 +388,15 @@ class Engine:
         # chunks: logits at every position of a long row are never materialised at once.
         hidden = model.base_model(**inputs, **{cache_keyword(type(model.base_model)): past}).last_hidden_state
         width = batch.input_ids.shape[1]
-        rows, cols, targets, counts = [], [], [], []
-        for i, item in enumerate(batch.items):
-            start = max(int(item.loss_from), 1)
-            n = max(len(item.ids) - start, 0)
-            counts.append(n)
-            # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the
-            # cache, left of column 0); its logits are one left.
-            first_col = width - len(item.ids) + start - 1
-            rows.extend([i] * n)
-            cols.extend(range(first_col, first_col + n))
-            targets.extend(item.ids[start:])
-        if not targets:
+        starts = [max(int(item.loss_from), 1) for item in batch.items]
+        targets = [item.ids[start:] for item, start in zip(batch.items, starts)]
+        if not any(targets):
             return [np.zeros(0, dtype=np.float64) for _ in batch.items]
-        device = hidden.device
-        picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-        target = torch.tensor(targets, device=device)
+        # Token t sits in column width - len(ids) + t (a shared prefix's columns are in the cache,
+        # left of column 0); its logits are one left, so a text's read columns end at width - 1.
+        picked = torch.cat([hidden[i, width - len(item.ids) + start - 1:width - 1]
+                            for i, (item, start) in enumerate(zip(batch.items, starts))])
+        target = torch.tensor([token for ids in targets for token in ids], device=hidden.device)
         head = model.get_output_embeddings()
         self.stats.head_positions += int(picked.shape[0])
         softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -439,18 +408,14 @@ class Engine:
             logp = torch.log_softmax(logits, dim=-1)
             losses.append(-logp.gather(1, target[start:start + LOSS_CHUNK_POSITIONS, None])[:, 0])
         flat = torch.cat(losses).to(torch.float64).cpu().numpy()
-        return np.split(flat, np.cumsum(counts)[:-1])
+        return np.split(flat, np.cumsum([len(ids) for ids in targets])[:-1])
 
 
 @functools.lru_cache(maxsize=None)
 def cache_keyword(cls: type) -> str:
-    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache.
-
-    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns there); releases
-    before 5.24, which the floor in pyproject.toml allows, know only the old name. Read from the
-    forward's signature (decorators keep it via `__wrapped__`), so a remote-code model that kept
-    the old name is served too.
-    """
+    """The name under which the forward of model class `cls` takes, and its output returns, the KV cache:
+    `cache` since transformers 5.24 (the old name warns there), `past_key_values` before (the floor
+    allows those) and in remote-code models that kept it, read from the forward's signature."""
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
@@ -522,8 +487,13 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
     return batches + [current] if current else batches
 
 
-def pad_left(sequences: list, pad_id: int, device: Any):
-    """(input_ids, attention_mask, position_ids) of left-padded sequences; positions count real tokens."""
+def pad_left(sequences: list, pad_id: int, device: Any, *, prefix: int = 0):
+    """(input_ids, attention_mask, position_ids) of left-padded sequences behind `prefix` cached tokens.
+
+    The mask is [prefix | left-padded suffix]. Positions count real tokens only and continue from the
+    prefix, so a text sees the positions it has alone: transformers' Llama does not derive them from
+    the attention mask in a plain forward, and without them results would depend on padding.
+    """
     import torch
 
     longest = max(len(s) for s in sequences)
@@ -533,8 +503,9 @@ def pad_left(sequences: list, pad_id: int, device: Any):
         if seq:
             input_ids[i, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
             attention_mask[i, longest - len(seq):] = 1
-    # Positions count real tokens only, so a left-padded text sees the same positions as alone.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0) + prefix
+    prefix_mask = torch.ones((len(sequences), prefix), dtype=torch.long)
+    attention_mask = torch.cat([prefix_mask, attention_mask], dim=1)
     return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
 
@@ -614,11 +585,11 @@ def model_context(model: Any, tokenizer: Any) -> int:
 _warned: set = set()
 
 
-def warn_once(key: str, message: str) -> None:
-    """Log `message` as a warning once per process for `key`."""
+def warn_once(key: Hashable, message: str, *, log: logging.Logger = logger) -> None:
+    """Log `message` as a warning to `log` once per process for `key`."""
     if key not in _warned:
         _warned.add(key)
-        logger.warning(message)
+        log.warning(message)
 
 
 # --- fingerprint contract -------------------------------------------------------------------
@@ -633,12 +604,9 @@ def local_model_stamp(model: Optional[str]) -> tuple:
     """Sizes and mtimes of a local model folder's files (cheap stats), so edits in place re-score."""
     if model is None or not os.path.isdir(model):
         return ()
-    stamp = []
-    for name in sorted(os.listdir(model)):
-        if name.endswith((".json", ".safetensors", ".bin", ".model", ".txt", ".gguf")):
-            st = os.stat(os.path.join(model, name))
-            stamp.append((name, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
+    stats = {name: os.stat(os.path.join(model, name)) for name in sorted(os.listdir(model))
+             if name.endswith((".json", ".safetensors", ".bin", ".model", ".txt", ".gguf"))}
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats.items())
 
 
 def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing only, never loaded
@@ -649,10 +617,9 @@ def _rebuild_from_hash_state(*state: Any) -> None:  # pragma: no cover - hashing
 def register_hashing(cls: type) -> None:
     """Teach `datasets`' fingerprint pickler to hash a scorer class by `obj._hash_state()` only.
 
-    `datasets.fingerprint.Hasher` pickles with its own dill Pickler; a reducer registered there
-    affects fingerprints only, so the ordinary pickle (sent to `num_proc` workers) still carries
-    runtime options such as `device`. Without `datasets` importable this is a no-op and the
-    ordinary pickle (`__getstate__`: config only) is hashed instead.
+    A reducer registered with the Hasher's own dill Pickler affects fingerprints only, so the ordinary
+    pickle (to `num_proc` workers) still carries runtime options such as `device`. Without `datasets`
+    this is a no-op and the ordinary pickle (`__getstate__`: config only) is hashed instead.
     """
     try:
         # Private module of `datasets`: the only way to register a reducer with its Hasher.

@@ -21,10 +21,8 @@ SELECTIT_REPO_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)
 
 
 def normalize_rating_probs(rating_probs: np.ndarray, normalization: str = "paper") -> np.ndarray:
-    """P' [..., K] (float64, rows summing to 1) from the full-vocabulary probabilities of the K
-    rating tokens: "paper" is P'_k = p_k / sum_j p_j; "selectit-repo" (the authors' code after
-    2024-03-02) is q = p / sum p, then P' = softmax(q).
-    """
+    """P' [..., K] (float64) from the full-vocabulary probabilities of the K rating tokens, "paper" or
+    "selectit-repo" normalisation (docs/method.md 2)."""
     p = np.asarray(rating_probs, dtype=np.float64)
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization={normalization!r} is invalid: expected one of {list(NORMALIZATIONS)}.")
@@ -36,27 +34,21 @@ def normalize_rating_probs(rating_probs: np.ndarray, normalization: str = "paper
 
 
 def token_level_scores(normalized_probs: np.ndarray) -> np.ndarray:
-    """S_token = S_base * (1/(K-1)) * sum_i (P'_{S_base} - P'_i), with S_base = argmax_k P'_k.
+    """S_token (docs/method.md 2): [..., K] P' in, [...] float64 scores out; NaN where a row has a NaN.
 
     Ties in the argmax go to the lower rating (numpy's argmax returns the first maximum).
-    Equals S_base * (K * P'_max - 1) / (K - 1): 0 for a uniform P', k for a one-hot at rating k.
-    [..., K] P' in, [...] float64 scores out; NaN where the input row has a NaN.
     """
     p = np.asarray(normalized_probs, dtype=np.float64)
     k = p.shape[-1]
     filled = np.where(np.isnan(p), -np.inf, p)
     base = np.argmax(filled, axis=-1) + 1
-    p_max = np.take_along_axis(filled, (base - 1)[..., None], axis=-1)[..., 0]
+    p_max = filled.max(axis=-1)
     spread = (k * p_max - p.sum(axis=-1)) / (k - 1)  # sum_i (P'_max - P'_i) / (K - 1)
     return np.where(np.isnan(p).any(axis=-1), np.nan, base * spread)
 
 
 def sentence_level_scores(token_scores: np.ndarray, alpha: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """(S_sent, std): S_sent = mean(S_token) / (1 + alpha * std(S_token)) over the prompts (last axis).
-
-    The std is the population std (ddof=0), as in the authors' code (numpy default); alpha=0
-    gives the plain mean (paper: 0.2).
-    """
+    """(S_sent, population std) over the prompts (last axis), docs/method.md 3."""
     if alpha < 0:
         raise ConfigError(f"alpha={alpha!r} is invalid: expected a number >= 0 (paper: 0.2).")
     s = np.asarray(token_scores, dtype=np.float64)
@@ -66,12 +58,8 @@ def sentence_level_scores(token_scores: np.ndarray, alpha: float = 0.2) -> tuple
 
 def model_weights(*, n_models: int, params: Optional[Sequence[float]] = None,
                   weights: Union[Sequence[float], str, None] = None) -> np.ndarray:
-    """The weight of each scoring model in the model level ([n_models] float64).
-
-    Exactly one of `params` (parameter counts theta_m: weights theta_m / sum_j theta_j, the
-    paper) or `weights` (used as given, or "selectit-repo" for the authors' code's fixed
-    (7/20, 13/20, 70/90) for exactly three models 7B, 13B, 70B in that order).
-    """
+    """The weight of each scoring model in the model level ([n_models] float64), docs/method.md 4:
+    from exactly one of `params` (parameter counts) or `weights` (as given, or "selectit-repo")."""
     if (params is None) == (weights is None):
         raise ConfigError("Give exactly one of params=[...] (the paper's parameter-count weights) or "
                           "weights=[...] / weights='selectit-repo'.")
@@ -96,8 +84,7 @@ def model_weights(*, n_models: int, params: Optional[Sequence[float]] = None,
 
 
 def model_level_scores(sentence_scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """S_model = sum_m w_m * S_sent_m: [n_models, rows] scores and [n_models] weights in, [rows] out
-    (NaN when any model's score for that row is NaN)."""
+    """S_model = sum_m w_m * S_sent_m: [n_models, rows] scores and [n_models] weights in, [rows] out."""
     w = np.asarray(weights, dtype=np.float64)
     return np.tensordot(w, np.asarray(sentence_scores, dtype=np.float64), axes=(0, 0))
 
@@ -116,16 +103,13 @@ def selectit_scores(rating_probs: np.ndarray, *, alpha: float = 0.2,
 
 
 def expected_ratings(rating_logprobs: np.ndarray, values: Sequence[float]) -> dict[str, np.ndarray]:
-    """Expected rating over K rating tokens, renormalised over those K (AlpaGasus, DEITA).
-
-    `softmax(log p_k)` over the K ratings equals both `p_k / sum_j p_j` (AlpaGasus with a local
-    judge) and DEITA's softmax over the K rating logits; working from log-probabilities keeps it
-    exact when every p_k is tiny. This is NOT SelectIT's S_token and must never be called SelectIT.
+    """Expected rating over K rating tokens, renormalised over those K (AlpaGasus, DEITA: docs/method.md
+    7.3, 7.4). NOT SelectIT's S_token. Working from log-probabilities keeps it exact when every p_k
+    is tiny.
 
     From [..., K] full-vocabulary log-probabilities and the K rating `values` (e.g. 0..5), returns
-    "probs" ([..., K] renormalised), "score" ([...] sum_k value_k * P_k), "argmax" ([...] the value
-    of the most probable rating, ties to the lower; NaN where the input has a NaN) and "mass"
-    ([...] sum_k p_k, the full-vocabulary probability on the K).
+    "probs" ([..., K] renormalised), "score" ([...]), "argmax" ([...] the value of the most probable
+    rating, ties to the lower; NaN where the input has a NaN) and "mass" ([...] sum_k p_k).
     """
     lp = np.asarray(rating_logprobs, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)

@@ -1,18 +1,10 @@
 """`model_kwargs` and `vllm_kwargs`: keyword arguments passed through to `from_pretrained` or to
-`vllm.LLM`, checked once.
+`vllm.LLM`, checked once. A bottom-layer module (no torch, no transformers at import).
 
-A bottom-layer module (no torch, no transformers at import). Each accepted name has a kind:
-
-- ``numeric``: changes the scores (`attn_implementation`, `quantization_config`, `subfolder`,
-  `variant`; vLLM's `quantization`, `kv_cache_dtype`): part of the `datasets` fingerprint and of
-  the provenance.
-- ``placement``: where the weights live or how work is batched (`device_map`, `max_memory`,
-  `tensor_parallel_size`, ...): never part of either, so moving a run from one GPU to a sharded
-  8-GPU placement still hits the cache.
-- ``source``: where files are read from (`cache_dir`, `local_files_only`): neither.
-- ``secret``: `token`. Wrapped in :class:`HubToken`, whose `str`/`repr` is ``'<hidden>'``, so it
-  cannot reach a log, an error message, a JSON dump or a fingerprint by accident; `models.py`
-  reveals it to `from_pretrained` only.
+Each accepted name has a kind: ``numeric`` names change the scores and are part of the `datasets`
+fingerprint and the provenance; ``placement`` (where the weights live, how work is batched),
+``source`` (where files are read from) and ``secret`` (the token, a :class:`HubToken`) are part of
+neither (docs/scaling.md, "A model larger than one GPU").
 """
 
 from __future__ import annotations
@@ -150,10 +142,6 @@ def check_model_kwargs(value: Any) -> Optional[dict]:
     Besides names and value types, checks that a quantisation method's package (and `accelerate`
     for a `device_map`) is installed. A string `token` becomes a :class:`HubToken`; string keys of
     `max_memory` that are GPU indices ("0", as JSON and YAML give them) become ints.
-
-    Example:
-        >>> check_model_kwargs({"attn_implementation": "sdpa", "device_map": "auto"})
-        {'attn_implementation': 'sdpa', 'device_map': 'auto'}
     """
     out = _checked("model_kwargs", value, ACCEPTED, REDIRECTED, "`from_pretrained`",
                    {"attn_implementation": "sdpa"})
@@ -373,7 +361,7 @@ def _check_quantization(name: str, value: Any) -> Any:
 
 
 def _check_token(name: str, value: Any) -> Any:
-    if isinstance(value, HubToken) or isinstance(value, bool):
+    if isinstance(value, (HubToken, bool)):
         return value
     if isinstance(value, str) and value:
         return HubToken(value)

@@ -273,13 +273,12 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
                 f"model={name!r}: a weights file is not a safe PyTorch checkpoint and was not loaded "
                 f"({' '.join(str(unpickling).split())[:200]}). Use a model saved as safetensors, or "
                 "re-save it from a trusted copy.") from err
-        if not isinstance(err, (OSError, ValueError, KeyError, ImportError)) and not is_oom(err):
+        oom = is_oom(err)
+        if not oom and not isinstance(err, (OSError, ValueError, KeyError, ImportError)):
             raise
-        hint = _SOURCE_HINT
-        if is_oom(err):
-            hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} "
-                    "to shard it over this process's GPUs (with num_proc=None), or a "
-                    "quantization_config such as {'load_in_4bit': true}.")
+        hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} to shard "
+                "it over this process's GPUs (with num_proc=None), or a quantization_config such as "
+                "{'load_in_4bit': true}.") if oom else _SOURCE_HINT
         raise ModelLoadError(f"Could not load model {name!r} (revision={config.revision!r}): "
                              f"{err}. {hint}") from err
     if not sharded and quantization is None:
@@ -404,9 +403,8 @@ def hub_commit(model_id: Optional[str], *, revision: Optional[str] = None,
 
 
 def preloaded_commit(model: Any) -> Optional[str]:
-    """The Hub commit of a model loaded by the caller, or None. Private on purpose: transformers before
-    5.x records it only in `config._commit_hash`, later releases not at all (then the identity rests
-    on the name and the config digest)."""
+    """The Hub commit of a model loaded by the caller, or None: transformers before 5.x records it only
+    in the private `config._commit_hash`, later releases not at all."""
     return getattr(model.config, "_commit_hash", None)
 
 

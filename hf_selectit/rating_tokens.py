@@ -1,13 +1,8 @@
-"""Which vocabulary entries are the rating digits, read from the tokenizer (docs/method.md 2, 7.3-7.5).
+"""Which vocabulary entries are the rating digits, read from the tokenizer, never hard-coded
+(docs/method.md 2, 7.3-7.5). SelectIT rates "1".."5", AlpaGasus "0".."5", DEITA "1".."6".
 
-SelectIT rates "1".."5", AlpaGasus "0".."5", DEITA "1".."6": `find_rating_tokens(tokenizer,
-ratings=...)` serves all of them.
-
-Never hard-coded: the bare digit pieces are used when each digit is one token (Llama-2's ids
-29896..29900, SmolLM2's "1".."5"); only when a bare digit is not a single token does the
-leading-space variant (" 1", "Ġ1", "▁1") take over. Whichever is used is logged and reported in
-the scorer's `.info()`. A tokenizer that cannot give five distinct single tokens is an error:
-falling back to a constant score would be a made-up score.
+A tokenizer that cannot give distinct single tokens is an error: falling back to a constant
+score would be a made-up score.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .engine import warn_once
 from .errors import RatingTokenError
 
 logger = logging.getLogger(__name__)
@@ -96,7 +92,6 @@ def _shared_ids(texts: tuple, ids: list) -> list:
 
 #: Below this median share of next-token probability on the rating tokens, ratings are suspect.
 LOW_RATING_MASS = 0.5
-_warned_low_mass: set = set()
 
 
 def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method: str) -> bool:
@@ -116,15 +111,11 @@ def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method
     median = statistics.median(finite)
     if median >= LOW_RATING_MASS:
         return False
-    if (method, model_name, column) not in _warned_low_mass:
-        _warned_low_mass.add((method, model_name, column))
-        logger.warning(
-            "%s: the median of %s is %.3f (below %.1f): %s puts most of its next-token probability "
-            "on tokens other than the rating digits, so the renormalised ratings look confident "
-            "but rest on little probability. Likely cause: the model is too small or not "
-            "instruction-tuned, or it is not prompted through its chat template. Fix: use a "
-            "larger or instruction-tuned model%s.",
-            method, column, median, LOW_RATING_MASS, model_name,
-            " or template='chat'" if method == "SelectIT" else "",
-        )
+    chat = " or template='chat'" if method == "SelectIT" else ""
+    warn_once((method, model_name, column),
+              f"{method}: the median of {column} is {median:.3f} (below {LOW_RATING_MASS:.1f}): {model_name} "
+              "puts most of its next-token probability on tokens other than the rating digits, so the "
+              "renormalised ratings look confident but rest on little probability. Likely cause: the "
+              "model is too small or not instruction-tuned, or it is not prompted through its chat "
+              f"template. Fix: use a larger or instruction-tuned model{chat}.", log=logger)
     return True

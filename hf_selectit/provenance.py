@@ -375,6 +375,4 @@ def read_published(path: Union[str, "os.PathLike[str]"]) -> Optional[dict]:
     ValueError when it is not valid JSON."""
     p = Path(path)
     p = p / PROVENANCE_FILENAME if p.is_dir() else p
-    if not p.is_file():
-        return None
-    return json.loads(p.read_text(encoding="utf-8"))
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None

@@ -135,15 +135,19 @@ def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Opti
                higher_is_better: Optional[bool] = None) -> "Dataset":
     """SelectIT's selection (docs/method.md section 5; the IFD cut-off: section 7.1):
     ``ds.select(indices)`` of the best-scored rows, with ``.selection``
-    (:class:`hf_selectit.provenance.Selection`) set and the rule recorded.
+    (:class:`hf_selectit.provenance.Selection`) set and the rule recorded. Rows rank best first
+    (the column's better end unless `higher_is_better` says otherwise), ties to the higher
+    original index; error and NaN rows are never kept.
 
-    One of `ratio` (``int(N * ratio)``, N = all rows; the default 0.2 gives way to `k` or
-    `threshold`), `k` or `threshold` (``>=``; ``<=`` when lower is better), per group of `by`.
-    Rows rank best first (the column's better end unless `higher_is_better` says otherwise), ties
-    to the higher original index; error and NaN rows are never kept. `column` None:
-    :func:`hf_selectit.methods.columns.resolve`. `order`: "original", or "score" (best first).
-    `cutoff`: "ifd" drops scores > 1, "ifd-strict" >= 1, None none, "auto" the column's method's;
-    with one (or `also_below_one`: more columns that must be < 1) the quota counts the rows left.
+    Args:
+        ratio, k, threshold: keep ``int(N * ratio)`` rows (N = all rows; the default 0.2 gives
+            way to `k` or `threshold`), the top `k`, or the rows ``>= threshold`` (``<=`` when
+            lower is better); per group with `by`.
+        column: None: :func:`hf_selectit.methods.columns.resolve`.
+        order: "original" keeps the row order; "score" gives the authors' (best first).
+        cutoff: "ifd" drops scores > 1, "ifd-strict" >= 1, None none, "auto" the column's
+            method's; with one (or `also_below_one`: more columns that must be < 1) the quota
+            counts the rows left.
 
     Raises:
         ConfigError: an invalid or conflicting ratio/k/threshold, order or `by` column.

@@ -83,11 +83,10 @@ def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[...
 def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = None, ray: Optional[RayConfig] = None,
                   work_dir: Union[str, os.PathLike, None] = None, model_index: int = 0, n_models: int = 1,
                   on_progress: Optional[ProgressCallback] = None) -> tuple[Any, ScoreStats]:
-    """``(ds + one scorer's columns and provenance, stats)``, checkpointed in ``work_dir`` (locked
-    for the call; None: the user cache), on ``run.engine``: this machine (:mod:`hf_selectit.runner`)
-    or Ray (:mod:`hf_selectit.ray_runner`). ``scorer_config`` may be a scorer; ``model_index``,
-    ``n_models`` and ``on_progress`` are for :class:`ProgressEvent` s. A ConfigError for an empty
-    dataset or existing output columns, OutputLockedError when another live run holds ``work_dir``.
+    """``(ds + one scorer's columns and provenance, stats)``, checkpointed in ``work_dir`` on
+    ``run.engine`` (:func:`hf_selectit.runner.score_with`); ``scorer_config`` may be a scorer. A
+    ConfigError for an empty dataset or existing output columns, OutputLockedError when another
+    live run holds ``work_dir``.
 
     Example:
         >>> scored, stats = score_dataset(ds, ScorerConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))

@@ -1,15 +1,8 @@
 """Provenance: the identity of a score (model, commit, prompts, options) and what was done with
-it (selection rule, fusion, validation). The only reader and writer of `selectit.json` and of what
-travels with a Dataset in memory:
-
-- a JSON block after a marker line in ``ds.info.description``, which `datasets` carries through
-  ``map``/``select``/``filter``/``concatenate``/``save_to_disk`` (:func:`attach`, :func:`read`);
-- the :class:`Selection` attribute of a selected subset: an attribute, so that it does not
-  survive a later transform that changes the rows;
-- the process registry: ``ds.map(scorer)`` cannot attach anything to its result, so every
-  scorer registers itself when built or called (:func:`register_scorer`);
-- ``selectit.json`` files beside written data, inside a published version and on the Hub. They
-  never hold a token.
+it (selection rule, fusion, validation). The only reader and writer of it, in memory (a JSON block
+in ``ds.info.description`` that `datasets` carries through transforms, the :class:`Selection`
+attribute, which a later transform drops, and the process registry of scorers) and on disk
+(``selectit.json``, never with a token); docs/architecture.md, "One home per decision".
 
 Nothing here imports `datasets` at module level, nor any module above it (select, methods).
 """
@@ -24,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
@@ -135,8 +128,6 @@ _WARNED: set = set()
 
 
 def _config_key(scorer: Any) -> str:
-    from dataclasses import asdict, is_dataclass
-
     config = getattr(scorer, "config", None)
     state = asdict(config) if is_dataclass(config) else repr(config)
     payload = json.dumps([type(scorer).__qualname__, type(config).__qualname__, state],
@@ -264,14 +255,13 @@ def read_sidecar(path: Union[str, "os.PathLike[str]"]) -> dict:
     candidate = sidecar_path(path)
     if not candidate.is_file():
         return {}
+    fix = "fix or delete it (it holds the scorers' provenance of the data beside it)."
     try:
         data = json.loads(candidate.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{candidate}: not valid JSON ({exc.msg}, line {exc.lineno}); fix or delete "
-                          "it (it holds the scorers' provenance of the data beside it).") from exc
+        raise ConfigError(f"{candidate}: not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{candidate}: expected a JSON object, got {type(data).__name__}; fix or delete "
-                          "it (it holds the scorers' provenance of the data beside it).")
+        raise ConfigError(f"{candidate}: expected a JSON object, got {type(data).__name__}; {fix}")
     return _provenance_entries(data, published=data.get("format") == FORMAT)
 
 
@@ -385,6 +375,4 @@ def read_published(path: Union[str, "os.PathLike[str]"]) -> Optional[dict]:
     ValueError when it is not valid JSON."""
     p = Path(path)
     p = p / PROVENANCE_FILENAME if p.is_dir() else p
-    if not p.is_file():
-        return None
-    return json.loads(p.read_text(encoding="utf-8"))
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None

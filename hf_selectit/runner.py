@@ -1,12 +1,8 @@
-"""Checkpointed scoring on one machine, and the checkpoints that every engine shares.
-
-The rows left to score are cut into parts of ``shard_rows`` rows, scored by ``Dataset.map`` here
-or by Ray actors (:mod:`hf_selectit.ray_runner`). This process alone writes each finished part
-(the scorer's columns and the input row index, parquet), under a temporary name then renamed: a
-*completion file* in ``<work_dir>/<prefix><fingerprint of rows, config, version>/``, beside
-``scorer_info.json``; ``<work_dir>/LOCK`` names the run holding it. A restarted run (either
-engine) scores only the rows no part holds; an unreadable or foreign part, or one with rows
-another holds, is deleted with a warning naming it. The merge puts every input row back once.
+"""Checkpointed scoring on one machine, and the checkpoints that every engine shares
+(docs/scaling.md, "Checkpoints and resume"): parts of ``shard_rows`` rows, scored by
+``Dataset.map`` here or by Ray actors (:mod:`hf_selectit.ray_runner`), each written by this
+process alone as a parquet *completion file* in ``<work_dir>/<prefix><fingerprint>/``, beside
+``scorer_info.json``; ``<work_dir>/LOCK`` names the run holding it.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
-"""The selection step: subsets of a scored dataset (docs/method.md sections 4-5).
+"""The selection step: subsets of a scored dataset (docs/method.md sections 4-5, which also say
+what is done where the paper is silent: N counts error and NaN rows, groups, row order).
 
 Pure ``Dataset -> Dataset`` functions; nothing here loads a model. A subset is
-``ds.select(indices)`` of the input: every kept row is byte-for-byte the scored row. Where the
-paper is silent:
-
-- ``N`` counts every row, error and NaN rows included (the paper's ``int(N * ratio)``: Selective
-  Alpaca 52,002 -> 10,400). Those rows are never selected; with fewer valid rows than the quota,
-  all valid rows are kept and a warning says so. ``"truncated"`` rows are selectable.
-- ``by=<column>`` applies the rule within each group (``int(N_g * ratio)`` or the top ``k``);
-  ``order="score"`` then gives the kept rows of all groups in one global order.
-- The rule and the kept rows are the subset's ``selection``; the rule also travels with the rows
-  (:func:`selection_rule`).
+``ds.select(indices)`` of the input: every kept row is byte-for-byte the scored row. The rule
+and the kept rows are the subset's ``selection``; the rule also travels with the rows
+(:func:`selection_rule`).
 """
 
 from __future__ import annotations
@@ -63,9 +57,8 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
     if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
         raise ScoreColumnError(f"Column {column!r} has type {feature!r}; expected one number per row. "
                                f"Score-like columns present: {schema.score_like(ds)}.")
-    if feature.dtype == "null":
-        return np.full(len(ds), np.nan)
-    # Through Arrow: the numpy formatter of datasets 5 builds a Python object per value (~40 s/1M rows).
+    # Through Arrow (None, a "null" column's value, is NaN in float64): the numpy formatter of
+    # datasets 5 builds a Python object per value (~40 s/1M rows).
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -140,27 +133,21 @@ def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Opti
                order: str = "original", cutoff: Optional[str] = "auto",
                also_below_one: Optional[Sequence[str]] = None,
                higher_is_better: Optional[bool] = None) -> "Dataset":
-    """SelectIT's selection (docs/method.md section 5): ``ds.select(indices)`` of the best-scored
-    rows, with ``.selection`` (:class:`hf_selectit.provenance.Selection`) set and the rule recorded.
-
-    Rows are ranked best score first, ties to the higher original index; the best end is the
-    column's (lower for r-IFD and losses) unless `higher_is_better` says otherwise. Rows with an
-    error status or a NaN/null score are never kept; their counts are logged and recorded.
+    """SelectIT's selection (docs/method.md section 5; the IFD cut-off: section 7.1):
+    ``ds.select(indices)`` of the best-scored rows, with ``.selection``
+    (:class:`hf_selectit.provenance.Selection`) set and the rule recorded. Rows rank best first
+    (the column's better end unless `higher_is_better` says otherwise), ties to the higher
+    original index; error and NaN rows are never kept.
 
     Args:
-        ratio: keep ``int(N * ratio)`` rows, N = all rows (per group with `by`). The default 0.2
-            gives way to `k` or `threshold`; any other ratio together with them is an error.
-        k: keep the top `k` rows (per group with `by`).
-        threshold: keep every row scoring ``>= threshold`` (``<=`` when lower is better).
-        column: None: ``selectit_sentence_score`` when present, else the only score column
-            (:func:`hf_selectit.methods.columns.resolve`); several candidates are an error.
+        ratio, k, threshold: keep ``int(N * ratio)`` rows (N = all rows; the default 0.2 gives
+            way to `k` or `threshold`), the top `k`, or the rows ``>= threshold`` (``<=`` when
+            lower is better); per group with `by`.
+        column: None: :func:`hf_selectit.methods.columns.resolve`.
         order: "original" keeps the row order; "score" gives the authors' (best first).
-        cutoff: "ifd" drops scores > 1 before ranking (Cherry's data_by_IFD.py), "ifd-strict"
-            drops >= 1 (Superfiltering), None none; "auto" is the column's method's ("ifd" for
-            IFD and r-IFD). With a cut-off (or `also_below_one`) the quota is
-            ``int(N_valid * ratio)``, as Cherry does.
-        also_below_one: more score columns that must be < 1 (Selective Reflection-Tuning:
-            ``column="ifd_score", cutoff="ifd-strict", also_below_one=["rifd_score"]``).
+        cutoff: "ifd" drops scores > 1, "ifd-strict" >= 1, None none, "auto" the column's
+            method's; with one (or `also_below_one`: more columns that must be < 1) the quota
+            counts the rows left.
 
     Raises:
         ConfigError: an invalid or conflicting ratio/k/threshold, order or `by` column.
@@ -336,20 +323,15 @@ def selection_rule(ds: "Dataset") -> Optional[dict]:
 def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
                 params: Optional[Sequence[float]] = None, weights: Union[Sequence[float], str, None] = None,
                 output: str = schema.FUSED_COLUMN) -> "Dataset":
-    """SelectIT's model level: adds (or replaces) `output`, ``S_model = sum_m w_m * S_sent_m``
-    (docs/method.md section 4; NaN when any model has none), and its status column: the first
-    model's ``"error: <column>: <reason>"``, ``"error: no score in <column>"``, ``"truncated"``
-    when any model truncated the row, else ``"ok"``. The weights and the better end (the inputs',
-    which must agree) are recorded under ``fusion`` in the provenance.
+    """SelectIT's model level (docs/method.md section 4, also for the status column): adds (or
+    replaces) `output`, ``S_model = sum_m w_m * S_sent_m`` (NaN when any model has none), and its
+    status column; the weights and the better end (the inputs', which must agree) are recorded
+    under ``fusion`` in the provenance.
 
-    Args:
-        columns: one score column per model: a column of `ds`, or ``(other_dataset, column)``
-            for a model scored into a separate dataset of the SAME rows in the SAME order.
-        params: parameter counts; weights ``theta_m / sum theta`` (the paper), e.g.
-            ``[7e9, 13e9, 70e9]``. With neither params nor weights, each model's recorded
-            ``parameter_count`` (:func:`hf_selectit.provenance.scorer_infos`).
-        weights: used as given, or ``"selectit-repo"``: the authors' code's fixed 7/20, 13/20,
-            70/90 for exactly three columns 7B, 13B, 70B (they do not sum to 1).
+    `columns`: one score column per model, of `ds` or ``(other_dataset, column)`` (the SAME rows
+    in the SAME order). `params`: parameter counts (weights ``theta_m / sum theta``, the paper);
+    `weights`: as given, or ``"selectit-repo"`` (the authors' fixed 7/20, 13/20, 70/90). With
+    neither, each model's recorded ``parameter_count``.
 
     Raises:
         ConfigError: no columns, a dataset of another length, invalid or conflicting params and

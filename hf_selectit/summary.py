@@ -82,8 +82,9 @@ def run_with_progress(config: Any) -> int:
     return 0
 
 
-def summary_text(summary: Any) -> str:
-    """The end-of-run summary of a RunSummary: rows scored, truncated, errors, kept, time, rows/s."""
+def print_summary(summary: Any) -> None:
+    """Print the end-of-run summary of a RunSummary (not with --quiet): rows scored, truncated,
+    errors, kept, time, rows/s."""
     rate, n = summary.rows_per_second, len(summary.models)
     ray = any(m.engine == "ray" for m in summary.models)
     where = f" by {summary.processes} {'Ray actors' if ray else 'processes'}" if summary.processes > 1 or ray else ""
@@ -119,31 +120,21 @@ def summary_text(summary: Any) -> str:
                          ("published         ", summary.published)):
         if value:
             lines.append(f"  {label} {value}")
-    return "\n".join(lines)
-
-
-def print_summary(summary: Any) -> None:
-    """Print :func:`summary_text` (not with --quiet)."""
-    console.info(summary_text(summary))
+    console.info("\n".join(lines))
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up), as
+    logging's own last-resort handler does."""
+
+    stream = property(lambda self: sys.stderr)  # type: ignore[assignment]
 
     def __init__(self) -> None:
-        super().__init__()
+        logging.Handler.__init__(self)  # StreamHandler's would assign the stream
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))  # a log line never shows a token
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D401
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
 
 
 def configure_logging(verbose: int, *, quiet: bool) -> None:

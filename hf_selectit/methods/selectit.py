@@ -3,16 +3,8 @@
     >>> ds = ds.map(SelectITScorer(), batched=True)                 # embedded SmolLM2
     >>> ds = ds.map(selectit_score, batched=True, fn_kwargs={"model": "path/or/hub-id"})
 
-For each row and each of the n rating prompts, the scored text is the paper's template (raw text,
-BOS where the tokenizer adds one; docs/method.md): one group per rating prompt, whose shared head
-(BOS, the rating prompt, "Instruction:") the engine runs once. A row too long keeps the rating
-prompt, markers and rating question whole (the response loses its middle, then the instruction
-its tail). The fp32 full-vocabulary probabilities of the five rating tokens at the last position
-become columns with `formulas.selectit_scores`.
-
-Fingerprint: `datasets` hashes the scorer by its config, without `device`, `max_batch_tokens` and
-`reuse_prompt_prefix` (they do not change scores beyond float noise), so moving a run to another
-device still hits the cache; for a local model folder its files' sizes and times count too.
+One text per row and rating prompt, one group per rating prompt whose shared head the engine runs
+once; the text, its truncation and the scores: docs/method.md sections 1-3 (fingerprint: 8).
 """
 
 from __future__ import annotations

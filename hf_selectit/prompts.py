@@ -135,6 +135,22 @@ class Pair(NamedTuple):
     error: Optional[str] = None
 
 
+class Fields(NamedTuple):
+    """The instruction, input and response of one row kept apart, or why there are none.
+
+    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
+    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
+    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
+    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
+    ``error is None`` exactly when the three texts are strings ready to score.
+    """
+
+    instruction: Optional[str]
+    input: Optional[str]
+    response: Optional[str]
+    error: Optional[str] = None
+
+
 @dataclass(frozen=True)
 class Schema:
     """How rows of a dataset map to (instruction, response): the columns of a pair schema
@@ -252,19 +268,17 @@ def detect_schema(
     )
 
 
-def _bad(reason: str) -> "Fields":
+def _bad(reason: str) -> Fields:
     return Fields(None, None, None, reason)
 
 
-def _type_error(what: str, value: Any, expected: str = "str") -> "Fields":
+def _type_error(what: str, value: Any, expected: str = "str") -> Fields:
     return _bad(f"{what} is {type(value).__name__}, expected {expected}")
 
 
-def _fields_from_texts(instruction: Any, input_text: Any, response: Any) -> "Fields":
-    missing_instruction = instruction is None
-    if missing_instruction:
-        instruction = ""  # a null instruction is like an empty one: the input may stand in
-    elif not isinstance(instruction, str):
+def _fields_from_texts(instruction: Any, input_text: Any, response: Any) -> Fields:
+    # A null instruction is like an empty one: the input may stand in.
+    if instruction is not None and not isinstance(instruction, str):
         return _type_error("instruction", instruction)
     if input_text is not None and not isinstance(input_text, str):
         return _type_error("input", input_text)
@@ -273,18 +287,16 @@ def _fields_from_texts(instruction: Any, input_text: Any, response: Any) -> "Fie
     if not isinstance(response, str):
         return _type_error("response", response)
     has_input = input_text is not None and bool(input_text.strip())
-    if instruction.strip():
+    if instruction and instruction.strip():
         fields = Fields(instruction, input_text if has_input else "", response)
     elif has_input:
         fields = Fields(input_text, "", response)
-    elif missing_instruction:
-        return _bad("instruction is missing (None)")
     else:
-        return _bad("empty instruction")
+        return _bad("instruction is missing (None)" if instruction is None else "empty instruction")
     return fields if response.strip() else _bad("empty response")
 
 
-def _fields_from_chat(turns: Any, column: str) -> "Fields":
+def _fields_from_chat(turns: Any, column: str) -> Fields:
     if turns is None:
         return _bad(f"{column} is missing (None)")
     if not isinstance(turns, (list, tuple)):
@@ -350,22 +362,6 @@ def extract_pairs(
     """
     return [Pair(f"{f.instruction}\n{f.input}" if f.input else f.instruction, f.response, f.error)
             for f in extract_fields(batch, columns=columns)]
-
-
-class Fields(NamedTuple):
-    """The instruction, input and response of one row kept apart, or why there are none.
-
-    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
-    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
-    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
-    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
-    ``error is None`` exactly when the three texts are strings ready to score.
-    """
-
-    instruction: Optional[str]
-    input: Optional[str]
-    response: Optional[str]
-    error: Optional[str] = None
 
 
 def extract_fields(

@@ -74,11 +74,9 @@ class BaseScorer:
             BaseScorer.__init__(self, model, tokenizer=tokenizer, **options)
 
         hints = typing.get_type_hints(cls.config_class)
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-                  inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Any),
-                  inspect.Parameter("tokenizer", keyword, default=None, annotation=Any)]
-        params += [inspect.Parameter(f.name, keyword, annotation=hints[f.name],
+        # self, model, tokenizer, then each option (in place of **options).
+        params = list(inspect.signature(BaseScorer.__init__, eval_str=True).parameters.values())[:3]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
                                      default=f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
                    for f in fields(cls.config_class) if f.name != "model"]
         __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]

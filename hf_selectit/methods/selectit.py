@@ -23,8 +23,7 @@ from .base import BaseScorer
 from .columns import SCHEMAS
 
 OUTPUT_NAMES = SCHEMAS["selectit"].outputs
-_RESPONSE_MARKER = "\nResponse:"
-_INSTRUCTION_MARKER = "\n\nInstruction:"
+_RESPONSE_MARKER = "\nResponse:"  # the end of prompt_parts' head, after the instruction
 
 
 class SelectITScorer(BaseScorer):
@@ -115,10 +114,8 @@ class SelectITScorer(BaseScorer):
                 if offset < 0:  # the template rewrote the text: no safe cut points
                     out.append((j, text, (0, 0, 0, 0)))
                     continue
-            x_start, x_end = len(rp) + len(_INSTRUCTION_MARKER), len(head) - len(_RESPONSE_MARKER)
-            if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
-                x_start = x_end = len(head)
-            spans = (x_start, x_end, len(head), len(head) + len(response))
+            x_end = len(head) - len(_RESPONSE_MARKER)
+            spans = (x_end - len(pair.instruction), x_end, len(head), len(head) + len(response))
             out.append((j, text, tuple(offset + position for position in spans)))
         return out
 

@@ -308,11 +308,9 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
             first = next((v for v in value if v is not None), None)
             single = isinstance(first, _MappingABC)
         if single:
-            raise ConfigError(
-                f"{scorer_name} got a single row, not a batch (column {name!r} holds "
-                f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass batched=True: "
-                f"ds.map(scorer, batched=True)."
-            )
+            raise ConfigError(f"{scorer_name} got a single row, not a batch (column {name!r} holds "
+                              f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass "
+                              "batched=True: ds.map(scorer, batched=True).")
 
 
 def template_segments(template: str, **parts: tuple) -> list:
@@ -332,10 +330,9 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
     (a ConfigError for a tokenizer without a model object, or a model object without its tokenizer)."""
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
-            raise ConfigError(
-                "tokenizer= goes with a model object in memory (model=my_model, tokenizer=my_tokenizer); "
-                f"with model={None if model is None else str(model)!r} the tokenizer loads from the same place."
-            )
+            raise ConfigError("tokenizer= goes with a model object in memory (model=my_model, tokenizer="
+                              f"my_tokenizer); with model={None if model is None else str(model)!r} the "
+                              "tokenizer loads from the same place.")
         return (None if model is None else str(model)), None
     model, tokenizer = prepare_preloaded(model, tokenizer)
     return preloaded_name(model), (model, tokenizer)
@@ -349,8 +346,6 @@ def check_preloaded_options(config: Any) -> None:
     given += [name for name, default in (("dtype", "auto"), ("backend", "transformers"))
               if getattr(config, name, default) != default]
     if given:
-        raise ConfigError(
-            f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "
-            "used as it is (its dtype, device and attention as you loaded it). Drop them, or pass a "
-            "Hub id or path as model= to have them applied."
-        )
+        raise ConfigError(f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory "
+                          "is used as it is (its dtype, device and attention as you loaded it). Drop them, or "
+                          "pass a Hub id or path as model= to have them applied.")

@@ -64,10 +64,8 @@ class SelectITScorer(BaseScorer):
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         rating = super().prepare(model, tokenizer, name)
         if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
-                "Use template='raw' (the paper's prompt) or a model with a chat template."
-            )
+            raise ConfigError(f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
+                              "Use template='raw' (the paper's prompt) or a model with a chat template.")
         return rating
 
     def _method_info(self, state: Any) -> dict:
@@ -133,11 +131,9 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
     :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
     """
     if not (scorer_kwargs.get("model") is None or isinstance(scorer_kwargs["model"], (str, os.PathLike))):
-        raise ConfigError(
-            "selectit_score takes a model id or path (fn_kwargs are hashed and sent to workers); for "
-            "a model already in memory use the class: ds.map(SelectITScorer(model=my_model, "
-            "tokenizer=my_tokenizer), batched=True)."
-        )
+        raise ConfigError("selectit_score takes a model id or path (fn_kwargs are hashed and sent to "
+                          "workers); for a model already in memory use the class: "
+                          "ds.map(SelectITScorer(model=my_model, tokenizer=my_tokenizer), batched=True).")
     probe = SelectITScorer(**scorer_kwargs)
     key = tuple(sorted(((k, repr(v)) for k, v in config_state(probe.config).items())))
     with _SCORERS_LOCK:

@@ -103,7 +103,6 @@ class BaseScorer:
             check_preloaded_options(config)
         # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
         self._preloaded = preloaded
-        self._check_config()
         # Process-local runtime state; never pickled (see __getstate__).
         engine_class = self.engine_class
         if config.backend == "vllm":
@@ -114,9 +113,6 @@ class BaseScorer:
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
         # source of its columns (the process registry in hf_selectit.provenance).
         register_scorer(self)
-
-    def _check_config(self) -> None:
-        """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
 
     # --- pickling and fingerprinting ---
 

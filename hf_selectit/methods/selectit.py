@@ -51,10 +51,10 @@ class SelectITScorer(BaseScorer):
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
 
-    def _check_config(self) -> None:
-        # The rating prompt texts in use, resolved here so that a bad `prompts` fails at
-        # construction, not inside map.
-        self.prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
+    def _setup(self, config: ScorerConfig, preloaded: Optional[tuple] = None) -> None:
+        # The rating prompt texts in use (ScorerConfig has checked them).
+        self.prompt_texts = tuple(resolve_prompts(config.prompts, prompt_set=config.prompt_set))
+        super()._setup(config, preloaded)
 
     @property
     def add_special_tokens(self) -> bool:  # type: ignore[override]

@@ -49,10 +49,8 @@ def user_message(instruction: str, input_text: str, response: str) -> str:
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
     """The two chat messages (system, user) sent to the judge for one row."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_message(instruction, input_text, response)},
-    ]
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_message(instruction, input_text, response)}]
 
 
 class AlpaGasusScorer(BaseScorer):

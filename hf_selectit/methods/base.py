@@ -190,7 +190,7 @@ class BaseScorer:
         sizes, prompts, ... (for `provenance.attach_scorer_info`)."""
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
-        info = {
+        return {
             "method": self.method,
             "model": self.model_name,
             "revision": self.config.revision,
@@ -208,13 +208,10 @@ class BaseScorer:
                         "model_kwargs": numeric_model_kwargs(self.config.model_kwargs) or None,
                         "vllm_kwargs": numeric_vllm_kwargs(self.config.vllm_kwargs) or None},
             "package_version": __version__,
+            **({"model_in_memory": model_identity(*self._preloaded)} if self._preloaded is not None else {}),
+            **self._method_info(state),
+            **({"rating_tokens": state.method_data.to_dict()} if self.ratings else {}),
         }
-        if self._preloaded is not None:
-            info["model_in_memory"] = model_identity(*self._preloaded)
-        info.update(self._method_info(state))
-        if self.ratings:
-            info["rating_tokens"] = state.method_data.to_dict()
-        return info
 
     @property
     def model_name(self) -> str:

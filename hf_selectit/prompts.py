@@ -100,12 +100,7 @@ def resolve_prompts(
 
 def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[str, str, str]:
     """Split the scored text into (head, response, tail); ``"".join`` gives :func:`build_prompt`.
-    The scorer truncates over-long rows in the response, keeping head and tail whole.
-
-    Example:
-        >>> prompt_parts("Rate.", "Say hi", "hi")
-        ('Rate.\\n\\nInstruction:Say hi\\nResponse:', 'hi', '\\nThe answer is: \\n')
-    """
+    An over-long row is cut in its instruction and response only (docs/method.md, long rows)."""
     return f"{rating_prompt}\n\nInstruction:{instruction}\nResponse:", response, _ANSWER_TAIL
 
 

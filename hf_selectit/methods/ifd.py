@@ -35,15 +35,11 @@ TEMPLATES = {
         "plain": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                   "helpful, detailed, and polite answers to the user's questions. USER: {instruction} ASSISTANT:"),
     },
-    "none": {
-        "input": "{instruction}\n{input}\n",
-        "plain": "{instruction}\n",
-    },
+    "none": {"input": "{instruction}\n{input}\n", "plain": "{instruction}\n"},
 }
 #: The reverse instruction of Selective Reflection-Tuning (verbatim), put through the template.
 REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
                        "for the given response.\n{response}\nGenerate the instruction for the above response.")
-
 
 
 class IFDScorer(BaseScorer):

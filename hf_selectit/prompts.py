@@ -2,49 +2,10 @@
 
 Pure text, no model and no I/O. This module is the only place in the package that knows column
 names: everything else asks :func:`extract_pairs` for one (instruction, response) pair per row.
-
-Template (docs/method.md section 1), for one row and one rating prompt RP::
-
-    {RP}\\n\\nInstruction:{X}\\nResponse:{Y}\\nThe answer is: \\n
-
-No space after ``Instruction:`` / ``Response:``. The authors read the prompts from a file line by
-line, so lines 1-8 kept their own newline and got the blank line, while line 9 (the last line,
-without a trailing newline) got a single ``\\n``. We use the template above for all nine prompts:
-the difference is an artefact of their file reading, not part of the method.
-
-Schemas, tried in this order when ``columns`` is not given:
-
-1. Instruction/response column pairs, first match of ``_PAIR_SCHEMAS`` (``instruction``/``output``
-   with ``input`` is Alpaca; ``context`` is Dolly's input). Pairs come first because their meaning
-   is unambiguous; datasets such as Magpie carry both a pair and a ``conversations`` column.
-2. ``messages``: OpenAI-style turns ``{"role", "content"}``.
-3. ``conversations``: ShareGPT turns ``{"from", "value"}``.
-
-Either chat column accepts either turn style. ``columns=`` overrides detection:
-``{"instruction": ..., "response": ..., "input": ...}`` (input optional) or
-``{"messages": "<col>"}`` / ``{"conversations": "<col>"}`` for a chat column with another name.
-
-X for pair schemas: ``instruction + "\\n" + input`` when input is non-empty (not None and not
-whitespace-only); the instruction alone when input is empty or absent; the input alone when the
-instruction is empty or None but the input is not (some datasets put the whole task in
-``input``). Texts are otherwise used verbatim (no stripping).
-
-Chat rows (the multi-turn rule): roles (case-insensitive) ``user``/``human`` are the user,
-``assistant``/``gpt`` the assistant, ``system`` the system; any other role (``tool``, ...) makes
-the row an error rather than being guessed at. Y is the content of the LAST assistant turn;
-turns after it are ignored (a trailing user turn has no answer to rate). X is built from the
-turns before Y:
-
-- the content of every system turn among them, in order, each on its own line, first;
-- then, if the remaining turns are exactly one user turn, its content as is (so a single-turn
-  chat gives the same X as the equivalent Alpaca row);
-- otherwise every remaining turn as a line ``User: {content}`` or ``Assistant: {content}``, in
-  order (normally ending with the final user turn, also prefixed ``User: ``);
-- all parts joined with ``"\\n"``.
-
-Bad rows never raise: they come back as ``Pair(None, None, error="<short reason>")`` so the
-scorer can mark them and keep the row (see :class:`Pair`). Only a schema that cannot be
-resolved at all raises :class:`~hf_selectit.errors.SchemaError`.
+The template, the schema detection order, X of a row with an input and the multi-turn rule are
+docs/method.md section 1. Bad rows never raise: they come back with ``error`` set (see
+:class:`Pair`); only a schema that cannot be resolved at all raises
+:class:`~hf_selectit.errors.SchemaError`.
 """
 
 from __future__ import annotations
@@ -98,10 +59,7 @@ RATING_PROMPTS_ZERO_TO_FIVE: tuple[str, ...] = (
 )
 
 #: Named prompt sets, the values accepted by ``prompt_set=`` (same names as config.PROMPT_SETS).
-PROMPT_SETS: dict[str, tuple[str, ...]] = {
-    "paper": RATING_PROMPTS,
-    "zero-to-five": RATING_PROMPTS_ZERO_TO_FIVE,
-}
+PROMPT_SETS: dict[str, tuple] = {"paper": RATING_PROMPTS, "zero-to-five": RATING_PROMPTS_ZERO_TO_FIVE}
 
 _ANSWER_TAIL = "\nThe answer is: \n"
 
@@ -118,43 +76,31 @@ def resolve_prompts(
     """
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt_set={prompt_set!r} is invalid: expected one of {list(PROMPT_SETS)}.")
+    most = len(RATING_PROMPTS)
     if isinstance(prompts, Integral) and not isinstance(prompts, bool):
-        n = int(prompts)
-        if not 1 <= n <= len(RATING_PROMPTS):
-            raise ConfigError(
-                f"prompts={prompts!r} is out of range: expected an int from 1 to "
-                f"{len(RATING_PROMPTS)} (the paper uses 5) or a list of prompt texts."
-            )
-        return PROMPT_SETS[prompt_set][:n]
+        if not 1 <= int(prompts) <= most:
+            raise ConfigError(f"prompts={prompts!r} is out of range: expected an int from 1 to {most} "
+                              "(the paper uses 5) or a list of prompt texts.")
+        return PROMPT_SETS[prompt_set][:int(prompts)]
     if isinstance(prompts, (str, bytes)):
-        raise ConfigError(
-            f"prompts={prompts!r} is a single string: expected an int from 1 to "
-            f"{len(RATING_PROMPTS)} or a list of prompt texts; wrap one prompt in a list."
-        )
-    if isinstance(prompts, Sequence):
-        texts = tuple(prompts)
-        if not texts:
-            raise ConfigError("prompts=[] is empty: expected at least one rating prompt text, or an "
-                              f"int from 1 to {len(RATING_PROMPTS)}.")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ConfigError(f"prompts[{i}]={text!r} is invalid: every rating prompt must be a "
-                                  "non-empty string.")
-        return texts
-    raise ConfigError(
-        f"prompts={prompts!r} is invalid: expected an int from 1 to {len(RATING_PROMPTS)} or a "
-        "list of prompt texts."
-    )
+        raise ConfigError(f"prompts={prompts!r} is a single string: expected an int from 1 to {most} or a "
+                          "list of prompt texts; wrap one prompt in a list.")
+    if not isinstance(prompts, Sequence):
+        raise ConfigError(f"prompts={prompts!r} is invalid: expected an int from 1 to {most} or a list of "
+                          "prompt texts.")
+    if not prompts:
+        raise ConfigError(f"prompts=[] is empty: expected at least one rating prompt text, or an int from 1 "
+                          f"to {most}.")
+    for i, text in enumerate(prompts):
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"prompts[{i}]={text!r} is invalid: every rating prompt must be a "
+                              "non-empty string.")
+    return tuple(prompts)
 
 
 def prompt_parts(rating_prompt: str, instruction: str, response: str) -> tuple[str, str, str]:
     """Split the scored text into (head, response, tail); ``"".join`` gives :func:`build_prompt`.
-    The scorer truncates over-long rows in the response, keeping head and tail whole.
-
-    Example:
-        >>> prompt_parts("Rate.", "Say hi", "hi")
-        ('Rate.\\n\\nInstruction:Say hi\\nResponse:', 'hi', '\\nThe answer is: \\n')
-    """
+    An over-long row is cut in its instruction and response only (docs/method.md, long rows)."""
     return f"{rating_prompt}\n\nInstruction:{instruction}\nResponse:", response, _ANSWER_TAIL
 
 
@@ -180,6 +126,22 @@ class Pair(NamedTuple):
     """
 
     instruction: Optional[str]
+    response: Optional[str]
+    error: Optional[str] = None
+
+
+class Fields(NamedTuple):
+    """The instruction, input and response of one row kept apart, or why there are none.
+
+    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
+    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
+    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
+    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
+    ``error is None`` exactly when the three texts are strings ready to score.
+    """
+
+    instruction: Optional[str]
+    input: Optional[str]
     response: Optional[str]
     error: Optional[str] = None
 
@@ -211,19 +173,11 @@ class Schema:
 
 # (instruction column, response column, optional input column), first match wins.
 _PAIR_SCHEMAS: tuple[tuple[str, str, Optional[str]], ...] = (
-    ("instruction", "output", "input"),
-    ("instruction", "response", "context"),
-    ("instruction", "completion", "input"),
-    ("instruction", "answer", "input"),
-    ("prompt", "response", None),
-    ("prompt", "completion", None),
-    ("prompt", "output", None),
-    ("prompt", "answer", None),
-    ("question", "answer", None),
-    ("question", "response", None),
-    ("query", "response", None),
-    ("query", "answer", None),
-    ("input", "output", None),
+    ("instruction", "output", "input"), ("instruction", "response", "context"),
+    ("instruction", "completion", "input"), ("instruction", "answer", "input"),
+    ("prompt", "response", None), ("prompt", "completion", None), ("prompt", "output", None),
+    ("prompt", "answer", None), ("question", "answer", None), ("question", "response", None),
+    ("query", "response", None), ("query", "answer", None), ("input", "output", None),
     ("input", "response", None),
 )
 CHAT_COLUMNS = ("messages", "conversations")  # the chat columns detected by name (methods.base reads it too)
@@ -235,36 +189,22 @@ _FIX_HINT = "columns={'instruction': ..., 'response': ...}"
 _logged_schemas: set[Schema] = set()
 
 
-def _columns_error(column_names: Sequence[str]) -> SchemaError:
-    return SchemaError(
-        f"Could not find instruction/response columns. Columns: {list(column_names)}. "
-        "Supported: Alpaca ('instruction', 'input', 'output'), ShareGPT ('conversations'), "
-        "OpenAI-style ('messages'), and pairs such as 'prompt'/'response' or "
-        f"'question'/'answer'. Pass {_FIX_HINT} (optionally 'input': ...), or "
-        "columns={'messages': ...} for a chat column with another name."
-    )
-
-
 def _explicit_schema(column_names: Sequence[str], columns: Mapping[str, Any]) -> Schema:
     if not isinstance(columns, Mapping):
         raise ConfigError(f"columns={columns!r} is invalid: expected a dict such as {_FIX_HINT}.")
     mapping = {k: v for k, v in columns.items() if v is not None}
     unknown = sorted(set(mapping) - set(_PAIR_KEYS) - set(CHAT_COLUMNS), key=str)
     if unknown:
-        raise ConfigError(
-            f"columns={dict(columns)!r} has unknown key(s) {unknown}: expected keys "
-            f"{list(_PAIR_KEYS)} or one of {list(CHAT_COLUMNS)}, e.g. {_FIX_HINT}."
-        )
+        raise ConfigError(f"columns={dict(columns)!r} has unknown key(s) {unknown}: expected keys "
+                          f"{list(_PAIR_KEYS)} or one of {list(CHAT_COLUMNS)}, e.g. {_FIX_HINT}.")
     for key, value in mapping.items():
         if not isinstance(value, str):
             raise ConfigError(f"columns[{key!r}]={value!r} is invalid: expected a column name (str).")
     chat_keys = [k for k in CHAT_COLUMNS if k in mapping]
     if chat_keys:
         if len(mapping) != 1:
-            raise ConfigError(
-                f"columns={dict(columns)!r} mixes a chat column with other keys: pass either "
-                f"{{{chat_keys[0]!r}: <column>}} alone or {_FIX_HINT}."
-            )
+            raise ConfigError(f"columns={dict(columns)!r} mixes a chat column with other keys: pass either "
+                              f"{{{chat_keys[0]!r}: <column>}} alone or {_FIX_HINT}.")
         schema = Schema(chat_keys[0], chat=mapping[chat_keys[0]])
     else:
         missing = [k for k in ("instruction", "response") if k not in mapping]
@@ -287,8 +227,9 @@ def _check_present(schema: Schema, names: Sequence[str], what: str, fix: str) ->
 def detect_schema(
     column_names: Iterable[str], *, columns: Optional[Union[Mapping[str, Any], Schema]] = None
 ) -> Schema:
-    """Find how a dataset's rows map to (instruction, response): detection in the order of the
-    module docstring, or the explicit `columns` mapping (a :class:`Schema` is checked and returned).
+    """Find how a dataset's rows map to (instruction, response): detection in the order of
+    docs/method.md section 1 (pairs: `_PAIR_SCHEMAS`), or the explicit `columns` mapping (a
+    :class:`Schema` is checked and returned).
 
     Raises:
         SchemaError: no supported schema matches, or a mapped column does not exist; the message
@@ -313,70 +254,76 @@ def detect_schema(
     for chat in CHAT_COLUMNS:
         if chat in present:
             return Schema(chat, chat=chat)
-    raise _columns_error(names)
+    raise SchemaError(
+        f"Could not find instruction/response columns. Columns: {names}. "
+        "Supported: Alpaca ('instruction', 'input', 'output'), ShareGPT ('conversations'), "
+        "OpenAI-style ('messages'), and pairs such as 'prompt'/'response' or "
+        f"'question'/'answer'. Pass {_FIX_HINT} (optionally 'input': ...), or "
+        "columns={'messages': ...} for a chat column with another name."
+    )
 
 
-def _type_error(what: str, value: Any, expected: str = "str") -> Pair:
-    return Pair(None, None, f"{what} is {type(value).__name__}, expected {expected}")
+def _bad(reason: str) -> Fields:
+    return Fields(None, None, None, reason)
 
 
-def _pair_from_texts(instruction: Any, input_text: Any, response: Any) -> Pair:
-    missing_instruction = instruction is None
-    if missing_instruction:
-        instruction = ""  # a null instruction is like an empty one: the input may stand in
-    elif not isinstance(instruction, str):
+def _type_error(what: str, value: Any, expected: str = "str") -> Fields:
+    return _bad(f"{what} is {type(value).__name__}, expected {expected}")
+
+
+def _fields_from_texts(instruction: Any, input_text: Any, response: Any) -> Fields:
+    # A null instruction is like an empty one: the input may stand in.
+    if instruction is not None and not isinstance(instruction, str):
         return _type_error("instruction", instruction)
     if input_text is not None and not isinstance(input_text, str):
         return _type_error("input", input_text)
     if response is None:
-        return Pair(None, None, "response is missing (None)")
+        return _bad("response is missing (None)")
     if not isinstance(response, str):
         return _type_error("response", response)
     has_input = input_text is not None and bool(input_text.strip())
-    if instruction.strip():
-        x = f"{instruction}\n{input_text}" if has_input else instruction
+    if instruction and instruction.strip():
+        fields = Fields(instruction, input_text if has_input else "", response)
     elif has_input:
-        x = input_text
-    elif missing_instruction:
-        return Pair(None, None, "instruction is missing (None)")
+        fields = Fields(input_text, "", response)
     else:
-        return Pair(None, None, "empty instruction")
-    if not response.strip():
-        return Pair(None, None, "empty response")
-    return Pair(x, response, None)
+        return _bad("instruction is missing (None)" if instruction is None else "empty instruction")
+    return fields if response.strip() else _bad("empty response")
 
 
-def _pair_from_chat(turns: Any, column: str) -> Pair:
+def _fields_from_chat(turns: Any, column: str) -> Fields:
     if turns is None:
-        return Pair(None, None, f"{column} is missing (None)")
-    if isinstance(turns, (str, bytes, Mapping)) or not isinstance(turns, (list, tuple)):
+        return _bad(f"{column} is missing (None)")
+    if not isinstance(turns, (list, tuple)):
         return _type_error(column, turns, "list of turns")
     if not turns:
-        return Pair(None, None, f"empty {column}")
+        return _bad(f"empty {column}")
     parsed: list[tuple[str, str]] = []  # (normalised role, content)
     last_assistant = -1
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
-            return Pair(None, None, f"turn {i} is {type(turn).__name__}, expected dict")
+            return _bad(f"turn {i} is {type(turn).__name__}, expected dict")
         # Arrow gives every turn struct the union of keys, absent ones as None, so test values.
         if turn.get("role") is not None:
             role, content = turn["role"], turn.get("content")
         elif turn.get("from") is not None:
             role, content = turn["from"], turn.get("value")
         else:
-            return Pair(None, None, f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys")
+            return _bad(f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys")
         if not isinstance(role, str):
-            return Pair(None, None, f"turn {i} role is {type(role).__name__}, expected str")
+            return _bad(f"turn {i} role is {type(role).__name__}, expected str")
         if not isinstance(content, str):
-            return Pair(None, None, f"turn {i} content is {type(content).__name__}, expected str")
+            return _bad(f"turn {i} content is {type(content).__name__}, expected str")
         norm = _ROLES.get(role.lower())
         if norm is None:
-            return Pair(None, None, f"turn {i} has unknown role {role!r}")
+            return _bad(f"turn {i} has unknown role {role!r}")
         if norm == "assistant":
             last_assistant = i
         parsed.append((norm, content))
     if last_assistant < 0:
-        return Pair(None, None, "no assistant turn")
+        return _bad("no assistant turn")
+    if last_assistant == 0:
+        return _bad("empty instruction (nothing before the last assistant turn)")
     response = parsed[last_assistant][1]
     before = parsed[:last_assistant]
     parts = [content for role, content in before if role == "system"]
@@ -384,17 +331,11 @@ def _pair_from_chat(turns: Any, column: str) -> Pair:
     if len(dialogue) == 1 and dialogue[0][0] == "user":
         parts.append(dialogue[0][1])
     else:
-        parts.extend(
-            f"{'User' if role == 'user' else 'Assistant'}: {content}" for role, content in dialogue
-        )
-    if not before:
-        return Pair(None, None, "empty instruction (nothing before the last assistant turn)")
+        parts.extend(f"{'User' if role == 'user' else 'Assistant'}: {content}" for role, content in dialogue)
     instruction = "\n".join(parts)
     if not instruction.strip():
-        return Pair(None, None, "empty instruction")
-    if not response.strip():
-        return Pair(None, None, "empty response")
-    return Pair(instruction, response, None)
+        return _bad("empty instruction")
+    return Fields(instruction, "", response) if response.strip() else _bad("empty response")
 
 
 def extract_pairs(
@@ -414,33 +355,8 @@ def extract_pairs(
         >>> extract_pairs({"instruction": ["Add 2+2"], "input": [""], "output": ["4"]})
         [Pair(instruction='Add 2+2', response='4', error=None)]
     """
-    schema = detect_schema(batch.keys(), columns=columns)
-    if schema not in _logged_schemas:
-        _logged_schemas.add(schema)
-        logger.info("Reading rows as %s.", schema.describe())
-    if schema.chat is not None:
-        column = schema.chat
-        return [_pair_from_chat(turns, column) for turns in batch[column]]
-    instructions = batch[schema.instruction]
-    responses = batch[schema.response]
-    inputs = batch[schema.input] if schema.input else [None] * len(instructions)
-    return [_pair_from_texts(x, i, y) for x, i, y in zip(instructions, inputs, responses)]
-
-
-class Fields(NamedTuple):
-    """The instruction, input and response of one row kept apart, or why there are none.
-
-    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
-    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
-    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
-    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
-    ``error is None`` exactly when the three texts are strings ready to score.
-    """
-
-    instruction: Optional[str]
-    input: Optional[str]
-    response: Optional[str]
-    error: Optional[str] = None
+    return [Pair(f"{f.instruction}\n{f.input}" if f.input else f.instruction, f.response, f.error)
+            for f in extract_fields(batch, columns=columns)]
 
 
 def extract_fields(
@@ -456,15 +372,11 @@ def extract_fields(
         [Fields(instruction='Translate', input='chat', response='cat', error=None)]
     """
     schema = detect_schema(batch.keys(), columns=columns)
-    pairs = extract_pairs(batch, columns=schema)
-    if schema.chat is not None or not schema.input:
-        return [Fields(p.instruction, None if p.error else "", p.response, p.error) for p in pairs]
-    out = []
-    for pair, instruction, input_text in zip(pairs, batch[schema.instruction], batch[schema.input]):
-        if pair.error is not None:
-            out.append(Fields(None, None, None, pair.error))
-        elif instruction and instruction.strip() and input_text and input_text.strip():
-            out.append(Fields(instruction, input_text, pair.response))
-        else:
-            out.append(Fields(pair.instruction, "", pair.response))
-    return out
+    if schema not in _logged_schemas:
+        _logged_schemas.add(schema)
+        logger.info("Reading rows as %s.", schema.describe())
+    if schema.chat is not None:
+        return [_fields_from_chat(turns, schema.chat) for turns in batch[schema.chat]]
+    instructions = batch[schema.instruction]
+    inputs = batch[schema.input] if schema.input else [None] * len(instructions)
+    return [_fields_from_texts(*texts) for texts in zip(instructions, inputs, batch[schema.response])]

@@ -1,15 +1,6 @@
-"""AlpaGasus rating with a local judge (Chen et al. 2023; docs/method.md 7.3).
-
-The authors asked ChatGPT with a system and a user message (gpt4life/alpagasus
-rating/chatgpt_rating.py) and parsed the first line of the answer. Here the same two messages go
-through the judge's chat template with the generation prompt and, instead of sampling, the first
-reply token's probabilities of "0".."5" are read and renormalised over those six:
-`alpagasus_score = sum_k k * P_k`, beside the argmax and the probability mass on the six digits
-(docs/method.md 7.5: a mass far below 1 means the judge does not answer with a digit).
-
-Without an input column (pairs, chats) `{input}` is empty and `{instruction}` is X of
-docs/method.md section 1. A row too long loses the middle of its response, then the tail of its
-instruction and input; the rest of the messages and the chat template stay whole.
+"""AlpaGasus rating with a local judge (Chen et al. 2023): the authors' two messages through the
+judge's chat template, the first reply token's probabilities of "0".."5" renormalised over those
+six instead of sampling; docs/method.md 7.3.
 """
 
 from __future__ import annotations
@@ -23,7 +14,6 @@ from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer, template_segments
 
-RATING_VALUES = (0, 1, 2, 3, 4, 5)
 #: The paper keeps rows rated >= 4.5: `select_top(ds, column="alpagasus_score", threshold=4.5)`.
 PAPER_THRESHOLD = 4.5
 
@@ -59,20 +49,16 @@ def user_message(instruction: str, input_text: str, response: str) -> str:
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
     """The two chat messages (system, user) sent to the judge for one row."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_message(instruction, input_text, response)},
-    ]
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_message(instruction, input_text, response)}]
 
 
 class AlpaGasusScorer(BaseScorer):
     """Adds the AlpaGasus rating of a local judge; made for `Dataset.map(scorer, batched=True)`.
 
-    Columns (default prefix): `alpagasus_score` (expected rating 0..5, renormalised over the six
-    digits), `alpagasus_argmax` (the most probable digit as a float, ties to the lower; NaN for
-    rows not scored), `alpagasus_rating_mass` (full-vocabulary probability on the six digits) and
-    `alpagasus_status`. The judge is an instruction-tuned LM with a chat template (the embedded
-    SmolLM2 is far too small to judge well). Options: the fields of `AlpaGasusConfig`.
+    Columns `alpagasus_score`, `_argmax`, `_rating_mass`, `_status` (docs/method.md 7.3). The judge
+    is an instruction-tuned LM with a chat template (the embedded SmolLM2 is far too small to judge
+    well). Options: the fields of `AlpaGasusConfig`.
 
     Raises:
         ConfigError: an option is invalid (here), or the judge has no chat template (first call).
@@ -95,12 +81,10 @@ class AlpaGasusScorer(BaseScorer):
 
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"AlpaGasus asks the judge through its chat template (a system and a user message, "
-                f"then the generation prompt), but the tokenizer of {name} has no chat template. "
-                "Use an instruction-tuned judge that has one (e.g. a '-Instruct' or '-chat' model), "
-                "or pass chat_template='<Jinja template>' to AlpaGasusScorer."
-            )
+            raise ConfigError(f"AlpaGasus asks the judge through its chat template (a system and a user "
+                              f"message, then the generation prompt), but the tokenizer of {name} has no chat "
+                              "template. Use an instruction-tuned judge that has one (e.g. a '-Instruct' or "
+                              "'-chat' model), or pass chat_template='<Jinja template>' to AlpaGasusScorer.")
         return super().prepare(model, tokenizer, name)
 
     def _method_info(self, state: Any) -> dict:
@@ -128,7 +112,7 @@ class AlpaGasusScorer(BaseScorer):
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)
-        out = expected_ratings(logprobs[:, 0], RATING_VALUES)
+        out = expected_ratings(logprobs[:, 0], [int(r) for r in self.ratings])
         # argmax is a float column: NaN for rows not scored (None would make an all-error first
         # batch a null-typed column that later batches cannot be written to).
         argmax = [float(a) if s is None else float("nan") for a, s in zip(out["argmax"], statuses)]

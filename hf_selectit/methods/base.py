@@ -74,11 +74,9 @@ class BaseScorer:
             BaseScorer.__init__(self, model, tokenizer=tokenizer, **options)
 
         hints = typing.get_type_hints(cls.config_class)
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-                  inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Any),
-                  inspect.Parameter("tokenizer", keyword, default=None, annotation=Any)]
-        params += [inspect.Parameter(f.name, keyword, annotation=hints[f.name],
+        # self, model, tokenizer, then each option (in place of **options).
+        params = list(inspect.signature(BaseScorer.__init__, eval_str=True).parameters.values())[:3]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
                                      default=f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
                    for f in fields(cls.config_class) if f.name != "model"]
         __init__.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
@@ -105,7 +103,6 @@ class BaseScorer:
             check_preloaded_options(config)
         # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
         self._preloaded = preloaded
-        self._check_config()
         # Process-local runtime state; never pickled (see __getstate__).
         engine_class = self.engine_class
         if config.backend == "vllm":
@@ -116,9 +113,6 @@ class BaseScorer:
         # ds.map(scorer) cannot attach provenance to its result: remember this scorer as the
         # source of its columns (the process registry in hf_selectit.provenance).
         register_scorer(self)
-
-    def _check_config(self) -> None:
-        """Resolve what can fail early (raises ConfigError at construction, not inside map)."""
 
     # --- pickling and fingerprinting ---
 
@@ -196,7 +190,7 @@ class BaseScorer:
         sizes, prompts, ... (for `provenance.attach_scorer_info`)."""
         state = self.engine.state(rank)
         facts = self.engine.model_facts(state)
-        info = {
+        return {
             "method": self.method,
             "model": self.model_name,
             "revision": self.config.revision,
@@ -214,13 +208,10 @@ class BaseScorer:
                         "model_kwargs": numeric_model_kwargs(self.config.model_kwargs) or None,
                         "vllm_kwargs": numeric_vllm_kwargs(self.config.vllm_kwargs) or None},
             "package_version": __version__,
+            **({"model_in_memory": model_identity(*self._preloaded)} if self._preloaded is not None else {}),
+            **self._method_info(state),
+            **({"rating_tokens": state.method_data.to_dict()} if self.ratings else {}),
         }
-        if self._preloaded is not None:
-            info["model_in_memory"] = model_identity(*self._preloaded)
-        info.update(self._method_info(state))
-        if self.ratings:
-            info["rating_tokens"] = state.method_data.to_dict()
-        return info
 
     @property
     def model_name(self) -> str:
@@ -310,11 +301,9 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
             first = next((v for v in value if v is not None), None)
             single = isinstance(first, _MappingABC)
         if single:
-            raise ConfigError(
-                f"{scorer_name} got a single row, not a batch (column {name!r} holds "
-                f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass batched=True: "
-                f"ds.map(scorer, batched=True)."
-            )
+            raise ConfigError(f"{scorer_name} got a single row, not a batch (column {name!r} holds "
+                              f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass "
+                              "batched=True: ds.map(scorer, batched=True).")
 
 
 def template_segments(template: str, **parts: tuple) -> list:
@@ -334,10 +323,9 @@ def split_model_argument(model: Any, tokenizer: Any) -> tuple:
     (a ConfigError for a tokenizer without a model object, or a model object without its tokenizer)."""
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None:
-            raise ConfigError(
-                "tokenizer= goes with a model object in memory (model=my_model, tokenizer=my_tokenizer); "
-                f"with model={None if model is None else str(model)!r} the tokenizer loads from the same place."
-            )
+            raise ConfigError("tokenizer= goes with a model object in memory (model=my_model, tokenizer="
+                              f"my_tokenizer); with model={None if model is None else str(model)!r} the "
+                              "tokenizer loads from the same place.")
         return (None if model is None else str(model)), None
     model, tokenizer = prepare_preloaded(model, tokenizer)
     return preloaded_name(model), (model, tokenizer)
@@ -351,8 +339,6 @@ def check_preloaded_options(config: Any) -> None:
     given += [name for name, default in (("dtype", "auto"), ("backend", "transformers"))
               if getattr(config, name, default) != default]
     if given:
-        raise ConfigError(
-            f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory is "
-            "used as it is (its dtype, device and attention as you loaded it). Drop them, or pass a "
-            "Hub id or path as model= to have them applied."
-        )
+        raise ConfigError(f"{sorted(given)} only apply when hf-selectit loads the model; a model in memory "
+                          "is used as it is (its dtype, device and attention as you loaded it). Drop them, or "
+                          "pass a Hub id or path as model= to have them applied.")

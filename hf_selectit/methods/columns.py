@@ -1,12 +1,9 @@
 """The column schema: which columns a method writes, which one is its score, which end of each
 score is better, and how its row status reads. No other module spells a score column's name or
-parses a column suffix.
-
-Each method has one :class:`ScoreColumns` in :data:`SCHEMAS`, with its default prefix. A score
-column of a dataset is traced to its schema by :func:`columns_of`: the scorer provenance the rows
-carry (or the scorer that ran in this process), a fusion recorded by ``fuse_models``, else the
-column's name. Row status, one per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut
-to fit) or ``"error: <reason>"`` (no score; never selected).
+parses a column suffix. Each method has one :class:`ScoreColumns` in :data:`SCHEMAS`, with its
+default prefix; :func:`columns_of` traces a dataset's score column to its schema. Row status, one
+per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut to fit) or ``"error: <reason>"``
+(no score; never selected).
 """
 
 from __future__ import annotations

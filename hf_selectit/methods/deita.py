@@ -1,13 +1,6 @@
 """DEITA quality and complexity prompts (Liu et al. 2024; hkust-nlp/deita
-src/deita/selection/scorer/; docs/method.md 7.4).
-
-Raw text with the tokenizer's default special tokens, as DEITA's `tokenizer.encode`; one forward
-per prompt, and at the next position `score = sum_{i=1..6} i * softmax(logits of "1".."6")_i`.
-DEITA's own scorers are fine-tuned Llama models; with any other model this is only their prompt.
-DEITA returns 3.0 when a rating token is missing; here such a tokenizer is refused instead, and an
-unscored row stays NaN with an error status. `deita_score = complexity * quality` (the paper's
-evol score for one turn). `{instruction}` is X of docs/method.md section 1; a row too long loses
-the middle of its response, then the tail of its instruction.
+src/deita/selection/scorer/): the expected rating over "1".."6" at the next position, raw text with
+the tokenizer's default special tokens; `deita_score = complexity * quality`; docs/method.md 7.4.
 """
 
 from __future__ import annotations
@@ -20,8 +13,6 @@ from ..formulas import expected_ratings
 from ..rating_tokens import RATINGS_1_6
 from .base import BaseScorer, template_segments
 
-RATING_VALUES = (1, 2, 3, 4, 5, 6)
-
 #: Verbatim from DEITA's Llama scorer (the trailing spaces are part of the prompts).
 QUALITY_TEMPLATE = (
     "You are a helpful assistant. Please identify the quality score of the Response corresponding "
@@ -31,6 +22,7 @@ COMPLEXITY_TEMPLATE = (
     "You are a helpful assistant. Please identify the complexity score of the following user "
     "query. \n##Query: {instruction}  \n##Complexity: "
 )
+TEMPLATES = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
 
 
 def quality_prompt(instruction: str, response: str) -> str:
@@ -46,8 +38,7 @@ def complexity_prompt(instruction: str) -> str:
 def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
     """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
     "x" (the instruction) may lose its tail, "y" (the response) its middle."""
-    template = QUALITY_TEMPLATE if kind == "quality" else COMPLEXITY_TEMPLATE
-    return template_segments(template, instruction=("x", instruction), output=("y", response))
+    return template_segments(TEMPLATES[kind], instruction=("x", instruction), output=("y", response))
 
 
 class DeitaScorer(BaseScorer):
@@ -84,18 +75,17 @@ class DeitaScorer(BaseScorer):
         return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]
 
     def _method_info(self, state: Any) -> dict:
-        templates = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
         return {
             "method_description": "DEITA (Liu et al., 2024) prompts: expected rating over the next "
                                   "token's digits 1..6 (softmax of their logits)",
             "kind": self.config.kind,
-            "templates": {k: templates[k] for k in self.kinds},
+            "templates": {k: TEMPLATES[k] for k in self.kinds},
         }
 
     def _score(self, pairs: list, statuses: list, state: Any) -> dict:
         kinds = self.kinds
         logprobs, status = self._read_ratings(pairs, statuses, state, len(kinds))
-        out = expected_ratings(logprobs, RATING_VALUES)
+        out = expected_ratings(logprobs, [int(r) for r in self.ratings])
         values = {kind: out["score"][:, slot] for slot, kind in enumerate(kinds)}
         if self.config.kind == "both":
             values["score"] = values["complexity"] * values["quality"]

@@ -1,23 +1,8 @@
 """IFD (Cherry LLM, Li et al. 2023) and reversed IFD (Selective Reflection-Tuning, Li et al. 2024).
 
-IFD compares how hard the response Y is for the model with and without the instruction X:
-
-    s(Y|X) = mean token loss of Y in  prompt(X) + Y        (the conditioned text)
-    s(Y)   = mean token loss of Y in  direct_prefix + Y    (the direct text)
-    IFD    = s(Y|X) / s(Y)                 variant="loss" (Cherry, the default)
-    IFD    = exp(s(Y|X)) / exp(s(Y))       variant="ppl"  (Superfiltering, Reflection-Tuning)
-
-Y's tokens are those of the full text from the first token of Y on, found as the authors do: the
-character offset of Y, then `len(tokenizer.encode(text[:offset]))` (BOS counted). The loss of
-token t is the cross-entropy of the logits at t - 1 (full-vocabulary fp32 log-softmax). Without a
-BOS token (GPT-2) the first token of the direct text has no context, so, as in the authors' code,
-it is scored only in the conditioned text. Over-long texts are cut on the right at `max_length`
-(the authors' truncation), the same number of Y's tokens counted in both texts ("truncated").
-
-Reversed IFD swaps the roles: the conditioned text asks the model to guess the instruction of
-the response, then appends X (`template(reverse prompt with Y) + X`); the direct text is X alone;
-`r-IFD = exp(s(X|Y)) / exp(s(X))` by default. A low r-IFD means the response lets the model
-recover the instruction. Reflection-Tuning keeps pairs with IFD < 1 and r-IFD < 1.
+IFD = s(Y|X) / s(Y), the mean token loss of the response Y after `template(X)` over that after
+`direct_prefix` (variant="ppl": exp of each); reversed IFD reads X after the template around a
+prompt holding Y, over X alone. The texts, token rule and truncation: docs/method.md 7.1 and 7.2.
 """
 
 from __future__ import annotations
@@ -50,15 +35,11 @@ TEMPLATES = {
         "plain": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                   "helpful, detailed, and polite answers to the user's questions. USER: {instruction} ASSISTANT:"),
     },
-    "none": {
-        "input": "{instruction}\n{input}\n",
-        "plain": "{instruction}\n",
-    },
+    "none": {"input": "{instruction}\n{input}\n", "plain": "{instruction}\n"},
 }
 #: The reverse instruction of Selective Reflection-Tuning (verbatim), put through the template.
 REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
                        "for the given response.\n{response}\nGenerate the instruction for the above response.")
-
 
 
 class IFDScorer(BaseScorer):

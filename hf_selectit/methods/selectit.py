@@ -3,16 +3,8 @@
     >>> ds = ds.map(SelectITScorer(), batched=True)                 # embedded SmolLM2
     >>> ds = ds.map(selectit_score, batched=True, fn_kwargs={"model": "path/or/hub-id"})
 
-For each row and each of the n rating prompts, the scored text is the paper's template (raw text,
-BOS where the tokenizer adds one; docs/method.md): one group per rating prompt, whose shared head
-(BOS, the rating prompt, "Instruction:") the engine runs once. A row too long keeps the rating
-prompt, markers and rating question whole (the response loses its middle, then the instruction
-its tail). The fp32 full-vocabulary probabilities of the five rating tokens at the last position
-become columns with `formulas.selectit_scores`.
-
-Fingerprint: `datasets` hashes the scorer by its config, without `device`, `max_batch_tokens` and
-`reuse_prompt_prefix` (they do not change scores beyond float noise), so moving a run to another
-device still hits the cache; for a local model folder its files' sizes and times count too.
+One text per row and rating prompt, one group per rating prompt whose shared head the engine runs
+once; the text, its truncation and the scores: docs/method.md sections 1-3 (fingerprint: 8).
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ from .base import BaseScorer
 from .columns import SCHEMAS
 
 OUTPUT_NAMES = SCHEMAS["selectit"].outputs
-_RESPONSE_MARKER = "\nResponse:"
-_INSTRUCTION_MARKER = "\n\nInstruction:"
+_RESPONSE_MARKER = "\nResponse:"  # the end of prompt_parts' head, after the instruction
 
 
 class SelectITScorer(BaseScorer):
@@ -60,10 +51,10 @@ class SelectITScorer(BaseScorer):
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
 
-    def _check_config(self) -> None:
-        # The rating prompt texts in use, resolved here so that a bad `prompts` fails at
-        # construction, not inside map.
-        self.prompt_texts = tuple(resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set))
+    def _setup(self, config: ScorerConfig, preloaded: Optional[tuple] = None) -> None:
+        # The rating prompt texts in use (ScorerConfig has checked them).
+        self.prompt_texts = tuple(resolve_prompts(config.prompts, prompt_set=config.prompt_set))
+        super()._setup(config, preloaded)
 
     @property
     def add_special_tokens(self) -> bool:  # type: ignore[override]
@@ -73,10 +64,8 @@ class SelectITScorer(BaseScorer):
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         rating = super().prepare(model, tokenizer, name)
         if self.config.template == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
-                "Use template='raw' (the paper's prompt) or a model with a chat template."
-            )
+            raise ConfigError(f"template='chat' needs a chat template, but the tokenizer of {name} has none. "
+                              "Use template='raw' (the paper's prompt) or a model with a chat template.")
         return rating
 
     def _method_info(self, state: Any) -> dict:
@@ -123,10 +112,8 @@ class SelectITScorer(BaseScorer):
                 if offset < 0:  # the template rewrote the text: no safe cut points
                     out.append((j, text, (0, 0, 0, 0)))
                     continue
-            x_start, x_end = len(rp) + len(_INSTRUCTION_MARKER), len(head) - len(_RESPONSE_MARKER)
-            if not (head.startswith(rp + _INSTRUCTION_MARKER) and head.endswith(_RESPONSE_MARKER)):
-                x_start = x_end = len(head)
-            spans = (x_start, x_end, len(head), len(head) + len(response))
+            x_end = len(head) - len(_RESPONSE_MARKER)
+            spans = (x_end - len(pair.instruction), x_end, len(head), len(head) + len(response))
             out.append((j, text, tuple(offset + position for position in spans)))
         return out
 
@@ -144,11 +131,9 @@ def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = Non
     :class:`SelectITScorer`. Equal kwargs reuse the same loaded model.
     """
     if not (scorer_kwargs.get("model") is None or isinstance(scorer_kwargs["model"], (str, os.PathLike))):
-        raise ConfigError(
-            "selectit_score takes a model id or path (fn_kwargs are hashed and sent to workers); for "
-            "a model already in memory use the class: ds.map(SelectITScorer(model=my_model, "
-            "tokenizer=my_tokenizer), batched=True)."
-        )
+        raise ConfigError("selectit_score takes a model id or path (fn_kwargs are hashed and sent to "
+                          "workers); for a model already in memory use the class: "
+                          "ds.map(SelectITScorer(model=my_model, tokenizer=my_tokenizer), batched=True).")
     probe = SelectITScorer(**scorer_kwargs)
     key = tuple(sorted(((k, repr(v)) for k, v in config_state(probe.config).items())))
     with _SCORERS_LOCK:

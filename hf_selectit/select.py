@@ -32,20 +32,11 @@ logger = logging.getLogger(__name__)
 
 TIE_BREAK = "score descending, then original index descending (ties go to the higher index)"
 TIE_BREAK_LOWER = "score ascending (lower is better), then original index descending (ties go to the higher index)"
-_NUMERIC_DTYPES = {
-    "float16", "float32", "float64", "double", "float", "halffloat",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
-    # A column with no value at all (e.g. every row failed and the scores were saved as JSONL,
-    # which stores NaN as null) loads with dtype "null": read as all-NaN, never selected.
-    "null",
-}
 
 
 def score_array(ds: "Dataset", column: str) -> np.ndarray:
     """The score column as float64 numpy (nulls become NaN), in the dataset's row order; a
     ScoreColumnError when it does not exist or is not a numeric scalar column."""
-    from datasets import Value
-
     if column not in ds.column_names:
         raise ScoreColumnError(
             f"Score column {column!r} not found. Score-like columns present: "
@@ -53,10 +44,9 @@ def score_array(ds: "Dataset", column: str) -> np.ndarray:
             f"(ds.map(SelectITScorer(), batched=True)) or pass column=<one of them> "
             f"(CLI: --column NAME)."
         )
-    feature = ds.features[column]
-    if not (isinstance(feature, Value) and feature.dtype in _NUMERIC_DTYPES):
-        raise ScoreColumnError(f"Column {column!r} has type {feature!r}; expected one number per row. "
-                               f"Score-like columns present: {schema.score_like(ds)}.")
+    if not schema.is_numeric(ds, column):
+        raise ScoreColumnError(f"Column {column!r} has type {ds.features[column]!r}; expected one number "
+                               f"per row. Score-like columns present: {schema.score_like(ds)}.")
     # Through Arrow (None, a "null" column's value, is NaN in float64): the numpy formatter of
     # datasets 5 builds a Python object per value (~40 s/1M rows).
     return np.asarray(ds.with_format("arrow")[column].to_numpy(zero_copy_only=False), dtype=np.float64)

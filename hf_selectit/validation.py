@@ -20,7 +20,7 @@ from .config import METHOD_CONFIGS, ScorerConfig
 from .errors import ConfigError, ModelLoadError, SchemaError, ScoreColumnError
 from .markdown import md_code, md_text
 from .methods import scorer_class
-from .methods.columns import columns_of, for_scorer, score_like
+from .methods.columns import columns_of, for_scorer, is_numeric, score_like
 from .metrics import load_metric
 from .provenance import attach, scorer_infos
 from .report import char_lengths, response_texts, valid_scores
@@ -289,7 +289,7 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
             raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
                               "column_prefix (e.g. column_prefix='m1_').")
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
-        columns += [c for c in cols if _numeric(ds, c)]
+        columns += [c for c in cols if is_numeric(ds, c, strict=True)]
     return ds, columns
 
 
@@ -527,7 +527,7 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
     """The ROC-AUC or Spearman report (settings: the tokenizer only), the columns to compare for
     agreement, and the plot's arguments."""
     ds, added = _apply_scorers(ds, scorers, batch_size=batch_size, desc="Scoring")
-    detected = [c for c in score_like(ds) if c != label and _numeric(ds, c)]
+    detected = [c for c in score_like(ds) if c != label and is_numeric(ds, c, strict=True)]
     if columns is None and not added:
         tested = detected
     else:
@@ -579,13 +579,6 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
         plot = {"series": {c: (values[c][labelled], y[labelled]) for c in tested}, "labels": (label,),
                 "scatter": True, "title": f"{len(ds):,} rows, rating `{label}`"}
     return report, {c: v for c, v in better.items() if c != RANDOM}, plot
-
-
-def _numeric(ds: "Dataset", column: str) -> bool:
-    from datasets import Value
-
-    feature = ds.features[column]
-    return isinstance(feature, Value) and feature.dtype.startswith(("float", "int", "uint", "double"))
 
 
 def validate(ds: "Dataset", *, scorers: Any = None, label: Optional[str] = None, positive: Any = None,
@@ -677,7 +670,7 @@ def run_validation(ds: "Dataset", config: Any, scorers: Sequence[Any] = ()) -> V
         tokenizer = None
     use = list(scorers)
     if config.label is not None:
-        has_scores = any(_numeric(ds, c) for c in score_like(ds) if c != config.label)
+        has_scores = any(is_numeric(ds, c, strict=True) for c in score_like(ds) if c != config.label)
         if config.score_first is False or (config.score_first is None and has_scores):
             use = []
     report = validate(ds, scorers=use or None, label=config.label, positive=config.positive, plot=config.plot,

@@ -272,7 +272,7 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
         return rule["column"]
     if default in ds.column_names:
         return default
-    candidates = [name for name in score_like(ds) if _numeric(ds, name)]
+    candidates = [name for name in score_like(ds) if is_numeric(ds, name)]
     if len(candidates) == 1 or not required:
         return sorted(candidates)[0] if candidates else None
     if candidates:
@@ -286,11 +286,15 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
         f"rank by: column=<name> (CLI: --column NAME).")
 
 
-_NUMERIC = ("float", "double", "int", "uint", "bool", "halffloat", "null")
+# Value dtypes that hold one number per row. "null": a column with no value at all (e.g. every
+# row failed and the scores were saved as JSONL, which stores NaN as null) reads as all-NaN.
+_NUMERIC = ("float", "double", "int", "uint", "halffloat", "bool", "null")
 
 
-def _numeric(ds: "Dataset", name: str) -> bool:
+def is_numeric(ds: "Dataset", name: str, *, strict: bool = False) -> bool:
+    """Whether a column holds one number per row; ``strict``: a real number (not bool, not a
+    column with no value at all), as validation needs."""
     from datasets import Value
 
     feature = ds.features[name]
-    return isinstance(feature, Value) and feature.dtype.startswith(_NUMERIC)
+    return isinstance(feature, Value) and feature.dtype.startswith(_NUMERIC[:4] if strict else _NUMERIC)

@@ -412,6 +412,14 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
     keys = (("ratio", "k", "seed") if select == "select_random" else
             ("ratio", "k", "threshold", "column", "by", "order", "cutoff", "also_below_one"))
     sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in keys if rule.get(k) is not None)
+    if select == "select_top" and column and rule.get("higher_is_better") is not None:
+        # Written only when the selection overrode the column's own direction, which the default
+        # reproduces: the recorded value is the one used, whichever way it was decided.
+        owners = [c for p, info in scorers.items() if column in (c := schema.for_info(info, p)).score_columns]
+        declared = (spec.get("higher_is_better", True) if isinstance(spec, Mapping)
+                    else (owners[0] if owners else schema.guess(column)).higher_is_better(column))
+        if rule["higher_is_better"] != declared:
+            sel_args += f", higher_is_better={rule['higher_is_better']!r}"
     lines.append(f"subset = {select}(ds, {sel_args})")
     lines.append(f"publish(subset, {repr(repo_id)}, version={repr(version)}, scored=ds)")
     names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select]

@@ -455,6 +455,36 @@ def test_other_methods_columns_and_reproduce_snippet():
     assert "select_top(ds, threshold=4.5, column='alpagasus_score', order='original')" in snippet
 
 
+@pytest.mark.parametrize("higher_is_better", [None, True, False])
+def test_reproduce_snippet_selects_the_same_rows_when_the_direction_is_overridden(higher_is_better):
+    # The snippet's select_top must keep the rows the published subset holds, also when the
+    # selection ranked against the column's own direction.
+    scored = make_scored(10)
+    subset = select_top(scored, ratio=0.4, higher_is_better=higher_is_better)
+    card, _ = _card(subset, scored)
+    call = next(line for line in _code_blocks(card.text, "python")[1].splitlines() if "select_top(" in line)
+    assert ("higher_is_better=False" in call) == (higher_is_better is False)
+    again = eval(call.split(" = ", 1)[1], {"select_top": select_top, "ds": scored})
+    assert again["instruction"] == subset["instruction"]
+
+
+@pytest.mark.parametrize("higher_is_better", [None, True])
+def test_reproduce_snippet_keeps_a_lower_is_better_methods_own_direction(higher_is_better):
+    from hf_selectit.provenance import attach_scorer_info
+
+    scored = make_scored(10).add_column("rifd_score", [float(i % 4) for i in range(10)])
+    scored = attach_scorer_info(scored.add_column("rifd_status", ["ok"] * 10), {
+        "column_prefix": "rifd_", "method": "rifd", "model": "org/student",
+        "options": {"model": "org/student"}, "output_columns": ["rifd_score", "rifd_status"]})
+    subset = select_top(scored, ratio=0.4, column="rifd_score", higher_is_better=higher_is_better)
+    card, _ = _card(subset, scored)
+    call = next(line for line in _code_blocks(card.text, "python")[1].splitlines() if "select_top(" in line)
+    assert ("higher_is_better=True" in call) == (higher_is_better is True)
+    assert "higher_is_better=False" not in call  # r-IFD's own direction: the default reproduces it
+    again = eval(call.split(" = ", 1)[1], {"select_top": select_top, "ds": scored})
+    assert again["instruction"] == subset["instruction"]
+
+
 def test_ifd_status_column_says_how_ifd_truncates():
     """IFD cuts on the right (the authors' rule), unlike the rating methods: the card says so."""
     from hf_selectit.cards import added_columns

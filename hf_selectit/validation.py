@@ -317,7 +317,7 @@ def _oriented(values: Mapping[str, np.ndarray], higher: Mapping[str, bool]) -> d
 
 def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]) -> tuple[Any, str]:
     """(tokenizer, description): an object, a model id/path, the first scorer's, or the recorded one."""
-    from .models import EMBEDDED_MODEL_ID, is_embedded, load_model_and_tokenizer, resolve_device
+    from .models import EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_source
 
     if tokenizer is not None and not isinstance(tokenizer, str):
         return tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
@@ -329,8 +329,11 @@ def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset
         infos = list(scorer_infos(ds).values()) if ds is not None else []
         model = infos[0].get("model") if infos else None
         config = ScorerConfig(model=None if is_embedded(model) else model)
-    _, tok = load_model_and_tokenizer(config, resolve_device(getattr(config, "device", None)))
-    return tok, EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
+    # The tokenizer alone, as both backends load it: not a transformers copy of the weights
+    # (beside vLLM's, or for a tokenizer named on its own).
+    name = EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
+    kwargs = {**(getattr(config, "vllm_kwargs", None) or {}), **(getattr(config, "model_kwargs", None) or {})}
+    return load_tokenizer(model_source(config.model), name, hub_options(config, kwargs)), name
 
 
 def token_lengths(texts: Sequence[Optional[str]], tokenizer: Any) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, Hashable, Optional, Sequence
 from . import progress
 from ._version import __version__
 from .model_kwargs import has_device_map
-from .models import (EMBEDDED_MODEL_ID, input_device, is_oom, load_model_and_tokenizer, parameter_counts,
+from .models import (input_device, is_oom, load_model_and_tokenizer, model_label, parameter_counts,
                      resolve_device, sharded_with_rank_error)
 
 logger = logging.getLogger(__name__)
@@ -158,10 +158,9 @@ class Engine:
         # Inputs go where the input embeddings are: the model's device, or with a device_map
         # (or a model in memory) wherever its first layer was placed. The model is never moved.
         device = input_device(model)
-        name = EMBEDDED_MODEL_ID if self.config.model is None else repr(self.config.model)
         max_length = self.config.max_length or model_context(model, tokenizer)
         return DeviceState(model=model, tokenizer=tokenizer, device=device, max_length=int(max_length),
-                           method_data=self.method.prepare(model, tokenizer, name))
+                           method_data=self.method.prepare(model, tokenizer, model_label(self.config.model)))
 
     def model_facts(self, state: DeviceState) -> dict:
         """Provenance of the loaded model: parameter counts, dtype, and this backend with its version."""

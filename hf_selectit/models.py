@@ -152,6 +152,11 @@ def model_source(model: Optional[str]) -> str:
     return embedded_model_path() if is_embedded(model) else model
 
 
+def model_label(model: Optional[str]) -> str:
+    """How messages name a model, on every backend: the embedded model's id, else its id or path quoted."""
+    return EMBEDDED_MODEL_ID if is_embedded(model) else repr(str(model))
+
+
 def is_embedded(model: Optional[str]) -> bool:
     """True when `model` names the embedded SmolLM2 (None, "embedded" or its recorded id)."""
     return model is None or model in EMBEDDED_ALIASES

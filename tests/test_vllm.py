@@ -18,7 +18,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from hf_selectit import AlpaGasusScorer, DeitaScorer, IFDScorer, ReverseIFDScorer, SelectITScorer
-from hf_selectit.errors import ModelLoadError
+from hf_selectit.errors import ConfigError, ModelLoadError
 
 # vLLM's start-up alone takes 2-10 minutes on a busy 2-core machine (the suite's default is 900 s).
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3600)]
@@ -142,6 +142,21 @@ def test_map_contract_cache_hit_and_provenance(model_folder, tmp_path):
     assert info["backend"] == {"name": "vllm", "version": vllm.__version__}
     assert info["options"]["backend"] == "vllm" and info["dtype"] == "float32"
     assert info["parameter_count"] == 134515008  # SmolLM2-135M, counted without loading weights
+
+
+def test_a_judge_without_a_chat_template_is_named_alike_on_both_backends(model_folder, tmp_path):
+    # The method's checks run before vLLM starts (no engine here), and name the model as the
+    # transformers backend does.
+    plain = tmp_path / "no-chat-template"
+    shutil.copytree(model_folder, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    messages = []
+    for scorer in _pair("alpagasus", str(plain)):
+        with pytest.raises(ConfigError) as err:
+            scorer({"instruction": ["Say hi."], "input": [""], "output": ["Hi."]})
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert f"the tokenizer of {str(plain)!r} has no chat template" in messages[0]
 
 
 def test_a_model_vllm_cannot_load_is_named(model_folder, tmp_path):

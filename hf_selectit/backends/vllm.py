@@ -112,7 +112,8 @@ class VllmEngine(Engine):
         return state
 
     def _load_vllm(self) -> DeviceState:
-        from ..models import EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_source
+        from ..models import (EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_label,
+                              model_source)
 
         import_vllm()  # a vLLM too old for the read-outs is named before the tokenizer loads
         config = self.config
@@ -121,7 +122,7 @@ class VllmEngine(Engine):
         options = dict(config.vllm_kwargs or {})
         hub = hub_options(config, options)
         tokenizer = load_tokenizer(source, name, hub)
-        method_data = self.method.prepare(None, tokenizer, name)
+        method_data = self.method.prepare(None, tokenizer, model_label(config.model))
         self._source, self._hub = source, hub
         self._llm_options = llm_options(config, source, hub, options)
         llm = self._llm()

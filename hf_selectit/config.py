@@ -262,11 +262,10 @@ def check_backend_options(config: Any) -> None:
     """`backend` and `vllm_kwargs` of a scorer config, and the options that exclude each other.
 
     Raises:
-        ConfigError: an unknown backend; vllm_kwargs without backend='vllm'; with 'vllm',
-            transformers-only options (model_kwargs, device, max_batch_tokens) or a
-            max_model_len that does not leave room for max_length.
+        ConfigError: vllm_kwargs without backend='vllm'; with 'vllm', transformers-only options
+            (model_kwargs, device, max_batch_tokens) or a max_model_len that does not leave room
+            for max_length. (The backend's name is the field's rule: `check_options`.)
     """
-    check_choice("backend", config.backend, BACKENDS)
     config.vllm_kwargs = check_vllm_kwargs(config.vllm_kwargs)
     if config.backend != "vllm":
         if config.vllm_kwargs:
@@ -581,7 +580,8 @@ class SelectConfig:
 
     _argument_group_name = "selection"  # its options' title in --help (HfArgumentParser)
 
-    ratio: Optional[float] = option(DEFAULT_RATIO, "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2.")
+    ratio: Optional[float] = option(DEFAULT_RATIO, "Keep int(N * ratio) rows (0 < ratio <= 1). Paper: 0.2.",
+                                    check=False)
     k: Optional[int] = option(None, "Keep the top k rows instead of a ratio.")
     threshold: Optional[float] = option(
         None, "Keep rows whose score is >= threshold (<= when lower is better) instead of a ratio.")
@@ -761,7 +761,7 @@ class _IFDOptions(ModelConfig):
         "context.", min=16)
     template: Optional[str] = option(
         None, "Conditioned-text template: 'alpaca' (Cherry, default), 'vicuna' (Cherry's Llama-2 runs, "
-        "Reflection-Tuning) or 'none' (Superfiltering: instruction, input, newline).")
+        "Reflection-Tuning) or 'none' (Superfiltering: instruction, input, newline).", check=False)
     variant: Optional[str] = option(
         None, "'loss': s(Y|X) / s(Y), the ratio of mean losses (Cherry, default). 'ppl': exp s(Y|X) / exp "
         "s(Y), the ratio of perplexities (Superfiltering, Reflection).", choices=IFD_VARIANTS)
@@ -770,7 +770,7 @@ class _IFDOptions(ModelConfig):
         "Response:', 'ASSISTANT:', '').", empty=True)
     preset: Optional[str] = option(
         None, "A paper's exact combination: 'cherry' (alpaca, '### Response:', loss), 'superfiltering' "
-        "(none, '', ppl), 'reflection' (vicuna, '', ppl).")
+        "(none, '', ppl), 'reflection' (vicuna, '', ppl).", check=False)
 
     #: Defaults when neither the option nor a preset sets them.
     _defaults = {"template": "alpaca", "variant": "loss"}

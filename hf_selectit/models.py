@@ -152,9 +152,14 @@ def model_source(model: Optional[str]) -> str:
     return embedded_model_path() if is_embedded(model) else model
 
 
+def shown_name(model: Optional[str]) -> str:
+    """The name logs and messages give a model: the embedded model's id, else its id or path."""
+    return EMBEDDED_MODEL_ID if is_embedded(model) else str(model)
+
+
 def model_label(model: Optional[str]) -> str:
-    """How messages name a model, on every backend: the embedded model's id, else its id or path quoted."""
-    return EMBEDDED_MODEL_ID if is_embedded(model) else repr(str(model))
+    """How the methods' load-time messages name a model, on every backend: quoted, but the embedded id."""
+    return shown_name(model) if is_embedded(model) else repr(shown_name(model))
 
 
 def is_embedded(model: Optional[str]) -> bool:
@@ -253,7 +258,7 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     source = model_source(config.model)
-    name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model
+    name = shown_name(config.model)
     extra = dict(getattr(config, "model_kwargs", None) or {})
     sharded = has_device_map(extra)
     torch_dtype = resolve_dtype(config.dtype, dtype_device(extra, device))

@@ -317,7 +317,7 @@ def _oriented(values: Mapping[str, np.ndarray], higher: Mapping[str, bool]) -> d
 
 def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset"]) -> tuple[Any, str]:
     """(tokenizer, description): an object, a model id/path, the first scorer's, or the recorded one."""
-    from .models import EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_source
+    from .models import hub_options, is_embedded, load_tokenizer, model_source, shown_name
 
     if tokenizer is not None and not isinstance(tokenizer, str):
         return tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
@@ -331,7 +331,7 @@ def _tokenizer_for(tokenizer: Any, scorers: Sequence[Any], ds: Optional["Dataset
         config = ScorerConfig(model=None if is_embedded(model) else model)
     # The tokenizer alone, as both backends load it: not a transformers copy of the weights
     # (beside vLLM's, or for a tokenizer named on its own).
-    name = EMBEDDED_MODEL_ID if is_embedded(config.model) else str(config.model)
+    name = shown_name(config.model)
     kwargs = {**(getattr(config, "vllm_kwargs", None) or {}), **(getattr(config, "model_kwargs", None) or {})}
     return load_tokenizer(model_source(config.model), name, hub_options(config, kwargs)), name
 

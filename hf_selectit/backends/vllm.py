@@ -112,13 +112,12 @@ class VllmEngine(Engine):
         return state
 
     def _load_vllm(self) -> DeviceState:
-        from ..models import (EMBEDDED_MODEL_ID, hub_options, is_embedded, load_tokenizer, model_label,
-                              model_source)
+        from ..models import hub_options, load_tokenizer, model_label, model_source, shown_name
 
         import_vllm()  # a vLLM too old for the read-outs is named before the tokenizer loads
         config = self.config
         source = model_source(config.model)
-        name = EMBEDDED_MODEL_ID if is_embedded(config.model) else config.model
+        name = shown_name(config.model)
         options = dict(config.vllm_kwargs or {})
         hub = hub_options(config, options)
         tokenizer = load_tokenizer(source, name, hub)
@@ -132,12 +131,9 @@ class VllmEngine(Engine):
                            method_data=method_data)
 
     def _llm(self) -> Any:
-        return shared_llm(self._llm_options, name=self._model_name(), rank=self._rank)
+        from ..models import shown_name
 
-    def _model_name(self) -> str:
-        from ..models import EMBEDDED_MODEL_ID, is_embedded
-
-        return EMBEDDED_MODEL_ID if is_embedded(self.config.model) else self.config.model
+        return shared_llm(self._llm_options, name=shown_name(self.config.model), rank=self._rank)
 
     def model_facts(self, state: DeviceState) -> dict:
         """Provenance: parameter counts (from the config, weights never loaded here), the dtype

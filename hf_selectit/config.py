@@ -62,10 +62,13 @@ def invalid(name: str, value: Any, expected: str) -> ConfigError:
                        expected=expected)
 
 
-def check_bool(name: str, value: Any) -> None:
+def check_bool(name: str, value: Any, *, optional: bool = False) -> None:
     # A string such as "false" is truthy: refuse it rather than run, say, remote code.
+    if optional and value is None:
+        return
     if not isinstance(value, bool):
-        raise invalid(name, value, "expected True or False (a real bool, not a string or number).")
+        raise invalid(name, value, "expected True, False or None." if optional else
+                      "expected True or False (a real bool, not a string or number).")
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -80,13 +83,19 @@ def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = True,
         raise invalid(name, value, f"expected an int >= {minimum}{' or None' if optional else ''}{hint}.")
 
 
-def check_number(name: str, value: Any, *, minimum: Optional[float] = None, optional: bool = False) -> None:
+def is_number(value: Any, *, minimum: Optional[float] = None) -> bool:
+    """A finite int or float (a bool is not a number here), at least `minimum` when given."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (minimum is None or value >= minimum))
+
+
+def check_number(name: str, value: Any, *, minimum: Optional[float] = None, optional: bool = False,
+                 hint: str = "") -> None:
     if value is None and optional:
         return
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or (minimum is not None and value < minimum)):
+    if not is_number(value, minimum=minimum):
         bound = f" >= {minimum:g}" if minimum is not None else ""
-        raise invalid(name, value, f"expected a finite number{bound}{' or None' if optional else ''}.")
+        raise invalid(name, value, f"expected a finite number{bound}{' or None' if optional else ''}{hint}.")
 
 
 def check_str(name: str, value: Any, *, optional: bool = True, empty: bool = False) -> None:
@@ -111,7 +120,7 @@ def _plain_types(cls: type) -> dict:
     for name, annotation in typing.get_type_hints(cls).items():
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         kind = args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else annotation
-        if kind in (bool, int, float, str) and not (kind is bool and args):
+        if kind in (bool, int, float, str):
             out[name] = (kind, bool(args))
     return out
 
@@ -128,12 +137,12 @@ def check_options(config: Any) -> None:
         if "choices" in rules:
             check_choice(f.name, value, rules["choices"])
         elif kind is bool:
-            check_bool(f.name, value)
+            check_bool(f.name, value, optional=optional)
         elif kind is int:
             check_int(f.name, value, minimum=rules.get("min", 1), optional=optional,
                       hint=rules.get("hint", ""))
         elif kind is float:
-            check_number(f.name, value, minimum=rules.get("min"), optional=optional)
+            check_number(f.name, value, minimum=rules.get("min"), optional=optional, hint=rules.get("hint", ""))
         elif kind is str:
             check_str(f.name, value, optional=optional, empty=rules.get("empty", False))
 
@@ -352,7 +361,7 @@ class ScorerConfig(ModelConfig):
         "paper", "Wording of the rating prompts: 'paper' (1 to 5) or 'zero-to-five' (the authors' wording "
         "before 2024-03-31).", choices=PROMPT_SETS)
     alpha: float = option(0.2, "Uncertainty weight of the sentence level: mean / (1 + alpha * std).",
-                          check=False)
+                          min=0, hint=" (paper: 0.2)")
     normalization: str = option(
         "paper", "'paper': P'_k = p_k / sum p. 'selectit-repo': the authors' later code, an extra softmax "
         "over that (scores compress to ~1..1.28).", check=False)
@@ -369,9 +378,6 @@ class ScorerConfig(ModelConfig):
         from .formulas import NORMALIZATIONS
 
         check_choice("normalization", self.normalization, NORMALIZATIONS)
-        if (not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool)
-                or not math.isfinite(self.alpha) or self.alpha < 0):
-            raise invalid("alpha", self.alpha, "expected a finite number >= 0 (paper: 0.2).")
         check_str("column_prefix", self.column_prefix)
         check_prompts("prompts", self.prompts, self.prompt_set)
 
@@ -514,15 +520,14 @@ class FusionConfig:
             # YAML 1.1 reads `7e9` (no dot) as a string; accept it as the number it is.
             self.params = [_number_or_self(p) for p in self.params]
             for p in self.params:
-                if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+                if not is_number(p) or p <= 0:
                     raise invalid("params", self.params, "expected positive finite numbers, e.g. [7e9, 13e9].")
         if self.weights is not None:
             if isinstance(self.weights, str):
                 if self.weights != "selectit-repo":
                     raise invalid("weights", self.weights, "expected a list of numbers or 'selectit-repo'.")
-            elif not isinstance(self.weights, list) or not self.weights or any(
-                    isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
-                    for w in self.weights):
+            elif not isinstance(self.weights, list) or not self.weights or not all(
+                    is_number(w, minimum=0) for w in self.weights):
                 raise invalid("weights", self.weights, "expected a list of finite numbers >= 0 or 'selectit-repo'.")
             if self.params is not None:
                 raise ConfigError("fusion: give params or weights, not both.")
@@ -602,8 +607,6 @@ class SelectConfig:
             if not 0 < self.ratio <= 1:
                 raise invalid("ratio", self.ratio, "expected a number with 0 < ratio <= 1 (paper: 0.2).")
         check_options(self)
-        if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
-            raise invalid("higher_is_better", self.higher_is_better, "expected true, false or null.")
         selection_rule(self.ratio, self.k, self.threshold)  # one of them, as select_top says
 
     def rule(self) -> dict:
@@ -867,16 +870,12 @@ class ValidateConfig:
 
     def __post_init__(self) -> None:
         # invalid(): a file's or a flag's bad value is named as such (run.yaml: validate.n_boot=...).
-        self.positive = parse_positive(self.positive)
-        if not (isinstance(self.top_ratio, (int, float)) and not isinstance(self.top_ratio, bool)
-                and 0 < self.top_ratio <= 1):
+        self.positive = from_text("positive", self.positive)
+        if not (is_number(self.top_ratio) and 0 < self.top_ratio <= 1):
             raise invalid("top_ratio", self.top_ratio, "expected 0 < top_ratio <= 1.")
         check_options(self)
-        if not (isinstance(self.confidence, float) and 0 < self.confidence < 1):
+        if not (is_number(self.confidence) and 0 < self.confidence < 1):
             raise invalid("confidence", self.confidence, "expected a number in (0, 1), e.g. 0.95.")
-        for name in ("score_first", "higher_is_better"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise invalid(name, getattr(self, name), "expected True, False or None.")
         self.score_columns = from_text("score_columns", self.score_columns)  # '[a, b]'
         if isinstance(self.score_columns, str):
             self.score_columns = [c.strip() for c in self.score_columns.split(",") if c.strip()]
@@ -885,20 +884,3 @@ class ValidateConfig:
             raise invalid("score_columns", self.score_columns,
                           "expected a list of column names (on the command line: a,b or '[a, b]').")
 
-
-def parse_positive(value: Any) -> Any:
-    """`positive` from text: a JSON list or mapping as such, any other text as the value itself.
-
-    Example:
-        >>> parse_positive('{"good": 1, "bad": 0}'), parse_positive("good")
-        ({'good': 1, 'bad': 0}, 'good')
-    """
-    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
-        import json
-
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"positive={value!r} is not valid JSON ({err.msg}): expected a value, "
-                              "a JSON list or a JSON mapping such as '{\"good\": 1, \"bad\": 0}'.") from None
-    return value

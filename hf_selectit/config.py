@@ -236,7 +236,7 @@ def from_text(name: str, value: Any) -> Any:
     except yaml.YAMLError as exc:
         problem = redact(" ".join(str(exc).split()))
         raise ConfigError(f"{name}={redact(value)!r} is not valid JSON/YAML: {problem}", option=name,
-                          value=value, expected=f"valid JSON/YAML ({problem})") from None
+                          value=value, expected=f"expected valid JSON/YAML ({problem})") from None
 
 
 # ------------------------------------------------------------------------ scorers

@@ -381,6 +381,17 @@ def test_score_columns_flag_takes_a_yaml_list():
         assert cli.parse_command(["validate", "d.jsonl", "--score-columns", text]).validate.score_columns == ["a", "b"]
 
 
+def test_positive_flag_reads_text_as_every_list_option_does():
+    # Defect: --positive read JSON only, so the YAML list '[good, great]' that --score-columns
+    # accepts was refused; both now go through config.from_text.
+    for text, expected in (("[good, great]", ["good", "great"]), ('["good", "great"]', ["good", "great"]),
+                           ('{"good": 1, "bad": 0}', {"good": 1, "bad": 0}), ("good", "good")):
+        parsed = cli.parse_command(["validate", "d.jsonl", "--label", "kind", "--positive", text])
+        assert parsed.validate.positive == expected
+    with pytest.raises(ConfigError, match=r"--positive='\[good' is invalid: expected valid JSON/YAML"):
+        cli.parse_command(["validate", "d.jsonl", "--label", "kind", "--positive", "[good"])
+
+
 def test_int_options_refuse_fractions_and_flags_refuse_values(tmp_path, capsys):
     code, _, err = _main(["score", "d.jsonl", "--output", str(tmp_path / "o"), "--batch-size", "4.0"], capsys)
     assert code == 2 and "--batch-size='4.0' is invalid: expected an integer" in err

@@ -167,25 +167,19 @@ def check_device(name: str, device: Any) -> None:
         raise invalid(name, device, "expected a device name such as 'cpu' or 'cuda:0', or None.")
     import torch
 
-    available = available_devices()
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         dev = None
-    ok = False
-    if dev is not None:
-        if dev.type == "cpu":
-            ok = True
-        elif dev.type == "cuda":
-            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            ok = n > 0 and (dev.index is None or dev.index < n)
-        elif dev.type == "mps":
-            ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-        else:
-            backend = getattr(torch, dev.type, None)
-            ok = bool(backend is not None and getattr(backend, "is_available", lambda: False)())
+    ok = dev is not None and dev.type == "cpu"
+    if dev is not None and not ok:
+        # The device type's backend: torch.cuda, torch.backends.mps, torch.xpu, ...
+        backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+        ok = bool(getattr(backend, "is_available", lambda: False)())
+        if ok and dev.type == "cuda" and dev.index is not None:
+            ok = dev.index < torch.cuda.device_count()
     if not ok:
-        raise invalid(name, device, f"this machine has no such device. Devices here: {available} "
+        raise invalid(name, device, f"this machine has no such device. Devices here: {available_devices()} "
                                     "(or leave device unset to pick one by rank).")
 
 

@@ -93,9 +93,7 @@ class BaseScorer:
         """Build a scorer from its config dataclass (the YAML/CLI path)."""
         if not isinstance(config, cls.config_class):
             raise ConfigError(f"config={config!r} is invalid: expected a {cls.config_class.__name__}.")
-        scorer = cls.__new__(cls)
-        scorer._setup(cls.config_class(**asdict(config)))
-        return scorer
+        return cls(**asdict(config))
 
     def _setup(self, config: Any, preloaded: Optional[tuple] = None) -> None:
         self.config = config
@@ -119,7 +117,7 @@ class BaseScorer:
         # Refuse to be sent to another process (`num_proc` workers) when that cannot work: a model
         # object in memory cannot follow the config; a `device_map` (one model sharded over this
         # process's devices) and one process per device are two placements that exclude each other.
-        if getattr(self, "_preloaded", None) is not None:
+        if self._preloaded is not None:
             raise preloaded_pickle_error(self._preloaded[0])
         if has_device_map(self.config.model_kwargs):
             raise sharded_with_rank_error(self.config.model)
@@ -136,9 +134,8 @@ class BaseScorer:
         numeric = numeric_model_kwargs(self.config.model_kwargs)
         state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
-        preloaded = getattr(self, "_preloaded", None)
-        stamp = (local_model_stamp(self.config.model) if preloaded is None
-                 else repr(sorted(model_identity(*preloaded).items())))
+        stamp = (local_model_stamp(self.config.model) if self._preloaded is None
+                 else repr(sorted(model_identity(*self._preloaded).items())))
         return type(self).__module__, type(self).__qualname__, tuple(sorted(state.items())), stamp
 
     def __repr__(self) -> str:

@@ -11,9 +11,9 @@ import json
 import os
 import string
 import typing
-from collections.abc import Mapping as _MappingABC
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, fields, is_dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -22,8 +22,8 @@ from ..config import suggest
 from ..engine import Engine, Item, LastTokenProbs, config_state, local_model_stamp, register_hashing
 from ..errors import ConfigError
 from ..model_kwargs import has_device_map, numeric_model_kwargs, numeric_vllm_kwargs
-from ..models import (EMBEDDED_MODEL_ID, hub_commit, model_identity, preloaded_commit, preloaded_name,
-                      preloaded_pickle_error, prepare_preloaded, sharded_with_rank_error)
+from ..models import (hub_commit, model_identity, preloaded_commit, preloaded_name, preloaded_pickle_error,
+                      prepare_preloaded, sharded_with_rank_error, shown_name)
 from ..prompts import CHAT_COLUMNS, Fields, extract_fields, extract_pairs
 from ..provenance import register_scorer
 from ..rating_tokens import find_rating_tokens, warn_if_low_rating_mass
@@ -93,17 +93,14 @@ class BaseScorer:
         """Build a scorer from its config dataclass (the YAML/CLI path)."""
         if not isinstance(config, cls.config_class):
             raise ConfigError(f"config={config!r} is invalid: expected a {cls.config_class.__name__}.")
-        scorer = cls.__new__(cls)
-        scorer._setup(cls.config_class(**asdict(config)))
-        return scorer
+        return cls(**asdict(config))
 
     def _setup(self, config: Any, preloaded: Optional[tuple] = None) -> None:
         self.config = config
         if preloaded is not None:
             check_preloaded_options(config)
-        # A (model, tokenizer) pair already in memory, or None: process-local, never pickled.
+        # Process-local, never pickled (__getstate__): a (model, tokenizer) in memory or None; the engine.
         self._preloaded = preloaded
-        # Process-local runtime state; never pickled (see __getstate__).
         engine_class = self.engine_class
         if config.backend == "vllm":
             from ..backends.vllm import VllmEngine as engine_class
@@ -120,7 +117,7 @@ class BaseScorer:
         # Refuse to be sent to another process (`num_proc` workers) when that cannot work: a model
         # object in memory cannot follow the config; a `device_map` (one model sharded over this
         # process's devices) and one process per device are two placements that exclude each other.
-        if getattr(self, "_preloaded", None) is not None:
+        if self._preloaded is not None:
             raise preloaded_pickle_error(self._preloaded[0])
         if has_device_map(self.config.model_kwargs):
             raise sharded_with_rank_error(self.config.model)
@@ -137,9 +134,8 @@ class BaseScorer:
         numeric = numeric_model_kwargs(self.config.model_kwargs)
         state["model_kwargs"] = json.dumps(numeric, sort_keys=True) if numeric else None
         state["vllm_kwargs"] = json.dumps(numeric_vllm_kwargs(self.config.vllm_kwargs), sort_keys=True)
-        preloaded = getattr(self, "_preloaded", None)
-        stamp = (local_model_stamp(self.config.model) if preloaded is None
-                 else repr(sorted(model_identity(*preloaded).items())))
+        stamp = (local_model_stamp(self.config.model) if self._preloaded is None
+                 else repr(sorted(model_identity(*self._preloaded).items())))
         return type(self).__module__, type(self).__qualname__, tuple(sorted(state.items())), stamp
 
     def __repr__(self) -> str:
@@ -215,8 +211,8 @@ class BaseScorer:
 
     @property
     def model_name(self) -> str:
-        """The model's Hub id or path (the embedded model's id for None)."""
-        return EMBEDDED_MODEL_ID if self.config.model is None else str(self.config.model)
+        """The model's Hub id or path, or the embedded model's id (`models.shown_name`)."""
+        return shown_name(self.config.model)
 
     # --- shared by the methods ---
 
@@ -295,11 +291,11 @@ def require_batched(batch: Mapping[str, Any], scorer_name: str, columns: Optiona
     a ConfigError naming the column that holds a single value and the fix."""
     chat_columns = {*CHAT_COLUMNS, *(str(v) for k, v in (columns or {}).items() if k in CHAT_COLUMNS)}
     for name, value in batch.items():
-        single = isinstance(value, (str, bytes, int, float, bool, _MappingABC)) or value is None
+        single = isinstance(value, (str, bytes, int, float, bool, Mapping)) or value is None
         if not single and name in chat_columns and isinstance(value, (list, tuple)):
             # A chat column of one row is a list of turn dicts; of a batch, a list of lists.
             first = next((v for v in value if v is not None), None)
-            single = isinstance(first, _MappingABC)
+            single = isinstance(first, Mapping)
         if single:
             raise ConfigError(f"{scorer_name} got a single row, not a batch (column {name!r} holds "
                               f"{type(value).__name__} {str(value)[:40]!r}, not a list of values). Pass "

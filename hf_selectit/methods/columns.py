@@ -8,7 +8,6 @@ per scorer and row: ``"ok"``, ``"truncated"`` (scored, text cut to fit) or ``"er
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
@@ -224,26 +223,19 @@ def selectit_prefixes(column_names: Iterable[str]) -> list:
     return [c[: -len(suffix)] for c in column_names if c.endswith(suffix) and len(c) > len(suffix)]
 
 
-def known(ds: "Dataset") -> list:
-    """Every schema the rows carry: recorded scorers and fusions, then scorers that ran in this
-    process (``ds.map(scorer)`` cannot record anything on its result)."""
-    meta = provenance.read(ds)
-    out = [for_info(info, prefix) for prefix, info in (meta.get("scorers") or {}).items() if isinstance(info, Mapping)]
-    for output, spec in (meta.get("fusion") or {}).items():
-        if isinstance(spec, Mapping):
-            out.append(fused(output, higher_is_better=spec.get("higher_is_better", True)))
-    recorded = {s.prefix for s in out}
-    for prefix, scorer in provenance.registered_scorers().items():
-        if prefix not in recorded:
-            with contextlib.suppress(TypeError):  # not a scoring method's config
-                out.append(for_config(getattr(scorer, "config", None)))
-    return out
-
-
 def columns_of(ds: Optional["Dataset"], column: str) -> ScoreColumns:
-    """The schema whose score `column` is (from what the rows carry, else the name)."""
+    """The schema whose score `column` is: a recorded scorer or fusion, else a scorer that ran in this
+    process (``ds.map(scorer)`` cannot record anything on its result), else the name."""
     if ds is not None:
-        for schema in known(ds):
+        meta = provenance.read(ds)
+        known = [for_info(info, prefix) for prefix, info in (meta.get("scorers") or {}).items()
+                 if isinstance(info, Mapping)]
+        known += [fused(output, higher_is_better=spec.get("higher_is_better", True))
+                  for output, spec in (meta.get("fusion") or {}).items() if isinstance(spec, Mapping)]
+        recorded = {s.prefix for s in known}
+        known += [scorer.columns for prefix, scorer in provenance.registered_scorers().items()
+                  if prefix not in recorded]
+        for schema in known:
             if column in schema.score_columns:
                 return schema
     return guess(column)

@@ -113,15 +113,22 @@ def option(default: Any = None, help: str = "", **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
+def kinds_of(annotation: Any) -> tuple[list, bool]:
+    """(the types an option's annotation allows, whether None is one): ``Optional[int]`` ->
+    ``([int], True)``, ``Union[list, str, None]`` -> ``([list, str], True)``; ``list[str]`` -> ``list``.
+    Every reader of the annotations asks this (the checks here, the loader's conversions, --help)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is Union else (annotation,)
+    return [typing.get_origin(a) or a for a in args if a is not type(None)], type(None) in args
+
+
 @functools.lru_cache(maxsize=None)
 def _plain_types(cls: type) -> dict:
     """field -> (bool/int/float/str, None allowed), for the fields whose annotation is one of those."""
     out = {}
     for name, annotation in typing.get_type_hints(cls).items():
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        kind = args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else annotation
-        if kind in (bool, int, float, str):
-            out[name] = (kind, bool(args))
+        kinds, optional = kinds_of(annotation)
+        if len(kinds) == 1 and kinds[0] in (bool, int, float, str):
+            out[name] = (kinds[0], optional)
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .config import (DEFAULT_METHOD, DEFAULT_PREFIX, METHOD_CONFIGS, FusionConfig, IOConfig, PipelineConfig,
                      PublishConfig, RayConfig, ReportOptions, RunOptions, SelectConfig, ValidateConfig, from_text,
-                     method_config_class, suggest)
+                     kinds_of, method_config_class, suggest)
 from .errors import ConfigError
 
 # ------------------------------------------------------------------------- names
@@ -61,8 +61,6 @@ def check_keys(keys: Any, valid: Any, *, where: str, label: Optional[Callable[[s
 
 # ---------------------------------------------------------------------- coercion
 
-_NONE = type(None)
-
 
 def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = False) -> Any:
     """One value checked against its field's annotation, ``name`` naming it in errors: ints are
@@ -70,10 +68,7 @@ def coerce_value(name: str, value: Any, annotation: Any, *, from_cli: bool = Fal
     (YAML 1.1 reads ``7e9`` as a string); with ``from_cli`` (flag text) 'none' is None, '3' an
     int, and dict and list options read JSON/YAML. ConfigError when it does not fit.
     """
-    union = typing.get_origin(annotation) is Union
-    optional = union and _NONE in typing.get_args(annotation)
-    kinds = [typing.get_origin(a) or a for a in (typing.get_args(annotation) if union else (annotation,))
-             if a is not _NONE]
+    kinds, optional = kinds_of(annotation)
     if optional and (value is None or (from_cli and isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     if from_cli and (list in kinds or dict in kinds):
@@ -419,7 +414,7 @@ def _parser_class() -> type:
                 return
             default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
             help_text = f.metadata.get("help")
-            if bool in (f.type, *typing.get_args(f.type)):
+            if bool in kinds_of(f.type)[0]:
                 parser.add_argument("--" + name.replace("_", "-"), dest=name, action=_GivenBool,
                                     default=default, help=help_text)
                 return
@@ -477,7 +472,6 @@ def option_parser(sections: Mapping[str, type], **kwargs: Any) -> Any:
 
 
 def _metavar(annotation: Any) -> str:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    kinds = {int: "INT", float: "FLOAT", str: "TEXT", list: "JSON_LIST", dict: "JSON_DICT"}
-    return "|".join(kinds.get(typing.get_origin(a) or a, "VALUE") for a in args)
+    names = {int: "INT", float: "FLOAT", str: "TEXT", list: "JSON_LIST", dict: "JSON_DICT"}
+    return "|".join(names.get(kind, "VALUE") for kind in kinds_of(annotation)[0])
 

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from .atomic import write_text
-from .config import METHOD_CONFIGS, ScorerConfig
+from .config import ScorerConfig
 from .errors import ConfigError, ModelLoadError, SchemaError, ScoreColumnError
 from .markdown import md_code, md_text
-from .methods import scorer_class
+from .methods import make_scorer, scorer_class
 from .methods.columns import columns_of, for_scorer, is_numeric, score_like
 from .metrics import load_metric
 from .provenance import attach, scorer_infos
 from .report import char_lengths, response_texts, valid_scores
 from .select import selectit_ranking
-from .validation_plot import validation_plot
+from .plots import validation_plot
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -246,18 +246,14 @@ def _role_content(turns: Sequence[Mapping]) -> list[dict]:
 
 
 def _as_scorer(scorer: Any) -> Any:
-    """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
-    id/path (SelectIT)."""
-    from .scorer import SelectITScorer
-
+    """A scorer object from a scorer, a method's config or a model id/path (SelectIT)."""
     if isinstance(scorer, str):
-        return SelectITScorer(model=None if scorer == "embedded" else scorer)
-    for method, config_class in METHOD_CONFIGS.items():
-        if type(scorer) is config_class:
-            return scorer_class(method).from_config(scorer)
-    if not callable(scorer) or not hasattr(scorer, "output_columns"):
+        return scorer_class("selectit")(model=None if scorer == "embedded" else scorer)
+    try:
+        scorer = make_scorer(scorer)
+    except ConfigError:
         raise ConfigError(f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
-                          "ScorerConfig, or a model id/path.")
+                          "ScorerConfig, or a model id/path.") from None
     config = getattr(scorer, "config", None)
     if getattr(config, "columns", None) and hasattr(type(scorer), "from_config"):
         # The pair datasets built here have standard columns; the user's mapping is for theirs.
@@ -277,6 +273,11 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
     columns: list[str] = []
     for scorer in scorers:
         cols = score_columns_of(scorer)
+        # Before the data's own columns: an earlier scorer's columns are in the data by now.
+        clash = [c for c in cols if c in columns]
+        if clash:
+            raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
+                              "column_prefix (e.g. column_prefix='m1_').")
         present = [c for c in cols if c in ds.column_names]
         if present:
             # The data has the column already, but not as scores it could use (all null, text).
@@ -284,10 +285,6 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
             raise ConfigError(f"The data already has the score column(s) {present}, but not as numbers: "
                               f"{what}. Drop or fill them to score the rows again, or give the scorer "
                               "another column_prefix to score beside them.")
-        clash = [c for c in cols if c in columns]
-        if clash:
-            raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
-                              "column_prefix (e.g. column_prefix='m1_').")
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
         columns += [c for c in cols if is_numeric(ds, c, strict=True)]
     return ds, columns

@@ -262,8 +262,7 @@ def _as_scorer(scorer: Any) -> Any:
 
 
 def score_columns_of(scorer: Any) -> list[str]:
-    """The per-row score columns a scorer adds, from its column schema (SelectIT:
-    ``selectit_sentence_score``; DEITA: ``deita_score``, ``deita_quality``, ``deita_complexity``)."""
+    """The per-row score columns a scorer adds (DEITA: ``deita_score``, ``deita_quality``, ...)."""
     cols = for_scorer(scorer)
     return cols.score_columns if cols is not None else []
 
@@ -528,10 +527,8 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
     agreement, and the plot's arguments."""
     ds, added = _apply_scorers(ds, scorers, batch_size=batch_size, desc="Scoring")
     detected = [c for c in score_like(ds) if c != label and is_numeric(ds, c, strict=True)]
-    if columns is None and not added:
-        tested = detected
-    else:
-        tested = added + [c for c in (columns or []) if c not in added]
+    tested = (detected if columns is None and not added
+              else added + [c for c in (columns or []) if c not in added])
     others = [c for c in detected if c not in tested]
     if not tested:
         raise ScoreColumnError(f"No score column in the dataset (columns: {ds.column_names}). Score it "

@@ -511,7 +511,7 @@ def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarra
                               f"Values present: {present[:20]}.")
         return y(lambda v: float(v in pos)), pos, "binary"
     if set(present) <= {0, 1, True, False} and len(present) == 2:
-        return y(lambda v: float(bool(v))), [True if True in present else 1], "binary"
+        return y(lambda v: float(bool(v))), [max(present)], "binary"
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric and len(present) > 2:
         return y(float), [], "numeric"

@@ -100,12 +100,10 @@ class ValidationReport:
         lines += [f"| Score | {title} | {conf}% interval | Items |", "|---|---:|---|---:|"]
         for row in self.results:
             # Column names are the user's: a code span that escapes `|` (a table cell).
-            if row["role"] == "score":
-                name = md_code(row["name"], in_table=True)
-            elif row["name"] in BASELINE_DESCRIPTIONS:
-                name = f"baseline: {md_text(row['description'])}"
-            else:  # another score column of the data, shown beside the validated ones
-                name = f"baseline: {md_code(row['name'], in_table=True)}"
+            name = md_code(row["name"], in_table=True)
+            if row["role"] == "baseline":  # a built-in baseline, or another score column of the data
+                builtin = row["name"] in BASELINE_DESCRIPTIONS
+                name = f"baseline: {md_text(row['description']) if builtin else name}"
             if row.get("higher_is_better") is False:
                 name += " (lower is better)"
             lines.append(f"| {name} | {_fmt(row['value'])} | {_ci(row)} | {row['n']:,} |")
@@ -200,9 +198,8 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
         input_col = "input" if prompt_col == "instruction" and "input" in names else None
 
         def build(batch, side):
-            blank = [""] * len(batch[side])
-            return {"instruction": batch[prompt_col], "input": batch[input_col] if input_col else blank,
-                    "output": batch[side]}
+            inputs = batch[input_col] if input_col else [""] * len(batch[side])
+            return {"instruction": batch[prompt_col], "input": inputs, "output": batch[side]}
         needed = [c for c in (prompt_col, input_col) if c]
     elif layout == "sharegpt":
         def build(batch, side):

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .atomic import replacing
+
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_FILENAME = "selectit_histogram.png"
@@ -55,8 +57,6 @@ def score_histogram(*, all_scores: Optional[Sequence[float]], kept_scores: Seque
 
 
 def _save(fig: Any, path: "str | os.PathLike", what: str) -> str:
-    from .atomic import replacing
-
     fig.tight_layout()
     with replacing(path, what=what) as tmp:
         fig.savefig(os.fspath(tmp), format="png")

@@ -22,10 +22,10 @@ from .markdown import md_code, md_text
 from .methods import make_scorer, scorer_class
 from .methods.columns import columns_of, for_scorer, is_numeric, score_like
 from .metrics import load_metric
+from .plots import validation_plot
 from .provenance import attach, scorer_infos
 from .report import char_lengths, response_texts, valid_scores
 from .select import selectit_ranking
-from .plots import validation_plot
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset

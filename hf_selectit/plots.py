@@ -1,20 +1,26 @@
-"""The score histogram committed with every published version (all rows vs kept rows)."""
+"""The figures: the score histogram committed with every published version (all rows vs kept
+rows), and the validation figure (score distributions of the good and the bad items)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+from .atomic import replacing
 
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_FILENAME = "selectit_histogram.png"
+VALIDATION_PLOT_FILENAME = "selectit_validation.png"
 KEPT_COLOR = "#e8590c"      # filled bars: the kept rows
 ALL_COLOR = "#212529"       # outline: every scored row
 CUTOFF_COLOR = "#1c7ed6"    # dashed line: where the selection cut
+GROUP_COLORS = ("#2b8a3e", "#c92a2a")  # validation: the good items, the bad ones
+_MAX_PANELS = 6
 
 
 def _finite(values: Sequence) -> list[float]:
@@ -47,9 +53,14 @@ def score_histogram(*, all_scores: Optional[Sequence[float]], kept_scores: Seque
     fig = agg_figure(figsize=(7, 4))
     plot_scores(fig.add_subplot(1, 1, 1), all_scores=all_scores, kept_scores=kept_scores,
                 column=column, bins=bins, cutoff=cutoff)
+    return _save(fig, path, "the score histogram")
+
+
+def _save(fig: Any, path: "str | os.PathLike", what: str) -> str:
     fig.tight_layout()
-    fig.savefig(os.fspath(path), format="png")
-    logger.debug("wrote score histogram to %s", path)
+    with replacing(path, what=what) as tmp:
+        fig.savefig(os.fspath(tmp), format="png")
+    logger.debug("wrote %s to %s", what, path)
     return os.fspath(path)
 
 
@@ -93,3 +104,50 @@ def selection_cutoff(rule: Optional[dict], kept_scores: Sequence) -> Optional[fl
     if not kept or rule.get("rule") not in ("top_ratio", "top_k"):
         return None
     return max(kept) if rule.get("higher_is_better") is False else min(kept)
+
+
+def validation_plot(series: Mapping[str, tuple], *, path: "str | os.PathLike",
+                    labels: Sequence[str] = ("good", "the rest"), title: str = "",
+                    figures: Optional[Mapping[str, Mapping]] = None, metric: str = "", scatter: bool = False,
+                    bins: int = 30) -> str:
+    """Draw, for each score column, the distributions of two groups (or a scatter against a rating).
+
+    `series` maps a column to (values of the good items, values of the bad items), or with
+    `scatter` to (scores, ratings); `labels` names the two groups (the rating alone with
+    `scatter`); `figures` maps a column to its result row (``value``, ``ci_low``, ``ci_high``,
+    ``n``), shown in its panel's title named `metric` (e.g. "ROC-AUC"). Returns the path written."""
+    names = list(series)[:_MAX_PANELS]
+    if len(series) > _MAX_PANELS:
+        logger.warning("Validation plot shows the first %d of %d score columns.", _MAX_PANELS, len(series))
+    cols = min(len(names), 3) or 1
+    rows = max(1, math.ceil(len(names) / cols))
+    fig = agg_figure(figsize=(5.2 * cols, 3.8 * rows + 0.6))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        first, second = (np.asarray(v, dtype=np.float64) for v in series[name])
+        if scatter:
+            ok = np.isfinite(first) & np.isfinite(second)
+            ax.scatter(second[ok], first[ok], s=8, alpha=0.5, color=GROUP_COLORS[0])
+            ax.set_xlabel(labels[0])
+            ax.set_ylabel(name)
+        else:
+            a, b = first[np.isfinite(first)], second[np.isfinite(second)]
+            edges = hist_edges(np.concatenate([a, b]), bins)
+            if edges is not None:
+                for values, label, color in zip((a, b), labels, GROUP_COLORS):
+                    ax.hist(values, bins=edges, alpha=0.55, color=color, density=True,
+                            label=f"{label} ({len(values)})")
+                    if len(values):
+                        ax.axvline(float(np.median(values)), color=color, linestyle="--", linewidth=1.2)
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no finite scores", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(name)
+            ax.set_ylabel("density (dashed: median)")
+        row = (figures or {}).get(name)
+        if row is not None and row.get("value") is not None:
+            ci = "" if row.get("ci_low") is None else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+            ax.set_title(f"{metric} {row['value']:.3f}{ci}, n={row['n']}", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, "the validation figure")

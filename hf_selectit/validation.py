@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from .atomic import write_text
-from .config import METHOD_CONFIGS, ScorerConfig
+from .config import ScorerConfig
 from .errors import ConfigError, ModelLoadError, SchemaError, ScoreColumnError
 from .markdown import md_code, md_text
-from .methods import scorer_class
+from .methods import make_scorer, scorer_class
 from .methods.columns import columns_of, for_scorer, is_numeric, score_like
 from .metrics import load_metric
+from .plots import validation_plot
 from .provenance import attach, scorer_infos
 from .report import char_lengths, response_texts, valid_scores
 from .select import selectit_ranking
-from .validation_plot import validation_plot
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -100,12 +100,10 @@ class ValidationReport:
         lines += [f"| Score | {title} | {conf}% interval | Items |", "|---|---:|---|---:|"]
         for row in self.results:
             # Column names are the user's: a code span that escapes `|` (a table cell).
-            if row["role"] == "score":
-                name = md_code(row["name"], in_table=True)
-            elif row["name"] in BASELINE_DESCRIPTIONS:
-                name = f"baseline: {md_text(row['description'])}"
-            else:  # another score column of the data, shown beside the validated ones
-                name = f"baseline: {md_code(row['name'], in_table=True)}"
+            name = md_code(row["name"], in_table=True)
+            if row["role"] == "baseline":  # a built-in baseline, or another score column of the data
+                builtin = row["name"] in BASELINE_DESCRIPTIONS
+                name = f"baseline: {md_text(row['description']) if builtin else name}"
             if row.get("higher_is_better") is False:
                 name += " (lower is better)"
             lines.append(f"| {name} | {_fmt(row['value'])} | {_ci(row)} | {row['n']:,} |")
@@ -200,9 +198,8 @@ def pair_datasets(ds: "Dataset", *, layout: Optional[str] = None) -> tuple["Data
         input_col = "input" if prompt_col == "instruction" and "input" in names else None
 
         def build(batch, side):
-            blank = [""] * len(batch[side])
-            return {"instruction": batch[prompt_col], "input": batch[input_col] if input_col else blank,
-                    "output": batch[side]}
+            inputs = batch[input_col] if input_col else [""] * len(batch[side])
+            return {"instruction": batch[prompt_col], "input": inputs, "output": batch[side]}
         needed = [c for c in (prompt_col, input_col) if c]
     elif layout == "sharegpt":
         def build(batch, side):
@@ -246,18 +243,14 @@ def _role_content(turns: Sequence[Mapping]) -> list[dict]:
 
 
 def _as_scorer(scorer: Any) -> Any:
-    """A scorer object from a scorer, a method's config (``config.METHOD_CONFIGS``) or a model
-    id/path (SelectIT)."""
-    from .scorer import SelectITScorer
-
+    """A scorer object from a scorer, a method's config or a model id/path (SelectIT)."""
     if isinstance(scorer, str):
-        return SelectITScorer(model=None if scorer == "embedded" else scorer)
-    for method, config_class in METHOD_CONFIGS.items():
-        if type(scorer) is config_class:
-            return scorer_class(method).from_config(scorer)
-    if not callable(scorer) or not hasattr(scorer, "output_columns"):
+        return scorer_class("selectit")(model=None if scorer == "embedded" else scorer)
+    try:
+        scorer = make_scorer(scorer)
+    except ConfigError:
         raise ConfigError(f"scorers contains {scorer!r}: expected a scorer (e.g. SelectITScorer()), a "
-                          "ScorerConfig, or a model id/path.")
+                          "ScorerConfig, or a model id/path.") from None
     config = getattr(scorer, "config", None)
     if getattr(config, "columns", None) and hasattr(type(scorer), "from_config"):
         # The pair datasets built here have standard columns; the user's mapping is for theirs.
@@ -266,8 +259,7 @@ def _as_scorer(scorer: Any) -> Any:
 
 
 def score_columns_of(scorer: Any) -> list[str]:
-    """The per-row score columns a scorer adds, from its column schema (SelectIT:
-    ``selectit_sentence_score``; DEITA: ``deita_score``, ``deita_quality``, ``deita_complexity``)."""
+    """The per-row score columns a scorer adds (DEITA: ``deita_score``, ``deita_quality``, ...)."""
     cols = for_scorer(scorer)
     return cols.score_columns if cols is not None else []
 
@@ -277,6 +269,11 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
     columns: list[str] = []
     for scorer in scorers:
         cols = score_columns_of(scorer)
+        # Before the data's own columns: an earlier scorer's columns are in the data by now.
+        clash = [c for c in cols if c in columns]
+        if clash:
+            raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
+                              "column_prefix (e.g. column_prefix='m1_').")
         present = [c for c in cols if c in ds.column_names]
         if present:
             # The data has the column already, but not as scores it could use (all null, text).
@@ -284,10 +281,6 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
             raise ConfigError(f"The data already has the score column(s) {present}, but not as numbers: "
                               f"{what}. Drop or fill them to score the rows again, or give the scorer "
                               "another column_prefix to score beside them.")
-        clash = [c for c in cols if c in columns]
-        if clash:
-            raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
-                              "column_prefix (e.g. column_prefix='m1_').")
         ds = ds.map(scorer, batched=True, batch_size=batch_size, desc=desc)
         columns += [c for c in cols if is_numeric(ds, c, strict=True)]
     return ds, columns
@@ -515,7 +508,7 @@ def _binary_labels(values: list, positive: Any, feature: Any) -> tuple[np.ndarra
                               f"Values present: {present[:20]}.")
         return y(lambda v: float(v in pos)), pos, "binary"
     if set(present) <= {0, 1, True, False} and len(present) == 2:
-        return y(lambda v: float(bool(v))), [True if True in present else 1], "binary"
+        return y(lambda v: float(bool(v))), [max(present)], "binary"
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric and len(present) > 2:
         return y(float), [], "numeric"
@@ -531,10 +524,8 @@ def _validate_labels(ds: "Dataset", label: str, *, positive: Any, columns: Optio
     agreement, and the plot's arguments."""
     ds, added = _apply_scorers(ds, scorers, batch_size=batch_size, desc="Scoring")
     detected = [c for c in score_like(ds) if c != label and is_numeric(ds, c, strict=True)]
-    if columns is None and not added:
-        tested = detected
-    else:
-        tested = added + [c for c in (columns or []) if c not in added]
+    tested = (detected if columns is None and not added
+              else added + [c for c in (columns or []) if c not in added])
     others = [c for c in detected if c not in tested]
     if not tested:
         raise ScoreColumnError(f"No score column in the dataset (columns: {ds.column_names}). Score it "

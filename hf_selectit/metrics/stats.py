@@ -54,11 +54,10 @@ def auc_statistic(scores, labels) -> Statistic:
     uniq, inv = np.unique(s, return_inverse=True)
     n_u = len(uniq)
     inv_pos, inv_neg = inv[y], inv[~y]
-    idx_pos, idx_neg = np.flatnonzero(y), np.flatnonzero(~y)
 
     def stat(w: np.ndarray) -> float:
-        pos = np.bincount(inv_pos, weights=w[idx_pos], minlength=n_u)
-        neg = np.bincount(inv_neg, weights=w[idx_neg], minlength=n_u)
+        pos = np.bincount(inv_pos, weights=w[y], minlength=n_u)
+        neg = np.bincount(inv_neg, weights=w[~y], minlength=n_u)
         n_pos, n_neg = pos.sum(), neg.sum()
         if n_pos <= 0 or n_neg <= 0:
             return float("nan")

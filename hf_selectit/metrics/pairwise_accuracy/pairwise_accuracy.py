@@ -30,8 +30,7 @@ class PairwiseAccuracy(evaluate.Metric):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, chosen="float64", rejected="float64")
 
     def _compute(self, chosen, rejected, **boot):
-        c = np.asarray(chosen, dtype=np.float64)
-        r = np.asarray(rejected, dtype=np.float64)
+        c, r = (np.asarray(v, dtype=np.float64) for v in (chosen, rejected))
         ok = stats.finite_mask(c, r)
         outcomes = stats.pairwise_outcomes(c[ok], r[ok])
         result = stats.estimate(stats.mean_statistic(outcomes), len(outcomes), **boot)

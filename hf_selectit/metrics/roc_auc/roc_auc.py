@@ -32,8 +32,7 @@ class RocAuc(evaluate.Metric):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="int32")
 
     def _compute(self, predictions, references, **boot):
-        scores = np.asarray(predictions, dtype=np.float64)
-        labels = np.asarray(references)
+        scores, labels = np.asarray(predictions, dtype=np.float64), np.asarray(references)
         bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
         if bad:
             raise ValueError(f"references must be 0 or 1; got {bad[:5]}.")

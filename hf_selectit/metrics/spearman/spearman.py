@@ -29,8 +29,7 @@ class Spearman(evaluate.Metric):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64", references="float64")
 
     def _compute(self, predictions, references, **boot):
-        x = np.asarray(predictions, dtype=np.float64)
-        y = np.asarray(references, dtype=np.float64)
+        x, y = (np.asarray(v, dtype=np.float64) for v in (predictions, references))
         ok = stats.finite_mask(x, y)
         result = stats.estimate(stats.spearman_statistic(x[ok], y[ok]), int(ok.sum()), **boot)
         return {"spearman": result.pop("value"), **result, "n_missing": int((~ok).sum())}

@@ -31,8 +31,7 @@ class TopOverlap(evaluate.Metric):
         return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="bool", references="bool")
 
     def _compute(self, predictions, references, **boot):
-        a = np.asarray(predictions, dtype=bool)
-        b = np.asarray(references, dtype=bool)
+        a, b = (np.asarray(v, dtype=bool) for v in (predictions, references))
         result = stats.estimate(stats.jaccard_statistic(a, b), len(a), **boot)
         both, n_a = int((a & b).sum()), int(a.sum())
         return {"jaccard": result.pop("value"), **result, "selected_a": n_a, "selected_b": int(b.sum()),

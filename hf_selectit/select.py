@@ -250,12 +250,8 @@ def _check_below_one(columns: Any) -> list:
 
 def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: list) -> np.ndarray:
     """Rows the IFD cut-off drops: score > 1 ("ifd") or >= 1 ("ifd-strict"), or not < 1 in `below`."""
-    drop = np.zeros(len(scores), dtype=bool)
     with np.errstate(invalid="ignore"):
-        if cut == "ifd":
-            drop |= scores > 1
-        elif cut == "ifd-strict":
-            drop |= scores >= 1
+        drop = {"ifd": scores > 1, "ifd-strict": scores >= 1}.get(cut, np.zeros(len(scores), dtype=bool))
         for other in below:
             values, errors = scores_and_errors(ds, other)
             drop |= ~(values < 1) | errors  # NaN fails too
@@ -390,9 +386,8 @@ def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
         status[np.isnan(row_scores)] = schema.error_status(f"no score in {label}")
         errors = schema.error_mask(src, cols.status)
         if errors is not None and errors.any():
-            reasons = np.asarray(src.with_format("arrow")[cols.status].to_numpy(
-                zero_copy_only=False), dtype=object)
-            status[errors] = [schema.error_status(f"{label}: {schema.error_reason(r)}") for r in reasons[errors]]
+            reasons = src.with_format("arrow")[cols.status].to_numpy(zero_copy_only=False)[errors]
+            status[errors] = [schema.error_status(f"{label}: {schema.error_reason(r)}") for r in reasons]
 
     status_out = schema.fused(output, higher_is_better=higher).status
     existing = [c for c in (output, status_out) if c in ds.column_names]

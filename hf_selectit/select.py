@@ -296,12 +296,8 @@ def _select_and_record(ds: "Dataset", keep: np.ndarray, **fields: Any) -> "Datas
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:
-    """The rule :func:`select_top` / :func:`select_random` recorded on a subset, or None.
-
-    Example:
-        >>> selection_rule(select_top(ds, ratio=0.2))["rows_kept"]
-        10400
-    """
+    """The rule :func:`select_top` / :func:`select_random` recorded on a subset (its parameters and
+    counts: docs/method.md section 5), or None."""
     chosen = provenance.selection_of(ds)
     return dict(chosen.rule) if chosen is not None else None
 

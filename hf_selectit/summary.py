@@ -97,10 +97,9 @@ def print_summary(summary: Any) -> None:
              f"  rows               {summary.rows}", *scoring,
              f"  truncated          {summary.truncated}", f"  errors             {summary.errors}"]
     if summary.kept is not None:
-        cut = getattr(summary, "rows_cut", 0)
-        why = f"; the IFD cut-off at 1 dropped {cut} row(s) first" if cut else ""
+        why = f"; the IFD cut-off at 1 dropped {summary.rows_cut} row(s) first" if summary.rows_cut else ""
         lines.append(f"  kept               {summary.kept} (by {summary.select_column}{why})")
-    v = getattr(summary, "validation", None)
+    v = summary.validation
     if v and "skipped" in v:
         lines.append(f"  validation         skipped: {v['skipped']}")
     elif v:
@@ -116,10 +115,9 @@ def print_summary(summary: Any) -> None:
         redone = f", {len(m.shards_rescored)} invalid checkpoints rescored" if m.shards_rescored else ""
         lines.append(f"  model {m.model or 'embedded SmolLM2-135M-Instruct'} [{m.column_prefix}]: "
                      f"{m.shards_scored} of {m.shards} shards scored{resumed}{redone}")
-    for label, value in (("scored dataset    ", summary.output), ("subset            ", summary.subset_output),
-                         ("published         ", summary.published)):
-        if value:
-            lines.append(f"  {label} {value}")
+    outputs = (("scored dataset", summary.output), ("subset", summary.subset_output),
+               ("published", summary.published))
+    lines += [f"  {label:<18} {value}" for label, value in outputs if value]
     console.info("\n".join(lines))
 
 

@@ -334,18 +334,16 @@ def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
                           "(or (dataset, column) pairs), e.g. ['m1_sentence_score', 'm2_sentence_score'].")
     sources: list[tuple[Any, str, str]] = []  # (dataset, column, label)
     for i, spec in enumerate(columns):
-        if isinstance(spec, str):
-            sources.append((ds, spec, spec))
-        elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Dataset)
-              and isinstance(spec[1], str)):
-            other, name = spec
-            if len(other) != len(ds):
-                raise ConfigError(f"columns[{i}]: the dataset holding {name!r} has {len(other)} rows, "
-                                  f"expected {len(ds)} (the same rows in the same order as ds).")
-            sources.append((other, name, f"{name}@columns[{i}]"))
-        else:
+        pair = (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Dataset)
+                and isinstance(spec[1], str))
+        if not (pair or isinstance(spec, str)):
             raise ConfigError(f"columns[{i}]={spec!r} is invalid: expected a column name or a "
                               "(Dataset, column_name) pair.")
+        src, name = spec if pair else (ds, spec)
+        if len(src) != len(ds):
+            raise ConfigError(f"columns[{i}]: the dataset holding {name!r} has {len(src)} rows, "
+                              f"expected {len(ds)} (the same rows in the same order as ds).")
+        sources.append((src, name, f"{name}@columns[{i}]" if pair else name))
     if output in [name for src, name, _ in sources if src is ds]:
         raise ConfigError(f"output={output!r} is one of the input columns; choose another name.")
     scores = np.stack([score_array(src, name) for src, name, _ in sources])

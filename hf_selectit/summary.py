@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import traceback
+from collections import Counter
 from dataclasses import fields
 from typing import Any, Callable
 
@@ -72,8 +73,6 @@ def run_with_progress(config: Any) -> int:
     print_summary(summary)
     if subset is not None and "kind" in subset.column_names:
         # The demo's rows say what they are: show a curator what the scorer preferred.
-        from collections import Counter
-
         total, kept = Counter(scored["kind"]), Counter(subset["kind"])
         console.info("  kept by kind       " + ", ".join(f"{k} {kept.get(k, 0)}/{n}" for k, n in sorted(total.items())))
     where = summary.published or summary.subset_output or summary.output

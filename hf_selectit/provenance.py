@@ -273,10 +273,9 @@ def read_hub_provenance(repo_id: str, *, revision: Optional[str] = None) -> dict
         # Most Hub datasets were not made by hf-selectit; the file is optional.
         return {}
     try:
-        data = json.loads(Path(local).read_text(encoding="utf-8"))
+        return _provenance_entries(read_published(local), published=True)
     except json.JSONDecodeError:
         return {}
-    return _provenance_entries(data, published=True)
 
 
 def scorers_of(subset: "Dataset", scored: Optional["Dataset"] = None,

@@ -196,10 +196,9 @@ def cli_terms(message: str) -> str:
             flags.setdefault(f.name, opt.flag_of(cls, f.name))
 
     def swap(m: "re.Match[str]") -> str:
-        name, literal = m.group(1), m.group(2)
-        if name not in flags:
+        flag = flags.get(m.group(1))
+        if flag is None:
             return m.group(0)
-        flag = flags[name]
-        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(literal, flag + "=")
+        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(m.group(2), flag + "=")
 
     return _KWARG.sub(swap, message)

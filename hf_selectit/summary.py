@@ -14,6 +14,10 @@ from collections import Counter
 from dataclasses import fields
 from typing import Any, Callable
 
+from . import options as opt
+from .atomic import write_text
+from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions, RunOptions,
+                     ScorerConfig, SelectConfig)
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
 from .redaction import redact
 
@@ -38,8 +42,6 @@ console = Console()
 
 def write_report(result: Any, report: Any) -> None:
     """Write a SelectionReport where ``report`` (ReportOptions) says: Markdown and/or JSON."""
-    from .atomic import write_text
-
     if report.report:
         write_text(report.report, result.to_markdown())
     if report.report_json:
@@ -184,10 +186,6 @@ def cli_terms(message: str) -> str:
     Values already labelled by the loader (``--ratio=...``, ``run.yaml: select.ratio=...``)
     are left alone.
     """
-    from . import options as opt
-    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions,
-                         RunOptions, ScorerConfig, SelectConfig)
-
     message = _CARD_LICENSE.sub(lambda m: f"--license {m.group(1)}", message)
     flags: dict = {}
     for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, RayConfig, SelectConfig, PublishConfig,

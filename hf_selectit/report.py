@@ -19,6 +19,7 @@ from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
 from .methods import columns as schema
 from .metrics import stats
+from .prompts import detect_schema, extract_pairs
 from .select import group_codes, scores_and_errors, selection_rule, selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,11 +247,9 @@ def response_texts(ds: "Dataset") -> list[Optional[str]]:
 
 def _pairs(ds: "Dataset") -> Iterator[Any]:
     """The (instruction, response) Pair of each row, read in batches of the text columns only."""
-    from .prompts import detect_schema, extract_pairs
-
-    schema = detect_schema(ds.column_names)
-    for batch in ds.select_columns(list(schema.columns)).iter(batch_size=_LENGTH_BATCH):
-        yield from extract_pairs(batch, columns=schema)
+    text_schema = detect_schema(ds.column_names)
+    for batch in ds.select_columns(list(text_schema.columns)).iter(batch_size=_LENGTH_BATCH):
+        yield from extract_pairs(batch, columns=text_schema)
 
 
 def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:

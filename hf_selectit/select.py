@@ -23,6 +23,7 @@ from ._version import __version__
 from .config import DEFAULT_RATIO, ORDERS
 from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
+from .formulas import model_level_scores, model_weights
 from .methods import columns as schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -326,8 +327,6 @@ def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
         >>> subset = select_top(ds, column="selectit_model_score")
     """
     from datasets import Dataset
-
-    from .formulas import model_level_scores, model_weights
 
     if isinstance(columns, (str, tuple)) or not isinstance(columns, Sequence) or not columns:
         raise ConfigError(f"columns={columns!r} is invalid: expected a non-empty list of score column names "

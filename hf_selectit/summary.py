@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from . import options as opt
 from .atomic import write_text
-from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions, RunOptions,
-                     ScorerConfig, SelectConfig)
+from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions,
+                     RunOptions, ScorerConfig, SelectConfig)
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
 from .redaction import redact
 

@@ -228,14 +228,11 @@ def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Opti
         rows_error=n_errors, rows_nan=n_nan, rows_valid=int(eligible.sum()), groups=groups)
 
 
-CUTOFFS = ("ifd", "ifd-strict")
-
-
 def _resolve_cutoff(cutoff: Any, column: str, cols: Any) -> Optional[str]:
     if cutoff == "auto":
         # The method's own default (IFD and r-IFD: the cut-off at 1), for its main score only.
         return cols.cutoff if column == cols.score else None
-    if cutoff is None or cutoff in CUTOFFS:
+    if cutoff is None or cutoff in ("ifd", "ifd-strict"):
         return cutoff
     raise ConfigError(f"cutoff={cutoff!r} is invalid: expected 'auto', 'ifd' (drop scores > 1, Cherry), "
                       "'ifd-strict' (drop scores >= 1, Superfiltering) or None (no cut-off).")

@@ -84,8 +84,7 @@ def run_with_progress(config: Any) -> int:
 
 
 def print_summary(summary: Any) -> None:
-    """Print the end-of-run summary of a RunSummary (not with --quiet): rows scored, truncated,
-    errors, kept, time, rows/s."""
+    """Print the end-of-run summary of a RunSummary (not with --quiet)."""
     rate, n = summary.rows_per_second, len(summary.models)
     ray = any(m.engine == "ray" for m in summary.models)
     where = f" by {summary.processes} {'Ray actors' if ray else 'processes'}" if summary.processes > 1 or ray else ""

@@ -86,8 +86,7 @@ class SelectionReport:
                 lines.append(f"| Mean {part} length (chars) | {_num(self.lengths['all'][part], 1)} | "
                              f"{_num(self.lengths['kept'][part], 1)} |")
         ex = self.excluded
-        random = bool(self.rule) and str(self.rule.get("method")) == "random"
-        rest = "not drawn" if random else "below the cut"
+        rest = "not drawn" if self.rule and self.rule.get("method") == "random" else "below the cut"
         lines += ["", f"Excluded: {self.rows_excluded:,} rows ({ex['error_status']:,} with an error "
                       f"status, {ex['nan_score']:,} without a score, {ex['below_cut']:,} {rest})."]
         lines += self._baseline_lines()

@@ -74,10 +74,8 @@ def attach(ds: "Dataset", *, kept_rows: Any = None, **entries: Any) -> "Dataset"
     `kept_rows` (with a `selection` entry) sets the :class:`Selection` attribute."""
     data = read(ds)
     for key, value in entries.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+        old = data.get(key)
+        data[key] = {**old, **value} if isinstance(value, dict) and isinstance(old, dict) else value
     # A deep copy gives the new info its own object; the Arrow tables are shared (datasets'
     # tables copy no buffers on deepcopy), and no private attribute is touched.
     out = copy.deepcopy(ds)
@@ -148,26 +146,25 @@ def register_scorer(scorer: Any, *, called: bool = False) -> None:
         entry.update(seq=next(_SEQ), called=entry["called"] or called)
 
 
-def _chosen(prefix: str) -> tuple[Optional[dict], int]:
-    """(the entry used last for `prefix`, or None; how many configs used it)."""
-    with _LOCK:
-        entries = list(_REGISTRY.get(prefix, {}).values())
-    return max(entries, key=lambda e: (e["called"], e["seq"]), default=None), len(entries)
+def _chosen(entries: dict) -> dict:
+    """Of one prefix's entries, the one used last (a call outranks a mere construction)."""
+    return max(entries.values(), key=lambda e: (e["called"], e["seq"]))
 
 
 def registered_scorers() -> dict:
     """{column prefix: the scorer registered for it in this process} (no model is loaded)."""
     with _LOCK:
-        prefixes = list(_REGISTRY)
-    return {p: entry["scorer"] for p in prefixes if (entry := _chosen(p)[0]) is not None}
+        return {prefix: _chosen(entries)["scorer"] for prefix, entries in _REGISTRY.items()}
 
 
 def registered_info(prefix: str) -> Optional[dict]:
     """The provenance of the scorer registered for `prefix`, or None; loads its model if it
     never ran in this process (e.g. it scored only in ``num_proc`` workers), then cached."""
-    entry, count = _chosen(prefix)
-    if entry is None:
-        return None
+    with _LOCK:
+        entries = _REGISTRY.get(prefix)
+        if not entries:
+            return None
+        entry, count = _chosen(entries), len(entries)
     if count > 1 and (prefix, count) not in _WARNED:
         _WARNED.add((prefix, count))
         logger.warning(
@@ -276,10 +273,9 @@ def read_hub_provenance(repo_id: str, *, revision: Optional[str] = None) -> dict
         # Most Hub datasets were not made by hf-selectit; the file is optional.
         return {}
     try:
-        data = json.loads(Path(local).read_text(encoding="utf-8"))
+        return _provenance_entries(read_published(local), published=True)
     except json.JSONDecodeError:
         return {}
-    return _provenance_entries(data, published=True)
 
 
 def scorers_of(subset: "Dataset", scored: Optional["Dataset"] = None,

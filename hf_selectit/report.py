@@ -19,6 +19,7 @@ from .errors import ConfigError, SchemaError
 from .markdown import md_code, md_text
 from .methods import columns as schema
 from .metrics import stats
+from .prompts import detect_schema, extract_pairs
 from .select import group_codes, scores_and_errors, selection_rule, selectit_ranking
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,8 +86,7 @@ class SelectionReport:
                 lines.append(f"| Mean {part} length (chars) | {_num(self.lengths['all'][part], 1)} | "
                              f"{_num(self.lengths['kept'][part], 1)} |")
         ex = self.excluded
-        random = bool(self.rule) and str(self.rule.get("method")) == "random"
-        rest = "not drawn" if random else "below the cut"
+        rest = "not drawn" if self.rule and self.rule.get("method") == "random" else "below the cut"
         lines += ["", f"Excluded: {self.rows_excluded:,} rows ({ex['error_status']:,} with an error "
                       f"status, {ex['nan_score']:,} without a score, {ex['below_cut']:,} {rest})."]
         lines += self._baseline_lines()
@@ -94,9 +94,8 @@ class SelectionReport:
             # Group values and column names are the user's data: escaped for a table cell (no raw
             # HTML, no `|` or newline that would break the row).
             lines += ["", f"| {md_text(self.by)} | Rows | Selected | Share |", "|---|---:|---:|---:|"]
-            for g in self.groups:
-                share = "-" if g["share"] is None else f"{g['share']:.1%}"
-                lines.append(f"| {md_text(g['value'])} | {g['rows_in']:,} | {g['kept']:,} | {share} |")
+            lines += [f"| {md_text(g['value'])} | {g['rows_in']:,} | {g['kept']:,} | {_share(g['share'])} |"
+                      for g in self.groups]
         return "\n".join(lines) + "\n"
 
     def _baseline_lines(self) -> list[str]:
@@ -114,8 +113,7 @@ class SelectionReport:
                                ("random", f"random (seed {b['random']['seed']}; expected share "
                                           f"{b['random']['expected_share']:.1%})")):
                 o = b[key]
-                share = "-" if o["share"] is None else f"{o['share']:.1%}"
-                lines.append(f"| {label} | {o['both']:,} | {share} | {_num(o['jaccard'], 3)} "
+                lines.append(f"| {label} | {o['both']:,} | {_share(o['share'])} | {_num(o['jaccard'], 3)} "
                              f"[{_num(o['jaccard_ci_low'], 3)}, {_num(o['jaccard_ci_high'], 3)}] |")
         elif self.baselines_note:
             lines += ["", f"Baseline overlaps: not computed ({md_text(self.baselines_note)})."]
@@ -190,17 +188,20 @@ def selection_report(scored: "Dataset", subset: "Dataset", *, column: Optional[s
                                                        n_boot=n_boot, seed=seed)
     groups = None
     if by is not None:
-        codes_all, labels_all = group_codes(scored, by)
-        codes_kept, labels_kept = group_codes(subset, by)
-        kept = dict(zip(labels_kept, np.bincount(codes_kept, minlength=len(labels_kept)).tolist()))
+        kept = dict(_group_sizes(subset, by))
         groups = [{"value": label, "rows_in": n, "kept": kept.get(label, 0),
                    "share": kept.get(label, 0) / n if n else None}
-                  for label, n in zip(labels_all, np.bincount(codes_all, minlength=len(labels_all)).tolist())]
+                  for label, n in _group_sizes(scored, by)]
     return SelectionReport(
         column=column, rows_in=rows_in, rows_kept=rows_kept, rows_excluded=rows_in - rows_kept,
         excluded=excluded, scores={"all": quantiles(all_scores), "kept": quantiles(kept_scores)},
         lengths=lengths, lengths_note=note, by=by, groups=groups, rule=rule,
         length_correlation=length_corr, baselines=baselines, baselines_note=baselines_note)
+
+
+def _group_sizes(ds: "Dataset", by: str) -> list[tuple[Any, int]]:
+    codes, labels = group_codes(ds, by)
+    return list(zip(labels, np.bincount(codes, minlength=len(labels)).tolist()))
 
 
 def kept_rows(scored: "Dataset", subset: "Dataset") -> Optional[np.ndarray]:
@@ -245,11 +246,9 @@ def response_texts(ds: "Dataset") -> list[Optional[str]]:
 
 def _pairs(ds: "Dataset") -> Iterator[Any]:
     """The (instruction, response) Pair of each row, read in batches of the text columns only."""
-    from .prompts import detect_schema, extract_pairs
-
-    schema = detect_schema(ds.column_names)
-    for batch in ds.select_columns(list(schema.columns)).iter(batch_size=_LENGTH_BATCH):
-        yield from extract_pairs(batch, columns=schema)
+    text_schema = detect_schema(ds.column_names)
+    for batch in ds.select_columns(list(text_schema.columns)).iter(batch_size=_LENGTH_BATCH):
+        yield from extract_pairs(batch, columns=text_schema)
 
 
 def char_lengths(texts: Sequence[Optional[str]]) -> np.ndarray:
@@ -283,11 +282,13 @@ def quantiles(values: np.ndarray) -> dict[str, Any]:
 def mean_lengths(ds: "Dataset") -> dict[str, Any]:
     """Mean instruction (X as scored) and response length in characters over readable rows."""
     sizes = [(len(p.instruction), len(p.response)) for p in _pairs(ds) if p.error is None]
-    if not sizes:
-        return {"instruction": None, "response": None, "rows": 0}
-    return {"instruction": sum(x for x, _ in sizes) / len(sizes),
-            "response": sum(y for _, y in sizes) / len(sizes), "rows": len(sizes)}
+    instruction, response = np.mean(sizes, axis=0).tolist() if sizes else (None, None)
+    return {"instruction": instruction, "response": response, "rows": len(sizes)}
 
 
 def _num(value: Optional[float], digits: int = 4) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _share(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"

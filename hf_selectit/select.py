@@ -23,6 +23,7 @@ from ._version import __version__
 from .config import DEFAULT_RATIO, ORDERS
 from .config import selection_rule as _resolve_rule
 from .errors import ConfigError, ScoreColumnError
+from .formulas import model_level_scores, model_weights
 from .methods import columns as schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -227,14 +228,11 @@ def select_top(ds: "Dataset", *, ratio: Optional[float] = DEFAULT_RATIO, k: Opti
         rows_error=n_errors, rows_nan=n_nan, rows_valid=int(eligible.sum()), groups=groups)
 
 
-CUTOFFS = ("ifd", "ifd-strict")
-
-
 def _resolve_cutoff(cutoff: Any, column: str, cols: Any) -> Optional[str]:
     if cutoff == "auto":
         # The method's own default (IFD and r-IFD: the cut-off at 1), for its main score only.
         return cols.cutoff if column == cols.score else None
-    if cutoff is None or cutoff in CUTOFFS:
+    if cutoff is None or cutoff in ("ifd", "ifd-strict"):
         return cutoff
     raise ConfigError(f"cutoff={cutoff!r} is invalid: expected 'auto', 'ifd' (drop scores > 1, Cherry), "
                       "'ifd-strict' (drop scores >= 1, Superfiltering) or None (no cut-off).")
@@ -250,12 +248,8 @@ def _check_below_one(columns: Any) -> list:
 
 def _cutoff_mask(ds: "Dataset", scores: np.ndarray, cut: Optional[str], below: list) -> np.ndarray:
     """Rows the IFD cut-off drops: score > 1 ("ifd") or >= 1 ("ifd-strict"), or not < 1 in `below`."""
-    drop = np.zeros(len(scores), dtype=bool)
     with np.errstate(invalid="ignore"):
-        if cut == "ifd":
-            drop |= scores > 1
-        elif cut == "ifd-strict":
-            drop |= scores >= 1
+        drop = {"ifd": scores > 1, "ifd-strict": scores >= 1}.get(cut, np.zeros(len(scores), dtype=bool))
         for other in below:
             values, errors = scores_and_errors(ds, other)
             drop |= ~(values < 1) | errors  # NaN fails too
@@ -300,12 +294,8 @@ def _select_and_record(ds: "Dataset", keep: np.ndarray, **fields: Any) -> "Datas
 
 
 def selection_rule(ds: "Dataset") -> Optional[dict]:
-    """The rule :func:`select_top` / :func:`select_random` recorded on a subset, or None.
-
-    Example:
-        >>> selection_rule(select_top(ds, ratio=0.2))["rows_kept"]
-        10400
-    """
+    """The rule :func:`select_top` / :func:`select_random` recorded on a subset (its parameters and
+    counts: docs/method.md section 5), or None."""
     chosen = provenance.selection_of(ds)
     return dict(chosen.rule) if chosen is not None else None
 
@@ -335,25 +325,21 @@ def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
     """
     from datasets import Dataset
 
-    from .formulas import model_level_scores, model_weights
-
     if isinstance(columns, (str, tuple)) or not isinstance(columns, Sequence) or not columns:
         raise ConfigError(f"columns={columns!r} is invalid: expected a non-empty list of score column names "
                           "(or (dataset, column) pairs), e.g. ['m1_sentence_score', 'm2_sentence_score'].")
     sources: list[tuple[Any, str, str]] = []  # (dataset, column, label)
     for i, spec in enumerate(columns):
-        if isinstance(spec, str):
-            sources.append((ds, spec, spec))
-        elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Dataset)
-              and isinstance(spec[1], str)):
-            other, name = spec
-            if len(other) != len(ds):
-                raise ConfigError(f"columns[{i}]: the dataset holding {name!r} has {len(other)} rows, "
-                                  f"expected {len(ds)} (the same rows in the same order as ds).")
-            sources.append((other, name, f"{name}@columns[{i}]"))
-        else:
+        pair = (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Dataset)
+                and isinstance(spec[1], str))
+        if not (pair or isinstance(spec, str)):
             raise ConfigError(f"columns[{i}]={spec!r} is invalid: expected a column name or a "
                               "(Dataset, column_name) pair.")
+        src, name = spec if pair else (ds, spec)
+        if len(src) != len(ds):
+            raise ConfigError(f"columns[{i}]: the dataset holding {name!r} has {len(src)} rows, "
+                              f"expected {len(ds)} (the same rows in the same order as ds).")
+        sources.append((src, name, f"{name}@columns[{i}]" if pair else name))
     if output in [name for src, name, _ in sources if src is ds]:
         raise ConfigError(f"output={output!r} is one of the input columns; choose another name.")
     scores = np.stack([score_array(src, name) for src, name, _ in sources])
@@ -390,9 +376,8 @@ def fuse_models(ds: "Dataset", *, columns: Sequence[Union[str, tuple]],
         status[np.isnan(row_scores)] = schema.error_status(f"no score in {label}")
         errors = schema.error_mask(src, cols.status)
         if errors is not None and errors.any():
-            reasons = np.asarray(src.with_format("arrow")[cols.status].to_numpy(
-                zero_copy_only=False), dtype=object)
-            status[errors] = [schema.error_status(f"{label}: {schema.error_reason(r)}") for r in reasons[errors]]
+            reasons = src.with_format("arrow")[cols.status].to_numpy(zero_copy_only=False)[errors]
+            status[errors] = [schema.error_status(f"{label}: {schema.error_reason(r)}") for r in reasons]
 
     status_out = schema.fused(output, higher_is_better=higher).status
     existing = [c for c in (output, status_out) if c in ds.column_names]

@@ -10,9 +10,14 @@ import logging
 import re
 import sys
 import traceback
+from collections import Counter
 from dataclasses import fields
 from typing import Any, Callable
 
+from . import options as opt
+from .atomic import write_text
+from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions,
+                     RunOptions, ScorerConfig, SelectConfig)
 from .errors import ConfigError, SchemaError, ScoreColumnError, SelectITError, VersionExistsError
 from .redaction import redact
 
@@ -37,8 +42,6 @@ console = Console()
 
 def write_report(result: Any, report: Any) -> None:
     """Write a SelectionReport where ``report`` (ReportOptions) says: Markdown and/or JSON."""
-    from .atomic import write_text
-
     if report.report:
         write_text(report.report, result.to_markdown())
     if report.report_json:
@@ -72,8 +75,6 @@ def run_with_progress(config: Any) -> int:
     print_summary(summary)
     if subset is not None and "kind" in subset.column_names:
         # The demo's rows say what they are: show a curator what the scorer preferred.
-        from collections import Counter
-
         total, kept = Counter(scored["kind"]), Counter(subset["kind"])
         console.info("  kept by kind       " + ", ".join(f"{k} {kept.get(k, 0)}/{n}" for k, n in sorted(total.items())))
     where = summary.published or summary.subset_output or summary.output
@@ -83,8 +84,7 @@ def run_with_progress(config: Any) -> int:
 
 
 def print_summary(summary: Any) -> None:
-    """Print the end-of-run summary of a RunSummary (not with --quiet): rows scored, truncated,
-    errors, kept, time, rows/s."""
+    """Print the end-of-run summary of a RunSummary (not with --quiet)."""
     rate, n = summary.rows_per_second, len(summary.models)
     ray = any(m.engine == "ray" for m in summary.models)
     where = f" by {summary.processes} {'Ray actors' if ray else 'processes'}" if summary.processes > 1 or ray else ""
@@ -97,10 +97,9 @@ def print_summary(summary: Any) -> None:
              f"  rows               {summary.rows}", *scoring,
              f"  truncated          {summary.truncated}", f"  errors             {summary.errors}"]
     if summary.kept is not None:
-        cut = getattr(summary, "rows_cut", 0)
-        why = f"; the IFD cut-off at 1 dropped {cut} row(s) first" if cut else ""
+        why = f"; the IFD cut-off at 1 dropped {summary.rows_cut} row(s) first" if summary.rows_cut else ""
         lines.append(f"  kept               {summary.kept} (by {summary.select_column}{why})")
-    v = getattr(summary, "validation", None)
+    v = summary.validation
     if v and "skipped" in v:
         lines.append(f"  validation         skipped: {v['skipped']}")
     elif v:
@@ -116,10 +115,9 @@ def print_summary(summary: Any) -> None:
         redone = f", {len(m.shards_rescored)} invalid checkpoints rescored" if m.shards_rescored else ""
         lines.append(f"  model {m.model or 'embedded SmolLM2-135M-Instruct'} [{m.column_prefix}]: "
                      f"{m.shards_scored} of {m.shards} shards scored{resumed}{redone}")
-    for label, value in (("scored dataset    ", summary.output), ("subset            ", summary.subset_output),
-                         ("published         ", summary.published)):
-        if value:
-            lines.append(f"  {label} {value}")
+    outputs = (("scored dataset", summary.output), ("subset", summary.subset_output),
+               ("published", summary.published))
+    lines += [f"  {label:<18} {value}" for label, value in outputs if value]
     console.info("\n".join(lines))
 
 
@@ -187,10 +185,6 @@ def cli_terms(message: str) -> str:
     Values already labelled by the loader (``--ratio=...``, ``run.yaml: select.ratio=...``)
     are left alone.
     """
-    from . import options as opt
-    from .config import (METHOD_CONFIGS, FusionConfig, IOConfig, PublishConfig, RayConfig, ReportOptions,
-                         RunOptions, ScorerConfig, SelectConfig)
-
     message = _CARD_LICENSE.sub(lambda m: f"--license {m.group(1)}", message)
     flags: dict = {}
     for cls in (*METHOD_CONFIGS.values(), IOConfig, RunOptions, RayConfig, SelectConfig, PublishConfig,
@@ -199,10 +193,9 @@ def cli_terms(message: str) -> str:
             flags.setdefault(f.name, opt.flag_of(cls, f.name))
 
     def swap(m: "re.Match[str]") -> str:
-        name, literal = m.group(1), m.group(2)
-        if name not in flags:
+        flag = flags.get(m.group(1))
+        if flag is None:
             return m.group(0)
-        flag = flags[name]
-        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(literal, flag + "=")
+        return {"True": flag, "False": "--no-" + flag[2:], "...": flag + " ..."}.get(m.group(2), flag + "=")
 
     return _KWARG.sub(swap, message)

@@ -114,6 +114,20 @@ def build_prompt(rating_prompt: str, instruction: str, response: str) -> str:
     return "".join(prompt_parts(rating_prompt, instruction, response))
 
 
+def in_chat_template(tokenizer: Any, messages: list, spans: list, **kwargs: Any) -> tuple[str, list]:
+    """`messages` through the tokenizer's chat template with the generation prompt, and the cuttable
+    `spans` of the last message's content moved to where that content lands (none, so nothing is
+    cut, when the template rewrote it). `kwargs` go to `apply_chat_template`."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    content = messages[-1]["content"]
+    # Some templates trim message contents: the trailing whitespace goes, the cuttable parts stay
+    # where they were relative to the message's start.
+    offset = text.find(content)
+    if offset < 0:
+        offset = text.find(content.rstrip())
+    return text, [] if offset < 0 else [(kind, start + offset, end + offset) for kind, start, end in spans]
+
+
 # --- schemas ----------------------------------------------------------------------------------
 
 

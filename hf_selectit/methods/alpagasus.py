@@ -11,6 +11,7 @@ from ..config import AlpaGasusConfig
 from ..engine import join_segments
 from ..errors import ConfigError
 from ..formulas import expected_ratings
+from ..prompts import in_chat_template
 from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer, template_segments
 
@@ -35,16 +36,15 @@ USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Re
 
 
 def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
-    """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (instruction, input) may lose its tail, "y" (response) its middle. The input block is
-    there even when the input is empty."""
+    """The user message as (kind, text) pieces (`engine.join_segments`); the input block is there
+    even when the input is empty."""
     return template_segments(USER_TEMPLATE, instruction=("x", instruction), input=("x", input_text),
                              output=("y", response))
 
 
 def user_message(instruction: str, input_text: str, response: str) -> str:
     """The user message for one row (the authors' format string)."""
-    return "".join(text for _, text in user_segments(instruction, input_text, response))
+    return join_segments(user_segments(instruction, input_text, response))[0]
 
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
@@ -100,15 +100,7 @@ class AlpaGasusScorer(BaseScorer):
         user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
-        text = state.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, **kwargs)
-        # Some templates trim message contents: the trailing whitespace of the rating request
-        # goes, the cuttable parts stay where they were relative to the message's start.
-        offset = text.find(user)
-        if offset < 0:
-            offset = text.find(user.rstrip())
-        if offset < 0:  # the template rewrote the message: no safe cut points
-            return [("alpagasus", text, [])]
-        return [("alpagasus", text, [(kind, start + offset, end + offset) for kind, start, end in spans])]
+        return [("alpagasus", *in_chat_template(state.tokenizer, chat, spans, **kwargs))]
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)

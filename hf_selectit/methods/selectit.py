@@ -17,7 +17,7 @@ from ..config import ScorerConfig
 from ..engine import config_state
 from ..errors import ConfigError
 from ..formulas import selectit_scores
-from ..prompts import prompt_parts, resolve_prompts
+from ..prompts import in_chat_template, prompt_parts, resolve_prompts
 from ..rating_tokens import RATINGS
 from .base import BaseScorer
 from .columns import SCHEMAS
@@ -97,24 +97,17 @@ class SelectITScorer(BaseScorer):
         return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
 
     def _texts(self, pair: Any, state: Any) -> list:
-        """One text per rating prompt; its spans (instruction start, instruction end, response
-        start, response end) leave the rating prompt, markers, rating question and chat template
-        whole when a row is truncated."""
+        """One text per rating prompt; a truncated row is cut in its instruction and response only
+        (the rating prompt, markers, rating question and chat template stay whole)."""
         out = []
         for j, rp in enumerate(self.prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
-            prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
-            text, offset = prompt, 0
-            if self.config.template == "chat":
-                text = state.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-                offset = text.find(prompt)
-                if offset < 0:  # the template rewrote the text: no safe cut points
-                    out.append((j, text, (0, 0, 0, 0)))
-                    continue
             x_end = len(head) - len(_RESPONSE_MARKER)
-            spans = (x_end - len(pair.instruction), x_end, len(head), len(head) + len(response))
-            out.append((j, text, tuple(offset + position for position in spans)))
+            spans = [("x", x_end - len(pair.instruction), x_end), ("y", len(head), len(head) + len(response))]
+            text = head + response + tail  # == build_prompt(...), by prompt_parts' contract
+            if self.config.template == "chat":
+                text, spans = in_chat_template(state.tokenizer, [{"role": "user", "content": text}], spans)
+            out.append((j, text, spans))
         return out
 
 

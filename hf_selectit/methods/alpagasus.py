@@ -32,7 +32,8 @@ RATING_REQUEST = (
     "evaluation, avoiding any potential bias. \n\n"
 )
 #: The user message as the authors format it (no space in "###Instruction").
-USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n" + RATING_REQUEST
+USER_TEMPLATE = ("###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n"
+                 + RATING_REQUEST)
 
 
 def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
@@ -82,9 +83,10 @@ class AlpaGasusScorer(BaseScorer):
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"AlpaGasus asks the judge through its chat template (a system and a user "
-                              f"message, then the generation prompt), but the tokenizer of {name} has no chat "
-                              "template. Use an instruction-tuned judge that has one (e.g. a '-Instruct' or "
-                              "'-chat' model), or pass chat_template='<Jinja template>' to AlpaGasusScorer.")
+                              f"message, then the generation prompt), but the tokenizer of {name} has no "
+                              "chat template. Use an instruction-tuned judge that has one (e.g. a "
+                              "'-Instruct' or '-chat' model), or pass chat_template='<Jinja template>' to "
+                              "AlpaGasusScorer.")
         return super().prepare(model, tokenizer, name)
 
     def _method_info(self, state: Any) -> dict:

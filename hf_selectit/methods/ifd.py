@@ -43,10 +43,7 @@ class IFDScorer(BaseScorer):
     """Adds IFD columns (`ifd_score`, `ifd_conditioned_loss`, `ifd_direct_loss`, `ifd_status`).
 
     For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`; the
-    options are the fields of `IFDConfig` (listed by ``help(IFDScorer)``).
-
-    Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
+    options are the fields of `IFDConfig` (``help(IFDScorer)``), checked here (ConfigError).
 
     Example:
         >>> ds = ds.map(IFDScorer("gpt2", preset="superfiltering"), batched=True)

@@ -9,6 +9,7 @@ once; the text, its truncation and the scores: docs/method.md sections 1-3 (fing
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any, Mapping, Optional, Sequence
@@ -30,12 +31,10 @@ class SelectITScorer(BaseScorer):
     """Adds SelectIT scores to a batch of rows; made for `Dataset.map(scorer, batched=True)`.
 
     The model loads lazily on the first call, once per process (device: see `device`). Options:
-    the fields of `ScorerConfig`; a transformers model already in memory (with its `tokenizer`) is
-    used as it is: not moved, not reloaded, fingerprinted by its name, commit and config (not its
-    weights), and refused by `num_proc` > 1 (pass a path there).
-
-    Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
+    the fields of `ScorerConfig`, checked here (ConfigError) before any model loads; a transformers
+    model already in memory (with its `tokenizer`) is used as it is: not moved, not reloaded,
+    fingerprinted by its name, commit and config (not its weights), and refused by `num_proc` > 1
+    (pass a path there).
 
     Example:
         >>> scorer = SelectITScorer(prompts=5, alpha=0.2)
@@ -51,10 +50,9 @@ class SelectITScorer(BaseScorer):
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
 
-    def _setup(self, config: ScorerConfig, preloaded: Optional[tuple] = None) -> None:
-        # The rating prompt texts in use (ScorerConfig has checked them).
-        self.prompt_texts = tuple(resolve_prompts(config.prompts, prompt_set=config.prompt_set))
-        super()._setup(config, preloaded)
+    @functools.cached_property
+    def prompt_texts(self) -> tuple:  # the rating prompt texts in use (ScorerConfig has checked them)
+        return resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set)
 
     @property
     def add_special_tokens(self) -> bool:  # type: ignore[override]
@@ -117,7 +115,8 @@ _SCORERS: dict = {}
 _SCORERS_LOCK = threading.Lock()
 
 
-def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None, **scorer_kwargs: Any) -> dict:
+def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None,
+                   **scorer_kwargs: Any) -> dict:
     """`SelectITScorer(**scorer_kwargs)(batch, rank)` with one scorer (and model) per process.
 
     For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of

@@ -56,9 +56,7 @@ PROMPT_SETS: dict[str, tuple] = {"paper": RATING_PROMPTS, "zero-to-five": RATING
 _ANSWER_TAIL = "\nThe answer is: \n"
 
 
-def resolve_prompts(
-    prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper"
-) -> tuple[str, ...]:
+def resolve_prompts(prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper") -> tuple[str, ...]:
     """The rating prompt texts to score with: the first n (1..9; the paper uses 5) of
     ``prompt_set`` ("paper" or "zero-to-five"), or a sequence of non-empty texts used as given
     (else a ConfigError)."""
@@ -217,9 +215,8 @@ def _check_present(schema: Schema, names: Sequence[str], what: str, fix: str) ->
     return schema
 
 
-def detect_schema(
-    column_names: Iterable[str], *, columns: Optional[Union[Mapping[str, Any], Schema]] = None
-) -> Schema:
+def detect_schema(column_names: Iterable[str], *,
+                  columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> Schema:
     """How a dataset's rows map to (instruction, response): detected in the order of docs/method.md 1
     (`_PAIR_SCHEMAS`), or the explicit `columns` mapping (a :class:`Schema` is checked and returned).
     A SchemaError when none matches or a column is absent, a ConfigError for a malformed `columns`.
@@ -322,11 +319,8 @@ def _fields_from_chat(turns: Any, column: str) -> Fields:
     return Fields(instruction, "", response) if response.strip() else _bad("empty response")
 
 
-def extract_pairs(
-    batch: Mapping[str, Sequence[Any]],
-    *,
-    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
-) -> list[Pair]:
+def extract_pairs(batch: Mapping[str, Sequence[Any]], *,
+                  columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> list[Pair]:
     """One (instruction, response) :class:`Pair` per row of a ``map(batched=True)`` batch, in row
     order; a row that cannot be scored has ``error`` set. `columns`: see :func:`detect_schema`.
 
@@ -338,11 +332,8 @@ def extract_pairs(
             for f in extract_fields(batch, columns=columns)]
 
 
-def extract_fields(
-    batch: Mapping[str, Sequence[Any]],
-    *,
-    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
-) -> list[Fields]:
+def extract_fields(batch: Mapping[str, Sequence[Any]], *,
+                   columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> list[Fields]:
     """One :class:`Fields` per row of a batch, by the rules of :func:`extract_pairs`.
 
     Example:

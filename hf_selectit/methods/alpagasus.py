@@ -36,16 +36,10 @@ USER_TEMPLATE = ("###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### R
                  + RATING_REQUEST)
 
 
-def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
-    """The user message as (kind, text) pieces (`engine.join_segments`); the input block is there
-    even when the input is empty."""
-    return template_segments(USER_TEMPLATE, instruction=("x", instruction), input=("x", input_text),
-                             output=("y", response))
-
-
 def user_message(instruction: str, input_text: str, response: str) -> str:
-    """The user message for one row (the authors' format string)."""
-    return join_segments(user_segments(instruction, input_text, response))[0]
+    """The user message for one row (the authors' format string; the input block is there even
+    when the input is empty)."""
+    return USER_TEMPLATE.format(instruction=instruction, input=input_text, output=response)
 
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
@@ -99,7 +93,11 @@ class AlpaGasusScorer(BaseScorer):
         }
 
     def _texts(self, fields: Any, state: Any) -> list:
-        user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
+        # user_message in pieces: when too long, "x" (instruction, input) loses its tail, "y" (the
+        # response) its middle.
+        parts = {"instruction": ("x", fields.instruction), "input": ("x", fields.input),
+                 "output": ("y", fields.response)}
+        user, spans = join_segments(template_segments(USER_TEMPLATE, **parts))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
         return [("alpagasus", *in_chat_template(state.tokenizer, chat, spans, **kwargs))]

@@ -36,14 +36,12 @@ def complexity_prompt(instruction: str) -> str:
 class DeitaScorer(BaseScorer):
     """Adds DEITA's quality and/or complexity score; made for `Dataset.map(scorer, batched=True)`.
 
-    Columns (default prefix "deita_"): kind="both": `deita_quality`, `deita_complexity`,
-    `deita_score` (complexity x quality); kind="quality" or "complexity": that one column. Always
-    `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
-    `deita_status`. DEITA's own scorers are hkust-nlp/deita-quality-scorer and
-    -complexity-scorer; one model scores both kinds here. Options: the fields of `DeitaConfig`.
+    kind="both" gives `deita_quality`, `deita_complexity` and `deita_score` (complexity x quality),
+    else that kind's column; always `deita_rating_mass` and `deita_status` (docs/method.md 7.4, 7.5).
+    DEITA's own scorers are hkust-nlp/deita-quality-scorer and -complexity-scorer; one model scores
+    both kinds here. Options: the fields of `DeitaConfig`, checked here (ConfigError).
 
     Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
         RatingTokenError: the tokenizer has no distinct single tokens for "1".."6" (first call).
 
     Example:

@@ -1,11 +1,7 @@
-"""The text SelectIT scores: rating prompts, the prompt template, and dataset schemas.
+"""The text SelectIT scores: rating prompts, the prompt template, and dataset schemas (docs/method.md 1).
 
-Pure text, no model and no I/O. This module is the only place in the package that knows column
-names: everything else asks :func:`extract_pairs` for one (instruction, response) pair per row.
-The template, the schema detection order, X of a row with an input and the multi-turn rule are
-docs/method.md section 1. Bad rows never raise: they come back with ``error`` set (see
-:class:`Pair`); only a schema that cannot be resolved at all raises
-:class:`~hf_selectit.errors.SchemaError`.
+Pure text, no model and no I/O; the only module that knows a dataset's column names (everything
+else asks :func:`extract_pairs`). A bad row never raises: it comes back with ``error`` set.
 """
 
 from __future__ import annotations
@@ -23,29 +19,25 @@ logger = logging.getLogger(__name__)
 
 #: The nine rating prompts of docs/method.md section 1, verbatim (prompt 4 contains U+2014 em dashes).
 RATING_PROMPTS: tuple[str, ...] = (
-    "Assign a score from 1 to 5 to each assistant based on how accurately they follow the "
-    "instructions and response provided, ensuring the score is represented clearly on its own.",
-    "Score each assistant on a scale from one to five, reflecting the accuracy of their adherence "
-    "to the instructions and input, and present this score plainly without the need for extra "
-    "details.",
-    "Rate each assistant's response accuracy to the given task and input on a scale of 1 to 5, "
-    "with 5 being the most precise; the score should be self-explanatory and presented as a "
-    "single line.",
-    "Evaluate the assistants by the correctness of their response to the provided directions and "
-    "response, giving them a rating between 1 and 5\u2014where a 5 indicates top accuracy\u2014and "
-    "output the score clearly as a standalone line.",
-    "Rate each assistant on a scale of 1 to 5 based on their adherence to the instructions and "
-    "the accuracy of their responses, with the score clearly displayed.",
-    "For each assistant, allocate a score between 1 and 5 reflecting how precisely they follow "
-    "instructions and their response accuracy, making sure the score is distinctly visible.",
-    "Score each assistant from one to five, judging by how well they follow the given "
-    "instructions and the correctness of their replies, and ensure that the score is clearly "
-    "marked.",
-    "Assign to every assistant a score ranging from 1 to 5, evaluating their compliance with "
-    "instructions and the precision of their feedback, with the score being conspicuously "
-    "presented.",
-    "Provide a score of 1 to 5 for each assistant, considering their fidelity to instructions and "
-    "the accuracy of their answers, and ensure the score is clearly indicated.",
+    "Assign a score from 1 to 5 to each assistant based on how accurately they follow the instructions and "
+    "response provided, ensuring the score is represented clearly on its own.",
+    "Score each assistant on a scale from one to five, reflecting the accuracy of their adherence to the "
+    "instructions and input, and present this score plainly without the need for extra details.",
+    "Rate each assistant's response accuracy to the given task and input on a scale of 1 to 5, with 5 being "
+    "the most precise; the score should be self-explanatory and presented as a single line.",
+    "Evaluate the assistants by the correctness of their response to the provided directions and response, "
+    "giving them a rating between 1 and 5\u2014where a 5 indicates top accuracy\u2014and output the score "
+    "clearly as a standalone line.",
+    "Rate each assistant on a scale of 1 to 5 based on their adherence to the instructions and the accuracy "
+    "of their responses, with the score clearly displayed.",
+    "For each assistant, allocate a score between 1 and 5 reflecting how precisely they follow instructions "
+    "and their response accuracy, making sure the score is distinctly visible.",
+    "Score each assistant from one to five, judging by how well they follow the given instructions and the "
+    "correctness of their replies, and ensure that the score is clearly marked.",
+    "Assign to every assistant a score ranging from 1 to 5, evaluating their compliance with instructions "
+    "and the precision of their feedback, with the score being conspicuously presented.",
+    "Provide a score of 1 to 5 for each assistant, considering their fidelity to instructions and the "
+    "accuracy of their answers, and ensure the score is clearly indicated.",
 )
 
 #: The same nine with the authors' wording before 2024-03-31 (prompt 2 "from zero to five",
@@ -64,16 +56,10 @@ PROMPT_SETS: dict[str, tuple] = {"paper": RATING_PROMPTS, "zero-to-five": RATING
 _ANSWER_TAIL = "\nThe answer is: \n"
 
 
-def resolve_prompts(
-    prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper"
-) -> tuple[str, ...]:
+def resolve_prompts(prompts: Union[int, Sequence[str]] = 5, *, prompt_set: str = "paper") -> tuple[str, ...]:
     """The rating prompt texts to score with: the first n (1..9; the paper uses 5) of
-    ``prompt_set`` ("paper" or "zero-to-five"), or a sequence of non-empty texts used as given.
-
-    Raises:
-        ConfigError: ``prompts`` is out of range, empty, a bare string, or holds a non-string or
-            empty text; or ``prompt_set`` is unknown.
-    """
+    ``prompt_set`` ("paper" or "zero-to-five"), or a sequence of non-empty texts used as given
+    (else a ConfigError)."""
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt_set={prompt_set!r} is invalid: expected one of {list(PROMPT_SETS)}.")
     most = len(RATING_PROMPTS)
@@ -114,16 +100,26 @@ def build_prompt(rating_prompt: str, instruction: str, response: str) -> str:
     return "".join(prompt_parts(rating_prompt, instruction, response))
 
 
+def in_chat_template(tokenizer: Any, messages: list, spans: list, **kwargs: Any) -> tuple[str, list]:
+    """`messages` through the tokenizer's chat template with the generation prompt, and the cuttable
+    `spans` of the last message's content moved to where that content lands (none, so nothing is
+    cut, when the template rewrote it). `kwargs` go to `apply_chat_template`."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    content = messages[-1]["content"]
+    # Some templates trim message contents: the trailing whitespace goes, the cuttable parts stay
+    # where they were relative to the message's start.
+    offset = text.find(content)
+    if offset < 0:
+        offset = text.find(content.rstrip())
+    return text, [] if offset < 0 else [(kind, start + offset, end + offset) for kind, start, end in spans]
+
+
 # --- schemas ----------------------------------------------------------------------------------
 
 
 class Pair(NamedTuple):
-    """The (instruction, response) of one row, or why there is none.
-
-    Invariant: ``error is None`` exactly when both texts are strings ready to score; when
-    ``error`` is set both texts are None and ``error`` is a short reason such as
-    ``"empty response"`` or ``"instruction is int, expected str"``.
-    """
+    """The (instruction, response) of one row, or why there is none: ``error is None`` exactly when
+    both are strings ready to score; else both are None and ``error`` says why ("empty response")."""
 
     instruction: Optional[str]
     response: Optional[str]
@@ -131,14 +127,9 @@ class Pair(NamedTuple):
 
 
 class Fields(NamedTuple):
-    """The instruction, input and response of one row kept apart, or why there are none.
-
-    For methods whose prompt has its own input block (AlpaGasus, the IFD templates). ``input`` is
-    the row's input column when it has text and the instruction is non-empty; otherwise ``""``
-    and ``instruction`` is X of :func:`extract_pairs` (so ``instruction + "\\n" + input`` is X
-    whenever ``input`` is non-empty). Chat rows: X and ``""``. Same invariant as :class:`Pair`:
-    ``error is None`` exactly when the three texts are strings ready to score.
-    """
+    """:class:`Pair` with the input kept apart, for prompts with their own input block (AlpaGasus,
+    IFD). ``input`` is ``""`` unless both it and the instruction have text, so X is
+    ``instruction + "\\n" + input`` when ``input`` is non-empty, else ``instruction``."""
 
     instruction: Optional[str]
     input: Optional[str]
@@ -224,17 +215,11 @@ def _check_present(schema: Schema, names: Sequence[str], what: str, fix: str) ->
     return schema
 
 
-def detect_schema(
-    column_names: Iterable[str], *, columns: Optional[Union[Mapping[str, Any], Schema]] = None
-) -> Schema:
-    """Find how a dataset's rows map to (instruction, response): detection in the order of
-    docs/method.md section 1 (pairs: `_PAIR_SCHEMAS`), or the explicit `columns` mapping (a
-    :class:`Schema` is checked and returned).
-
-    Raises:
-        SchemaError: no supported schema matches, or a mapped column does not exist; the message
-            lists the dataset's columns and the ``columns=`` fix.
-        ConfigError: ``columns`` itself is malformed (unknown keys, missing keys, non-str names).
+def detect_schema(column_names: Iterable[str], *,
+                  columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> Schema:
+    """How a dataset's rows map to (instruction, response): detected in the order of docs/method.md 1
+    (`_PAIR_SCHEMAS`), or the explicit `columns` mapping (a :class:`Schema` is checked and returned).
+    A SchemaError when none matches or a column is absent, a ConfigError for a malformed `columns`.
 
     Example:
         >>> detect_schema(["instruction", "input", "output"]).describe()
@@ -299,10 +284,9 @@ def _fields_from_chat(turns: Any, column: str) -> Fields:
     if not turns:
         return _bad(f"empty {column}")
     parsed: list[tuple[str, str]] = []  # (normalised role, content)
-    last_assistant = -1
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
-            return _bad(f"turn {i} is {type(turn).__name__}, expected dict")
+            return _type_error(f"turn {i}", turn, "dict")
         # Arrow gives every turn struct the union of keys, absent ones as None, so test values.
         if turn.get("role") is not None:
             role, content = turn["role"], turn.get("content")
@@ -310,16 +294,13 @@ def _fields_from_chat(turns: Any, column: str) -> Fields:
             role, content = turn["from"], turn.get("value")
         else:
             return _bad(f"turn {i} has neither 'role'/'content' nor 'from'/'value' keys")
-        if not isinstance(role, str):
-            return _bad(f"turn {i} role is {type(role).__name__}, expected str")
-        if not isinstance(content, str):
-            return _bad(f"turn {i} content is {type(content).__name__}, expected str")
-        norm = _ROLES.get(role.lower())
-        if norm is None:
+        for key, value in (("role", role), ("content", content)):
+            if not isinstance(value, str):
+                return _type_error(f"turn {i} {key}", value)
+        if role.lower() not in _ROLES:
             return _bad(f"turn {i} has unknown role {role!r}")
-        if norm == "assistant":
-            last_assistant = i
-        parsed.append((norm, content))
+        parsed.append((_ROLES[role.lower()], content))
+    last_assistant = max((i for i, (role, _) in enumerate(parsed) if role == "assistant"), default=-1)
     if last_assistant < 0:
         return _bad("no assistant turn")
     if last_assistant == 0:
@@ -338,18 +319,10 @@ def _fields_from_chat(turns: Any, column: str) -> Fields:
     return Fields(instruction, "", response) if response.strip() else _bad("empty response")
 
 
-def extract_pairs(
-    batch: Mapping[str, Sequence[Any]],
-    *,
-    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
-) -> list[Pair]:
+def extract_pairs(batch: Mapping[str, Sequence[Any]], *,
+                  columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> list[Pair]:
     """One (instruction, response) :class:`Pair` per row of a ``map(batched=True)`` batch, in row
-    order; a row that cannot be scored has ``error`` set instead of raising. `columns`: see
-    :func:`detect_schema`.
-
-    Raises:
-        SchemaError: the columns match no supported schema, or a mapped column is missing.
-        ConfigError: ``columns`` is malformed.
+    order; a row that cannot be scored has ``error`` set. `columns`: see :func:`detect_schema`.
 
     Example:
         >>> extract_pairs({"instruction": ["Add 2+2"], "input": [""], "output": ["4"]})
@@ -359,13 +332,9 @@ def extract_pairs(
             for f in extract_fields(batch, columns=columns)]
 
 
-def extract_fields(
-    batch: Mapping[str, Sequence[Any]],
-    *,
-    columns: Optional[Union[Mapping[str, Any], Schema]] = None,
-) -> list[Fields]:
-    """One :class:`Fields` per row of a batch, in row order, by the rules of :func:`extract_pairs`
-    (bad rows carry the same ``error``).
+def extract_fields(batch: Mapping[str, Sequence[Any]], *,
+                   columns: Optional[Union[Mapping[str, Any], Schema]] = None) -> list[Fields]:
+    """One :class:`Fields` per row of a batch, by the rules of :func:`extract_pairs`.
 
     Example:
         >>> extract_fields({"instruction": ["Translate"], "input": ["chat"], "output": ["cat"]})

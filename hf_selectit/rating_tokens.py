@@ -8,6 +8,8 @@ score would be a made-up score.
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -56,35 +58,31 @@ def find_rating_tokens(tokenizer: Any, *, model_name: str = "the model", ratings
         >>> find_rating_tokens(AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")).pieces
         ('1', '2', '3', '4', '5')
     """
-    ratings = tuple(ratings)
-    vocab = tokenizer.get_vocab()
-    ids, variant = [_single_token(tokenizer, vocab, k, (k,)) for k in ratings], "bare"
-    if None in ids or len(set(ids)) < len(ratings):
-        bare, variant = ids, "space"
-        ids = [_single_token(tokenizer, vocab, " " + k, tuple(m + k for m in _SPACE_MARKERS))
-               for k in ratings]
-        if None in ids or len(set(ids)) < len(ratings):
-            missing_bare = [k for k, i in zip(ratings, bare) if i is None]
-            missing_space = [" " + k for k, i in zip(ratings, ids) if i is None]
-            shared = _shared_ids(ratings, bare) + _shared_ids(tuple(" " + k for k in ratings), ids)
-            detail = f"; several ratings share one token: {shared}" if shared else ""
-            raise RatingTokenError(
-                f"The tokenizer of {model_name} has no single token for the ratings "
-                f"{missing_bare} (bare digits) nor for {missing_space} (leading-space variant)"
-                f"{detail}; {method} reads the probability of each rating "
-                f"{ratings[0]}..{ratings[-1]} from one distinct vocabulary entry, so it needs a "
-                "tokenizer where each digit is one token of its own. Use another scoring model."
-            )
-    found = RatingTokens(tuple(ids), tuple(tokenizer.convert_ids_to_tokens(list(ids))), variant)
-    logger.info("Rating tokens of %s: %s variant, pieces %s, ids %s.",
-                model_name, found.variant, list(found.pieces), list(found.ids))
-    return found
+    ratings, vocab, tried = tuple(ratings), tokenizer.get_vocab(), []
+    for variant, space, markers in (("bare", "", ("",)), ("space", " ", _SPACE_MARKERS)):
+        ids = [_single_token(tokenizer, vocab, space + k, tuple(m + k for m in markers)) for k in ratings]
+        if None not in ids and len(set(ids)) == len(ratings):
+            found = RatingTokens(tuple(ids), tuple(tokenizer.convert_ids_to_tokens(ids)), variant)
+            logger.info("Rating tokens of %s: %s variant, pieces %s, ids %s.",
+                        model_name, variant, list(found.pieces), ids)
+            return found
+        tried.append({space + k: i for k, i in zip(ratings, ids)})
+    missing_bare, missing_space = ([text for text, i in t.items() if i is None] for t in tried)
+    shared = [group for t in tried for group in _shared_ids(t)]
+    detail = f"; several ratings share one token: {shared}" if shared else ""
+    raise RatingTokenError(
+        f"The tokenizer of {model_name} has no single token for the ratings "
+        f"{missing_bare} (bare digits) nor for {missing_space} (leading-space variant)"
+        f"{detail}; {method} reads the probability of each rating "
+        f"{ratings[0]}..{ratings[-1]} from one distinct vocabulary entry, so it needs a "
+        "tokenizer where each digit is one token of its own. Use another scoring model."
+    )
 
 
-def _shared_ids(texts: tuple, ids: list) -> list:
-    """The groups of ratings that map to one and the same token id (found ids only)."""
+def _shared_ids(found: dict) -> list:
+    """The groups of ratings (text: token id or None) that map to one and the same token id."""
     groups: dict = {}
-    for text, token_id in zip(texts, ids):
+    for text, token_id in found.items():
         if token_id is not None:
             groups.setdefault(token_id, []).append(text)
     return [group for group in groups.values() if len(group) > 1]
@@ -95,16 +93,9 @@ LOW_RATING_MASS = 0.5
 
 
 def warn_if_low_rating_mass(masses: Any, *, column: str, model_name: str, method: str) -> bool:
-    """Warn once per process and (method, model, column) when the median rating mass is < 0.5.
-
-    The ratings are renormalised over the rating tokens, so a model that puts 2% of its mass on
-    digits still yields confident-looking scores (docs/method.md 7.5). `masses` are one batch's
-    per-row `*_rating_mass` values (NaN for unscored rows, ignored). Returns True when the median
-    is below the threshold (whether or not a warning was logged now).
-    """
-    import math
-    import statistics
-
+    """Warn once per process and (method, model, column) when the median of one batch's rating
+    masses (`masses`, NaN for unscored rows) is below 0.5: the renormalised ratings would look
+    confident (docs/method.md 7.5). True when it is below, whether or not a warning is logged now."""
     finite = [float(m) for m in masses if m is not None and not math.isnan(float(m))]
     if not finite:
         return False

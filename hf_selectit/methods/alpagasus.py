@@ -11,6 +11,7 @@ from ..config import AlpaGasusConfig
 from ..engine import join_segments
 from ..errors import ConfigError
 from ..formulas import expected_ratings
+from ..prompts import in_chat_template
 from ..rating_tokens import RATINGS_0_5
 from .base import BaseScorer, template_segments
 
@@ -31,20 +32,14 @@ RATING_REQUEST = (
     "evaluation, avoiding any potential bias. \n\n"
 )
 #: The user message as the authors format it (no space in "###Instruction").
-USER_TEMPLATE = "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n" + RATING_REQUEST
-
-
-def user_segments(instruction: str, input_text: str, response: str) -> list[tuple[str, str]]:
-    """The user message as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (instruction, input) may lose its tail, "y" (response) its middle. The input block is
-    there even when the input is empty."""
-    return template_segments(USER_TEMPLATE, instruction=("x", instruction), input=("x", input_text),
-                             output=("y", response))
+USER_TEMPLATE = ("###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n"
+                 + RATING_REQUEST)
 
 
 def user_message(instruction: str, input_text: str, response: str) -> str:
-    """The user message for one row (the authors' format string)."""
-    return "".join(text for _, text in user_segments(instruction, input_text, response))
+    """The user message for one row (the authors' format string; the input block is there even
+    when the input is empty)."""
+    return USER_TEMPLATE.format(instruction=instruction, input=input_text, output=response)
 
 
 def messages(instruction: str, input_text: str, response: str) -> list[dict]:
@@ -82,9 +77,10 @@ class AlpaGasusScorer(BaseScorer):
     def prepare(self, model: Any, tokenizer: Any, name: str) -> Any:
         if self.config.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"AlpaGasus asks the judge through its chat template (a system and a user "
-                              f"message, then the generation prompt), but the tokenizer of {name} has no chat "
-                              "template. Use an instruction-tuned judge that has one (e.g. a '-Instruct' or "
-                              "'-chat' model), or pass chat_template='<Jinja template>' to AlpaGasusScorer.")
+                              f"message, then the generation prompt), but the tokenizer of {name} has no "
+                              "chat template. Use an instruction-tuned judge that has one (e.g. a "
+                              "'-Instruct' or '-chat' model), or pass chat_template='<Jinja template>' to "
+                              "AlpaGasusScorer.")
         return super().prepare(model, tokenizer, name)
 
     def _method_info(self, state: Any) -> dict:
@@ -97,18 +93,14 @@ class AlpaGasusScorer(BaseScorer):
         }
 
     def _texts(self, fields: Any, state: Any) -> list:
-        user, spans = join_segments(user_segments(fields.instruction, fields.input, fields.response))
+        # user_message in pieces: when too long, "x" (instruction, input) loses its tail, "y" (the
+        # response) its middle.
+        parts = {"instruction": ("x", fields.instruction), "input": ("x", fields.input),
+                 "output": ("y", fields.response)}
+        user, spans = join_segments(template_segments(USER_TEMPLATE, **parts))
         chat = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         kwargs = {"chat_template": self.config.chat_template} if self.config.chat_template else {}
-        text = state.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, **kwargs)
-        # Some templates trim message contents: the trailing whitespace of the rating request
-        # goes, the cuttable parts stay where they were relative to the message's start.
-        offset = text.find(user)
-        if offset < 0:
-            offset = text.find(user.rstrip())
-        if offset < 0:  # the template rewrote the message: no safe cut points
-            return [("alpagasus", text, [])]
-        return [("alpagasus", text, [(kind, start + offset, end + offset) for kind, start, end in spans])]
+        return [("alpagasus", *in_chat_template(state.tokenizer, chat, spans, **kwargs))]
 
     def _score(self, rows: list, statuses: list, state: Any) -> dict:
         logprobs, status = self._read_ratings(rows, statuses, state, 1)

@@ -14,44 +14,34 @@ from ..rating_tokens import RATINGS_1_6
 from .base import BaseScorer, template_segments
 
 #: Verbatim from DEITA's Llama scorer (the trailing spaces are part of the prompts).
-QUALITY_TEMPLATE = (
-    "You are a helpful assistant. Please identify the quality score of the Response corresponding "
-    "to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: "
-)
-COMPLEXITY_TEMPLATE = (
-    "You are a helpful assistant. Please identify the complexity score of the following user "
-    "query. \n##Query: {instruction}  \n##Complexity: "
-)
-TEMPLATES = {"quality": QUALITY_TEMPLATE, "complexity": COMPLEXITY_TEMPLATE}
+TEMPLATES = {
+    "quality": ("You are a helpful assistant. Please identify the quality score of the Response "
+                "corresponding to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} "
+                "\n##Quality: "),
+    "complexity": ("You are a helpful assistant. Please identify the complexity score of the following user "
+                   "query. \n##Query: {instruction}  \n##Complexity: "),
+}
 
 
 def quality_prompt(instruction: str, response: str) -> str:
     """DEITA's quality prompt for one row."""
-    return QUALITY_TEMPLATE.format(instruction=instruction, output=response)
+    return TEMPLATES["quality"].format(instruction=instruction, output=response)
 
 
 def complexity_prompt(instruction: str) -> str:
     """DEITA's complexity prompt for one row."""
-    return COMPLEXITY_TEMPLATE.format(instruction=instruction)
-
-
-def segments(kind: str, instruction: str, response: str) -> list[tuple[str, str]]:
-    """The prompt of `kind` as (kind, text) pieces: "fixed" is kept whole when a row is too long,
-    "x" (the instruction) may lose its tail, "y" (the response) its middle."""
-    return template_segments(TEMPLATES[kind], instruction=("x", instruction), output=("y", response))
+    return TEMPLATES["complexity"].format(instruction=instruction)
 
 
 class DeitaScorer(BaseScorer):
     """Adds DEITA's quality and/or complexity score; made for `Dataset.map(scorer, batched=True)`.
 
-    Columns (default prefix "deita_"): kind="both": `deita_quality`, `deita_complexity`,
-    `deita_score` (complexity x quality); kind="quality" or "complexity": that one column. Always
-    `deita_rating_mass` (full-vocabulary probability on "1".."6", mean over the prompts run) and
-    `deita_status`. DEITA's own scorers are hkust-nlp/deita-quality-scorer and
-    -complexity-scorer; one model scores both kinds here. Options: the fields of `DeitaConfig`.
+    kind="both" gives `deita_quality`, `deita_complexity` and `deita_score` (complexity x quality),
+    else that kind's column; always `deita_rating_mass` and `deita_status` (docs/method.md 7.4, 7.5).
+    DEITA's own scorers are hkust-nlp/deita-quality-scorer and -complexity-scorer; one model scores
+    both kinds here. Options: the fields of `DeitaConfig`, checked here (ConfigError).
 
     Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
         RatingTokenError: the tokenizer has no distinct single tokens for "1".."6" (first call).
 
     Example:
@@ -72,7 +62,9 @@ class DeitaScorer(BaseScorer):
         return ("quality", "complexity") if self.config.kind == "both" else (self.config.kind,)
 
     def _texts(self, pair: Any, state: Any) -> list:
-        return [(k, *join_segments(segments(k, pair.instruction, pair.response))) for k in self.kinds]
+        # Cut when too long: "x" (the instruction) loses its tail, "y" (the response) its middle.
+        parts = {"instruction": ("x", pair.instruction), "output": ("y", pair.response)}
+        return [(k, *join_segments(template_segments(TEMPLATES[k], **parts))) for k in self.kinds]
 
     def _method_info(self, state: Any) -> dict:
         return {

@@ -18,6 +18,8 @@ from ..prompts import Fields as _Row
 from .base import BaseScorer
 from .columns import row_status
 
+_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+           "helpful, detailed, and polite answers to the user's questions. USER: {instruction}")
 #: The conditioned-text templates (verbatim from the authors' code). Keys: template name, then
 #: "input" (rows with an input) and "plain" (rows without).
 TEMPLATES = {
@@ -28,28 +30,20 @@ TEMPLATES = {
         "plain": ("Below is an instruction that describes a task. Write a response that appropriately "
                   "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"),
     },
-    "vicuna": {
-        "input": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                  "helpful, detailed, and polite answers to the user's questions. "
-                  "USER: {instruction}\nInput:\n{input} ASSISTANT:"),
-        "plain": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                  "helpful, detailed, and polite answers to the user's questions. USER: {instruction} ASSISTANT:"),
-    },
+    "vicuna": {"input": _VICUNA + "\nInput:\n{input} ASSISTANT:", "plain": _VICUNA + " ASSISTANT:"},
     "none": {"input": "{instruction}\n{input}\n", "plain": "{instruction}\n"},
 }
 #: The reverse instruction of Selective Reflection-Tuning (verbatim), put through the template.
-REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding instruction "
-                       "for the given response.\n{response}\nGenerate the instruction for the above response.")
+REVERSE_INSTRUCTION = ("Below is the response to an instruction, please guess the corresponding "
+                       "instruction for the given response.\n{response}\nGenerate the instruction for the "
+                       "above response.")
 
 
 class IFDScorer(BaseScorer):
     """Adds IFD columns (`ifd_score`, `ifd_conditioned_loss`, `ifd_direct_loss`, `ifd_status`).
 
     For `ds.map(scorer, batched=True[, with_rank=True, num_proc=N])`, like `SelectITScorer`; the
-    options are the fields of `IFDConfig` (listed by ``help(IFDScorer)``).
-
-    Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
+    options are the fields of `IFDConfig` (``help(IFDScorer)``), checked here (ConfigError).
 
     Example:
         >>> ds = ds.map(IFDScorer("gpt2", preset="superfiltering"), batched=True)
@@ -90,8 +84,9 @@ class IFDScorer(BaseScorer):
             "direct_prefix": self.config.direct_prefix,
             "variant": self.config.variant,
             "preset": self.config.preset,
-            "token_rule": "read tokens from len(encode(text[:offset])) (BOS counted); loss of t from logits at "
-                          "t-1, fp32 log-softmax; right truncation with the same number of read tokens in both texts",
+            "token_rule": "read tokens from len(encode(text[:offset])) (BOS counted); loss of t from logits "
+                          "at t-1, fp32 log-softmax; right truncation with the same number of read tokens in "
+                          "both texts",
             "bos_token": getattr(state.tokenizer, "bos_token", None),
             **({"reverse_instruction": REVERSE_INSTRUCTION} if self.reverse else {}),
         }
@@ -113,12 +108,14 @@ class IFDScorer(BaseScorer):
             keep = min(min(len(c_ids), max_length) - c_start, min(len(d_ids), max_length) - d_start)
             truncated = keep < n_cond or keep < n_direct
             if keep <= 0 or n_cond <= 0 or n_direct <= 0:
-                statuses[r] = row_status(f"max_length={max_length} leaves no {what} tokens to score; raise max_length"
-                                         if keep <= 0 and max(n_cond, n_direct) > 0 else f"empty {what} after tokenizing")
+                short = keep <= 0 and max(n_cond, n_direct) > 0
+                statuses[r] = row_status(f"max_length={max_length} leaves no {what} tokens to score; raise "
+                                         "max_length" if short else f"empty {what} after tokenizing")
                 continue
             c_ids, d_ids = c_ids[:c_start + keep], d_ids[:d_start + keep]
             if max(d_start, 1) >= len(d_ids):  # no BOS and one read token: nothing to score alone
-                statuses[r] = row_status(f"the {what} has no token with context in the direct text (no BOS token)")
+                statuses[r] = row_status(f"the {what} has no token with context in the direct text "
+                                         "(no BOS token)")
                 continue
             for slot, group, ids, start in ((0, c_group, c_ids, c_start), (1, d_group, d_ids, d_start)):
                 items.append(Item(row=r, slot=slot, group=group, ids=list(ids), truncated=truncated,
@@ -140,15 +137,13 @@ class IFDScorer(BaseScorer):
         out = np.full((len(rows), 2), nan)
         status = self._read(items, state, TokenLosses(), out, statuses,
                             value_of=lambda value: float(value.mean()) if len(value) else nan)
-        losses, scores = out.tolist(), []  # NaN for every row with an error status: it has no values
-        for cond, direct in losses:
-            if math.isnan(cond) or math.isnan(direct):
-                scores.append(nan)
-            elif self.config.variant == "ppl":
-                scores.append(math.exp(cond - direct))
-            else:
-                scores.append(cond / direct if direct != 0 else (math.inf if cond > 0 else nan))
-        return {"score": scores, "conditioned_loss": out[:, 0], "direct_loss": out[:, 1], "status": status}
+        cond, direct = out[:, 0], out[:, 1]  # NaN for every row with an error status
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.config.variant == "ppl":
+                scores = [math.exp(d) for d in (cond - direct).tolist()]
+            else:  # a zero direct loss: inf, or NaN when the conditioned loss is zero too
+                scores = np.where(direct != 0, cond / direct, np.where(cond > 0, math.inf, nan))
+        return {"score": scores, "conditioned_loss": cond, "direct_loss": direct, "status": status}
 
 
 class ReverseIFDScorer(IFDScorer):

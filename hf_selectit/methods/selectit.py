@@ -9,6 +9,7 @@ once; the text, its truncation and the scores: docs/method.md sections 1-3 (fing
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any, Mapping, Optional, Sequence
@@ -17,7 +18,7 @@ from ..config import ScorerConfig
 from ..engine import config_state
 from ..errors import ConfigError
 from ..formulas import selectit_scores
-from ..prompts import prompt_parts, resolve_prompts
+from ..prompts import in_chat_template, prompt_parts, resolve_prompts
 from ..rating_tokens import RATINGS
 from .base import BaseScorer
 from .columns import SCHEMAS
@@ -30,12 +31,10 @@ class SelectITScorer(BaseScorer):
     """Adds SelectIT scores to a batch of rows; made for `Dataset.map(scorer, batched=True)`.
 
     The model loads lazily on the first call, once per process (device: see `device`). Options:
-    the fields of `ScorerConfig`; a transformers model already in memory (with its `tokenizer`) is
-    used as it is: not moved, not reloaded, fingerprinted by its name, commit and config (not its
-    weights), and refused by `num_proc` > 1 (pass a path there).
-
-    Raises:
-        ConfigError: an option is invalid (raised here, before any model loads).
+    the fields of `ScorerConfig`, checked here (ConfigError) before any model loads; a transformers
+    model already in memory (with its `tokenizer`) is used as it is: not moved, not reloaded,
+    fingerprinted by its name, commit and config (not its weights), and refused by `num_proc` > 1
+    (pass a path there).
 
     Example:
         >>> scorer = SelectITScorer(prompts=5, alpha=0.2)
@@ -51,10 +50,9 @@ class SelectITScorer(BaseScorer):
     too_long = ("max_length={max_length} is shorter than the rating prompt and question alone; "
                 "raise max_length")
 
-    def _setup(self, config: ScorerConfig, preloaded: Optional[tuple] = None) -> None:
-        # The rating prompt texts in use (ScorerConfig has checked them).
-        self.prompt_texts = tuple(resolve_prompts(config.prompts, prompt_set=config.prompt_set))
-        super()._setup(config, preloaded)
+    @functools.cached_property
+    def prompt_texts(self) -> tuple:  # the rating prompt texts in use (ScorerConfig has checked them)
+        return resolve_prompts(self.config.prompts, prompt_set=self.config.prompt_set)
 
     @property
     def add_special_tokens(self) -> bool:  # type: ignore[override]
@@ -97,24 +95,17 @@ class SelectITScorer(BaseScorer):
         return {**scores, "rating_mass": probs.sum(axis=-1).mean(axis=-1), "status": status}
 
     def _texts(self, pair: Any, state: Any) -> list:
-        """One text per rating prompt; its spans (instruction start, instruction end, response
-        start, response end) leave the rating prompt, markers, rating question and chat template
-        whole when a row is truncated."""
+        """One text per rating prompt; a truncated row is cut in its instruction and response only
+        (the rating prompt, markers, rating question and chat template stay whole)."""
         out = []
         for j, rp in enumerate(self.prompt_texts):
             head, response, tail = prompt_parts(rp, pair.instruction, pair.response)
-            prompt = head + response + tail  # == build_prompt(...), by prompt_parts' contract
-            text, offset = prompt, 0
-            if self.config.template == "chat":
-                text = state.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-                offset = text.find(prompt)
-                if offset < 0:  # the template rewrote the text: no safe cut points
-                    out.append((j, text, (0, 0, 0, 0)))
-                    continue
             x_end = len(head) - len(_RESPONSE_MARKER)
-            spans = (x_end - len(pair.instruction), x_end, len(head), len(head) + len(response))
-            out.append((j, text, tuple(offset + position for position in spans)))
+            spans = [("x", x_end - len(pair.instruction), x_end), ("y", len(head), len(head) + len(response))]
+            text = head + response + tail  # == build_prompt(...), by prompt_parts' contract
+            if self.config.template == "chat":
+                text, spans = in_chat_template(state.tokenizer, [{"role": "user", "content": text}], spans)
+            out.append((j, text, spans))
         return out
 
 
@@ -124,7 +115,8 @@ _SCORERS: dict = {}
 _SCORERS_LOCK = threading.Lock()
 
 
-def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None, **scorer_kwargs: Any) -> dict:
+def selectit_score(batch: Mapping[str, Sequence[Any]], rank: Optional[int] = None,
+                   **scorer_kwargs: Any) -> dict:
     """`SelectITScorer(**scorer_kwargs)(batch, rank)` with one scorer (and model) per process.
 
     For `ds.map(selectit_score, batched=True, fn_kwargs={...})`; the kwargs are those of

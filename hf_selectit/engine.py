@@ -142,12 +142,9 @@ class Engine:
         if sharded and ((rank or 0) > 0 or _FORKED["child"]):
             # One model spread over this process's devices vs one process per device.
             raise sharded_with_rank_error(self.config.model)
-        if self.preloaded is not None:
-            device = "in-memory"  # the model stays where the user put it
-        elif sharded:
-            device = "device_map"  # placed by transformers/accelerate, whatever the rank
-        else:
-            device = resolve_device(self.config.device, rank=rank)
+        # A model in memory stays where the user put it; a device_map is placed by transformers/accelerate.
+        device = ("in-memory" if self.preloaded is not None else "device_map" if sharded
+                  else resolve_device(self.config.device, rank=rank))
         with self._lock:
             if device not in self._loaded:
                 self._loaded[device] = self._load(device)

@@ -193,8 +193,7 @@ class Engine:
         """
         if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
             spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
-        regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
-        tokens = [(kind, token) for kind, ids in regions for token in ids]
+        tokens = _token_kinds(text, spans, state.tokenizer, add_special_tokens)
         size = collections.Counter(kind for kind, _ in tokens)
         avail, n_y = max_length - size["fixed"], size["y"]
         if avail < 0:
@@ -505,13 +504,9 @@ def join_segments(segments: Sequence) -> tuple[str, list]:
     return text, spans
 
 
-def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
-    """Tokenize `text` into consecutive regions ("fixed" | "x" | "y", ids) by character spans.
-
-    With a fast tokenizer the whole text is tokenized once and tokens are assigned by their
-    character offsets (a token straddling a boundary stays with the kept-whole side); without
-    offsets each region is tokenized on its own.
-    """
+def _token_kinds(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
+    """`text` as [(kind "fixed" | "x" | "y", token id), ...] by character spans: tokenized once and each
+    token placed by its offsets with a fast tokenizer, else (no offsets) each region tokenized on its own."""
     spans = [(kind, a, b) for kind, a, b in spans if a < b]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -521,19 +516,16 @@ def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) ->
                 # outside every span, or straddling a boundary: kept whole
                 kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
             kinds.append(kind)
-        pairs = itertools.groupby(zip(kinds, enc["input_ids"]), key=lambda pair: pair[0])
-        return [(kind, [token_id for _, token_id in run]) for kind, run in pairs]
+        return list(zip(kinds, enc["input_ids"]))
     bounds, pos = [], 0
     for kind, a, b in sorted(spans, key=lambda s: s[1]):
         bounds += [(pos, a, "fixed"), (a, b, kind)]
         pos = b
     bounds.append((pos, len(text), "fixed"))
-    regions: list = []
-    for start, end, kind in bounds:
-        if text[start:end]:  # special tokens with the first region only
-            ids = tokenizer(text[start:end], add_special_tokens=add_special and not regions)["input_ids"]
-            regions.append((kind, list(ids)))
-    return regions
+    pieces = [(kind, text[start:end]) for start, end, kind in bounds if text[start:end]]
+    # Special tokens with the first piece only.
+    return [(kind, token) for i, (kind, piece) in enumerate(pieces)
+            for token in tokenizer(piece, add_special_tokens=add_special and i == 0)["input_ids"]]
 
 
 def _limit_threads_after_fork() -> None:

@@ -323,8 +323,7 @@ def input_device(model: Any) -> str:
         return str(weight.device)
     # Offloaded by accelerate: the weight is a meta placeholder and accelerate's hook moves it
     # to its execution device for each forward. There is no public accessor for that device.
-    hook = getattr(embeddings, "_hf_hook", None)
-    execution = getattr(hook, "execution_device", None)
+    execution = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
     if execution is not None:
         import torch
 

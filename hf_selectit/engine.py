@@ -458,8 +458,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
         longest = lengths[current[0]] if current else lengths[i]
         rows = len(current) + 1
         over_budget = rows * (longest + extra) > budget
-        too_padded = (max_padding is not None and longest > 0
-                      and padding + longest - lengths[i] > max_padding * rows * longest)
+        too_padded = max_padding is not None and padding + longest - lengths[i] > max_padding * rows * longest
         if current and (over_budget or too_padded):
             batches.append(current)
             current, padding = [], 0

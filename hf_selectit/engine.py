@@ -142,12 +142,9 @@ class Engine:
         if sharded and ((rank or 0) > 0 or _FORKED["child"]):
             # One model spread over this process's devices vs one process per device.
             raise sharded_with_rank_error(self.config.model)
-        if self.preloaded is not None:
-            device = "in-memory"  # the model stays where the user put it
-        elif sharded:
-            device = "device_map"  # placed by transformers/accelerate, whatever the rank
-        else:
-            device = resolve_device(self.config.device, rank=rank)
+        # A model in memory stays where the user put it; a device_map is placed by transformers/accelerate.
+        device = ("in-memory" if self.preloaded is not None else "device_map" if sharded
+                  else resolve_device(self.config.device, rank=rank))
         with self._lock:
             if device not in self._loaded:
                 self._loaded[device] = self._load(device)
@@ -182,7 +179,8 @@ class Engine:
         """Token ids of each text (one tokenizer call for all)."""
         if not texts:
             return []
-        return [list(ids) for ids in state.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+        encoded = state.tokenizer(list(texts), add_special_tokens=add_special_tokens)
+        return [list(ids) for ids in encoded["input_ids"]]
 
     def truncate_protected(self, text: str, spans: Any, max_length: int, state: DeviceState,
                            *, add_special_tokens: bool = True) -> Optional[list]:
@@ -195,8 +193,7 @@ class Engine:
         """
         if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
             spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
-        regions = _token_regions(text, spans, state.tokenizer, add_special_tokens)
-        tokens = [(kind, token) for kind, ids in regions for token in ids]
+        tokens = _token_kinds(text, spans, state.tokenizer, add_special_tokens)
         size = collections.Counter(kind for kind, _ in tokens)
         avail, n_y = max_length - size["fixed"], size["y"]
         if avail < 0:
@@ -204,15 +201,11 @@ class Engine:
         x_keep = min(size["x"], avail - min(n_y, avail // 2))
         y_keep = min(n_y, avail - x_keep)
         head_n = (y_keep + 1) // 2
-        tail_from = n_y - (y_keep - head_n)
-        out, seen = [], collections.Counter()
-        for kind, token in tokens:
-            k = seen[kind]
-            seen[kind] += 1
-            if (kind == "fixed" or (kind == "x" and k < x_keep)
-                    or (kind == "y" and (k < head_n or k >= tail_from))):
-                out.append(token)
-        return out
+        # Which tokens of its kind each kind keeps, by their index among them.
+        kept = {"fixed": range(size["fixed"]), "x": range(x_keep),
+                "y": {*range(head_n), *range(n_y - (y_keep - head_n), n_y)}}
+        index = collections.defaultdict(itertools.count)
+        return [token for kind, token in tokens if next(index[kind]) in kept[kind]]
 
     def run(self, items: list, state: DeviceState, readout: Any, *, n_rows: int) -> tuple[list, set]:
         """(one numpy array per item, None where its row failed; the rows that ran out of memory even
@@ -238,10 +231,7 @@ class Engine:
         return [None if item.row in failed else value for item, value in zip(items, results)], failed
 
     def _prefix_groups(self, items: list, state: DeviceState) -> list:
-        """[(shared prefix ids, item indices), ...]: groups whose prefix KV is reused, then ((), the rest).
-
-        A group's prefix is capped at its template's prefix and before every item's read-out span.
-        """
+        """[(shared prefix ids, item indices), ...]: groups whose prefix KV is reused, then ((), the rest)."""
         if not self.config.reuse_prompt_prefix:
             return [((), list(range(len(items))))]
         by_group: dict = {}
@@ -252,11 +242,14 @@ class Engine:
         # and a row then scores the same whether or not it was alone in its call.
         for group, indices in by_group.items():
             # Every item keeps at least one token of its own (the last shared token at least).
-            n = common_prefix_length([items[i].ids for i in indices]) - 1
+            n = len(os.path.commonprefix([items[i].ids for i in indices])) - 1  # element-wise on lists
             # Capped at the template's own prefix, so that batches whose texts happen to
             # start alike (e.g. "Task 1...") still split at the same token: the prefix's KV
             # cache is then computed once, and every batch and process rounds alike.
-            n = min(n, self._template_prefix_length(group, state))
+            if group not in state.template_prefix:
+                probes = self.method.probe_token_ids(group, state)
+                state.template_prefix[group] = len(os.path.commonprefix(probes))
+            n = min(n, state.template_prefix[group])
             # The logits before the first read token must come from the suffix.
             n = min([n] + [items[i].loss_from - 1 for i in indices if items[i].loss_from is not None])
             prefix_ids = tuple(items[indices[0]].ids[:n])
@@ -265,12 +258,6 @@ class Engine:
             else:
                 prefixed.append((prefix_ids, indices))
         return prefixed + [((), plain)]
-
-    def _template_prefix_length(self, group: Hashable, state: DeviceState) -> int:
-        if group not in state.template_prefix:
-            ids = self.method.probe_token_ids(group, state)
-            state.template_prefix[group] = common_prefix_length([list(x) for x in ids])
-        return state.template_prefix[group]
 
     def _prefix_kv(self, prefix_ids: tuple, state: DeviceState) -> Optional[list]:
         """Per-layer (keys, values) [1, heads, len, dim] of `prefix_ids`, cached per process and device.
@@ -284,7 +271,7 @@ class Engine:
         cache = state.prefix_kv
         p = len(prefix_ids)
         for key, kv in cache.items():
-            if len(key) >= p and key[:p] == prefix_ids:
+            if key[:p] == prefix_ids:
                 return None if kv is None else [(k[:, :, :p], v[:, :, :p]) for k, v in kv]
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
@@ -304,8 +291,9 @@ class Engine:
             return None
         past = getattr(out, cache_keyword(type(state.model)))
         kv = None
-        if isinstance(past, DynamicCache) and past.layers and all(type(layer) is DynamicLayer for layer in past.layers):
-            kv = [(layer.keys, layer.values) for layer in past.layers]
+        layers = past.layers if isinstance(past, DynamicCache) else []
+        if layers and all(type(layer) is DynamicLayer for layer in layers):
+            kv = [(layer.keys, layer.values) for layer in layers]
         else:
             warn_once("no-prefix-cache", f"The model's KV cache ({type(past).__name__}) has layers other "
                       "than plain full-attention ones; shared prompt prefixes are not reused.")
@@ -363,7 +351,7 @@ class Engine:
             n = batch.input_ids.shape[0]
             # A fresh cache per micro-batch (the forward appends to it); `expand` is a view, the
             # layer's first update copies it once.
-            past = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv])
+            past = DynamicCache([tuple(t.expand(n, -1, -1, -1) for t in kv) for kv in batch.prefix_kv])
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids, use_cache=past is not None)
         with torch.inference_mode():
@@ -371,7 +359,7 @@ class Engine:
                 out = state.model(**inputs, logits_to_keep=1, **{cache_keyword(type(state.model)): past})
                 logits = out.logits[:, -1, :].float()
                 self.stats.head_positions += int(logits.shape[0])
-                probs = torch.log_softmax(logits, dim=-1) if batch.readout.log else torch.softmax(logits, dim=-1)
+                probs = (torch.log_softmax if batch.readout.log else torch.softmax)(logits, dim=-1)
                 ids = torch.tensor(batch.readout.token_ids, device=probs.device)
                 return list(probs.index_select(-1, ids).to(torch.float64).cpu().numpy())
             if isinstance(batch.readout, TokenLosses):
@@ -424,8 +412,7 @@ class _Progress:
     def __init__(self, items: list, n_rows: int) -> None:
         self.rows = [item.row for item in items]
         self.left = collections.Counter(self.rows)
-        self.n_rows, self.n_texts = n_rows, len(items)
-        self.rows_done = self.texts_done = 0
+        self.n_rows, self.rows_done, self.texts_done = n_rows, 0, 0
         self.start = self.last_log = time.monotonic()
 
     def done(self, indices: list) -> None:
@@ -437,8 +424,9 @@ class _Progress:
         now = time.monotonic()
         if now - self.last_log > _PROGRESS_LOG_SECONDS:
             self.last_log = now
+            rate = self.texts_done / max(now - self.start, 1e-9)
             logger.info("Scored %d/%d texts (%d/%d rows) of this batch, %.1f texts/s.", self.texts_done,
-                        self.n_texts, self.rows_done, self.n_rows, self.texts_done / max(now - self.start, 1e-9))
+                        len(self.rows), self.rows_done, self.n_rows, rate)
 
     def finish(self) -> None:
         progress.advance(self.n_rows - self.rows_done)
@@ -450,11 +438,6 @@ class _Progress:
 def default_batch_tokens(device: Any) -> int:
     """The token budget of a micro-batch when `max_batch_tokens` is None, by device (name)."""
     return CUDA_BATCH_TOKENS if str(device).startswith("cuda") else CPU_BATCH_TOKENS
-
-
-def common_prefix_length(sequences: list) -> int:
-    """Length of the longest common prefix of lists of token ids."""
-    return len(os.path.commonprefix(sequences))  # element-wise, so lists of ints work too
 
 
 def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Optional[float] = None) -> list:
@@ -475,8 +458,7 @@ def micro_batches(lengths: list, budget: int, *, extra: int = 0, max_padding: Op
         longest = lengths[current[0]] if current else lengths[i]
         rows = len(current) + 1
         over_budget = rows * (longest + extra) > budget
-        too_padded = (max_padding is not None and longest > 0
-                      and padding + longest - lengths[i] > max_padding * rows * longest)
+        too_padded = max_padding is not None and padding + longest - lengths[i] > max_padding * rows * longest
         if current and (over_budget or too_padded):
             batches.append(current)
             current, padding = [], 0
@@ -495,16 +477,12 @@ def pad_left(sequences: list, pad_id: int, device: Any, *, prefix: int = 0):
     """
     import torch
 
-    longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), longest), int(pad_id), dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if seq:
-            input_ids[i, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[i, longest - len(seq):] = 1
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0) + prefix
-    prefix_mask = torch.ones((len(sequences), prefix), dtype=torch.long)
-    attention_mask = torch.cat([prefix_mask, attention_mask], dim=1)
+    longest = max(map(len, sequences))
+    rows = [(longest - len(seq), list(seq)) for seq in sequences]
+    input_ids = torch.tensor([[int(pad_id)] * pad + seq for pad, seq in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * pad + [1] * len(seq) for pad, seq in rows], dtype=torch.long)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0) + prefix
+    attention_mask = torch.cat([torch.ones((len(sequences), prefix), dtype=torch.long), mask], dim=1)
     return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
 
@@ -515,24 +493,19 @@ def join_segments(segments: Sequence) -> tuple[str, list]:
         >>> join_segments([("fixed", "Q: "), ("x", "hi"), ("fixed", "\\nA: "), ("y", "yo")])
         ('Q: hi\\nA: yo', [('x', 3, 5), ('y', 9, 11)])
     """
-    parts, spans, pos = [], [], 0
+    text, spans = "", []
     for kind, piece in segments:
         if kind not in ("fixed", "x", "y"):
             raise ValueError(f"segment kind {kind!r} is invalid: expected 'fixed', 'x' or 'y'.")
         if kind != "fixed" and piece:
-            spans.append((kind, pos, pos + len(piece)))
-        parts.append(piece)
-        pos += len(piece)
-    return "".join(parts), spans
+            spans.append((kind, len(text), len(text) + len(piece)))
+        text += piece
+    return text, spans
 
 
-def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
-    """Tokenize `text` into consecutive regions ("fixed" | "x" | "y", ids) by character spans.
-
-    With a fast tokenizer the whole text is tokenized once and tokens are assigned by their
-    character offsets (a token straddling a boundary stays with the kept-whole side); without
-    offsets each region is tokenized on its own.
-    """
+def _token_kinds(text: str, spans: list, tokenizer: Any, add_special: bool) -> list:
+    """`text` as [(kind "fixed" | "x" | "y", token id), ...] by character spans: tokenized once and each
+    token placed by its offsets with a fast tokenizer, else (no offsets) each region tokenized on its own."""
     spans = [(kind, a, b) for kind, a, b in spans if a < b]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -542,19 +515,16 @@ def _token_regions(text: str, spans: list, tokenizer: Any, add_special: bool) ->
                 # outside every span, or straddling a boundary: kept whole
                 kind = next((k for k, a, b in spans if a <= start and end <= b), "fixed")
             kinds.append(kind)
-        pairs = itertools.groupby(zip(kinds, enc["input_ids"]), key=lambda pair: pair[0])
-        return [(kind, [token_id for _, token_id in run]) for kind, run in pairs]
+        return list(zip(kinds, enc["input_ids"]))
     bounds, pos = [], 0
     for kind, a, b in sorted(spans, key=lambda s: s[1]):
         bounds += [(pos, a, "fixed"), (a, b, kind)]
         pos = b
     bounds.append((pos, len(text), "fixed"))
-    regions: list = []
-    for start, end, kind in bounds:
-        if text[start:end]:  # special tokens with the first region only
-            ids = tokenizer(text[start:end], add_special_tokens=add_special and not regions)["input_ids"]
-            regions.append((kind, list(ids)))
-    return regions
+    pieces = [(kind, text[start:end]) for start, end, kind in bounds if text[start:end]]
+    # Special tokens with the first piece only.
+    return [(kind, token) for i, (kind, piece) in enumerate(pieces)
+            for token in tokenizer(piece, add_special_tokens=add_special and i == 0)["input_ids"]]
 
 
 def _limit_threads_after_fork() -> None:

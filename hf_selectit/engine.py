@@ -189,10 +189,8 @@ class Engine:
 
         `spans` are the cuttable character spans (`join_segments`), `[(kind, start, end), ...]` in text
         order, kind "x" (instruction and input: lose their tail) or "y" (the response: loses its
-        middle); or the 4-tuple (x start, x end, y start, y end). Everything outside them is kept whole.
+        middle). Everything outside them is kept whole.
         """
-        if isinstance(spans, tuple) and len(spans) == 4 and all(isinstance(v, int) for v in spans):
-            spans = [("x", spans[0], spans[1]), ("y", spans[2], spans[3])]
         tokens = _token_kinds(text, spans, state.tokenizer, add_special_tokens)
         size = collections.Counter(kind for kind, _ in tokens)
         avail, n_y = max_length - size["fixed"], size["y"]

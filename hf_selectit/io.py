@@ -37,12 +37,8 @@ def looks_like_path(name: str) -> bool:
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
     """THE decision "local path or Hub id?", used by every entry point: an ``os.PathLike`` or a
     name that exists here is local; so is one that looks like a path (:func:`looks_like_path`): an
-    output to create (`for_output`), or for an input an error raised without any network call.
-    Anything else is a Hub id.
-
-    Raises:
-        ConfigError: an input that looks like a file but does not exist, or an empty name.
-    """
+    output to create (`for_output`); an input is a ConfigError then, raised without any network
+    call, as is an empty name. Anything else is a Hub id."""
     if isinstance(name, os.PathLike):
         return True
     if not isinstance(name, str) or not name.strip():
@@ -58,14 +54,8 @@ def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = Fa
 # ------------------------------------------------------------------------ loading
 
 
-def load_input(
-    source: str,
-    *,
-    split: str = "train",
-    config_name: Optional[str] = None,
-    revision: Optional[str] = None,
-    limit: Optional[int] = None,
-) -> Any:
+def load_input(source: str, *, split: str = "train", config_name: Optional[str] = None,
+               revision: Optional[str] = None, limit: Optional[int] = None) -> Any:
     """Load one split (a single local file has one, ``train``) of a dataset, the first `limit`
     rows, with the provenance recorded beside it (sidecar or the Hub's selectit.json).
 

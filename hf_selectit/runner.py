@@ -100,8 +100,7 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
                         and pid != os.getpid() and not pid_alive(pid)):
                     logger.warning("Taking over the lock %s left by a run that no longer exists (%s).",
                                    path, _describe_holder(holder))
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                    path.unlink(missing_ok=True)
                     continue
                 who = _describe_holder(holder) if holder else "an unreadable lock file"
                 raise OutputLockedError(

@@ -10,11 +10,13 @@ directory). An output is a `save_to_disk` folder, a `.parquet` file or a `.jsonl
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from .atomic import replacing
 from .config import OUTPUT_FORMATS
 from .errors import ConfigError
 
@@ -166,8 +168,6 @@ def _check_not_empty(path: Path, builder: str) -> None:
 
 def _diagnose(path: Path, builder: str) -> Optional[str]:
     """The first bad line of a JSON Lines file (or the position of a JSON error), in words."""
-    import json
-
     if builder != "json":
         return None
     if path.suffix.lower() == ".jsonl":
@@ -242,7 +242,6 @@ def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
         ConfigError: unknown format, or a path that cannot hold it (:func:`check_output_path`).
         OutputWriteError: the write failed (full disk, read-only folder).
     """
-    from .atomic import replacing
     from .provenance import write_sidecar
 
     fmt = check_output_path(output, output_format=output_format)

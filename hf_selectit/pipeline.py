@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -21,11 +21,15 @@ from .config import (DEFAULT_PREFIX, FUSED_COLUMN, FusionConfig, IOConfig, Pipel
                      PublishConfig, RayConfig, RunOptions, ScorerConfig, SelectConfig)
 from .atomic import write_text
 from .errors import ConfigError, OutputWriteError
+from .io import check_output_path, is_local_path, load_input, resolve_output_format, save_output
 from .methods import make_scorer
+from .methods.columns import for_config
+from .models import check_processes
 from .options import load_run_config
 from .progress import ProgressCallback, ProgressEvent
 from .redaction import redact_mapping
 from .runner import ScoreStats, add_scores, default_work_dir, output_lock, remove_checkpoints, score_shards, score_with
+from .select import fuse_models, select_top
 
 load_pipeline_config = load_run_config  # the former name of the run-config loader
 __all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]
@@ -100,8 +104,6 @@ def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = No
 def select_column_for(config: PipelineConfig) -> str:
     """The score column selection ranks by: ``select.column`` when set, else the fused column
     with several SelectIT models, else the first model's score (its column schema's)."""
-    from .methods.columns import for_config
-
     select = config.select or SelectConfig()
     if select.column is not None:
         return select.column
@@ -116,9 +118,6 @@ def _selectit_models(config: PipelineConfig) -> list:
 def fuse(ds: Any, config: PipelineConfig) -> Any:
     """Model-level fusion of the SelectIT models' sentence scores (several models only); other
     methods' columns stay as they are (select on any of them with select.column)."""
-    from .methods.columns import for_config
-    from .select import fuse_models
-
     chosen = _selectit_models(config)
     if config.fusion.weights is not None:
         kwargs = {"weights": config.fusion.weights}
@@ -141,9 +140,6 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     Example:
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
-    from .io import check_output_path, load_input
-    from .models import check_processes
-
     t0 = time.perf_counter()
     io, run = config.io, config.run
     # Paths that cannot be written are refused now, not after hours of scoring.
@@ -193,8 +189,6 @@ def _work_dirs(config: PipelineConfig) -> tuple[Path, Path]:
 def output_format(config: PipelineConfig) -> str:
     """The run's output format: ``io.output_format``, except that a folder output of a Ray run is
     parquet (+ selectit.json), which load_dataset, ray.data.read_parquet and every engine read."""
-    from .io import resolve_output_format
-
     fmt = config.io.output_format
     ray_folder = fmt == "auto" and config.run.engine == "ray" and resolve_output_format(config.io.output) == "disk"
     return "parquet" if ray_folder else fmt
@@ -210,8 +204,6 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
 
 def _finish(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: Path) -> tuple[Any, Any]:
     """Fuse, validate, write, select and publish; returns ``(scored, subset)``."""
-    from .io import is_local_path, save_output
-
     io = config.io
     if len(_selectit_models(config)) > 1:
         scored = fuse(scored, config)
@@ -222,8 +214,6 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: 
         summary.output = io.output
     subset = None
     if config.select is not None:
-        from .select import select_top
-
         column = select_column_for(config)
         subset = select_top(scored, column=column, **config.select.rule())
         summary.kept, summary.select_column = len(subset), column
@@ -245,8 +235,6 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: 
 def _validate(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: Path) -> Any:
     """The run's ``validate:`` step: check the selection column against a label column of the same
     rows; the report travels with the rows into the outputs, ``selectit.json`` and the card."""
-    from dataclasses import replace
-
     from .validation import attach_validation, run_validation
     from .validation_plot import VALIDATION_PLOT_FILENAME
 

@@ -104,9 +104,8 @@ def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = No
 def select_column_for(config: PipelineConfig) -> str:
     """The score column selection ranks by: ``select.column`` when set, else the fused column
     with several SelectIT models, else the first model's score (its column schema's)."""
-    select = config.select or SelectConfig()
-    if select.column is not None:
-        return select.column
+    if config.select is not None and config.select.column is not None:
+        return config.select.column
     return config.fusion.output if len(_selectit_models(config)) > 1 else for_config(config.models[0]).score
 
 

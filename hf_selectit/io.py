@@ -38,9 +38,9 @@ def looks_like_path(name: str) -> bool:
 
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
     """THE decision "local path or Hub id?", used by every entry point: an ``os.PathLike`` or a
-    name that exists here is local; so is one that looks like a path (:func:`looks_like_path`): an
-    output to create (`for_output`); an input is a ConfigError then, raised without any network
-    call, as is an empty name. Anything else is a Hub id."""
+    name that exists here is local, and so is an output to create (`for_output`) that looks like a
+    path (:func:`looks_like_path`). An input that looks like one but does not exist, or an empty
+    name, is a ConfigError, raised without any network call. Anything else is a Hub id."""
     if isinstance(name, os.PathLike):
         return True
     if not isinstance(name, str) or not name.strip():

@@ -106,10 +106,6 @@ def replacing(target: PathLike, *, what: str = "") -> Iterator[Path]:
     Raises:
         OutputWriteError: writing or renaming failed with an OSError (full disk, read-only
             folder, ...); the temporary is removed and ``target`` is as it was.
-
-    Example:
-        >>> with replacing("scored.parquet") as tmp:
-        ...     ds.to_parquet(str(tmp))
     """
     target = Path(os.path.expanduser(os.fspath(target)))
     new = temp_name(target, "new")

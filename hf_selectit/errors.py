@@ -14,11 +14,8 @@ class SelectITError(Exception):
 
 class ConfigError(SelectITError, ValueError):
     """An argument or configuration value is invalid (wrong range, unknown name, bad combination).
-
     When one option is at fault, ``option``, ``value`` and ``expected`` say which, so the loader
-    (`hf_selectit.options`) can name where the value came from: the YAML file and key, or the
-    command-line flag.
-    """
+    (`hf_selectit.options`) can name where the value came from: the YAML key or the flag."""
 
     def __init__(self, message: str = "", *, option: "str | None" = None, value: object = None,
                  expected: "str | None" = None) -> None:

@@ -10,11 +10,13 @@ directory). An output is a `save_to_disk` folder, a `.parquet` file or a `.jsonl
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from .atomic import replacing
 from .config import OUTPUT_FORMATS
 from .errors import ConfigError
 
@@ -36,13 +38,9 @@ def looks_like_path(name: str) -> bool:
 
 def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = False) -> bool:
     """THE decision "local path or Hub id?", used by every entry point: an ``os.PathLike`` or a
-    name that exists here is local; so is one that looks like a path (:func:`looks_like_path`): an
-    output to create (`for_output`), or for an input an error raised without any network call.
-    Anything else is a Hub id.
-
-    Raises:
-        ConfigError: an input that looks like a file but does not exist, or an empty name.
-    """
+    name that exists here is local, and so is an output to create (`for_output`) that looks like a
+    path (:func:`looks_like_path`). An input that looks like one but does not exist, or an empty
+    name, is a ConfigError, raised without any network call. Anything else is a Hub id."""
     if isinstance(name, os.PathLike):
         return True
     if not isinstance(name, str) or not name.strip():
@@ -58,14 +56,8 @@ def is_local_path(name: Union[str, "os.PathLike[str]"], *, for_output: bool = Fa
 # ------------------------------------------------------------------------ loading
 
 
-def load_input(
-    source: str,
-    *,
-    split: str = "train",
-    config_name: Optional[str] = None,
-    revision: Optional[str] = None,
-    limit: Optional[int] = None,
-) -> Any:
+def load_input(source: str, *, split: str = "train", config_name: Optional[str] = None,
+               revision: Optional[str] = None, limit: Optional[int] = None) -> Any:
     """Load one split (a single local file has one, ``train``) of a dataset, the first `limit`
     rows, with the provenance recorded beside it (sidecar or the Hub's selectit.json).
 
@@ -176,8 +168,6 @@ def _check_not_empty(path: Path, builder: str) -> None:
 
 def _diagnose(path: Path, builder: str) -> Optional[str]:
     """The first bad line of a JSON Lines file (or the position of a JSON error), in words."""
-    import json
-
     if builder != "json":
         return None
     if path.suffix.lower() == ".jsonl":
@@ -252,7 +242,6 @@ def save_output(ds: Any, output: str, *, output_format: str = "auto") -> str:
         ConfigError: unknown format, or a path that cannot hold it (:func:`check_output_path`).
         OutputWriteError: the write failed (full disk, read-only folder).
     """
-    from .atomic import replacing
     from .provenance import write_sidecar
 
     fmt = check_output_path(output, output_format=output_format)

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -21,11 +21,15 @@ from .config import (DEFAULT_PREFIX, FUSED_COLUMN, FusionConfig, IOConfig, Pipel
                      PublishConfig, RayConfig, RunOptions, ScorerConfig, SelectConfig)
 from .atomic import write_text
 from .errors import ConfigError, OutputWriteError
+from .io import check_output_path, is_local_path, load_input, resolve_output_format, save_output
 from .methods import make_scorer
+from .methods.columns import for_config
+from .models import check_processes
 from .options import load_run_config
 from .progress import ProgressCallback, ProgressEvent
 from .redaction import redact_mapping
 from .runner import ScoreStats, add_scores, default_work_dir, output_lock, remove_checkpoints, score_shards, score_with
+from .select import fuse_models, select_top
 
 load_pipeline_config = load_run_config  # the former name of the run-config loader
 __all__ = ["ProgressEvent", "ScoreStats", "default_work_dir"]
@@ -65,8 +69,8 @@ class RunSummary:
         return self.rows_scored / self.scoring_seconds if self.rows_scored and self.scoring_seconds else None
 
     def to_dict(self) -> dict:
-        return {**asdict(self), **{name: getattr(self, name) for name in (
-            "row_scores", "rows_scored", "rows_resumed", "truncated", "errors", "scoring_seconds", "rows_per_second")}}
+        properties = [name for name, value in vars(RunSummary).items() if isinstance(value, property)]
+        return {**asdict(self), **{name: getattr(self, name) for name in properties}}
 
 
 def engine_for(run: RunOptions, ray: Optional[RayConfig] = None) -> Callable[..., tuple]:
@@ -100,11 +104,8 @@ def score_dataset(ds: Any, scorer_config: Any, *, run: Optional[RunOptions] = No
 def select_column_for(config: PipelineConfig) -> str:
     """The score column selection ranks by: ``select.column`` when set, else the fused column
     with several SelectIT models, else the first model's score (its column schema's)."""
-    from .methods.columns import for_config
-
-    select = config.select or SelectConfig()
-    if select.column is not None:
-        return select.column
+    if config.select is not None and config.select.column is not None:
+        return config.select.column
     return config.fusion.output if len(_selectit_models(config)) > 1 else for_config(config.models[0]).score
 
 
@@ -116,9 +117,6 @@ def _selectit_models(config: PipelineConfig) -> list:
 def fuse(ds: Any, config: PipelineConfig) -> Any:
     """Model-level fusion of the SelectIT models' sentence scores (several models only); other
     methods' columns stay as they are (select on any of them with select.column)."""
-    from .methods.columns import for_config
-    from .select import fuse_models
-
     chosen = _selectit_models(config)
     if config.fusion.weights is not None:
         kwargs = {"weights": config.fusion.weights}
@@ -141,9 +139,6 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     Example:
         >>> summary, scored, subset = run_pipeline(load_run_config("hf_selectit/configs/demo.yaml"))
     """
-    from .io import check_output_path, load_input
-    from .models import check_processes
-
     t0 = time.perf_counter()
     io, run = config.io, config.run
     # Paths that cannot be written are refused now, not after hours of scoring.
@@ -151,18 +146,16 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
         check_output_path(io.output, output_format=output_format(config))
     if run.subset_output:
         check_output_path(run.subset_output, option="subset_output")
-    ds = dataset
-    if ds is None:
-        ds = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision, limit=io.limit)
-    elif io.limit is not None and io.limit < len(ds):
-        ds = ds.select(range(io.limit))
+    if dataset is None:
+        dataset = load_input(io.input, split=io.split, config_name=io.config_name, revision=io.revision)
+    ds = dataset.select(range(io.limit)) if io.limit is not None and io.limit < len(dataset) else dataset
     if run.engine == "local":
         for scorer_config in config.models:  # a device_map model later in the list fails before any work
             check_processes(scorer_config, run.num_proc)
-    summary, work_dir, engine = RunSummary(rows=len(ds)), pipeline_work_dir(config), engine_for(run, config.ray)
-    # One writer per output: the lock (keyed on the output, so another --work-dir does not get
-    # past it) is held until the outputs are written.
-    with output_lock(lock_dir(config), what=_target_name(config)):
+    summary, engine = RunSummary(rows=len(ds)), engine_for(run, config.ray)
+    work_dir, lock_dir = _work_dirs(config)
+    # One writer per output: the lock is held until the outputs are written.
+    with output_lock(lock_dir, what=_target_name(config)):
         results = []
         for i, scorer_config in enumerate(config.models):
             scores, stats, info = engine(ds, make_scorer(scorer_config), work_dir=work_dir, model_index=i,
@@ -171,7 +164,7 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
             results.append((scores, info))
         summary.processes = max(m.processes for m in summary.models)
         try:
-            scored, subset = _finish(config, summary, add_scores(ds, results))
+            scored, subset = _finish(config, summary, add_scores(ds, results), work_dir)
         except OutputWriteError as exc:
             raise OutputWriteError(f"{exc} The scores are kept in {work_dir}: run the same command "
                                    "again once the cause is fixed, and it resumes from them.") from exc
@@ -183,24 +176,18 @@ def run_pipeline(config: PipelineConfig, *, on_progress: Optional[ProgressCallba
     return summary, scored, subset
 
 
-def pipeline_work_dir(config: PipelineConfig) -> Path:
-    """A run's checkpoints folder: ``run.work_dir`` if set, else beside the output or a local
-    publish folder, else the user cache (:func:`hf_selectit.runner.default_work_dir`)."""
-    return Path(config.run.work_dir) if config.run.work_dir else default_work_dir(_target_name(config))
-
-
-def lock_dir(config: PipelineConfig) -> Path:
-    """Where a run's lock file goes: the output's own work directory (whatever ``run.work_dir``
-    says, so two runs on one output always meet there), else the run's work directory."""
+def _work_dirs(config: PipelineConfig) -> tuple[Path, Path]:
+    """A run's checkpoints folder (``run.work_dir`` if set, else beside the output or a local
+    publish folder, else the user cache) and its lock's: the output's own work directory whatever
+    ``run.work_dir`` says (so two runs on one output always meet there), else the checkpoints'."""
     target = _target_name(config)
-    return default_work_dir(target) if target else pipeline_work_dir(config)
+    work_dir = Path(config.run.work_dir) if config.run.work_dir else default_work_dir(target)
+    return work_dir, default_work_dir(target) if target else work_dir
 
 
 def output_format(config: PipelineConfig) -> str:
     """The run's output format: ``io.output_format``, except that a folder output of a Ray run is
     parquet (+ selectit.json), which load_dataset, ray.data.read_parquet and every engine read."""
-    from .io import resolve_output_format
-
     fmt = config.io.output_format
     ray_folder = fmt == "auto" and config.run.engine == "ray" and resolve_output_format(config.io.output) == "disk"
     return "parquet" if ray_folder else fmt
@@ -214,22 +201,18 @@ def _target_name(config: PipelineConfig) -> Optional[str]:
     return config.publish.repo_id if is_local_target(config.publish.repo_id) else None
 
 
-def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[Any, Any]:
+def _finish(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: Path) -> tuple[Any, Any]:
     """Fuse, validate, write, select and publish; returns ``(scored, subset)``."""
-    from .io import is_local_path, save_output
-
     io = config.io
     if len(_selectit_models(config)) > 1:
         scored = fuse(scored, config)
-    if getattr(config, "validate", None) is not None:
-        scored = _validate(config, summary, scored)
+    if config.validate is not None:
+        scored = _validate(config, summary, scored, work_dir)
     if io.output:
         save_output(scored, io.output, output_format=output_format(config))
         summary.output = io.output
     subset = None
     if config.select is not None:
-        from .select import select_top
-
         column = select_column_for(config)
         subset = select_top(scored, column=column, **config.select.rule())
         summary.kept, summary.select_column = len(subset), column
@@ -248,11 +231,9 @@ def _finish(config: PipelineConfig, summary: RunSummary, scored: Any) -> tuple[A
     return scored, subset
 
 
-def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
+def _validate(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir: Path) -> Any:
     """The run's ``validate:`` step: check the selection column against a label column of the same
     rows; the report travels with the rows into the outputs, ``selectit.json`` and the card."""
-    from dataclasses import replace
-
     from .validation import attach_validation, run_validation
     from .validation_plot import VALIDATION_PLOT_FILENAME
 
@@ -265,7 +246,6 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any) -> Any:
     if v.plot is None and config.publish is not None:
         # A published version shows its validation figure on the card; without a path of the
         # user's it is drawn in the work folder (removed with the checkpoints after the run).
-        work_dir = pipeline_work_dir(config)
         work_dir.mkdir(parents=True, exist_ok=True)
         v = replace(v, plot=str(work_dir / VALIDATION_PLOT_FILENAME))
     try:

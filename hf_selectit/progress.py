@@ -64,13 +64,11 @@ class TqdmProgress:
         self.bar, self.file, self.resumed = None, file, 0
 
     def __call__(self, event: ProgressEvent) -> None:
-        import sys
-
         from tqdm.auto import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=event.total_rows * event.n_models, unit="row", desc="scoring",
-                            dynamic_ncols=True, file=self.file or sys.stderr, smoothing=0.1)
+                            dynamic_ncols=True, file=self.file, smoothing=0.1)
         bar = self.bar
         if event.kind == "plan":
             bar.total -= event.total_rows - event.rows  # resumed from checkpoints

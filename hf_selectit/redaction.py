@@ -18,10 +18,8 @@ HIDDEN = "<hidden>"
 _HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,}")
 # Key names that hold a token (`from_pretrained`'s `token`, and the usual spellings elsewhere);
 # not `pad_token`, `max_tokens` or `tokenizer`.
-_SECRET_KEYS = ("token", "hf_token", "hub_token", "api_token", "auth_token", "access_token",
-                "use_auth_token")
-# `token: value`, `"token": "value"`, `token=value`, `--token value` in free text.
 _KEY = r"(?:hf_|hub_|api_|auth_|access_|use_auth_)?token"
+# `token: value`, `"token": "value"`, `token=value`, `--token value` in free text.
 _TOKEN_VALUE = re.compile(
     rf"""((?<![A-Za-z0-9_-])(?:--{_KEY}(?:=|\s+)|{_KEY}["']?\s*[:=]\s*)["']?)(?!<hidden>)[^"',;}}\]\s]+""",
     re.IGNORECASE)
@@ -39,7 +37,7 @@ def _known_tokens() -> list[str]:
 
 def is_secret_key(key: Any) -> bool:
     """Whether a mapping key names a secret (``token``, ``hub_token``, ...; not ``pad_token``)."""
-    return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
+    return isinstance(key, str) and re.fullmatch(_KEY, key.lower().replace("-", "_")) is not None
 
 
 def redact(text: str) -> str:

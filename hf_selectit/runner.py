@@ -30,6 +30,7 @@ from ._version import __version__
 from .atomic import describe_os_error, pid_alive, replacing
 from .errors import ConfigError, OutputLockedError, OutputWriteError, ShardMergeError
 from .methods.columns import error_mask, for_scorer, truncated_mask
+from .models import cache_dir, check_processes
 from .progress import ProgressCallback, ProgressEvent, quiet_third_party_bars
 from .redaction import redact
 
@@ -49,8 +50,6 @@ def default_work_dir(output: Union[str, os.PathLike, None]) -> Path:
     if output:
         out = Path(os.path.expanduser(os.fspath(output)))
         return out.with_name(out.name + WORK_SUFFIX)
-    from .models import cache_dir
-
     return cache_dir() / "work"
 
 
@@ -100,8 +99,7 @@ def output_lock(work_dir: Union[str, os.PathLike], *, what: str = "") -> Iterato
                         and pid != os.getpid() and not pid_alive(pid)):
                     logger.warning("Taking over the lock %s left by a run that no longer exists (%s).",
                                    path, _describe_holder(holder))
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                    path.unlink(missing_ok=True)
                     continue
                 who = _describe_holder(holder) if holder else "an unreadable lock file"
                 raise OutputLockedError(
@@ -320,8 +318,6 @@ def score_shards(ds: Any, scorer: Any, *, work_dir: Union[str, os.PathLike], sha
     worker r on ``cuda:r``); any callable with ``.output_columns``, ``.info()`` and ``.config``
     works. Returns :meth:`Checkpoints.run`'s ``(scores, stats, info)``; a ConfigError for an
     empty input, clashing columns or a ``device_map`` model with ``num_proc``."""
-    from .models import check_processes
-
     # A device_map model spans the machine's devices: one process, before any work.
     check_processes(getattr(scorer, "config", None), num_proc)
     num_proc = num_proc if (num_proc or 1) > 1 else None

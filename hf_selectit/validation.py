@@ -275,8 +275,12 @@ def _apply_scorers(ds: "Dataset", scorers: Sequence[Any], *, batch_size: int,
             raise ConfigError(f"Two scorers write the column(s) {clash}. Give each scorer its own "
                               "column_prefix (e.g. column_prefix='m1_').")
         present = [c for c in cols if c in ds.column_names]
-        if present:
-            # The data has the column already, but not as scores it could use (all null, text).
+        if present and all(is_numeric(ds, c, strict=True) for c in present):
+            raise ConfigError(f"The data already has the score column(s) {present} from an earlier scoring, "
+                              "and a scorer was given to score it again. To validate the scores it has, "
+                              "leave the scorer out (CLI: --no-score-first); to score again beside them, give "
+                              "the scorer another column_prefix.")
+        if present:  # there, but not as scores it could use (all null, text)
             what = "; ".join(f"{c!r} is {_column_kind(ds, c)}" for c in present)
             raise ConfigError(f"The data already has the score column(s) {present}, but not as numbers: "
                               f"{what}. Drop or fill them to score the rows again, or give the scorer "

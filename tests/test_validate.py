@@ -113,6 +113,16 @@ def _demo(n=24):
     return ds.select(range(0, len(ds), max(1, len(ds) // n)))
 
 
+def test_scoring_again_over_real_scores_says_how_to_validate_them(scorer):
+    # Defect: the error claimed the existing column was "not as numbers: ... of type float64".
+    scored = _demo(8).map(scorer, batched=True)
+    with pytest.raises(ConfigError, match=r"from an earlier scoring.*--no-score-first") as err:
+        validate(scored, scorers=scorer, label="kind", positive="good", n_boot=10)
+    assert "not as numbers" not in str(err.value)
+    report = validate(scored, label="kind", positive="good", n_boot=10, tokenizer=False)
+    assert report.result("selectit_sentence_score")["n"] == len(scored)
+
+
 def test_label_column_end_to_end_on_the_tiny_model(scorer, tmp_path):
     ds = _demo()
     report = validate(ds, scorers=scorer, label="kind", positive="good", n_boot=200,

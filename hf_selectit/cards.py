@@ -9,6 +9,7 @@ The card is `huggingface_hub.DatasetCard.from_template` of the Jinja template
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from .errors import ConfigError
 from .markdown import code_fence, md_code, md_text  # noqa: F401  (public here too)
 from .methods import columns as schema
 from .models import is_embedded
+from .select import select_random, select_top
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -68,10 +70,6 @@ def size_category(n_rows: int) -> str:
     return "n>1T"
 
 
-def _card_field(card: Optional["DatasetCard"], key: str) -> Any:
-    return None if card is None or card.data is None else card.data.to_dict().get(key)
-
-
 def _as_dict(card_data: Any) -> dict:
     from huggingface_hub import DatasetCardData
 
@@ -88,8 +86,8 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None,
     it): a wrong language is worse for search than a missing one, and the package cannot tell the
     language of the rows.
     """
-    extra = _as_dict(card_data)
-    user_license, source_license = extra.get("license"), _card_field(source_card, "license")
+    extra, source = _as_dict(card_data), _as_dict(getattr(source_card, "data", None))
+    user_license, source_license = extra.get("license"), source.get("license")
     if user_license:
         if source_license and source_license != user_license:
             logger.warning("license=%r differs from the source card's license %r; using %r.",
@@ -104,7 +102,7 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None,
         raise ConfigError(
             f"{where}. Pass the license of the subset, e.g. card_data={{'license': 'cc-by-nc-4.0'}} "
             "(or --license on the CLI); it must be compatible with the source's terms.")
-    language = extra.get("language") or _card_field(source_card, "language")
+    language = extra.get("language") or source.get("language")
     if not language:
         logger.info("The card gets no `language`: %s. Set it with card_data={'language': ['en']} "
                     "(YAML run config: card_data: {language: [en]}).",
@@ -186,13 +184,12 @@ def _prompt_groups(scorers: Mapping[str, Mapping], prompts: Any) -> list[dict]:
 
 def _n_prompts(scorers: Mapping[str, Mapping], prompts: Any) -> str:
     counts = {prefix: len(info["prompts"]) if isinstance(info.get("prompts"), (list, tuple))
-              else info.get("n_prompts") for prefix, info in sorted(scorers.items())}
+              else info.get("n_prompts") for prefix, info in scorers.items()}
     counts = {prefix: n for prefix, n in counts.items() if n is not None}
-    if not counts:
-        return str(len(prompts)) if isinstance(prompts, (list, tuple)) else "not recorded"
-    if len(set(counts.values())) == 1:
-        return str(next(iter(counts.values())))
-    return "; ".join(f"{md_code(k)}: {v}" for k, v in counts.items())
+    if len(set(counts.values())) > 1:
+        return _per_scorer(counts, scorers)
+    shared = next(iter(counts.values()), len(prompts) if isinstance(prompts, (list, tuple)) else None)
+    return _per_scorer(shared, scorers)
 
 
 def _fusion_rows(fusion: Optional[Mapping]) -> list[dict]:
@@ -387,8 +384,7 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
             cls = "SelectITScorer"
             for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
                 value = info.get(key)
-                if key == "prompts" and isinstance(value, (list, tuple)):
-                    value = len(value)
+                value = len(value) if key == "prompts" and isinstance(value, (list, tuple)) else value
                 if value is not None:
                     args.append(f"{key}={repr(value)}")
         else:
@@ -408,11 +404,11 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
             cols := [schema.for_info(scorers[p], p).score for p in sorted(scorers)]):
         # A fused column without its recorded weights: the scorers' own scores, fused again.
         lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, output={repr(column)})")
-    select = "select_random" if rule.get("method") == "random" else "select_top"
-    keys = (("ratio", "k", "seed") if select == "select_random" else
-            ("ratio", "k", "threshold", "column", "by", "order", "cutoff", "also_below_one"))
-    sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in keys if rule.get(k) is not None)
-    if select == "select_top" and column and rule.get("higher_is_better") is not None:
+    select = select_random if rule.get("method") == "random" else select_top
+    # The recorded value of each option of the select function (higher_is_better: below).
+    sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in inspect.signature(select).parameters
+                         if k not in ("ds", "higher_is_better") and rule.get(k) is not None)
+    if select is select_top and column and rule.get("higher_is_better") is not None:
         # Written only when the selection overrode the column's own direction, which the default
         # reproduces: the recorded value is the one used, whichever way it was decided.
         owners = [c for p, info in scorers.items() if column in (c := schema.for_info(info, p)).score_columns]
@@ -420,9 +416,10 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
                     else (owners[0] if owners else schema.guess(column)).higher_is_better(column))
         if rule["higher_is_better"] != declared:
             sel_args += f", higher_is_better={rule['higher_is_better']!r}"
-    lines.append(f"subset = {select}(ds, {sel_args})")
+    select_name = select.__name__
+    lines.append(f"subset = {select_name}(ds, {sel_args})")
     lines.append(f"publish(subset, {repr(repo_id)}, version={repr(version)}, scored=ds)")
-    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select]
+    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select_name]
     return "\n".join(["from datasets import load_dataset", f"from hf_selectit import {', '.join(names)}", ""]
                      + lines)
 
@@ -491,10 +488,8 @@ def build_card(
 
     from .validation import ValidationReport
 
-    extra = _as_dict(card_data)
+    extra = {k: v for k, v in _as_dict(card_data).items() if k not in ("license", "language")}
     command = extra.pop("reproduce_command", None)
-    for key in ("license", "language"):
-        extra.pop(key, None)
     for key in [k for k in COMPUTED_FIELDS if k in extra]:
         # They must match the files this publisher writes, or load_dataset and the viewer break.
         logger.warning("card_data[%r] is ignored: the card computes %s from the published files.", key, key)
@@ -510,9 +505,8 @@ def build_card(
     fields = {"license": defaults["license"], "language": defaults["language"],
               "task_categories": ["text-generation"], "size_categories": [size_category(subset.num_rows)],
               "source_datasets": sources or None, "pretty_name": str(pretty_name),
-              "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs}
-    if dataset_info:
-        fields["dataset_info"] = list(dataset_info)
+              "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs,
+              "dataset_info": list(dataset_info) if dataset_info else None}
     data = DatasetCardData(**{**fields, **extra})  # the user's task_categories etc. win
 
     rule = provenance.get("selection")

@@ -15,13 +15,16 @@ import logging
 import math
 import os
 import shlex
+from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
+from .config import METHOD_CONFIGS
 from .errors import ConfigError
 # Escaping has one home (the selection and validation reports the card embeds use it too).
 from .markdown import code_fence, md_code, md_text  # noqa: F401  (public here too)
+from .methods import METHODS
 from .methods import columns as schema
 from .models import is_embedded
 from .select import select_random, select_top
@@ -431,15 +434,9 @@ _RUNTIME_OPTIONS = ("model", "device", "max_batch_tokens", "reuse_prompt_prefix"
 def _other_method_call(method: str, info: Mapping) -> tuple[str, list]:
     """(scorer class name, keyword arguments) re-creating a non-SelectIT scorer from its provenance:
     the options that differ from the method's defaults."""
-    from dataclasses import MISSING, fields
-
-    from .config import METHOD_CONFIGS
-    from .methods import METHODS
-
-    config_cls = METHOD_CONFIGS.get(method)
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-                for f in (fields(config_cls) if config_cls is not None else ())
-                if f.default is not MISSING or f.default_factory is not MISSING}  # type: ignore[misc]
+    # Every option has a default (the option parser relies on it too).
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+                for f in (fields(METHOD_CONFIGS[method]) if method in METHOD_CONFIGS else ())}
     return METHODS.get(method, f"x:{method}").split(":")[1], [
         f"{k}={repr(v)}" for k, v in sorted((info.get("options") or {}).items())
         if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
@@ -502,14 +499,14 @@ def build_card(
                for config, folder in (("default", "data"), ("scores", "scores"))
                if config == "default" or scored is not None]
     sources = _added([source_id] if source_id else [], extra.pop("source_datasets", None))
-    fields = {"license": defaults["license"], "language": defaults["language"],
+    header = {"license": defaults["license"], "language": defaults["language"],
               "task_categories": ["text-generation"], "size_categories": [size_category(subset.num_rows)],
               "source_datasets": sources or None, "pretty_name": str(pretty_name),
               "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs,
               "dataset_info": list(dataset_info) if dataset_info else None}
-    data = DatasetCardData(**{**fields, **extra})  # the user's task_categories etc. win
+    data = DatasetCardData(**{**header, **extra})  # the user's task_categories etc. win
 
-    rule = provenance.get("selection")
+    rule = provenance.get("selection") or {}
     scorers = provenance.get("scorers") or {}
     prompts, prompt_set = provenance.get("prompts"), provenance.get("prompt_set")
     # The label validation of the same rows recorded in `selectit.json`, and its figure: set by the
@@ -520,10 +517,9 @@ def build_card(
     n_scored = scored.num_rows if scored is not None else None
     this = {"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
             "commit": "this version"}
-    if source_id and not defaults.get("source_is_local"):
-        source_link = f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
-    else:
-        source_link = md_code(source_id) if source_id else None
+    source_code = md_code(source_id) if source_id else None
+    source_link = (f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
+                   if source_id and not defaults.get("source_is_local") else source_code)
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
@@ -531,13 +527,13 @@ def build_card(
         title=md_text(pretty_name),
         version=md_code(version),
         created_at=md_text(provenance.get("created_at", "")),  # ISO time: nothing to escape
-        source_id=md_code(source_id) if source_id else None,
+        source_id=source_code,
         source_link=source_link,
         source_revision=md_code(source["revision"]) if source.get("revision") else None,
         source_fingerprint=md_code(source.get("fingerprint")),
         n_subset=subset.num_rows,
         n_scored=n_scored,
-        row_order=_ROW_ORDER.get((rule or {}).get("order"), "as given (the rows carry no selection rule)"),
+        row_order=_ROW_ORDER.get(rule.get("order"), "as given (the rows carry no selection rule)"),
         license=md_text(defaults["license"]),
         license_origin=md_text(defaults["license_origin"]) if defaults["license_origin"] else None,
         language=", ".join(md_code(x) for x in defaults["language"] or ()),  # "": not stated
@@ -553,7 +549,7 @@ def build_card(
         samples=[{"config": config, "json": text} for config, ds in (("default", subset), ("scores", scored))
                  if (text := sample_record(ds))],
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
-        selection_items=[(_cell(k), _cell(v)) for k, v in sorted((rule or {}).items())
+        selection_items=[(_cell(k), _cell(v)) for k, v in sorted(rule.items())
                          if v is not None and not isinstance(v, (list, dict))],
         report_markdown=report_markdown,
         validation_markdown=validation_md,

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 from . import cards, provenance
 from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
-from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
 from .methods import columns as schema
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
+from .redaction import redact, redact_mapping, redact_yaml
+from .report import selection_report
 from .validation_plot import VALIDATION_PLOT_FILENAME
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
@@ -194,29 +195,25 @@ def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str],
         subset, version=version, scored=scored, source=job.source, repo_id=repo_id, branch=branch,
         history=changelog if is_local else [])
     _stage_validation_plot(prov, workdir, files)
-    rule = prov.get("selection")
+    rule = prov.get("selection") or {}
     column = schema.resolve(scored if scored is not None else subset, rule=rule, required=False)
-    histogram = report = None
     if column is not None and column in subset.column_names:
         kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
             kept_scores=kept_scores, path=workdir / HISTOGRAM_FILENAME, column=column,
-            cutoff=selection_cutoff(rule, kept_scores) if (rule or {}).get("column") == column else None)
-        histogram = HISTOGRAM_FILENAME
+            cutoff=selection_cutoff(rule, kept_scores) if rule.get("column") == column else None)
         files.append(HISTOGRAM_FILENAME)
     else:
         logger.warning("No score column in the subset; the card of %s has no histogram.", version)
-    if scored is not None and column is not None:
-        from .report import selection_report
-
-        report = selection_report(scored, subset, column=column, by=(rule or {}).get("by")).to_markdown()
+    report = (selection_report(scored, subset, column=column, by=rule.get("by")).to_markdown()
+              if scored is not None and column is not None else None)
     files += ["README.md", provenance.PROVENANCE_FILENAME]
     prov["files"] = sorted(files)
     card = cards.build_card(
-        subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
-        card_data=job.card_data, changelog=changelog, histogram=histogram, report_markdown=report,
-        defaults=job.defaults, is_local=is_local, dataset_info=info,
+        subset, repo_id=repo_id, version=version, provenance=prov, scored=scored, card_data=job.card_data,
+        changelog=changelog, histogram=HISTOGRAM_FILENAME if HISTOGRAM_FILENAME in files else None,
+        report_markdown=report, defaults=job.defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
     provenance.write_published(prov, workdir)
@@ -555,9 +552,8 @@ def card_facts(*, source_id: Optional[str], card_data: Any = None, token: Option
 def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str]:
     """Published versions of a repo or local directory, oldest first."""
     if is_local_target(repo_id):
-        target = Path(os.fspath(repo_id)).expanduser()
-        names = [v["version"] for v in _local_versions(_read_local_provenance(target))]
-        return sorted(names, key=version_key)
+        versions = _local_versions(_read_local_provenance(Path(os.fspath(repo_id)).expanduser()))
+        return sorted((v["version"] for v in versions), key=version_key)
     from huggingface_hub import HfApi
 
     refs = HfApi(token=_resolve_token(token)).list_repo_refs(os.fspath(repo_id), repo_type=REPO_TYPE)

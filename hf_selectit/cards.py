@@ -456,22 +456,11 @@ def _added(base: list, user: Any) -> list:
     return base + [v for v in ([user] if isinstance(user, str) else user) if v not in base]
 
 
-def build_card(
-    subset: "Dataset",
-    *,
-    repo_id: str,
-    version: str,
-    provenance: Mapping,
-    scored: Optional["Dataset"] = None,
-    card_data: Optional[Mapping] = None,
-    changelog: Optional[list] = None,
-    histogram: Optional[str] = None,
-    defaults: Mapping,
-    report_markdown: Optional[str] = None,
-    is_local: bool = False,
-    dataset_info: Optional[list] = None,
-    run_config: Optional[str] = None,
-) -> "DatasetCard":
+def build_card(subset: "Dataset", *, repo_id: str, version: str, provenance: Mapping, defaults: Mapping,
+               scored: Optional["Dataset"] = None, card_data: Optional[Mapping] = None,
+               changelog: Optional[list] = None, histogram: Optional[str] = None,
+               report_markdown: Optional[str] = None, is_local: bool = False,
+               dataset_info: Optional[list] = None, run_config: Optional[str] = None) -> "DatasetCard":
     """Render the `DatasetCard` of one published version from the facts the publisher gathered.
 
     `provenance` is this version's `selectit.json`; `card_data` as for `publish` (the computed

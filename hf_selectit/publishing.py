@@ -354,10 +354,9 @@ def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str]) -> list[
 
 def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[str], branch: Optional[str],
                  overwrite: bool) -> PublishResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api, version = HfApi(token=token), job.version
-    endpoint = constants.ENDPOINT
     stage = "creating the repo"
     commit: Optional[str] = None
     old_tag_deleted = False
@@ -403,11 +402,11 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
                        tag_message=f"hf-selectit {version}")
     except _hub_errors() as exc:
         raise _publish_failure(exc, repo_id=repo_id, version=version, stage=stage, commit=commit,
-                               branch=branch, endpoint=endpoint, token=token,
+                               branch=branch, endpoint=api.endpoint, token=token,
                                old_tag_deleted=old_tag_deleted, had_tag=version in tags) from None
     logger.info("Published %s (%d rows) to %s at commit %s", version, job.subset.num_rows, repo_id, commit)
     return job.result(repo_id, local=False, commit=commit, branch=branch, files=tuple(files),
-                      url=f"{endpoint}/datasets/{repo_id}/tree/{version}", replaced=version in tags)
+                      url=f"{api.endpoint}/datasets/{repo_id}/tree/{version}", replaced=version in tags)
 
 
 def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, branch, endpoint, token,
@@ -517,10 +516,9 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
     from huggingface_hub import DatasetCard
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    local = Path(os.path.expanduser(source_id))
     try:
         if is_local_path(source_id, for_output=True):
-            readme = local / "README.md"
+            readme = Path(os.path.expanduser(source_id)) / "README.md"
             # A data file (json, parquet, ...) or a missing path carries no card.
             return DatasetCard.load(readme) if readme.is_file() else None
         return DatasetCard.load(source_id, repo_type="dataset", token=token)

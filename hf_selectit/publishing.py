@@ -543,7 +543,7 @@ def card_facts(*, source_id: Optional[str], card_data: Any = None, token: Option
     """
     facts = cards.card_defaults(source_id=source_id, card_data=card_data,
                                 source_card=load_source_card(source_id, token=token))
-    facts["source_is_local"] = bool(source_id) and Path(os.path.expanduser(source_id)).exists()
+    facts["source_is_local"] = bool(source_id) and is_local_path(source_id, for_output=True)
     return facts
 
 

@@ -182,11 +182,11 @@ def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str],
     directory's provenance carries the earlier versions (a Hub repo keeps them as tags)."""
     subset, scored, version = job.subset, job.scored, job.version
     files = _write_parquet(subset, workdir / "data")
+    info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     run_config = job.defaults.get("run_config")
     if run_config is not None:
         (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
         files.append(cards.RUN_CONFIG_FILENAME)
-    info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     if scored is not None:
         score_files = _write_parquet(scored, workdir / "scores")
         info.append(cards.split_info("scores", scored, download_size=_size(workdir, score_files)))

@@ -9,20 +9,25 @@ The card is `huggingface_hub.DatasetCard.from_template` of the Jinja template
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import os
 import shlex
+from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
+from .config import METHOD_CONFIGS
 from .errors import ConfigError
 # Escaping has one home (the selection and validation reports the card embeds use it too).
 from .markdown import code_fence, md_code, md_text  # noqa: F401  (public here too)
+from .methods import METHODS
 from .methods import columns as schema
 from .models import is_embedded
+from .select import select_random, select_top
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -68,10 +73,6 @@ def size_category(n_rows: int) -> str:
     return "n>1T"
 
 
-def _card_field(card: Optional["DatasetCard"], key: str) -> Any:
-    return None if card is None or card.data is None else card.data.to_dict().get(key)
-
-
 def _as_dict(card_data: Any) -> dict:
     from huggingface_hub import DatasetCardData
 
@@ -88,8 +89,8 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None,
     it): a wrong language is worse for search than a missing one, and the package cannot tell the
     language of the rows.
     """
-    extra = _as_dict(card_data)
-    user_license, source_license = extra.get("license"), _card_field(source_card, "license")
+    extra, source = _as_dict(card_data), _as_dict(getattr(source_card, "data", None))
+    user_license, source_license = extra.get("license"), source.get("license")
     if user_license:
         if source_license and source_license != user_license:
             logger.warning("license=%r differs from the source card's license %r; using %r.",
@@ -104,7 +105,7 @@ def card_defaults(*, source_id: Optional[str], card_data: Any = None,
         raise ConfigError(
             f"{where}. Pass the license of the subset, e.g. card_data={{'license': 'cc-by-nc-4.0'}} "
             "(or --license on the CLI); it must be compatible with the source's terms.")
-    language = extra.get("language") or _card_field(source_card, "language")
+    language = extra.get("language") or source.get("language")
     if not language:
         logger.info("The card gets no `language`: %s. Set it with card_data={'language': ['en']} "
                     "(YAML run config: card_data: {language: [en]}).",
@@ -186,13 +187,12 @@ def _prompt_groups(scorers: Mapping[str, Mapping], prompts: Any) -> list[dict]:
 
 def _n_prompts(scorers: Mapping[str, Mapping], prompts: Any) -> str:
     counts = {prefix: len(info["prompts"]) if isinstance(info.get("prompts"), (list, tuple))
-              else info.get("n_prompts") for prefix, info in sorted(scorers.items())}
+              else info.get("n_prompts") for prefix, info in scorers.items()}
     counts = {prefix: n for prefix, n in counts.items() if n is not None}
-    if not counts:
-        return str(len(prompts)) if isinstance(prompts, (list, tuple)) else "not recorded"
-    if len(set(counts.values())) == 1:
-        return str(next(iter(counts.values())))
-    return "; ".join(f"{md_code(k)}: {v}" for k, v in counts.items())
+    if len(set(counts.values())) > 1:
+        return _per_scorer(counts, scorers)
+    shared = next(iter(counts.values()), len(prompts) if isinstance(prompts, (list, tuple)) else None)
+    return _per_scorer(shared, scorers)
 
 
 def _fusion_rows(fusion: Optional[Mapping]) -> list[dict]:
@@ -387,8 +387,7 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
             cls = "SelectITScorer"
             for key in ("revision", "prompts", "prompt_set", "alpha", "normalization", "template"):
                 value = info.get(key)
-                if key == "prompts" and isinstance(value, (list, tuple)):
-                    value = len(value)
+                value = len(value) if key == "prompts" and isinstance(value, (list, tuple)) else value
                 if value is not None:
                     args.append(f"{key}={repr(value)}")
         else:
@@ -408,11 +407,11 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
             cols := [schema.for_info(scorers[p], p).score for p in sorted(scorers)]):
         # A fused column without its recorded weights: the scorers' own scores, fused again.
         lines.append(f"ds = fuse_models(ds, columns={repr(cols)}, output={repr(column)})")
-    select = "select_random" if rule.get("method") == "random" else "select_top"
-    keys = (("ratio", "k", "seed") if select == "select_random" else
-            ("ratio", "k", "threshold", "column", "by", "order", "cutoff", "also_below_one"))
-    sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in keys if rule.get(k) is not None)
-    if select == "select_top" and column and rule.get("higher_is_better") is not None:
+    select = select_random if rule.get("method") == "random" else select_top
+    # The recorded value of each option of the select function (higher_is_better: below).
+    sel_args = ", ".join(f"{k}={repr(rule[k])}" for k in inspect.signature(select).parameters
+                         if k not in ("ds", "higher_is_better") and rule.get(k) is not None)
+    if select is select_top and column and rule.get("higher_is_better") is not None:
         # Written only when the selection overrode the column's own direction, which the default
         # reproduces: the recorded value is the one used, whichever way it was decided.
         owners = [c for p, info in scorers.items() if column in (c := schema.for_info(info, p)).score_columns]
@@ -420,9 +419,10 @@ def reproduce_python(provenance: Mapping, *, repo_id: str, version: str) -> str:
                     else (owners[0] if owners else schema.guess(column)).higher_is_better(column))
         if rule["higher_is_better"] != declared:
             sel_args += f", higher_is_better={rule['higher_is_better']!r}"
-    lines.append(f"subset = {select}(ds, {sel_args})")
+    select_name = select.__name__
+    lines.append(f"subset = {select_name}(ds, {sel_args})")
     lines.append(f"publish(subset, {repr(repo_id)}, version={repr(version)}, scored=ds)")
-    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select]
+    names = sorted(classes - {"SelectITScorer"}) + ["SelectITScorer", "fuse_models", "publish", select_name]
     return "\n".join(["from datasets import load_dataset", f"from hf_selectit import {', '.join(names)}", ""]
                      + lines)
 
@@ -434,15 +434,9 @@ _RUNTIME_OPTIONS = ("model", "device", "max_batch_tokens", "reuse_prompt_prefix"
 def _other_method_call(method: str, info: Mapping) -> tuple[str, list]:
     """(scorer class name, keyword arguments) re-creating a non-SelectIT scorer from its provenance:
     the options that differ from the method's defaults."""
-    from dataclasses import MISSING, fields
-
-    from .config import METHOD_CONFIGS
-    from .methods import METHODS
-
-    config_cls = METHOD_CONFIGS.get(method)
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-                for f in (fields(config_cls) if config_cls is not None else ())
-                if f.default is not MISSING or f.default_factory is not MISSING}  # type: ignore[misc]
+    # Every option has a default (the option parser relies on it too).
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+                for f in (fields(METHOD_CONFIGS[method]) if method in METHOD_CONFIGS else ())}
     return METHODS.get(method, f"x:{method}").split(":")[1], [
         f"{k}={repr(v)}" for k, v in sorted((info.get("options") or {}).items())
         if k not in _RUNTIME_OPTIONS and (k not in defaults or defaults[k] != v)]
@@ -462,22 +456,11 @@ def _added(base: list, user: Any) -> list:
     return base + [v for v in ([user] if isinstance(user, str) else user) if v not in base]
 
 
-def build_card(
-    subset: "Dataset",
-    *,
-    repo_id: str,
-    version: str,
-    provenance: Mapping,
-    scored: Optional["Dataset"] = None,
-    card_data: Optional[Mapping] = None,
-    changelog: Optional[list] = None,
-    histogram: Optional[str] = None,
-    defaults: Mapping,
-    report_markdown: Optional[str] = None,
-    is_local: bool = False,
-    dataset_info: Optional[list] = None,
-    run_config: Optional[str] = None,
-) -> "DatasetCard":
+def build_card(subset: "Dataset", *, repo_id: str, version: str, provenance: Mapping, defaults: Mapping,
+               scored: Optional["Dataset"] = None, card_data: Optional[Mapping] = None,
+               changelog: Optional[list] = None, histogram: Optional[str] = None,
+               report_markdown: Optional[str] = None, is_local: bool = False,
+               dataset_info: Optional[list] = None, run_config: Optional[str] = None) -> "DatasetCard":
     """Render the `DatasetCard` of one published version from the facts the publisher gathered.
 
     `provenance` is this version's `selectit.json`; `card_data` as for `publish` (the computed
@@ -491,10 +474,8 @@ def build_card(
 
     from .validation import ValidationReport
 
-    extra = _as_dict(card_data)
+    extra = {k: v for k, v in _as_dict(card_data).items() if k not in ("license", "language")}
     command = extra.pop("reproduce_command", None)
-    for key in ("license", "language"):
-        extra.pop(key, None)
     for key in [k for k in COMPUTED_FIELDS if k in extra]:
         # They must match the files this publisher writes, or load_dataset and the viewer break.
         logger.warning("card_data[%r] is ignored: the card computes %s from the published files.", key, key)
@@ -507,15 +488,14 @@ def build_card(
                for config, folder in (("default", "data"), ("scores", "scores"))
                if config == "default" or scored is not None]
     sources = _added([source_id] if source_id else [], extra.pop("source_datasets", None))
-    fields = {"license": defaults["license"], "language": defaults["language"],
+    header = {"license": defaults["license"], "language": defaults["language"],
               "task_categories": ["text-generation"], "size_categories": [size_category(subset.num_rows)],
               "source_datasets": sources or None, "pretty_name": str(pretty_name),
-              "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs}
-    if dataset_info:
-        fields["dataset_info"] = list(dataset_info)
-    data = DatasetCardData(**{**fields, **extra})  # the user's task_categories etc. win
+              "tags": _added(list(TAGS), extra.pop("tags", None)), "configs": configs,
+              "dataset_info": list(dataset_info) if dataset_info else None}
+    data = DatasetCardData(**{**header, **extra})  # the user's task_categories etc. win
 
-    rule = provenance.get("selection")
+    rule = provenance.get("selection") or {}
     scorers = provenance.get("scorers") or {}
     prompts, prompt_set = provenance.get("prompts"), provenance.get("prompt_set")
     # The label validation of the same rows recorded in `selectit.json`, and its figure: set by the
@@ -526,10 +506,9 @@ def build_card(
     n_scored = scored.num_rows if scored is not None else None
     this = {"version": version, "date": provenance.get("created_at", ""), "rows": subset.num_rows,
             "commit": "this version"}
-    if source_id and not defaults.get("source_is_local"):
-        source_link = f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
-    else:
-        source_link = md_code(source_id) if source_id else None
+    source_code = md_code(source_id) if source_id else None
+    source_link = (f"[{md_text(source_id)}]({constants.ENDPOINT}/datasets/{quote(source_id, safe='/')})"
+                   if source_id and not defaults.get("source_is_local") else source_code)
     return DatasetCard.from_template(
         card_data=data,
         template_path=template_path(),
@@ -537,13 +516,13 @@ def build_card(
         title=md_text(pretty_name),
         version=md_code(version),
         created_at=md_text(provenance.get("created_at", "")),  # ISO time: nothing to escape
-        source_id=md_code(source_id) if source_id else None,
+        source_id=source_code,
         source_link=source_link,
         source_revision=md_code(source["revision"]) if source.get("revision") else None,
         source_fingerprint=md_code(source.get("fingerprint")),
         n_subset=subset.num_rows,
         n_scored=n_scored,
-        row_order=_ROW_ORDER.get((rule or {}).get("order"), "as given (the rows carry no selection rule)"),
+        row_order=_ROW_ORDER.get(rule.get("order"), "as given (the rows carry no selection rule)"),
         license=md_text(defaults["license"]),
         license_origin=md_text(defaults["license_origin"]) if defaults["license_origin"] else None,
         language=", ".join(md_code(x) for x in defaults["language"] or ()),  # "": not stated
@@ -559,7 +538,7 @@ def build_card(
         samples=[{"config": config, "json": text} for config, ds in (("default", subset), ("scores", scored))
                  if (text := sample_record(ds))],
         selection_summary=_selection_summary(rule, subset.num_rows, n_scored),
-        selection_items=[(_cell(k), _cell(v)) for k, v in sorted((rule or {}).items())
+        selection_items=[(_cell(k), _cell(v)) for k, v in sorted(rule.items())
                          if v is not None and not isinstance(v, (list, dict))],
         report_markdown=report_markdown,
         validation_markdown=validation_md,

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 from . import cards, provenance
 from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
-from .redaction import redact, redact_mapping, redact_yaml
 from .io import is_local_path
 from .methods import columns as schema
 from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
+from .redaction import redact, redact_mapping, redact_yaml
+from .report import selection_report
 from .validation_plot import VALIDATION_PLOT_FILENAME
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
@@ -181,11 +182,11 @@ def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str],
     directory's provenance carries the earlier versions (a Hub repo keeps them as tags)."""
     subset, scored, version = job.subset, job.scored, job.version
     files = _write_parquet(subset, workdir / "data")
+    info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     run_config = job.defaults.get("run_config")
     if run_config is not None:
         (workdir / cards.RUN_CONFIG_FILENAME).write_text(run_config, encoding="utf-8")
         files.append(cards.RUN_CONFIG_FILENAME)
-    info = [cards.split_info("default", subset, download_size=_size(workdir, files))]
     if scored is not None:
         score_files = _write_parquet(scored, workdir / "scores")
         info.append(cards.split_info("scores", scored, download_size=_size(workdir, score_files)))
@@ -194,29 +195,25 @@ def _stage(workdir: Path, job: _Version, *, repo_id: str, branch: Optional[str],
         subset, version=version, scored=scored, source=job.source, repo_id=repo_id, branch=branch,
         history=changelog if is_local else [])
     _stage_validation_plot(prov, workdir, files)
-    rule = prov.get("selection")
+    rule = prov.get("selection") or {}
     column = schema.resolve(scored if scored is not None else subset, rule=rule, required=False)
-    histogram = report = None
     if column is not None and column in subset.column_names:
         kept_scores = subset[column]
         score_histogram(
             all_scores=scored[column] if scored is not None and column in scored.column_names else None,
             kept_scores=kept_scores, path=workdir / HISTOGRAM_FILENAME, column=column,
-            cutoff=selection_cutoff(rule, kept_scores) if (rule or {}).get("column") == column else None)
-        histogram = HISTOGRAM_FILENAME
+            cutoff=selection_cutoff(rule, kept_scores) if rule.get("column") == column else None)
         files.append(HISTOGRAM_FILENAME)
     else:
         logger.warning("No score column in the subset; the card of %s has no histogram.", version)
-    if scored is not None and column is not None:
-        from .report import selection_report
-
-        report = selection_report(scored, subset, column=column, by=(rule or {}).get("by")).to_markdown()
+    report = (selection_report(scored, subset, column=column, by=rule.get("by")).to_markdown()
+              if scored is not None and column is not None else None)
     files += ["README.md", provenance.PROVENANCE_FILENAME]
     prov["files"] = sorted(files)
     card = cards.build_card(
-        subset, repo_id=repo_id, version=version, provenance=prov, scored=scored,
-        card_data=job.card_data, changelog=changelog, histogram=histogram, report_markdown=report,
-        defaults=job.defaults, is_local=is_local, dataset_info=info,
+        subset, repo_id=repo_id, version=version, provenance=prov, scored=scored, card_data=job.card_data,
+        changelog=changelog, histogram=HISTOGRAM_FILENAME if HISTOGRAM_FILENAME in files else None,
+        report_markdown=report, defaults=job.defaults, is_local=is_local, dataset_info=info,
         run_config=cards.RUN_CONFIG_FILENAME if run_config is not None else None)
     (workdir / "README.md").write_text(redact(str(card)), encoding="utf-8")
     provenance.write_published(prov, workdir)
@@ -357,10 +354,9 @@ def _hub_changelog(api: "HfApi", repo_id: str, tags: Mapping[str, str]) -> list[
 
 def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[str], branch: Optional[str],
                  overwrite: bool) -> PublishResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api, version = HfApi(token=token), job.version
-    endpoint = constants.ENDPOINT
     stage = "creating the repo"
     commit: Optional[str] = None
     old_tag_deleted = False
@@ -406,11 +402,11 @@ def _publish_hub(job: _Version, repo_id: str, *, private: bool, token: Optional[
                        tag_message=f"hf-selectit {version}")
     except _hub_errors() as exc:
         raise _publish_failure(exc, repo_id=repo_id, version=version, stage=stage, commit=commit,
-                               branch=branch, endpoint=endpoint, token=token,
+                               branch=branch, endpoint=api.endpoint, token=token,
                                old_tag_deleted=old_tag_deleted, had_tag=version in tags) from None
     logger.info("Published %s (%d rows) to %s at commit %s", version, job.subset.num_rows, repo_id, commit)
     return job.result(repo_id, local=False, commit=commit, branch=branch, files=tuple(files),
-                      url=f"{endpoint}/datasets/{repo_id}/tree/{version}", replaced=version in tags)
+                      url=f"{api.endpoint}/datasets/{repo_id}/tree/{version}", replaced=version in tags)
 
 
 def _publish_failure(exc: BaseException, *, repo_id, version, stage, commit, branch, endpoint, token,
@@ -520,10 +516,9 @@ def load_source_card(source_id: Optional[str], *, token: Optional[str] = None) -
     from huggingface_hub import DatasetCard
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    local = Path(os.path.expanduser(source_id))
     try:
         if is_local_path(source_id, for_output=True):
-            readme = local / "README.md"
+            readme = Path(os.path.expanduser(source_id)) / "README.md"
             # A data file (json, parquet, ...) or a missing path carries no card.
             return DatasetCard.load(readme) if readme.is_file() else None
         return DatasetCard.load(source_id, repo_type="dataset", token=token)
@@ -548,16 +543,15 @@ def card_facts(*, source_id: Optional[str], card_data: Any = None, token: Option
     """
     facts = cards.card_defaults(source_id=source_id, card_data=card_data,
                                 source_card=load_source_card(source_id, token=token))
-    facts["source_is_local"] = bool(source_id) and Path(os.path.expanduser(source_id)).exists()
+    facts["source_is_local"] = bool(source_id) and is_local_path(source_id, for_output=True)
     return facts
 
 
 def list_versions(repo_id: PathOrId, *, token: Optional[str] = None) -> list[str]:
     """Published versions of a repo or local directory, oldest first."""
     if is_local_target(repo_id):
-        target = Path(os.fspath(repo_id)).expanduser()
-        names = [v["version"] for v in _local_versions(_read_local_provenance(target))]
-        return sorted(names, key=version_key)
+        versions = _local_versions(_read_local_provenance(Path(os.fspath(repo_id)).expanduser()))
+        return sorted((v["version"] for v in versions), key=version_key)
     from huggingface_hub import HfApi
 
     refs = HfApi(token=_resolve_token(token)).list_repo_refs(os.fspath(repo_id), repo_type=REPO_TYPE)

@@ -85,7 +85,9 @@ def parse_command(argv: Sequence[str]) -> argparse.Namespace:
         method = pre.method or (opt.load_yaml(pre.config).get("method") if pre.config else None)
         where = "--method" if pre.method or not pre.config else f"{pre.config}: method"
         sections = {**sections, "scorer": method_config_class(method or DEFAULT_METHOD, where=where)}
-    parser = opt.option_parser(sections, skip=skip, prog=f"hf-selectit {top.command}", description=text)
+    # `help` texts are %-formatted by argparse (so they write %%), a description is printed as is.
+    parser = opt.option_parser(sections, skip=skip, prog=f"hf-selectit {top.command}",
+                               description=text.replace("%%", "%"))
     if top.command == "run":
         parser.add_argument("run_config", metavar="CONFIG.yaml", nargs="?", help="The job's YAML file.")
         parser.add_argument("--example", metavar="NAME", help="Run an example config shipped with the "

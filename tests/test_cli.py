@@ -82,6 +82,8 @@ def test_every_dataclass_field_is_an_option_with_help_and_default(capsys):
     text = _help("score", capsys)
     assert "Uncertainty weight of the sentence level" in text and "(default: 0.2)" in text
     assert "--model-revision" in text and "--trust-remote-code | --no-trust-remote-code" in text
+    # Defect: a command's description printed argparse's escaped "%%" ("the top 20%%").
+    assert "top 20% " in _help("demo", capsys).replace("\n", " ") and "%%" not in _help("validate", capsys)
 
 
 def test_yaml_values_and_flag_precedence(tmp_path):

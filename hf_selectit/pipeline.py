@@ -235,7 +235,7 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir
     """The run's ``validate:`` step: check the selection column against a label column of the same
     rows; the report travels with the rows into the outputs, ``selectit.json`` and the card."""
     from .validation import attach_validation, run_validation
-    from .validation_plot import VALIDATION_PLOT_FILENAME
+    from .plots import VALIDATION_PLOT_FILENAME
 
     v = config.validate
     if v.label is None:

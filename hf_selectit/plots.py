@@ -53,14 +53,10 @@ def score_histogram(*, all_scores: Optional[Sequence[float]], kept_scores: Seque
     fig = agg_figure(figsize=(7, 4))
     plot_scores(fig.add_subplot(1, 1, 1), all_scores=all_scores, kept_scores=kept_scores,
                 column=column, bins=bins, cutoff=cutoff)
-    return _save(fig, path, "the score histogram")
-
-
-def _save(fig: Any, path: "str | os.PathLike", what: str) -> str:
+    # Written in place: it goes into the publisher's staging folder, which is moved whole.
     fig.tight_layout()
-    with replacing(path, what=what) as tmp:
-        fig.savefig(os.fspath(tmp), format="png")
-    logger.debug("wrote %s to %s", what, path)
+    fig.savefig(os.fspath(path), format="png")
+    logger.debug("wrote score histogram to %s", path)
     return os.fspath(path)
 
 
@@ -150,4 +146,8 @@ def validation_plot(series: Mapping[str, tuple], *, path: "str | os.PathLike",
             ax.set_title(f"{metric} {row['value']:.3f}{ci}, n={row['n']}", fontsize=10)
     if title:
         fig.suptitle(title)
-    return _save(fig, path, "the validation figure")
+    fig.tight_layout()
+    with replacing(path, what="the validation figure") as tmp:  # a user's path: whole or not at all
+        fig.savefig(os.fspath(tmp), format="png")
+    logger.debug("wrote validation plot to %s", path)
+    return os.fspath(path)

@@ -27,10 +27,9 @@ from .atomic import recover, swap_into_place, temp_name
 from .errors import ConfigError, PublishError, VersionExistsError
 from .io import is_local_path
 from .methods import columns as schema
-from .plots import HISTOGRAM_FILENAME, score_histogram, selection_cutoff
+from .plots import HISTOGRAM_FILENAME, VALIDATION_PLOT_FILENAME, score_histogram, selection_cutoff
 from .redaction import redact, redact_mapping, redact_yaml
 from .report import selection_report
-from .validation_plot import VALIDATION_PLOT_FILENAME
 from .versions import VERSION_RE, check_version, version_key  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover

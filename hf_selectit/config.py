@@ -332,7 +332,7 @@ class ModelConfig:
         "ShareGPT, messages, prompt/response.")
     column_prefix: str = option(
         DEFAULT_PREFIX, "Prefix of the output columns; use one per model to score with several models side "
-        "by side.", empty=True)
+        "by side.")
     trust_remote_code: bool = option(False, "Allow custom model code from the Hub (off by default).")
     model_kwargs: Optional[dict] = option(None, MODEL_KWARGS_HELP)
     backend: str = option("transformers", BACKEND_HELP, choices=BACKENDS)
@@ -379,7 +379,6 @@ class ScorerConfig(ModelConfig):
         from .formulas import NORMALIZATIONS
 
         check_choice("normalization", self.normalization, NORMALIZATIONS)
-        check_str("column_prefix", self.column_prefix)
         check_prompts("prompts", self.prompts, self.prompt_set)
 
 

@@ -401,3 +401,11 @@ def test_int_options_refuse_fractions_and_flags_refuse_values(tmp_path, capsys):
         cli.main(["score", "d.jsonl", "--trust-remote-code", "yes"])
     assert exit_.value.code == 2 and "unrecognized arguments: yes" in capsys.readouterr().err
     assert __import__("hf_selectit.config").config.ValidateConfig(score_columns="[a, b]").score_columns == ["a", "b"]
+
+
+def test_selectit_column_prefix_rule_is_the_fields_own():
+    # Its one rule is the field's (non-empty); a second check in __post_init__ said "or None",
+    # which it refuses too.
+    for value in ("", None):
+        with pytest.raises(ConfigError, match=r"column_prefix=.* is invalid: expected a non-empty string\.$"):
+            ScorerConfig(column_prefix=value)

@@ -280,7 +280,8 @@ def resolve(ds: "Dataset", column: Optional[str] = None, *, rule: Optional[Mappi
 
 # Value dtypes that hold one number per row. "null": a column with no value at all (e.g. every
 # row failed and the scores were saved as JSONL, which stores NaN as null) reads as all-NaN.
-_NUMERIC = ("float", "double", "int", "uint", "halffloat", "bool", "null")
+_REAL = ("float", "double", "int", "uint")
+_NUMERIC = (*_REAL, "halffloat", "bool", "null")
 
 
 def is_numeric(ds: "Dataset", name: str, *, strict: bool = False) -> bool:
@@ -289,4 +290,4 @@ def is_numeric(ds: "Dataset", name: str, *, strict: bool = False) -> bool:
     from datasets import Value
 
     feature = ds.features[name]
-    return isinstance(feature, Value) and feature.dtype.startswith(_NUMERIC[:4] if strict else _NUMERIC)
+    return isinstance(feature, Value) and feature.dtype.startswith(_REAL if strict else _NUMERIC)

@@ -26,6 +26,7 @@ from .methods import make_scorer
 from .methods.columns import for_config
 from .models import check_processes
 from .options import load_run_config
+from .plots import VALIDATION_PLOT_FILENAME
 from .progress import ProgressCallback, ProgressEvent
 from .redaction import redact_mapping
 from .runner import ScoreStats, add_scores, default_work_dir, output_lock, remove_checkpoints, score_shards, score_with
@@ -235,7 +236,6 @@ def _validate(config: PipelineConfig, summary: RunSummary, scored: Any, work_dir
     """The run's ``validate:`` step: check the selection column against a label column of the same
     rows; the report travels with the rows into the outputs, ``selectit.json`` and the card."""
     from .validation import attach_validation, run_validation
-    from .plots import VALIDATION_PLOT_FILENAME
 
     v = config.validate
     if v.label is None:
